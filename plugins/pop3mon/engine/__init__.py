@@ -1,0 +1,1 @@
+"""The pop3mon probe engine: importable and testable without pytest."""

@@ -1,0 +1,269 @@
+"""Inputs and outputs of one probe: the frozen :class:`ProbeSpec` and :class:`ProbeResult`.
+
+Results hold only plain data (str, int, float, bool, tuples, nested frozen dataclasses) so
+they serialise to JSON losslessly: xdist workers share them through a run directory and the
+reports write them out. Server-controlled text in a result is already sanitised.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..secrets import Secret
+
+__all__ = [
+    "MODES",
+    "MECHANISMS",
+    "STAGES",
+    "AuthInfo",
+    "CertInfo",
+    "MailboxInfo",
+    "PingInfo",
+    "ProbeResult",
+    "ProbeSpec",
+    "StageOutcome",
+    "TLSInfo",
+    "TranscriptLine",
+]
+
+Mode = Literal["none", "starttls-optional", "starttls", "tls"]
+MODES: tuple[str, ...] = ("none", "starttls-optional", "starttls", "tls")
+
+# Mechanism names as configured. "auto" picks the strongest offered that policy allows;
+# "none" means connect and inspect without logging in.
+MECHANISMS: tuple[str, ...] = (
+    "auto",
+    "none",
+    "user",
+    "apop",
+    "plain",
+    "login",
+    "cram-md5",
+    "scram-sha-1",
+    "scram-sha-256",
+    "xoauth2",
+    "oauthbearer",
+)
+
+# Stages in the order a session runs them. Phase timings use the same names plus "total".
+STAGES: tuple[str, ...] = (
+    "dns",
+    "ping",
+    "connect",
+    "tls",  # implicit TLS handshake (mode tls)
+    "greeting",
+    "capa",
+    "stls",
+    "tls_handshake",  # handshake after STLS
+    "capa_tls",
+    "auth",
+    "stat",
+    "quit",
+)
+
+TLS_VERSIONS: tuple[str, ...] = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """Everything the engine needs to probe one connection type.
+
+    ``address`` pins the IP to connect to while ``host`` stays the name used for SNI and
+    certificate checks. ``secret`` is ``None`` when no login is wanted or when the secret
+    could not be loaded; then ``secret_problem`` says why and auth is reported as failed
+    without any byte of a credential being sent.
+    """
+
+    id: str
+    host: str
+    port: int
+    mode: str = "tls"
+    mechanism: str = "auto"
+    username: str = ""
+    secret: Secret | None = field(default=None, repr=False, compare=False)
+    secret_problem: str = ""
+    allow_cleartext: bool = False
+    ca_file: str = ""
+    min_tls_version: str = "TLSv1.2"
+    verify_tls: bool = True
+    timeout: float = 10.0
+    ping: bool = False
+    ping_timeout: float = 1.0
+    address: str = ""
+    collect_uidl: bool = False
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    """What happened in one stage. ``status`` is ok / fail / skip / warn."""
+
+    stage: str
+    status: str
+    kind: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class PingInfo:
+    """ICMP echo result. ``status``: ok, fail, no-permission, disabled."""
+
+    status: str
+    rtt_seconds: float | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class CertInfo:
+    """Facts about the leaf certificate, recorded whether or not it verified."""
+
+    subject: str
+    issuer: str
+    sans: tuple[str, ...]
+    serial: str
+    sha256: str
+    not_before: str  # ISO 8601 UTC
+    not_after: str  # ISO 8601 UTC
+    not_after_epoch: float
+    days_left: float
+    self_signed: bool
+
+
+@dataclass(frozen=True)
+class TLSInfo:
+    """Negotiated TLS parameters and the verification outcome."""
+
+    protocol: str = ""
+    cipher: str = ""
+    verified: bool = False
+    verify_kind: str = ""
+    verify_reason: str = ""
+    sni: str = ""
+    cert: CertInfo | None = None
+
+
+@dataclass(frozen=True)
+class AuthInfo:
+    """The login attempt. ``strength``: cleartext, weak, strong, token."""
+
+    mechanism: str = ""
+    strength: str = ""
+    encrypted: bool = False
+    success: bool = False
+    response_code: str = ""
+    reason: str = ""
+    offered: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MailboxInfo:
+    """STAT answer."""
+
+    count: int
+    size: int
+    uidl_count: int | None = None
+
+
+@dataclass(frozen=True)
+class TranscriptLine:
+    """One redacted line of the dialogue. ``direction`` is C (client) or S (server)."""
+
+    t: float
+    direction: str
+    text: str
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """The frozen outcome of probing one connection type once."""
+
+    id: str
+    host: str
+    port: int
+    mode: str
+    mechanism: str
+    started_at: float  # epoch seconds
+    phases: tuple[tuple[str, float], ...] = ()  # (phase, seconds) in run order; absent = not run
+    stages: tuple[StageOutcome, ...] = ()
+    addresses: tuple[str, ...] = ()
+    peer: str = ""
+    ping: PingInfo | None = None
+    greeting: str = ""
+    apop_timestamp: bool = False
+    capabilities_before: tuple[str, ...] | None = None
+    capabilities_after: tuple[str, ...] | None = None
+    stls_offered: bool | None = None
+    downgradable: bool = False
+    injection: bool = False
+    tls: TLSInfo | None = None
+    auth: AuthInfo | None = None
+    mailbox: MailboxInfo | None = None
+    transcript: tuple[TranscriptLine, ...] = ()
+    error_kind: str = ""
+    error_stage: str = ""
+    error_reason: str = ""
+    cpu_seconds: float = 0.0
+
+    # -- convenience -------------------------------------------------------------------
+    @property
+    def ok(self) -> bool:
+        """True when no stage failed."""
+        return not self.error_kind
+
+    def phase(self, name: str) -> float | None:
+        """Seconds spent in ``name`` or ``None`` when the phase did not run."""
+        for key, value in self.phases:
+            if key == name:
+                return value
+        return None
+
+    def stage(self, name: str) -> StageOutcome | None:
+        """The outcome of stage ``name`` or ``None`` when it never ran."""
+        for outcome in self.stages:
+            if outcome.stage == name:
+                return outcome
+        return None
+
+    # -- serialisation -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict with stable keys."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """Serialise to JSON text."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProbeResult:
+        """Inverse of :meth:`to_dict`."""
+        d = dict(data)
+        d["phases"] = tuple((str(k), float(v)) for k, v in d.get("phases", ()))
+        d["stages"] = tuple(StageOutcome(**s) for s in d.get("stages", ()))
+        d["addresses"] = tuple(d.get("addresses", ()))
+        d["transcript"] = tuple(TranscriptLine(**t) for t in d.get("transcript", ()))
+        for key in ("capabilities_before", "capabilities_after"):
+            if d.get(key) is not None:
+                d[key] = tuple(d[key])
+        if d.get("ping") is not None:
+            d["ping"] = PingInfo(**d["ping"])
+        if d.get("tls") is not None:
+            tls = dict(d["tls"])
+            if tls.get("cert") is not None:
+                cert = dict(tls["cert"])
+                cert["sans"] = tuple(cert["sans"])
+                tls["cert"] = CertInfo(**cert)
+            d["tls"] = TLSInfo(**tls)
+        if d.get("auth") is not None:
+            auth = dict(d["auth"])
+            auth["offered"] = tuple(auth.get("offered", ()))
+            d["auth"] = AuthInfo(**auth)
+        if d.get("mailbox") is not None:
+            d["mailbox"] = MailboxInfo(**d["mailbox"])
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, text: str) -> ProbeResult:
+        """Inverse of :meth:`to_json`."""
+        return cls.from_dict(json.loads(text))
