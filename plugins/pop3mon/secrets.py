@@ -78,6 +78,7 @@ class Secret:
     """
 
     __slots__ = ("_value", "source")
+    source: str
 
     def __init__(self, value: str, source: str = "literal") -> None:
         object.__setattr__(self, "_value", value)

@@ -50,7 +50,8 @@ class ProbeError(Exception):
         return self.reason
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(kind={self.kind!r}, stage={self.stage!r}, reason={self.reason!r})"
+        name = type(self).__name__
+        return f"{name}(kind={self.kind!r}, stage={self.stage!r}, reason={self.reason!r})"
 
 
 class ResolveError(ProbeError):
@@ -146,7 +147,10 @@ def _ssl_reason(exc: ssl.SSLError) -> tuple[str, str]:
         or "protocol version" in low
         or "no protocols available" in low
     ):
-        return ("tls-protocol-too-old", "server only offers a TLS version below the minimum allowed")
+        return (
+            "tls-protocol-too-old",
+            "server only offers a TLS version below the minimum allowed",
+        )
     if "handshake failure" in low or "no shared cipher" in low:
         return ("tls-handshake-failed", "TLS handshake failure (no common cipher or protocol)")
     if "unexpected eof" in low or "eof occurred" in low:
@@ -193,7 +197,9 @@ def map_exception(exc: BaseException, stage: str) -> ProbeError:
                 f"no route to host: {exc.strerror}", kind="unreachable", stage=stage
             )
         return ConnectError(
-            f"network error during {stage}: {exc.strerror or exc}", kind="network-error", stage=stage
+            f"network error during {stage}: {exc.strerror or exc}",
+            kind="network-error",
+            stage=stage,
         )
     if isinstance(exc, UnicodeError):
         return ProtocolError(f"undecodable data during {stage}", stage=stage)

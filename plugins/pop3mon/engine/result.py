@@ -15,8 +15,8 @@ from typing import Any, Literal
 from ..secrets import Secret
 
 __all__ = [
-    "MODES",
     "MECHANISMS",
+    "MODES",
     "STAGES",
     "AuthInfo",
     "CertInfo",

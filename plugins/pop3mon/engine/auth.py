@@ -1,0 +1,446 @@
+"""Authentication: APOP, USER/PASS and SASL (RFC 1939, 5034, 4616, 2195, 5802, 7628).
+
+Choosing a mechanism is policy (:func:`choose_mechanism`); running it is protocol
+(:func:`authenticate`). A secret only ever reaches :meth:`Wire.command` or
+:meth:`Wire.sasl_response` wrapped as :class:`Secret`, which the wire refuses to send over an
+unencrypted channel unless cleartext was explicitly allowed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ..secrets import Secret
+from .errors import AuthError, PolicyError, ProtocolError
+from .wire import Sensitive, Status, Wire, parse_status, sanitize
+
+__all__ = [
+    "CLEARTEXT",
+    "STRENGTH",
+    "apop_digest",
+    "authenticate",
+    "choose_mechanism",
+    "valid_apop_timestamp",
+]
+
+STAGE = "auth"
+MAX_SASL_ROUNDS = 6
+AUTH_LINE_MAX = 255  # RFC 5034: AUTH with an initial response must fit in 255 octets
+
+# Strongest first: what "auto" prefers when policy allows several.
+PREFERENCE: tuple[str, ...] = (
+    "scram-sha-256",
+    "scram-sha-1",
+    "cram-md5",
+    "apop",
+    "plain",
+    "login",
+    "user",
+)
+STRENGTH: dict[str, str] = {
+    "scram-sha-256": "strong",
+    "scram-sha-1": "strong",
+    "cram-md5": "weak",
+    "apop": "weak",
+    "plain": "cleartext",
+    "login": "cleartext",
+    "user": "cleartext",
+    "xoauth2": "token",
+    "oauthbearer": "token",
+}
+# Mechanisms that put the secret itself (or a bearer token) on the wire.
+CLEARTEXT = frozenset({"plain", "login", "user", "xoauth2", "oauthbearer"})
+SASL_NAMES: dict[str, str] = {
+    "plain": "PLAIN",
+    "login": "LOGIN",
+    "cram-md5": "CRAM-MD5",
+    "scram-sha-1": "SCRAM-SHA-1",
+    "scram-sha-256": "SCRAM-SHA-256",
+    "xoauth2": "XOAUTH2",
+    "oauthbearer": "OAUTHBEARER",
+}
+
+# RFC 1939 §7 + the MD5 collision defence: a msg-id of printable characters with an "@".
+_TIMESTAMP = re.compile(rb"<[!-;=?-~]{1,200}@[!-;=?-~]{1,200}>")
+_ANY_TIMESTAMP = re.compile(rb"<[^<>]*>")
+
+
+def valid_apop_timestamp(greeting: bytes) -> bytes | None:
+    """The APOP timestamp of a greeting when it is a well-formed msg-id, else ``None``."""
+    match = _TIMESTAMP.search(greeting)
+    return match.group(0) if match else None
+
+
+def has_any_timestamp(greeting: bytes) -> bool:
+    """True when the greeting contains something that looks like ``<...>``."""
+    return _ANY_TIMESTAMP.search(greeting) is not None
+
+
+def apop_digest(timestamp: bytes, secret: str) -> str:
+    """RFC 1939 APOP digest: lowercase hex MD5 of timestamp (with ``<>``) + secret."""
+    return hashlib.md5(timestamp + secret.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+@dataclass(frozen=True)
+class Offer:
+    """What the server advertised: SASL mechanisms, USER, and a usable APOP timestamp."""
+
+    sasl: frozenset[str]
+    user: bool
+    capa_known: bool
+    timestamp: bytes | None
+    timestamp_seen: bool
+
+    def names(self) -> tuple[str, ...]:
+        """Offered mechanisms in our naming, strongest first."""
+        out = [m for m in PREFERENCE if self.offers(m)]
+        out += [m for m in ("xoauth2", "oauthbearer") if self.offers(m)]
+        return tuple(out)
+
+    def offers(self, mech: str) -> bool:
+        """Whether ``mech`` is advertised (APOP: whether a valid timestamp was sent)."""
+        if mech == "apop":
+            return self.timestamp is not None
+        if mech == "user":
+            # RFC 2449: USER in CAPA; without CAPA, USER/PASS is the RFC 1939 baseline.
+            return self.user or not self.capa_known
+        return SASL_NAMES.get(mech, "") in self.sasl
+
+
+def offer_from(capabilities: Sequence[str] | None, greeting: bytes) -> Offer:
+    """Build an :class:`Offer` from CAPA lines and the greeting."""
+    sasl: set[str] = set()
+    user = False
+    for line in capabilities or ():
+        words = line.upper().split()
+        if not words:
+            continue
+        if words[0] == "SASL":
+            sasl.update(words[1:])
+        elif words[0] == "USER":
+            user = True
+    return Offer(
+        sasl=frozenset(sasl),
+        user=user,
+        capa_known=capabilities is not None,
+        timestamp=valid_apop_timestamp(greeting),
+        timestamp_seen=has_any_timestamp(greeting),
+    )
+
+
+def choose_mechanism(
+    wanted: str, offer: Offer, *, encrypted: bool, allow_cleartext: bool, has_token: bool = False
+) -> str:
+    """Apply policy and return the mechanism to run, or raise :class:`PolicyError`."""
+    safe_channel = encrypted or allow_cleartext
+    if wanted == "auto":
+        for mech in PREFERENCE:
+            if not offer.offers(mech):
+                continue
+            if mech in CLEARTEXT and not safe_channel:
+                continue
+            if mech in SASL_NAMES and not offer.capa_known:
+                continue
+            return mech
+        offered = ", ".join(m.upper() for m in offer.names()) or "nothing usable"
+        if not safe_channel:
+            raise PolicyError(
+                f"no mechanism that is safe on an unencrypted connection is offered "
+                f"(offered: {offered}); use TLS/STLS or set allow_cleartext: true",
+                kind="cleartext-refused",
+                stage=STAGE,
+            )
+        raise PolicyError(
+            f"server offers no supported login mechanism (offered: {offered})",
+            kind="mechanism-not-offered",
+            stage=STAGE,
+        )
+    if wanted == "apop":
+        if offer.timestamp is None:
+            why = (
+                "greeting timestamp is not a valid msg-id (refusing APOP: MD5 collision risk)"
+                if offer.timestamp_seen
+                else "greeting has no timestamp"
+            )
+            raise PolicyError(f"APOP not possible: {why}", kind="apop-no-timestamp", stage=STAGE)
+        return wanted
+    if wanted in CLEARTEXT and not safe_channel:
+        raise PolicyError(
+            f"refusing {wanted.upper()} over an unencrypted connection: it would send the "
+            "secret in cleartext (use TLS/STLS or set allow_cleartext: true)",
+            kind="cleartext-refused",
+            stage=STAGE,
+        )
+    if wanted in SASL_NAMES and offer.capa_known and not offer.offers(wanted):
+        offered = ", ".join(sorted(offer.sasl)) or "none"
+        raise PolicyError(
+            f"server does not offer SASL {SASL_NAMES[wanted]} (SASL offered: {offered})",
+            kind="mechanism-not-offered",
+            stage=STAGE,
+        )
+    if wanted == "user" and offer.capa_known and not offer.user:
+        raise PolicyError(
+            "server does not offer USER/PASS (no USER capability)",
+            kind="mechanism-not-offered",
+            stage=STAGE,
+        )
+    return wanted
+
+
+# -- failure mapping --------------------------------------------------------------------
+_CODE_KINDS: dict[str, tuple[str, str]] = {
+    "AUTH": ("auth-rejected", "server rejected the credentials"),
+    "IN-USE": ("mailbox-in-use", "mailbox is locked by another session"),
+    "LOGIN-DELAY": ("login-delay", "server asks to wait before logging in again"),
+    "SYS/TEMP": ("sys-temp", "temporary server-side failure"),
+    "SYS/PERM": ("sys-perm", "permanent server-side failure"),
+}
+
+
+def _refused(status: Status, mech: str) -> AuthError:
+    kind, text = _CODE_KINDS.get(status.code, ("auth-failed", "login failed"))
+    code = f" [{status.code}]" if status.code else ""
+    return AuthError(
+        f"{mech.upper()} {text}{code}: {status.text or '(no text)'}",
+        kind=kind,
+        code=status.code,
+    )
+
+
+# -- SASL plumbing ----------------------------------------------------------------------
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _read_sasl(wire: Wire) -> Status | bytes:
+    """A server line inside AUTH: a final status, or a decoded ``+ challenge``."""
+    line = wire.read_line(STAGE)
+    if line.startswith((b"+OK", b"-ERR")):
+        wire._note("S", sanitize(line))
+        return parse_status(line, STAGE)
+    if line == b"+" or line.startswith(b"+ "):
+        payload = line[2:].strip()
+        wire._note("S", "+ " + sanitize(payload, 120))
+        try:
+            return base64.b64decode(payload, validate=True) if payload else b""
+        except (binascii.Error, ValueError):
+            wire.sasl_response("*", STAGE)
+            _drain_cancel(wire)
+            raise ProtocolError(
+                "server sent invalid base64 in a SASL challenge",
+                kind="sasl-bad-base64",
+                stage=STAGE,
+            ) from None
+    wire._note("S", sanitize(line))
+    return parse_status(line, STAGE)  # raises a clear invalid-status error
+
+
+def _drain_cancel(wire: Wire) -> None:
+    """After sending ``*``, read the server's ``-ERR`` (best effort)."""
+    try:
+        wire.read_line(STAGE)
+    except Exception:  # noqa: BLE001 - the exchange has already failed; keep that reason
+        pass
+    wire.end_sasl()
+
+
+Responder = Callable[[bytes, int], "str | Secret"]
+
+
+def _sasl(
+    wire: Wire,
+    mech: str,
+    initial: str | Secret | None,
+    respond: Responder,
+    final_check: Callable[[bytes], None] | None = None,
+) -> Status:
+    name = SASL_NAMES[mech]
+    # Send the initial response inline when it fits (RFC 5034 §4), else wait for "+ ".
+    sent_initial = False
+    if initial is not None:
+        size = (
+            len(f"AUTH {name} ")
+            + len(initial.reveal() if isinstance(initial, Secret) else initial)
+            + 2
+        )
+        if size <= AUTH_LINE_MAX:
+            wire.command("AUTH", name, initial or "=", stage=STAGE)
+            sent_initial = True
+    if not sent_initial:
+        wire.command("AUTH", name, stage=STAGE)
+    rounds = 0
+    while True:
+        reply = _read_sasl(wire)
+        if isinstance(reply, Status):
+            wire.end_sasl()
+            return reply
+        rounds += 1
+        if rounds > MAX_SASL_ROUNDS:
+            wire.sasl_response("*", STAGE)
+            _drain_cancel(wire)
+            raise ProtocolError(
+                f"SASL {name} exchange exceeded {MAX_SASL_ROUNDS} challenges; cancelled",
+                kind="sasl-too-many-rounds",
+                stage=STAGE,
+            )
+        if not sent_initial and initial is not None and rounds == 1:
+            sent_initial = True
+            wire.sasl_response(initial, STAGE)
+            continue
+        if final_check is not None and reply.startswith(b"v="):
+            final_check(reply)
+            wire.sasl_response("", STAGE)
+            continue
+        wire.sasl_response(respond(reply, rounds), STAGE)
+
+
+def _no_more(mech: str) -> Responder:
+    def respond(challenge: bytes, rounds: int) -> str:
+        # XOAUTH2/OAUTHBEARER: an error challenge gets an empty (or ^A) reply, after which
+        # the server sends -ERR (RFC 7628 §3.2.3); other mechanisms expect nothing more.
+        if mech == "oauthbearer":
+            return _b64(b"\x01")
+        return ""
+
+    return respond
+
+
+# -- SCRAM (RFC 5802) -------------------------------------------------------------------
+def _saslname(user: str) -> str:
+    return user.replace("=", "=3D").replace(",", "=2C")
+
+
+def _scram(wire: Wire, mech: str, username: str, secret: Secret) -> Status:
+    algo = "sha256" if mech == "scram-sha-256" else "sha1"
+    nonce = base64.b64encode(os.urandom(18)).decode("ascii")
+    bare = f"n={_saslname(username)},r={nonce}"
+    state: dict[str, bytes] = {}
+
+    def respond(challenge: bytes, rounds: int) -> str | Secret:
+        if rounds > 1 or "server_first" in state:
+            return ""
+        try:
+            text = challenge.decode("ascii")
+            attrs = dict(item.split("=", 1) for item in text.split(","))
+            snonce, salt, iters = attrs["r"], base64.b64decode(attrs["s"]), int(attrs["i"])
+        except (ValueError, KeyError, UnicodeDecodeError, binascii.Error):
+            raise ProtocolError(
+                "malformed SCRAM server-first message", kind="sasl-malformed", stage=STAGE
+            ) from None
+        if not snonce.startswith(nonce) or len(snonce) <= len(nonce):
+            raise ProtocolError(
+                "SCRAM server nonce does not extend the client nonce (possible attack)",
+                kind="sasl-malformed",
+                stage=STAGE,
+            )
+        if not 1 <= iters <= 1_000_000:
+            raise ProtocolError(
+                f"SCRAM iteration count {iters} out of range", kind="sasl-malformed", stage=STAGE
+            )
+        salted = hashlib.pbkdf2_hmac(algo, secret.reveal().encode("utf-8"), salt, iters)
+        client_key = hmac.new(salted, b"Client Key", algo).digest()
+        stored_key = hashlib.new(algo, client_key).digest()
+        without_proof = f"c=biws,r={snonce}"
+        auth_message = f"{bare},{text},{without_proof}".encode()
+        signature = hmac.new(stored_key, auth_message, algo).digest()
+        proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
+        server_key = hmac.new(salted, b"Server Key", algo).digest()
+        state["server_signature"] = hmac.new(server_key, auth_message, algo).digest()
+        state["server_first"] = challenge
+        return Sensitive(_b64(f"{without_proof},p={_b64(proof)}".encode()))
+
+    def final_check(message: bytes) -> None:
+        expected = state.get("server_signature")
+        try:
+            got = base64.b64decode(message[2:].split(b",")[0], validate=True)
+        except (binascii.Error, ValueError):
+            got = b""
+        if expected is None or not hmac.compare_digest(expected, got):
+            raise AuthError(
+                "SCRAM server signature is invalid: the server does not know the password "
+                "(possible man-in-the-middle)",
+                kind="scram-server-signature",
+            )
+        state["verified"] = b"1"
+
+    status = _sasl(wire, mech, _b64(f"n,,{bare}".encode()), respond, final_check)
+    if status.ok and "verified" not in state:
+        # RFC 5034 forbids data with +OK, so Dovecot sends v= as a challenge; a server that
+        # skips it never proved it knows the password.
+        sig = status.text.strip("[]")
+        if sig.startswith("v="):
+            final_check(sig.encode())
+    return status
+
+
+# -- entry point ------------------------------------------------------------------------
+def authenticate(
+    wire: Wire,
+    mech: str,
+    username: str,
+    secret: Secret,
+    *,
+    timestamp: bytes | None,
+    host: str,
+    port: int,
+) -> Status:
+    """Run ``mech`` and return the final status (``ok`` or not); raise on protocol errors."""
+    if mech == "user":
+        wire.command("USER", username, stage=STAGE)
+        status = wire.status(STAGE)
+        if not status.ok:
+            return status
+        wire.command("PASS", secret, stage=STAGE)
+        return wire.status(STAGE)
+    if mech == "apop":
+        assert timestamp is not None  # choose_mechanism guarantees it
+        digest = Sensitive(apop_digest(timestamp, secret.reveal()))
+        wire.command("APOP", username, digest, stage=STAGE)
+        return wire.status(STAGE)
+    if mech == "plain":
+        payload = Secret(_b64(f"\0{username}\0{secret.reveal()}".encode()), "sasl-plain")
+        return _sasl(wire, mech, payload, _no_more(mech))
+    if mech == "login":
+        user_b64 = _b64(username.encode())
+        pass_b64 = Secret(_b64(secret.reveal().encode()), "sasl-login")
+
+        def login_respond(challenge: bytes, rounds: int) -> str | Secret:
+            prompt = challenge.lower()
+            if b"user" in prompt or (rounds == 1 and b"pass" not in prompt):
+                return user_b64
+            return pass_b64
+
+        return _sasl(wire, mech, None, login_respond)
+    if mech == "cram-md5":
+
+        def cram_respond(challenge: bytes, rounds: int) -> str:
+            if rounds > 1:
+                return ""
+            digest = hmac.new(secret.reveal().encode(), challenge, "md5").hexdigest()
+            return Sensitive(_b64(f"{username} {digest}".encode()))
+
+        return _sasl(wire, mech, None, cram_respond)
+    if mech in ("scram-sha-1", "scram-sha-256"):
+        return _scram(wire, mech, username, secret)
+    if mech == "xoauth2":
+        payload = Secret(
+            _b64(f"user={username}\x01auth=Bearer {secret.reveal()}\x01\x01".encode()), "xoauth2"
+        )
+        return _sasl(wire, mech, payload, _no_more(mech))
+    if mech == "oauthbearer":
+        gs2 = f"n,a={_saslname(username)},\x01host={host}\x01port={port}\x01"
+        payload = Secret(_b64(f"{gs2}auth=Bearer {secret.reveal()}\x01\x01".encode()), "oauth")
+        return _sasl(wire, mech, payload, _no_more(mech))
+    raise PolicyError(f"unknown mechanism {mech!r}", kind="mechanism-unknown", stage=STAGE)
+
+
+def refused(status: Status, mech: str) -> AuthError:
+    """Turn a failed final status into an :class:`AuthError` naming the response code."""
+    return _refused(status, mech)

@@ -1,0 +1,46 @@
+"""ICMP echo through icmplib, with "no permission" as its own outcome.
+
+Raw ICMP sockets need root (or CAP_NET_RAW); unprivileged ICMP sockets need the runner's
+group inside ``net.ipv4.ping_group_range``. Many CI runners have neither, and that is a fact
+about the runner, not about the mail server, so it must never look like a failed check.
+"""
+
+from __future__ import annotations
+
+import os
+
+from icmplib import exceptions as icmp_errors
+from icmplib import ping as icmp_ping
+
+from .result import PingInfo
+
+__all__ = ["ping"]
+
+
+def _privileged_default() -> bool:
+    if os.environ.get("POP3MON_PING_UNPRIVILEGED", "") not in ("", "0"):
+        return False
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def ping(address: str, timeout: float, privileged: bool | None = None) -> PingInfo:
+    """Send one ICMP echo to ``address`` and wait at most ``timeout`` seconds."""
+    if privileged is None:
+        privileged = _privileged_default()
+    try:
+        host = icmp_ping(
+            address, count=1, interval=0, timeout=max(timeout, 0.05), privileged=privileged
+        )
+    except icmp_errors.SocketPermissionError:
+        return PingInfo(
+            "no-permission",
+            reason="this runner may not send ICMP echo (needs root, CAP_NET_RAW or "
+            "net.ipv4.ping_group_range); PING not checked",
+        )
+    except icmp_errors.ICMPLibError as exc:
+        return PingInfo("fail", reason=f"ICMP error: {exc}")
+    except OSError as exc:
+        return PingInfo("fail", reason=f"ICMP error: {exc.strerror or exc}")
+    if not host.is_alive:
+        return PingInfo("fail", reason=f"no ICMP echo reply from {address} within {timeout:g}s")
+    return PingInfo("ok", rtt_seconds=host.avg_rtt / 1000.0)

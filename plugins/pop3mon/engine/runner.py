@@ -1,0 +1,36 @@
+"""Probe many connection types at once: bounded concurrency, one deadline each."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+
+from .result import ProbeResult, ProbeSpec
+from .session import probe
+
+__all__ = ["DEFAULT_CONCURRENCY", "run_probes"]
+
+DEFAULT_CONCURRENCY = 32
+
+
+def run_probes(
+    specs: Iterable[ProbeSpec],
+    concurrency: int = DEFAULT_CONCURRENCY,
+    on_result: Callable[[ProbeResult], None] | None = None,
+) -> dict[str, ProbeResult]:
+    """Probe every spec once, at most ``concurrency`` at a time.
+
+    Probes are I/O-bound and each is bounded by its own deadline, so threads suffice; the
+    run takes about as long as the slowest probe times the number of waves.
+    """
+    todo = list(specs)
+    results: dict[str, ProbeResult] = {}
+    if not todo:
+        return results
+    workers = max(1, min(concurrency, len(todo)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pop3mon-probe") as pool:
+        for result in pool.map(probe, todo):
+            results[result.id] = result
+            if on_result is not None:
+                on_result(result)
+    return results

@@ -1,0 +1,572 @@
+"""One POP3 probe: DNS → (PING) → TCP → (TLS) → greeting → CAPA → (STLS → TLS → CAPA) →
+auth → STAT → QUIT, every phase timed, one absolute deadline, never raising.
+
+:func:`probe` is the engine's single entry point. Whatever the server does, it returns a
+:class:`ProbeResult`; failures are recorded as the engine's own error kinds with a reason.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from . import auth as auth_mod
+from .errors import (
+    AuthError,
+    ConnectError,
+    MailboxError,
+    PolicyError,
+    ProbeError,
+    ProtocolError,
+    ResolveError,
+    StartTLSError,
+    TLSError,
+    TLSVerifyError,
+    map_exception,
+)
+from .ping import ping as icmp_ping
+from .result import (
+    AuthInfo,
+    CertInfo,
+    MailboxInfo,
+    PingInfo,
+    ProbeResult,
+    ProbeSpec,
+    StageOutcome,
+    TLSInfo,
+)
+from .tls import cert_info, client_context, handshake, unverified_context
+from .wire import Deadline, Wire, parse_status, sanitize
+
+__all__ = ["probe"]
+
+QUIT_WAIT = 2.0  # a server that never answers QUIT should not eat the whole deadline
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def resolve(host: str, port: int, deadline: Deadline) -> tuple[str, ...]:
+    """Resolve ``host`` within the deadline.
+
+    ``getaddrinfo`` ignores timeouts, so it runs in a daemon thread that the deadline can
+    abandon. Names under ``.invalid`` never resolve (RFC 6761) and are not even asked for.
+    """
+    if host.rstrip(".").lower().endswith(".invalid") or host.lower() == "invalid":
+        raise ResolveError(
+            f"{host} is a reserved name that never resolves (RFC 6761 .invalid)",
+            kind="dns-nxdomain",
+            stage="dns",
+        )
+    box: list[object] = []
+    done = threading.Event()
+
+    def lookup() -> None:
+        try:
+            box.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except BaseException as exc:  # noqa: BLE001 - handed to the probe thread below
+            box.append(exc)
+        done.set()
+
+    threading.Thread(target=lookup, name=f"dns-{host}", daemon=True).start()
+    if not done.wait(deadline.budget("dns")):
+        raise ProbeError(
+            f"DNS lookup of {host} did not answer within the deadline",
+            kind="dns-timeout",
+            stage="dns",
+        )
+    outcome = box[0]
+    if isinstance(outcome, BaseException):
+        if isinstance(outcome, socket.gaierror):
+            raise ResolveError(
+                f"DNS lookup of {host} failed: {outcome.strerror or outcome}", stage="dns"
+            )
+        raise map_exception(outcome, "dns")
+    addresses: list[str] = []
+    for _family, _type, _proto, _canon, sockaddr in outcome:  # type: ignore[attr-defined]
+        addr = str(sockaddr[0])
+        if addr not in addresses:
+            addresses.append(addr)
+    if not addresses:
+        raise ResolveError(f"DNS lookup of {host} returned no address", stage="dns")
+    return tuple(addresses)
+
+
+class _Probe:
+    """State of one probe run. Private: use :func:`probe`."""
+
+    def __init__(self, spec: ProbeSpec) -> None:
+        self.spec = spec
+        self.deadline = Deadline(spec.timeout)
+        self.t0 = time.perf_counter()
+        self.started_at = time.time()
+        self.phases: list[tuple[str, float]] = []
+        self.stages: dict[str, StageOutcome] = {}
+        self.addresses: tuple[str, ...] = ()
+        self.peer = ""
+        self.ping: PingInfo | None = None
+        self.wire: Wire | None = None
+        self.raw_greeting = b""
+        self.greeting = ""
+        self.caps_before: tuple[str, ...] | None = None
+        self.caps_after: tuple[str, ...] | None = None
+        self.stls_offered: bool | None = None
+        self.downgradable = False
+        self.injection = False
+        self.tls: TLSInfo | None = None
+        self.auth: AuthInfo | None = None
+        self.mailbox: MailboxInfo | None = None
+        self.error: ProbeError | None = None
+        self.mech = ""
+        self.offered: tuple[str, ...] = ()
+
+    # -- bookkeeping -------------------------------------------------------------------
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases.append((name, time.perf_counter() - start))
+
+    def ok(self, stage: str) -> None:
+        self.stages[stage] = StageOutcome(stage, "ok")
+
+    def mark(self, stage: str, status: str, reason: str, kind: str = "") -> None:
+        self.stages[stage] = StageOutcome(stage, status, kind, sanitize(reason, 500))
+
+    # -- stages ------------------------------------------------------------------------
+    def do_resolve(self) -> None:
+        spec = self.spec
+        if spec.address:
+            self.addresses = (spec.address,)
+            self.mark("dns", "skip", f"address pinned to {spec.address}; {spec.host} not resolved")
+            return
+        if _is_ip(spec.host):
+            self.addresses = (spec.host,)
+            self.mark("dns", "skip", f"{spec.host} is an IP address; nothing to resolve")
+            return
+        with self.phase("dns"):
+            self.addresses = resolve(spec.host, spec.port, self.deadline)
+        self.ok("dns")
+
+    def do_ping(self) -> None:
+        target = self.addresses[0]
+        with self.phase("ping"):
+            info = icmp_ping(target, min(self.spec.ping_timeout, self.deadline.budget("ping")))
+        self.ping = info
+        if info.status == "ok":
+            self.ok("ping")
+        elif info.status == "no-permission":
+            self.phases.pop()  # the echo never ran; no time to report
+            self.mark("ping", "skip", info.reason, "ping-no-permission")
+        else:
+            raise ProbeError(info.reason, kind="ping-failed", stage="ping")
+
+    def connect(self, address: str, stage: str = "connect") -> socket.socket:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.deadline.budget(stage))
+            sock.connect((address, self.spec.port))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def do_connect(self) -> socket.socket:
+        failures: list[str] = []
+        first: ProbeError | None = None
+        with self.phase("connect"):
+            for address in self.addresses:
+                try:
+                    sock = self.connect(address)
+                except BaseException as exc:  # noqa: BLE001 - mapped below
+                    err = map_exception(exc, "connect")
+                    if err.kind == "timeout":
+                        err = ConnectError(
+                            f"TCP connect to {address} port {self.spec.port} timed out",
+                            kind="connect-timeout",
+                            stage="connect",
+                        )
+                    first = first or err
+                    failures.append(f"{address}: {err.reason}")
+                    continue
+                self.peer = address
+                self.ok("connect")
+                return sock
+        assert first is not None
+        where = "; ".join(failures)
+        raise type(first)(
+            f"TCP connect to {self.spec.host} port {self.spec.port} failed ({where})",
+            kind=first.kind,
+            stage="connect",
+        )
+
+    def tls_handshake(self, sock: socket.socket, stage: str) -> ssl.SSLSocket:
+        spec = self.spec
+        ctx = client_context(spec.ca_file, spec.min_tls_version, spec.verify_tls)
+        try:
+            with self.phase(stage):
+                tls = handshake(sock, ctx, spec.host, self.deadline, stage)
+        except TLSError as exc:
+            cert, proto = None, ""
+            if isinstance(exc, TLSVerifyError) or exc.kind == "tls-protocol-too-old":
+                cert, proto = self.fetch_certificate()
+            reason = exc.reason
+            if exc.kind == "tls-protocol-too-old" and proto:
+                reason = f"server only offers {proto}; minimum allowed is {spec.min_tls_version}"
+                exc.reason = reason
+            elif cert is not None and exc.kind == "cert-expired":
+                reason = (
+                    f"certificate expired {cert.not_after[:10]} ({-cert.days_left:.0f} days ago)"
+                )
+                exc.reason = reason
+            elif cert is not None and exc.kind == "cert-hostname-mismatch":
+                names = ", ".join(cert.sans) or cert.subject
+                reason = f"certificate does not match host name {spec.host} (it is for {names})"
+                exc.reason = reason
+            elif cert is not None and exc.kind == "cert-not-yet-valid":
+                reason = f"certificate is not valid before {cert.not_before[:10]}"
+                exc.reason = reason
+            self.tls = TLSInfo(
+                protocol=proto,
+                verified=False,
+                verify_kind=exc.kind,
+                verify_reason=reason,
+                sni=spec.host,
+                cert=cert,
+            )
+            raise
+        der = tls.getpeercert(binary_form=True)
+        cipher = tls.cipher()
+        self.tls = TLSInfo(
+            protocol=tls.version() or "",
+            cipher=cipher[0] if cipher else "",
+            verified=spec.verify_tls,
+            verify_kind="" if spec.verify_tls else "verification-disabled",
+            verify_reason="" if spec.verify_tls else "certificate verification disabled",
+            sni=spec.host,
+            cert=cert_info(der) if der else None,
+        )
+        self.ok(stage)
+        return tls
+
+    def fetch_certificate(self) -> tuple[CertInfo | None, str]:
+        """Read the certificate a failing server presents, on a second connection that
+        logs in to nothing, so the report can say what was wrong with it."""
+        if self.deadline.remaining() <= 0.05 or not self.peer:
+            return None, ""
+        sock: socket.socket | None = None
+        try:
+            sock = self.connect(self.peer, "tls")
+            if self.spec.mode != "tls":
+                wire = Wire(sock, self.deadline, started=self.t0)
+                wire.read_line("tls")
+                wire.command("STLS", stage="tls")
+                if not wire.status("tls").ok:
+                    return None, ""
+            tls = handshake(sock, unverified_context(), self.spec.host, self.deadline, "tls")
+            sock = tls
+            der = tls.getpeercert(binary_form=True)
+            return (cert_info(der) if der else None), (tls.version() or "")
+        except Exception:  # noqa: BLE001 - best effort; the real failure is already known
+            return None, ""
+        finally:
+            if sock is not None:
+                sock.close()
+
+    def read_greeting(self, wire: Wire) -> None:
+        with self.phase("greeting"):
+            line = wire.read_line("greeting")
+            wire._note("S", sanitize(line))
+            self.raw_greeting = line
+            status = parse_status(line, "greeting")
+        self.greeting = status.text
+        if not status.ok:
+            raise ProtocolError(
+                f"server greeting is -ERR (not accepting sessions): {status.text or '(no text)'}",
+                kind="greeting-refused",
+                stage="greeting",
+            )
+        self.ok("greeting")
+
+    def capa(self, wire: Wire, stage: str) -> tuple[str, ...] | None:
+        with self.phase(stage):
+            wire.command("CAPA", stage=stage)
+            status = wire.status(stage)
+            caps = tuple(wire.multiline(stage)) if status.ok else None
+        if caps is None:
+            self.mark(stage, "warn", f"server does not support CAPA: {status.text}", "no-capa")
+        else:
+            self.ok(stage)
+        return caps
+
+    def starttls(self, wire: Wire, sock: socket.socket) -> None:
+        spec = self.spec
+        caps = self.caps_before
+        self.stls_offered = (
+            None if caps is None else any(c.upper().split()[:1] == ["STLS"] for c in caps)
+        )
+        if self.stls_offered is False:
+            if spec.mode == "starttls":
+                raise StartTLSError(
+                    "server did not offer STLS (not in CAPA); refusing to continue without TLS",
+                    kind="stls-not-offered",
+                    stage="stls",
+                )
+            self.downgradable = True
+            self.mark(
+                "stls",
+                "warn",
+                "server does not offer STLS; session continued in plaintext (downgradable)",
+                "stls-not-offered",
+            )
+            return
+        extra = 0
+        with self.phase("stls"):
+            wire.command("STLS", stage="stls")
+            status = wire.status("stls")
+            if status.ok:
+                extra = wire.pending() + _peek(sock)
+        if not status.ok:
+            if spec.mode == "starttls":
+                raise StartTLSError(
+                    f"server refused STLS: {status.text or '(no text)'}",
+                    kind="stls-refused",
+                    stage="stls",
+                )
+            self.downgradable = True
+            self.mark(
+                "stls",
+                "warn",
+                f"server refused STLS ({status.text}); session continued in plaintext "
+                "(downgradable)",
+                "stls-refused",
+            )
+            return
+        if extra:
+            self.injection = True
+            raise StartTLSError(
+                f"STARTTLS injection: server sent {extra} byte(s) after '+OK' to STLS before "
+                "the TLS handshake (CVE-2011-0411 class); session aborted",
+                kind="stls-injection",
+                stage="stls",
+            )
+        self.ok("stls")
+        tls = self.tls_handshake(sock, "tls_handshake")
+        wire.upgrade(tls)
+        # Capabilities learnt in plaintext may have been forged: ask again (RFC 2595 §4).
+        self.caps_after = self.capa(wire, "capa_tls")
+
+    def authenticate(self, wire: Wire) -> bool:
+        spec = self.spec
+        if spec.mechanism == "none":
+            self.mark("auth", "skip", "no login configured (auth: none)")
+            return False
+        caps = (
+            self.caps_after
+            if wire.encrypted and self.caps_after is not None
+            else (self.caps_after if self.caps_after is not None else self.caps_before)
+        )
+        offer = auth_mod.offer_from(caps, self.raw_greeting)
+        self.offered = offer.names()
+        if spec.secret is None:
+            raise PolicyError(
+                spec.secret_problem or "no secret configured for this account",
+                kind="secret-missing",
+                stage="auth",
+            )
+        with self.phase("auth"):
+            self.mech = auth_mod.choose_mechanism(
+                spec.mechanism,
+                offer,
+                encrypted=wire.encrypted,
+                allow_cleartext=spec.allow_cleartext,
+            )
+            status = auth_mod.authenticate(
+                wire,
+                self.mech,
+                spec.username,
+                spec.secret,
+                timestamp=offer.timestamp,
+                host=spec.host,
+                port=spec.port,
+            )
+        if not status.ok:
+            raise auth_mod.refused(status, self.mech)
+        self.auth = AuthInfo(
+            mechanism=self.mech,
+            strength=auth_mod.STRENGTH.get(self.mech, ""),
+            encrypted=wire.encrypted,
+            success=True,
+            offered=self.offered,
+        )
+        self.ok("auth")
+        return True
+
+    def stat(self, wire: Wire) -> None:
+        with self.phase("stat"):
+            wire.command("STAT", stage="stat")
+            status = wire.status("stat")
+        if not status.ok:
+            raise MailboxError(f"STAT refused: {status.text or '(no text)'}", stage="stat")
+        parts = status.text.split()
+        if len(parts) < 2 or not all(p.isdigit() and len(p) <= 18 for p in parts[:2]):
+            raise MailboxError(
+                f"malformed STAT answer (expected '+OK count size'): {status.text!r}",
+                kind="stat-malformed",
+                stage="stat",
+            )
+        uidl: int | None = None
+        if self.spec.collect_uidl:
+            wire.command("UIDL", stage="stat")
+            if wire.status("stat").ok:
+                uidl = len(wire.multiline("stat"))
+        self.mailbox = MailboxInfo(int(parts[0]), int(parts[1]), uidl)
+        self.ok("stat")
+
+    def quit(self, wire: Wire) -> None:
+        saved = wire.deadline
+        wire.deadline = Deadline(max(0.0, min(QUIT_WAIT, saved.remaining())))
+        try:
+            with self.phase("quit"):
+                wire.command("QUIT", stage="quit")
+                status = wire.status("quit")
+            if status.ok:
+                self.ok("quit")
+            else:
+                self.mark("quit", "warn", f"server answered QUIT with -ERR: {status.text}")
+        except ProbeError as exc:
+            self.mark("quit", "warn", f"QUIT not answered cleanly: {exc.reason}", exc.kind)
+        finally:
+            wire.deadline = saved
+
+    # -- the whole dialogue ------------------------------------------------------------
+    def run(self) -> ProbeResult:
+        cpu0 = time.thread_time()
+        stage = "dns"
+        wire: Wire | None = None
+        try:
+            self.do_resolve()
+            if self.spec.ping:
+                stage = "ping"
+                self.do_ping()
+            stage = "connect"
+            sock = self.do_connect()
+            wire = Wire(
+                sock, self.deadline, started=self.t0, cleartext_allowed=self.spec.allow_cleartext
+            )
+            self.wire = wire
+            if self.spec.mode == "tls":
+                stage = "tls"
+                tls = self.tls_handshake(sock, "tls")
+                wire.upgrade(tls)
+                sock = tls
+            stage = "greeting"
+            self.read_greeting(wire)
+            stage = "capa"
+            self.caps_before = self.capa(wire, "capa")
+            if self.spec.mode in ("starttls", "starttls-optional"):
+                stage = "stls"
+                self.starttls(wire, sock)
+            stage = "auth"
+            if self.authenticate(wire):
+                stage = "stat"
+                self.stat(wire)
+            stage = "quit"
+            self.quit(wire)
+        except BaseException as exc:
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            err = map_exception(exc, stage)
+            self.error = err
+            self.mark(err.stage or stage, "fail", err.reason, err.kind)
+            if err.stage == "auth" or stage == "auth":
+                code = err.code if isinstance(err, AuthError) else ""
+                self.auth = AuthInfo(
+                    mechanism=self.mech,
+                    strength=auth_mod.STRENGTH.get(self.mech, ""),
+                    encrypted=bool(wire and wire.encrypted),
+                    success=False,
+                    response_code=code,
+                    reason=err.reason,
+                    offered=self.offered,
+                )
+            if wire is not None and _session_usable(err):
+                self.quit(wire)
+        finally:
+            if wire is not None:
+                wire.close()
+        self.phases.append(("total", time.perf_counter() - self.t0))
+        return self.result(time.thread_time() - cpu0)
+
+    def result(self, cpu: float) -> ProbeResult:
+        spec = self.spec
+        err = self.error
+        return ProbeResult(
+            id=spec.id,
+            host=spec.host,
+            port=spec.port,
+            mode=spec.mode,
+            mechanism=spec.mechanism,
+            started_at=self.started_at,
+            phases=tuple((k, round(v, 6)) for k, v in self.phases),
+            stages=tuple(self.stages.values()),
+            addresses=self.addresses,
+            peer=self.peer,
+            ping=self.ping,
+            greeting=self.greeting,
+            apop_timestamp=auth_mod.valid_apop_timestamp(self.raw_greeting) is not None,
+            capabilities_before=self.caps_before,
+            capabilities_after=self.caps_after,
+            stls_offered=self.stls_offered,
+            downgradable=self.downgradable,
+            injection=self.injection,
+            tls=self.tls,
+            auth=self.auth,
+            mailbox=self.mailbox,
+            transcript=tuple(self.wire.transcript) if self.wire else (),
+            error_kind=err.kind if err else "",
+            error_stage=err.stage if err else "",
+            error_reason=err.reason if err else "",
+            cpu_seconds=round(cpu, 6),
+        )
+
+
+def _peek(sock: socket.socket) -> int:
+    """Bytes already waiting on the socket, without consuming or blocking."""
+    try:
+        data = sock.recv(4096, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return 0
+    except OSError:
+        return 0
+    return len(data)
+
+
+def _session_usable(err: ProbeError) -> bool:
+    """After these failures the POP3 session is still in a sane state: say QUIT."""
+    if isinstance(err, (AuthError, MailboxError)):
+        return err.kind not in ("connection-closed", "connection-reset")
+    if isinstance(err, PolicyError):
+        return True
+    if isinstance(err, StartTLSError):
+        return err.kind in ("stls-not-offered", "stls-refused")
+    return False
+
+
+def probe(spec: ProbeSpec) -> ProbeResult:
+    """Probe one connection type once. Never raises for anything the server does."""
+    return _Probe(spec).run()

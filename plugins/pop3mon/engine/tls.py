@@ -1,0 +1,120 @@
+"""TLS contexts, handshakes and certificate facts.
+
+Contexts always verify chain and host name unless the target disables verification
+explicitly; poplib's defaults verify nothing and are never used. Contexts are cached per
+(CA file, minimum version, verify) because building one loads the trust store, which costs
+more CPU than the rest of a probe.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import socket
+import ssl
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
+
+from .errors import TLSError, map_exception
+from .result import CertInfo
+from .wire import Deadline
+
+__all__ = ["cert_info", "client_context", "handshake", "unverified_context"]
+
+_VERSIONS = {
+    "TLSv1": ssl.TLSVersion.TLSv1,
+    "TLSv1.1": ssl.TLSVersion.TLSv1_1,
+    "TLSv1.2": ssl.TLSVersion.TLSv1_2,
+    "TLSv1.3": ssl.TLSVersion.TLSv1_3,
+}
+
+
+@functools.lru_cache(maxsize=64)
+def client_context(ca_file: str, min_version: str, verify: bool) -> ssl.SSLContext:
+    """A verifying client context (shared; SSLContext is safe to use from many threads)."""
+    if verify:
+        ctx = ssl.create_default_context(cafile=ca_file or None)
+    else:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    version = _VERSIONS.get(min_version, ssl.TLSVersion.TLSv1_2)
+    ctx.minimum_version = version
+    if version < ssl.TLSVersion.TLSv1_2:
+        # OpenSSL 3's default security level refuses TLS < 1.2 even when the minimum
+        # allows it; an admin who configured an old minimum asked for exactly that.
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    return ctx
+
+
+@functools.lru_cache(maxsize=8)
+def unverified_context(min_version: str = "TLSv1") -> ssl.SSLContext:
+    """A context that accepts any certificate: used only to *read* a certificate that
+    failed verification, so the report can show what the server presented."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = _VERSIONS.get(min_version, ssl.TLSVersion.TLSv1)
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    return ctx
+
+
+def handshake(
+    sock: socket.socket, ctx: ssl.SSLContext, sni: str, deadline: Deadline, stage: str
+) -> ssl.SSLSocket:
+    """Run the TLS handshake on ``sock`` within the deadline; SNI is the configured host."""
+    server_hostname = sni or None
+    try:
+        tls = ctx.wrap_socket(sock, server_hostname=server_hostname, do_handshake_on_connect=False)
+        # CPython bounds the whole handshake by this timeout, not each read.
+        tls.settimeout(deadline.budget(stage))
+        tls.do_handshake()
+    except BaseException as exc:  # noqa: BLE001 - mapped to the engine's tree right here
+        raise map_exception(exc, stage) from None
+    return tls
+
+
+def _name(name: x509.Name) -> str:
+    try:
+        return name.rfc4514_string()
+    except ValueError:
+        return "(unparseable name)"
+
+
+def cert_info(der: bytes, now: dt.datetime | None = None) -> CertInfo:
+    """Extract the facts a mail admin needs from a DER certificate."""
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError as exc:
+        raise TLSError(
+            f"server certificate cannot be parsed: {exc}", kind="cert-unparseable"
+        ) from None
+    now = now or dt.datetime.now(dt.UTC)
+    sans: list[str] = []
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        sans.extend(f"DNS:{n}" for n in ext.get_values_for_type(x509.DNSName))
+        sans.extend(f"IP:{ip}" for ip in ext.get_values_for_type(x509.IPAddress))
+    except (x509.ExtensionNotFound, ValueError):
+        pass
+    not_after = cert.not_valid_after_utc
+    not_before = cert.not_valid_before_utc
+    fingerprint = cert.fingerprint(hashes.SHA256()).hex(":").upper()
+    subject = _name(cert.subject)
+    if not subject:
+        cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        subject = str(cns[0].value) if cns else ""
+    return CertInfo(
+        subject=subject,
+        issuer=_name(cert.issuer),
+        sans=tuple(sans),
+        serial=format(cert.serial_number, "X"),
+        sha256=fingerprint,
+        not_before=not_before.isoformat(),
+        not_after=not_after.isoformat(),
+        not_after_epoch=not_after.timestamp(),
+        days_left=round((not_after - now).total_seconds() / 86400.0, 2),
+        self_signed=cert.issuer == cert.subject,
+    )
