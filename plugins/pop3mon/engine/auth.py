@@ -206,9 +206,12 @@ _CODE_KINDS: dict[str, tuple[str, str]] = {
 
 def _refused(status: Status, mech: str) -> AuthError:
     kind, text = _CODE_KINDS.get(status.code, ("auth-failed", "login failed"))
+    said = status.text
+    if status.code and said.startswith("["):
+        said = said.split("]", 1)[-1].strip()
     code = f" [{status.code}]" if status.code else ""
     return AuthError(
-        f"{mech.upper()} {text}{code}: {status.text or '(no text)'}",
+        f"{text}{code} (server said: {said or '(no text)'}; mechanism {mech.upper()})",
         kind=kind,
         code=status.code,
     )

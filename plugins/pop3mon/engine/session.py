@@ -547,12 +547,16 @@ class _Probe:
 
 def _peek(sock: socket.socket) -> int:
     """Bytes already waiting on the socket, without consuming or blocking."""
+    # A Python socket with a timeout polls before recv even with MSG_DONTWAIT, so switch
+    # it to non-blocking for the peek itself.
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
     try:
-        data = sock.recv(4096, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except (BlockingIOError, InterruptedError):
+        data = sock.recv(4096, socket.MSG_PEEK)
+    except OSError:  # BlockingIOError (nothing waiting) or a dead socket: nothing injected
         return 0
-    except OSError:
-        return 0
+    finally:
+        sock.settimeout(timeout)
     return len(data)
 
 
