@@ -1,0 +1,3 @@
+"""Loads the pop3mon plugin; everything else lives in plugins/pop3mon."""
+
+pytest_plugins = ["plugins.pop3mon.plugin"]

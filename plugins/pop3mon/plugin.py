@@ -1,0 +1,291 @@
+"""pytest glue: options, parametrization, the one-probe-per-run store, tier gating.
+
+The plugin holds no protocol logic. It loads ``targets.yaml`` at start-up (a bad file stops
+the run with one line per problem), parametrizes the tier tests with one stable id per
+connection type, probes every *selected* connection type exactly once per run (also under
+pytest-xdist, where workers share results through a run directory guarded by a lock), and
+turns :mod:`checks` verdicts into pass / WARN / fail / skip.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import checks
+from .config import ConfigError, ConnectionType, Targets, load_targets
+from .engine.result import ProbeResult
+from .engine.runner import DEFAULT_CONCURRENCY, run_probes
+from .recorder import Recorder
+
+__all__ = ["RunState"]
+
+TARGETS_ENV = "POP3MON_TARGETS"
+STATE_KEY = pytest.StashKey["RunState"]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Command-line and ini options of pop3mon."""
+    group = parser.getgroup("pop3mon", "POP3 monitoring")
+    group.addoption(
+        "--targets",
+        metavar="PATH",
+        default=None,
+        help=f"targets file to monitor (default: ${TARGETS_ENV}, then ini pop3mon_targets, "
+        "then targets.yaml in the rootdir)",
+    )
+    group.addoption(
+        "--strict-warn",
+        action="store_true",
+        default=None,
+        help="fail checks whose verdict is WARN (default: ini pop3mon_strict_warn)",
+    )
+    group.addoption(
+        "--probe-concurrency",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"probe at most N connection types at once (default {DEFAULT_CONCURRENCY})",
+    )
+    parser.addini("pop3mon_targets", "default targets file", default="targets.yaml")
+    parser.addini("pop3mon_strict_warn", "treat WARN as failure", type="bool", default=False)
+    parser.addini(
+        "pop3mon_concurrency", "probes in flight at once", default=str(DEFAULT_CONCURRENCY)
+    )
+
+
+def _targets_path(config: pytest.Config) -> Path:
+    raw = config.getoption("targets") or os.environ.get(TARGETS_ENV) or ""
+    if raw:
+        return Path(raw).expanduser().resolve()
+    ini = str(config.getini("pop3mon_targets"))
+    path = Path(ini)
+    return path if path.is_absolute() else (config.rootpath / path)
+
+
+class RunState:
+    """Per-process state: the targets, the run directory and the probe results."""
+
+    def __init__(self, config: pytest.Config, targets: Targets, rundir: Path, owner: bool):
+        self.config = config
+        self.targets = targets
+        self.rundir = rundir
+        self.owner = owner
+        self.by_id: dict[str, ConnectionType] = {c.id: c for c in targets.connections}
+        self.results: dict[str, ProbeResult] = {}
+        opt = config.getoption("strict_warn")
+        self.strict_warn = bool(opt) if opt is not None else bool(
+            config.getini("pop3mon_strict_warn")
+        )
+        conc = config.getoption("probe_concurrency") or int(
+            str(config.getini("pop3mon_concurrency"))
+        )
+        self.concurrency = max(1, conc)
+
+    # -- the run directory: one probe per connection type per run -----------------------
+    @staticmethod
+    def _file(rundir: Path, ct_id: str) -> Path:
+        return rundir / ("probe-" + hashlib.sha256(ct_id.encode()).hexdigest()[:24] + ".json")
+
+    def result_for(self, ct: ConnectionType, session: pytest.Session) -> ProbeResult:
+        """The probe result for ``ct``, probing every selected connection type on first use."""
+        if ct.id not in self.results:
+            self._probe_selected(session, must_include=ct.id)
+        return self.results[ct.id]
+
+    def _selected_ids(self, session: pytest.Session) -> list[str]:
+        ids: set[str] = set()
+        for item in session.items:
+            callspec = getattr(item, "callspec", None)
+            ct = callspec.params.get("ct") if callspec is not None else None
+            if isinstance(ct, str) and ct in self.by_id:
+                ids.add(ct)
+        return sorted(ids)
+
+    def _probe_selected(self, session: pytest.Session, must_include: str) -> None:
+        wanted = self._selected_ids(session)
+        if must_include not in wanted:
+            wanted.append(must_include)
+        # xdist workers all compute the same selection; the first to take the lock probes
+        # the whole batch concurrently, the others find the results on disk.
+        lock = self.rundir / "probe.lock"
+        with lock.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                missing = [i for i in wanted if not self._file(self.rundir, i).exists()]
+                if missing:
+                    specs = [self.by_id[i].to_probe_spec() for i in missing]
+                    run_probes(specs, self.concurrency, on_result=self._store)
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        for ct_id in wanted:
+            self.results[ct_id] = ProbeResult.from_json(
+                self._file(self.rundir, ct_id).read_text(encoding="utf-8")
+            )
+
+    def _store(self, result: ProbeResult) -> None:
+        path = self._file(self.rundir, result.id)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(result.to_json(), encoding="utf-8")
+        tmp.replace(path)
+
+    def load_all_results(self) -> dict[str, ProbeResult]:
+        """Every result any process of this run wrote (the controller's view for reports)."""
+        out: dict[str, ProbeResult] = {}
+        for ct in self.targets.connections:
+            path = self._file(self.rundir, ct.id)
+            if path.exists():
+                out[ct.id] = ProbeResult.from_json(path.read_text(encoding="utf-8"))
+        return out
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Load and validate the targets; a bad file stops the run here."""
+    if config.getoption("help", False) or config.getoption("version", False):
+        return
+    path = _targets_path(config)
+    try:
+        targets = load_targets(path)
+    except ConfigError as exc:
+        raise pytest.UsageError(f"pop3mon: invalid targets file\n{exc}") from None
+    if _is_worker(config):
+        rundir = Path(config.workerinput["pop3mon_rundir"])  # type: ignore[attr-defined]
+        owner = False
+    else:
+        rundir = Path(tempfile.mkdtemp(prefix="pop3mon-run-"))
+        owner = True
+    state = RunState(config, targets, rundir, owner)
+    for tag in sorted({t for c in targets.connections for t in c.tags}):
+        config.addinivalue_line("markers", f"{tag}: tag from the targets file")
+    config.stash[STATE_KEY] = state
+    if not _is_worker(config):
+        config.pluginmanager.register(Recorder(config, state), "pop3mon-recorder")
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistHooks(state), "pop3mon-xdist")
+
+
+class _XdistHooks:
+    """Hooks that exist only when pytest-xdist is installed."""
+
+    def __init__(self, state: RunState) -> None:
+        self.state = state
+
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput["pop3mon_rundir"] = str(self.state.rundir)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the run directory (controller only, after the reports were written)."""
+    state = config.stash.get(STATE_KEY, None)
+    if state is not None and state.owner:
+        shutil.rmtree(state.rundir, ignore_errors=True)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """One parameter per connection type (and per latency phase), with stable ids."""
+    if "ct" not in metafunc.fixturenames:
+        return
+    state = metafunc.config.stash.get(STATE_KEY, None)
+    if state is None:
+        return
+    cts = state.targets.connections
+    if "phase" in metafunc.fixturenames:
+        pairs = [(ct.id, p) for ct in cts for p in checks.latency_phases(ct)]
+        metafunc.parametrize(
+            ("ct", "phase"), pairs, ids=[f"{c}-{p}" for c, p in pairs], scope="function"
+        )
+    else:
+        metafunc.parametrize("ct", [ct.id for ct in cts], ids=[ct.id for ct in cts])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tag items with their server and connection type so ``-m``/``-k`` and reports see them."""
+    state = config.stash.get(STATE_KEY, None)
+    if state is None:
+        return
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        ct_id = callspec.params.get("ct") if callspec is not None else None
+        ct = state.by_id.get(ct_id) if isinstance(ct_id, str) else None
+        if ct is None:
+            continue
+        for tag in ct.tags:
+            item.add_marker(tag)
+
+
+@pytest.fixture(scope="session")
+def pop3mon_state(request: pytest.FixtureRequest) -> RunState:
+    """The run's state (targets, results)."""
+    state: RunState = request.config.stash[STATE_KEY]
+    return state
+
+
+@pytest.fixture
+def connection(ct: str, pop3mon_state: RunState) -> ConnectionType:
+    """The configured connection type under test."""
+    return pop3mon_state.by_id[ct]
+
+
+@pytest.fixture
+def probe_result(
+    connection: ConnectionType, pop3mon_state: RunState, request: pytest.FixtureRequest
+) -> ProbeResult:
+    """The single probe result of this connection type for this run."""
+    return pop3mon_state.result_for(connection, request.session)
+
+
+@pytest.fixture
+def check(
+    connection: ConnectionType,
+    probe_result: ProbeResult,
+    pop3mon_state: RunState,
+    request: pytest.FixtureRequest,
+) -> Iterator[Callable[[str], checks.CheckResult]]:
+    """Evaluate one named check and turn its verdict into the test outcome.
+
+    CRIT fails, SKIP skips with the dependency's reason, WARN passes (or fails with
+    ``--strict-warn``). The verdict travels in ``user_properties`` (plain str/float), which
+    survive xdist and feed the JUnit, HTML, JSON and metrics writers.
+    """
+
+    def run(name: str) -> checks.CheckResult:
+        res = checks.evaluate(probe_result, connection, name)
+        props = request.node.user_properties
+        props.extend(
+            [
+                ("pop3mon_ct", connection.id),
+                ("pop3mon_server", connection.server),
+                ("pop3mon_tier", res.tier),
+                ("pop3mon_check", res.check),
+                ("pop3mon_verdict", res.verdict),
+                ("pop3mon_reason", res.reason),
+            ]
+        )
+        if res.figure is not None:
+            props.extend([("pop3mon_figure", float(res.figure)), ("pop3mon_unit", res.unit)])
+        if res.verdict == checks.SKIP:
+            # Report the skip at the test's location (not this fixture's) so -rs groups
+            # skips per check instead of lumping them under plugin.py.
+            raise pytest.skip.Exception(res.reason, _use_item_location=True)
+        if res.verdict == checks.CRIT:
+            pytest.fail(f"CRIT {connection.id} {res.check}: {res.reason}", pytrace=False)
+        if res.verdict == checks.WARN and pop3mon_state.strict_warn:
+            pytest.fail(
+                f"WARN {connection.id} {res.check}: {res.reason} (--strict-warn)", pytrace=False
+            )
+        return res
+
+    yield run
