@@ -471,6 +471,10 @@ def _thresholds(result: ProbeResult, t: Thresholds) -> CheckResult:
 def _logout(result: ProbeResult, t: Thresholds) -> CheckResult:
     failed = _failed(result)
     outcome = result.stage("quit")
+    if failed is not None:
+        # QUIT after a failed session says nothing about the mailbox; keep the tier's
+        # verdict about the failure instead of a misleading OK.
+        return CheckResult("mailbox", "logout", SKIP, _dep_skip(failed))
     if outcome is None:
         reason = _dep_skip(failed) if failed else "QUIT was not sent"
         return CheckResult("mailbox", "logout", SKIP, reason)

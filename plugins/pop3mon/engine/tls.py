@@ -12,14 +12,14 @@ import datetime as dt
 import functools
 import socket
 import ssl
+import warnings
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.x509.oid import NameOID
 
 from .errors import TLSError, map_exception
 from .result import CertInfo
-from .wire import Deadline
+from .wire import Deadline, sanitize
 
 __all__ = ["cert_info", "client_context", "handshake", "unverified_context"]
 
@@ -41,7 +41,7 @@ def client_context(ca_file: str, min_version: str, verify: bool) -> ssl.SSLConte
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     version = _VERSIONS.get(min_version, ssl.TLSVersion.TLSv1_2)
-    ctx.minimum_version = version
+    _set_minimum(ctx, version)
     if version < ssl.TLSVersion.TLSv1_2:
         # OpenSSL 3's default security level refuses TLS < 1.2 even when the minimum
         # allows it; an admin who configured an old minimum asked for exactly that.
@@ -56,9 +56,17 @@ def unverified_context(min_version: str = "TLSv1") -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    ctx.minimum_version = _VERSIONS.get(min_version, ssl.TLSVersion.TLSv1)
+    _set_minimum(ctx, _VERSIONS.get(min_version, ssl.TLSVersion.TLSv1))
     ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
     return ctx
+
+
+def _set_minimum(ctx: ssl.SSLContext, version: ssl.TLSVersion) -> None:
+    # Python warns that TLS < 1.2 is deprecated; allowing it here is a deliberate,
+    # configured choice (or a read-only certificate fetch), not an accident to flag.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version = version
 
 
 def handshake(
@@ -66,55 +74,72 @@ def handshake(
 ) -> ssl.SSLSocket:
     """Run the TLS handshake on ``sock`` within the deadline; SNI is the configured host."""
     server_hostname = sni or None
+    tls: ssl.SSLSocket | None = None
     try:
         tls = ctx.wrap_socket(sock, server_hostname=server_hostname, do_handshake_on_connect=False)
         # CPython bounds the whole handshake by this timeout, not each read.
         tls.settimeout(deadline.budget(stage))
         tls.do_handshake()
     except BaseException as exc:  # noqa: BLE001 - mapped to the engine's tree right here
+        # wrap_socket detached ``sock``: the SSLSocket now owns the descriptor, and the
+        # caller only holds the detached shell. Close it here or it leaks until GC.
+        if tls is not None:
+            tls.close()
         raise map_exception(exc, stage) from None
     return tls
 
 
-def _name(name: x509.Name) -> str:
+def _name(cert: x509.Certificate, field: str) -> str:
+    # cryptography parses names lazily: a malformed name raises on first access, and not
+    # only ValueError (KeyError/TypeError for bad tags or string types were seen).
     try:
+        name: x509.Name = getattr(cert, field)
         return name.rfc4514_string()
-    except ValueError:
+    except Exception:  # noqa: BLE001 - a fact we cannot read is reported, not raised
         return "(unparseable name)"
 
 
-def cert_info(der: bytes, now: dt.datetime | None = None) -> CertInfo:
-    """Extract the facts a mail admin needs from a DER certificate."""
-    try:
-        cert = x509.load_der_x509_certificate(der)
-    except ValueError as exc:
-        raise TLSError(
-            f"server certificate cannot be parsed: {exc}", kind="cert-unparseable"
-        ) from None
-    now = now or dt.datetime.now(dt.UTC)
+def _sans(cert: x509.Certificate) -> tuple[str, ...]:
     sans: list[str] = []
     try:
         ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         sans.extend(f"DNS:{n}" for n in ext.get_values_for_type(x509.DNSName))
         sans.extend(f"IP:{ip}" for ip in ext.get_values_for_type(x509.IPAddress))
-    except (x509.ExtensionNotFound, ValueError):
+    except x509.ExtensionNotFound:
         pass
-    not_after = cert.not_valid_after_utc
-    not_before = cert.not_valid_before_utc
-    fingerprint = cert.fingerprint(hashes.SHA256()).hex(":").upper()
-    subject = _name(cert.subject)
-    if not subject:
-        cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-        subject = str(cns[0].value) if cns else ""
-    return CertInfo(
-        subject=subject,
-        issuer=_name(cert.issuer),
-        sans=tuple(sans),
-        serial=format(cert.serial_number, "X"),
-        sha256=fingerprint,
-        not_before=not_before.isoformat(),
-        not_after=not_after.isoformat(),
-        not_after_epoch=not_after.timestamp(),
-        days_left=round((not_after - now).total_seconds() / 86400.0, 2),
-        self_signed=cert.issuer == cert.subject,
-    )
+    except Exception:  # noqa: BLE001 - duplicate/malformed extensions: no SANs to show
+        return ()
+    return tuple(sans)
+
+
+def cert_info(der: bytes, now: dt.datetime | None = None) -> CertInfo:
+    """Extract the facts a mail admin needs from a DER certificate.
+
+    Returns a :class:`CertInfo` or raises :class:`TLSError` (``cert-unparseable``); never
+    a parser exception, whatever bytes the server sent.
+    """
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        now = now or dt.datetime.now(dt.UTC)
+        not_after = cert.not_valid_after_utc
+        not_before = cert.not_valid_before_utc
+        fingerprint = cert.fingerprint(hashes.SHA256()).hex(":").upper()
+        subject = _name(cert, "subject")
+        issuer = _name(cert, "issuer")
+        return CertInfo(
+            subject=subject,
+            issuer=issuer,
+            sans=_sans(cert),
+            serial=format(cert.serial_number, "X"),
+            sha256=fingerprint,
+            not_before=not_before.isoformat(),
+            not_after=not_after.isoformat(),
+            not_after_epoch=not_after.timestamp(),
+            days_left=round((not_after - now).total_seconds() / 86400.0, 2),
+            self_signed=subject == issuer and subject != "(unparseable name)",
+        )
+    except Exception as exc:  # noqa: BLE001 - load errors (ValueError, InvalidVersion ...)
+        raise TLSError(
+            f"server certificate cannot be parsed: {sanitize(str(exc), 200)}",
+            kind="cert-unparseable",
+        ) from None
