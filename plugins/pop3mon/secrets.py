@@ -38,9 +38,14 @@ class Redactor:
                 continue
             new.add(value)
             raw = value.encode("utf-8", "surrogateescape")
-            new.add(base64.b64encode(raw).decode("ascii"))
+            whole = base64.b64encode(raw).decode("ascii")
+            new.add(whole)
             # A secret embedded in a longer base64 payload shows up in one of three
-            # alignments; register the stable inner part of each.
+            # alignments; register the stable inner part of each. At offset 0 the groups
+            # holding only secret bytes survive whatever follows; the padded tail does not.
+            head = whole[: len(raw) // 3 * 4]
+            if len(head) >= 6:
+                new.add(head)
             for pad in (b"\x00", b"\x00\x00"):
                 enc = base64.b64encode(pad + raw).decode("ascii")
                 inner = enc[4:-4] if len(enc) > 12 else ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import hmac
 import os
@@ -18,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..secrets import Secret
-from .errors import AuthError, PolicyError, ProtocolError
+from .errors import AuthError, PolicyError, ProbeError, ProtocolError
 from .wire import Sensitive, Status, Wire, parse_status, sanitize
 
 __all__ = [
@@ -226,11 +227,11 @@ def _read_sasl(wire: Wire) -> Status | bytes:
     """A server line inside AUTH: a final status, or a decoded ``+ challenge``."""
     line = wire.read_line(STAGE)
     if line.startswith((b"+OK", b"-ERR")):
-        wire._note("S", sanitize(line))
+        wire.note("S", sanitize(line))
         return parse_status(line, STAGE)
     if line == b"+" or line.startswith(b"+ "):
         payload = line[2:].strip()
-        wire._note("S", "+ " + sanitize(payload, 120))
+        wire.note("S", "+ " + sanitize(payload, 120))
         try:
             return base64.b64decode(payload, validate=True) if payload else b""
         except (binascii.Error, ValueError):
@@ -241,8 +242,18 @@ def _read_sasl(wire: Wire) -> Status | bytes:
                 kind="sasl-bad-base64",
                 stage=STAGE,
             ) from None
-    wire._note("S", sanitize(line))
+    wire.note("S", sanitize(line))
     return parse_status(line, STAGE)  # raises a clear invalid-status error
+
+
+def _cancel(wire: Wire) -> None:
+    """Send ``*`` and read the server's answer (best effort)."""
+    try:
+        wire.sasl_response("*", STAGE)
+    except ProbeError:
+        wire.end_sasl()
+        return
+    _drain_cancel(wire)
 
 
 def _drain_cancel(wire: Wire) -> None:
@@ -297,22 +308,44 @@ def _sasl(
             sent_initial = True
             wire.sasl_response(initial, STAGE)
             continue
-        if final_check is not None and reply.startswith(b"v="):
-            final_check(reply)
-            wire.sasl_response("", STAGE)
-            continue
-        wire.sasl_response(respond(reply, rounds), STAGE)
+        try:
+            if final_check is not None and reply.startswith(b"v="):
+                final_check(reply)
+                answer: str | Secret = ""
+            else:
+                answer = respond(reply, rounds)
+        except ProbeError:
+            # We give up mid-exchange (malformed SCRAM message, bad server signature):
+            # cancel with "*" so the server leaves the AUTH state and a later QUIT is read
+            # as a command, not as one more SASL response.
+            _cancel(wire)
+            raise
+        wire.sasl_response(answer, STAGE)
 
 
-def _no_more(mech: str) -> Responder:
+def _no_more(mech: str, seen: list[bytes] | None = None) -> Responder:
     def respond(challenge: bytes, rounds: int) -> str:
         # XOAUTH2/OAUTHBEARER: an error challenge gets an empty (or ^A) reply, after which
         # the server sends -ERR (RFC 7628 §3.2.3); other mechanisms expect nothing more.
+        if seen is not None:
+            seen.append(challenge)
         if mech == "oauthbearer":
             return _b64(b"\x01")
         return ""
 
     return respond
+
+
+def _token(wire: Wire, mech: str, payload: Secret) -> Status:
+    """XOAUTH2/OAUTHBEARER: a refusal comes as an error challenge (JSON with the HTTP-like
+    status and scope) before the ``-ERR``; keep it in the reason, it says why."""
+    seen: list[bytes] = []
+    status = _sasl(wire, mech, payload, _no_more(mech, seen))
+    if not status.ok and seen and seen[0]:
+        detail = sanitize(seen[0], 200)
+        text = f"{status.text}; error challenge: {detail}" if status.text else detail
+        status = dataclasses.replace(status, text=text)
+    return status
 
 
 # -- SCRAM (RFC 5802) -------------------------------------------------------------------
@@ -378,8 +411,13 @@ def _scram(wire: Wire, mech: str, username: str, secret: Secret) -> Status:
         # RFC 5034 forbids data with +OK, so Dovecot sends v= as a challenge; a server that
         # skips it never proved it knows the password.
         sig = status.text.strip("[]")
-        if sig.startswith("v="):
-            final_check(sig.encode())
+        if not sig.startswith("v="):
+            raise AuthError(
+                "SCRAM server accepted the login without sending its signature: it never "
+                "proved it knows the password (possible man-in-the-middle)",
+                kind="scram-server-signature",
+            )
+        final_check(sig.encode())
     return status
 
 
@@ -413,12 +451,21 @@ def authenticate(
     if mech == "login":
         user_b64 = _b64(username.encode())
         pass_b64 = Secret(_b64(secret.reveal().encode()), "sasl-login")
+        sent: set[str] = set()
 
         def login_respond(challenge: bytes, rounds: int) -> str | Secret:
+            # Each answer goes out once: a server that keeps prompting gets empty lines
+            # until the round cap cancels, never the password again and again.
             prompt = challenge.lower()
-            if b"user" in prompt or (rounds == 1 and b"pass" not in prompt):
+            if "user" not in sent and (
+                b"user" in prompt or (rounds == 1 and b"pass" not in prompt)
+            ):
+                sent.add("user")
                 return user_b64
-            return pass_b64
+            if "pass" not in sent:
+                sent.add("pass")
+                return pass_b64
+            return ""
 
         return _sasl(wire, mech, None, login_respond)
     if mech == "cram-md5":
@@ -436,11 +483,11 @@ def authenticate(
         payload = Secret(
             _b64(f"user={username}\x01auth=Bearer {secret.reveal()}\x01\x01".encode()), "xoauth2"
         )
-        return _sasl(wire, mech, payload, _no_more(mech))
+        return _token(wire, mech, payload)
     if mech == "oauthbearer":
         gs2 = f"n,a={_saslname(username)},\x01host={host}\x01port={port}\x01"
         payload = Secret(_b64(f"{gs2}auth=Bearer {secret.reveal()}\x01\x01".encode()), "oauth")
-        return _sasl(wire, mech, payload, _no_more(mech))
+        return _token(wire, mech, payload)
     raise PolicyError(f"unknown mechanism {mech!r}", kind="mechanism-unknown", stage=STAGE)
 
 

@@ -250,6 +250,10 @@ class _Probe:
             )
             raise
         der = tls.getpeercert(binary_form=True)
+        try:
+            cert = cert_info(der) if der else None
+        except TLSError:
+            cert = None  # OpenSSL accepted it; a fact we cannot parse must not fail the probe
         cipher = tls.cipher()
         self.tls = TLSInfo(
             protocol=tls.version() or "",
@@ -258,7 +262,7 @@ class _Probe:
             verify_kind="" if spec.verify_tls else "verification-disabled",
             verify_reason="" if spec.verify_tls else "certificate verification disabled",
             sni=spec.host,
-            cert=cert_info(der) if der else None,
+            cert=cert,
         )
         self.ok(stage)
         return tls
@@ -290,7 +294,7 @@ class _Probe:
     def read_greeting(self, wire: Wire) -> None:
         with self.phase("greeting"):
             line = wire.read_line("greeting")
-            wire._note("S", sanitize(line))
+            wire.note("S", sanitize(line))
             self.raw_greeting = line
             status = parse_status(line, "greeting")
         self.greeting = status.text
@@ -375,11 +379,10 @@ class _Probe:
         if spec.mechanism == "none":
             self.mark("auth", "skip", "no login configured (auth: none)")
             return False
-        caps = (
-            self.caps_after
-            if wire.encrypted and self.caps_after is not None
-            else (self.caps_after if self.caps_after is not None else self.caps_before)
-        )
+        # After STLS only the capabilities asked over TLS count: the plaintext list may
+        # have been forged (RFC 2595 §4), even when CAPA over TLS failed (then: unknown).
+        upgraded = self.spec.mode in ("starttls", "starttls-optional") and wire.encrypted
+        caps = self.caps_after if upgraded else self.caps_before
         offer = auth_mod.offer_from(caps, self.raw_greeting)
         self.offered = offer.names()
         if spec.secret is None:

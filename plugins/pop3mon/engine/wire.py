@@ -52,11 +52,15 @@ def sanitize(raw: bytes | str, limit: int = DISPLAY_MAX) -> str:
     """Make server-controlled text safe to show: decode, strip ANSI/control bytes, cap
     the length and scrub registered secrets. HTML escaping is left to each writer."""
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    # Scrub before cutting: a secret straddling the length cap would otherwise leave its
+    # first characters behind. Scrub again after stripping, which can join split pieces.
+    text = REDACTOR.scrub(text)
     text = _ANSI.sub("", text)
     text = _CONTROL.sub("", text.replace("\t", " "))
+    text = REDACTOR.scrub(text)
     if len(text) > limit:
         text = text[:limit] + "…"
-    return REDACTOR.scrub(text)
+    return text
 
 
 class Deadline:
@@ -143,7 +147,7 @@ class Wire:
         self._in_sasl = False
 
     # -- transcript --------------------------------------------------------------------
-    def _note(self, direction: str, text: str) -> None:
+    def note(self, direction: str, text: str) -> None:
         if len(self.transcript) < TRANSCRIPT_MAX_LINES:
             t = round(time.perf_counter() - self.started, 6)
             self.transcript.append(TranscriptLine(t, direction, text))
@@ -204,7 +208,7 @@ class Wire:
     def status(self, stage: str) -> Status:
         """Read and parse one status line, recording it in the transcript."""
         line = self.read_line(stage)
-        self._note("S", sanitize(line))
+        self.note("S", sanitize(line))
         return parse_status(line, stage)
 
     def multiline(self, stage: str) -> list[str]:
@@ -227,7 +231,7 @@ class Wire:
                 )
             text = sanitize(raw)
             lines.append(text)
-            self._note("S", text)
+            self.note("S", text)
 
     # -- writing -----------------------------------------------------------------------
     def _write(self, data: bytes, stage: str) -> None:
@@ -274,7 +278,7 @@ class Wire:
             shown_parts.append(shown)
         self._in_sasl = verb == "AUTH"
         self.sent_verbs.append(verb)
-        self._note("C", " ".join(shown_parts))
+        self.note("C", " ".join(shown_parts))
         self._write((" ".join(wire_parts) + "\r\n").encode("utf-8"), stage)
 
     def sasl_response(self, payload: str | Secret, stage: str) -> None:
@@ -290,7 +294,7 @@ class Wire:
             shown = "(empty response)"
         if "\r" in real or "\n" in real:
             raise PolicyError("SASL response contains a line break", stage=stage)
-        self._note("C", shown)
+        self.note("C", shown)
         self._write((real + "\r\n").encode("ascii"), stage)
 
     def end_sasl(self) -> None:
