@@ -276,10 +276,12 @@ def assert_no_credentials(out: Outcome) -> None:
 def test_rst_on_connect(certs: LabCerts) -> None:
     out = run(certs, "rst-on-connect")
     r = out.result
-    assert r.error_kind in ("connection-reset", "connection-closed")
-    assert r.error_stage == "greeting"
-    assert "the server during greeting" in r.error_reason
-    assert out.stage("greeting")[0] == "fail"
+    # The RST may land before connect() has seen the handshake complete (then the kernel
+    # reports it to connect) or after (then to the first read of the greeting).
+    assert r.error_kind == "connection-reset"
+    assert r.error_stage in ("connect", "greeting")
+    assert f"connection reset by the server during {r.error_stage}" in r.error_reason
+    assert out.stage(r.error_stage)[0] == "fail"
     assert out.elapsed < QUICK
     assert out.commands() == []
 
