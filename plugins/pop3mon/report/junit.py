@@ -1,0 +1,69 @@
+"""JUnit XML: what pop3mon adds to pytest's own ``--junitxml`` writer.
+
+pytest writes one ``<testcase>`` per tier check and copies each report's ``user_properties``
+into ``<testcase><properties>``; the ``check`` fixture already puts the verdict there. This
+module adds the per-connection facts a CI page should show next to it (endpoint, phase
+timings, certificate days left) and the suite-level properties (run id, targets hash, start
+time, counts), which only the controller can write: ``record_testsuite_property`` does
+nothing on xdist workers.
+
+Format choice: ``junit_family=xunit2`` (pytest's default) keeps ``<testcase>`` attributes to
+``classname``/``name``/``time``, which the strict Jenkins/Ant junit-10 schema requires.
+The one extension is ``<properties>`` inside ``<testcase>``: Jenkins' JUnit plugin, GitLab
+and the common GitHub actions accept (or ignore) it, and the self-tests check that the file
+is otherwise valid against the unmodified junit-10.xsd.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ..config import ConnectionType
+from ..engine.result import ProbeResult
+from .model import RunInfo, RunReport
+
+__all__ = ["PREFIX", "suite_properties_finish", "suite_properties_start", "testcase_properties"]
+
+PREFIX = "pop3mon_"
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def testcase_properties(
+    ct: ConnectionType, result: ProbeResult | None
+) -> list[tuple[str, str | float]]:
+    """Per-connection facts for every testcase of ``ct`` (plain str/float values)."""
+    props: list[tuple[str, str | float]] = [
+        (PREFIX + "host", ct.host),
+        (PREFIX + "port", str(ct.port)),
+        (PREFIX + "security", ct.security),
+    ]
+    if result is None:
+        return props
+    for phase, secs in result.phases:
+        props.append((f"{PREFIX}phase_{phase}_ms", round(secs * 1000.0, 3)))
+    cert = result.tls.cert if result.tls is not None else None
+    if cert is not None:
+        props.append((PREFIX + "cert_days_left", round(cert.days_left, 2)))
+        props.append((PREFIX + "cert_not_after", cert.not_after))
+    return props
+
+
+def suite_properties_start(info: RunInfo) -> list[tuple[str, str]]:
+    """Suite properties known when the session starts."""
+    return [
+        (PREFIX + "run_id", info.run_id),
+        (PREFIX + "version", info.version),
+        (PREFIX + "targets_file", info.targets_name),
+        (PREFIX + "targets_sha256", info.targets_sha256),
+        (PREFIX + "started", _iso(info.started)),
+    ]
+
+
+def suite_properties_finish(report: RunReport) -> list[tuple[str, str]]:
+    """Suite properties known only at the end: duration and the verdict counts."""
+    props = [(PREFIX + "duration_seconds", f"{report.info.duration:.3f}")]
+    props += [(f"{PREFIX}checks_{v}", str(n)) for v, n in report.counts().items()]
+    return props

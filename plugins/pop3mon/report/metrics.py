@@ -1,0 +1,152 @@
+"""``metrics.prom``: the run as Prometheus metrics for node_exporter's textfile collector.
+
+The file is Prometheus text exposition format 0.0.4 (what ``promtool check metrics`` and the
+textfile collector read) and is at the same time valid OpenMetrics 1.0: only gauges, HELP and
+TYPE lines, no other comments, every family's samples together, and a final ``# EOF`` line,
+which the Prometheus text parser reads as an ordinary comment.
+
+Every per-connection series carries the labels ``connection``, ``server``, ``host``, ``port``
+and ``security``; label values are escaped (backslash, double quote, line feed).
+Certificate expiry is in seconds (``pop3mon_cert_expires_in_seconds``), not days:
+``promtool check metrics`` rejects non-base units in metric names; days are
+``pop3mon_cert_expires_in_seconds / 86400`` in PromQL.
+Verdicts are numeric: 0 OK, 1 WARN, 2 CRIT, 3 SKIP, 4 ERROR; the ``verdict`` label repeats
+the name so an alert can show it (``pop3mon_check_verdict >= 2``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from .. import checks
+from .model import VERDICT_CODES, ConnectionReport, RunReport, scrub
+
+__all__ = ["escape_label_value", "format_value", "metrics_text", "write_metrics"]
+
+# (name, help) in output order. HELP texts avoid backslashes and double quotes, which the
+# two formats would escape differently.
+_FAMILIES: tuple[tuple[str, str], ...] = (
+    ("pop3mon_up", "1 when the server accepted TCP and greeted with +OK, else 0."),
+    (
+        "pop3mon_probe_success",
+        "1 when no check of the connection type ended CRIT or ERROR, else 0.",
+    ),
+    ("pop3mon_probe_duration_seconds", "Wall-clock duration of the whole probe."),
+    ("pop3mon_phase_seconds", "Time spent in each probe phase (phase label)."),
+    (
+        "pop3mon_cert_not_after_timestamp_seconds",
+        "Expiry of the server certificate, as a Unix timestamp.",
+    ),
+    (
+        "pop3mon_cert_expires_in_seconds",
+        "Seconds until the server certificate expires (negative: expired).",
+    ),
+    (
+        "pop3mon_auth_success",
+        "1 when the login succeeded, 0 when it failed or could not run (absent with auth none).",
+    ),
+    (
+        "pop3mon_check_verdict",
+        "Verdict of each tier check: 0 OK, 1 WARN, 2 CRIT, 3 SKIP, 4 ERROR.",
+    ),
+    ("pop3mon_last_run_timestamp_seconds", "When the connection type was last probed (Unix time)."),
+    ("pop3mon_checks", "Number of checks in this run that ended with each verdict."),
+)
+
+
+def escape_label_value(value: str) -> str:
+    """Escape a label value for the text formats (backslash, double quote, line feed)."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def format_value(value: float) -> str:
+    """A sample value both formats accept (integers without a fraction, NaN, +Inf)."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(float(value))
+
+
+def _labels(pairs: Iterable[tuple[str, str]]) -> str:
+    inner = ",".join(f'{k}="{escape_label_value(scrub(v))}"' for k, v in pairs)
+    return "{" + inner + "}" if inner else ""
+
+
+def _base(conn: ConnectionReport) -> list[tuple[str, str]]:
+    ct = conn.ct
+    return [
+        ("connection", ct.id),
+        ("server", ct.server),
+        ("host", ct.host),
+        ("port", str(ct.port)),
+        ("security", ct.security),
+    ]
+
+
+def _samples(report: RunReport) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {name: [] for name, _ in _FAMILIES}
+
+    def add(name: str, labels: list[tuple[str, str]], value: float) -> None:
+        out[name].append(f"{name}{_labels(labels)} {format_value(value)}")
+
+    for conn in report.connections:
+        base = _base(conn)
+        result = conn.result
+        bad = conn.worst in (checks.CRIT, "ERROR")
+        add("pop3mon_probe_success", base, 0 if bad else 1)
+        if result is not None:
+            greeting = result.stage("greeting")
+            add("pop3mon_up", base, 1 if greeting is not None and greeting.status == "ok" else 0)
+            total = result.phase("total")
+            if total is None:
+                total = sum(secs for name, secs in result.phases if name != "total")
+            add("pop3mon_probe_duration_seconds", base, total)
+            for phase, secs in result.phases:
+                if phase != "total":
+                    add("pop3mon_phase_seconds", [*base, ("phase", phase)], secs)
+            cert = result.tls.cert if result.tls is not None else None
+            if cert is not None:
+                add("pop3mon_cert_not_after_timestamp_seconds", base, cert.not_after_epoch)
+                # From the probe's own clock, exact (days_left is rounded to 0.01 days).
+                left = cert.not_after_epoch - result.started_at
+                add("pop3mon_cert_expires_in_seconds", base, round(left, 3))
+            if conn.ct.auth != "none":
+                ok = result.auth is not None and result.auth.success
+                add("pop3mon_auth_success", base, 1 if ok else 0)
+            add("pop3mon_last_run_timestamp_seconds", base, result.started_at)
+        for rec in conn.records:
+            labels = [*base, ("tier", rec.tier), ("check", rec.check), ("verdict", rec.verdict)]
+            add("pop3mon_check_verdict", labels, VERDICT_CODES.get(rec.verdict, 4))
+    counts: Mapping[str, int] = report.counts()
+    for verdict, number in counts.items():
+        add("pop3mon_checks", [("verdict", verdict)], number)
+    return out
+
+
+def metrics_text(report: RunReport) -> str:
+    """The exposition text, ending with ``# EOF`` and a line feed."""
+    samples = _samples(report)
+    lines: list[str] = []
+    for name, help_text in _FAMILIES:
+        if not samples[name]:
+            continue
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} gauge")
+        lines.extend(samples[name])
+    lines.append("# EOF")
+    return "\n".join(lines) + "\n"
+
+
+def write_metrics(report: RunReport, path: Path) -> Path:
+    """Write ``metrics.prom`` atomically: the textfile collector must never read half a file
+    (it only reads ``*.prom``, so the temporary name ends in ``.tmp``)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(metrics_text(report), encoding="utf-8")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,248 @@
+"""The run as the report writers see it: one :class:`RunReport` built on the controller.
+
+Every writer (HTML, JUnit properties, JSON, OpenMetrics) reads the same :class:`RunReport`,
+so the four artifacts cannot disagree about which checks ran and how they ended. It joins
+three sources that only the controller holds complete under pytest-xdist:
+
+* the targets (configuration, never a secret value),
+* the probe results every process wrote to the run directory
+  (:meth:`~plugins.pop3mon.plugin.RunState.load_all_results`),
+* the per-check verdicts the :class:`~plugins.pop3mon.recorder.Recorder` collected from the
+  test reports' ``user_properties``.
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+import secrets
+import time
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .. import checks
+from ..config import ConnectionType
+from ..engine.result import ProbeResult
+from ..recorder import CheckRecord
+from ..secrets import REDACTOR
+
+if TYPE_CHECKING:
+    from ..plugin import RunState
+    from ..recorder import Recorder
+
+__all__ = [
+    "ERROR",
+    "VERDICTS",
+    "VERDICT_CODES",
+    "ConnectionReport",
+    "RunInfo",
+    "RunReport",
+    "build_run_report",
+    "new_run_id",
+    "pop3mon_version",
+    "scrub",
+    "worst",
+]
+
+ERROR = "ERROR"
+#: Every verdict a check can end with, in display order. ERROR is a test that broke
+#: before it reached a verdict (a bug or a fixture error), not a server finding.
+VERDICTS: tuple[str, ...] = (checks.OK, checks.WARN, checks.CRIT, checks.SKIP, ERROR)
+#: Numeric encoding used by the metrics and documented in their HELP text.
+VERDICT_CODES: Mapping[str, int] = {
+    checks.OK: 0,
+    checks.WARN: 1,
+    checks.CRIT: 2,
+    checks.SKIP: 3,
+    ERROR: 4,
+}
+# Severity for "worst of": the same order as Recorder.worst, so the terminal summary and
+# the reports agree. SKIP ranks lowest: a tier whose checks were all skipped is grey, and
+# OK + SKIP is OK.
+_RANK: Mapping[str, int] = {checks.SKIP: 0, checks.OK: 1, checks.WARN: 2, checks.CRIT: 3, ERROR: 4}
+_CHECK_ORDER: Mapping[str, int] = {c.name: i for i, c in enumerate(checks.CHECKS)}
+
+
+def worst(verdicts: Iterable[str]) -> str:
+    """The most severe verdict (ERROR > CRIT > WARN > OK > SKIP); SKIP when empty."""
+    out = checks.SKIP
+    for verdict in verdicts:
+        if _RANK.get(verdict, _RANK[ERROR]) > _RANK[out]:
+            out = verdict if verdict in _RANK else ERROR
+    return out
+
+
+def scrub(text: str) -> str:
+    """Remove every registered secret (and its encodings) from ``text``.
+
+    The engine already redacts what it records; this second pass is the last line of
+    defence for anything a report writes.
+    """
+    return REDACTOR.scrub(text)
+
+
+def new_run_id(now: float | None = None) -> str:
+    """A readable, unique id for one run: UTC start time plus 6 random hex digits."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
+def pop3mon_version(rootdir: Path) -> str:
+    """The installed pop3mon version, else the one in ``rootdir/pyproject.toml``."""
+    try:
+        return importlib_metadata.version("pop3mon")
+    except importlib_metadata.PackageNotFoundError:
+        pass
+    try:
+        with (rootdir / "pyproject.toml").open("rb") as handle:
+            project = tomllib.load(handle).get("project", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        return "unknown"
+    if project.get("name") == "pop3mon" and isinstance(project.get("version"), str):
+        return str(project["version"])
+    return "unknown"
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Facts about the run that every artifact carries (all safe to publish)."""
+
+    run_id: str
+    started: float
+    finished: float
+    targets_name: str
+    targets_sha256: str
+    version: str
+    python: str = field(default_factory=platform.python_version)
+    platform: str = field(default_factory=platform.platform)
+
+    @property
+    def duration(self) -> float:
+        """Wall-clock seconds from session start to finish."""
+        return max(0.0, self.finished - self.started)
+
+    def environment(self) -> dict[str, str]:
+        """The allow-listed environment table (pytest-html, JSON ``run``)."""
+        return {
+            "Python": self.python,
+            "Platform": self.platform,
+            "pop3mon": self.version,
+            "Targets file": self.targets_name,
+            "Targets sha256": self.targets_sha256,
+            "Run id": self.run_id,
+        }
+
+
+def _check_key(ct: ConnectionType, rec: CheckRecord) -> tuple[int, int, str]:
+    tier = checks.TIERS.index(rec.tier) if rec.tier in checks.TIERS else len(checks.TIERS)
+    if rec.check.startswith("latency-"):
+        phases = checks.latency_phases(ct)
+        phase = rec.check.removeprefix("latency-")
+        pos = phases.index(phase) if phase in phases else len(phases)
+        return tier, pos, rec.check
+    return tier, _CHECK_ORDER.get(rec.check, len(_CHECK_ORDER)), rec.check
+
+
+@dataclass(frozen=True)
+class ConnectionReport:
+    """One connection type of the run: configuration, probe result and check verdicts."""
+
+    ct: ConnectionType
+    result: ProbeResult | None
+    records: tuple[CheckRecord, ...]
+
+    @property
+    def worst(self) -> str:
+        """The worst verdict of all its checks."""
+        return worst(r.verdict for r in self.records)
+
+    def tier_records(self, tier: str) -> tuple[CheckRecord, ...]:
+        """Its checks of one tier, in check order."""
+        return tuple(r for r in self.records if r.tier == tier)
+
+    def problems(self) -> tuple[CheckRecord, ...]:
+        """Checks a mail admin must act on: CRIT and ERROR first, then WARN."""
+        bad = [r for r in self.records if r.verdict in (checks.CRIT, ERROR, checks.WARN)]
+        return tuple(sorted(bad, key=lambda r: -_RANK.get(r.verdict, 4)))
+
+    def latency_ms(self) -> float | None:
+        """Total probe time in milliseconds (the headline latency figure)."""
+        if self.result is None:
+            return None
+        total = self.result.phase("total")
+        return None if total is None else total * 1000.0
+
+    def cert_days_left(self) -> float | None:
+        """Days until the certificate expires, when one was seen."""
+        tls = self.result.tls if self.result is not None else None
+        return tls.cert.days_left if tls is not None and tls.cert is not None else None
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """Everything the writers need; built once per run by :func:`build_run_report`."""
+
+    info: RunInfo
+    connections: tuple[ConnectionReport, ...]
+    #: Checks whose connection type could not be told (a test that broke oddly).
+    unattributed: tuple[CheckRecord, ...] = ()
+    #: Configured connection types no selected test touched (``-k``/``-m`` deselection).
+    not_selected: tuple[str, ...] = ()
+
+    @property
+    def records(self) -> tuple[CheckRecord, ...]:
+        """Every check of the run."""
+        out = [r for c in self.connections for r in c.records]
+        return (*out, *self.unattributed)
+
+    def counts(self) -> dict[str, int]:
+        """How many checks ended with each verdict (every verdict present, zero or not)."""
+        out = dict.fromkeys(VERDICTS, 0)
+        for rec in self.records:
+            key = rec.verdict if rec.verdict in out else ERROR
+            out[key] += 1
+        return out
+
+    def by_severity(self) -> tuple[ConnectionReport, ...]:
+        """Connection types, most severe first, then by id: broken things on top."""
+        return tuple(sorted(self.connections, key=lambda c: (-_RANK[c.worst], c.ct.id)))
+
+
+def build_run_report(
+    state: RunState,
+    recorder: Recorder | None,
+    info: RunInfo,
+    results: Mapping[str, ProbeResult] | None = None,
+) -> RunReport:
+    """Join targets, probe results and verdicts into a :class:`RunReport`."""
+    results = dict(state.load_all_results() if results is None else results)
+    grouped: dict[str, list[CheckRecord]] = {}
+    unattributed: list[CheckRecord] = []
+    records: Sequence[CheckRecord] = list(recorder.records.values()) if recorder else []
+    for rec in records:
+        if rec.ct in state.by_id:
+            grouped.setdefault(rec.ct, []).append(rec)
+        else:
+            unattributed.append(rec)
+    connections: list[ConnectionReport] = []
+    not_selected: list[str] = []
+    for ct in state.targets.connections:
+        mine = grouped.get(ct.id, [])
+        result = results.get(ct.id)
+        if not mine and result is None:
+            not_selected.append(ct.id)
+            continue
+        # Under -n records arrive in completion order; sort them into tier/check order so
+        # every artifact lists them the same way on every run.
+        mine.sort(key=functools.partial(_check_key, ct))
+        connections.append(ConnectionReport(ct=ct, result=result, records=tuple(mine)))
+    return RunReport(
+        info=info,
+        connections=tuple(connections),
+        unattributed=tuple(unattributed),
+        not_selected=tuple(not_selected),
+    )
