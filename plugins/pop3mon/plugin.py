@@ -9,6 +9,7 @@ turns :mod:`checks` verdicts into pass / WARN / fail / skip.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import os
@@ -22,7 +23,7 @@ import pytest
 
 from . import checks
 from .config import ConfigError, ConnectionType, Targets, load_targets
-from .engine.result import ProbeResult
+from .engine.result import ProbeResult, ProbeSpec
 from .engine.runner import DEFAULT_CONCURRENCY, run_probes
 from .recorder import Recorder
 
@@ -30,6 +31,8 @@ __all__ = ["RunState"]
 
 TARGETS_ENV = "POP3MON_TARGETS"
 STATE_KEY = pytest.StashKey["RunState"]()
+# Tiers whose checks need the probe to log in; with none of them selected it does not.
+LOGIN_TIERS = ("auth", "mailbox", "latency")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -101,19 +104,21 @@ class RunState:
             self._probe_selected(session, must_include=ct.id)
         return self.results[ct.id]
 
-    def _selected_ids(self, session: pytest.Session) -> list[str]:
-        ids: set[str] = set()
+    def _selected(self, session: pytest.Session) -> dict[str, bool]:
+        """Selected connection ids -> whether a selected test of theirs needs a login."""
+        ids: dict[str, bool] = {}
         for item in session.items:
             callspec = getattr(item, "callspec", None)
             ct = callspec.params.get("ct") if callspec is not None else None
             if isinstance(ct, str) and ct in self.by_id:
-                ids.add(ct)
-        return sorted(ids)
+                login = any(item.get_closest_marker(t) for t in LOGIN_TIERS)
+                ids[ct] = ids.get(ct, False) or login
+        return dict(sorted(ids.items()))
 
     def _probe_selected(self, session: pytest.Session, must_include: str) -> None:
-        wanted = self._selected_ids(session)
-        if must_include not in wanted:
-            wanted.append(must_include)
+        selected = self._selected(session)
+        selected.setdefault(must_include, True)
+        wanted = list(selected)
         # xdist workers all compute the same selection; the first to take the lock probes
         # the whole batch concurrently, the others find the results on disk.
         lock = self.rundir / "probe.lock"
@@ -122,7 +127,7 @@ class RunState:
             try:
                 missing = [i for i in wanted if not self._file(self.rundir, i).exists()]
                 if missing:
-                    specs = [self.by_id[i].to_probe_spec() for i in missing]
+                    specs = [self._spec(i, login=selected[i]) for i in missing]
                     run_probes(specs, self.concurrency, on_result=self._store)
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
@@ -130,6 +135,14 @@ class RunState:
             self.results[ct_id] = ProbeResult.from_json(
                 self._file(self.rundir, ct_id).read_text(encoding="utf-8")
             )
+
+    def _spec(self, ct_id: str, login: bool) -> ProbeSpec:
+        """The probe spec; without a login when no selected test needs one (``-m tls``,
+        ``-m connectivity``): deselected tiers must not cost the server a login."""
+        spec = self.by_id[ct_id].to_probe_spec()
+        if login or spec.mechanism == "none":
+            return spec
+        return dataclasses.replace(spec, mechanism="none", secret=None, secret_problem="")
 
     def _store(self, result: ProbeResult) -> None:
         path = self._file(self.rundir, result.id)
