@@ -1,0 +1,349 @@
+"""Self-tests of the demo (`./ci/demo`, :mod:`plugins.pop3mon.lab.demo`).
+
+The end-to-end tests run the real command in a temporary copy of the repository (the files
+git knows, as a fresh clone would have them) with the interpreter running these tests
+(``POP3MON_PYTHON``, ``POP3MON_NO_INSTALL=1``: no venv, no apt), then check the reports, the
+verdicts, that no secret leaked into them, and that nothing the demo started is still running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from plugins.pop3mon.lab.demo import DEMO_CONNECTIONS, evaluate  # noqa: E402
+from plugins.pop3mon.lab.dovecot import LabUnavailable, find_dovecot  # noqa: E402
+
+DEMO_TIMEOUT = 240
+
+
+def _dovecot_available() -> bool:
+    try:
+        find_dovecot()
+    except LabUnavailable:
+        return False
+    return True
+
+
+def _require_dovecot() -> bool:
+    return os.environ.get("POP3MON_REQUIRE_DOVECOT", "") not in ("", "0")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def copy_repo(dest: Path) -> Path:
+    """Copy the repository's files (tracked + untracked, minus ignored) to ``dest``."""
+    try:
+        listing = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+            timeout=60,
+        ).stdout.decode()
+        files = [f for f in listing.split("\0") if f]
+    except (OSError, subprocess.SubprocessError):
+        files = []
+    if not files:  # not a git checkout: copy the tree without generated directories
+        skip = shutil.ignore_patterns(
+            ".git", ".venv", "reports", "__pycache__", ".*_cache", ".hypothesis", "node_modules"
+        )
+        shutil.copytree(ROOT, dest, ignore=skip, symlinks=True)
+        return dest
+    for name in files:
+        src = ROOT / name
+        if not src.is_file():
+            continue  # deleted in the work tree but still in the index
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, target)
+    return dest
+
+
+def demo_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        POP3MON_PYTHON=sys.executable,
+        POP3MON_NO_INSTALL="1",
+        NO_COLOR="1",
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    for key in ("POP3MON_TARGETS", "POP3MON_REPORTS", "POP3MON_STRICT_WARN", "POP3MON_WORKERS"):
+        env.pop(key, None)
+    env.update(extra)
+    return env
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of live processes (not zombies) whose command line contains ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (
+                (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+            )
+            state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
+        except OSError:
+            continue
+        if text in cmdline and state not in ("Z", "X"):
+            found.append(f"{entry.name}: {cmdline.strip()}")
+    return found
+
+
+def wait_no_processes(text: str, timeout: float = 10.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        left = processes_mentioning(text)
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.1)
+
+
+def junit_cases(path: Path) -> dict[str, ET.Element]:
+    """testcase name (``test_login[healthy-tls]``) -> element."""
+    root = ET.parse(path).getroot()
+    return {case.get("name", ""): case for case in root.iter("testcase")}
+
+
+def outcome(case: ET.Element) -> str:
+    for tag in ("failure", "error", "skipped"):
+        if case.find(tag) is not None:
+            return tag
+    return "passed"
+
+
+def run_demo(repo: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(repo / "ci" / "demo"), *args],
+        cwd=repo,
+        env=demo_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=DEMO_TIMEOUT,
+        check=False,
+    )
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def repo_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_repo(tmp_path_factory.mktemp("repo"))
+
+
+def test_demo_end_to_end(repo_copy: Path, tmp_path: Path) -> None:
+    """`./ci/demo` in a clean copy: exit 0, reports with the right verdicts, nothing left."""
+    if _require_dovecot() and not _dovecot_available():
+        pytest.fail("POP3MON_REQUIRE_DOVECOT is set but Dovecot is not installed")
+    reports = tmp_path / "reports"
+    workdir = tmp_path / "lab"
+    proc = run_demo(repo_copy, "--reports", str(reports), "--workdir", str(workdir))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "demo result: as designed" in out
+    if _dovecot_available():
+        assert "lab: Dovecot 2." in out, out
+    else:
+        assert "Falling back to pop3mon's own reference POP3 server" in out, out
+    for conn in DEMO_CONNECTIONS:
+        assert re.search(rf"^{re.escape(conn.id)} .* as expected$", out, re.M), out
+
+    # The reports the run wrote, with the right verdicts.
+    assert (reports / "report.html").stat().st_size > 0
+    cases = junit_cases(reports / "junit.xml")
+    for conn in DEMO_CONNECTIONS:
+        mine = {n: c for n, c in cases.items() if n.endswith(f"[{conn.id}]")}
+        assert mine, f"no testcase for {conn.id}"
+        failed = {n for n, c in mine.items() if outcome(c) in ("failure", "error")}
+        if conn.healthy:
+            assert not failed, (conn.id, failed)
+            assert outcome(mine[f"test_login[{conn.id}]"]) == "passed"
+        else:
+            assert conn.expect_crit is not None
+            _tier, check = conn.expect_crit
+            assert f"test_{check}[{conn.id}]" in failed, (conn.id, failed)
+    failure = cases["test_certificate[broken-expired-cert]"].find("failure")
+    assert failure is not None and "expired" in (failure.get("message") or "")
+    failure = cases["test_certificate[broken-wrong-host]"].find("failure")
+    assert failure is not None and "wrong.example" in (failure.get("message") or "")
+    failure = cases["test_tcp[broken-closed-port]"].find("failure")
+    assert failure is not None and "refused" in (failure.get("message") or "")
+    # A broken login skips the mailbox: the dependency is named, not repeated as failures.
+    stat = cases["test_stat[broken-wrong-password]"]
+    assert outcome(stat) == "skipped"
+
+    html = (reports / "report.html").read_text(encoding="utf-8")
+    for conn in DEMO_CONNECTIONS:
+        assert conn.id in html
+
+    # pop3mon's own JSON and metrics, when the reports plugin is part of this tree.
+    if (repo_copy / "plugins" / "pop3mon" / "report" / "plugin.py").exists() and (
+        "report.plugin" in (repo_copy / "conftest.py").read_text(encoding="utf-8")
+    ):
+        data = json.loads((reports / "results.json").read_text(encoding="utf-8"))
+        verdicts = {c["id"]: c["verdict"] for c in data["connections"]}
+        for conn in DEMO_CONNECTIONS:
+            expected = ("OK", "WARN") if conn.healthy else ("CRIT",)
+            assert verdicts[conn.id] in expected, (conn.id, verdicts[conn.id])
+        metrics = (reports / "metrics.prom").read_text(encoding="utf-8")
+        for conn in DEMO_CONNECTIONS:
+            assert f'connection="{conn.id}"' in metrics
+
+    # The demo's secrets are references only, and no value reached a report.
+    targets = (reports / "demo-targets.yaml").read_text(encoding="utf-8")
+    assert "password_env: POP3MON_DEMO_PASSWORD" in targets
+    assert "password_file: demo/wrong-password" in targets
+    assert not re.search(r"^\s*password\s*:", targets, re.M)
+    wrong = (reports / "demo" / "wrong-password").read_text(encoding="utf-8").strip()
+    for name in ("report.html", "junit.xml", "results.json", "metrics.prom", "demo-pytest.log"):
+        path = reports / name
+        if path.exists():
+            assert wrong not in path.read_text(encoding="utf-8", errors="replace"), name
+
+    # Everything stopped: no Dovecot (or anything else) running from the lab directory.
+    assert wait_no_processes(str(workdir)) == []
+    assert wait_no_processes(str(repo_copy)) == []
+
+
+def test_demo_rerun_falls_back_without_dovecot(repo_copy: Path, tmp_path: Path) -> None:
+    """A second run in the same place works, and without Dovecot it says so and falls back."""
+    reports = tmp_path / "reports"
+    for _ in range(2):
+        proc = run_demo(
+            repo_copy, "--reports", str(reports), POP3MON_DOVECOT=str(tmp_path / "no-dovecot")
+        )
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out
+        assert "Dovecot is not available" in out
+        assert "Falling back to pop3mon's own reference POP3 server" in out
+        assert "demo result: as designed" in out
+    assert not list((reports / "demo").glob("dovecot-*.log"))
+    assert wait_no_processes(str(repo_copy)) == []
+
+
+def _listening_ports() -> dict[int, set[str]]:
+    """port -> local addresses of TCP sockets in LISTEN state (IPv4 and IPv6)."""
+    found: dict[int, set[str]] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] != "0A":  # LISTEN
+                continue
+            address, port = fields[1].rsplit(":", 1)
+            found.setdefault(int(port, 16), set()).add(address)
+    return found
+
+
+def test_demo_serves_on_loopback_only_and_stops_on_ctrl_c(repo_copy: Path, tmp_path: Path) -> None:
+    """`--serve`: every lab port listens on 127.0.0.1 only; SIGINT stops everything."""
+    workdir = tmp_path / "lab"
+    proc = subprocess.Popen(
+        [
+            "bash",
+            str(repo_copy / "ci" / "demo"),
+            "--serve",
+            "--reports",
+            str(tmp_path / "r"),
+            "--workdir",
+            str(workdir),
+        ],
+        cwd=repo_copy,
+        env=demo_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    raw = b""
+    out = ""
+    try:
+        deadline = time.monotonic() + 60
+        while b"runs until Ctrl-C" not in raw:
+            assert time.monotonic() < deadline, raw.decode(errors="replace")
+            ready, _, _ = select.select([fd], [], [], 1.0)
+            if ready:
+                chunk = os.read(fd, 65536)
+                assert chunk, raw.decode(errors="replace")  # EOF: the demo ended early
+                raw += chunk
+        out = raw.decode(errors="replace")
+        match = re.search(r"ports: (.*?)  \(CA", out)
+        assert match, out
+        ports = {name: int(port) for name, port in re.findall(r"(\w+) (\d+)", match.group(1))}
+        assert set(ports) >= {"tls", "stls", "expired", "wrong_host", "closed"}
+        listening = _listening_ports()
+        for name, port in ports.items():
+            if name == "closed":
+                assert port not in listening, out
+            else:
+                assert listening.get(port) == {"0100007F"}, (name, port, listening.get(port))
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        rest, _ = proc.communicate(timeout=60)
+        out = (raw + rest).decode(errors="replace")
+    assert proc.returncode == 130, out
+    assert "interrupted; everything the demo started has been stopped" in out
+    assert wait_no_processes(str(workdir)) == []
+    assert not (tmp_path / "r" / "demo" / "password").exists()
+
+
+# --------------------------------------------------------------------------- verdict logic
+
+
+def _checks(**verdicts: str) -> dict[tuple[str, str], tuple[str, str]]:
+    """``tier__check=VERDICT`` keyword arguments -> the mapping evaluate() reads."""
+    return {tuple(k.split("__")): (v, f"reason of {k}") for k, v in verdicts.items()}  # type: ignore[misc]
+
+
+HEALTHY = next(c for c in DEMO_CONNECTIONS if c.id == "healthy-tls")
+EXPIRED = next(c for c in DEMO_CONNECTIONS if c.id == "broken-expired-cert")
+
+
+def test_evaluate_healthy() -> None:
+    good = evaluate(
+        HEALTHY, _checks(connectivity__tcp="OK", tls__certificate="OK", auth__login="OK")
+    )
+    assert good.expected and good.tiers["auth"] == "OK" and good.tiers["mailbox"] == "-"
+    warn = evaluate(HEALTHY, _checks(connectivity__tcp="OK", auth__login="OK", auth__policy="WARN"))
+    assert warn.expected and "WARN auth/policy" in warn.why
+    crit = evaluate(HEALTHY, _checks(connectivity__tcp="OK", auth__login="CRIT"))
+    assert not crit.expected and "expected no CRIT" in crit.why
+    no_login = evaluate(HEALTHY, _checks(connectivity__tcp="OK", auth__login="SKIP"))
+    assert not no_login.expected and "successful login" in no_login.why
+    assert not evaluate(HEALTHY, None).expected
+
+
+def test_evaluate_broken() -> None:
+    right = evaluate(
+        EXPIRED, _checks(connectivity__tcp="OK", tls__certificate="CRIT", auth__login="SKIP")
+    )
+    assert right.expected and right.why.startswith("CRIT tls/certificate")
+    passed = evaluate(EXPIRED, _checks(connectivity__tcp="OK", tls__certificate="OK"))
+    assert not passed.expected and "expected CRIT in tls/certificate" in passed.why
+    too_early = evaluate(EXPIRED, _checks(connectivity__tcp="CRIT", tls__certificate="CRIT"))
+    assert not too_early.expected and "too early" in too_early.why
+    error = evaluate(EXPIRED, _checks(connectivity__tcp="ERROR", tls__certificate="CRIT"))
+    assert not error.expected
