@@ -225,8 +225,12 @@ def _capa(result: ProbeResult, t: Thresholds) -> CheckResult:
         return CheckResult("connectivity", "capa", WARN, outcome.reason)
     caps = result.capabilities_before or ()
     return CheckResult(
-        "connectivity", "capa", OK, f"{len(caps)} capabilities: " + ", ".join(caps)[:200],
-        _ms(result.phase("capa")), "ms",
+        "connectivity",
+        "capa",
+        OK,
+        f"{len(caps)} capabilities: " + ", ".join(caps)[:200],
+        _ms(result.phase("capa")),
+        "ms",
     )
 
 
@@ -259,8 +263,12 @@ def _stls(result: ProbeResult, t: Thresholds) -> CheckResult:
     if outcome.status == "warn":
         return CheckResult("tls", "stls", WARN, outcome.reason)
     return CheckResult(
-        "tls", "stls", OK, "STLS offered and accepted; no injected bytes",
-        _ms(result.phase("stls")), "ms",
+        "tls",
+        "stls",
+        OK,
+        "STLS offered and accepted; no injected bytes",
+        _ms(result.phase("stls")),
+        "ms",
     )
 
 
@@ -322,18 +330,30 @@ def _expiry(result: ProbeResult, t: Thresholds) -> CheckResult:
     date = cert.not_after[:10]
     if days < 0:
         return CheckResult(
-            "tls", "expiry", CRIT, f"certificate expired {date} ({-days:.0f} days ago)", days,
+            "tls",
+            "expiry",
+            CRIT,
+            f"certificate expired {date} ({-days:.0f} days ago)",
+            days,
             "days",
         )
     text = f"certificate expires {date} (in {days:.0f} days)"
     if days <= t.cert_crit_days:
         return CheckResult(
-            "tls", "expiry", CRIT, f"{text}; critical below {t.cert_crit_days:g} days", days,
+            "tls",
+            "expiry",
+            CRIT,
+            f"{text}; critical below {t.cert_crit_days:g} days",
+            days,
             "days",
         )
     if days <= t.cert_warn_days:
         return CheckResult(
-            "tls", "expiry", WARN, f"{text}; warning below {t.cert_warn_days:g} days", days,
+            "tls",
+            "expiry",
+            WARN,
+            f"{text}; warning below {t.cert_warn_days:g} days",
+            days,
             "days",
         )
     return CheckResult("tls", "expiry", OK, text, days, "days")
@@ -368,8 +388,12 @@ def _login(result: ProbeResult, t: Thresholds) -> CheckResult:
         return CheckResult("auth", "login", SKIP, "login did not run")
     channel = "over TLS" if info.encrypted else "over an unencrypted connection"
     return CheckResult(
-        "auth", "login", OK, f"{info.mechanism.upper()} login succeeded {channel}",
-        _ms(result.phase("auth")), "ms",
+        "auth",
+        "login",
+        OK,
+        f"{info.mechanism.upper()} login succeeded {channel}",
+        _ms(result.phase("auth")),
+        "ms",
     )
 
 
@@ -390,18 +414,24 @@ def _policy(result: ProbeResult, t: Thresholds) -> CheckResult:
     mech = info.mechanism.upper()
     if result.downgradable:
         return CheckResult(
-            "auth", "policy", WARN,
+            "auth",
+            "policy",
+            WARN,
             f"{mech} ran in plaintext because the server offers no STLS: an attacker can "
             "strip TLS (downgradable)",
         )
     if info.strength in ("cleartext", "token") and not info.encrypted:
         return CheckResult(
-            "auth", "policy", WARN,
+            "auth",
+            "policy",
+            WARN,
             f"{mech} sent the secret unencrypted (allowed by allow_cleartext)",
         )
     if info.strength == "weak" and not info.encrypted:
         return CheckResult(
-            "auth", "policy", WARN,
+            "auth",
+            "policy",
+            WARN,
             f"{mech} is a weak mechanism and the connection is unencrypted",
         )
     channel = "TLS" if info.encrypted else "no TLS"

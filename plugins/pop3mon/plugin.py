@@ -85,8 +85,8 @@ class RunState:
         self.by_id: dict[str, ConnectionType] = {c.id: c for c in targets.connections}
         self.results: dict[str, ProbeResult] = {}
         opt = config.getoption("strict_warn")
-        self.strict_warn = bool(opt) if opt is not None else bool(
-            config.getini("pop3mon_strict_warn")
+        self.strict_warn = (
+            bool(opt) if opt is not None else bool(config.getini("pop3mon_strict_warn"))
         )
         conc = config.getoption("probe_concurrency") or int(
             str(config.getini("pop3mon_concurrency"))

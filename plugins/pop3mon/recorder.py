@@ -143,8 +143,10 @@ class Recorder:
                 mine = [r for r in recs if r.tier == tier]
                 cells.append(self.worst(mine).ljust(14) if mine else "-".ljust(14))
             worst = self.worst(recs)
-            markup = {"red": True} if worst in ("CRIT", "ERROR") else (
-                {"yellow": True} if worst == "WARN" else {"green": True}
+            markup = (
+                {"red": True}
+                if worst in ("CRIT", "ERROR")
+                else ({"yellow": True} if worst == "WARN" else {"green": True})
             )
             tr.write_line(ct.ljust(width) + "".join(cells), **markup)
         warns = [r for r in self.records.values() if r.verdict == checks.WARN]
