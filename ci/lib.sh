@@ -82,7 +82,7 @@ _pop3mon_apt() {
 # started. Returns 0 when all are installed afterwards, 1 when some are missing and cannot be
 # installed here (not root, or no apt-get); the caller decides whether that is fatal.
 pop3mon_apt_install() {
-    local missing=() pkg port rc=0 before=()
+    local missing=() pkg port rc=0 before=() aptlog
     for pkg in "$@"; do
         pop3mon_deb_installed "$pkg" || missing+=("$pkg")
     done
@@ -104,18 +104,22 @@ pop3mon_apt_install() {
         _pop3mon_listening "$port" && before+=("$port")
     done
     pop3mon_log "installing Debian packages (no service is started): ${missing[*]}"
+    aptlog="$(mktemp "${TMPDIR:-/tmp}/pop3mon-apt.XXXXXX")"
     (
         trap _pop3mon_policy_off EXIT
         trap 'exit 130' INT TERM HUP
         _pop3mon_policy_on
         # A fresh machine has no package lists yet; an old list may name vanished versions.
-        _pop3mon_apt update >/dev/null
-        _pop3mon_apt install -y --no-install-recommends "${missing[@]}" >/dev/null
-    ) || rc=$?
+        _pop3mon_apt update &&
+            _pop3mon_apt install -y --no-install-recommends "${missing[@]}"
+    ) >"$aptlog" 2>&1 || rc=$?
     if [ "$rc" != 0 ]; then
-        pop3mon_log "error: apt-get could not install: ${missing[*]} (status $rc)"
+        pop3mon_log "error: apt-get could not install: ${missing[*]} (status $rc); its last lines:"
+        tail -n 20 "$aptlog" >&2
+        rm -f "$aptlog"
         return 1
     fi
+    rm -f "$aptlog"
     for port in 110 995; do
         if _pop3mon_listening "$port" && [[ " ${before[*]} " != *" $port "* ]]; then
             pop3mon_log "error: something started listening on port $port during the install"

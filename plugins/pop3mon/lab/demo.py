@@ -437,8 +437,11 @@ def _summary(outcomes: list[Outcome], say: _Say) -> None:
         cells = "".join(_verdict_cell(out.tiers[t], say, 6) for t in TIERS)
         mark = say.paint("as expected", "32") if out.expected else say.paint("UNEXPECTED", "31;1")
         say.line(f"{out.conn.id.ljust(width)}{cells}{mark}")
-        detail = out.why if len(out.why) <= 110 else out.why[:107] + "..."
-        say.line(" " * 4 + say.paint(f"{out.conn.what}: {detail}", "2" if out.expected else "31"))
+        detail = out.why
+        room = max(60, shutil.get_terminal_size((120, 24)).columns) - 5
+        if len(detail) > room:
+            detail = detail[: room - 3] + "..."
+        say.line(" " * 4 + say.paint(detail, "2" if out.expected else "31"))
 
 
 # --------------------------------------------------------------------------- running
@@ -673,8 +676,8 @@ def _report(rc: int, reports: Path, pytest_log: Path | None, say: _Say) -> int:
         return EXIT_UNEXPECTED
     say.line(
         say.paint("demo result: as designed", "32;1")
-        + f" - {sum(o.conn.healthy for o in outcomes)} healthy connection types pass, "
-        f"{sum(not o.conn.healthy for o in outcomes)} broken ones fail with the expected CRIT"
+        + f" ({sum(o.conn.healthy for o in outcomes)} healthy pass, "
+        f"{sum(not o.conn.healthy for o in outcomes)} broken fail with the expected CRIT)"
     )
     return EXIT_OK
 
