@@ -18,7 +18,7 @@ from . import checks
 if TYPE_CHECKING:
     from .plugin import RunState
 
-__all__ = ["CheckRecord", "Recorder"]
+__all__ = ["CheckRecord", "Recorder", "record_from_report"]
 
 
 @dataclass
@@ -40,6 +40,27 @@ class CheckRecord:
 
 def _props(report: pytest.TestReport) -> dict[str, object]:
     return {str(k): v for k, v in report.user_properties}
+
+
+def record_from_report(report: pytest.TestReport) -> CheckRecord | None:
+    """The verdict a test report carries in its user_properties (``None`` without one)."""
+    props = _props(report)
+    if "pop3mon_ct" not in props:
+        return None
+    figure = props.get("pop3mon_figure")
+    return CheckRecord(
+        nodeid=report.nodeid,
+        ct=str(props["pop3mon_ct"]),
+        server=str(props.get("pop3mon_server", "")),
+        tier=str(props.get("pop3mon_tier", "")),
+        check=str(props.get("pop3mon_check", "")),
+        verdict=str(props.get("pop3mon_verdict", "ERROR")),
+        reason=str(props.get("pop3mon_reason", "")),
+        outcome=report.outcome,
+        figure=float(figure) if isinstance(figure, int | float) else None,
+        unit=str(props.get("pop3mon_unit", "")),
+        duration=report.duration,
+    )
 
 
 class Recorder:
@@ -64,20 +85,8 @@ class Recorder:
             return
         if report.when == "teardown" and report.nodeid in self.records:
             return
-        figure = props.get("pop3mon_figure")
-        record = CheckRecord(
-            nodeid=report.nodeid,
-            ct=str(props["pop3mon_ct"]),
-            server=str(props.get("pop3mon_server", "")),
-            tier=str(props.get("pop3mon_tier", "")),
-            check=str(props.get("pop3mon_check", "")),
-            verdict=str(props.get("pop3mon_verdict", "ERROR")),
-            reason=str(props.get("pop3mon_reason", "")),
-            outcome=report.outcome,
-            figure=float(figure) if isinstance(figure, (int, float)) else None,
-            unit=str(props.get("pop3mon_unit", "")),
-            duration=report.duration,
-        )
+        record = record_from_report(report)
+        assert record is not None  # pop3mon_ct is present
         self.records[report.nodeid] = record
 
     def _broken(self, report: pytest.TestReport) -> CheckRecord:

@@ -33,7 +33,7 @@ import pytest
 
 from ..engine.result import ProbeResult
 from ..plugin import STATE_KEY, RunState
-from ..recorder import CheckRecord, Recorder
+from ..recorder import Recorder, record_from_report
 from . import html as html_parts
 from . import junit
 from .json_report import write_json
@@ -97,27 +97,6 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[REPORT_KEY] = plugin
     config.pluginmanager.register(plugin, "pop3mon-report")
     config.pluginmanager.register(_ScrubFiles(plugin), "pop3mon-report-scrub")
-
-
-def _record_from_props(report: pytest.TestReport) -> CheckRecord | None:
-    """The verdict a test report carries in its user_properties (``None`` without one)."""
-    props = {str(k): v for k, v in report.user_properties}
-    if "pop3mon_ct" not in props:
-        return None
-    figure = props.get("pop3mon_figure")
-    return CheckRecord(
-        nodeid=report.nodeid,
-        ct=str(props["pop3mon_ct"]),
-        server=str(props.get("pop3mon_server", "")),
-        tier=str(props.get("pop3mon_tier", "")),
-        check=str(props.get("pop3mon_check", "")),
-        verdict=str(props.get("pop3mon_verdict", "ERROR")),
-        reason=str(props.get("pop3mon_reason", "")),
-        outcome=report.outcome,
-        figure=float(figure) if isinstance(figure, int | float) else None,
-        unit=str(props.get("pop3mon_unit", "")),
-        duration=report.duration,
-    )
 
 
 class ReportPlugin:
@@ -245,7 +224,7 @@ class ReportPlugin:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Add per-connection facts to the JUnit testcase and the reason to the HTML row."""
-        rec = _record_from_props(report)
+        rec = record_from_report(report)
         if rec is None:
             return
         if report.when == "teardown":
@@ -300,7 +279,7 @@ class ReportPlugin:
     @pytest.hookimpl(optionalhook=True)
     def pytest_html_results_table_row(self, report: pytest.TestReport, cells: list[str]) -> None:
         """Fill our columns; setup/teardown rows get the verdict only when they failed."""
-        rec = _record_from_props(report) if report.when == "call" else None
+        rec = record_from_report(report) if report.when == "call" else None
         if rec is None and report.failed:
             recorder = self.recorder
             rec = recorder.records.get(report.nodeid) if recorder is not None else None
