@@ -158,6 +158,7 @@ class Recorder:
                 else ({"yellow": True} if worst == "WARN" else {"green": True})
             )
             tr.write_line(ct.ljust(width) + "".join(cells), **markup)
+        self._root_causes(tr)
         warns = [r for r in self.records.values() if r.verdict == checks.WARN]
         if warns:
             tr.write_line("")
@@ -168,3 +169,25 @@ class Recorder:
         tr.write_line(
             "verdicts: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n), bold=True
         )
+
+    def _root_causes(self, tr: pytest.TerminalReporter) -> None:
+        """One block per failing connection type: what failed, and how many checks that
+        failure made impossible, so 12 dependency skips read as one root cause."""
+        failing = {
+            ct: recs
+            for ct, recs in self.by_connection().items()
+            if any(r.verdict in ("CRIT", "ERROR") for r in recs)
+        }
+        if not failing:
+            return
+        tr.write_line("")
+        tr.write_line(f"CRIT ({len(failing)} connection types):", red=True, bold=True)
+        for ct, recs in failing.items():
+            for rec in recs:
+                if rec.verdict in ("CRIT", "ERROR"):
+                    tr.write_line(f"  {ct} {rec.tier}/{rec.check}: {rec.reason}", red=True)
+            blocked = sum(
+                1 for r in recs if r.verdict == checks.SKIP and r.reason.startswith("skipped:")
+            )
+            if blocked:
+                tr.write_line(f"    ({blocked} dependent checks skipped because of it)")
