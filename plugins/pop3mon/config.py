@@ -121,6 +121,28 @@ _ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}\Z")
 # Tags become pytest marker names (`-m eu`), so they must be identifier-like.
 _TAG_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}\Z")
 _ENV_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# Tags are added to every item of their connection type as pytest markers. pytest's own
+# markers would change the outcome (a tag "xfail" turns every CRIT into XFAIL and exit
+# status 0, "skip"/"skipif" skips the connection type without probing it); the tier markers
+# would make `-m tls` select the whole connection type; and/or/not cannot be used in -m.
+_RESERVED_TAGS: Final = frozenset(
+    {
+        "skip",
+        "skipif",
+        "xfail",
+        "parametrize",
+        "usefixtures",
+        "filterwarnings",
+        "connectivity",
+        "tls",
+        "auth",
+        "mailbox",
+        "latency",
+        "and",
+        "or",
+        "not",
+    }
+)
 _LABEL_RE: Final = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)\Z")
 _SIZE_RE: Final = re.compile(r"(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\Z")
 _SIZE_UNITS: Final[Mapping[str, int]] = {
@@ -468,6 +490,11 @@ def _v_tag(value: str) -> str:
         raise _bad(
             f"{_show(value)} is not a valid tag — use letters, digits, '_' and '-', starting "
             "with a letter (tags become pytest markers for -m)"
+        )
+    if value in _RESERVED_TAGS:
+        raise _bad(
+            f"{_show(value)} cannot be a tag — it is a pytest or pop3mon marker name "
+            "(skip, skipif, xfail, a tier like tls) or a -m keyword; choose another name"
         )
     return value
 
