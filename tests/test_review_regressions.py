@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 from plugins.pop3mon.config import ConfigError, load_targets
+from plugins.pop3mon.engine.result import ProbeResult
+from plugins.pop3mon.report.metrics import metrics_text
+from plugins.pop3mon.report.model import ConnectionReport, RunInfo, RunReport
 
 TARGETS = """\
 version: 1
@@ -41,3 +44,27 @@ def test_ordinary_tags_still_load(tmp_path: Path) -> None:
     path = tmp_path / "targets.yaml"
     path.write_text(TARGETS.format(tag="production"), encoding="utf-8")
     assert load_targets(path).connections[0].tags == ("production",)
+
+
+# -- metrics: no auth_success 0 for a run that never tried to log in -----------------------
+def test_no_auth_success_sample_when_login_was_not_selected(tmp_path: Path) -> None:
+    """`pytest -m tls` probes without a login (mechanism "none"); metrics.prom wrote
+    pop3mon_auth_success 0 for it, which an alert on a failed login would fire on."""
+    path = tmp_path / "targets.yaml"
+    path.write_text(TARGETS.format(tag="production"), encoding="utf-8")
+    ct = load_targets(path).connections[0]
+    assert ct.auth == "auto"
+    result = ProbeResult(
+        id=ct.id, host=ct.host, port=ct.port, mode="tls", mechanism="none", started_at=1.0
+    )
+    info = RunInfo(
+        run_id="r", started=1.0, finished=2.0, targets_name="t", targets_sha256="0", version="x"
+    )
+    report = RunReport(info=info, connections=(ConnectionReport(ct, result, ()),))
+    assert "pop3mon_auth_success{" not in metrics_text(report)
+    # A probe that did try to log in still gets its sample.
+    tried = ProbeResult(
+        id=ct.id, host=ct.host, port=ct.port, mode="tls", mechanism="auto", started_at=1.0
+    )
+    report = RunReport(info=info, connections=(ConnectionReport(ct, tried, ()),))
+    assert "pop3mon_auth_success{" in metrics_text(report)

@@ -46,7 +46,8 @@ _FAMILIES: tuple[tuple[str, str], ...] = (
     ),
     (
         "pop3mon_auth_success",
-        "1 when the login succeeded, 0 when it failed or could not run (absent with auth none).",
+        "1 when the login succeeded, 0 when it failed or could not run "
+        "(absent when no login was tried).",
     ),
     (
         "pop3mon_check_verdict",
@@ -116,7 +117,10 @@ def _samples(report: RunReport) -> dict[str, list[str]]:
                 # From the probe's own clock, exact (days_left is rounded to 0.01 days).
                 left = cert.not_after_epoch - result.started_at
                 add("pop3mon_cert_expires_in_seconds", base, round(left, 3))
-            if conn.ct.auth != "none":
+            # result.mechanism is "none" also when no selected test needed a login
+            # (-m tls, -m connectivity) and the probe skipped it: no login, no sample,
+            # rather than a 0 that pages someone for a login that was never tried.
+            if conn.ct.auth != "none" and result.mechanism != "none":
                 ok = result.auth is not None and result.auth.success
                 add("pop3mon_auth_success", base, 1 if ok else 0)
             add("pop3mon_last_run_timestamp_seconds", base, result.started_at)
