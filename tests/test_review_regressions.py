@@ -11,6 +11,7 @@ import pytest
 
 from plugins.pop3mon.config import ConfigError, load_targets
 from plugins.pop3mon.engine.result import ProbeResult
+from plugins.pop3mon.engine.wire import sanitize
 from plugins.pop3mon.report.metrics import metrics_text
 from plugins.pop3mon.report.model import ConnectionReport, RunInfo, RunReport
 
@@ -68,3 +69,13 @@ def test_no_auth_success_sample_when_login_was_not_selected(tmp_path: Path) -> N
     )
     report = RunReport(info=info, connections=(ConnectionReport(ct, tried, ()),))
     assert "pop3mon_auth_success{" in metrics_text(report)
+
+
+# -- sanitize: server text stays on one line and displays as what it is --------------------
+@pytest.mark.parametrize("char", ["\n", "\u2028", "\u202e", "\u2066", "\u200f"])
+def test_sanitize_strips_line_breaks_and_bidi_controls(char: str) -> None:
+    """A decoded SASL error challenge (XOAUTH2) may contain a line feed: it forged extra
+    lines in the terminal summary. Bidi overrides make a reason read differently."""
+    out = sanitize(f"invalid{char}token")
+    assert char not in out
+    assert out.replace(" ", "") == "invalidtoken"

@@ -45,7 +45,10 @@ TRANSCRIPT_MAX_LINES = 400
 DISPLAY_MAX = 300
 
 _ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# C0/C1 controls (line feed included: a decoded SASL challenge may carry one, and a reason
+# must stay one line in the terminal), plus Unicode line separators and the bidirectional
+# overrides/isolates that make text display differently from what it is.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
 
 
 def sanitize(raw: bytes | str, limit: int = DISPLAY_MAX) -> str:
@@ -56,7 +59,7 @@ def sanitize(raw: bytes | str, limit: int = DISPLAY_MAX) -> str:
     # first characters behind. Scrub again after stripping, which can join split pieces.
     text = REDACTOR.scrub(text)
     text = _ANSI.sub("", text)
-    text = _CONTROL.sub("", text.replace("\t", " "))
+    text = _CONTROL.sub("", text.replace("\t", " ").replace("\n", " "))
     text = REDACTOR.scrub(text)
     if len(text) > limit:
         text = text[:limit] + "…"
