@@ -5,12 +5,18 @@ Each test fails without the fix it names and passes with it.
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from plugins.pop3mon.config import ConfigError, load_targets
 from plugins.pop3mon.engine.result import ProbeResult
+from plugins.pop3mon.engine.tls import cert_info
 from plugins.pop3mon.engine.wire import sanitize
 from plugins.pop3mon.report.metrics import metrics_text
 from plugins.pop3mon.report.model import ConnectionReport, RunInfo, RunReport
@@ -79,3 +85,34 @@ def test_sanitize_strips_line_breaks_and_bidi_controls(char: str) -> None:
     out = sanitize(f"invalid{char}token")
     assert char not in out
     assert out.replace(" ", "") == "invalidtoken"
+
+
+# -- certificate facts are server-controlled text ---------------------------------------------
+def _hostile_cert() -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "evil\x1b[2J\x1b]0;pwned\x07\r")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("a\x1b[31m.example\r\nX")]), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def test_certificate_names_are_sanitized() -> None:
+    """Subject, issuer and SANs went raw into the hostname-mismatch reason and so into the
+    CRIT message on the terminal: a certificate could clear the screen or retitle it."""
+    info = cert_info(_hostile_cert())
+    for text in (info.subject, info.issuer, *info.sans):
+        assert "\x1b" not in text and "\r" not in text and "\n" not in text and "\x07" not in text
+    assert info.subject.startswith("CN=evil")
+    assert info.sans and info.sans[0].startswith("DNS:a")

@@ -89,12 +89,18 @@ def handshake(
     return tls
 
 
+_NAME_MAX = 1000  # characters of a subject, issuer or SAN shown (longer ones are cut)
+
+
 def _name(cert: x509.Certificate, field: str) -> str:
     # cryptography parses names lazily: a malformed name raises on first access, and not
     # only ValueError (KeyError/TypeError for bad tags or string types were seen).
     try:
         name: x509.Name = getattr(cert, field)
-        return name.rfc4514_string()
+        # Whoever made the certificate chose these bytes (ESC, CR, bidi overrides ...):
+        # RFC 4514 escaping does not remove control characters, so sanitize like any other
+        # server text before it reaches a reason, the terminal or a report.
+        return sanitize(name.rfc4514_string(), _NAME_MAX)
     except Exception:  # noqa: BLE001 - a fact we cannot read is reported, not raised
         return "(unparseable name)"
 
@@ -103,7 +109,7 @@ def _sans(cert: x509.Certificate) -> tuple[str, ...]:
     sans: list[str] = []
     try:
         ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        sans.extend(f"DNS:{n}" for n in ext.get_values_for_type(x509.DNSName))
+        sans.extend(f"DNS:{sanitize(n, _NAME_MAX)}" for n in ext.get_values_for_type(x509.DNSName))
         sans.extend(f"IP:{ip}" for ip in ext.get_values_for_type(x509.IPAddress))
     except x509.ExtensionNotFound:
         pass
