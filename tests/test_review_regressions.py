@@ -15,11 +15,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from plugins.pop3mon.config import ConfigError, load_targets
+from plugins.pop3mon.engine import ProbeSpec, probe
 from plugins.pop3mon.engine.result import ProbeResult
 from plugins.pop3mon.engine.tls import cert_info
 from plugins.pop3mon.engine.wire import sanitize
+from plugins.pop3mon.lab.certs import LabCerts
+from plugins.pop3mon.lab.faultserver import FaultServer
 from plugins.pop3mon.report.metrics import metrics_text
 from plugins.pop3mon.report.model import ConnectionReport, RunInfo, RunReport
+from plugins.pop3mon.secrets import Secret
 
 TARGETS = """\
 version: 1
@@ -116,3 +120,40 @@ def test_certificate_names_are_sanitized() -> None:
         assert "\x1b" not in text and "\r" not in text and "\n" not in text and "\x07" not in text
     assert info.subject.startswith("CN=evil")
     assert info.sans and info.sans[0].startswith("DNS:a")
+
+
+# -- SASL: an initial response too long for the AUTH line must not shift the rounds --------
+@pytest.mark.parametrize("mechanism", ["scram-sha-1", "scram-sha-256"])
+def test_scram_with_an_initial_response_too_long_for_the_auth_line(
+    mechanism: str, lab_certs: LabCerts
+) -> None:
+    """RFC 5034: an initial response that does not fit in 255 octets is sent after the
+    server's empty '+ ' challenge. That round was counted as the responder's first, so the
+    SCRAM server-first message got an empty answer and a valid login (username over ~140
+    characters) was reported as 'server rejected the credentials'."""
+    user = "monitor-" + "x" * 190
+    password = "review-scram-secret"
+    with FaultServer(
+        "healthy",
+        users={user: password},
+        certfile=lab_certs.valid.cert,
+        keyfile=lab_certs.valid.key,
+    ) as srv:
+        result = probe(
+            ProbeSpec(
+                id="long-user",
+                host="localhost",
+                port=srv.port,
+                mode="starttls",
+                mechanism=mechanism,
+                username=user,
+                secret=Secret(password, "test"),
+                ca_file=str(lab_certs.ca_file),
+                timeout=5.0,
+            )
+        )
+    assert result.error_kind == "", result.error_reason
+    assert result.auth is not None and result.auth.success
+    # The long initial response really was deferred (not inline on the AUTH line).
+    sent = [line.text for line in result.transcript if line.direction == "C"]
+    assert f"AUTH {mechanism.upper()}" in sent

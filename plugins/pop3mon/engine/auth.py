@@ -290,6 +290,9 @@ def _sasl(
     if not sent_initial:
         wire.command("AUTH", name, stage=STAGE)
     rounds = 0
+    # Set when the initial response went out as the answer to the server's first, empty
+    # challenge: that round is not one the mechanism's responder has to answer.
+    deferred = 0
     while True:
         reply = _read_sasl(wire)
         if isinstance(reply, Status):
@@ -306,6 +309,7 @@ def _sasl(
             )
         if not sent_initial and initial is not None and rounds == 1:
             sent_initial = True
+            deferred = 1
             wire.sasl_response(initial, STAGE)
             continue
         try:
@@ -313,7 +317,7 @@ def _sasl(
                 final_check(reply)
                 answer: str | Secret = ""
             else:
-                answer = respond(reply, rounds)
+                answer = respond(reply, rounds - deferred)
         except ProbeError:
             # We give up mid-exchange (malformed SCRAM message, bad server signature):
             # cancel with "*" so the server leaves the AUTH state and a later QUIT is read
