@@ -803,12 +803,48 @@ def test_m_tls_logs_in_to_nothing(
     assert run.cases, run.describe()
     assert all("/test_tls.py::" in nodeid for nodeid in run.cases), run.describe()
     full = mixed_run.run
+    promoted = []
     for nodeid, case in run.cases.items():
+        if "reported here" in case.reason:
+            # The closed port's root cause (the tcp check) is deselected: the first TLS check
+            # it blocks reports it instead of the run passing over a dead server.
+            promoted.append(case)
+            assert full.cases[nodeid].verdict == "SKIP", case
+            continue
         assert (case.outcome, case.verdict) == (
             full.cases[nodeid].outcome,
             full.cases[nodeid].verdict,
         ), case
+    assert [(c.ct, c.verdict) for c in promoted] == [("closed", "CRIT")], run.describe()
+    assert "TCP connect failed" in promoted[0].reason
+    assert run.returncode == 1, run.describe()
     assert got.logins == collections.Counter()
+
+
+def test_deselected_root_cause_still_fails_the_run(
+    dovecot: DovecotLab, mixed: Mixed, workdir: Path
+) -> None:
+    """``-m "auth or mailbox"`` deselects connectivity and TLS: each broken connection type
+    still fails exactly once, in its first selected check that its failure blocks, naming
+    the failure and the deselected check that owns it; healthy ones pass."""
+    got = _lab_run(dovecot, mixed, workdir, "-m", "auth or mailbox", expected=mixed.expected_logins)
+    run = got.run
+    crit = collections.Counter(c.ct for c in run.cases.values() if c.verdict == "CRIT")
+    assert crit == {
+        "closed": 1,
+        "expired": 1,
+        "wrong-password": 1,
+        "no-password": 1,
+    }, run.describe()
+    closed = next(c for c in run.cases.values() if c.ct == "closed" and c.verdict == "CRIT")
+    assert closed.nodeid.endswith("test_login[closed]"), closed
+    assert "TCP connect failed" in closed.reason and "'tcp' check" in closed.reason
+    expired = next(c for c in run.cases.values() if c.ct == "expired" and c.verdict == "CRIT")
+    assert "certificate expired" in expired.reason and "'certificate'" in expired.reason
+    # The wrong password's owner (login) is selected: no promotion there.
+    wrong = run.case("login", "wrong-password")
+    assert "reported here" not in wrong.reason and "[AUTH]" in wrong.reason
+    assert run.returncode == 1, run.describe()
 
 
 # --------------------------------------------------------------------------- fault server

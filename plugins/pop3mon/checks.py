@@ -184,6 +184,9 @@ def _dns(result: ProbeResult, t: Thresholds) -> CheckResult:
 def _ping(result: ProbeResult, t: Thresholds) -> CheckResult:
     c = CheckResult
     info = result.ping
+    failed_ping = result.stage("ping")
+    if failed_ping is not None and failed_ping.status == "fail":
+        return CheckResult("connectivity", "ping", CRIT, failed_ping.reason)
     if info is None:
         failed = _failed(result)
         if failed is not None and _index(failed.stage) < _index("ping"):
@@ -217,12 +220,15 @@ def _greeting(result: ProbeResult, t: Thresholds) -> CheckResult:
 
 
 def _capa(result: ProbeResult, t: Thresholds) -> CheckResult:
-    gate = _gate(result, ["capa"])
+    # Both CAPA exchanges are this check's: a session that dies right after the STLS
+    # handshake must fail somewhere, not only skip everything after it.
+    gate = _gate(result, ["capa", "capa_tls"])
     if gate:
         return CheckResult("connectivity", "capa", *gate)
-    outcome = result.stage("capa")
-    if outcome is not None and outcome.status == "warn":
-        return CheckResult("connectivity", "capa", WARN, outcome.reason)
+    for stage in ("capa", "capa_tls"):
+        outcome = result.stage(stage)
+        if outcome is not None and outcome.status == "warn":
+            return CheckResult("connectivity", "capa", WARN, outcome.reason)
     caps = result.capabilities_before or ()
     return CheckResult(
         "connectivity",
@@ -284,11 +290,19 @@ def _handshake(result: ProbeResult, t: Thresholds) -> CheckResult:
         return CheckResult("tls", "handshake", SKIP, reason)
     tls = result.tls
     ms = _ms(result.phase(stage))
+    if outcome.status == "fail" and outcome.kind == "tls-protocol-too-old":
+        return CheckResult("tls", "handshake", SKIP, "skipped: see the protocol check")
     if outcome.status == "fail" and not outcome.kind.startswith("cert-"):
         return CheckResult("tls", "handshake", CRIT, outcome.reason, ms, "ms")
     proto = tls.protocol if tls else ""
     cipher = tls.cipher if tls else ""
     detail = f"{proto} {cipher}".strip() or "negotiated"
+    if outcome.status == "fail":
+        # OpenSSL aborts the handshake on a bad certificate; TLS itself was negotiated.
+        text = (
+            f"TLS negotiated up to certificate verification ({detail}); see the certificate check"
+        )
+        return CheckResult("tls", "handshake", OK, text, ms, "ms")
     return CheckResult("tls", "handshake", OK, f"handshake completed: {detail}", ms, "ms")
 
 
@@ -302,14 +316,14 @@ def _certificate(result: ProbeResult, t: Thresholds) -> CheckResult:
         return CheckResult(
             "tls", "certificate", SKIP, _dep_skip(failed) if failed else "no TLS session"
         )
-    if tls.verify_kind.startswith("cert-") or (tls.verify_kind and not tls.verified and tls.cert):
-        if tls.verify_kind == "verification-disabled":
-            return CheckResult("tls", "certificate", WARN, tls.verify_reason)
+    if tls.verify_kind.startswith("cert-"):
         return CheckResult("tls", "certificate", CRIT, tls.verify_reason)
     if not tls.verified:
         if tls.verify_kind == "verification-disabled":
             return CheckResult("tls", "certificate", WARN, tls.verify_reason)
-        return CheckResult("tls", "certificate", SKIP, f"not verified: {tls.verify_reason}")
+        return CheckResult(
+            "tls", "certificate", SKIP, f"skipped: not verified: {tls.verify_reason}"
+        )
     cert = tls.cert
     who = cert.subject if cert else ""
     return CheckResult(
@@ -338,7 +352,7 @@ def _expiry(result: ProbeResult, t: Thresholds) -> CheckResult:
             "days",
         )
     text = f"certificate expires {date} (in {days:.0f} days)"
-    if days <= t.cert_crit_days:
+    if days < t.cert_crit_days:
         return CheckResult(
             "tls",
             "expiry",
@@ -347,7 +361,7 @@ def _expiry(result: ProbeResult, t: Thresholds) -> CheckResult:
             days,
             "days",
         )
-    if days <= t.cert_warn_days:
+    if days < t.cert_warn_days:
         return CheckResult(
             "tls",
             "expiry",
@@ -375,12 +389,18 @@ def _protocol(result: ProbeResult, t: Thresholds) -> CheckResult:
 
 # -- auth -------------------------------------------------------------------------------
 AUTH_STAGE = ("auth",)
+DEGRADED_LOGIN = frozenset({"mailbox-in-use", "login-delay", "sys-temp"})
 
 
 def _login(result: ProbeResult, t: Thresholds) -> CheckResult:
     if t.auth == "none":
         return CheckResult("auth", "login", SKIP, "no login configured (auth: none)")
     gate = _gate(result, AUTH_STAGE)
+    failed = _failed(result)
+    if gate and failed is not None and failed.kind in DEGRADED_LOGIN:
+        # [IN-USE], [LOGIN-DELAY] and [SYS/TEMP] say the credentials may well be right
+        # and the service is degraded or busy (RFC 2449/3206): not a bad password.
+        return CheckResult("auth", "login", WARN, f"login deferred: {failed.reason}")
     if gate:
         return CheckResult("auth", "login", *gate)
     info = result.auth
@@ -570,9 +590,7 @@ def evaluate(result: ProbeResult, t: Thresholds, check: str) -> CheckResult:
 
 def evaluate_all(result: ProbeResult, t: Thresholds) -> list[CheckResult]:
     """Every check for one connection type, latency phases last."""
-    out = [evaluate(result, t, c.name) for c in CHECKS]
-    out += [latency(result, t, phase) for phase in latency_phases(t)]
-    return out
+    return [evaluate(result, t, name) for name in check_names(t)]
 
 
 def latency_phases(t: Thresholds) -> list[str]:
@@ -587,3 +605,37 @@ def latency_phases(t: Thresholds) -> list[str]:
         never |= {"auth", "stat"}
     keys = (set(t.latency) | {"total"}) - never
     return sorted(keys, key=lambda p: (p != "total", _index(p)))
+
+
+# -- who reports a failure ----------------------------------------------------------------
+STAGE_OWNER = {
+    "dns": "dns",
+    "ping": "ping",
+    "connect": "tcp",
+    "greeting": "greeting",
+    "capa": "capa",
+    "capa_tls": "capa",
+    "stls": "stls",
+    "auth": "login",
+    "stat": "stat",
+    "quit": "logout",
+}
+
+
+def owner(result: ProbeResult) -> str | None:
+    """The check whose verdict is CRIT for the probe's failure (``None`` if none failed)."""
+    failed = _failed(result)
+    if failed is None:
+        return None
+    if failed.stage in ("tls", "tls_handshake"):
+        if failed.kind.startswith("cert-"):
+            return "certificate"
+        if failed.kind == "tls-protocol-too-old":
+            return "protocol"
+        return "handshake"
+    return STAGE_OWNER.get(failed.stage)
+
+
+def check_names(t: Thresholds) -> list[str]:
+    """Every check name for ``t`` in report order (latency phases last)."""
+    return [c.name for c in CHECKS] + [f"latency-{p}" for p in latency_phases(t)]

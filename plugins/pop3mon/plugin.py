@@ -84,6 +84,7 @@ class RunState:
         self.owner = owner
         self.by_id: dict[str, ConnectionType] = {c.id: c for c in targets.connections}
         self.results: dict[str, ProbeResult] = {}
+        self.selected_checks: dict[str, set[str]] = {}
         opt = config.getoption("strict_warn")
         self.strict_warn = (
             bool(opt) if opt is not None else bool(config.getini("pop3mon_strict_warn"))
@@ -107,13 +108,31 @@ class RunState:
     def _selected(self, session: pytest.Session) -> dict[str, bool]:
         """Selected connection ids -> whether a selected test of theirs needs a login."""
         ids: dict[str, bool] = {}
+        self.selected_checks = {}
         for item in session.items:
             callspec = getattr(item, "callspec", None)
             ct = callspec.params.get("ct") if callspec is not None else None
             if isinstance(ct, str) and ct in self.by_id:
                 login = any(item.get_closest_marker(t) for t in LOGIN_TIERS)
                 ids[ct] = ids.get(ct, False) or login
+                self.selected_checks.setdefault(ct, set()).add(_check_name(item))
         return dict(sorted(ids.items()))
+
+    def blocked_owner(self, ct: ConnectionType, result: ProbeResult, name: str) -> str:
+        """The deselected check that owns ``result``'s failure, when ``name`` is the first
+        selected check it blocks; else "". With ``-m "auth or mailbox"`` against a dead
+        server the root-cause check is deselected, and the run must still fail once."""
+        owner = checks.owner(result)
+        selected = self.selected_checks.get(ct.id, set())
+        if not owner or owner in selected:
+            return ""
+        for candidate in checks.check_names(ct):
+            if candidate not in selected:
+                continue
+            res = checks.evaluate(result, ct, candidate)
+            if res.verdict == checks.SKIP and res.reason.startswith("skipped:"):
+                return owner if candidate == name else ""
+        return ""
 
     def _probe_selected(self, session: pytest.Session, must_include: str) -> None:
         selected = self._selected(session)
@@ -158,6 +177,15 @@ class RunState:
             if path.exists():
                 out[ct.id] = ProbeResult.from_json(path.read_text(encoding="utf-8"))
         return out
+
+
+def _check_name(item: pytest.Item) -> str:
+    """The checks-module name of a tier test (``test_tcp`` → ``tcp``)."""
+    callspec = getattr(item, "callspec", None)
+    name = getattr(item, "originalname", item.name).removeprefix("test_")
+    if name == "latency" and callspec is not None:
+        return f"latency-{callspec.params.get('phase', '')}"
+    return name
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -276,6 +304,14 @@ def check(
 
     def run(name: str) -> checks.CheckResult:
         res = checks.evaluate(probe_result, connection, name)
+        owner = pop3mon_state.blocked_owner(connection, probe_result, name)
+        if owner:
+            cause = res.reason.removeprefix("skipped: ")
+            res = dataclasses.replace(
+                res,
+                verdict=checks.CRIT,
+                reason=f"{cause} (reported here: the '{owner}' check is not selected)",
+            )
         props = request.node.user_properties
         props.extend(
             [
