@@ -173,11 +173,13 @@ class _Probe:
         else:
             raise ProbeError(info.reason, kind="ping-failed", stage="ping")
 
-    def connect(self, address: str, stage: str = "connect") -> socket.socket:
+    def connect(self, address: str, stage: str = "connect", share: int = 1) -> socket.socket:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            sock.settimeout(self.deadline.budget(stage))
+            # ``share``: addresses still to try, so a blackholed IPv6 address cannot eat
+            # the whole deadline before IPv4 gets its turn.
+            sock.settimeout(self.deadline.budget(stage) / max(1, share))
             sock.connect((address, self.spec.port))
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except BaseException:
@@ -189,9 +191,9 @@ class _Probe:
         failures: list[str] = []
         first: ProbeError | None = None
         with self.phase("connect"):
-            for address in self.addresses:
+            for index, address in enumerate(self.addresses):
                 try:
-                    sock = self.connect(address)
+                    sock = self.connect(address, share=len(self.addresses) - index)
                 except BaseException as exc:  # noqa: BLE001 - mapped below
                     err = map_exception(exc, "connect")
                     if err.kind == "timeout":
