@@ -144,7 +144,7 @@ class Recorder:
         tr = terminalreporter
         tr.section("pop3mon summary")
         tiers = checks.TIERS
-        width = max(len(c) for c in self.by_connection()) + 2
+        width = max(len("connection type"), *(len(c) for c in self.by_connection())) + 2
         tr.write_line("connection type".ljust(width) + "".join(t.ljust(14) for t in tiers))
         for ct, recs in self.by_connection().items():
             cells = []
