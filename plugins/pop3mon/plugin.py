@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import gc
 import hashlib
 import os
 import shutil
@@ -216,6 +217,36 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(Recorder(config, state), "pop3mon-recorder")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(state), "pop3mon-xdist")
+    config.pluginmanager.register(_GcFreezer(), "pop3mon-gc")
+
+
+class _GcFreezer:
+    """Keep the cyclic garbage collector off the run's long-lived objects.
+
+    A run keeps nearly everything it creates until it exits: items and their fixture
+    definitions, and for every test three reports that the terminal summary, the JUnit and
+    HTML writers and the recorder hold on to. With thousands of tests each full collection
+    of the cyclic GC walks all of them again, and full collections keep coming as the heap
+    grows (a quarter of the run's CPU at 1000 connection types, 16000 tests). Freezing moves
+    the objects alive now into the permanent generation, which the GC skips; reference
+    counting still frees them. Only cyclic garbage younger than the last freeze would be
+    kept; freezing after collection and then every ``every`` tests bounds that to a few
+    objects of the tests just finished.
+    """
+
+    def __init__(self, every: int = 200) -> None:
+        self.every = every
+        self.finished = 0
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        gc.collect()
+        gc.freeze()
+
+    def pytest_runtest_logfinish(self) -> None:
+        self.finished += 1
+        if self.finished % self.every == 0:
+            gc.freeze()
 
 
 class _XdistHooks:
