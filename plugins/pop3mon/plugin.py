@@ -83,6 +83,9 @@ class RunState:
         self.targets = targets
         self.rundir = rundir
         self.owner = owner
+        # Under xdist the workers share probe results through ``rundir``; a process that
+        # runs the tests itself keeps them in memory and writes no files.
+        self.shared = not owner
         self.by_id: dict[str, ConnectionType] = {c.id: c for c in targets.connections}
         self.results: dict[str, ProbeResult] = {}
         self.selected_checks: dict[str, set[str]] = {}
@@ -139,22 +142,34 @@ class RunState:
         selected = self._selected(session)
         selected.setdefault(must_include, True)
         wanted = list(selected)
+        if not self.shared:
+            # No other process reads this one's results: they stay in memory.
+            missing = [i for i in wanted if i not in self.results]
+            if missing:
+                specs = [self._spec(i, login=selected[i]) for i in missing]
+                run_probes(specs, self.concurrency, on_result=self._keep)
+            return
         # xdist workers all compute the same selection; the first to take the lock probes
         # the whole batch concurrently, the others find the results on disk.
         lock = self.rundir / "probe.lock"
         with lock.open("a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
-                missing = [i for i in wanted if not self._file(self.rundir, i).exists()]
+                missing = [
+                    i
+                    for i in wanted
+                    if i not in self.results and not self._file(self.rundir, i).exists()
+                ]
                 if missing:
                     specs = [self._spec(i, login=selected[i]) for i in missing]
                     run_probes(specs, self.concurrency, on_result=self._store)
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
         for ct_id in wanted:
-            self.results[ct_id] = ProbeResult.from_json(
-                self._file(self.rundir, ct_id).read_text(encoding="utf-8")
-            )
+            if ct_id not in self.results:
+                self.results[ct_id] = ProbeResult.from_json(
+                    self._file(self.rundir, ct_id).read_text(encoding="utf-8")
+                )
 
     def _spec(self, ct_id: str, login: bool) -> ProbeSpec:
         """The probe spec; without a login when no selected test needs one (``-m tls``,
@@ -164,16 +179,24 @@ class RunState:
             return spec
         return dataclasses.replace(spec, mechanism="none", secret=None, secret_problem="")
 
+    def _keep(self, result: ProbeResult) -> None:
+        self.results[result.id] = result
+
     def _store(self, result: ProbeResult) -> None:
         path = self._file(self.rundir, result.id)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(result.to_json(), encoding="utf-8")
         tmp.replace(path)
+        self.results[result.id] = result
 
     def load_all_results(self) -> dict[str, ProbeResult]:
-        """Every result any process of this run wrote (the controller's view for reports)."""
+        """Every result any process of this run has (the controller's view for reports):
+        its own from memory, the xdist workers' from the run directory."""
         out: dict[str, ProbeResult] = {}
         for ct in self.targets.connections:
+            if ct.id in self.results:
+                out[ct.id] = self.results[ct.id]
+                continue
             path = self._file(self.rundir, ct.id)
             if path.exists():
                 out[ct.id] = ProbeResult.from_json(path.read_text(encoding="utf-8"))
