@@ -16,7 +16,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,8 +117,8 @@ class RunState:
             callspec = getattr(item, "callspec", None)
             ct = callspec.params.get("ct") if callspec is not None else None
             if isinstance(ct, str) and ct in self.by_id:
-                login = any(item.get_closest_marker(t) for t in LOGIN_TIERS)
-                ids[ct] = ids.get(ct, False) or login
+                # Marker lookups walk the node chain: skip them once a login is known needed.
+                ids[ct] = ids.get(ct, False) or any(map(item.get_closest_marker, LOGIN_TIERS))
                 self.selected_checks.setdefault(ct, set()).add(_check_name(item))
         return dict(sorted(ids.items()))
 
@@ -322,9 +322,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def pop3mon_state(request: pytest.FixtureRequest) -> RunState:
+def pop3mon_state(pytestconfig: pytest.Config) -> RunState:
     """The run's state (targets, results)."""
-    state: RunState = request.config.stash[STATE_KEY]
+    state: RunState = pytestconfig.stash[STATE_KEY]
     return state
 
 
@@ -344,17 +344,21 @@ def probe_result(
 
 @pytest.fixture
 def check(
-    connection: ConnectionType,
-    probe_result: ProbeResult,
-    pop3mon_state: RunState,
-    request: pytest.FixtureRequest,
-) -> Iterator[Callable[[str], checks.CheckResult]]:
+    ct: str, pop3mon_state: RunState, request: pytest.FixtureRequest
+) -> Callable[[str], checks.CheckResult]:
     """Evaluate one named check and turn its verdict into the test outcome.
 
     CRIT fails, SKIP skips with the dependency's reason, WARN passes (or fails with
     ``--strict-warn``). The verdict travels in ``user_properties`` (plain str/float), which
     survive xdist and feed the JUnit, HTML, JSON and metrics writers.
+
+    Every tier test uses this fixture, so it resolves the connection type and its probe
+    result itself (what the ``connection`` and ``probe_result`` fixtures do) instead of
+    requesting them: each fixture pytest sets up costs per test, and ``request`` more than
+    most (a new FixtureDef with a signature inspection each time it is asked for).
     """
+    connection = pop3mon_state.by_id[ct]
+    probe_result = pop3mon_state.result_for(connection, request.session)
 
     def run(name: str) -> checks.CheckResult:
         res = checks.evaluate(probe_result, connection, name)
@@ -391,4 +395,4 @@ def check(
             )
         return res
 
-    yield run
+    return run
