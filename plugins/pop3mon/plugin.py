@@ -16,7 +16,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -253,18 +253,27 @@ class _GcFreezer:
     grows (a quarter of the run's CPU at 1000 connection types, 16000 tests). Freezing moves
     the objects alive now into the permanent generation, which the GC skips; reference
     counting still frees them. Only cyclic garbage younger than the last freeze would be
-    kept; freezing after collection and then every ``every`` tests bounds that to a few
-    objects of the tests just finished.
+    kept; freezing after collection (during which the GC is paused) and then every
+    ``every`` tests bounds that to a few objects of the tests just finished.
     """
 
     def __init__(self, every: int = 200) -> None:
         self.every = every
         self.finished = 0
 
-    @pytest.hookimpl(trylast=True)
-    def pytest_collection_finish(self, session: pytest.Session) -> None:
-        gc.collect()
-        gc.freeze()
+    @pytest.hookimpl(wrapper=True)
+    def pytest_collection(self, session: pytest.Session) -> Generator[None, object, object]:
+        # Collection only builds what the run keeps: no point in hunting for garbage among
+        # thousands of new items while it runs. Collect once at the end, then freeze.
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return (yield)
+        finally:
+            gc.collect()
+            gc.freeze()
+            if enabled:
+                gc.enable()
 
     def pytest_runtest_logfinish(self) -> None:
         self.finished += 1
