@@ -1,0 +1,364 @@
+"""The whole suite at 1, 10, 100 and 1000 connection types behind a 20 ms link.
+
+For each size a targets file is generated (explicit unique ``id:``s; the connection types
+cycle through the four modes of :mod:`_common` and share two proxy ports), then the suite runs
+exactly as a user runs it, all tiers and all report writers on::
+
+    python -m pytest --targets=FILE --reports-dir=TMP -o cache_dir=TMP/cache [-n 2]
+                     [--probe-concurrency=N]
+
+from the repository root, once without and once with ``-n 2``. Figures per run:
+
+* wall: from spawning pytest until it exited;
+* CPU: user + sys of pytest and everything it waited for (``os.wait4`` of the child, so the
+  xdist workers count, Dovecot and the proxy do not);
+* peak RSS: ``ru_maxrss`` of that rusage, which is the *largest single process* (the kernel
+  keeps the maximum, not a sum); with ``-n 2`` every process's own peak comes from the
+  benchmark plugin ``_runstats`` (controller / gw0 / gw1);
+* stages of the controller (from ``_runstats``): start-up, collection, the probe batch,
+  the test loop, report writing, exit;
+* ratio: wall / the slowest single probe's ``total`` (from results.json), i.e. how many
+  "slowest probes" the run costs on top of probing.
+
+Dovecot gets ``mail_max_userip_connections = 5000`` (all probes log in as one user from one
+IP). The proxy runs in a child process (``latency_proxy.spawn_proxies``) without spin.
+
+    python benchmarks/scale.py [--sizes 1 10 100 1000] [--repeat 3] [--probe-concurrency 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from _common import MODES, REPO, DovecotLab, fmt, lab, print_machine, print_table
+from latency_proxy import spawn_proxies
+
+PASSWORD_ENV = "POP3MON_BENCH_PASSWORD"
+BENCH_DIR = Path(__file__).resolve().parent
+
+
+def targets_yaml(size: int, running: DovecotLab, ports: dict[str, int], mechanism: str) -> str:
+    """A targets file with ``size`` connection types cycling through the four modes."""
+    lines = [
+        f"# pop3mon scale benchmark: {size} connection types behind the latency proxy",
+        "version: 1",
+        "defaults:",
+        "  timeout: 20",
+        f"  ca_file: {running.ca_file}",
+        f"  account: {{username: {running.demo_user}, password_env: {PASSWORD_ENV}}}",
+        "servers:",
+        "  - name: bench",
+        f"    host: {running.hostname}",
+        "    address: 127.0.0.1",
+        "    connections:",
+    ]
+    for i in range(size):
+        mode = MODES[i % len(MODES)]
+        auth = mode.auth.replace("{mech}", mechanism)
+        lines += [
+            f"      - id: ct{i:04d}-{mode.security}-{auth}",
+            f"        port: {ports[mode.listener]}",
+            f"        security: {mode.security}",
+            f"        auth: {auth}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Run:
+    """One pytest run's figures."""
+
+    tree: str
+    size: int
+    xdist: bool
+    wall: float
+    cpu: float
+    maxrss_mb: float
+    rc: int
+    summary: str
+    slowest_probe: float | None
+    processes: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def controller(self) -> dict[str, Any]:
+        """The controller's _runstats record (empty if missing)."""
+        for proc in self.processes:
+            if proc.get("role") == "controller":
+                return proc
+        return {}
+
+    def stage(self, start: str, end: str) -> float | None:
+        """Controller wall seconds between two _runstats marks."""
+        marks = self.controller.get("marks", {})
+        if start not in marks or end not in marks:
+            return None
+        return float(marks[end]["wall"]) - float(marks[start]["wall"])
+
+
+def _slowest(results_json: Path) -> float | None:
+    try:
+        doc = json.loads(results_json.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    totals = []
+    for conn in doc.get("connections", []):
+        probe = conn.get("probe") or {}
+        for name, seconds in probe.get("phases", []):
+            if name == "total":
+                totals.append(float(seconds))
+    return max(totals) if totals else None
+
+
+def run_suite(
+    repo: Path,
+    targets: Path,
+    size: int,
+    xdist: bool,
+    concurrency: int,
+    password: str,
+    keep: Path | None,
+    extra: Sequence[str] = (),
+) -> Run:
+    """Run the suite once as a child; measure it with wait4."""
+    work = Path(tempfile.mkdtemp(prefix="pop3mon-scale-"))
+    try:
+        stats = work / "runstats"
+        stats.mkdir()
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            f"--targets={targets}",
+            f"--reports-dir={work / 'reports'}",
+            f"--probe-concurrency={concurrency}",
+            "-o",
+            f"cache_dir={work / 'cache'}",
+            "-p",
+            "_runstats",
+        ]
+        if xdist:
+            cmd += ["-n", "2"]
+        cmd += list(extra)
+        env = dict(os.environ)
+        env[PASSWORD_ENV] = password
+        env["POP3MON_RUNSTATS_DIR"] = str(stats)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(BENCH_DIR), env.get("PYTHONPATH", "")) if p
+        )
+        log = work / "pytest.log"
+        with log.open("wb") as out:
+            start = time.perf_counter()
+            proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=out, stderr=subprocess.STDOUT)
+            _pid, status, usage = os.wait4(proc.pid, 0)
+            wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        text = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+        summary = text[-1].strip("= ") if text else ""
+        processes = [json.loads(p.read_text()) for p in sorted(stats.glob("*.json"))]
+        if keep is not None:
+            shutil.copy(log, keep / f"pytest-{size}{'-n2' if xdist else ''}.log")
+        return Run(
+            tree=str(repo),
+            size=size,
+            xdist=xdist,
+            wall=wall,
+            cpu=usage.ru_utime + usage.ru_stime,
+            maxrss_mb=usage.ru_maxrss / 1024,
+            rc=proc.returncode,
+            summary=summary,
+            slowest_probe=_slowest(work / "reports" / "results.json"),
+            processes=processes,
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _pick(runs: list[Run]) -> Run:
+    """The median run by wall time (the one reported in full)."""
+    ordered = sorted(runs, key=lambda r: r.wall)
+    return ordered[len(ordered) // 2]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Generate targets, start Dovecot and the proxy, run the suite at every size."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 10, 100, 1000])
+    parser.add_argument("--repeat", type=int, default=3, help="runs per size and mode (median)")
+    parser.add_argument(
+        "--repeat-large",
+        type=int,
+        default=1,
+        help="runs per mode for sizes >= 1000 (default 1)",
+    )
+    parser.add_argument("--probe-concurrency", type=int, default=64)
+    parser.add_argument("--delay", type=float, default=0.02, help="one-way delay (s)")
+    parser.add_argument("--mechanism", default="auto", help="login mechanism (default auto)")
+    parser.add_argument("--no-xdist", action="store_true", help="skip the -n 2 runs")
+    parser.add_argument("--keep-logs", type=Path, default=None, help="copy pytest logs here")
+    parser.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra pytest argument for what-if runs (repeat; e.g. --extra=--no-reports)",
+    )
+    parser.add_argument(
+        "--repo",
+        type=Path,
+        action="append",
+        default=[],
+        help="checkout to run the suite from (default: this one); repeat to A/B two trees, "
+        "runs interleaved",
+    )
+    args = parser.parse_args(argv)
+
+    print("# scale: the whole suite behind a latency proxy\n")
+    print_machine(
+        {
+            "command": "python benchmarks/scale.py " + " ".join(argv or sys.argv[1:]),
+            "delay": f"{args.delay * 1000:g} ms each way",
+            "probe concurrency": str(args.probe_concurrency),
+            "mechanism": args.mechanism,
+        }
+    )
+    if args.keep_logs is not None:
+        args.keep_logs.mkdir(parents=True, exist_ok=True)
+    repos = [p.resolve() for p in args.repo] or [REPO]
+    runs: list[Run] = []
+    with lab() as running, tempfile.TemporaryDirectory(prefix="pop3mon-scale-t-") as tdir:
+        upstreams = [("127.0.0.1", running.port("pop3")), ("127.0.0.1", running.port("pop3s"))]
+        with spawn_proxies(upstreams, args.delay) as proxy_ports:
+            ports = {"pop3": proxy_ports[0], "pop3s": proxy_ports[1]}
+            for size in args.sizes:
+                targets = Path(tdir) / f"targets-{size}.yaml"
+                targets.write_text(
+                    targets_yaml(size, running, ports, args.mechanism), encoding="utf-8"
+                )
+                repeat = args.repeat_large if size >= 1000 else args.repeat
+                for xdist in (False, True) if not args.no_xdist else (False,):
+                    batches: dict[Path, list[Run]] = {repo: [] for repo in repos}
+                    for _ in range(repeat):
+                        for repo in repos:  # interleaved: every tree sees the same drift
+                            batches[repo].append(
+                                run_suite(
+                                    repo,
+                                    targets,
+                                    size,
+                                    xdist,
+                                    args.probe_concurrency,
+                                    running.demo_password,
+                                    args.keep_logs,
+                                    args.extra,
+                                )
+                            )
+                    for repo, batch in batches.items():
+                        chosen = _pick(batch)
+                        walls = ", ".join(f"{r.wall:.2f}" for r in batch)
+                        cpus = ", ".join(f"{r.cpu:.2f}" for r in batch)
+                        print(
+                            f"size {size:>5} {'-n 2' if xdist else '    '} {repo}: walls {walls} s;"
+                            f" CPU {cpus} s; {chosen.summary} (rc {chosen.rc});"
+                            f" load {os.getloadavg()[0]:.2f}",
+                            flush=True,
+                        )
+                        runs.append(chosen)
+    print()
+    _tables(runs)
+    return 0
+
+
+def _tables(runs: list[Run]) -> None:
+    trees = sorted({r.tree for r in runs})
+
+    def label(r: Run) -> str:
+        return f"{r.size} ({r.tree})" if len(trees) > 1 else str(r.size)
+
+    rows = []
+    for r in runs:
+        ratio = r.wall / r.slowest_probe if r.slowest_probe else None
+        rows.append(
+            [
+                label(r),
+                "-n 2" if r.xdist else "no",
+                fmt(r.wall),
+                fmt(r.cpu),
+                fmt(r.maxrss_mb, 0),
+                fmt(r.slowest_probe * 1000 if r.slowest_probe else None, 0),
+                fmt(ratio, 1),
+                r.summary,
+            ]
+        )
+    print("### whole runs (median by wall of the repeats)")
+    print_table(
+        [
+            "connection types",
+            "xdist",
+            "wall s",
+            "CPU s (user+sys)",
+            "peak RSS MB (max single process)",
+            "slowest probe ms",
+            "wall / slowest probe",
+            "pytest summary",
+        ],
+        rows,
+    )
+    rows = []
+    for r in runs:
+        rows.append(
+            [
+                label(r),
+                "-n 2" if r.xdist else "no",
+                fmt(r.stage("configure", "collected") if r.controller else None),
+                fmt(r.controller.get("probe_batch", {}).get("wall")),
+                fmt(r.stage("first_item" if not r.xdist else "configure", "loop_done")),
+                fmt(r.stage("sessionfinish_start", "sessionfinish_done")),
+                fmt(r.stage("sessionfinish_done", "exit")),
+                fmt(r.controller.get("marks", {}).get("configure", {}).get("wall")),
+            ]
+        )
+    print(
+        "### controller stages, wall seconds (probe batch: slowest probe_result/check set-up;"
+        " with -n 2 the controller neither collects nor probes: its loop is configure → done)"
+    )
+    print_table(
+        [
+            "connection types",
+            "xdist",
+            "collection",
+            "probe batch",
+            "test loop (incl. probe batch)",
+            "sessionfinish (reports)",
+            "unconfigure + exit",
+            "start-up to configure",
+        ],
+        rows,
+    )
+    rows = []
+    for r in runs:
+        for proc in r.processes:
+            rows.append(
+                [
+                    label(r),
+                    "-n 2" if r.xdist else "no",
+                    str(proc.get("role", "?")),
+                    fmt(proc.get("utime", 0) + proc.get("stime", 0)),
+                    fmt(proc.get("maxrss_kb", 0) / 1024, 0),
+                ]
+            )
+    print("### per process (from _runstats)")
+    print_table(["connection types", "xdist", "process", "CPU s", "peak RSS MB"], rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
