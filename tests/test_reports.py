@@ -395,8 +395,14 @@ def test_junit_valid_and_complete(run: Run, lab: Lab) -> None:
         expected = {"CRIT": "Failure", "SKIP": "Skipped"}.get(case["pop3mon_verdict"], "Passed")
         assert case["__result__"] == expected, (key, case["__result__"])
     assert seen == json_verdicts(doc)
-    healthy = next(c for c in cases if c["pop3mon_ct"] == "healthy")
+    healthy = next(
+        c for c in cases if c["pop3mon_ct"] == "healthy" and c["pop3mon_check"] == "expiry"
+    )
     assert float(healthy["pop3mon_cert_days_left"]) > 300
+    # Each testcase carries the timings of its own phases, not every phase of the session.
+    tcp = next(c for c in cases if c["pop3mon_ct"] == "healthy" and c["pop3mon_check"] == "tcp")
+    assert "pop3mon_phase_connect_ms" in tcp and "pop3mon_phase_auth_ms" not in tcp
+    assert "pop3mon_cert_days_left" not in tcp
     for verdict in VERDICTS:
         assert int(suite_props[f"pop3mon_checks_{verdict}"]) == doc["counts"][verdict]
 

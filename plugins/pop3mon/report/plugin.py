@@ -231,7 +231,9 @@ class ReportPlugin:
             # LogXML copies the teardown report's user_properties into <testcase>.
             ct = self.state.by_id.get(rec.ct) if self.state is not None else None
             if ct is not None:
-                report.user_properties.extend(junit.testcase_properties(ct, self._result(ct.id)))
+                report.user_properties.extend(
+                    junit.testcase_properties(ct, self._result(ct.id), rec.tier, rec.check)
+                )
         elif report.when == "call" and self._html_path() is not None:
             extras = list(getattr(report, "extras", []) or [])
             extras.append(
