@@ -16,6 +16,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,10 @@ class RunState:
         self.by_id: dict[str, ConnectionType] = {c.id: c for c in targets.connections}
         self.results: dict[str, ProbeResult] = {}
         self.selected_checks: dict[str, set[str]] = {}
+        # Without xdist the batch runs in the background and each test waits only for its
+        # own connection type: the first tiers' tests run while slower probes are in flight.
+        self._lock = threading.Lock()
+        self._pending: dict[str, threading.Event] = {}
         opt = config.getoption("strict_warn")
         self.strict_warn = (
             bool(opt) if opt is not None else bool(config.getini("pop3mon_strict_warn"))
@@ -105,9 +110,46 @@ class RunState:
 
     def result_for(self, ct: ConnectionType, session: pytest.Session) -> ProbeResult:
         """The probe result for ``ct``, probing every selected connection type on first use."""
-        if ct.id not in self.results:
-            self._probe_selected(session, must_include=ct.id)
+        if ct.id in self.results:
+            return self.results[ct.id]
+        if not self.shared:
+            return self._background_result(ct.id, session)
+        self._probe_selected(session, must_include=ct.id)
         return self.results[ct.id]
+
+    def _background_result(self, ct_id: str, session: pytest.Session) -> ProbeResult:
+        with self._lock:
+            event = self._pending.get(ct_id)
+            if event is None:
+                # The first test that needs a result starts one batch of every selected
+                # connection type not probed yet; later ones just wait for theirs.
+                selected = self._selected(session)
+                selected.setdefault(ct_id, True)
+                todo = [i for i in selected if i not in self.results and i not in self._pending]
+                for i in todo:
+                    self._pending[i] = threading.Event()
+                specs = [self._spec(i, login=selected[i]) for i in todo]
+                threading.Thread(
+                    target=self._run_batch, args=(specs,), name="pop3mon-batch", daemon=True
+                ).start()
+                event = self._pending[ct_id]
+        event.wait()
+        result = self.results.get(ct_id)
+        if result is None:
+            raise RuntimeError(f"pop3mon: probing {ct_id} produced no result")
+        return result
+
+    def _run_batch(self, specs: list[ProbeSpec]) -> None:
+        try:
+            run_probes(specs, self.concurrency, on_result=self._arrived)
+        finally:
+            # Never leave a test waiting, even if pop3mon itself broke mid-batch.
+            for spec in specs:
+                self._pending[spec.id].set()
+
+    def _arrived(self, result: ProbeResult) -> None:
+        self.results[result.id] = result
+        self._pending[result.id].set()
 
     def _selected(self, session: pytest.Session) -> dict[str, bool]:
         """Selected connection ids -> whether a selected test of theirs needs a login."""
@@ -142,13 +184,6 @@ class RunState:
         selected = self._selected(session)
         selected.setdefault(must_include, True)
         wanted = list(selected)
-        if not self.shared:
-            # No other process reads this one's results: they stay in memory.
-            missing = [i for i in wanted if i not in self.results]
-            if missing:
-                specs = [self._spec(i, login=selected[i]) for i in missing]
-                run_probes(specs, self.concurrency, on_result=self._keep)
-            return
         # xdist workers all compute the same selection; the first to take the lock probes
         # the whole batch concurrently, the others find the results on disk.
         lock = self.rundir / "probe.lock"
@@ -178,9 +213,6 @@ class RunState:
         if login or spec.mechanism == "none":
             return spec
         return dataclasses.replace(spec, mechanism="none", secret=None, secret_problem="")
-
-    def _keep(self, result: ProbeResult) -> None:
-        self.results[result.id] = result
 
     def _store(self, result: ProbeResult) -> None:
         path = self._file(self.rundir, result.id)
@@ -328,6 +360,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         for tag in ct.tags:
             item.add_marker(tag)
+    # Run the tiers in their logical order (connectivity, TLS, auth, mailbox, latency)
+    # rather than by file name. Besides reading naturally, the cheap connectivity checks
+    # then run while the probes that logins need are still in flight.
+    rank = {tier: n for n, tier in enumerate(checks.TIERS)}
+
+    def tier_rank(item: pytest.Item) -> int:
+        for marker in item.iter_markers():
+            if marker.name in rank:
+                return rank[marker.name]
+        return -1
+
+    items.sort(key=tier_rank)
 
 
 @pytest.fixture(scope="session")

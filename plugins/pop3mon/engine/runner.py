@@ -21,16 +21,24 @@ def run_probes(
     """Probe every spec once, at most ``concurrency`` at a time.
 
     Probes are I/O-bound and each is bounded by its own deadline, so threads suffice; the
-    run takes about as long as the slowest probe times the number of waves.
+    run takes about as long as the slowest probe times the number of waves. ``on_result``
+    is called from the probing threads, once per result, as each probe finishes.
     """
     todo = list(specs)
     results: dict[str, ProbeResult] = {}
     if not todo:
         return results
+
+    def one(spec: ProbeSpec) -> ProbeResult:
+        result = probe(spec)
+        # Hand each result over as soon as it exists (not in input order), so a consumer
+        # can work on finished connection types while slower ones are still in flight.
+        if on_result is not None:
+            on_result(result)
+        return result
+
     workers = max(1, min(concurrency, len(todo)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pop3mon-probe") as pool:
-        for result in pool.map(probe, todo):
+        for result in pool.map(one, todo):
             results[result.id] = result
-            if on_result is not None:
-                on_result(result)
     return results
