@@ -27,6 +27,9 @@ class Redactor:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._needles: frozenset[str] = frozenset()
+        # Longest first, computed once per registration: scrub() runs on every string
+        # every report writes (close to a million calls for 1000 connection types).
+        self._ordered: tuple[str, ...] = ()
 
     def register(self, *values: str) -> None:
         """Add values (and their base64 forms) that must never appear in output."""
@@ -52,16 +55,20 @@ class Redactor:
                 if len(inner) >= 6:
                     new.add(inner)
         with self._lock:
-            self._needles = self._needles | frozenset(new)
+            needles = self._needles | frozenset(new)
+            ordered = tuple(sorted(needles, key=lambda n: (-len(n), n)))
+            # Publish the order before the set so a reader never sees needles it would skip.
+            self._ordered = ordered
+            self._needles = needles
 
     def scrub(self, text: str) -> str:
         """Return ``text`` with every registered value replaced by ``[REDACTED]``."""
-        needles = self._needles
-        if not needles or not text:
+        ordered = self._ordered
+        if not ordered or not text:
             return text
         # Longest first so that a secret contained in a longer registered payload
         # does not leave the payload's remainder behind.
-        for needle in sorted(needles, key=len, reverse=True):
+        for needle in ordered:
             if needle in text:
                 text = text.replace(needle, REDACTED)
         return text
@@ -70,6 +77,7 @@ class Redactor:
         """Forget every registered value (self-tests only)."""
         with self._lock:
             self._needles = frozenset()
+            self._ordered = ()
 
 
 REDACTOR = Redactor()
