@@ -748,3 +748,15 @@ def test_no_secret_in_any_output(secret_lab: Path, tmp_path: Path, args: tuple[s
         if needle in text
     ]
     assert hits == []
+
+
+def test_collect_only_writes_no_reports(lab: Lab, tmp_path: Path) -> None:
+    """``--collect-only`` probes nothing, so it must not replace the last real run's reports
+    with empty ones."""
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    previous = reports / "report.html"
+    previous.write_text("the last real run", encoding="utf-8")
+    run_suite(lab.targets, reports, "--collect-only", "-q", env=lab.env)
+    assert previous.read_text(encoding="utf-8") == "the last real run"
+    assert sorted(p.name for p in reports.iterdir()) == ["report.html"]

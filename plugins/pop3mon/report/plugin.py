@@ -104,7 +104,11 @@ class ReportPlugin:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.enabled = not bool(config.getoption("no_reports"))
+        # --collect-only probes nothing: writing reports then would only overwrite the last
+        # real run's reports with empty ones.
+        self.enabled = not (
+            bool(config.getoption("no_reports")) or bool(config.getoption("collectonly", False))
+        )
         self.directory = _reports_dir(config)
         self.run_id = new_run_id()
         self.own_junit = False
