@@ -382,20 +382,6 @@ def pop3mon_state(pytestconfig: pytest.Config) -> RunState:
 
 
 @pytest.fixture
-def connection(ct: str, pop3mon_state: RunState) -> ConnectionType:
-    """The configured connection type under test."""
-    return pop3mon_state.by_id[ct]
-
-
-@pytest.fixture
-def probe_result(
-    connection: ConnectionType, pop3mon_state: RunState, request: pytest.FixtureRequest
-) -> ProbeResult:
-    """The single probe result of this connection type for this run."""
-    return pop3mon_state.result_for(connection, request.session)
-
-
-@pytest.fixture
 def check(
     ct: str, pop3mon_state: RunState, request: pytest.FixtureRequest
 ) -> Callable[[str], checks.CheckResult]:
@@ -406,9 +392,9 @@ def check(
     survive xdist and feed the JUnit, HTML, JSON and metrics writers.
 
     Every tier test uses this fixture, so it resolves the connection type and its probe
-    result itself (what the ``connection`` and ``probe_result`` fixtures do) instead of
-    requesting them: each fixture pytest sets up costs per test, and ``request`` more than
-    most (a new FixtureDef with a signature inspection each time it is asked for).
+    result itself instead of through further fixtures: each fixture pytest sets up costs
+    per test, and ``request`` more than most (a new FixtureDef and a signature inspection
+    each time it is asked for).
     """
     connection = pop3mon_state.by_id[ct]
     probe_result = pop3mon_state.result_for(connection, request.session)
