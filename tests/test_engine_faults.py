@@ -34,7 +34,7 @@ from plugins.pop3mon.engine import ProbeResult, ProbeSpec, probe  # noqa: E402
 from plugins.pop3mon.engine.auth import CLEARTEXT, MAX_SASL_ROUNDS  # noqa: E402
 from plugins.pop3mon.engine.session import QUIT_WAIT  # noqa: E402
 from plugins.pop3mon.engine.wire import ALLOWED_COMMANDS  # noqa: E402
-from plugins.pop3mon.lab.certs import LabCerts, generate_lab_certs  # noqa: E402
+from plugins.pop3mon.lab.certs import LabCerts  # noqa: E402
 from plugins.pop3mon.lab.faultserver import (  # noqa: E402
     DEFAULT_SASL,
     FaultServer,
@@ -110,12 +110,6 @@ def _install_dns_audit() -> None:
 
 
 # --------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="session")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> LabCerts:
-    """Lab CA and server certificates (valid for localhost), one set per xdist worker."""
-    return generate_lab_certs(tmp_path_factory.mktemp("engine-fault-certs"))
-
-
 # --------------------------------------------------------------------------- running
 @dataclass
 class Outcome:
@@ -195,7 +189,7 @@ def assert_no_plaintext_secret(srv: FaultServer, *values: str) -> None:
 
 
 def run(
-    certs: LabCerts,
+    lab_certs: LabCerts,
     scenario: str = "healthy",
     *,
     mode: str = "starttls",
@@ -211,8 +205,8 @@ def run(
     server_kw.setdefault("users", {USER: SENTINEL})
     srv = FaultServer(
         scenario,
-        certfile=certs.valid.cert,
-        keyfile=certs.valid.key,
+        certfile=lab_certs.valid.cert,
+        keyfile=lab_certs.valid.key,
         implicit_tls=mode == "tls",
         **server_kw,
     )
@@ -229,7 +223,7 @@ def run(
             username=USER,
             secret=secret,
             allow_cleartext=allow_cleartext,
-            ca_file=str(certs.ca_file),
+            ca_file=str(lab_certs.ca_file),
             min_tls_version=min_tls_version,
             timeout=timeout,
         )
@@ -273,8 +267,8 @@ def assert_no_credentials(out: Outcome) -> None:
 
 
 # --------------------------------------------------------------------------- connect
-def test_rst_on_connect(certs: LabCerts) -> None:
-    out = run(certs, "rst-on-connect")
+def test_rst_on_connect(lab_certs: LabCerts) -> None:
+    out = run(lab_certs, "rst-on-connect")
     r = out.result
     # The RST may land before connect() has seen the handshake complete (then the kernel
     # reports it to connect) or after (then to the first read of the greeting).
@@ -314,32 +308,32 @@ def test_invalid_host_never_queries_dns() -> None:
     assert r.stage("connect") is None
 
 
-def test_dns_audit_hook_sees_real_lookups(certs: LabCerts) -> None:
+def test_dns_audit_hook_sees_real_lookups(lab_certs: LabCerts) -> None:
     """The audit hook used above does see lookups, so its silence means something."""
     _install_dns_audit()
-    out = run(certs, "healthy", mechanism="none")
+    out = run(lab_certs, "healthy", mechanism="none")
     assert out.result.ok
     assert "localhost" in _DNS_LOOKUPS
 
 
 # --------------------------------------------------------------------------- greeting
-def test_no_greeting_ends_at_the_deadline(certs: LabCerts) -> None:
-    out = run(certs, "no-greeting", timeout=HANG_DEADLINE)
+def test_no_greeting_ends_at_the_deadline(lab_certs: LabCerts) -> None:
+    out = run(lab_certs, "no-greeting", timeout=HANG_DEADLINE)
     assert_failed(out, "timeout", "greeting", "deadline of 2s exceeded", "during greeting")
     assert out.elapsed >= HANG_DEADLINE - 0.1
     assert out.commands() == []
 
 
-def test_drip_fed_greeting_ends_at_the_deadline_not_later(certs: LabCerts) -> None:
+def test_drip_fed_greeting_ends_at_the_deadline_not_later(lab_certs: LabCerts) -> None:
     # One byte every 0.2 s: a per-recv timeout would never fire; the absolute deadline does.
-    out = run(certs, "drip-greeting", timeout=HANG_DEADLINE, drip_interval=0.2)
+    out = run(lab_certs, "drip-greeting", timeout=HANG_DEADLINE, drip_interval=0.2)
     assert_failed(out, "timeout", "greeting", "deadline of 2s exceeded", "during greeting")
     assert HANG_DEADLINE - 0.1 <= out.elapsed <= HANG_DEADLINE + 0.3
     assert out.commands() == []
 
 
-def test_err_greeting(certs: LabCerts) -> None:
-    out = run(certs, "err-greeting")
+def test_err_greeting(lab_certs: LabCerts) -> None:
+    out = run(lab_certs, "err-greeting")
     assert_failed(
         out, "greeting-refused", "greeting", "greeting is -ERR (not accepting sessions): go away"
     )
@@ -347,16 +341,16 @@ def test_err_greeting(certs: LabCerts) -> None:
     assert out.elapsed < QUICK
 
 
-def test_garbage_greeting(certs: LabCerts) -> None:
-    out = run(certs, "garbage-greeting")
+def test_garbage_greeting(lab_certs: LabCerts) -> None:
+    out = run(lab_certs, "garbage-greeting")
     assert_failed(out, "bad-status-line", "greeting", "invalid status line", "GARBAGE")
     assert "\x00" not in out.result.error_reason and "\x1b" not in out.result.error_reason
     assert "\x1b" not in out.transcript() and "\x00" not in out.transcript()
     assert out.commands() == []
 
 
-def test_lowercase_ok_greeting_is_not_ok(certs: LabCerts) -> None:
-    out = run(certs, "lowercase-ok")
+def test_lowercase_ok_greeting_is_not_ok(lab_certs: LabCerts) -> None:
+    out = run(lab_certs, "lowercase-ok")
     assert_failed(
         out,
         "bad-status-line",
@@ -367,15 +361,15 @@ def test_lowercase_ok_greeting_is_not_ok(certs: LabCerts) -> None:
     assert out.commands() == []
 
 
-def test_10mb_line_is_cut_at_512_octets(certs: LabCerts) -> None:
-    out = run(certs, "huge-line")
+def test_10mb_line_is_cut_at_512_octets(lab_certs: LabCerts) -> None:
+    out = run(lab_certs, "huge-line")
     assert_failed(out, "line-too-long", "greeting", "line longer than 512 octets")
     assert out.elapsed < QUICK
 
 
 # --------------------------------------------------------------------------- CAPA, STAT
-def test_endless_capa_is_capped(certs: LabCerts) -> None:
-    out = run(certs, "endless-capa")
+def test_endless_capa_is_capped(lab_certs: LabCerts) -> None:
+    out = run(lab_certs, "endless-capa")
     assert_failed(
         out, "response-too-long", "capa", "exceeded 2000 lines", "without its terminating '.'"
     )
@@ -384,15 +378,15 @@ def test_endless_capa_is_capped(certs: LabCerts) -> None:
     assert out.commands() == ["CAPA"]
 
 
-def test_eof_before_the_dot_line(certs: LabCerts) -> None:
-    out = run(certs, "capa-eof")
+def test_eof_before_the_dot_line(lab_certs: LabCerts) -> None:
+    out = run(lab_certs, "capa-eof")
     assert_failed(out, "connection-closed", "capa", "server closed the connection during capa")
     assert out.result.capabilities_before is None
     assert out.commands() == ["CAPA"]
 
 
-def test_malformed_stat(certs: LabCerts) -> None:
-    out = run(certs, "malformed-stat")
+def test_malformed_stat(lab_certs: LabCerts) -> None:
+    out = run(lab_certs, "malformed-stat")
     assert_failed(
         out, "stat-malformed", "stat", "malformed STAT answer (expected '+OK count size')", "banana"
     )
@@ -402,8 +396,8 @@ def test_malformed_stat(certs: LabCerts) -> None:
 
 
 # --------------------------------------------------------------------------- APOP
-def test_apop_without_timestamp_is_refused(certs: LabCerts) -> None:
-    out = run(certs, "apop-no-timestamp", mechanism="apop")
+def test_apop_without_timestamp_is_refused(lab_certs: LabCerts) -> None:
+    out = run(lab_certs, "apop-no-timestamp", mechanism="apop")
     assert_failed(out, "apop-no-timestamp", "auth", "APOP not possible: greeting has no timestamp")
     assert not out.result.apop_timestamp
     assert "APOP" not in out.commands()
@@ -411,8 +405,8 @@ def test_apop_without_timestamp_is_refused(certs: LabCerts) -> None:
 
 
 @pytest.mark.parametrize("scenario", ["apop-bad-timestamp", "apop-ctrl-timestamp"])
-def test_apop_with_invalid_timestamp_is_refused(certs: LabCerts, scenario: str) -> None:
-    out = run(certs, scenario, mechanism="apop")
+def test_apop_with_invalid_timestamp_is_refused(lab_certs: LabCerts, scenario: str) -> None:
+    out = run(lab_certs, scenario, mechanism="apop")
     assert_failed(
         out,
         "apop-no-timestamp",
@@ -427,8 +421,8 @@ def test_apop_with_invalid_timestamp_is_refused(certs: LabCerts, scenario: str) 
 
 
 # --------------------------------------------------------------------------- STLS
-def test_stls_missing_in_required_mode_sends_no_credential_byte(certs: LabCerts) -> None:
-    out = run(certs, "no-stls")
+def test_stls_missing_in_required_mode_sends_no_credential_byte(lab_certs: LabCerts) -> None:
+    out = run(lab_certs, "no-stls")
     assert_failed(
         out, "stls-not-offered", "stls", "server did not offer STLS", "refusing to continue"
     )
@@ -437,8 +431,8 @@ def test_stls_missing_in_required_mode_sends_no_credential_byte(certs: LabCerts)
     assert_no_credentials(out)
 
 
-def test_stls_refused_in_required_mode(certs: LabCerts) -> None:
-    out = run(certs, "stls-err")
+def test_stls_refused_in_required_mode(lab_certs: LabCerts) -> None:
+    out = run(lab_certs, "stls-err")
     assert_failed(out, "stls-refused", "stls", "server refused STLS: [SYS/TEMP] TLS not available")
     assert out.result.stls_offered is True
     assert out.result.tls is None
@@ -454,9 +448,9 @@ def test_stls_refused_in_required_mode(certs: LabCerts) -> None:
     ],
 )
 def test_starttls_optional_continues_downgradable(
-    certs: LabCerts, scenario: str, kind: str, reason: str
+    lab_certs: LabCerts, scenario: str, kind: str, reason: str
 ) -> None:
-    out = run(certs, scenario, mode="starttls-optional")
+    out = run(lab_certs, scenario, mode="starttls-optional")
     r = out.result
     assert r.ok, r.error_reason
     status, stage_kind, stage_reason = out.stage("stls")
@@ -470,8 +464,8 @@ def test_starttls_optional_continues_downgradable(
     assert r.auth.mechanism == "scram-sha-256"
 
 
-def test_plaintext_after_stls_ok(certs: LabCerts) -> None:
-    out = run(certs, "stls-plaintext")
+def test_plaintext_after_stls_ok(lab_certs: LabCerts) -> None:
+    out = run(lab_certs, "stls-plaintext")
     assert_failed(
         out, "tls-not-spoken", "tls_handshake", "server did not speak TLS (sent non-TLS data)"
     )
@@ -480,8 +474,8 @@ def test_plaintext_after_stls_ok(certs: LabCerts) -> None:
     assert_no_credentials(out)
 
 
-def test_stls_ok_then_close(certs: LabCerts) -> None:
-    out = run(certs, "stls-close")
+def test_stls_ok_then_close(lab_certs: LabCerts) -> None:
+    out = run(lab_certs, "stls-close")
     r = out.result
     # The ClientHello races the server's close: an EOF, or an RST if it arrived after it.
     assert (r.error_kind, r.error_reason) in {
@@ -493,8 +487,8 @@ def test_stls_ok_then_close(certs: LabCerts) -> None:
     assert_no_credentials(out)
 
 
-def test_starttls_injection_is_reported_and_nothing_sent_after(certs: LabCerts) -> None:
-    out = run(certs, "stls-injection")
+def test_starttls_injection_is_reported_and_nothing_sent_after(lab_certs: LabCerts) -> None:
+    out = run(lab_certs, "stls-injection")
     assert_failed(
         out,
         "stls-injection",
@@ -512,8 +506,8 @@ def test_starttls_injection_is_reported_and_nothing_sent_after(certs: LabCerts) 
 
 # --------------------------------------------------------------------------- TLS version
 @pytest.mark.parametrize("mode", ["starttls", "tls"])
-def test_tls10_only_server_fails_the_tls12_minimum(certs: LabCerts, mode: str) -> None:
-    out = run(certs, "tls10-only", mode=mode)
+def test_tls10_only_server_fails_the_tls12_minimum(lab_certs: LabCerts, mode: str) -> None:
+    out = run(lab_certs, "tls10-only", mode=mode)
     stage = "tls" if mode == "tls" else "tls_handshake"
     assert_failed(
         out,
@@ -529,8 +523,8 @@ def test_tls10_only_server_fails_the_tls12_minimum(certs: LabCerts, mode: str) -
 
 
 @pytest.mark.parametrize("mode", ["starttls", "tls"])
-def test_tls10_only_server_with_tls1_minimum(certs: LabCerts, mode: str) -> None:
-    out = run(certs, "tls10-only", mode=mode, min_tls_version="TLSv1")
+def test_tls10_only_server_with_tls1_minimum(lab_certs: LabCerts, mode: str) -> None:
+    out = run(lab_certs, "tls10-only", mode=mode, min_tls_version="TLSv1")
     r = out.result
     if r.error_kind.startswith("tls-"):
         pytest.skip(f"this OpenSSL refuses TLS 1.0 even at SECLEVEL=0: {r.error_reason}")
@@ -542,9 +536,9 @@ def test_tls10_only_server_with_tls1_minimum(certs: LabCerts, mode: str) -> None
 # --------------------------------------------------------------------------- capabilities
 @pytest.mark.parametrize(("mechanism", "expected"), [("auto", "scram-sha-256"), ("login", "login")])
 def test_capabilities_after_tls_drive_mechanism_choice(
-    certs: LabCerts, mechanism: str, expected: str
+    lab_certs: LabCerts, mechanism: str, expected: str
 ) -> None:
-    out = run(certs, "capa-differs", mechanism=mechanism)
+    out = run(lab_certs, "capa-differs", mechanism=mechanism)
     r = out.result
     assert r.ok, r.error_reason
     assert r.capabilities_before is not None and r.capabilities_after is not None
@@ -574,9 +568,9 @@ class _CapaFailsAfterTls(Session):
 
 
 def test_pre_tls_capabilities_are_discarded_even_when_capa_fails_over_tls(
-    certs: LabCerts,
+    lab_certs: LabCerts,
 ) -> None:
-    out = run(certs, "healthy", session=_CapaFailsAfterTls)
+    out = run(lab_certs, "healthy", session=_CapaFailsAfterTls)
     r = out.result
     assert r.ok, r.error_reason
     status, kind, reason = out.stage("capa_tls")
@@ -603,8 +597,10 @@ def test_pre_tls_capabilities_are_discarded_even_when_capa_fails_over_tls(
         ("auth-code", "auth-rejected", "AUTH", "server rejected the credentials [AUTH]"),
     ],
 )
-def test_response_codes(certs: LabCerts, scenario: str, kind: str, code: str, reason: str) -> None:
-    out = run(certs, scenario, mechanism="user")
+def test_response_codes(
+    lab_certs: LabCerts, scenario: str, kind: str, code: str, reason: str
+) -> None:
+    out = run(lab_certs, scenario, mechanism="user")
     assert_failed(out, kind, "auth", reason, "mechanism USER")
     auth = out.result.auth
     assert auth is not None and not auth.success
@@ -614,8 +610,8 @@ def test_response_codes(certs: LabCerts, scenario: str, kind: str, code: str, re
 
 
 @pytest.mark.parametrize("mechanism", MECHANISMS)
-def test_wrong_password(certs: LabCerts, mechanism: str) -> None:
-    out = run(certs, mechanism=mechanism, password=WRONG, sasl_mechanisms=ALL_SASL)
+def test_wrong_password(lab_certs: LabCerts, mechanism: str) -> None:
+    out = run(lab_certs, mechanism=mechanism, password=WRONG, sasl_mechanisms=ALL_SASL)
     assert_failed(
         out,
         "auth-rejected",
@@ -628,8 +624,8 @@ def test_wrong_password(certs: LabCerts, mechanism: str) -> None:
     assert out.commands()[-1] == "QUIT"
 
 
-def test_rst_after_pass(certs: LabCerts) -> None:
-    out = run(certs, "rst-after-pass", mechanism="user")
+def test_rst_after_pass(lab_certs: LabCerts) -> None:
+    out = run(lab_certs, "rst-after-pass", mechanism="user")
     r = out.result
     assert r.error_kind in ("connection-reset", "connection-closed")
     assert r.error_stage == "auth"
@@ -645,8 +641,8 @@ def test_rst_after_pass(certs: LabCerts) -> None:
 
 # --------------------------------------------------------------------------- SASL faults
 @pytest.mark.parametrize("mechanism", ["plain", "login", "cram-md5"])
-def test_endless_sasl_is_capped_and_cancelled(certs: LabCerts, mechanism: str) -> None:
-    out = run(certs, "endless-sasl", mechanism=mechanism)
+def test_endless_sasl_is_capped_and_cancelled(lab_certs: LabCerts, mechanism: str) -> None:
+    out = run(lab_certs, "endless-sasl", mechanism=mechanism)
     assert_failed(
         out,
         "sasl-too-many-rounds",
@@ -661,20 +657,20 @@ def test_endless_sasl_is_capped_and_cancelled(certs: LabCerts, mechanism: str) -
 
 
 @pytest.mark.parametrize("mechanism", ["scram-sha-1", "scram-sha-256"])
-def test_endless_sasl_scram_is_cancelled(certs: LabCerts, mechanism: str) -> None:
-    out = run(certs, "endless-sasl", mechanism=mechanism)
+def test_endless_sasl_scram_is_cancelled(lab_certs: LabCerts, mechanism: str) -> None:
+    out = run(lab_certs, "endless-sasl", mechanism=mechanism)
     assert_failed(out, "sasl-malformed", "auth", "malformed SCRAM server-first message")
     assert out.sasl() == ["*"]
 
 
-def test_bad_base64_in_challenge(certs: LabCerts) -> None:
-    out = run(certs, "bad-base64-sasl", mechanism="cram-md5")
+def test_bad_base64_in_challenge(lab_certs: LabCerts) -> None:
+    out = run(lab_certs, "bad-base64-sasl", mechanism="cram-md5")
     assert_failed(out, "sasl-bad-base64", "auth", "server sent invalid base64 in a SASL challenge")
     assert out.sasl() == ["*"]
 
 
-def test_xoauth2_error_challenge(certs: LabCerts) -> None:
-    out = run(certs, "xoauth2-error", mechanism="xoauth2")
+def test_xoauth2_error_challenge(lab_certs: LabCerts) -> None:
+    out = run(lab_certs, "xoauth2-error", mechanism="xoauth2")
     assert_failed(
         out,
         "auth-rejected",
@@ -717,8 +713,8 @@ class _ScramNoSignature(_ScramTamper):
     drop_signature = True
 
 
-def test_scram_bad_server_signature_is_cancelled(certs: LabCerts) -> None:
-    out = run(certs, "healthy", mechanism="scram-sha-256", session=_ScramTamper)
+def test_scram_bad_server_signature_is_cancelled(lab_certs: LabCerts) -> None:
+    out = run(lab_certs, "healthy", mechanism="scram-sha-256", session=_ScramTamper)
     assert_failed(out, "scram-server-signature", "auth", "SCRAM server signature is invalid")
     assert out.sasl()[-1] == "*"
     # After "*" the server left the AUTH exchange, so QUIT arrived as a command.
@@ -726,8 +722,8 @@ def test_scram_bad_server_signature_is_cancelled(certs: LabCerts) -> None:
     assert out.stage("quit")[0] == "ok"
 
 
-def test_scram_without_server_signature_fails(certs: LabCerts) -> None:
-    out = run(certs, "healthy", mechanism="scram-sha-1", session=_ScramNoSignature)
+def test_scram_without_server_signature_fails(lab_certs: LabCerts) -> None:
+    out = run(lab_certs, "healthy", mechanism="scram-sha-1", session=_ScramNoSignature)
     assert_failed(
         out, "scram-server-signature", "auth", "without sending its signature", "never proved"
     )
@@ -735,8 +731,8 @@ def test_scram_without_server_signature_fails(certs: LabCerts) -> None:
 
 
 # --------------------------------------------------------------------------- QUIT, text
-def test_quit_never_answered(certs: LabCerts) -> None:
-    out = run(certs, "quit-silent", timeout=5.0)
+def test_quit_never_answered(lab_certs: LabCerts) -> None:
+    out = run(lab_certs, "quit-silent", timeout=5.0)
     r = out.result
     assert r.ok, r.error_reason
     status, _kind, reason = out.stage("quit")
@@ -746,8 +742,8 @@ def test_quit_never_answered(certs: LabCerts) -> None:
     assert QUIT_WAIT - 0.1 <= out.elapsed <= QUIT_WAIT + MARGIN  # bounded, not the deadline
 
 
-def test_html_and_ansi_in_err_text(certs: LabCerts) -> None:
-    out = run(certs, "html-ansi-err", mechanism="user")
+def test_html_and_ansi_in_err_text(lab_certs: LabCerts) -> None:
+    out = run(lab_certs, "html-ansi-err", mechanism="user")
     assert_failed(out, "auth-failed", "auth", "login failed (server said: <script>")
     reason = out.result.error_reason
     assert "<script>alert(1)</script> red" in reason  # HTML stays text; escaping is the report's
@@ -757,8 +753,8 @@ def test_html_and_ansi_in_err_text(certs: LabCerts) -> None:
 
 
 @pytest.mark.parametrize("mechanism", ["user", "plain", "login", "xoauth2"])
-def test_echoed_credentials_are_redacted(certs: LabCerts, mechanism: str) -> None:
-    out = run(certs, "echo-credentials", mechanism=mechanism, sasl_mechanisms=ALL_SASL)
+def test_echoed_credentials_are_redacted(lab_certs: LabCerts, mechanism: str) -> None:
+    out = run(lab_certs, "echo-credentials", mechanism=mechanism, sasl_mechanisms=ALL_SASL)
     assert_failed(out, "auth-failed", "auth", "bad password '[REDACTED]'")
     transcript = out.transcript()
     assert "bad password '[REDACTED]'" in transcript
@@ -768,10 +764,10 @@ def test_echoed_credentials_are_redacted(certs: LabCerts, mechanism: str) -> Non
 # --------------------------------------------------------------------------- healthy matrix
 @pytest.mark.parametrize("mode", ["starttls", "tls", "none", "starttls-optional"])
 @pytest.mark.parametrize("mechanism", MECHANISMS)
-def test_healthy_every_mechanism_and_mode(certs: LabCerts, mechanism: str, mode: str) -> None:
+def test_healthy_every_mechanism_and_mode(lab_certs: LabCerts, mechanism: str, mode: str) -> None:
     cleartext = mode == "none" and mechanism in CLEARTEXT
     out = run(
-        certs,
+        lab_certs,
         mode=mode,
         mechanism=mechanism,
         allow_cleartext=cleartext,
@@ -800,8 +796,8 @@ def test_healthy_every_mechanism_and_mode(certs: LabCerts, mechanism: str, mode:
 
 # --------------------------------------------------------------------------- policy
 @pytest.mark.parametrize("mechanism", ["user", "plain", "login", "xoauth2", "oauthbearer"])
-def test_cleartext_mechanisms_refused_on_plaintext(certs: LabCerts, mechanism: str) -> None:
-    out = run(certs, mode="none", mechanism=mechanism, sasl_mechanisms=ALL_SASL)
+def test_cleartext_mechanisms_refused_on_plaintext(lab_certs: LabCerts, mechanism: str) -> None:
+    out = run(lab_certs, mode="none", mechanism=mechanism, sasl_mechanisms=ALL_SASL)
     assert_failed(
         out,
         "cleartext-refused",
@@ -813,8 +809,8 @@ def test_cleartext_mechanisms_refused_on_plaintext(certs: LabCerts, mechanism: s
     assert_no_credentials(out)
 
 
-def test_cleartext_refused_after_downgrade(certs: LabCerts) -> None:
-    out = run(certs, "no-stls", mode="starttls-optional", mechanism="user")
+def test_cleartext_refused_after_downgrade(lab_certs: LabCerts) -> None:
+    out = run(lab_certs, "no-stls", mode="starttls-optional", mechanism="user")
     assert_failed(out, "cleartext-refused", "auth", "refusing USER over an unencrypted connection")
     assert out.result.downgradable
     assert_no_credentials(out)
@@ -833,7 +829,7 @@ def test_cleartext_refused_after_downgrade(certs: LabCerts) -> None:
     ],
 )
 def test_auto_picks_the_strongest_allowed(
-    certs: LabCerts,
+    lab_certs: LabCerts,
     scenario: str,
     mode: str,
     sasl: tuple[str, ...],
@@ -841,7 +837,7 @@ def test_auto_picks_the_strongest_allowed(
     expected: str,
 ) -> None:
     out = run(
-        certs,
+        lab_certs,
         scenario,
         mode=mode,
         allow_cleartext=allow_cleartext,
@@ -852,8 +848,8 @@ def test_auto_picks_the_strongest_allowed(
     assert r.auth is not None and r.auth.mechanism == expected
 
 
-def test_auto_with_nothing_safe_on_plaintext_sends_no_credential(certs: LabCerts) -> None:
-    out = run(certs, "healthy-no-apop", mode="none", sasl_mechanisms=("PLAIN", "LOGIN"))
+def test_auto_with_nothing_safe_on_plaintext_sends_no_credential(lab_certs: LabCerts) -> None:
+    out = run(lab_certs, "healthy-no-apop", mode="none", sasl_mechanisms=("PLAIN", "LOGIN"))
     assert_failed(
         out,
         "cleartext-refused",

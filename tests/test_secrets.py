@@ -36,7 +36,7 @@ from plugins.pop3mon.engine.errors import (  # noqa: E402
     map_exception,
 )
 from plugins.pop3mon.engine.wire import Deadline, Status, Wire, sanitize  # noqa: E402
-from plugins.pop3mon.lab.certs import LabCerts, generate_lab_certs  # noqa: E402
+from plugins.pop3mon.lab.certs import LabCerts  # noqa: E402
 from plugins.pop3mon.lab.faultserver import DEFAULT_SASL, FaultServer  # noqa: E402
 from plugins.pop3mon.secrets import REDACTED, REDACTOR, Redactor, Secret  # noqa: E402
 
@@ -294,14 +294,8 @@ def test_wire_transcript_redacts_secrets_when_cleartext_allowed() -> None:
 
 
 # --------------------------------------------------------------------------- probes
-@pytest.fixture(scope="session")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> LabCerts:
-    """Lab CA and server certificates, one set per xdist worker."""
-    return generate_lab_certs(tmp_path_factory.mktemp("secret-certs"))
-
-
 def _probe(
-    certs: LabCerts,
+    lab_certs: LabCerts,
     scenario: str,
     mechanism: str,
     *,
@@ -313,8 +307,8 @@ def _probe(
     with FaultServer(
         scenario,
         users={USER: SENTINEL},
-        certfile=certs.valid.cert,
-        keyfile=certs.valid.key,
+        certfile=lab_certs.valid.cert,
+        keyfile=lab_certs.valid.key,
         implicit_tls=mode == "tls",
         sasl_mechanisms=ALL_SASL,
         **server_kw,
@@ -328,7 +322,7 @@ def _probe(
             username=USER,
             secret=Secret(password, "test"),
             allow_cleartext=allow_cleartext,
-            ca_file=str(certs.ca_file),
+            ca_file=str(lab_certs.ca_file),
             timeout=3.0,
         )
         result = probe(spec)
@@ -367,9 +361,9 @@ def assert_result_clean(result: ProbeResult, spec: ProbeSpec, *values: str) -> N
 )
 @pytest.mark.parametrize("mechanism", MECHANISMS)
 def test_no_secret_in_any_result(
-    certs: LabCerts, mechanism: str, scenario: str, password: str
+    lab_certs: LabCerts, mechanism: str, scenario: str, password: str
 ) -> None:
-    result, spec = _probe(certs, scenario, mechanism, password=password)
+    result, spec = _probe(lab_certs, scenario, mechanism, password=password)
     assert result.auth is not None and result.auth.mechanism == mechanism
     expect_ok = (scenario == "healthy" and password == SENTINEL) or (
         scenario == "endless-sasl" and mechanism in ("user", "apop")  # not SASL: unaffected
@@ -381,17 +375,17 @@ def test_no_secret_in_any_result(
 @pytest.mark.parametrize("mechanism", ["user", "plain", "login", "xoauth2", "oauthbearer"])
 @pytest.mark.parametrize("scenario", ["healthy", "echo-credentials"])
 def test_no_secret_in_results_of_allowed_cleartext(
-    certs: LabCerts, mechanism: str, scenario: str
+    lab_certs: LabCerts, mechanism: str, scenario: str
 ) -> None:
     # The wire carried the secret (explicitly allowed); the result still must not.
-    result, spec = _probe(certs, scenario, mechanism, mode="none", allow_cleartext=True)
+    result, spec = _probe(lab_certs, scenario, mechanism, mode="none", allow_cleartext=True)
     assert result.auth is not None and not result.auth.encrypted
     assert result.ok is (scenario == "healthy")
     assert_result_clean(result, spec)
 
 
 @pytest.mark.parametrize("mechanism", ["plain", "scram-sha-256", "xoauth2"])
-def test_no_secret_in_results_over_implicit_tls(certs: LabCerts, mechanism: str) -> None:
-    result, spec = _probe(certs, "echo-credentials", mechanism, mode="tls")
+def test_no_secret_in_results_over_implicit_tls(lab_certs: LabCerts, mechanism: str) -> None:
+    result, spec = _probe(lab_certs, "echo-credentials", mechanism, mode="tls")
     assert result.error_kind == "auth-failed"
     assert_result_clean(result, spec)
