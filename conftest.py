@@ -1,3 +1,3 @@
-"""Loads the pop3mon plugin; everything else lives in plugins/pop3mon."""
+"""Loads the pop3mon plugin (package ``pop3mon`` in plugins/pop3mon)."""
 
-pytest_plugins = ["plugins.pop3mon.plugin", "plugins.pop3mon.report.plugin"]
+pytest_plugins = ["pop3mon.plugin", "pop3mon.report.plugin"]

@@ -20,14 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _path in (REPO, REPO / "plugins"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
-from plugins.pop3mon.engine.result import ProbeResult, ProbeSpec  # noqa: E402
-from plugins.pop3mon.engine.runner import run_probes  # noqa: E402
-from plugins.pop3mon.engine.session import probe  # noqa: E402
-from plugins.pop3mon.lab.dovecot import DovecotLab  # noqa: E402
-from plugins.pop3mon.secrets import Secret  # noqa: E402
+from pop3mon.engine.result import ProbeResult, ProbeSpec  # noqa: E402
+from pop3mon.engine.runner import run_probes  # noqa: E402
+from pop3mon.engine.session import probe  # noqa: E402
+from pop3mon.secrets import Secret  # noqa: E402
+
+from pop3mon_lab.dovecot import DovecotLab  # noqa: E402
 
 __all__ = [
     "LAB_LIMITS",

@@ -143,10 +143,10 @@ def pop3mon_in_process(mode: Mode, running: DovecotLab, count: int, mechanism: s
 
 ONE_SHOT = """
 import sys
-sys.path.insert(0, {repo!r})
-from plugins.pop3mon.engine.result import ProbeSpec
-from plugins.pop3mon.engine.session import probe
-from plugins.pop3mon.secrets import Secret
+sys.path[:0] = [{repo!r}, {repo!r} + "/plugins"]
+from pop3mon.engine.result import ProbeSpec
+from pop3mon.engine.session import probe
+from pop3mon.secrets import Secret
 import os
 secret = os.environ.get("POP3MON_BENCH_PASSWORD")
 spec = ProbeSpec(id="one", host={host!r}, address="127.0.0.1", port={port}, mode={security!r},

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 # The self-tests may run with --rootdir=tests or -c /dev/null, i.e. without the repository's
-# pytest.ini and its `pythonpath = .`; make `import plugins.pop3mon...` work regardless.
+# pytest.ini and its `pythonpath = .`; make `import pop3mon...` work regardless.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import os
@@ -20,8 +20,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from plugins.pop3mon.lab.certs import VARIANTS, LabCerts, generate_lab_certs
-from plugins.pop3mon.lab.dovecot import DovecotLab, LabUnavailable
+from pop3mon_lab.certs import VARIANTS, LabCerts, generate_lab_certs
+from pop3mon_lab.dovecot import DovecotLab, LabUnavailable
 
 
 @pytest.fixture(scope="session")

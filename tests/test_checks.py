@@ -13,14 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pop3mon import checks
+from pop3mon.config import load_targets
+from pop3mon.engine import ProbeSpec, probe
+from pop3mon.engine.result import ProbeResult, StageOutcome
+from pop3mon.secrets import Secret
 
-from plugins.pop3mon import checks
-from plugins.pop3mon.config import load_targets
-from plugins.pop3mon.engine import ProbeSpec, probe
-from plugins.pop3mon.engine.result import ProbeResult, StageOutcome
-from plugins.pop3mon.lab.certs import LabCerts
-from plugins.pop3mon.lab.faultserver import FaultServer
-from plugins.pop3mon.secrets import Secret
+from pop3mon_lab.certs import LabCerts
+from pop3mon_lab.faultserver import FaultServer
 
 PASSWORD = "checks-SENTINEL-5b1f"
 

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from plugins.pop3mon.config import (  # noqa: E402
+from pop3mon.config import (  # noqa: E402
     ENV_VAR,
     ConfigError,
     ConnectionType,
@@ -30,8 +30,8 @@ from plugins.pop3mon.config import (  # noqa: E402
     load_targets,
     targets_path,
 )
-from plugins.pop3mon.engine.result import ProbeSpec  # noqa: E402
-from plugins.pop3mon.secrets import Secret  # noqa: E402
+from pop3mon.engine.result import ProbeSpec  # noqa: E402
+from pop3mon.secrets import Secret  # noqa: E402
 
 BAD = Path(__file__).resolve().parent / "bad_configs"
 
@@ -605,7 +605,7 @@ def test_root_targets_yaml_loads() -> None:
 
 def test_root_targets_yaml_mentions_every_option() -> None:
     # Every key the schema accepts appears at least once in the documented example.
-    from plugins.pop3mon import config
+    from pop3mon import config
 
     text = (ROOT / "targets.yaml").read_text()
     models = (

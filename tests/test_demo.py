@@ -1,4 +1,4 @@
-"""Self-tests of the demo (`./ci/demo`, :mod:`plugins.pop3mon.lab.demo`).
+"""Self-tests of the demo (`./ci/demo`, :mod:`pop3mon_lab.demo`).
 
 The end-to-end tests run the real command in a temporary copy of the repository (the files
 git knows, as a fresh clone would have them) with the interpreter running these tests
@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from plugins.pop3mon.lab.demo import DEMO_CONNECTIONS, evaluate  # noqa: E402
-from plugins.pop3mon.lab.dovecot import LabUnavailable, find_dovecot  # noqa: E402
+from pop3mon_lab.demo import DEMO_CONNECTIONS, evaluate  # noqa: E402
+from pop3mon_lab.dovecot import LabUnavailable, find_dovecot  # noqa: E402
 
 DEMO_TIMEOUT = 240
 
@@ -195,18 +195,15 @@ def test_demo_end_to_end(repo_copy: Path, tmp_path: Path) -> None:
     for conn in DEMO_CONNECTIONS:
         assert conn.id in html
 
-    # pop3mon's own JSON and metrics, when the reports plugin is part of this tree.
-    if (repo_copy / "plugins" / "pop3mon" / "report" / "plugin.py").exists() and (
-        "report.plugin" in (repo_copy / "conftest.py").read_text(encoding="utf-8")
-    ):
-        data = json.loads((reports / "results.json").read_text(encoding="utf-8"))
-        verdicts = {c["id"]: c["verdict"] for c in data["connections"]}
-        for conn in DEMO_CONNECTIONS:
-            expected = ("OK", "WARN") if conn.healthy else ("CRIT",)
-            assert verdicts[conn.id] in expected, (conn.id, verdicts[conn.id])
-        metrics = (reports / "metrics.prom").read_text(encoding="utf-8")
-        for conn in DEMO_CONNECTIONS:
-            assert f'connection="{conn.id}"' in metrics
+    # pop3mon's own JSON and metrics.
+    data = json.loads((reports / "results.json").read_text(encoding="utf-8"))
+    verdicts = {c["id"]: c["verdict"] for c in data["connections"]}
+    for conn in DEMO_CONNECTIONS:
+        expected = ("OK", "WARN") if conn.healthy else ("CRIT",)
+        assert verdicts[conn.id] in expected, (conn.id, verdicts[conn.id])
+    metrics = (reports / "metrics.prom").read_text(encoding="utf-8")
+    for conn in DEMO_CONNECTIONS:
+        assert f'connection="{conn.id}"' in metrics
 
     # The demo's secrets are references only, and no value reached a report.
     targets = (reports / "demo-targets.yaml").read_text(encoding="utf-8")

@@ -1,7 +1,7 @@
 """The probe engine against real Dovecot 2.3: every mode × every mechanism, every TLS defect.
 
 The session-scoped ``dovecot`` fixture runs one Dovecot per certificate variant on 127.0.0.1
-(see ``plugins/pop3mon/lab/dovecot.py``). Every test makes at most one login, and each check
+(see ``pop3mon_lab/dovecot.py``). Every test makes at most one login, and each check
 is made twice where it can: once on what the engine reports (:class:`ProbeResult`) and once on
 what Dovecot itself logged (one ``Login:`` line with the expected method and TLS flag; for a
 refused session, ``no auth attempts`` and no login at all). That second view is what proves
@@ -25,13 +25,13 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from pop3mon.engine import ProbeResult, ProbeSpec, probe
+from pop3mon.engine.auth import STRENGTH, apop_digest, valid_apop_timestamp
+from pop3mon.engine.wire import ALLOWED_COMMANDS
+from pop3mon.secrets import REDACTED, Secret
 
-from plugins.pop3mon.engine import ProbeResult, ProbeSpec, probe
-from plugins.pop3mon.engine.auth import STRENGTH, apop_digest, valid_apop_timestamp
-from plugins.pop3mon.engine.wire import ALLOWED_COMMANDS
-from plugins.pop3mon.lab.certs import LabCerts
-from plugins.pop3mon.lab.dovecot import DovecotLab, ListenerName, free_port
-from plugins.pop3mon.secrets import REDACTED, Secret
+from pop3mon_lab.certs import LabCerts
+from pop3mon_lab.dovecot import DovecotLab, ListenerName, free_port
 
 MODES = ("starttls", "starttls-optional", "tls", "none")
 MECHANISMS = ("apop", "user", "plain", "login", "cram-md5", "scram-sha-1", "scram-sha-256", "auto")

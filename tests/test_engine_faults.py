@@ -29,13 +29,14 @@ from dataclasses import dataclass  # noqa: E402
 from typing import Any, ClassVar  # noqa: E402
 
 import pytest  # noqa: E402
+from pop3mon.engine import ProbeResult, ProbeSpec, probe  # noqa: E402
+from pop3mon.engine.auth import CLEARTEXT, MAX_SASL_ROUNDS  # noqa: E402
+from pop3mon.engine.session import QUIT_WAIT  # noqa: E402
+from pop3mon.engine.wire import ALLOWED_COMMANDS  # noqa: E402
+from pop3mon.secrets import Secret  # noqa: E402
 
-from plugins.pop3mon.engine import ProbeResult, ProbeSpec, probe  # noqa: E402
-from plugins.pop3mon.engine.auth import CLEARTEXT, MAX_SASL_ROUNDS  # noqa: E402
-from plugins.pop3mon.engine.session import QUIT_WAIT  # noqa: E402
-from plugins.pop3mon.engine.wire import ALLOWED_COMMANDS  # noqa: E402
-from plugins.pop3mon.lab.certs import LabCerts  # noqa: E402
-from plugins.pop3mon.lab.faultserver import (  # noqa: E402
+from pop3mon_lab.certs import LabCerts  # noqa: E402
+from pop3mon_lab.faultserver import (  # noqa: E402
     DEFAULT_SASL,
     FaultServer,
     LogEntry,
@@ -43,7 +44,6 @@ from plugins.pop3mon.lab.faultserver import (  # noqa: E402
     Scenario,
     Session,
 )
-from plugins.pop3mon.secrets import Secret  # noqa: E402
 
 # OpenSSL/Python warn when a context allows TLS 1.0; the TLS 1.0 cases do that on purpose.
 pytestmark = pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")

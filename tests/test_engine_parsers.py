@@ -29,18 +29,17 @@ from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-
-from plugins.pop3mon.engine import ProbeResult, ProbeSpec, probe  # noqa: E402
-from plugins.pop3mon.engine.auth import (  # noqa: E402
+from pop3mon.engine import ProbeResult, ProbeSpec, probe  # noqa: E402
+from pop3mon.engine.auth import (  # noqa: E402
     CLEARTEXT,
     choose_mechanism,
     offer_from,
     valid_apop_timestamp,
 )
-from plugins.pop3mon.engine.errors import PolicyError, ProbeError, TLSError  # noqa: E402
-from plugins.pop3mon.engine.result import MECHANISMS, CertInfo  # noqa: E402
-from plugins.pop3mon.engine.tls import cert_info  # noqa: E402
-from plugins.pop3mon.engine.wire import (  # noqa: E402
+from pop3mon.engine.errors import PolicyError, ProbeError, TLSError  # noqa: E402
+from pop3mon.engine.result import MECHANISMS, CertInfo  # noqa: E402
+from pop3mon.engine.tls import cert_info  # noqa: E402
+from pop3mon.engine.wire import (  # noqa: E402
     DISPLAY_MAX,
     STATUS_LINE_MAX,
     Deadline,
@@ -49,7 +48,7 @@ from plugins.pop3mon.engine.wire import (  # noqa: E402
     parse_status,
     sanitize,
 )
-from plugins.pop3mon.secrets import Secret  # noqa: E402
+from pop3mon.secrets import Secret  # noqa: E402
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

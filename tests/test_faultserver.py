@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from plugins.pop3mon.lab.faultserver import (
+from pop3mon_lab.faultserver import (
     DEFAULT_USERS,
     POLL_INTERVAL,
     SCENARIOS,

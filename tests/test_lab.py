@@ -26,13 +26,13 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from plugins.pop3mon.lab.certs import (
+from pop3mon_lab.certs import (
     EXPECTED_VERIFY_CODES,
     VARIANTS,
     LabCerts,
     generate_lab_certs,
 )
-from plugins.pop3mon.lab.dovecot import (
+from pop3mon_lab.dovecot import (
     DovecotLab,
     LabStartError,
     LabUnavailable,

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from plugins.pop3mon.lab.certs import LabCerts
-from plugins.pop3mon.lab.faultserver import FaultServer
+from pop3mon_lab.certs import LabCerts
+from pop3mon_lab.faultserver import FaultServer
 
 pytest_plugins = ["pytester"]
 
@@ -27,9 +27,9 @@ def project(
     pytester: pytest.Pytester, lab_certs: LabCerts, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[pytest.Pytester, FaultServer, FaultServer]]:
     """A pytest project that uses pop3mon only through its plugin and tier tests."""
-    pytester.makeconftest('pytest_plugins = ["plugins.pop3mon.plugin"]\n')
+    pytester.makeconftest('pytest_plugins = ["pop3mon.plugin"]\n')
     pytester.makeini(
-        f"[pytest]\ntestpaths = tests_targets\npythonpath = {ROOT}\n"
+        f"[pytest]\ntestpaths = tests_targets\npythonpath = {ROOT / 'plugins'}\n"
         "addopts = -p no:hypothesispytest -p no:benchmark -p no:cacheprovider\n"
     )
     tiers = pytester.mkdir("tests_targets")

@@ -43,8 +43,8 @@ from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
 
-from plugins.pop3mon.lab.certs import generate_lab_certs  # noqa: E402
-from plugins.pop3mon.lab.faultserver import FaultServer  # noqa: E402
+from pop3mon_lab.certs import generate_lab_certs  # noqa: E402
+from pop3mon_lab.faultserver import FaultServer  # noqa: E402
 
 XSD = Path(__file__).resolve().parent / "data" / "junit-10.xsd"
 PASSWORD_ENV = "POP3MON_TEST_PW"
@@ -600,7 +600,7 @@ def test_report_options(lab: Lab, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- unit level
 def test_label_values_are_escaped() -> None:
     """Backslash, double quote and line feed are escaped in label values."""
-    from plugins.pop3mon.report.metrics import escape_label_value, format_value
+    from pop3mon.report.metrics import escape_label_value, format_value
 
     assert escape_label_value('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
     assert format_value(1.0) == "1"
@@ -611,8 +611,8 @@ def test_label_values_are_escaped() -> None:
 
 def test_waterfall_svg_is_inert(lab: Lab) -> None:
     """The waterfall is one <svg> without script or external reference, labels escaped."""
-    from plugins.pop3mon.engine.result import ProbeResult, StageOutcome
-    from plugins.pop3mon.report.svg import waterfall_svg
+    from pop3mon.engine.result import ProbeResult, StageOutcome
+    from pop3mon.report.svg import waterfall_svg
 
     result = ProbeResult(
         id="x",

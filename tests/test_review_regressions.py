@@ -13,17 +13,17 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from pop3mon.config import ConfigError, load_targets
+from pop3mon.engine import ProbeSpec, probe
+from pop3mon.engine.result import ProbeResult
+from pop3mon.engine.tls import cert_info
+from pop3mon.engine.wire import sanitize
+from pop3mon.report.metrics import metrics_text
+from pop3mon.report.model import ConnectionReport, RunInfo, RunReport
+from pop3mon.secrets import Secret
 
-from plugins.pop3mon.config import ConfigError, load_targets
-from plugins.pop3mon.engine import ProbeSpec, probe
-from plugins.pop3mon.engine.result import ProbeResult
-from plugins.pop3mon.engine.tls import cert_info
-from plugins.pop3mon.engine.wire import sanitize
-from plugins.pop3mon.lab.certs import LabCerts
-from plugins.pop3mon.lab.faultserver import FaultServer
-from plugins.pop3mon.report.metrics import metrics_text
-from plugins.pop3mon.report.model import ConnectionReport, RunInfo, RunReport
-from plugins.pop3mon.secrets import Secret
+from pop3mon_lab.certs import LabCerts
+from pop3mon_lab.faultserver import FaultServer
 
 TARGETS = """\
 version: 1

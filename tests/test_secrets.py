@@ -26,19 +26,19 @@ from typing import Any  # noqa: E402
 import pytest  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-
-from plugins.pop3mon.engine import ProbeResult, ProbeSpec, probe  # noqa: E402
-from plugins.pop3mon.engine.auth import refused  # noqa: E402
-from plugins.pop3mon.engine.errors import (  # noqa: E402
+from pop3mon.engine import ProbeResult, ProbeSpec, probe  # noqa: E402
+from pop3mon.engine.auth import refused  # noqa: E402
+from pop3mon.engine.errors import (  # noqa: E402
     AuthError,
     PolicyError,
     ProbeError,
     map_exception,
 )
-from plugins.pop3mon.engine.wire import Deadline, Status, Wire, sanitize  # noqa: E402
-from plugins.pop3mon.lab.certs import LabCerts  # noqa: E402
-from plugins.pop3mon.lab.faultserver import DEFAULT_SASL, FaultServer  # noqa: E402
-from plugins.pop3mon.secrets import REDACTED, REDACTOR, Redactor, Secret  # noqa: E402
+from pop3mon.engine.wire import Deadline, Status, Wire, sanitize  # noqa: E402
+from pop3mon.secrets import REDACTED, REDACTOR, Redactor, Secret  # noqa: E402
+
+from pop3mon_lab.certs import LabCerts  # noqa: E402
+from pop3mon_lab.faultserver import DEFAULT_SASL, FaultServer  # noqa: E402
 
 USER = "alice"
 # 17 characters: not a multiple of 3, so each base64 alignment has a distinct form.

@@ -39,9 +39,9 @@ import pytest
 import yaml
 from cryptography import x509
 
-from plugins.pop3mon.lab.certs import LabCerts
-from plugins.pop3mon.lab.dovecot import DovecotLab
-from plugins.pop3mon.lab.faultserver import FaultServer
+from pop3mon_lab.certs import LabCerts
+from pop3mon_lab.dovecot import DovecotLab
+from pop3mon_lab.faultserver import FaultServer
 
 #: The repository root: the suite runs here, as a user runs it (`plugins` is importable
 #: because tests/pytest.ini and tests/conftest.py put this directory on sys.path).

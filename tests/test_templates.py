@@ -27,10 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from plugins.pop3mon.config import load_targets  # noqa: E402
-from plugins.pop3mon.lab.certs import LabCerts  # noqa: E402
-from plugins.pop3mon.lab.dovecot import free_port  # noqa: E402
-from plugins.pop3mon.lab.faultserver import DEFAULT_USERS, FaultServer  # noqa: E402
+from pop3mon.config import load_targets  # noqa: E402
+
+from pop3mon_lab.certs import LabCerts  # noqa: E402
+from pop3mon_lab.dovecot import free_port  # noqa: E402
+from pop3mon_lab.faultserver import DEFAULT_USERS, FaultServer  # noqa: E402
 
 GITHUB = ROOT / "ci" / "github" / "pop3mon.yml"
 GITLAB = ROOT / "ci" / "gitlab" / ".gitlab-ci.yml"

@@ -6,8 +6,8 @@ three sources that only the controller holds complete under pytest-xdist:
 
 * the targets (configuration, never a secret value),
 * the probe results every process wrote to the run directory
-  (:meth:`~plugins.pop3mon.plugin.RunState.load_all_results`),
-* the per-check verdicts the :class:`~plugins.pop3mon.recorder.Recorder` collected from the
+  (:meth:`~pop3mon.plugin.RunState.load_all_results`),
+* the per-check verdicts the :class:`~pop3mon.recorder.Recorder` collected from the
   test reports' ``user_properties``.
 """
 

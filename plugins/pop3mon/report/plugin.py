@@ -18,7 +18,7 @@ always wins over the reports directory.
 
 Everything here runs on the controller only: pytest-xdist workers neither write reports nor
 register :class:`ReportPlugin`. Per-test data reaches the controller in ``user_properties``
-(the :class:`~plugins.pop3mon.recorder.Recorder` collects it) and probe results through the
+(the :class:`~pop3mon.recorder.Recorder` collects it) and probe results through the
 run directory, so the artifacts are complete under ``-n``.
 """
 

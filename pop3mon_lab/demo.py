@@ -2,7 +2,7 @@
 
 Run it with ``./ci/demo`` (which prepares ``.venv`` and Dovecot first) or directly::
 
-    python -m plugins.pop3mon.lab.demo [--reports DIR] [--backend auto|dovecot|faultserver]
+    python -m pop3mon_lab.demo [--reports DIR] [--backend auto|dovecot|faultserver]
                                        [--serve] [--verbose] [-- PYTEST ARGS]
 
 What it does:
@@ -72,7 +72,7 @@ __all__ = [
     "targets_yaml",
 ]
 
-REPO_ROOT: Final = Path(__file__).resolve().parents[3]
+REPO_ROOT: Final = Path(__file__).resolve().parents[1]
 PASSWORD_ENV: Final = "POP3MON_DEMO_PASSWORD"
 DEMO_USER: Final = "demo"
 HOST: Final = "127.0.0.1"
@@ -273,7 +273,7 @@ def start_lab(
 def targets_yaml(lab: DemoLab, ca_file: str, wrong_password_file: str) -> str:
     """The demo's targets file; secrets are references only (env var and file)."""
     lines = [
-        "# pop3mon demo targets, written by `python -m plugins.pop3mon.lab.demo`.",
+        "# pop3mon demo targets, written by `python -m pop3mon_lab.demo`.",
         f"# The lab ({lab.backend}) listens on 127.0.0.1 only and is gone after the demo.",
         f"# The demo password is in the environment variable {PASSWORD_ENV}; the wrong",
         "# password of broken-wrong-password is read from a file. Neither is in this file.",
@@ -485,7 +485,7 @@ def _run_child(cmd: list[str], env: dict[str, str], log: Path | None) -> int:
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m plugins.pop3mon.lab.demo",
+        prog="python -m pop3mon_lab.demo",
         description="Start a demo lab of POP3 servers on 127.0.0.1, monitor it with pop3mon "
         "and summarise the verdicts. Exit 0 when healthy servers pass and broken ones fail as "
         "designed.",
