@@ -1,9 +1,11 @@
-"""Verdict rules of plugins/pop3mon/checks.py.
+"""Verdict rules of pop3mon.checks.
 
-The invariants are checked on results the real engine produced against the fault server
-(so the stage/kind vocabulary is the engine's own), plus a table over every stage: whatever
-stage fails, some check owns it and is CRIT (or WARN for a deferred login), so a broken
-session can never leave a run green.
+Most rules are checked on results built directly (the checks module only reads a
+:class:`ProbeResult`), including a table over every stage: whatever stage fails, some check
+owns it and is CRIT, and every check that needed a later stage is a SKIP ``blocked_by``
+that owner, so a broken session can never leave a run green nor report one cause N times.
+Deferred logins and old TLS are checked on results the real engine produced against the
+fault server, since they depend on the engine's own reading of the server's answers.
 """
 
 from __future__ import annotations
@@ -16,8 +18,17 @@ import pytest
 from pop3mon import checks
 from pop3mon.config import load_targets
 from pop3mon.engine import ProbeSpec, probe
-from pop3mon.engine.result import ProbeResult, StageOutcome
+from pop3mon.engine.result import (
+    AuthInfo,
+    CertInfo,
+    MailboxInfo,
+    ProbeResult,
+    StageOutcome,
+    TLSInfo,
+)
+from pop3mon.engine.stages import STAGES, stage_index
 from pop3mon.secrets import Secret
+from pop3mon.verdict import Verdict
 
 from pop3mon_lab.certs import LabCerts
 from pop3mon_lab.faultserver import FaultServer
@@ -41,6 +52,141 @@ def thresholds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[checks.Thre
     yield load_targets(path).connections[0]
 
 
+def healthy(mode: str = "starttls") -> ProbeResult:
+    """What a healthy STLS (or implicit TLS) session with a login and STAT records."""
+    stages = [s.name for s in STAGES if s.name != "ping"]
+    if mode == "tls":
+        stages = [s for s in stages if s not in ("stls", "tls_handshake", "capa_tls")]
+    else:
+        stages.remove("tls")
+    cert = CertInfo(
+        subject="CN=localhost",
+        issuer="CN=lab CA",
+        sans=("localhost",),
+        serial="01",
+        sha256="00" * 32,
+        not_before="2026-01-01T00:00:00+00:00",
+        not_after="2027-06-01T00:00:00+00:00",
+        not_after_epoch=1_811_808_000.0,
+        days_left=183.0,
+        self_signed=False,
+    )
+    return ProbeResult(
+        id="t",
+        host="localhost",
+        port=1110,
+        mode=mode,
+        mechanism="auto",
+        started_at=1_790_000_000.0,
+        phases=(*((s, 0.001) for s in stages), ("total", 0.01)),
+        stages=tuple(StageOutcome(s, "ok") for s in stages),
+        addresses=("127.0.0.1",),
+        peer="127.0.0.1",
+        greeting="ready",
+        capabilities_before=("USER", "STLS") if mode != "tls" else ("USER",),
+        capabilities_after=("USER", "SASL PLAIN"),
+        stls_offered=mode != "tls",
+        tls=TLSInfo("TLSv1.3", "TLS_AES_256_GCM_SHA384", True, "", "", "localhost", cert),
+        auth=AuthInfo("plain", "cleartext", encrypted=True, success=True),
+        mailbox=MailboxInfo(3, 4096),
+    )
+
+
+def _verdicts(result: ProbeResult, t: checks.Thresholds) -> dict[str, checks.CheckResult]:
+    return {r.check: r for r in checks.evaluate_all(result, t)}
+
+
+def _failing_at(base: ProbeResult, stage: str, kind: str = "some-failure") -> ProbeResult:
+    """``base`` as if the probe had stopped with a failure in ``stage``."""
+    kept = [o for o in base.stages if stage_index(o.stage) < stage_index(stage)]
+    failed = StageOutcome(stage, "fail", kind, f"{stage} broke")
+    return dataclasses.replace(
+        base, stages=(*kept, failed), error_kind=kind, error_stage=stage, mailbox=None
+    )
+
+
+def test_healthy_result_has_no_crit_and_nothing_blocked(thresholds: checks.Thresholds) -> None:
+    result = healthy()
+    got = _verdicts(result, thresholds)
+    assert {r.verdict for r in got.values()} <= {Verdict.OK, Verdict.SKIP}
+    assert got["login"].verdict == Verdict.OK and got["stat"].verdict == Verdict.OK
+    assert all(r.blocked_by is None for r in got.values()), got
+    assert checks.owner(result) is None
+
+
+STLS_ONLY = {"stls", "tls_handshake", "capa_tls"}
+STAGE_CASES = [("starttls", s.name) for s in STAGES if s.name not in ("tls", "quit")] + [
+    ("tls", s.name) for s in STAGES if s.name not in STLS_ONLY | {"quit"}
+]
+
+
+@pytest.mark.parametrize(("mode", "stage"), STAGE_CASES)
+def test_a_failure_at_any_stage_fails_exactly_where_it_belongs(
+    thresholds: checks.Thresholds, mode: str, stage: str
+) -> None:
+    """The owning check is CRIT with the failure's reason; every check that needs only
+    later stages is a SKIP blocked by that owner; nothing else is CRIT or blocked by
+    anything else."""
+    t = dataclasses.replace(thresholds, security=mode)  # type: ignore[type-var]
+    result = _failing_at(healthy(mode), stage)
+    got = _verdicts(result, t)
+    owner = checks.owner(result)
+    assert owner is not None, f"no check owns a failure in {stage}"
+    assert got[owner].verdict == Verdict.CRIT, got[owner]
+    assert f"{stage} broke" in got[owner].reason
+    assert [r.check for r in got.values() if r.verdict == Verdict.CRIT] == [owner]
+    assert {r.blocked_by for r in got.values()} <= {None, owner}
+    # Checks whose own stages all come after the failure cannot have run.
+    owned: dict[str, list[int]] = {}
+    for spec in STAGES:
+        owned.setdefault(spec.owner, []).append(stage_index(spec.name))
+    later = {c for c, idx in owned.items() if min(idx) > stage_index(stage)} - {owner}
+    for name in later:
+        res = got[name]
+        assert res.verdict == Verdict.SKIP, res
+        assert res.blocked_by == owner or res.reason.startswith("not applicable"), res
+    assert got["latency-total"].blocked_by == owner
+    assert any(got[name].blocked_by == owner for name in later | {"latency-total"})
+
+
+def test_deselected_owner_is_reported_once_by_the_first_blocked_check(
+    thresholds: checks.Thresholds,
+) -> None:
+    """With ``-m "auth or mailbox"`` and a refused TCP connect, ``tcp`` is not selected:
+    the first selected check it blocks turns CRIT naming it, the others stay SKIP."""
+    result = _failing_at(healthy(), "connect")
+    selected = {"login", "policy", "stat", "thresholds", "logout"}
+    got = {n: checks.evaluate_selected(result, thresholds, n, selected) for n in selected}
+    assert got["login"].verdict == Verdict.CRIT, got["login"]
+    assert "connect broke" in got["login"].reason
+    assert "the 'tcp' check is not selected" in got["login"].reason
+    assert got["login"].blocked_by is None
+    for name in selected - {"login"}:
+        assert got[name].verdict == Verdict.SKIP and got[name].blocked_by == "tcp", got[name]
+    # With the owner selected, nothing is rewritten.
+    assert checks.evaluate_selected(result, thresholds, "login", {*selected, "tcp"}) == (
+        checks.evaluate(result, thresholds, "login")
+    )
+
+
+def test_session_dying_after_stls_handshake_is_crit(thresholds: checks.Thresholds) -> None:
+    """A server that answers CAPA over TLS with a broken line: the CAPA check owns it."""
+    result = _failing_at(healthy(), "capa_tls", kind="connection-closed")
+    got = _verdicts(result, thresholds)
+    assert got["capa"].verdict == Verdict.CRIT
+    assert got["login"].verdict == Verdict.SKIP and got["login"].blocked_by == "capa"
+
+
+def test_expiry_warns_strictly_below_the_threshold(thresholds: checks.Thresholds) -> None:
+    result = healthy()
+    assert result.tls is not None and result.tls.cert is not None
+    days = result.tls.cert.days_left
+    at = dataclasses.replace(thresholds, cert_warn_days=days, cert_crit_days=0)  # type: ignore[type-var]
+    assert checks.evaluate(result, at, "expiry").verdict == Verdict.OK
+    above = dataclasses.replace(thresholds, cert_warn_days=days + 1, cert_crit_days=0)  # type: ignore[type-var]
+    assert checks.evaluate(result, above, "expiry").verdict == Verdict.WARN
+
+
 def _probe(certs: LabCerts, scenario: str, mode: str = "starttls") -> ProbeResult:
     with FaultServer(
         scenario,
@@ -62,71 +208,14 @@ def _probe(certs: LabCerts, scenario: str, mode: str = "starttls") -> ProbeResul
         return probe(spec)
 
 
-def _verdicts(result: ProbeResult, t: checks.Thresholds) -> dict[str, checks.CheckResult]:
-    return {r.check: r for r in checks.evaluate_all(result, t)}
-
-
-def test_healthy_probe_has_no_crit(lab_certs: LabCerts, thresholds: checks.Thresholds) -> None:
-    result = _probe(lab_certs, "healthy")
-    got = _verdicts(result, thresholds)
-    assert result.ok
-    assert {r.verdict for r in got.values()} <= {checks.OK, checks.SKIP}
-    assert got["login"].verdict == checks.OK and got["stat"].verdict == checks.OK
-    assert checks.owner(result) is None
-
-
-STLS_ONLY = {"stls", "tls_handshake", "capa_tls"}
-STAGE_CASES = [("starttls", s) for s in checks.ORDER if s not in ("tls", "quit")] + [
-    ("tls", s) for s in checks.ORDER if s not in STLS_ONLY | {"quit"}
-]
-
-
-@pytest.mark.parametrize(("mode", "stage"), STAGE_CASES)
-def test_a_failure_at_any_stage_fails_exactly_where_it_belongs(
-    lab_certs: LabCerts, thresholds: checks.Thresholds, mode: str, stage: str
-) -> None:
-    """Rewrite a real healthy result as if ``stage`` had failed: the owning check is CRIT
-    with the failure's reason and every check it blocked is a dependency SKIP."""
-    base = _probe(lab_certs, "healthy", mode=mode)
-    t = dataclasses.replace(thresholds, security=mode)  # type: ignore[type-var]
-    order = list(checks.ORDER)
-    kept = [o for o in base.stages if order.index(o.stage) < order.index(stage)]
-    failed = StageOutcome(stage, "fail", "some-failure", f"{stage} broke")
-    result = dataclasses.replace(
-        base, stages=(*kept, failed), error_kind="some-failure", error_stage=stage
-    )
-    got = _verdicts(result, t)
-    owner = checks.owner(result)
-    assert owner is not None, f"no check owns a failure in {stage}"
-    assert got[owner].verdict == checks.CRIT, got[owner]
-    assert f"{stage} broke" in got[owner].reason
-    blocked = [r for r in got.values() if r.reason.startswith("skipped:")]
-    assert all(r.verdict == checks.SKIP for r in blocked)
-
-
-def test_session_dying_after_stls_handshake_is_crit(
-    lab_certs: LabCerts, thresholds: checks.Thresholds
-) -> None:
-    """A server that answers CAPA over TLS with a broken line: the CAPA check owns it."""
-    result = _probe(lab_certs, "healthy")
-    after = [o for o in result.stages if o.stage not in ("capa_tls", "auth", "stat", "quit")]
-    broken = StageOutcome("capa_tls", "fail", "connection-closed", "server closed during capa")
-    result = dataclasses.replace(
-        result, stages=(*after, broken), error_kind="connection-closed", error_stage="capa_tls"
-    )
-    got = _verdicts(result, thresholds)
-    assert got["capa"].verdict == checks.CRIT
-    assert got["login"].verdict == checks.SKIP
-
-
 @pytest.mark.parametrize(
     ("scenario", "verdict"),
     [
-        ("in-use", checks.WARN),
-        ("login-delay", checks.WARN),
-        ("sys-temp", checks.WARN),
-        ("sys-perm", checks.CRIT),
-        ("auth-code", checks.CRIT),
+        ("in-use", Verdict.WARN),
+        ("login-delay", Verdict.WARN),
+        ("sys-temp", Verdict.WARN),
+        ("sys-perm", Verdict.CRIT),
+        ("auth-code", Verdict.CRIT),
     ],
 )
 def test_deferred_logins_are_warn_bad_ones_crit(
@@ -136,7 +225,7 @@ def test_deferred_logins_are_warn_bad_ones_crit(
     result = _probe(lab_certs, scenario)
     got = _verdicts(result, thresholds)
     assert got["login"].verdict == verdict, got["login"]
-    assert got["stat"].verdict == checks.SKIP
+    assert got["stat"].verdict == Verdict.SKIP
 
 
 def test_tls_too_old_is_one_crit(lab_certs: LabCerts, thresholds: checks.Thresholds) -> None:
@@ -145,18 +234,6 @@ def test_tls_too_old_is_one_crit(lab_certs: LabCerts, thresholds: checks.Thresho
     result = _probe(lab_certs, "tls10-only", mode="tls")
     t = dataclasses.replace(thresholds, security="tls")  # type: ignore[type-var]
     got = _verdicts(result, t)
-    crit = [r.check for r in got.values() if r.verdict == checks.CRIT]
+    crit = [r.check for r in got.values() if r.verdict == Verdict.CRIT]
     assert crit == ["protocol"], got
     assert "TLSv1" in got["protocol"].reason
-
-
-def test_expiry_warns_strictly_below_the_threshold(
-    lab_certs: LabCerts, thresholds: checks.Thresholds
-) -> None:
-    result = _probe(lab_certs, "healthy")
-    assert result.tls is not None and result.tls.cert is not None
-    days = result.tls.cert.days_left
-    at = dataclasses.replace(thresholds, cert_warn_days=days, cert_crit_days=0)  # type: ignore[type-var]
-    assert checks.evaluate(result, at, "expiry").verdict == checks.OK
-    above = dataclasses.replace(thresholds, cert_warn_days=days + 1, cert_crit_days=0)  # type: ignore[type-var]
-    assert checks.evaluate(result, above, "expiry").verdict == checks.WARN

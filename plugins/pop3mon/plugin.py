@@ -1,22 +1,19 @@
 """pytest glue: options, parametrization, the one-probe-per-run store, tier gating.
 
-The plugin holds no protocol logic. It loads ``targets.yaml`` at start-up (a bad file stops
-the run with one line per problem), parametrizes the tier tests with one stable id per
-connection type, probes every *selected* connection type exactly once per run (also under
-pytest-xdist, where workers share results through a run directory guarded by a lock), and
-turns :mod:`checks` verdicts into pass / WARN / fail / skip.
+The plugin holds no protocol logic and no verdict rules. It loads ``targets.yaml`` at
+start-up (a bad file stops the run with one line per problem), parametrizes the tier tests
+with one stable id per connection type, asks the :class:`~pop3mon.probestore.ProbeStore`
+for each connection type's probe result (one probe per selected connection type per run,
+also under pytest-xdist), and turns :mod:`pop3mon.checks` verdicts into pass / WARN / fail /
+skip. The report plugin (loaded with this one) records the verdicts and writes the reports.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import fcntl
 import gc
-import hashlib
 import os
 import shutil
 import tempfile
-import threading
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
@@ -24,12 +21,20 @@ from typing import Any
 import pytest
 
 from . import checks
-from .config import ConfigError, ConnectionType, Targets, load_targets
-from .engine.result import ProbeResult, ProbeSpec
-from .engine.runner import DEFAULT_CONCURRENCY, run_probes
-from .recorder import Recorder
+from .config import ConfigError, ConnectionType, load_targets
+from .engine.result import ProbeResult
+from .engine.runner import DEFAULT_CONCURRENCY
+from .engine.stages import TIERS
+from .probestore import ProbeStore
+from .report.plugin import STORE_KEY
+from .report.recorder import verdict_properties
+from .verdict import Verdict
 
 __all__ = ["RunState"]
+
+# The reports come with the monitoring plugin: a project that lists only this module gets
+# the terminal summary and the report files too.
+pytest_plugins = ["pop3mon.report.plugin"]
 
 TARGETS_ENV = "POP3MON_TARGETS"
 STATE_KEY = pytest.StashKey["RunState"]()
@@ -77,85 +82,32 @@ def _targets_path(config: pytest.Config) -> Path:
 
 
 class RunState:
-    """Per-process state: the targets, the run directory and the probe results."""
+    """Per-process glue state: the targets, the probe store and what this run selected."""
 
-    def __init__(self, config: pytest.Config, targets: Targets, rundir: Path, owner: bool):
+    def __init__(self, config: pytest.Config, store: ProbeStore, owner: bool):
         self.config = config
-        self.targets = targets
-        self.rundir = rundir
+        self.store = store
+        self.targets = store.targets
         self.owner = owner
-        # Under xdist the workers share probe results through ``rundir``; a process that
-        # runs the tests itself keeps them in memory and writes no files.
-        self.shared = not owner
-        self.by_id: dict[str, ConnectionType] = {c.id: c for c in targets.connections}
-        self.results: dict[str, ProbeResult] = {}
+        self.by_id = store.by_id
         self.selected_checks: dict[str, set[str]] = {}
-        # Without xdist the batch runs in the background and each test waits only for its
-        # own connection type: the first tiers' tests run while slower probes are in flight.
-        self._lock = threading.Lock()
-        self._pending: dict[str, threading.Event] = {}
         opt = config.getoption("strict_warn")
         self.strict_warn = (
             bool(opt) if opt is not None else bool(config.getini("pop3mon_strict_warn"))
         )
-        conc = config.getoption("probe_concurrency") or int(
-            str(config.getini("pop3mon_concurrency"))
-        )
-        self.concurrency = max(1, conc)
-
-    # -- the run directory: one probe per connection type per run -----------------------
-    @staticmethod
-    def _file(rundir: Path, ct_id: str) -> Path:
-        return rundir / ("probe-" + hashlib.sha256(ct_id.encode()).hexdigest()[:24] + ".json")
+        self._session: pytest.Session | None = None
 
     def result_for(self, ct: ConnectionType, session: pytest.Session) -> ProbeResult:
         """The probe result for ``ct``, probing every selected connection type on first use."""
-        if ct.id in self.results:
-            return self.results[ct.id]
-        if not self.shared:
-            return self._background_result(ct.id, session)
-        self._probe_selected(session, must_include=ct.id)
-        return self.results[ct.id]
+        self._session = session
+        return self.store.result_for(ct.id, self._selected)
 
-    def _background_result(self, ct_id: str, session: pytest.Session) -> ProbeResult:
-        with self._lock:
-            event = self._pending.get(ct_id)
-            if event is None:
-                # The first test that needs a result starts one batch of every selected
-                # connection type not probed yet; later ones just wait for theirs.
-                selected = self._selected(session)
-                selected.setdefault(ct_id, True)
-                todo = [i for i in selected if i not in self.results and i not in self._pending]
-                for i in todo:
-                    self._pending[i] = threading.Event()
-                specs = [self._spec(i, login=selected[i]) for i in todo]
-                threading.Thread(
-                    target=self._run_batch, args=(specs,), name="pop3mon-batch", daemon=True
-                ).start()
-                event = self._pending[ct_id]
-        event.wait()
-        result = self.results.get(ct_id)
-        if result is None:
-            raise RuntimeError(f"pop3mon: probing {ct_id} produced no result")
-        return result
-
-    def _run_batch(self, specs: list[ProbeSpec]) -> None:
-        try:
-            run_probes(specs, self.concurrency, on_result=self._arrived)
-        finally:
-            # Never leave a test waiting, even if pop3mon itself broke mid-batch.
-            for spec in specs:
-                self._pending[spec.id].set()
-
-    def _arrived(self, result: ProbeResult) -> None:
-        self.results[result.id] = result
-        self._pending[result.id].set()
-
-    def _selected(self, session: pytest.Session) -> dict[str, bool]:
+    def _selected(self) -> dict[str, bool]:
         """Selected connection ids -> whether a selected test of theirs needs a login."""
+        assert self._session is not None
         ids: dict[str, bool] = {}
         self.selected_checks = {}
-        for item in session.items:
+        for item in self._session.items:
             callspec = getattr(item, "callspec", None)
             ct = callspec.params.get("ct") if callspec is not None else None
             if isinstance(ct, str) and ct in self.by_id:
@@ -163,76 +115,6 @@ class RunState:
                 ids[ct] = ids.get(ct, False) or any(map(item.get_closest_marker, LOGIN_TIERS))
                 self.selected_checks.setdefault(ct, set()).add(_check_name(item))
         return dict(sorted(ids.items()))
-
-    def blocked_owner(self, ct: ConnectionType, result: ProbeResult, name: str) -> str:
-        """The deselected check that owns ``result``'s failure, when ``name`` is the first
-        selected check it blocks; else "". With ``-m "auth or mailbox"`` against a dead
-        server the root-cause check is deselected, and the run must still fail once."""
-        owner = checks.owner(result)
-        selected = self.selected_checks.get(ct.id, set())
-        if not owner or owner in selected:
-            return ""
-        for candidate in checks.check_names(ct):
-            if candidate not in selected:
-                continue
-            res = checks.evaluate(result, ct, candidate)
-            if res.verdict == checks.SKIP and res.reason.startswith("skipped:"):
-                return owner if candidate == name else ""
-        return ""
-
-    def _probe_selected(self, session: pytest.Session, must_include: str) -> None:
-        selected = self._selected(session)
-        selected.setdefault(must_include, True)
-        wanted = list(selected)
-        # xdist workers all compute the same selection; the first to take the lock probes
-        # the whole batch concurrently, the others find the results on disk.
-        lock = self.rundir / "probe.lock"
-        with lock.open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                missing = [
-                    i
-                    for i in wanted
-                    if i not in self.results and not self._file(self.rundir, i).exists()
-                ]
-                if missing:
-                    specs = [self._spec(i, login=selected[i]) for i in missing]
-                    run_probes(specs, self.concurrency, on_result=self._store)
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-        for ct_id in wanted:
-            if ct_id not in self.results:
-                self.results[ct_id] = ProbeResult.from_json(
-                    self._file(self.rundir, ct_id).read_text(encoding="utf-8")
-                )
-
-    def _spec(self, ct_id: str, login: bool) -> ProbeSpec:
-        """The probe spec; without a login when no selected test needs one (``-m tls``,
-        ``-m connectivity``): deselected tiers must not cost the server a login."""
-        spec = self.by_id[ct_id].to_probe_spec()
-        if login or spec.mechanism == "none":
-            return spec
-        return dataclasses.replace(spec, mechanism="none", secret=None, secret_problem="")
-
-    def _store(self, result: ProbeResult) -> None:
-        path = self._file(self.rundir, result.id)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(result.to_json(), encoding="utf-8")
-        tmp.replace(path)
-        self.results[result.id] = result
-
-    def load_all_results(self) -> dict[str, ProbeResult]:
-        """Every result any process of this run has (the controller's view for reports):
-        its own from memory, the xdist workers' from the run directory."""
-        out: dict[str, ProbeResult] = {}
-        for ct in self.targets.connections:
-            if ct.id in self.results:
-                out[ct.id] = self.results[ct.id]
-                continue
-            path = self._file(self.rundir, ct.id)
-            if path.exists():
-                out[ct.id] = ProbeResult.from_json(path.read_text(encoding="utf-8"))
-        return out
 
 
 def _check_name(item: pytest.Item) -> str:
@@ -264,12 +146,15 @@ def pytest_configure(config: pytest.Config) -> None:
     else:
         rundir = Path(tempfile.mkdtemp(prefix="pop3mon-run-"))
         owner = True
-    state = RunState(config, targets, rundir, owner)
+    conc = config.getoption("probe_concurrency") or int(str(config.getini("pop3mon_concurrency")))
+    # Under xdist the workers share probe results through ``rundir``; a process that runs
+    # the tests itself keeps them in memory and writes no files.
+    store = ProbeStore(targets, rundir, shared=not owner, concurrency=conc)
+    state = RunState(config, store, owner)
     for tag in sorted({t for c in targets.connections for t in c.tags}):
         config.addinivalue_line("markers", f"{tag}: tag from the targets file")
     config.stash[STATE_KEY] = state
-    if not _is_worker(config):
-        config.pluginmanager.register(Recorder(config, state), "pop3mon-recorder")
+    config.stash[STORE_KEY] = store
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(state), "pop3mon-xdist")
     config.pluginmanager.register(_GcFreezer(), "pop3mon-gc")
@@ -320,14 +205,14 @@ class _XdistHooks:
         self.state = state
 
     def pytest_configure_node(self, node: Any) -> None:
-        node.workerinput["pop3mon_rundir"] = str(self.state.rundir)
+        node.workerinput["pop3mon_rundir"] = str(self.state.store.rundir)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Remove the run directory (controller only, after the reports were written)."""
     state = config.stash.get(STATE_KEY, None)
     if state is not None and state.owner:
-        shutil.rmtree(state.rundir, ignore_errors=True)
+        shutil.rmtree(state.store.rundir, ignore_errors=True)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -363,7 +248,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # Run the tiers in their logical order (connectivity, TLS, auth, mailbox, latency)
     # rather than by file name. Besides reading naturally, the cheap connectivity checks
     # then run while the probes that logins need are still in flight.
-    rank = {tier: n for n, tier in enumerate(checks.TIERS)}
+    rank = {tier: n for n, tier in enumerate(TIERS)}
 
     def tier_rank(item: pytest.Item) -> int:
         for marker in item.iter_markers():
@@ -400,35 +285,18 @@ def check(
     probe_result = pop3mon_state.result_for(connection, request.session)
 
     def run(name: str) -> checks.CheckResult:
-        res = checks.evaluate(probe_result, connection, name)
-        owner = pop3mon_state.blocked_owner(connection, probe_result, name)
-        if owner:
-            cause = res.reason.removeprefix("skipped: ")
-            res = dataclasses.replace(
-                res,
-                verdict=checks.CRIT,
-                reason=f"{cause} (reported here: the '{owner}' check is not selected)",
-            )
-        props = request.node.user_properties
-        props.extend(
-            [
-                ("pop3mon_ct", connection.id),
-                ("pop3mon_server", connection.server),
-                ("pop3mon_tier", res.tier),
-                ("pop3mon_check", res.check),
-                ("pop3mon_verdict", res.verdict),
-                ("pop3mon_reason", res.reason),
-            ]
+        selected = pop3mon_state.selected_checks.get(connection.id, set())
+        res = checks.evaluate_selected(probe_result, connection, name, selected)
+        request.node.user_properties.extend(
+            verdict_properties(connection.id, connection.server, res)
         )
-        if res.figure is not None:
-            props.extend([("pop3mon_figure", float(res.figure)), ("pop3mon_unit", res.unit)])
-        if res.verdict == checks.SKIP:
+        if res.verdict == Verdict.SKIP:
             # Report the skip at the test's location (not this fixture's) so -rs groups
             # skips per check instead of lumping them under plugin.py.
             raise pytest.skip.Exception(res.reason, _use_item_location=True)
-        if res.verdict == checks.CRIT:
+        if res.verdict == Verdict.CRIT:
             pytest.fail(f"CRIT {connection.id} {res.check}: {res.reason}", pytrace=False)
-        if res.verdict == checks.WARN and pop3mon_state.strict_warn:
+        if res.verdict == Verdict.WARN and pop3mon_state.strict_warn:
             pytest.fail(
                 f"WARN {connection.id} {res.check}: {res.reason} (--strict-warn)", pytrace=False
             )

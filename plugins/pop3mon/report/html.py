@@ -26,10 +26,11 @@ import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 
-from .. import checks
 from ..engine.result import CertInfo, ProbeResult, TLSInfo
-from ..recorder import CheckRecord
-from .model import ERROR, VERDICTS, ConnectionReport, RunReport, scrub, worst
+from ..engine.stages import TIERS
+from ..verdict import VERDICT_CODES, Verdict, worst
+from .model import ConnectionReport, RunReport, scrub
+from .recorder import CheckRecord, verdicts
 from .svg import waterfall_svg
 
 __all__ = [
@@ -53,11 +54,11 @@ TIER_LABELS: Mapping[str, str] = {
     "latency": "Latency",
 }
 VERDICT_HINTS: Mapping[str, str] = {
-    checks.OK: "passed",
-    checks.WARN: "passes, but needs attention soon",
-    checks.CRIT: "failed",
-    checks.SKIP: "not applicable, or blocked by an earlier failure",
-    ERROR: "the test itself broke (see its log)",
+    Verdict.OK: "passed",
+    Verdict.WARN: "passes, but needs attention soon",
+    Verdict.CRIT: "failed",
+    Verdict.SKIP: "not applicable, or blocked by an earlier failure",
+    Verdict.ERROR: "the test itself broke (see its log)",
 }
 _MAX_PROBLEMS = 3
 
@@ -149,7 +150,7 @@ def esc(value: object) -> str:
 
 def badge(verdict: str) -> str:
     """A coloured verdict label (the colour never stands alone: the text says it too)."""
-    v = verdict if verdict in VERDICTS else ERROR
+    v = Verdict.parse(verdict)
     return f'<span class="p3m-badge p3m-v-{v}" title="{esc(VERDICT_HINTS[v])}">{esc(v)}</span>'
 
 
@@ -236,7 +237,7 @@ def reason_html(rec: CheckRecord) -> str:
 def _cell(records: Sequence[CheckRecord]) -> str:
     if not records:
         return '<td class="p3m-cell p3m-v-SKIP" title="no checks of this tier ran">–</td>'
-    verdict = worst(r.verdict for r in records)
+    verdict = worst(verdicts(records))
     tip = "\n".join(f"{r.check}: {r.verdict} — {r.reason}" for r in records)
     tally: dict[str, int] = {}
     for rec in records:
@@ -249,7 +250,7 @@ def _cell(records: Sequence[CheckRecord]) -> str:
 
 
 def _tally_key(item: tuple[str, int]) -> int:
-    order = (ERROR, checks.CRIT, checks.WARN, checks.OK, checks.SKIP)
+    order = (Verdict.ERROR, Verdict.CRIT, Verdict.WARN, Verdict.OK, Verdict.SKIP)
     return order.index(item[0]) if item[0] in order else 0
 
 
@@ -267,7 +268,7 @@ def _figures(conn: ConnectionReport) -> str:
 def _problems(conn: ConnectionReport) -> str:
     problems = conn.problems()
     if not problems:
-        if conn.worst == checks.OK:
+        if conn.worst == Verdict.OK:
             return '<span class="p3m-good">All checks passed</span>'
         return '<span class="p3m-muted">Nothing was checked</span>'
     items = [
@@ -282,9 +283,9 @@ def _problems(conn: ConnectionReport) -> str:
 
 def _banner(report: RunReport) -> str:
     conns = report.connections
-    bad = [c for c in conns if c.worst in (checks.CRIT, ERROR)]
-    warn = [c for c in conns if c.worst == checks.WARN]
-    overall = worst(c.worst for c in conns) if conns else checks.SKIP
+    bad = [c for c in conns if c.worst in (Verdict.CRIT, Verdict.ERROR)]
+    warn = [c for c in conns if c.worst == Verdict.WARN]
+    overall = worst(c.worst for c in conns)
     if not conns:
         head = "No connection type was checked"
     elif bad:
@@ -311,13 +312,13 @@ def overview_html(report: RunReport) -> str:
     count_badges = " ".join(
         f'<span class="p3m-badge p3m-v-{v}">{n} {v}</span>' for v, n in counts.items()
     )
-    head = "".join(f"<th>{esc(TIER_LABELS.get(t, t))}</th>" for t in checks.TIERS)
+    head = "".join(f"<th>{esc(TIER_LABELS.get(t, t))}</th>" for t in TIERS)
     rows = []
     for conn in report.by_severity():
         ct = conn.ct
         endpoint = f"{ct.host}:{ct.port}"
         mode = f"{ct.security} · auth {ct.auth}"
-        cells = "".join(_cell(conn.tier_records(t)) for t in checks.TIERS)
+        cells = "".join(_cell(conn.tier_records(t)) for t in TIERS)
         rows.append(
             f'<tr class="p3m-row" data-connection="{esc(ct.id)}" data-verdict="{esc(conn.worst)}">'
             f'<th scope="row"><a href="#{anchor(ct.id)}">{esc(ct.id)}</a>'
@@ -329,7 +330,7 @@ def overview_html(report: RunReport) -> str:
         )
     if not rows:
         rows.append('<tr><td colspan="9" class="p3m-muted">No checks ran.</td></tr>')
-    legend = " ".join(f"{badge(v)} {esc(VERDICT_HINTS[v])}" for v in VERDICTS)
+    legend = " ".join(f"{badge(v)} {esc(VERDICT_HINTS[v])}" for v in VERDICT_CODES)
     facts = (
         f"Targets <code>{esc(info.targets_name)}</code> (sha256 "
         f"<code>{esc(info.targets_sha256[:16])}…</code>) · pop3mon {esc(info.version)} · "
@@ -386,7 +387,9 @@ def _cert_rows(tls: TLSInfo, cert: CertInfo | None) -> list[tuple[str, str]]:
         ("SNI", esc(tls.sni or "–")),
         (
             "Verified",
-            badge(checks.OK) if tls.verified else f"{badge(checks.CRIT)} {esc(tls.verify_reason)}",
+            badge(Verdict.OK)
+            if tls.verified
+            else f"{badge(Verdict.CRIT)} {esc(tls.verify_reason)}",
         ),
     ]
     if cert is None:
@@ -467,7 +470,7 @@ def _connection_rows(conn: ConnectionReport) -> list[tuple[str, str]]:
         chosen = f"{auth.mechanism or '–'} ({auth.strength or 'n/a'})"
         chosen += ", encrypted" if auth.encrypted else ", NOT encrypted"
         rows.append(("Auth (used)", esc(chosen)))
-        rows.append(("Login", badge(checks.OK) if auth.success else esc(auth.reason or "failed")))
+        rows.append(("Login", badge(Verdict.OK) if auth.success else esc(auth.reason or "failed")))
     if result.mailbox is not None:
         box = result.mailbox
         rows.append(("Mailbox", esc(f"{box.count} messages, {box.size} octets")))
@@ -475,7 +478,7 @@ def _connection_rows(conn: ConnectionReport) -> list[tuple[str, str]]:
         rows.append(
             (
                 "Probe error",
-                f"{badge(checks.CRIT)} "
+                f"{badge(Verdict.CRIT)} "
                 + esc(f"{result.error_stage}: {result.error_reason} [{result.error_kind}]"),
             )
         )
@@ -498,7 +501,7 @@ def details_html(report: RunReport) -> list[str]:
     out = ['<section class="p3m" id="pop3mon-details"><h3>Connection types in detail</h3>']
     for conn in report.by_severity():
         result = conn.result
-        is_open = " open" if conn.worst in (checks.CRIT, checks.WARN, ERROR) else ""
+        is_open = " open" if conn.worst in (Verdict.CRIT, Verdict.WARN, Verdict.ERROR) else ""
         facts = ["<section><h4>Connection</h4>" + _kv(_connection_rows(conn)) + "</section>"]
         wide: list[str] = []
         if result is not None:

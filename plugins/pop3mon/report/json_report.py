@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..recorder import CheckRecord
 from .model import ConnectionReport, RunReport, scrub
+from .recorder import CheckRecord
 
 __all__ = ["SCHEMA", "results_document", "write_json"]
 
@@ -85,7 +85,7 @@ def _connection(conn: ConnectionReport) -> dict[str, Any]:
 def results_document(report: RunReport) -> dict[str, Any]:
     """The JSON document as plain data (already scrubbed of secrets)."""
     info = report.info
-    counts: dict[str, int] = report.counts()
+    counts: dict[str, int] = {str(v): n for v, n in report.counts().items()}
     doc = {
         "schema": SCHEMA,
         "run": {

@@ -21,8 +21,8 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from .. import checks
-from .model import VERDICT_CODES, ConnectionReport, RunReport, scrub
+from ..verdict import VERDICT_CODES, Verdict
+from .model import ConnectionReport, RunReport, scrub
 
 __all__ = ["escape_label_value", "format_value", "metrics_text", "write_metrics"]
 
@@ -99,7 +99,7 @@ def _samples(report: RunReport) -> dict[str, list[str]]:
     for conn in report.connections:
         base = _base(conn)
         result = conn.result
-        bad = conn.worst in (checks.CRIT, "ERROR")
+        bad = conn.worst in (Verdict.CRIT, Verdict.ERROR)
         add("pop3mon_probe_success", base, 0 if bad else 1)
         if result is not None:
             greeting = result.stage("greeting")
@@ -126,8 +126,8 @@ def _samples(report: RunReport) -> dict[str, list[str]]:
             add("pop3mon_last_run_timestamp_seconds", base, result.started_at)
         for rec in conn.records:
             labels = [*base, ("tier", rec.tier), ("check", rec.check), ("verdict", rec.verdict)]
-            add("pop3mon_check_verdict", labels, VERDICT_CODES.get(rec.verdict, 4))
-    counts: Mapping[str, int] = report.counts()
+            add("pop3mon_check_verdict", labels, VERDICT_CODES[rec.verdict])
+    counts: Mapping[Verdict, int] = report.counts()
     for verdict, number in counts.items():
         add("pop3mon_checks", [("verdict", verdict)], number)
     return out

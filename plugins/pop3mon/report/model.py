@@ -6,8 +6,8 @@ three sources that only the controller holds complete under pytest-xdist:
 
 * the targets (configuration, never a secret value),
 * the probe results every process wrote to the run directory
-  (:meth:`~pop3mon.plugin.RunState.load_all_results`),
-* the per-check verdicts the :class:`~pop3mon.recorder.Recorder` collected from the
+  (:meth:`~pop3mon.probestore.ProbeStore.load_all`),
+* the per-check verdicts the :class:`~pop3mon.report.recorder.Recorder` collected from the
   test reports' ``user_properties``.
 """
 
@@ -18,26 +18,22 @@ import platform
 import secrets
 import time
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Final
 
 from .. import checks
 from ..config import ConnectionType
 from ..engine.result import ProbeResult
-from ..recorder import CheckRecord
+from ..engine.stages import CHECKS, TIERS
+from ..probestore import ProbeStore
 from ..secrets import REDACTOR
-
-if TYPE_CHECKING:
-    from ..plugin import RunState
-    from ..recorder import Recorder
+from ..verdict import Verdict, count, rank, worst
+from .recorder import CheckRecord, Recorder, verdicts
 
 __all__ = [
-    "ERROR",
-    "VERDICTS",
-    "VERDICT_CODES",
     "ConnectionReport",
     "RunInfo",
     "RunReport",
@@ -45,35 +41,9 @@ __all__ = [
     "new_run_id",
     "pop3mon_version",
     "scrub",
-    "worst",
 ]
 
-ERROR = "ERROR"
-#: Every verdict a check can end with, in display order. ERROR is a test that broke
-#: before it reached a verdict (a bug or a fixture error), not a server finding.
-VERDICTS: tuple[str, ...] = (checks.OK, checks.WARN, checks.CRIT, checks.SKIP, ERROR)
-#: Numeric encoding used by the metrics and documented in their HELP text.
-VERDICT_CODES: Mapping[str, int] = {
-    checks.OK: 0,
-    checks.WARN: 1,
-    checks.CRIT: 2,
-    checks.SKIP: 3,
-    ERROR: 4,
-}
-# Severity for "worst of": the same order as Recorder.worst, so the terminal summary and
-# the reports agree. SKIP ranks lowest: a tier whose checks were all skipped is grey, and
-# OK + SKIP is OK.
-_RANK: Mapping[str, int] = {checks.SKIP: 0, checks.OK: 1, checks.WARN: 2, checks.CRIT: 3, ERROR: 4}
-_CHECK_ORDER: Mapping[str, int] = {c.name: i for i, c in enumerate(checks.CHECKS)}
-
-
-def worst(verdicts: Iterable[str]) -> str:
-    """The most severe verdict (ERROR > CRIT > WARN > OK > SKIP); SKIP when empty."""
-    out = checks.SKIP
-    for verdict in verdicts:
-        if _RANK.get(verdict, _RANK[ERROR]) > _RANK[out]:
-            out = verdict if verdict in _RANK else ERROR
-    return out
+_CHECK_ORDER: Final[Mapping[str, int]] = {c.name: i for i, c in enumerate(CHECKS)}
 
 
 def scrub(text: str) -> str:
@@ -138,7 +108,7 @@ class RunInfo:
 
 
 def _check_key(ct: ConnectionType, rec: CheckRecord) -> tuple[int, int, str]:
-    tier = checks.TIERS.index(rec.tier) if rec.tier in checks.TIERS else len(checks.TIERS)
+    tier = TIERS.index(rec.tier) if rec.tier in TIERS else len(TIERS)
     if rec.check.startswith("latency-"):
         phases = checks.latency_phases(ct)
         phase = rec.check.removeprefix("latency-")
@@ -156,9 +126,9 @@ class ConnectionReport:
     records: tuple[CheckRecord, ...]
 
     @property
-    def worst(self) -> str:
+    def worst(self) -> Verdict:
         """The worst verdict of all its checks."""
-        return worst(r.verdict for r in self.records)
+        return worst(verdicts(self.records))
 
     def tier_records(self, tier: str) -> tuple[CheckRecord, ...]:
         """Its checks of one tier, in check order."""
@@ -166,8 +136,8 @@ class ConnectionReport:
 
     def problems(self) -> tuple[CheckRecord, ...]:
         """Checks a mail admin must act on: CRIT and ERROR first, then WARN."""
-        bad = [r for r in self.records if r.verdict in (checks.CRIT, ERROR, checks.WARN)]
-        return tuple(sorted(bad, key=lambda r: -_RANK.get(r.verdict, 4)))
+        bad = [r for r in self.records if rank(r.verdict) >= rank(Verdict.WARN)]
+        return tuple(sorted(bad, key=lambda r: -rank(r.verdict)))
 
     def latency_ms(self) -> float | None:
         """Total probe time in milliseconds (the headline latency figure)."""
@@ -199,38 +169,34 @@ class RunReport:
         out = [r for c in self.connections for r in c.records]
         return (*out, *self.unattributed)
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[Verdict, int]:
         """How many checks ended with each verdict (every verdict present, zero or not)."""
-        out = dict.fromkeys(VERDICTS, 0)
-        for rec in self.records:
-            key = rec.verdict if rec.verdict in out else ERROR
-            out[key] += 1
-        return out
+        return count(verdicts(self.records))
 
     def by_severity(self) -> tuple[ConnectionReport, ...]:
         """Connection types, most severe first, then by id: broken things on top."""
-        return tuple(sorted(self.connections, key=lambda c: (-_RANK[c.worst], c.ct.id)))
+        return tuple(sorted(self.connections, key=lambda c: (-rank(c.worst), c.ct.id)))
 
 
 def build_run_report(
-    state: RunState,
+    store: ProbeStore,
     recorder: Recorder | None,
     info: RunInfo,
     results: Mapping[str, ProbeResult] | None = None,
 ) -> RunReport:
     """Join targets, probe results and verdicts into a :class:`RunReport`."""
-    results = dict(state.load_all_results() if results is None else results)
+    results = dict(store.load_all() if results is None else results)
     grouped: dict[str, list[CheckRecord]] = {}
     unattributed: list[CheckRecord] = []
     records: Sequence[CheckRecord] = list(recorder.records.values()) if recorder else []
     for rec in records:
-        if rec.ct in state.by_id:
+        if rec.ct in store.by_id:
             grouped.setdefault(rec.ct, []).append(rec)
         else:
             unattributed.append(rec)
     connections: list[ConnectionReport] = []
     not_selected: list[str] = []
-    for ct in state.targets.connections:
+    for ct in store.targets.connections:
         mine = grouped.get(ct.id, [])
         result = results.get(ct.id)
         if not mine and result is None:

@@ -18,13 +18,15 @@ always wins over the reports directory.
 
 Everything here runs on the controller only: pytest-xdist workers neither write reports nor
 register :class:`ReportPlugin`. Per-test data reaches the controller in ``user_properties``
-(the :class:`~pop3mon.recorder.Recorder` collects it) and probe results through the
-run directory, so the artifacts are complete under ``-n``.
+(the :class:`~pop3mon.report.recorder.Recorder` collects it) and probe results through the
+:class:`~pop3mon.probestore.ProbeStore`, so the artifacts are complete under ``-n``. The
+monitoring glue hands the store over in ``config.stash[STORE_KEY]``; nothing here imports it.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -32,17 +34,21 @@ from typing import Any
 import pytest
 
 from ..engine.result import ProbeResult
-from ..plugin import STATE_KEY, RunState
-from ..recorder import Recorder, record_from_report
+from ..probestore import ProbeStore
 from . import html as html_parts
 from . import junit
 from .json_report import write_json
 from .metrics import write_metrics
 from .model import RunInfo, RunReport, build_run_report, new_run_id, pop3mon_version, scrub
+from .recorder import Recorder, has_verdict
+from .terminal import write_summary
 
-__all__ = ["REPORT_KEY", "ReportPlugin"]
+__all__ = ["REPORT_KEY", "STORE_KEY", "ReportPlugin"]
 
 REPORT_KEY = pytest.StashKey["ReportPlugin"]()
+#: Where the monitoring glue puts the run's probe store (absent when the targets file
+#: failed to load or no targets are configured).
+STORE_KEY = pytest.StashKey[ProbeStore]()
 DEFAULT_DIR = "reports"
 HTML_NAME = "report.html"
 JUNIT_NAME = "junit.xml"
@@ -96,6 +102,7 @@ def pytest_configure(config: pytest.Config) -> None:
     plugin.enable_writers()
     config.stash[REPORT_KEY] = plugin
     config.pluginmanager.register(plugin, "pop3mon-report")
+    config.pluginmanager.register(_Summary(plugin), "pop3mon-summary")
     config.pluginmanager.register(_ScrubFiles(plugin), "pop3mon-report-scrub")
 
 
@@ -113,6 +120,10 @@ class ReportPlugin:
         self.run_id = new_run_id()
         self.own_junit = False
         self.info: RunInfo | None = None
+        self.started = time.time()
+        self.recorder = Recorder(self._server_of)
+        #: The run model, built once at session finish and shared by every writer.
+        self.report: RunReport | None = None
         self.written: list[tuple[str, Path]] = []
         self._results: dict[str, ProbeResult] = {}
 
@@ -132,15 +143,14 @@ class ReportPlugin:
             self.own_junit = True
 
     @property
-    def state(self) -> RunState | None:
-        """The pop3mon run state (absent when the targets file failed to load)."""
-        return self.config.stash.get(STATE_KEY, None)
+    def store(self) -> ProbeStore | None:
+        """The run's probe store (absent when the targets file failed to load)."""
+        return self.config.stash.get(STORE_KEY, None)
 
-    @property
-    def recorder(self) -> Recorder | None:
-        """The controller's collection of check verdicts."""
-        plugin = self.config.pluginmanager.get_plugin("pop3mon-recorder")
-        return plugin if isinstance(plugin, Recorder) else None
+    def _server_of(self, ct_id: str) -> str:
+        store = self.store
+        ct = store.by_id.get(ct_id) if store is not None else None
+        return ct.server if ct is not None else ""
 
     def _logxml(self) -> Any:
         from _pytest.junitxml import xml_key  # private, but the documented way in
@@ -155,28 +165,29 @@ class ReportPlugin:
         return Path.cwd() / os.path.expandvars(os.path.expanduser(str(raw)))
 
     def _run_info(self, finished: float | None = None) -> RunInfo:
-        state = self.state
-        recorder = self.recorder
-        started = recorder.started if recorder is not None else 0.0
+        store = self.store
         if self.info is None:
-            assert state is not None
+            assert store is not None
             self.info = RunInfo(
                 run_id=self.run_id,
-                started=started,
-                finished=started,
-                targets_name=state.targets.path.name,
-                targets_sha256=state.targets.sha256,
+                started=self.started,
+                finished=self.started,
+                targets_name=store.targets.path.name,
+                targets_sha256=store.targets.sha256,
                 version=pop3mon_version(self.config.rootpath),
             )
         if finished is None:
             return self.info
         return RunInfo(**{**self.info.__dict__, "finished": finished})
 
-    def _run_report(self, finished: float) -> RunReport | None:
-        state = self.state
-        if state is None:
-            return None
-        return build_run_report(state, self.recorder, self._run_info(finished))
+    def _run_report(self) -> RunReport | None:
+        """The run model: built on first use after the tests finished, then reused, so
+        every artifact shows the same checks and the same duration."""
+        store = self.store
+        if self.report is None and store is not None:
+            info = self._run_info(time.time())
+            self.report = build_run_report(store, self.recorder, info)
+        return self.report
 
     def _strip_metadata(self) -> None:
         """Reduce pytest-metadata's table to the allow-list (no environment variables,
@@ -186,37 +197,35 @@ class ReportPlugin:
         except ImportError:
             return
         data = self.config.stash.get(metadata_key, None)
-        if data is None or self.state is None:
+        if data is None or self.store is None:
             return
         data.clear()
         # pytest-html inserts these values with innerHTML: escape them.
         data.update({k: html_parts.esc(v) for k, v in self._run_info().environment().items()})
 
     def _result(self, ct_id: str) -> ProbeResult | None:
-        state = self.state
-        if state is None:
+        store = self.store
+        if store is None:
             return None
         if ct_id not in self._results:
             # Under xdist the controller never probes; results come from the run directory.
-            self._results.update(state.results)
+            self._results.update(store.results)
             if ct_id not in self._results:
-                self._results.update(state.load_all_results())
+                self._results.update(store.load_all())
         return self._results.get(ct_id)
 
     # -- session -------------------------------------------------------------------------
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         """Allow-list the environment table and write the suite properties known now."""
-        state = self.state
-        if state is None:
+        store = self.store
+        if store is None:
             return
         # Resolve every secret once on the controller too: that registers it with the
         # redactor, so the reports' scrub pass knows it even when only workers probe.
-        for ct in state.targets.connections:
-            try:
-                ct.resolve_secret()
-            except (OSError, ValueError):
-                pass
+        # A missing secret is not an error here: resolve_secret returns the problem.
+        for ct in store.targets.connections:
+            ct.resolve_secret()
         self._strip_metadata()
         xml = self._logxml()
         if xml is not None:
@@ -227,13 +236,15 @@ class ReportPlugin:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        """Add per-connection facts to the JUnit testcase and the reason to the HTML row."""
-        rec = record_from_report(report)
-        if rec is None:
+        """Record the verdict; add per-connection facts to the JUnit testcase and the
+        reason to the HTML row."""
+        rec = self.recorder.record(report)
+        if rec is None or not has_verdict(report):
             return
         if report.when == "teardown":
             # LogXML copies the teardown report's user_properties into <testcase>.
-            ct = self.state.by_id.get(rec.ct) if self.state is not None else None
+            store = self.store
+            ct = store.by_id.get(rec.ct) if store is not None else None
             if ct is not None:
                 report.user_properties.extend(
                     junit.testcase_properties(ct, self._result(ct.id), rec.tier, rec.check)
@@ -254,11 +265,9 @@ class ReportPlugin:
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         """Write results.json and metrics.prom; finish the JUnit suite properties."""
-        import time
-
         # xdist merges each worker's metadata back in when the worker goes down.
         self._strip_metadata()
-        report = self._run_report(time.time())
+        report = self._run_report()
         if report is None:
             return
         xml = self._logxml()
@@ -285,10 +294,9 @@ class ReportPlugin:
     @pytest.hookimpl(optionalhook=True)
     def pytest_html_results_table_row(self, report: pytest.TestReport, cells: list[str]) -> None:
         """Fill our columns; setup/teardown rows get the verdict only when they failed."""
-        rec = record_from_report(report) if report.when == "call" else None
-        if rec is None and report.failed:
-            recorder = self.recorder
-            rec = recorder.records.get(report.nodeid) if recorder is not None else None
+        rec = None
+        if report.when == "call" or report.failed:
+            rec = self.recorder.records.get(report.nodeid)
         html_parts.row_cells(cells, rec)
 
     @pytest.hookimpl(optionalhook=True)
@@ -296,9 +304,7 @@ class ReportPlugin:
         self, prefix: list[str], summary: list[str], postfix: list[str], session: Any
     ) -> None:
         """The overview matrix on top; one <details> per connection type below."""
-        import time
-
-        report = self._run_report(time.time())
+        report = self._run_report()
         if report is None:
             return
         prefix.append(html_parts.overview_html(report))
@@ -330,6 +336,16 @@ def _display(path: Path, config: pytest.Config) -> str:
         return str(path.resolve().relative_to(config.invocation_params.dir.resolve()))
     except ValueError:
         return str(path)
+
+
+class _Summary:
+    """The pop3mon terminal summary, before pytest's own short summary and the paths."""
+
+    def __init__(self, owner: ReportPlugin) -> None:
+        self.owner = owner
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        write_summary(terminalreporter, self.owner.recorder.by_connection())
 
 
 class _ScrubFiles:

@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from html import escape
 
-from .. import checks
 from ..engine.result import ProbeResult
+from ..engine.stages import PHASE_LABELS, stage_index
+from ..verdict import Verdict
 
 __all__ = ["waterfall_svg"]
 
@@ -39,9 +40,9 @@ def _ms(seconds: float) -> str:
 
 
 def _colour(status: str, verdict: str) -> str:
-    if status == "fail" or verdict == checks.CRIT:
+    if status == "fail" or verdict == Verdict.CRIT:
         return _COLOURS["fail"]
-    if status == "warn" or verdict == checks.WARN:
+    if status == "warn" or verdict == Verdict.WARN:
         return _COLOURS["warn"]
     return _COLOURS["ok"]
 
@@ -90,13 +91,12 @@ def waterfall_svg(
             f"{escape(_ms(scale * frac))}</text>"
         )
     # Rows in session order; a failed stage without a timing sits where the probe stopped.
-    order = {stage: i for i, stage in enumerate(checks.ORDER)}
     rows_in_order: list[tuple[str, float | None]] = [*phases, *((f.stage, None) for f in failed)]
-    rows_in_order.sort(key=lambda row: order.get(row[0], len(order)))
+    rows_in_order.sort(key=lambda row: stage_index(row[0]))
     offset = 0.0
     y = _TOP
     for name, maybe_secs in rows_in_order:
-        text = checks.PHASE_LABELS.get(name, name)
+        text = PHASE_LABELS.get(name, name)
         x = _LABEL_W + offset / scale * _BAR_W
         if maybe_secs is None:
             reason = next((f.reason for f in failed if f.stage == name), "")
@@ -131,8 +131,8 @@ def waterfall_svg(
     if total is not None:
         colour = (
             "#c62828"
-            if verdicts.get("total") == checks.CRIT
-            else ("#e0a100" if verdicts.get("total") == checks.WARN else "#444")
+            if verdicts.get("total") == Verdict.CRIT
+            else ("#e0a100" if verdicts.get("total") == Verdict.WARN else "#444")
         )
         w = max(1.0, total / scale * _BAR_W)
         out.append(

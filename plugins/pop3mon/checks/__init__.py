@@ -1,0 +1,109 @@
+"""From one :class:`ProbeResult` to the verdict of every tier check (no pytest here).
+
+Each check has a tier, a name and the probe stage it depends on. The verdict rules:
+
+* the check's own stage failed → CRIT with the engine's reason;
+* an earlier stage failed → SKIP naming the dependency that failed and why, with
+  ``blocked_by`` set to the check that owns that failure, so a report states the root cause
+  once (PING/DNS/TCP failure skips everything after it; a TLS failure skips auth and
+  mailbox — pop3mon never falls back to plaintext);
+* otherwise the check's own thresholds decide OK / WARN / CRIT.
+
+One module per tier holds the rules; this module is the registry and the gating that
+depends on which checks a run selected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Collection, Mapping
+
+from ..engine.result import ProbeResult
+from ..engine.stages import CHECKS, CheckName
+from ..verdict import Verdict
+from . import connectivity, login, mailbox, tls
+from .base import CheckResult, Thresholds, failed_stage, owner_of
+from .latency import PREFIX, latency, latency_phases
+
+__all__ = [
+    "CheckResult",
+    "Thresholds",
+    "check_names",
+    "evaluate",
+    "evaluate_all",
+    "evaluate_selected",
+    "latency_phases",
+    "owner",
+]
+
+Rule = Callable[[ProbeResult, Thresholds], CheckResult]
+_RULES: Mapping[CheckName, Rule] = {
+    "dns": connectivity.dns,
+    "ping": connectivity.ping,
+    "tcp": connectivity.tcp,
+    "greeting": connectivity.greeting,
+    "capa": connectivity.capa,
+    "stls": tls.stls,
+    "handshake": tls.handshake,
+    "certificate": tls.certificate,
+    "expiry": tls.expiry,
+    "protocol": tls.protocol,
+    "login": login.login,
+    "policy": login.policy,
+    "stat": mailbox.stat,
+    "thresholds": mailbox.thresholds,
+    "logout": mailbox.logout,
+}
+assert set(_RULES) == {c.name for c in CHECKS}, "every check needs exactly one rule"
+
+
+def evaluate(result: ProbeResult, t: Thresholds, check: str) -> CheckResult:
+    """The verdict of one named check (``latency-<phase>`` for latency)."""
+    if check.startswith(PREFIX):
+        return latency(result, t, check.removeprefix(PREFIX))
+    return _RULES[check](result, t)  # type: ignore[index]  # unknown names are a KeyError
+
+
+def check_names(t: Thresholds) -> list[str]:
+    """Every check name for ``t`` in report order (latency phases last)."""
+    return [c.name for c in CHECKS] + [PREFIX + p for p in latency_phases(t)]
+
+
+def evaluate_all(result: ProbeResult, t: Thresholds) -> list[CheckResult]:
+    """Every check for one connection type, latency phases last."""
+    return [evaluate(result, t, name) for name in check_names(t)]
+
+
+def owner(result: ProbeResult) -> CheckName | None:
+    """The check whose verdict is CRIT for the probe's failure (``None`` if none failed)."""
+    failed = failed_stage(result)
+    return owner_of(failed) if failed is not None else None
+
+
+def evaluate_selected(
+    result: ProbeResult, t: Thresholds, check: str, selected: Collection[str]
+) -> CheckResult:
+    """:func:`evaluate`, for a run that selected only the checks in ``selected``.
+
+    With ``-m "auth or mailbox"`` against a dead server the root-cause check (``tcp``) is
+    deselected; the run must still fail once. The first selected check that the failure
+    blocks then reports it as CRIT, naming the deselected owner.
+    """
+    res = evaluate(result, t, check)
+    root = owner(result)
+    if res.blocked_by is None or root is None or root in selected:
+        return res
+    for candidate in check_names(t):
+        if candidate not in selected:
+            continue
+        if candidate == check:
+            cause = res.reason.removeprefix("skipped: ")
+            return dataclasses.replace(
+                res,
+                verdict=Verdict.CRIT,
+                reason=f"{cause} (reported here: the '{root}' check is not selected)",
+                blocked_by=None,
+            )
+        if evaluate(result, t, candidate).blocked_by is not None:
+            return res
+    return res

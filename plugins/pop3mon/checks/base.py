@@ -1,0 +1,109 @@
+"""What every check rule shares: the result type, the thresholds it reads, and the gating
+that turns a failed stage into CRIT for its owner and SKIP (``blocked_by`` it) for the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..engine.result import ProbeResult, StageOutcome
+from ..engine.stages import PHASE_LABELS, STAGES, CheckName, Tier, stage_index
+from ..verdict import Verdict
+
+__all__ = ["CheckResult", "Thresholds", "blocked", "failed_stage", "gate", "ms", "owner_of"]
+
+OK, WARN, CRIT, SKIP = Verdict.OK, Verdict.WARN, Verdict.CRIT, Verdict.SKIP
+_OWNER: Mapping[str, CheckName] = {s.name: s.owner for s in STAGES}
+
+
+class Thresholds(Protocol):
+    """What a connection type contributes to verdicts (``config.ConnectionType`` fits)."""
+
+    @property
+    def security(self) -> str: ...
+    @property
+    def auth(self) -> str: ...
+    @property
+    def min_tls_version(self) -> str: ...
+    @property
+    def cert_warn_days(self) -> float: ...
+    @property
+    def cert_crit_days(self) -> float: ...
+    @property
+    def latency(self) -> Mapping[str, tuple[float, float]]: ...
+    @property
+    def mailbox_count(self) -> tuple[int, int] | None: ...
+    @property
+    def mailbox_size(self) -> tuple[int, int] | None: ...
+    @property
+    def stat_min(self) -> int | None: ...
+    @property
+    def stat_max(self) -> int | None: ...
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """A verdict with its reason and, where there is one, the key figure.
+
+    ``blocked_by`` names the check whose failure made this one impossible (a dependency
+    SKIP); reports count and group root causes by it, never by the reason's wording.
+    """
+
+    tier: Tier
+    check: str
+    verdict: Verdict
+    reason: str
+    figure: float | None = None
+    unit: str = ""
+    blocked_by: CheckName | None = None
+
+
+def failed_stage(result: ProbeResult) -> StageOutcome | None:
+    """The stage that failed the probe, if one did (a probe stops at its first failure)."""
+    for outcome in result.stages:
+        if outcome.status == "fail":
+            return outcome
+    return None
+
+
+def owner_of(failed: StageOutcome) -> CheckName | None:
+    """The check whose verdict is CRIT for ``failed``: a TLS stage's owner depends on
+    whether the certificate, the protocol version or the handshake itself failed."""
+    if failed.stage in ("tls", "tls_handshake"):
+        if failed.kind.startswith("cert-"):
+            return "certificate"
+        if failed.kind == "tls-protocol-too-old":
+            return "protocol"
+        return "handshake"
+    return _OWNER.get(failed.stage)
+
+
+def blocked(tier: Tier, check: str, failed: StageOutcome) -> CheckResult:
+    """SKIP because an earlier stage failed, naming that stage and its reason once."""
+    label = PHASE_LABELS.get(failed.stage, failed.stage)
+    return CheckResult(
+        tier,
+        check,
+        SKIP,
+        f"skipped: {label} failed: {failed.reason}",
+        blocked_by=owner_of(failed),
+    )
+
+
+def gate(result: ProbeResult, tier: Tier, check: str, *needs: str) -> CheckResult | None:
+    """CRIT when a stage this check needs failed, SKIP when one before them failed."""
+    failed = failed_stage(result)
+    if failed is None:
+        return None
+    if failed.stage in needs:
+        return CheckResult(tier, check, CRIT, failed.reason)
+    if stage_index(failed.stage) < min(stage_index(s) for s in needs):
+        return blocked(tier, check, failed)
+    return None
+
+
+def ms(seconds: float | None) -> float | None:
+    """Seconds as milliseconds with three decimals (the reports' latency unit)."""
+    return None if seconds is None else round(seconds * 1000.0, 3)

@@ -1,0 +1,149 @@
+"""The shared vocabulary of a probe, defined once: stages, phases, security modes, tiers,
+check names and which check owns a failing stage.
+
+Every other module (engine, config schema, checks, reports) imports these names instead of
+spelling its own list, so a new stage or check is one edit here plus its rule. No pytest,
+no imports from the rest of pop3mon.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final, Literal, get_args
+
+__all__ = [
+    "CHECKS",
+    "LATENCY_PHASES",
+    "PHASE_LABELS",
+    "SECURITY_MODES",
+    "STAGES",
+    "TIERS",
+    "TLS_SECURITY",
+    "TLS_VERSIONS",
+    "CheckName",
+    "CheckSpec",
+    "Phase",
+    "Security",
+    "Stage",
+    "StageSpec",
+    "Tier",
+    "stage_index",
+]
+
+#: How a connection type protects its session (the ``security:`` key of targets.yaml).
+Security = Literal["none", "starttls-optional", "starttls", "tls"]
+SECURITY_MODES: Final[tuple[Security, ...]] = get_args(Security)
+#: The modes that negotiate TLS at some point (implicit, or after STLS).
+TLS_SECURITY: Final[frozenset[Security]] = frozenset({"starttls", "starttls-optional", "tls"})
+
+TLS_VERSIONS: Final[tuple[str, ...]] = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+
+#: The report tiers, in the order a run shows them.
+Tier = Literal["connectivity", "tls", "auth", "mailbox", "latency"]
+TIERS: Final[tuple[Tier, ...]] = get_args(Tier)
+
+#: Every check of the tiers except latency (whose checks are ``latency-<phase>``).
+CheckName = Literal[
+    "dns",
+    "ping",
+    "tcp",
+    "greeting",
+    "capa",
+    "stls",
+    "handshake",
+    "certificate",
+    "expiry",
+    "protocol",
+    "login",
+    "policy",
+    "stat",
+    "thresholds",
+    "logout",
+]
+
+#: The stages of a session, in the order it runs them. Phase timings use the same names.
+Stage = Literal[
+    "dns",
+    "ping",
+    "connect",
+    "tls",  # implicit TLS handshake (security: tls)
+    "greeting",
+    "capa",
+    "stls",
+    "tls_handshake",  # handshake after STLS
+    "capa_tls",
+    "auth",
+    "stat",
+    "quit",
+]
+#: A latency phase: a stage, or the whole session.
+Phase = Stage | Literal["total"]
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """One non-latency check: its tier and name, in report order."""
+
+    tier: Tier
+    name: CheckName
+
+
+CHECKS: Final[tuple[CheckSpec, ...]] = (
+    CheckSpec("connectivity", "dns"),
+    CheckSpec("connectivity", "ping"),
+    CheckSpec("connectivity", "tcp"),
+    CheckSpec("connectivity", "greeting"),
+    CheckSpec("connectivity", "capa"),
+    CheckSpec("tls", "stls"),
+    CheckSpec("tls", "handshake"),
+    CheckSpec("tls", "certificate"),
+    CheckSpec("tls", "expiry"),
+    CheckSpec("tls", "protocol"),
+    CheckSpec("auth", "login"),
+    CheckSpec("auth", "policy"),
+    CheckSpec("mailbox", "stat"),
+    CheckSpec("mailbox", "thresholds"),
+    CheckSpec("mailbox", "logout"),
+)
+assert tuple(c.name for c in CHECKS) == get_args(CheckName), "CHECKS must list every CheckName"
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage: its name, how reports label it, and the check whose verdict is CRIT when
+    it fails (a TLS stage's owner also depends on the failure kind, see ``checks.owner``)."""
+
+    name: Stage
+    label: str
+    owner: CheckName
+
+
+STAGES: Final[tuple[StageSpec, ...]] = (
+    StageSpec("dns", "DNS", "dns"),
+    StageSpec("ping", "PING", "ping"),
+    StageSpec("connect", "TCP connect", "tcp"),
+    StageSpec("tls", "TLS handshake", "handshake"),
+    StageSpec("greeting", "greeting", "greeting"),
+    StageSpec("capa", "CAPA", "capa"),
+    StageSpec("stls", "STLS", "stls"),
+    StageSpec("tls_handshake", "TLS handshake (after STLS)", "handshake"),
+    StageSpec("capa_tls", "CAPA after TLS", "capa"),
+    StageSpec("auth", "authentication", "login"),
+    StageSpec("stat", "STAT", "stat"),
+    StageSpec("quit", "QUIT", "logout"),
+)
+assert tuple(s.name for s in STAGES) == get_args(Stage), "STAGES must list every Stage in order"
+
+#: Every latency phase a targets file may set thresholds for: the stages, then ``total``.
+LATENCY_PHASES: Final[tuple[Phase, ...]] = (*get_args(Stage), "total")
+PHASE_LABELS: Final[Mapping[str, str]] = {
+    **{s.name: s.label for s in STAGES},
+    "total": "total",
+}
+_INDEX: Final[Mapping[str, int]] = {s.name: i for i, s in enumerate(STAGES)}
+
+
+def stage_index(stage: str) -> int:
+    """Position of ``stage`` in session order (unknown names sort last)."""
+    return _INDEX.get(stage, len(_INDEX))

@@ -1,0 +1,146 @@
+"""Collects every check's verdict on the controller, once per test report.
+
+Verdicts arrive in test reports' ``user_properties`` (from this process or from xdist
+workers); :meth:`Recorder.record` turns each report into at most one :class:`CheckRecord`,
+and every writer (terminal, HTML rows, JUnit, the run model) reads the records from here.
+The property names are defined here too, next to their only parser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+import pytest
+
+from ..checks import CheckResult
+from ..verdict import Verdict
+
+__all__ = ["CheckRecord", "Recorder", "has_verdict", "verdict_properties"]
+
+_P: Final = "pop3mon_"
+
+
+@dataclass
+class CheckRecord:
+    """One tier check of one connection type, as it ended."""
+
+    nodeid: str
+    ct: str
+    server: str
+    tier: str
+    check: str
+    verdict: Verdict  # ERROR when the test broke without a verdict
+    reason: str
+    outcome: str  # pytest outcome: passed failed skipped
+    figure: float | None = None
+    unit: str = ""
+    duration: float = 0.0
+    #: The check whose failure made this one a SKIP (empty when not blocked).
+    blocked_by: str = ""
+
+
+def verdict_properties(ct: str, server: str, res: CheckResult) -> list[tuple[str, object]]:
+    """The ``user_properties`` a tier test carries its verdict in (plain str/float, so they
+    survive xdist's report serialisation)."""
+    props: list[tuple[str, object]] = [
+        (_P + "ct", ct),
+        (_P + "server", server),
+        (_P + "tier", res.tier),
+        (_P + "check", res.check),
+        (_P + "verdict", str(res.verdict)),
+        (_P + "reason", res.reason),
+    ]
+    if res.blocked_by:
+        props.append((_P + "blocked_by", res.blocked_by))
+    if res.figure is not None:
+        props += [(_P + "figure", float(res.figure)), (_P + "unit", res.unit)]
+    return props
+
+
+def has_verdict(report: pytest.TestReport) -> bool:
+    """Whether ``report`` carries a check verdict (a tier test's report)."""
+    return any(key == _P + "ct" for key, _ in report.user_properties)
+
+
+def _parse(report: pytest.TestReport, props: Mapping[str, object]) -> CheckRecord:
+    figure = props.get(_P + "figure")
+    return CheckRecord(
+        nodeid=report.nodeid,
+        ct=str(props[_P + "ct"]),
+        server=str(props.get(_P + "server", "")),
+        tier=str(props.get(_P + "tier", "")),
+        check=str(props.get(_P + "check", "")),
+        verdict=Verdict.parse(props.get(_P + "verdict")),
+        reason=str(props.get(_P + "reason", "")),
+        outcome=report.outcome,
+        figure=float(figure) if isinstance(figure, int | float) else None,
+        unit=str(props.get(_P + "unit", "")),
+        duration=report.duration,
+        blocked_by=str(props.get(_P + "blocked_by", "")),
+    )
+
+
+class Recorder:
+    """The controller's record of every check, fed one test report at a time.
+
+    ``server_of`` maps a connection type id to its server name, for tests that broke
+    before they recorded a verdict.
+    """
+
+    def __init__(self, server_of: Callable[[str], str]) -> None:
+        self.server_of = server_of
+        self.records: dict[str, CheckRecord] = {}
+
+    def record(self, report: pytest.TestReport) -> CheckRecord | None:
+        """Take one test report; the record it made or updated (``None`` if none)."""
+        props = {str(k): v for k, v in report.user_properties}
+        if _P + "ct" not in props:
+            known = self.records.get(report.nodeid)
+            if report.failed and known is not None:
+                # A teardown error after a verdict: keep the verdict, mark the outcome.
+                known.outcome = "failed"
+                return known
+            if report.failed and report.when in ("setup", "call"):
+                self.records[report.nodeid] = self._broken(report)
+                return self.records[report.nodeid]
+            return known
+        if report.when == "teardown" and report.nodeid in self.records:
+            return self.records[report.nodeid]
+        self.records[report.nodeid] = _parse(report, props)
+        return self.records[report.nodeid]
+
+    def _broken(self, report: pytest.TestReport) -> CheckRecord:
+        """A test that errored before reaching a verdict (a bug or a fixture error)."""
+        ct = ""
+        check = report.nodeid.rsplit("::", 1)[-1]
+        if "[" in check:
+            check, ct = check.split("[", 1)
+            ct = ct.rstrip("]")
+        tier = report.nodeid.split("/")[-1].split("::")[0].removeprefix("test_")
+        tier = tier.removesuffix(".py")
+        text = report.longreprtext.strip().splitlines()
+        return CheckRecord(
+            nodeid=report.nodeid,
+            ct=ct,
+            server=self.server_of(ct),
+            tier=tier,
+            check=check.removeprefix("test_"),
+            verdict=Verdict.ERROR,
+            reason=text[-1] if text else "test error",
+            outcome="failed",
+            duration=report.duration,
+        )
+
+    def by_connection(self) -> dict[str, list[CheckRecord]]:
+        """Records grouped by connection type id, each group in test order."""
+        out: dict[str, list[CheckRecord]] = {}
+        for rec in self.records.values():
+            out.setdefault(rec.ct, []).append(rec)
+        return dict(sorted(out.items()))
+
+
+def verdicts(records: Iterable[CheckRecord]) -> Iterable[Verdict]:
+    """The verdicts of ``records`` (for :func:`pop3mon.verdict.worst` and ``count``)."""
+    return (r.verdict for r in records)

@@ -1,0 +1,60 @@
+"""The terminal summary: a verdict matrix, each root cause once, then the WARNs."""
+
+from __future__ import annotations
+
+import pytest
+
+from ..engine.stages import TIERS
+from ..verdict import Verdict, count, worst
+from .recorder import CheckRecord, verdicts
+
+__all__ = ["write_summary"]
+
+_BAD = (Verdict.CRIT, Verdict.ERROR)
+
+
+def write_summary(tr: pytest.TerminalReporter, grouped: dict[str, list[CheckRecord]]) -> None:
+    """Write the pop3mon summary for records grouped by connection type."""
+    if not grouped:
+        return
+    tr.section("pop3mon summary")
+    width = max(len("connection type"), *(len(c) for c in grouped)) + 2
+    tr.write_line("connection type".ljust(width) + "".join(t.ljust(14) for t in TIERS))
+    for ct, recs in grouped.items():
+        cells = []
+        for tier in TIERS:
+            mine = [r for r in recs if r.tier == tier]
+            cells.append(worst(verdicts(mine)).ljust(14) if mine else "-".ljust(14))
+        bad = worst(verdicts(recs))
+        markup = (
+            {"red": True}
+            if bad in _BAD
+            else ({"yellow": True} if bad == Verdict.WARN else {"green": True})
+        )
+        tr.write_line(ct.ljust(width) + "".join(cells), **markup)
+    _root_causes(tr, grouped)
+    warns = [r for recs in grouped.values() for r in recs if r.verdict == Verdict.WARN]
+    if warns:
+        tr.write_line("")
+        tr.write_line(f"WARN ({len(warns)}):", yellow=True, bold=True)
+        for rec in warns:
+            tr.write_line(f"  {rec.ct} {rec.tier}/{rec.check}: {rec.reason}", yellow=True)
+    counts = count(r.verdict for recs in grouped.values() for r in recs)
+    tr.write_line("verdicts: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n), bold=True)
+
+
+def _root_causes(tr: pytest.TerminalReporter, grouped: dict[str, list[CheckRecord]]) -> None:
+    """One block per failing connection type: what failed, and how many checks that
+    failure made impossible, so 12 dependency skips read as one root cause."""
+    failing = {ct: recs for ct, recs in grouped.items() if any(r.verdict in _BAD for r in recs)}
+    if not failing:
+        return
+    tr.write_line("")
+    tr.write_line(f"CRIT ({len(failing)} connection types):", red=True, bold=True)
+    for ct, recs in failing.items():
+        for rec in recs:
+            if rec.verdict in _BAD:
+                tr.write_line(f"  {ct} {rec.tier}/{rec.check}: {rec.reason}", red=True)
+        blocked = sum(1 for r in recs if r.blocked_by)
+        if blocked:
+            tr.write_line(f"    ({blocked} dependent checks skipped because of it)")
