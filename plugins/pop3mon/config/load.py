@@ -56,8 +56,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from .engine.result import MECHANISMS, MODES, STAGES, TLS_VERSIONS, ProbeSpec
-from .secrets import Secret
+from ..engine.result import MECHANISMS, MODES, STAGES, TLS_VERSIONS, ProbeSpec
+from ..secrets import Secret
 
 __all__ = [
     "ENV_VAR",
