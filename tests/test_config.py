@@ -606,18 +606,18 @@ def test_root_targets_yaml_loads() -> None:
 def test_root_targets_yaml_mentions_every_option() -> None:
     # Every key the schema accepts appears at least once in the documented example.
     from pop3mon import config
-    from pop3mon.config import load
+    from pop3mon.config import schema
 
     text = (ROOT / "targets.yaml").read_text()
     models = (
-        load._File,
-        load._Settings,
-        load._Server,
-        load._Connection,
-        load._Account,
-        load._Cert,
-        load._Mailbox,
-        load._SecondsPair,
+        schema._File,
+        schema._Settings,
+        schema._Server,
+        schema._Connection,
+        schema._Account,
+        schema._Cert,
+        schema._Mailbox,
+        schema._SecondsPair,
     )
     for model in models:
         for key in model.model_fields:
