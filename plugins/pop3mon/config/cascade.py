@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from ..engine.defaults import DEFAULTS
 from .model import LATENCY_PHASES, TOKEN_MECHANISMS, ConnectionType, LatencyThresholds
 from .schema import _Account, _Connection, _File, _resolve_path, _Settings
 from .wording import Loc, _fmt_loc, _num, _show
@@ -29,20 +30,22 @@ class _Origin:
 _BUILTIN_ORIGIN: Final = _Origin(None, 0)
 _CLEAR: Final = object()
 
+# The bottom layer of the cascade. The values live in the engine's table so a ProbeSpec
+# built in code gets the same ones; None here means "not set" (system CA store, no login).
 _BUILTIN: Final[Mapping[str, object]] = {
-    "auth": "auto",
-    "timeout": 10.0,
-    "ping": False,
-    "ping_timeout": 1.0,
+    "auth": DEFAULTS.mechanism,
+    "timeout": DEFAULTS.timeout,
+    "ping": DEFAULTS.ping,
+    "ping_timeout": DEFAULTS.ping_timeout,
     "ca_file": None,
-    "min_tls_version": "TLSv1.2",
-    "verify_tls": True,
-    "allow_cleartext": False,
-    "collect_uidl": False,
-    "cert.warn_days": 21,
-    "cert.crit_days": 7,
-    "latency.total.warn": 2.0,
-    "latency.total.crit": 5.0,
+    "min_tls_version": DEFAULTS.min_tls_version,
+    "verify_tls": DEFAULTS.verify_tls,
+    "allow_cleartext": DEFAULTS.allow_cleartext,
+    "collect_uidl": DEFAULTS.collect_uidl,
+    "cert.warn_days": DEFAULTS.cert_warn_days,
+    "cert.crit_days": DEFAULTS.cert_crit_days,
+    "latency.total.warn": DEFAULTS.latency_total[0],
+    "latency.total.crit": DEFAULTS.latency_total[1],
     "account": None,
 }
 
@@ -259,7 +262,9 @@ def _build(
             eff.apply(conn, cloc)
             before = len(problems.items)
 
-            port = conn.port if conn.port is not None else (995 if conn.security == "tls" else 110)
+            port = conn.port
+            if port is None:
+                port = DEFAULTS.pop3s_port if conn.security == "tls" else DEFAULTS.pop3_port
             if conn.id is not None:
                 cid, id_loc = conn.id, (*cloc, "id")
                 how, fix = "", "ids must be unique"

@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from ..engine.defaults import DEFAULTS
 from ..engine.result import MECHANISMS, MODES, TLS_VERSIONS
 from .model import LATENCY_PHASES
 from .wording import _num, _show, _suggest
@@ -302,8 +303,9 @@ class _SizePair(_Model):
 
 
 class _Cert(_Model):
-    warn_days: _Days = 0
-    crit_days: _Days = 0
+    # Like _Settings' defaults, never read: only keys in model_fields_set count.
+    warn_days: _Days = DEFAULTS.cert_warn_days
+    crit_days: _Days = DEFAULTS.cert_crit_days
 
     @model_validator(mode="after")
     def _order(self) -> _Cert:
@@ -384,17 +386,22 @@ _REF_KEYS: Final = ("password_env", "password_file", "token_env", "token_file")
 
 
 class _Settings(_Model):
-    """Everything that cascades connection > server > defaults > built-in."""
+    """Everything that cascades connection > server > defaults > built-in.
 
-    auth: Annotated[str, BeforeValidator(_v_auth)] = "auto"
-    timeout: _Seconds = 0.0
-    ping: bool = False
-    ping_timeout: Annotated[float, Field(gt=0, le=60, allow_inf_nan=False)] = 1.0
+    The field defaults are never read: the cascade takes only the keys a level gives
+    (``model_fields_set``) and the built-in layer reads ``DEFAULTS`` itself. They name
+    the same values anyway, so the model does not mislead whoever reads it.
+    """
+
+    auth: Annotated[str, BeforeValidator(_v_auth)] = DEFAULTS.mechanism
+    timeout: _Seconds = DEFAULTS.timeout
+    ping: bool = DEFAULTS.ping
+    ping_timeout: Annotated[float, Field(gt=0, le=60, allow_inf_nan=False)] = DEFAULTS.ping_timeout
     ca_file: str | None = None
-    min_tls_version: Annotated[str, BeforeValidator(_v_tls_version)] = "TLSv1.2"
-    verify_tls: bool = True
-    allow_cleartext: bool = False
-    collect_uidl: bool = False
+    min_tls_version: Annotated[str, BeforeValidator(_v_tls_version)] = DEFAULTS.min_tls_version
+    verify_tls: bool = DEFAULTS.verify_tls
+    allow_cleartext: bool = DEFAULTS.allow_cleartext
+    collect_uidl: bool = DEFAULTS.collect_uidl
     cert: _Cert = _Cert()
     latency: _Latency | None = None
     mailbox: _Mailbox | None = None
