@@ -606,17 +606,18 @@ def test_root_targets_yaml_loads() -> None:
 def test_root_targets_yaml_mentions_every_option() -> None:
     # Every key the schema accepts appears at least once in the documented example.
     from pop3mon import config
+    from pop3mon.config import schema
 
     text = (ROOT / "targets.yaml").read_text()
     models = (
-        config._File,
-        config._Settings,
-        config._Server,
-        config._Connection,
-        config._Account,
-        config._Cert,
-        config._Mailbox,
-        config._SecondsPair,
+        schema._File,
+        schema._Settings,
+        schema._Server,
+        schema._Connection,
+        schema._Account,
+        schema._Cert,
+        schema._Mailbox,
+        schema._SecondsPair,
     )
     for model in models:
         for key in model.model_fields:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..secrets import Secret
+from .defaults import DEFAULTS
 
 __all__ = [
     "MECHANISMS",
@@ -75,25 +76,28 @@ class ProbeSpec:
     certificate checks. ``secret`` is ``None`` when no login is wanted or when the secret
     could not be loaded; then ``secret_problem`` says why and auth is reported as failed
     without any byte of a credential being sent.
+
+    Defaults come from :data:`~pop3mon.engine.defaults.DEFAULTS`, as config's do; the
+    empty strings mean "none" (no login name, system CA store, resolve ``host``).
     """
 
     id: str
     host: str
     port: int
-    mode: str = "tls"
-    mechanism: str = "auto"
+    mode: str = DEFAULTS.mode
+    mechanism: str = DEFAULTS.mechanism
     username: str = ""
     secret: Secret | None = field(default=None, repr=False, compare=False)
     secret_problem: str = ""
-    allow_cleartext: bool = False
+    allow_cleartext: bool = DEFAULTS.allow_cleartext
     ca_file: str = ""
-    min_tls_version: str = "TLSv1.2"
-    verify_tls: bool = True
-    timeout: float = 10.0
-    ping: bool = False
-    ping_timeout: float = 1.0
+    min_tls_version: str = DEFAULTS.min_tls_version
+    verify_tls: bool = DEFAULTS.verify_tls
+    timeout: float = DEFAULTS.timeout
+    ping: bool = DEFAULTS.ping
+    ping_timeout: float = DEFAULTS.ping_timeout
     address: str = ""
-    collect_uidl: bool = False
+    collect_uidl: bool = DEFAULTS.collect_uidl
 
 
 @dataclass(frozen=True)

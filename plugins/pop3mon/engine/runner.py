@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
+from .defaults import DEFAULTS
 from .result import ProbeResult, ProbeSpec
 from .session import probe
 
 __all__ = ["DEFAULT_CONCURRENCY", "run_probes"]
 
-DEFAULT_CONCURRENCY = 32
+# The name predates the defaults table; plugin.py imports it for its option help.
+DEFAULT_CONCURRENCY = DEFAULTS.concurrency
 
 
 def run_probes(

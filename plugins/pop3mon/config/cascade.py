@@ -1,0 +1,359 @@
+"""The settings cascade: connection > server > ``defaults:`` > built-in.
+
+Once the shape is valid, each connection's effective settings are merged key by key
+(:class:`_Effective`), remembering where every value came from, so checks that need the
+merged view (a warn/crit pair whose halves come from different levels, auth vs. account,
+duplicate ids) can point at the right line. :func:`_build` turns each connection into a
+:class:`ConnectionType`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from ..engine.defaults import DEFAULTS
+from .model import LATENCY_PHASES, TOKEN_MECHANISMS, ConnectionType, LatencyThresholds
+from .schema import _Account, _Connection, _File, _resolve_path, _Settings
+from .wording import Loc, _fmt_loc, _num, _show
+from .yaml_lines import _Problems, _YamlTree
+
+
+@dataclass(frozen=True)
+class _Origin:
+    loc: Loc | None  # None = built-in default
+    line: int
+
+
+_BUILTIN_ORIGIN: Final = _Origin(None, 0)
+_CLEAR: Final = object()
+
+# The bottom layer of the cascade. The values live in the engine's table so a ProbeSpec
+# built in code gets the same ones; None here means "not set" (system CA store, no login).
+_BUILTIN: Final[Mapping[str, object]] = {
+    "auth": DEFAULTS.mechanism,
+    "timeout": DEFAULTS.timeout,
+    "ping": DEFAULTS.ping,
+    "ping_timeout": DEFAULTS.ping_timeout,
+    "ca_file": None,
+    "min_tls_version": DEFAULTS.min_tls_version,
+    "verify_tls": DEFAULTS.verify_tls,
+    "allow_cleartext": DEFAULTS.allow_cleartext,
+    "collect_uidl": DEFAULTS.collect_uidl,
+    "cert.warn_days": DEFAULTS.cert_warn_days,
+    "cert.crit_days": DEFAULTS.cert_crit_days,
+    "latency.total.warn": DEFAULTS.latency_total[0],
+    "latency.total.crit": DEFAULTS.latency_total[1],
+    "account": None,
+}
+
+_SCALARS: Final = (
+    "auth",
+    "timeout",
+    "ping",
+    "ping_timeout",
+    "ca_file",
+    "min_tls_version",
+    "verify_tls",
+    "allow_cleartext",
+    "collect_uidl",
+    "account",
+)
+
+
+def _layer(settings: _Settings, loc: Loc) -> Iterator[tuple[str, object, Loc]]:
+    """The keys one level sets explicitly, flattened to dotted names."""
+    given = settings.model_fields_set
+    for name in _SCALARS:
+        if name in given:
+            yield name, getattr(settings, name), (*loc, name)
+    if "cert" in given:
+        for half in sorted(settings.cert.model_fields_set):
+            yield f"cert.{half}", getattr(settings.cert, half), (*loc, "cert", half)
+    if "latency" in given:
+        if settings.latency is None:
+            yield "latency", _CLEAR, (*loc, "latency")
+        else:
+            for phase in sorted(settings.latency.model_fields_set):
+                pair = getattr(settings.latency, phase)
+                ploc = (*loc, "latency", phase)
+                if pair is None:
+                    yield f"latency.{phase}", _CLEAR, ploc
+                else:
+                    for half in sorted(pair.model_fields_set):
+                        yield f"latency.{phase}.{half}", getattr(pair, half), (*ploc, half)
+    if "mailbox" in given:
+        mailbox = settings.mailbox
+        if mailbox is None:
+            yield "mailbox", _CLEAR, (*loc, "mailbox")
+        else:
+            for part in sorted(mailbox.model_fields_set):
+                value = getattr(mailbox, part)
+                ploc = (*loc, "mailbox", part)
+                if part in ("stat_min", "stat_max"):
+                    yield f"mailbox.{part}", value, ploc
+                elif value is None:
+                    yield f"mailbox.{part}", _CLEAR, ploc
+                else:
+                    for half in sorted(value.model_fields_set):
+                        yield f"mailbox.{part}.{half}", getattr(value, half), (*ploc, half)
+
+
+class _Effective:
+    """The merged settings of one connection, each value with where it came from."""
+
+    def __init__(self, tree: _YamlTree) -> None:
+        self.tree = tree
+        self.values: dict[str, tuple[object, _Origin]] = {
+            k: (v, _BUILTIN_ORIGIN) for k, v in _BUILTIN.items()
+        }
+        self.tags: list[str] = []
+
+    def apply(self, settings: _Settings | None, loc: Loc) -> None:
+        if settings is None:
+            return
+        for key, value, vloc in _layer(settings, loc):
+            if value is _CLEAR:
+                for old in [k for k in self.values if k == key or k.startswith(key + ".")]:
+                    del self.values[old]
+            else:
+                self.values[key] = (value, _Origin(vloc, self.tree.line(vloc)))
+        # Tags accumulate (defaults' "production" plus the server's "eu"), they do not
+        # replace: a tag is a label for selection, not a setting.
+        for tag in settings.tags:
+            if tag not in self.tags:
+                self.tags.append(tag)
+
+    def get(self, key: str) -> Any:
+        return self.values[key][0]
+
+    def optional(self, key: str) -> Any:
+        return self.values[key][0] if key in self.values else None
+
+    def origin(self, key: str) -> _Origin:
+        return self.values[key][1]
+
+    def pair(
+        self,
+        prefix: str,
+        problems: _Problems,
+        low: str = "warn",
+        high: str = "crit",
+        *,
+        reverse: bool = False,
+    ) -> tuple[Any, Any] | None:
+        """Join ``prefix.low``/``prefix.high`` that may come from different levels."""
+        a, b = f"{prefix}.{low}", f"{prefix}.{high}"
+        if a not in self.values and b not in self.values:
+            return None
+        if a not in self.values or b not in self.values:
+            have, missing = (a, high) if a in self.values else (b, low)
+            origin = self.origin(have)
+            assert origin.loc is not None
+            problems.add(
+                origin.line,
+                origin.loc[:-1],
+                f"{missing} is not set here or inherited — a threshold needs both warn and crit",
+            )
+            return None
+        oa, ob = self.origin(a), self.origin(b)
+        va, vb = self.get(a), self.get(b)
+        bad = va <= vb if reverse else va >= vb
+        # Same mapping: the schema check already reported it.
+        same = oa.loc is not None and ob.loc is not None and oa.loc[:-1] == ob.loc[:-1]
+        if bad and not same:
+            here, there = (oa, ob) if _depth(oa) >= _depth(ob) else (ob, oa)
+            assert here.loc is not None
+            relation = "greater than" if reverse else "less than"
+            problems.add(
+                here.line,
+                here.loc,
+                f"{low} ({_num(va)}) must be {relation} {high} ({_num(vb)}) "
+                f"inherited from {_where(there)}",
+            )
+            return None
+        return va, vb
+
+
+def _depth(origin: _Origin) -> int:
+    return -1 if origin.loc is None else len(origin.loc)
+
+
+def _where(origin: _Origin) -> str:
+    if origin.loc is None:
+        return "the built-in default"
+    return f"{_fmt_loc(origin.loc)} (line {origin.line})"
+
+
+def _check_auth(eff: _Effective, conn_loc: Loc, conn: _Connection, problems: _Problems) -> None:
+    auth: str = eff.get("auth")
+    if auth == "none":
+        return
+    account: _Account | None = eff.get("account")
+    here = (*conn_loc, "auth") if "auth" in conn.model_fields_set else conn_loc
+    line = eff.tree.line(here)
+    default = " (the default)" if eff.origin("auth").loc is None else ""
+    if account is None:
+        ref = "token_env" if auth in TOKEN_MECHANISMS else "password_env"
+        problems.add(
+            line,
+            here,
+            f"auth '{auth}'{default} needs an account — add account: {{username: NAME, "
+            f"{ref}: VAR_NAME}} here, on the server or in defaults, or set auth: none",
+        )
+        return
+    reference = account.reference
+    acc = eff.origin("account")
+    assert acc.loc is not None
+    if reference is None:
+        if auth in TOKEN_MECHANISMS:
+            fix = "token_env: VAR_NAME or token_file: PATH"
+        else:
+            fix = "password_env: VAR_NAME or password_file: PATH"
+        problems.add(acc.line, acc.loc, f"no secret reference for auth '{auth}' — add {fix}")
+        return
+    kind, how, _name = reference
+    if auth in TOKEN_MECHANISMS and kind != "token":
+        problems.add(
+            line,
+            here,
+            f"auth '{auth}' needs an OAuth token, but the account (line {acc.line}) gives "
+            f"password_{how} — use token_env or token_file",
+        )
+    elif auth not in TOKEN_MECHANISMS and kind == "token":
+        fix = (
+            "set auth: xoauth2 or auth: oauthbearer"
+            if auth == "auto"
+            else "use password_env or password_file, or auth: xoauth2 / oauthbearer"
+        )
+        problems.add(
+            line,
+            here,
+            f"auth '{auth}'{default} sends a password, but the account (line {acc.line}) "
+            f"gives token_{how} — {fix}",
+        )
+
+
+def _build(
+    model: _File, tree: _YamlTree, base_dir: Path, problems: _Problems
+) -> list[ConnectionType]:
+    out: list[ConnectionType] = []
+    id_lines: dict[str, int] = {}
+    server_lines: dict[str, int] = {}
+    for si, server in enumerate(model.servers):
+        sloc: Loc = ("servers", si)
+        name_line = tree.line((*sloc, "name"))
+        if server.name in server_lines:
+            problems.add(
+                name_line,
+                (*sloc, "name"),
+                f"duplicate server name {_show(server.name)} (first at line "
+                f"{server_lines[server.name]}) — server names must be unique",
+            )
+        else:
+            server_lines[server.name] = name_line
+        for ci, conn in enumerate(server.connections):
+            cloc: Loc = (*sloc, "connections", ci)
+            eff = _Effective(tree)
+            eff.apply(model.defaults, ("defaults",))
+            eff.apply(server, sloc)
+            eff.apply(conn, cloc)
+            before = len(problems.items)
+
+            port = conn.port
+            if port is None:
+                port = DEFAULTS.pop3s_port if conn.security == "tls" else DEFAULTS.pop3_port
+            if conn.id is not None:
+                cid, id_loc = conn.id, (*cloc, "id")
+                how, fix = "", "ids must be unique"
+            else:
+                cid, id_loc = f"{server.name}:{port}-{conn.security}", cloc
+                how = "built from server name, port and security; "
+                fix = "add id: to tell them apart"
+            id_line = tree.line(id_loc)
+            if cid in id_lines:
+                problems.add(
+                    id_line,
+                    id_loc,
+                    f"duplicate connection id {_show(cid)} ({how}first at line "
+                    f"{id_lines[cid]}) — {fix}",
+                )
+            else:
+                id_lines[cid] = id_line
+
+            _check_auth(eff, cloc, conn, problems)
+            cert = _cert_pair(eff, problems)
+            latency: dict[str, tuple[float, float]] = {}
+            for phase in LATENCY_PHASES:
+                pair = eff.pair(f"latency.{phase}", problems)
+                if pair is not None:
+                    latency[phase] = (float(pair[0]), float(pair[1]))
+            count = eff.pair("mailbox.count", problems)
+            size = eff.pair("mailbox.size", problems)
+            stat_min: int | None = eff.optional("mailbox.stat_min")
+            stat_max: int | None = eff.optional("mailbox.stat_max")
+            if stat_min is not None and stat_max is not None and stat_min > stat_max:
+                omin, omax = eff.origin("mailbox.stat_min"), eff.origin("mailbox.stat_max")
+                assert omin.loc is not None and omax.loc is not None
+                if omin.loc[:-1] != omax.loc[:-1]:
+                    here, there = (omin, omax) if _depth(omin) >= _depth(omax) else (omax, omin)
+                    assert here.loc is not None
+                    problems.add(
+                        here.line,
+                        here.loc,
+                        f"stat_min ({stat_min}) must not be greater than stat_max ({stat_max}) "
+                        f"inherited from {_where(there)}",
+                    )
+            if len(problems.items) != before or cert is None:
+                continue
+
+            account: _Account | None = eff.get("account")
+            auth: str = eff.get("auth")
+            kind = source = ""
+            reference = account.reference if account is not None else None
+            if reference is not None and auth != "none":
+                kind, how_ref, ref = reference
+                if how_ref == "file":
+                    source = f"file:{_resolve_path(base_dir, ref)}"
+                else:
+                    source = f"env:{ref}"
+            ca_file: str | None = eff.get("ca_file")
+            out.append(
+                ConnectionType(
+                    id=cid,
+                    server=server.name,
+                    host=server.host,
+                    address=server.address,
+                    port=port,
+                    security=conn.security,
+                    auth=auth,
+                    username=account.username if account is not None else None,
+                    secret_kind=kind,
+                    secret_source=source,
+                    tags=tuple(eff.tags),
+                    timeout=float(eff.get("timeout")),
+                    ping=eff.get("ping"),
+                    ping_timeout=float(eff.get("ping_timeout")),
+                    ca_file=str(_resolve_path(base_dir, ca_file)) if ca_file else None,
+                    min_tls_version=eff.get("min_tls_version"),
+                    verify_tls=eff.get("verify_tls"),
+                    allow_cleartext=eff.get("allow_cleartext"),
+                    collect_uidl=eff.get("collect_uidl"),
+                    cert_warn_days=cert[0],
+                    cert_crit_days=cert[1],
+                    latency=LatencyThresholds(latency),
+                    mailbox_count=(int(count[0]), int(count[1])) if count else None,
+                    mailbox_size=(int(size[0]), int(size[1])) if size else None,
+                    stat_min=stat_min,
+                    stat_max=stat_max,
+                    line=tree.line(cloc),
+                )
+            )
+    return out
+
+
+def _cert_pair(eff: _Effective, problems: _Problems) -> tuple[int, int] | None:
+    pair = eff.pair("cert", problems, "warn_days", "crit_days", reverse=True)
+    return (int(pair[0]), int(pair[1])) if pair is not None else None

@@ -1,0 +1,243 @@
+"""The public result types of loading a targets file, and the error type.
+
+:class:`Targets` holds frozen :class:`ConnectionType` objects; each can build the engine's
+:class:`ProbeSpec` and only then reads its secret reference (environment variable or
+file), so a missing secret fails that connection type's auth tier, not the load.
+:class:`ConfigError` carries one finished line per problem. The mechanism sets and
+:data:`LATENCY_PHASES` are the vocabulary the schema and the cascade share.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from ..engine.result import STAGES, ProbeSpec
+from ..secrets import Secret
+
+# Mechanisms that send a password (or a digest of one) and those that send an OAuth token.
+# "auto" picks among the password mechanisms, so it needs a password reference.
+PASSWORD_MECHANISMS: Final = frozenset(
+    {"auto", "user", "apop", "plain", "login", "cram-md5", "scram-sha-1", "scram-sha-256"}
+)
+TOKEN_MECHANISMS: Final = frozenset({"xoauth2", "oauthbearer"})
+
+LATENCY_PHASES: Final[tuple[str, ...]] = (*STAGES, "total")
+
+# A secret file larger than this is almost certainly the wrong file (a key bundle, a log).
+_MAX_SECRET_FILE: Final = 64 * 1024
+
+
+# ---------------------------------------------------------------------------------------
+# Public error type
+# ---------------------------------------------------------------------------------------
+
+
+class ConfigError(Exception):
+    """The targets file cannot be used. ``problems`` holds one finished line per problem."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems: list[str] = list(problems)
+        super().__init__("\n".join(self.problems))
+
+    def __str__(self) -> str:
+        return "\n".join(self.problems)
+
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[list[str]]]:
+        # The default reduce would call __init__ with the joined string.
+        return (type(self), (self.problems,))
+
+
+# ---------------------------------------------------------------------------------------
+# Public result types
+# ---------------------------------------------------------------------------------------
+
+
+class LatencyThresholds(Mapping[str, tuple[float, float]]):
+    """Read-only, hashable, picklable ``phase -> (warn, crit)`` mapping in stage order."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, tuple[float, float]] | None = None) -> None:
+        data = dict(items or {})
+        order = {name: i for i, name in enumerate(LATENCY_PHASES)}
+        self._items: tuple[tuple[str, tuple[float, float]], ...] = tuple(
+            sorted(data.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))
+        )
+
+    def __getitem__(self, key: str) -> tuple[float, float]:
+        for name, pair in self._items:
+            if name == key:
+                return pair
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(self._items)
+
+    def __repr__(self) -> str:
+        return f"LatencyThresholds({dict(self._items)!r})"
+
+    def __reduce__(self) -> tuple[type[LatencyThresholds], tuple[dict[str, tuple[float, float]]]]:
+        return (type(self), (dict(self._items),))
+
+
+@dataclass(frozen=True)
+class ConnectionType:
+    """One thing to probe: a server, a port, a security mode and an auth mechanism.
+
+    Holds only configuration and the *reference* to a secret (``secret_source``), never a
+    secret value. ``line`` is where the connection is defined in the targets file.
+    Thresholds: ``latency`` maps a phase name (engine STAGES plus ``total``) to
+    ``(warn, crit)`` seconds; ``mailbox_count``/``mailbox_size`` are ``(warn, crit)`` or
+    ``None``; ``stat_min``/``stat_max`` bound the STAT message count (outside is CRIT).
+    """
+
+    id: str
+    server: str
+    host: str
+    address: str | None
+    port: int
+    security: str
+    auth: str
+    username: str | None
+    secret_kind: str  # "password", "token" or "" (no reference)
+    secret_source: str  # "env:NAME", "file:/abs/path" or ""
+    tags: tuple[str, ...]
+    timeout: float
+    ping: bool
+    ping_timeout: float
+    ca_file: str | None
+    min_tls_version: str
+    verify_tls: bool
+    allow_cleartext: bool
+    collect_uidl: bool
+    cert_warn_days: int
+    cert_crit_days: int
+    latency: LatencyThresholds
+    mailbox_count: tuple[int, int] | None
+    mailbox_size: tuple[int, int] | None
+    stat_min: int | None
+    stat_max: int | None
+    line: int
+
+    def resolve_secret(self, environ: Mapping[str, str] | None = None) -> tuple[Secret | None, str]:
+        """Load the referenced secret now: ``(Secret, "")`` or ``(None, problem)``.
+
+        Returns ``(None, "")`` when no secret is wanted (``auth: none``). The problem text
+        names the variable or file, never any content.
+        """
+        if self.auth == "none" or not self.secret_source:
+            return None, ""
+        kind, _, ref = self.secret_source.partition(":")
+        what = self.secret_kind or "password"
+        if kind == "env":
+            env = os.environ if environ is None else environ
+            value = env.get(ref)
+            if value is None:
+                return None, f"environment variable {ref} is not set"
+            if value == "":
+                return None, f"environment variable {ref} is empty"
+            return Secret(value, source=self.secret_source), ""
+        return _read_secret_file(Path(ref), what, self.secret_source)
+
+    def to_probe_spec(self, environ: Mapping[str, str] | None = None) -> ProbeSpec:
+        """Build the engine's :class:`ProbeSpec`, resolving the secret reference now.
+
+        A missing variable or unreadable file does not raise: the spec gets
+        ``secret=None`` and ``secret_problem`` says why, so only the auth tier fails.
+        """
+        secret, problem = self.resolve_secret(environ)
+        return ProbeSpec(
+            id=self.id,
+            host=self.host,
+            port=self.port,
+            mode=self.security,
+            mechanism=self.auth,
+            username=self.username or "",
+            secret=secret,
+            secret_problem=problem,
+            allow_cleartext=self.allow_cleartext,
+            ca_file=self.ca_file or "",
+            min_tls_version=self.min_tls_version,
+            verify_tls=self.verify_tls,
+            timeout=self.timeout,
+            ping=self.ping,
+            ping_timeout=self.ping_timeout,
+            address=self.address or "",
+            collect_uidl=self.collect_uidl,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready plain data (for reports); contains no secret value."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["latency"] = {phase: list(pair) for phase, pair in self.latency.items()}
+        data["tags"] = list(self.tags)
+        for key in ("mailbox_count", "mailbox_size"):
+            if data[key] is not None:
+                data[key] = list(data[key])
+        return data
+
+
+@dataclass(frozen=True)
+class Targets:
+    """A loaded targets file: absolute ``path``, ``sha256`` of its bytes and the
+    connection types sorted by id."""
+
+    path: Path
+    sha256: str
+    connections: tuple[ConnectionType, ...]
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """The connection ids in order."""
+        return tuple(c.id for c in self.connections)
+
+    def by_id(self, connection_id: str) -> ConnectionType:
+        """The connection type with this id; ``KeyError`` if there is none."""
+        for conn in self.connections:
+            if conn.id == connection_id:
+                return conn
+        raise KeyError(connection_id)
+
+
+# ---------------------------------------------------------------------------------------
+# Secret files (read when a probe spec is built, never at load time)
+# ---------------------------------------------------------------------------------------
+
+
+def _read_secret_file(path: Path, what: str, source: str) -> tuple[Secret | None, str]:
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(_MAX_SECRET_FILE + 1)
+    except FileNotFoundError:
+        return None, f"{what} file {path} does not exist"
+    except IsADirectoryError:
+        return None, f"{what} file {path} is a directory"
+    except PermissionError:
+        return None, f"{what} file {path} is not readable (permission denied)"
+    except OSError as exc:
+        return None, f"cannot read {what} file {path}: {exc.strerror or type(exc).__name__}"
+    if len(raw) > _MAX_SECRET_FILE:
+        return None, f"{what} file {path} is larger than {_MAX_SECRET_FILE} bytes"
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, f"{what} file {path} is not UTF-8 text"
+    # Files written by editors and `echo` end in a newline that is not part of the secret.
+    if text.endswith("\r\n"):
+        text = text[:-2]
+    elif text.endswith("\n"):
+        text = text[:-1]
+    if not text:
+        return None, f"{what} file {path} is empty"
+    return Secret(text, source=source), ""

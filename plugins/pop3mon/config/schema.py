@@ -1,0 +1,459 @@
+"""The shape of ``targets.yaml``: pydantic models and the field validators.
+
+The models are strict (no ``"10"`` -> 10 coercion) and forbid unknown keys. Validators
+raise :func:`_bad` with a finished message and hint; :mod:`.messages` words pydantic's
+own errors. Settings that may be inherited are checked only as far as one mapping can be
+(a warn/crit pair given together); the merged view is checked in :mod:`.cascade`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Final
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from ..engine.defaults import DEFAULTS
+from ..engine.result import MECHANISMS, MODES, TLS_VERSIONS
+from .model import LATENCY_PHASES
+from .wording import _num, _show, _suggest
+
+_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
+_ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}\Z")
+# Tags become pytest marker names (`-m eu`), so they must be identifier-like.
+_TAG_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}\Z")
+_ENV_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# Tags are added to every item of their connection type as pytest markers. pytest's own
+# markers would change the outcome (a tag "xfail" turns every CRIT into XFAIL and exit
+# status 0, "skip"/"skipif" skips the connection type without probing it); the tier markers
+# would make `-m tls` select the whole connection type; and/or/not cannot be used in -m.
+_RESERVED_TAGS: Final = frozenset(
+    {
+        "skip",
+        "skipif",
+        "xfail",
+        "parametrize",
+        "usefixtures",
+        "filterwarnings",
+        "connectivity",
+        "tls",
+        "auth",
+        "mailbox",
+        "latency",
+        "and",
+        "or",
+        "not",
+    }
+)
+_LABEL_RE: Final = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)\Z")
+_SIZE_RE: Final = re.compile(r"(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\Z")
+_SIZE_UNITS: Final[Mapping[str, int]] = {
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KiB": 2**10,
+    "MiB": 2**20,
+    "GiB": 2**30,
+    "TiB": 2**40,
+}
+
+
+def _bad(message: str) -> PydanticCustomError:
+    # The message goes through context so braces in it are not read as a template.
+    return PydanticCustomError("pop3mon", "{message}", {"message": message})
+
+
+def _choice(value: object, choices: Sequence[str]) -> str:
+    if isinstance(value, str) and value in choices:
+        return value
+    word = value if isinstance(value, str) else _show(value)
+    raise _bad(f"{_show(value)} is not one of {', '.join(choices)}{_suggest(word, choices)}")
+
+
+# ---------------------------------------------------------------------------------------
+# Field validators
+# ---------------------------------------------------------------------------------------
+
+
+def _v_security(value: object) -> str:
+    return _choice(value, MODES)
+
+
+def _v_auth(value: object) -> str:
+    return _choice(value, MECHANISMS)
+
+
+def _v_tls_version(value: object) -> str:
+    if isinstance(value, str) and value in TLS_VERSIONS:
+        return value
+    # "1.2", 1.2, "TLS1.2", "tlsv1.2" all mean TLSv1.2; "1.0" means TLSv1.
+    text = _num(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+    hint = ""
+    if isinstance(text, str):
+        core = re.sub(r"^(tls)?\s*v?", "", text.strip().lower())
+        core = {"1.0": "1", "1": "1"}.get(core, core)
+        for name in TLS_VERSIONS:
+            if name.lower().removeprefix("tlsv") == core:
+                hint = f" — did you mean '{name}'?"
+                break
+    raise _bad(f"{_show(value)} is not one of {', '.join(TLS_VERSIONS)}{hint}")
+
+
+def _v_name(value: str) -> str:
+    if not _NAME_RE.match(value):
+        raise _bad(
+            f"{_show(value)} is not a valid server name — use letters, digits, '.', '_' and "
+            "'-' (it becomes part of every connection id)"
+        )
+    return value
+
+
+def _v_id(value: str) -> str:
+    if not _ID_RE.match(value):
+        raise _bad(
+            f"{_show(value)} is not a valid connection id — use letters, digits and "
+            "'.', '_', '-', ':', '@', '+', starting with a letter or digit"
+        )
+    return value
+
+
+def _v_tag(value: str) -> str:
+    if not _TAG_RE.match(value):
+        raise _bad(
+            f"{_show(value)} is not a valid tag — use letters, digits, '_' and '-', starting "
+            "with a letter (tags become pytest markers for -m)"
+        )
+    if value in _RESERVED_TAGS:
+        raise _bad(
+            f"{_show(value)} cannot be a tag — it is a pytest or pop3mon marker name "
+            "(skip, skipif, xfail, a tier like tls) or a -m keyword; choose another name"
+        )
+    return value
+
+
+def _v_host(value: str) -> str:
+    if "://" in value:
+        raise _bad(f"{_show(value)} is not a host name — write only the name, without a scheme")
+    if value.startswith("[") and value.endswith("]"):
+        raise _bad(f"{_show(value)} is not a host name — write IPv6 addresses without brackets")
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if re.fullmatch(r"[^:]+:\d+", value):
+        raise _bad(
+            f"{_show(value)} is not a host name — drop ':port'; set port: on each connection"
+        )
+    if not value.isascii():
+        raise _bad(
+            f"{_show(value)} is not an ASCII host name — use the IDNA form (xn--...) that "
+            "the certificate names"
+        )
+    name = value[:-1] if value.endswith(".") else value
+    if not name or len(name) > 253 or not all(_LABEL_RE.match(p) for p in name.split(".")):
+        raise _bad(f"{_show(value)} is not a valid host name")
+    return value
+
+
+def _v_address(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise _bad(
+            f"{_show(value)} is not an IP address — address pins the IP to connect to; put "
+            "names under host"
+        ) from None
+    return value
+
+
+def _v_port(value: int) -> int:
+    if not 1 <= value <= 65535:
+        raise _bad(f"{value} is out of range — a port is between 1 and 65535")
+    return value
+
+
+def _v_username(value: str) -> str:
+    # Never echo: the value sits under account: and might be a misplaced password.
+    if not value:
+        raise _bad("must not be empty")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise _bad("must not contain control characters or line breaks")
+    return value
+
+
+def _v_env_name(value: str) -> str:
+    if value.startswith("$"):
+        raise _bad("write the variable name without '$' or braces, e.g. POP3_PASSWORD")
+    if not _ENV_RE.match(value):
+        raise _bad(
+            "is not an environment variable name (letters, digits and '_', not starting "
+            "with a digit) — if this is the secret itself, move it into a variable"
+        )
+    return value
+
+
+def _v_nonempty_path(value: str) -> str:
+    if not value.strip():
+        raise _bad("must not be empty")
+    return value
+
+
+def _v_size(value: object) -> object:
+    """Sizes: whole bytes, or text with a unit ("5GB", "1.5 GiB")."""
+    if not isinstance(value, str):
+        return value
+    match = _SIZE_RE.match(value.strip())
+    if not match:
+        raise _bad(
+            f"{_show(value)} is not a size — write whole bytes or a number with B, KB, MB, "
+            "GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024), e.g. 5GB"
+        )
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+
+
+def _v_version(value: object) -> object:
+    if value == 1 and type(value) is int:
+        return value
+    raise _bad(f"unsupported version {_show(value)} — this pop3mon reads version: 1")
+
+
+def _base_dir(info: ValidationInfo) -> Path:
+    ctx = info.context or {}
+    base = ctx.get("base_dir", ".")
+    return Path(base)
+
+
+def _resolve_path(base: Path, value: str) -> Path:
+    # Relative paths start at the targets file's directory, so the suite works whatever
+    # directory pytest is started from.
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+# ---------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------
+
+_Seconds = Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)]
+_Days = Annotated[int, Field(ge=0, le=3650)]
+_Count = Annotated[int, Field(ge=0)]
+_Size = Annotated[int, BeforeValidator(_v_size), Field(ge=0)]
+_Tag = Annotated[str, AfterValidator(_v_tag)]
+_EnvName = Annotated[str, AfterValidator(_v_env_name)]
+_FileName = Annotated[str, AfterValidator(_v_nonempty_path)]
+
+
+class _Model(BaseModel):
+    # strict: no "10" -> 10 or 1 -> True coercion; forbid: every unknown key is an error.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, hide_input_in_errors=True)
+
+
+class _SecondsPair(_Model):
+    """Latency threshold in seconds; either half may be inherited."""
+
+    warn: _Seconds = 0.0  # placeholder: only keys in model_fields_set count
+    crit: _Seconds = 0.0
+
+    @model_validator(mode="after")
+    def _order(self) -> _SecondsPair:
+        if {"warn", "crit"} <= self.model_fields_set and self.warn >= self.crit:
+            raise _bad(
+                f"warn ({_num(self.warn)}) must be less than crit ({_num(self.crit)}) — "
+                "warn is the smaller, earlier alarm"
+            )
+        return self
+
+
+class _CountPair(_Model):
+    warn: _Count = 0
+    crit: _Count = 0
+
+    @model_validator(mode="after")
+    def _order(self) -> _CountPair:
+        if {"warn", "crit"} <= self.model_fields_set and self.warn >= self.crit:
+            raise _bad(f"warn ({self.warn}) must be less than crit ({self.crit})")
+        return self
+
+
+class _SizePair(_Model):
+    warn: _Size = 0
+    crit: _Size = 0
+
+    @model_validator(mode="after")
+    def _order(self) -> _SizePair:
+        if {"warn", "crit"} <= self.model_fields_set and self.warn >= self.crit:
+            raise _bad(f"warn ({self.warn} bytes) must be less than crit ({self.crit} bytes)")
+        return self
+
+
+class _Cert(_Model):
+    # Like _Settings' defaults, never read: only keys in model_fields_set count.
+    warn_days: _Days = DEFAULTS.cert_warn_days
+    crit_days: _Days = DEFAULTS.cert_crit_days
+
+    @model_validator(mode="after")
+    def _order(self) -> _Cert:
+        given = {"warn_days", "crit_days"} <= self.model_fields_set
+        if given and self.warn_days <= self.crit_days:
+            raise _bad(
+                f"warn_days ({self.warn_days}) must be greater than crit_days "
+                f"({self.crit_days}) — warn comes first, while more days are left"
+            )
+        return self
+
+
+class _Latency(_Model):
+    """Per-phase thresholds; ``null`` removes an inherited one."""
+
+    dns: _SecondsPair | None = None
+    ping: _SecondsPair | None = None
+    connect: _SecondsPair | None = None
+    tls: _SecondsPair | None = None
+    greeting: _SecondsPair | None = None
+    capa: _SecondsPair | None = None
+    stls: _SecondsPair | None = None
+    tls_handshake: _SecondsPair | None = None
+    capa_tls: _SecondsPair | None = None
+    auth: _SecondsPair | None = None
+    stat: _SecondsPair | None = None
+    quit: _SecondsPair | None = None
+    total: _SecondsPair | None = None
+
+
+# The engine owns the stage names; fail loudly at import if they drift apart.
+assert set(_Latency.model_fields) == set(LATENCY_PHASES), "update _Latency to match STAGES"
+
+
+class _Mailbox(_Model):
+    count: _CountPair | None = None
+    size: _SizePair | None = None
+    stat_min: _Count | None = None
+    stat_max: _Count | None = None
+
+    @model_validator(mode="after")
+    def _order(self) -> _Mailbox:
+        low, high = self.stat_min, self.stat_max
+        if low is not None and high is not None and low > high:
+            raise _bad(f"stat_min ({low}) must not be greater than stat_max ({high})")
+        return self
+
+
+class _Account(_Model):
+    username: Annotated[str, AfterValidator(_v_username)]
+    password_env: _EnvName | None = None
+    password_file: _FileName | None = None
+    token_env: _EnvName | None = None
+    token_file: _FileName | None = None
+
+    @model_validator(mode="after")
+    def _one_reference(self) -> _Account:
+        given = [k for k in _REF_KEYS if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise _bad(
+                f"gives {' and '.join(given)} — use exactly one of "
+                "password_env, password_file, token_env, token_file"
+            )
+        return self
+
+    @property
+    def reference(self) -> tuple[str, str, str] | None:
+        """``(kind, "env"|"file", name)`` of the one reference, if any."""
+        for key in _REF_KEYS:
+            value = getattr(self, key)
+            if value is not None:
+                kind, _, how = key.partition("_")
+                return kind, how, value
+        return None
+
+
+_REF_KEYS: Final = ("password_env", "password_file", "token_env", "token_file")
+
+
+class _Settings(_Model):
+    """Everything that cascades connection > server > defaults > built-in.
+
+    The field defaults are never read: the cascade takes only the keys a level gives
+    (``model_fields_set``) and the built-in layer reads ``DEFAULTS`` itself. They name
+    the same values anyway, so the model does not mislead whoever reads it.
+    """
+
+    auth: Annotated[str, BeforeValidator(_v_auth)] = DEFAULTS.mechanism
+    timeout: _Seconds = DEFAULTS.timeout
+    ping: bool = DEFAULTS.ping
+    ping_timeout: Annotated[float, Field(gt=0, le=60, allow_inf_nan=False)] = DEFAULTS.ping_timeout
+    ca_file: str | None = None
+    min_tls_version: Annotated[str, BeforeValidator(_v_tls_version)] = DEFAULTS.min_tls_version
+    verify_tls: bool = DEFAULTS.verify_tls
+    allow_cleartext: bool = DEFAULTS.allow_cleartext
+    collect_uidl: bool = DEFAULTS.collect_uidl
+    cert: _Cert = _Cert()
+    latency: _Latency | None = None
+    mailbox: _Mailbox | None = None
+    tags: list[_Tag] = []
+    account: _Account | None = None
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if not value.strip():
+            raise _bad("must not be empty — use null for the system CA store")
+        path = _resolve_path(_base_dir(info), value)
+        if not path.exists():
+            raise _bad(
+                f"{_show(value)} does not exist (relative paths start at the directory of "
+                "the targets file)"
+            )
+        if not path.is_file():
+            raise _bad(f"{_show(value)} is not a file — give a PEM file with the CA certificates")
+        return value
+
+
+class _Connection(_Settings):
+    id: Annotated[str, AfterValidator(_v_id)] | None = None
+    port: Annotated[int, AfterValidator(_v_port)] | None = None
+    security: Annotated[str, BeforeValidator(_v_security)]
+
+
+class _Server(_Settings):
+    name: Annotated[str, AfterValidator(_v_name)]
+    host: Annotated[str, AfterValidator(_v_host)]
+    address: Annotated[str, AfterValidator(_v_address)] | None = None
+    connections: list[_Connection]
+
+    @field_validator("connections")
+    @classmethod
+    def _nonempty(cls, value: list[_Connection]) -> list[_Connection]:
+        if not value:
+            raise _bad("is empty — list at least one connection type (port, security, auth)")
+        return value
+
+
+class _File(_Model):
+    version: Annotated[int, BeforeValidator(_v_version)] = 1
+    defaults: _Settings | None = None
+    servers: list[_Server]
+
+    @field_validator("servers")
+    @classmethod
+    def _nonempty(cls, value: list[_Server]) -> list[_Server]:
+        if not value:
+            raise _bad("is empty — list at least one server with name, host and connections")
+        return value

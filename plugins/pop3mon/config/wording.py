@@ -1,0 +1,78 @@
+"""How problems are worded: field paths, values and "did you mean" suggestions.
+
+Every message names the field as a path like ``servers[0].connections[1].security``
+(:func:`_fmt_loc`), shows values briefly (:func:`_show`, or :func:`_kind` under
+``account:`` where a value may be a misplaced password), and offers the closest valid
+name when a word looks like a typo (:func:`_suggest`). Nothing here knows the schema.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+
+Loc = tuple[str | int, ...]
+
+
+def _fmt_loc(loc: Loc) -> str:
+    out = ""
+    for seg in loc:
+        if isinstance(seg, int):
+            out += f"[{seg}]"
+        else:
+            out += f".{seg}" if out else seg
+    return out
+
+
+def _num(value: float) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return str(value)
+
+
+def _show(value: object) -> str:
+    """A short description of a YAML value for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return _num(value)
+    if isinstance(value, str):
+        text = value if len(value) <= 40 else value[:37] + "..."
+        return repr(text)
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a {type(value).__name__}"
+
+
+def _kind(value: object) -> str:
+    """Like :func:`_show` but without the value (used under ``account:``)."""
+    if isinstance(value, str):
+        return "a text string"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return "a number"
+    return _show(value)
+
+
+def _closest(word: str, choices: Sequence[str]) -> str | None:
+    """The choice ``word`` most likely meant, or ``None``."""
+    lowered = {c.lower(): c for c in choices}
+    low = word.lower()
+    if low in lowered:
+        return lowered[low]
+    # A choice that starts the word ("hostname" -> "host", "server" -> "servers") beats
+    # difflib's character ratio, which would pick "name" for "hostname".
+    prefixed = [c for c in lowered if len(c) >= 3 and (low.startswith(c) or c.startswith(low))]
+    if len(low) >= 3 and prefixed:
+        return lowered[max(prefixed, key=len)]
+    match = difflib.get_close_matches(low, list(lowered), n=1, cutoff=0.6)
+    return lowered[match[0]] if match else None
+
+
+def _suggest(word: str, choices: Sequence[str]) -> str:
+    """`` — did you mean 'x'?`` or ``""``."""
+    best = _closest(word, choices)
+    return f" — did you mean '{best}'?" if best else ""

@@ -1,0 +1,66 @@
+"""The one table of default values: what a probe does when nothing says otherwise.
+
+A setting given nowhere in ``targets.yaml`` (not on the connection, its server or under
+``defaults:``) takes its value from :data:`DEFAULTS` through config's built-in cascade
+layer, and a :class:`~pop3mon.engine.result.ProbeSpec` built in code (benchmarks, tests)
+takes the same values as its field defaults. Both read this table, so what the docs call
+"the built-in default" cannot differ between the two ways in.
+
+This module imports nothing from pytest or from config: the engine must stay usable on
+its own, and config depends on the engine, not the other way round.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = ["DEFAULTS", "Defaults"]
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Default values; field names follow the engine (``mode``, ``mechanism``).
+
+    The matching ``targets.yaml`` keys are given where they differ. Thresholds are
+    ``(warn, crit)`` pairs as in :class:`~pop3mon.config.ConnectionType`.
+    """
+
+    mode: str  # targets.yaml `security:` has no default; only ProbeSpec uses this
+    mechanism: str  # targets.yaml `auth:`
+    pop3_port: int  # `port:` when security is none, starttls-optional or starttls
+    pop3s_port: int  # `port:` when security is tls
+    timeout: float
+    ping: bool
+    ping_timeout: float
+    min_tls_version: str
+    verify_tls: bool
+    allow_cleartext: bool
+    collect_uidl: bool
+    cert_warn_days: int  # `cert: {warn_days}`
+    cert_crit_days: int  # `cert: {crit_days}`
+    latency_total: tuple[float, float]  # `latency: {total: {warn, crit}}`
+    concurrency: int  # probes in flight at once (--probe-concurrency)
+
+
+DEFAULTS: Final = Defaults(
+    mode="tls",
+    # "auto" picks the strongest mechanism the server offers that policy allows.
+    mechanism="auto",
+    pop3_port=110,
+    pop3s_port=995,
+    # Seconds for the WHOLE probe (DNS to QUIT), not per read.
+    timeout=10.0,
+    # Many hosts drop ICMP, so a ping failure by default would be noise.
+    ping=False,
+    ping_timeout=1.0,
+    min_tls_version="TLSv1.2",
+    verify_tls=True,
+    # Never send a password over an unencrypted connection unless asked to.
+    allow_cleartext=False,
+    collect_uidl=False,
+    cert_warn_days=21,
+    cert_crit_days=7,
+    latency_total=(2.0, 5.0),
+    concurrency=32,
+)
