@@ -37,7 +37,8 @@ from pop3mon.engine.auth import (  # noqa: E402
     valid_apop_timestamp,
 )
 from pop3mon.engine.errors import PolicyError, ProbeError, TLSError  # noqa: E402
-from pop3mon.engine.result import MECHANISMS, CertInfo  # noqa: E402
+from pop3mon.engine.mechanisms import AUTH_SETTINGS as MECHANISMS  # noqa: E402
+from pop3mon.engine.result import CertInfo  # noqa: E402
 from pop3mon.engine.tls import cert_info  # noqa: E402
 from pop3mon.engine.wire import (  # noqa: E402
     DISPLAY_MAX,

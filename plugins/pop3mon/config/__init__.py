@@ -36,8 +36,9 @@ tier. Values found under ``account:`` are never echoed in error messages, since 
 misplaced password is the likeliest thing to be there.
 """
 
+from ..engine.stages import LATENCY_PHASES
 from .load import ENV_VAR, load_targets, targets_path
-from .model import LATENCY_PHASES, ConfigError, ConnectionType, LatencyThresholds, Targets
+from .model import ConfigError, ConnectionType, LatencyThresholds, Targets
 
 __all__ = [
     "ENV_VAR",

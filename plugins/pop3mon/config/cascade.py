@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..engine.defaults import DEFAULTS
-from .model import LATENCY_PHASES, TOKEN_MECHANISMS, ConnectionType, LatencyThresholds
+from ..engine.stages import LATENCY_PHASES
+from .model import TOKEN_MECHANISMS, ConnectionType, LatencyThresholds
 from .schema import _Account, _Connection, _File, _resolve_path, _Settings
 from .wording import Loc, _fmt_loc, _num, _show
 from .yaml_lines import _Problems, _YamlTree

@@ -14,8 +14,7 @@ from typing import Annotated, Any, Final, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
-from ..engine.result import MODES
-from .model import LATENCY_PHASES
+from ..engine.stages import LATENCY_PHASES, SECURITY_MODES
 from .schema import _File
 from .wording import Loc, _kind, _num, _show, _suggest
 
@@ -42,7 +41,7 @@ _MISSING_HINTS: Final[Mapping[str, str]] = {
     "name": "give the server a short name; it starts every connection id",
     "host": "the DNS name to connect to, also used for SNI and the certificate check",
     "connections": "list the connection types to probe (port, security, auth, account)",
-    "security": f"one of {', '.join(MODES)}",
+    "security": f"one of {', '.join(SECURITY_MODES)}",
     "username": "the login name of the monitoring account",
 }
 

@@ -16,17 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from ..engine.result import STAGES, ProbeSpec
+from ..engine.mechanisms import MECHANISMS
+from ..engine.result import ProbeSpec
+from ..engine.stages import LATENCY_PHASES
 from ..secrets import Secret
 
-# Mechanisms that send a password (or a digest of one) and those that send an OAuth token.
-# "auto" picks among the password mechanisms, so it needs a password reference.
-PASSWORD_MECHANISMS: Final = frozenset(
-    {"auto", "user", "apop", "plain", "login", "cram-md5", "scram-sha-1", "scram-sha-256"}
-)
-TOKEN_MECHANISMS: Final = frozenset({"xoauth2", "oauthbearer"})
+# Mechanisms that send an OAuth token rather than a password (or a digest of one). "auto"
+# picks among the password mechanisms, so it needs a password reference.
+TOKEN_MECHANISMS: Final = frozenset(m.name for m in MECHANISMS.values() if m.secret == "token")
 
-LATENCY_PHASES: Final[tuple[str, ...]] = (*STAGES, "total")
 
 # A secret file larger than this is almost certainly the wrong file (a key bundle, a log).
 _MAX_SECRET_FILE: Final = 64 * 1024
@@ -64,7 +62,7 @@ class LatencyThresholds(Mapping[str, tuple[float, float]]):
 
     def __init__(self, items: Mapping[str, tuple[float, float]] | None = None) -> None:
         data = dict(items or {})
-        order = {name: i for i, name in enumerate(LATENCY_PHASES)}
+        order: dict[str, int] = {name: i for i, name in enumerate(LATENCY_PHASES)}
         self._items: tuple[tuple[str, tuple[float, float]], ...] = tuple(
             sorted(data.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))
         )
@@ -97,7 +95,7 @@ class ConnectionType:
 
     Holds only configuration and the *reference* to a secret (``secret_source``), never a
     secret value. ``line`` is where the connection is defined in the targets file.
-    Thresholds: ``latency`` maps a phase name (engine STAGES plus ``total``) to
+    Thresholds: ``latency`` maps a phase name (engine stages plus ``total``) to
     ``(warn, crit)`` seconds; ``mailbox_count``/``mailbox_size`` are ``(warn, crit)`` or
     ``None``; ``stat_min``/``stat_max`` bound the STAT message count (outside is CRIT).
     """

@@ -27,8 +27,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ..engine.defaults import DEFAULTS
-from ..engine.result import MECHANISMS, MODES, TLS_VERSIONS
-from .model import LATENCY_PHASES
+from ..engine.mechanisms import AUTH_SETTINGS
+from ..engine.stages import LATENCY_PHASES, SECURITY_MODES, TLS_VERSIONS
 from .wording import _num, _show, _suggest
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
@@ -91,11 +91,11 @@ def _choice(value: object, choices: Sequence[str]) -> str:
 
 
 def _v_security(value: object) -> str:
-    return _choice(value, MODES)
+    return _choice(value, SECURITY_MODES)
 
 
 def _v_auth(value: object) -> str:
-    return _choice(value, MECHANISMS)
+    return _choice(value, AUTH_SETTINGS)
 
 
 def _v_tls_version(value: object) -> str:

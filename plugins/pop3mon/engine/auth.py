@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from ..secrets import Secret
 from .errors import AuthError, PolicyError, ProbeError, ProtocolError
+from .mechanisms import MECHANISMS
 from .wire import Sensitive, Status, Wire, parse_status, sanitize
 
 __all__ = [
@@ -35,38 +36,18 @@ STAGE = "auth"
 MAX_SASL_ROUNDS = 6
 AUTH_LINE_MAX = 255  # RFC 5034: AUTH with an initial response must fit in 255 octets
 
+# Views of the mechanism registry, in the shapes the policy and the exchanges use.
 # Strongest first: what "auto" prefers when policy allows several.
-PREFERENCE: tuple[str, ...] = (
-    "scram-sha-256",
-    "scram-sha-1",
-    "cram-md5",
-    "apop",
-    "plain",
-    "login",
-    "user",
+PREFERENCE: tuple[str, ...] = tuple(
+    m.name
+    for m in sorted(MECHANISMS.values(), key=lambda m: m.preference or 0)
+    if m.preference is not None
 )
-STRENGTH: dict[str, str] = {
-    "scram-sha-256": "strong",
-    "scram-sha-1": "strong",
-    "cram-md5": "weak",
-    "apop": "weak",
-    "plain": "cleartext",
-    "login": "cleartext",
-    "user": "cleartext",
-    "xoauth2": "token",
-    "oauthbearer": "token",
-}
+STRENGTH: dict[str, str] = {m.name: m.strength for m in MECHANISMS.values()}
 # Mechanisms that put the secret itself (or a bearer token) on the wire.
-CLEARTEXT = frozenset({"plain", "login", "user", "xoauth2", "oauthbearer"})
-SASL_NAMES: dict[str, str] = {
-    "plain": "PLAIN",
-    "login": "LOGIN",
-    "cram-md5": "CRAM-MD5",
-    "scram-sha-1": "SCRAM-SHA-1",
-    "scram-sha-256": "SCRAM-SHA-256",
-    "xoauth2": "XOAUTH2",
-    "oauthbearer": "OAUTHBEARER",
-}
+CLEARTEXT = frozenset(m.name for m in MECHANISMS.values() if m.sends_secret)
+SASL_NAMES: dict[str, str] = {m.name: m.sasl for m in MECHANISMS.values() if m.sasl}
+TOKEN_ONLY: tuple[str, ...] = tuple(m.name for m in MECHANISMS.values() if m.preference is None)
 
 # RFC 1939 §7 + the MD5 collision defence: a msg-id of printable characters with an "@".
 _TIMESTAMP = re.compile(rb"<[!-;=?-~]{1,200}@[!-;=?-~]{1,200}>")
@@ -102,7 +83,7 @@ class Offer:
     def names(self) -> tuple[str, ...]:
         """Offered mechanisms in our naming, strongest first."""
         out = [m for m in PREFERENCE if self.offers(m)]
-        out += [m for m in ("xoauth2", "oauthbearer") if self.offers(m)]
+        out += [m for m in TOKEN_ONLY if self.offers(m)]
         return tuple(out)
 
     def offers(self, mech: str) -> bool:

@@ -10,15 +10,12 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from ..secrets import Secret
 from .defaults import DEFAULTS
 
 __all__ = [
-    "MECHANISMS",
-    "MODES",
-    "STAGES",
     "AuthInfo",
     "CertInfo",
     "MailboxInfo",
@@ -29,43 +26,6 @@ __all__ = [
     "TLSInfo",
     "TranscriptLine",
 ]
-
-Mode = Literal["none", "starttls-optional", "starttls", "tls"]
-MODES: tuple[str, ...] = ("none", "starttls-optional", "starttls", "tls")
-
-# Mechanism names as configured. "auto" picks the strongest offered that policy allows;
-# "none" means connect and inspect without logging in.
-MECHANISMS: tuple[str, ...] = (
-    "auto",
-    "none",
-    "user",
-    "apop",
-    "plain",
-    "login",
-    "cram-md5",
-    "scram-sha-1",
-    "scram-sha-256",
-    "xoauth2",
-    "oauthbearer",
-)
-
-# Stages in the order a session runs them. Phase timings use the same names plus "total".
-STAGES: tuple[str, ...] = (
-    "dns",
-    "ping",
-    "connect",
-    "tls",  # implicit TLS handshake (mode tls)
-    "greeting",
-    "capa",
-    "stls",
-    "tls_handshake",  # handshake after STLS
-    "capa_tls",
-    "auth",
-    "stat",
-    "quit",
-)
-
-TLS_VERSIONS: tuple[str, ...] = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 
 
 @dataclass(frozen=True)
