@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..secrets import Secret
-from .errors import AuthError, PolicyError, ProbeError, ProtocolError
+from .errors import AuthError, ErrorKind, PolicyError, ProbeError, ProtocolError
 from .mechanisms import MECHANISMS
 from .wire import Sensitive, Status, Wire, parse_status, sanitize
 
@@ -177,7 +177,7 @@ def choose_mechanism(
 
 
 # -- failure mapping --------------------------------------------------------------------
-_CODE_KINDS: dict[str, tuple[str, str]] = {
+_CODE_KINDS: dict[str, tuple[ErrorKind, str]] = {
     "AUTH": ("auth-rejected", "server rejected the credentials"),
     "IN-USE": ("mailbox-in-use", "mailbox is locked by another session"),
     "LOGIN-DELAY": ("login-delay", "server asks to wait before logging in again"),

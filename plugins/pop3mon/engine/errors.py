@@ -9,16 +9,20 @@ where it happened, a stable machine ``kind`` (used in reports and metrics) and a
 
 from __future__ import annotations
 
+import copy
 import errno
 import socket
 import ssl
+from typing import Final, Literal, Self, get_args
 
 from ..secrets import REDACTOR
 
 __all__ = [
+    "ERROR_KINDS",
     "AuthError",
     "ConnectError",
     "DeadlineExceeded",
+    "ErrorKind",
     "MailboxError",
     "PolicyError",
     "ProbeError",
@@ -31,23 +35,117 @@ __all__ = [
 ]
 
 
+#: Every machine-readable failure kind the engine reports (stable: reports, metrics and
+#: alert rules match on them).
+ErrorKind = Literal[
+    # DNS, PING, TCP
+    "dns-failed",
+    "dns-nxdomain",
+    "dns-timeout",
+    "ping-failed",
+    "connect-failed",
+    "connect-timeout",
+    "connection-refused",
+    "connection-reset",
+    "connection-closed",
+    "unreachable",
+    "network-error",
+    "timeout",
+    # POP3 protocol
+    "protocol-error",
+    "bad-status-line",
+    "line-too-long",
+    "response-too-long",
+    "greeting-refused",
+    "command-refused",
+    "stat-malformed",
+    "mailbox-failed",
+    # STLS and TLS
+    "stls-failed",
+    "stls-not-offered",
+    "stls-refused",
+    "stls-injection",
+    "tls-handshake-failed",
+    "tls-eof",
+    "tls-not-spoken",
+    "tls-protocol-too-old",
+    "cert-invalid",
+    "cert-expired",
+    "cert-not-yet-valid",
+    "cert-hostname-mismatch",
+    "cert-self-signed",
+    "cert-untrusted-root",
+    "cert-unknown-ca",
+    "cert-incomplete-chain",
+    "cert-unparseable",
+    # authentication and policy
+    "policy",
+    "auth-failed",
+    "auth-rejected",
+    "secret-missing",
+    "cleartext-refused",
+    "apop-no-timestamp",
+    "mechanism-not-offered",
+    "mechanism-unknown",
+    "sasl-bad-base64",
+    "sasl-malformed",
+    "sasl-too-many-rounds",
+    "scram-server-signature",
+    "mailbox-in-use",
+    "login-delay",
+    "sys-temp",
+    "sys-perm",
+    # pop3mon itself
+    "error",
+    "internal",
+]
+ERROR_KINDS: Final[frozenset[str]] = frozenset(get_args(ErrorKind))
+
+
 class ProbeError(Exception):
     """Base of every engine error.
 
     ``kind`` is a short stable identifier (``connection-refused``, ``cert-expired`` ...);
-    ``reason`` is the sentence shown to people. Both are scrubbed of secrets.
+    ``reason`` is the sentence shown to people. Both are fixed at construction, where the
+    reason is scrubbed of secrets: a better reason or a stage found later makes a new error
+    with :meth:`replaced`, so no code path can put unredacted text into one.
     """
 
-    default_kind = "error"
+    default_kind: ErrorKind = "error"
 
-    def __init__(self, reason: str, *, kind: str | None = None, stage: str = "") -> None:
-        self.reason = REDACTOR.scrub(reason)
-        self.kind = kind or self.default_kind
-        self.stage = stage
-        super().__init__(self.reason)
+    def __init__(self, reason: str, *, kind: ErrorKind | None = None, stage: str = "") -> None:
+        self._reason = REDACTOR.scrub(reason)
+        self._kind: ErrorKind = kind or self.default_kind
+        self._stage = stage
+        super().__init__(self._reason)
+
+    @property
+    def reason(self) -> str:
+        """The sentence shown to people (already redacted)."""
+        return self._reason
+
+    @property
+    def kind(self) -> ErrorKind:
+        """The stable machine identifier."""
+        return self._kind
+
+    @property
+    def stage(self) -> str:
+        """The probe stage it happened in ("" until known)."""
+        return self._stage
+
+    def replaced(self, *, reason: str | None = None, stage: str | None = None) -> Self:
+        """A copy with a new reason (redacted again) and/or stage; the kind stays."""
+        new = copy.copy(self)
+        if reason is not None:
+            new._reason = REDACTOR.scrub(reason)
+            new.args = (new._reason,)
+        if stage is not None:
+            new._stage = stage
+        return new
 
     def __str__(self) -> str:
-        return self.reason
+        return self._reason
 
     def __repr__(self) -> str:
         name = type(self).__name__
@@ -57,71 +155,76 @@ class ProbeError(Exception):
 class ResolveError(ProbeError):
     """The host name did not resolve."""
 
-    default_kind = "dns-failed"
+    default_kind: ErrorKind = "dns-failed"
 
 
 class ConnectError(ProbeError):
     """TCP connection could not be made or was torn down by the peer."""
 
-    default_kind = "connect-failed"
+    default_kind: ErrorKind = "connect-failed"
 
 
 class DeadlineExceeded(ProbeError):
     """The probe's absolute deadline passed."""
 
-    default_kind = "timeout"
+    default_kind: ErrorKind = "timeout"
 
 
 class ProtocolError(ProbeError):
     """The server broke POP3 framing or answered with something unusable."""
 
-    default_kind = "protocol-error"
+    default_kind: ErrorKind = "protocol-error"
 
 
 class StartTLSError(ProbeError):
     """STLS missing, refused, or abused (STARTTLS injection)."""
 
-    default_kind = "stls-failed"
+    default_kind: ErrorKind = "stls-failed"
 
 
 class TLSError(ProbeError):
     """The TLS handshake failed for a reason other than certificate verification."""
 
-    default_kind = "tls-handshake-failed"
+    default_kind: ErrorKind = "tls-handshake-failed"
 
 
 class TLSVerifyError(TLSError):
     """The certificate chain or host name did not verify."""
 
-    default_kind = "cert-invalid"
+    default_kind: ErrorKind = "cert-invalid"
 
 
 class PolicyError(ProbeError):
     """pop3mon refused to do something unsafe (cleartext secret, weak APOP timestamp ...)."""
 
-    default_kind = "policy"
+    default_kind: ErrorKind = "policy"
 
 
 class AuthError(ProbeError):
     """The server refused the login. ``code`` holds an RFC 2449/3206 response code."""
 
-    default_kind = "auth-failed"
+    default_kind: ErrorKind = "auth-failed"
 
     def __init__(
-        self, reason: str, *, kind: str | None = None, stage: str = "auth", code: str = ""
+        self, reason: str, *, kind: ErrorKind | None = None, stage: str = "auth", code: str = ""
     ) -> None:
         super().__init__(reason, kind=kind, stage=stage)
-        self.code = code
+        self._code = code
+
+    @property
+    def code(self) -> str:
+        """The response code in the refusal (``IN-USE``, ``AUTH`` ...), if any."""
+        return self._code
 
 
 class MailboxError(ProbeError):
     """STAT failed or answered something malformed."""
 
-    default_kind = "mailbox-failed"
+    default_kind: ErrorKind = "mailbox-failed"
 
 
 # OpenSSL X509_V_ERR_* codes we explain in words; the rest fall back to OpenSSL's text.
-_VERIFY_CODES: dict[int, tuple[str, str]] = {
+_VERIFY_CODES: dict[int, tuple[ErrorKind, str]] = {
     2: ("cert-incomplete-chain", "cannot find the issuer certificate (incomplete chain)"),
     9: ("cert-not-yet-valid", "certificate is not yet valid"),
     10: ("cert-expired", "certificate has expired"),
@@ -136,7 +239,7 @@ _VERIFY_CODES: dict[int, tuple[str, str]] = {
 }
 
 
-def _ssl_reason(exc: ssl.SSLError) -> tuple[str, str]:
+def _ssl_reason(exc: ssl.SSLError) -> tuple[ErrorKind, str]:
     text = (exc.reason or "") if isinstance(exc.reason, str) else ""
     low = f"{text} {exc}".lower()
     if "wrong_version_number" in low or "wrong version number" in low or "record layer" in low:
@@ -164,9 +267,7 @@ def map_exception(exc: BaseException, stage: str) -> ProbeError:
     This is the only place the engine looks at ``OSError``/``ssl`` internals.
     """
     if isinstance(exc, ProbeError):
-        if not exc.stage:
-            exc.stage = stage
-        return exc
+        return exc if exc.stage else exc.replaced(stage=stage)
     if isinstance(exc, ssl.SSLCertVerificationError):
         kind, text = _VERIFY_CODES.get(
             exc.verify_code, ("cert-invalid", exc.verify_message or "verification failed")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ..secrets import Secret
 from .defaults import DEFAULTS
@@ -60,12 +60,17 @@ class ProbeSpec:
     collect_uidl: bool = DEFAULTS.collect_uidl
 
 
+#: How a stage ended.
+StageStatus = Literal["ok", "fail", "skip", "warn"]
+
+
 @dataclass(frozen=True)
 class StageOutcome:
-    """What happened in one stage. ``status`` is ok / fail / skip / warn."""
+    """What happened in one stage. ``kind`` is an :data:`~.errors.ErrorKind` on a failure,
+    a warning's own identifier on ``warn``, else empty."""
 
     stage: str
-    status: str
+    status: StageStatus
     kind: str = ""
     reason: str = ""
 

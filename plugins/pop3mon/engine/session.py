@@ -38,6 +38,7 @@ from .result import (
     ProbeResult,
     ProbeSpec,
     StageOutcome,
+    StageStatus,
     TLSInfo,
 )
 from .tls import cert_info, client_context, handshake, unverified_context
@@ -142,7 +143,7 @@ class _Probe:
     def ok(self, stage: str) -> None:
         self.stages[stage] = StageOutcome(stage, "ok")
 
-    def mark(self, stage: str, status: str, reason: str, kind: str = "") -> None:
+    def mark(self, stage: str, status: StageStatus, reason: str, kind: str = "") -> None:
         self.stages[stage] = StageOutcome(stage, status, kind, sanitize(reason, 500))
 
     # -- stages ------------------------------------------------------------------------
@@ -229,28 +230,26 @@ class _Probe:
             reason = exc.reason
             if exc.kind == "tls-protocol-too-old" and proto:
                 reason = f"server only offers {proto}; minimum allowed is {spec.min_tls_version}"
-                exc.reason = reason
             elif cert is not None and exc.kind == "cert-expired":
                 reason = (
                     f"certificate expired {cert.not_after[:10]} ({-cert.days_left:.0f} days ago)"
                 )
-                exc.reason = reason
             elif cert is not None and exc.kind == "cert-hostname-mismatch":
                 names = ", ".join(cert.sans) or cert.subject
                 reason = f"certificate does not match host name {spec.host} (it is for {names})"
-                exc.reason = reason
             elif cert is not None and exc.kind == "cert-not-yet-valid":
                 reason = f"certificate is not valid before {cert.not_before[:10]}"
-                exc.reason = reason
+            # A better reason makes a new error, redacted like every other one.
+            err = exc if reason == exc.reason else exc.replaced(reason=reason)
             self.tls = TLSInfo(
                 protocol=proto,
                 verified=False,
-                verify_kind=exc.kind,
-                verify_reason=reason,
+                verify_kind=err.kind,
+                verify_reason=err.reason,
                 sni=spec.host,
                 cert=cert,
             )
-            raise
+            raise err from None
         der = tls.getpeercert(binary_form=True)
         try:
             cert = cert_info(der) if der else None
