@@ -1,0 +1,85 @@
+"""The stylesheet pop3mon adds to pytest-html's page."""
+
+from __future__ import annotations
+
+__all__ = ["STYLE"]
+
+# Scoped under .p3m / .p3m-* so pytest-html's own look stays intact. Colours pass WCAG AA
+# contrast with dark text; every coloured cell also carries its verdict as text.
+STYLE = """
+<style>
+.p3m, .p3m * { box-sizing: border-box; }
+.p3m { color: #1b1b1b; font-size: 13px; margin: 0 0 12px 0; max-width: 1400px; }
+.p3m h3 { font-size: 15px; margin: 14px 0 6px; color: #1b1b1b; }
+.p3m h4 { font-size: 13px; margin: 10px 0 4px; color: #1b1b1b; }
+.p3m-banner { padding: 10px 14px; border-radius: 6px; font-size: 16px; font-weight: bold;
+  margin: 4px 0 10px; border-left: 8px solid rgba(0,0,0,.25); }
+.p3m-banner small { display: block; font-size: 12px; font-weight: normal; margin-top: 3px; }
+.p3m-v-OK { background: #c8e6c9; color: #0f3d12; }
+.p3m-v-WARN { background: #ffe08a; color: #4a3500; }
+.p3m-v-CRIT { background: #f4a6a6; color: #5c0000; }
+.p3m-v-ERROR { background: #d9b3ff; color: #34005c; }
+.p3m-v-SKIP { background: #e4e4e4; color: #3d3d3d; }
+.p3m-badge { display: inline-block; min-width: 44px; padding: 1px 6px; border-radius: 3px;
+  font-weight: bold; font-size: 11px; text-align: center; letter-spacing: .03em; }
+.p3m-matrix { border-collapse: separate; border-spacing: 3px; margin: 4px 0 6px; }
+.p3m-matrix th { background: #37474f; color: #fff; padding: 6px 8px; font-size: 12px;
+  text-align: left; font-weight: bold; }
+.p3m-matrix td, .p3m-matrix tbody th { padding: 6px 8px; vertical-align: top;
+  border-radius: 3px; }
+.p3m-matrix tbody th { background: #f4f6f7; color: #1b1b1b; font-weight: normal;
+  text-align: left; min-width: 150px; }
+.p3m-matrix tbody th a { color: #0b4f9c; font-weight: bold; font-size: 13px; }
+.p3m-matrix td.p3m-cell { text-align: center; min-width: 92px; font-weight: bold;
+  font-size: 13px; cursor: help; }
+.p3m-cell small, .p3m-sub { display: block; font-weight: normal; font-size: 11px;
+  opacity: .85; }
+.p3m-matrix td.p3m-endpoint, .p3m-matrix td.p3m-figures { background: #f4f6f7;
+  white-space: nowrap; }
+.p3m-matrix td.p3m-problems { background: #fafafa; min-width: 260px; max-width: 560px; }
+.p3m-problems ul { margin: 0; padding-left: 16px; }
+.p3m-problems li { margin: 0 0 2px; }
+.p3m-good { color: #1b5e20; font-weight: bold; }
+.p3m-muted { color: #666; }
+.p3m-counts { margin: 6px 0; }
+.p3m-counts .p3m-badge { font-size: 12px; margin-right: 4px; }
+.p3m-facts { color: #333; margin: 4px 0 8px; }
+.p3m-facts code { background: #f1f1f1; padding: 0 3px; }
+.p3m-legend { color: #444; font-size: 12px; margin: 2px 0 10px; }
+.p3m-legend .p3m-badge { min-width: 0; }
+details.p3m-ct { border: 1px solid #cfd8dc; border-left-width: 8px; border-radius: 4px;
+  margin: 6px 0; background: #fff; }
+details.p3m-ct.p3m-b-OK { border-left-color: #43a047; }
+details.p3m-ct.p3m-b-WARN { border-left-color: #f9a825; }
+details.p3m-ct.p3m-b-CRIT { border-left-color: #c62828; }
+details.p3m-ct.p3m-b-ERROR { border-left-color: #7b1fa2; }
+details.p3m-ct.p3m-b-SKIP { border-left-color: #9e9e9e; }
+details.p3m-ct > summary { cursor: pointer; padding: 6px 10px; font-size: 13px;
+  color: #1b1b1b; }
+details.p3m-ct > summary b { font-size: 14px; }
+.p3m-ct-body { padding: 0 12px 10px; }
+.p3m-grid { display: flex; flex-wrap: wrap; gap: 8px 28px; }
+.p3m-grid > section { flex: 1 1 300px; min-width: 280px; }
+.p3m table.p3m-kv, .p3m table.p3m-checks { border-collapse: collapse; font-size: 12px; }
+.p3m table.p3m-kv th, .p3m table.p3m-kv td, .p3m table.p3m-checks th,
+.p3m table.p3m-checks td { border: 1px solid #e0e0e0; padding: 3px 6px; text-align: left;
+  vertical-align: top; color: #1b1b1b; }
+.p3m table.p3m-kv th, .p3m table.p3m-checks thead th { background: #f4f6f7; }
+.p3m table.p3m-kv { width: 100%; table-layout: fixed; }
+.p3m table.p3m-kv th { width: 34%; }
+.p3m table.p3m-kv td { overflow-wrap: anywhere; }
+.p3m table.p3m-checks { width: 100%; }
+.p3m table.p3m-checks td.p3m-reason { width: 70%; }
+.p3m table.p3m-checks tr.p3m-r-SKIP td { color: #666; }
+.p3m pre.p3m-transcript { background: #263238; color: #eceff1; padding: 8px; overflow: auto;
+  max-height: 320px; font-size: 11px; line-height: 1.35; white-space: pre-wrap; }
+.p3m-transcript .p3m-c { color: #ffd54f; }
+.p3m-transcript .p3m-s { color: #a5d6a7; }
+.p3m-caps { list-style: none; padding: 0; margin: 0; }
+.p3m-caps li { padding: 1px 0; }
+.p3m-caps .p3m-gone { color: #b71c1c; text-decoration: line-through; }
+.p3m-caps .p3m-new { color: #1b5e20; font-weight: bold; }
+.p3m-reason-extra { padding: 4px 0; color: #1b1b1b; font-size: 13px; }
+#results-table td.col-verdict, #results-table td.col-tier { white-space: nowrap; }
+</style>
+"""
