@@ -7,39 +7,32 @@ probe). Example counts are moderate so the file runs in a few seconds.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import datetime as dt
+import re
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Callable
 
-_REPO_ROOT = str(Path(__file__).resolve().parent.parent)
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
-
-import datetime as dt  # noqa: E402
-import re  # noqa: E402
-import socket  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-
-import pytest  # noqa: E402
-from cryptography import x509  # noqa: E402
-from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
-from cryptography.x509.oid import NameOID  # noqa: E402
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from pop3mon.engine import ProbeResult, ProbeSpec, probe  # noqa: E402
-from pop3mon.engine.auth import (  # noqa: E402
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pop3mon.engine import ProbeResult, ProbeSpec, probe
+from pop3mon.engine.auth import (
     CLEARTEXT,
     choose_mechanism,
     offer_from,
     valid_apop_timestamp,
 )
-from pop3mon.engine.errors import PolicyError, ProbeError, TLSError  # noqa: E402
-from pop3mon.engine.result import MECHANISMS, CertInfo  # noqa: E402
-from pop3mon.engine.tls import cert_info  # noqa: E402
-from pop3mon.engine.wire import (  # noqa: E402
+from pop3mon.engine.errors import PolicyError, ProbeError, TLSError
+from pop3mon.engine.result import MECHANISMS, CertInfo
+from pop3mon.engine.tls import cert_info
+from pop3mon.engine.wire import (
     DISPLAY_MAX,
     STATUS_LINE_MAX,
     Deadline,
@@ -48,7 +41,7 @@ from pop3mon.engine.wire import (  # noqa: E402
     parse_status,
     sanitize,
 )
-from pop3mon.secrets import Secret  # noqa: E402
+from pop3mon.secrets import Secret
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

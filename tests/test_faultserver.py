@@ -6,11 +6,6 @@ on the wire, so engine tests can rely on it.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import base64
 import datetime
 import hashlib
