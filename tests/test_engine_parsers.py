@@ -7,7 +7,6 @@ probe). Example counts are moderate so the file runs in a few seconds.
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import socket
 import threading
@@ -16,10 +15,7 @@ import warnings
 from collections.abc import Callable
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pop3mon.engine import ProbeResult, ProbeSpec, probe
@@ -42,6 +38,8 @@ from pop3mon.engine.wire import (
     sanitize,
 )
 from pop3mon.secrets import Secret
+
+from pop3mon_lab.certs import self_signed_cert
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -228,20 +226,7 @@ def test_offer_and_choice(
 
 # --------------------------------------------------------------------------- certificates
 def _valid_der() -> bytes:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    cert, _ = self_signed_cert("localhost", ["localhost"], days=30)
     return cert.public_bytes(serialization.Encoding.DER)
 
 
