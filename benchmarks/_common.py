@@ -39,6 +39,7 @@ __all__ = [
     "Mode",
     "ProbeResult",
     "ProbeSpec",
+    "Secret",
     "fmt",
     "lab",
     "machine_info",

@@ -56,15 +56,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-for _path in (ROOT, ROOT / "plugins"):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
+# _common also puts the repository and plugins/ on sys.path, which the import below needs.
+from _common import DovecotLab, ProbeResult, ProbeSpec, Secret, probe, run_probes
 
-from pop3mon.engine import ProbeResult, ProbeSpec, probe, run_probes  # noqa: E402
-from pop3mon.secrets import Secret  # noqa: E402
-
-from pop3mon_lab.dovecot import DovecotLab, LabError  # noqa: E402
+from pop3mon_lab.dovecot import LabError
 
 # The lab already allows 2000 sessions per user and IP; say it here too so this script keeps
 # working at any concurrency should the lab's defaults change (Dovecot's own is 10).

@@ -18,6 +18,10 @@ Variants (see :data:`VARIANTS`) and what a verifier trusting only :attr:`LabCert
 ``not_yet_valid``     not_before ten years ahead: verify code 9 (``certificate is not yet valid``).
 ``wrong_host``        SAN ``wrong.example`` only: verify code 62 (``Hostname mismatch``).
 ``self_signed``       not issued by the CA: verify code 18 (``self-signed certificate``).
+
+Tests that need one certificate with exact contents instead (a hostile subject, a certificate
+that is its own trust anchor) build it with :func:`self_signed_cert` and, when a server needs
+files, write it with :func:`write_cert_pair`.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ __all__ = [
     "CertPair",
     "LabCerts",
     "generate_lab_certs",
+    "self_signed_cert",
+    "write_cert_pair",
 ]
 
 #: Every certificate variant the lab can serve, in a stable order.
@@ -343,3 +349,58 @@ def generate_lab_certs(
     manifest = {"created": now.isoformat(), "params": params}
     _write(out / _MANIFEST, json.dumps(manifest, indent=2).encode(), 0o644)
     return certs
+
+
+def self_signed_cert(
+    common_name: str,
+    names: Sequence[str] = (),
+    *,
+    days: int = 30,
+    ca: bool = False,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """Build a minimal self-signed EC certificate and return it with its key.
+
+    For tests that need one certificate with exact contents rather than a :class:`LabCerts`
+    set: subject and issuer are ``CN=common_name`` and nothing else, ``names`` become the
+    subjectAltName (IP literals as IP SANs, any other text, hostile text included, as DNS
+    names), valid from a day ago until ``days`` from now. No other extension is added unless
+    ``ca`` is true: then a critical basicConstraints ``CA:TRUE`` lets a client use the
+    certificate itself as its trust anchor.
+    """
+    key = _new_key()
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = _now()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _dt.timedelta(days=1))
+        .not_valid_after(now + _dt.timedelta(days=days))
+    )
+    if names:
+        builder = builder.add_extension(_san(names), critical=False)
+    if ca:
+        builder = builder.add_extension(
+            x509.BasicConstraints(ca=True, path_length=None), critical=True
+        )
+    return builder.sign(key, hashes.SHA256()), key
+
+
+def write_cert_pair(
+    directory: str | os.PathLike[str],
+    name: str,
+    cert: x509.Certificate,
+    key: ec.EllipticCurvePrivateKey,
+) -> CertPair:
+    """Write ``cert`` and ``key`` as ``directory/name.crt`` and ``directory/name.key`` (PEM).
+
+    The files are written like the lab's own (atomically, mode 0644).
+    """
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    pair = CertPair(cert=out / f"{name}.crt", key=out / f"{name}.key")
+    _write(pair.key, _key_pem(key), 0o644)
+    _write(pair.cert, _pem(cert), 0o644)
+    return pair

@@ -8,13 +8,6 @@ collide. When Dovecot is not installed the ``dovecot`` fixture skips with the re
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# The self-tests may run with --rootdir=tests or -c /dev/null, i.e. without the repository's
-# pytest.ini and its `pythonpath = .`; make `import pop3mon...` work regardless.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import os
 from collections.abc import Iterator
 

@@ -10,21 +10,16 @@ the repository) for a human to look at.
 
 from __future__ import annotations
 
-import sys
+import json
+import os
+from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-import json  # noqa: E402
-import os  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-from contextlib import ExitStack  # noqa: E402
-from typing import Any  # noqa: E402
-
-import pytest  # noqa: E402
-
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
     "--no-sandbox",

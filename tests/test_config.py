@@ -12,16 +12,10 @@ import hashlib
 import json
 import os
 import pickle
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from pop3mon.config import (  # noqa: E402
+from pop3mon.config import (
     ENV_VAR,
     ConfigError,
     ConnectionType,
@@ -30,9 +24,10 @@ from pop3mon.config import (  # noqa: E402
     load_targets,
     targets_path,
 )
-from pop3mon.engine.result import ProbeSpec  # noqa: E402
-from pop3mon.secrets import Secret  # noqa: E402
+from pop3mon.engine.result import ProbeSpec
+from pop3mon.secrets import Secret
 
+ROOT = Path(__file__).resolve().parents[1]
 BAD = Path(__file__).resolve().parent / "bad_configs"
 
 # Strings planted in bad configs that must never be echoed back.

@@ -22,13 +22,10 @@ from pathlib import Path
 
 import pytest
 
+from pop3mon_lab.demo import DEMO_CONNECTIONS, evaluate
+from pop3mon_lab.dovecot import LabUnavailable, find_dovecot
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from pop3mon_lab.demo import DEMO_CONNECTIONS, evaluate  # noqa: E402
-from pop3mon_lab.dovecot import LabUnavailable, find_dovecot  # noqa: E402
-
 DEMO_TIMEOUT = 240
 
 

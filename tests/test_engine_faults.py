@@ -12,31 +12,25 @@ Hang cases use deadlines of 2 s so the whole file stays fast.
 
 from __future__ import annotations
 
+import base64
+import re
+import socket
 import sys
-from pathlib import Path
+import threading
+import time
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-_REPO_ROOT = str(Path(__file__).resolve().parent.parent)
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
+import pytest
+from pop3mon.engine import ProbeResult, ProbeSpec, probe
+from pop3mon.engine.auth import CLEARTEXT, MAX_SASL_ROUNDS
+from pop3mon.engine.session import QUIT_WAIT
+from pop3mon.engine.wire import ALLOWED_COMMANDS
+from pop3mon.secrets import Secret
 
-import base64  # noqa: E402
-import re  # noqa: E402
-import socket  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Generator  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from typing import Any, ClassVar  # noqa: E402
-
-import pytest  # noqa: E402
-from pop3mon.engine import ProbeResult, ProbeSpec, probe  # noqa: E402
-from pop3mon.engine.auth import CLEARTEXT, MAX_SASL_ROUNDS  # noqa: E402
-from pop3mon.engine.session import QUIT_WAIT  # noqa: E402
-from pop3mon.engine.wire import ALLOWED_COMMANDS  # noqa: E402
-from pop3mon.secrets import Secret  # noqa: E402
-
-from pop3mon_lab.certs import LabCerts  # noqa: E402
-from pop3mon_lab.faultserver import (  # noqa: E402
+from pop3mon_lab.certs import LabCerts
+from pop3mon_lab.faultserver import (
     DEFAULT_SASL,
     FaultServer,
     LogEntry,

@@ -7,40 +7,29 @@ probe). Example counts are moderate so the file runs in a few seconds.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import re
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Callable
 
-_REPO_ROOT = str(Path(__file__).resolve().parent.parent)
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
-
-import datetime as dt  # noqa: E402
-import re  # noqa: E402
-import socket  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-
-import pytest  # noqa: E402
-from cryptography import x509  # noqa: E402
-from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
-from cryptography.x509.oid import NameOID  # noqa: E402
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from pop3mon.engine import ProbeResult, ProbeSpec, probe  # noqa: E402
-from pop3mon.engine.auth import (  # noqa: E402
+import pytest
+from cryptography.hazmat.primitives import serialization
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pop3mon.engine import ProbeResult, ProbeSpec, probe
+from pop3mon.engine.auth import (
     CLEARTEXT,
     choose_mechanism,
     offer_from,
     valid_apop_timestamp,
 )
-from pop3mon.engine.errors import PolicyError, ProbeError, TLSError  # noqa: E402
-from pop3mon.engine.mechanisms import AUTH_SETTINGS as MECHANISMS  # noqa: E402
-from pop3mon.engine.result import CertInfo  # noqa: E402
-from pop3mon.engine.tls import cert_info  # noqa: E402
-from pop3mon.engine.wire import (  # noqa: E402
+from pop3mon.engine.errors import PolicyError, ProbeError, TLSError
+from pop3mon.engine.mechanisms import AUTH_SETTINGS as MECHANISMS
+from pop3mon.engine.result import CertInfo
+from pop3mon.engine.tls import cert_info
+from pop3mon.engine.wire import (
     DISPLAY_MAX,
     STATUS_LINE_MAX,
     Deadline,
@@ -49,7 +38,9 @@ from pop3mon.engine.wire import (  # noqa: E402
     parse_status,
     sanitize,
 )
-from pop3mon.secrets import Secret  # noqa: E402
+from pop3mon.secrets import Secret
+
+from pop3mon_lab.certs import self_signed_cert
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -236,20 +227,7 @@ def test_offer_and_choice(
 
 # --------------------------------------------------------------------------- certificates
 def _valid_der() -> bytes:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    cert, _ = self_signed_cert("localhost", ["localhost"], days=30)
     return cert.public_bytes(serialization.Encoding.DER)
 
 

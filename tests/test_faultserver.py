@@ -6,16 +6,9 @@ on the wire, so engine tests can rely on it.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import base64
-import datetime
 import hashlib
 import hmac
-import ipaddress
 import json
 import os
 import poplib
@@ -28,11 +21,8 @@ import warnings
 from collections.abc import Iterator
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from pop3mon_lab.certs import self_signed_cert, write_cert_pair
 from pop3mon_lab.faultserver import (
     DEFAULT_USERS,
     POLL_INTERVAL,
@@ -52,38 +42,10 @@ TIMEOUT = 3.0
 @pytest.fixture(scope="module")
 def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     """A self-signed EC certificate for localhost / 127.0.0.1 (cert path, key path)."""
-    directory = tmp_path_factory.mktemp("faultserver-cert")
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    certfile = directory / "cert.pem"
-    keyfile = directory / "key.pem"
-    certfile.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    keyfile.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return str(certfile), str(keyfile)
+    # CA:TRUE because client_context() trusts the certificate itself as the only anchor.
+    certificate, key = self_signed_cert("localhost", ["localhost", "127.0.0.1"], days=2, ca=True)
+    pair = write_cert_pair(tmp_path_factory.mktemp("faultserver-cert"), "cert", certificate, key)
+    return str(pair.cert), str(pair.key)
 
 
 def client_context(cert: tuple[str, str]) -> ssl.SSLContext:

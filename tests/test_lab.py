@@ -6,11 +6,6 @@ tested *against* this lab, so the lab must not depend on it.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import base64
 import hashlib
 import hmac
@@ -21,6 +16,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from cryptography import x509

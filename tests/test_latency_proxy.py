@@ -8,16 +8,11 @@ loaded two-core CI machine does not make them flaky.
 from __future__ import annotations
 
 import socket
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-
 from latency_proxy import LatencyProxy, spawn_proxies
 
 DELAY = 0.15  # one way; large against scheduler noise, small enough to keep the tests quick

@@ -19,33 +19,29 @@ verdicts, and within each run the four artifacts must agree with each other.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
 import sys
+import xml.etree.ElementTree as ET
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pop3mon_lab.certs import generate_lab_certs
+from pop3mon_lab.faultserver import FaultServer
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-import base64  # noqa: E402
-import hashlib  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import xml.etree.ElementTree as ET  # noqa: E402
-from collections import Counter  # noqa: E402
-from collections.abc import Iterator, Mapping  # noqa: E402
-from contextlib import ExitStack  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from html.parser import HTMLParser  # noqa: E402
-from typing import Any  # noqa: E402
-
-import pytest  # noqa: E402
-
-from pop3mon_lab.certs import generate_lab_certs  # noqa: E402
-from pop3mon_lab.faultserver import FaultServer  # noqa: E402
-
 XSD = Path(__file__).resolve().parent / "data" / "junit-10.xsd"
 PASSWORD_ENV = "POP3MON_TEST_PW"
 PASSWORD = "report-test-pw-1"

@@ -5,14 +5,10 @@ Each test fails without the fix it names and passes with it.
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 from pop3mon.config import ConfigError, load_targets
 from pop3mon.engine import ProbeSpec, probe
 from pop3mon.engine.result import ProbeResult
@@ -22,7 +18,7 @@ from pop3mon.report.metrics import metrics_text
 from pop3mon.report.model import ConnectionReport, RunInfo, RunReport
 from pop3mon.secrets import Secret
 
-from pop3mon_lab.certs import LabCerts
+from pop3mon_lab.certs import LabCerts, self_signed_cert
 from pop3mon_lab.faultserver import FaultServer
 
 TARGETS = """\
@@ -93,22 +89,7 @@ def test_sanitize_strips_line_breaks_and_bidi_controls(char: str) -> None:
 
 # -- certificate facts are server-controlled text ---------------------------------------------
 def _hostile_cert() -> bytes:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "evil\x1b[2J\x1b]0;pwned\x07\r")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("a\x1b[31m.example\r\nX")]), critical=False
-        )
-        .sign(key, hashes.SHA256())
-    )
+    cert, _ = self_signed_cert("evil\x1b[2J\x1b]0;pwned\x07\r", ["a\x1b[31m.example\r\nX"])
     return cert.public_bytes(serialization.Encoding.DER)
 
 

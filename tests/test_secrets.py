@@ -5,40 +5,33 @@ on success and on failure, against the real fault server.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import base64
+import copy
+import dataclasses
+import json
+import pickle
+import socket
+import threading
+import time
+import traceback
+from typing import Any
 
-_REPO_ROOT = str(Path(__file__).resolve().parent.parent)
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
-
-import base64  # noqa: E402
-import copy  # noqa: E402
-import dataclasses  # noqa: E402
-import json  # noqa: E402
-import pickle  # noqa: E402
-import socket  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-import traceback  # noqa: E402
-from typing import Any  # noqa: E402
-
-import pytest  # noqa: E402
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from pop3mon.engine import ProbeResult, ProbeSpec, probe  # noqa: E402
-from pop3mon.engine.auth import refused  # noqa: E402
-from pop3mon.engine.errors import (  # noqa: E402
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pop3mon.engine import ProbeResult, ProbeSpec, probe
+from pop3mon.engine.auth import refused
+from pop3mon.engine.errors import (
     AuthError,
     PolicyError,
     ProbeError,
     map_exception,
 )
-from pop3mon.engine.wire import Deadline, Status, Wire, sanitize  # noqa: E402
-from pop3mon.secrets import REDACTED, REDACTOR, Redactor, Secret  # noqa: E402
+from pop3mon.engine.wire import Deadline, Status, Wire, sanitize
+from pop3mon.secrets import REDACTED, REDACTOR, Redactor, Secret
 
-from pop3mon_lab.certs import LabCerts  # noqa: E402
-from pop3mon_lab.faultserver import DEFAULT_SASL, FaultServer  # noqa: E402
+from pop3mon_lab.certs import LabCerts
+from pop3mon_lab.faultserver import DEFAULT_SASL, FaultServer
 
 USER = "alice"
 # 17 characters: not a multiple of 3, so each base64 alignment has a distinct form.

@@ -43,8 +43,8 @@ from pop3mon_lab.certs import LabCerts
 from pop3mon_lab.dovecot import DovecotLab
 from pop3mon_lab.faultserver import FaultServer
 
-#: The repository root: the suite runs here, as a user runs it (`plugins` is importable
-#: because tests/pytest.ini and tests/conftest.py put this directory on sys.path).
+#: The repository root: the suite runs here, as a user runs it (`pop3mon_lab` is importable
+#: because tests/pytest.ini puts this directory on sys.path).
 ROOT = Path(__file__).resolve().parents[1]
 #: Environment variables that would change what the subprocess suite does; never inherited.
 _SCRUBBED_ENV = (

@@ -22,17 +22,13 @@ from typing import Any
 
 import pytest
 import yaml
+from pop3mon.config import load_targets
+
+from pop3mon_lab.certs import LabCerts
+from pop3mon_lab.dovecot import free_port
+from pop3mon_lab.faultserver import DEFAULT_USERS, FaultServer
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from pop3mon.config import load_targets  # noqa: E402
-
-from pop3mon_lab.certs import LabCerts  # noqa: E402
-from pop3mon_lab.dovecot import free_port  # noqa: E402
-from pop3mon_lab.faultserver import DEFAULT_USERS, FaultServer  # noqa: E402
-
 GITHUB = ROOT / "ci" / "github" / "pop3mon.yml"
 GITLAB = ROOT / "ci" / "gitlab" / ".gitlab-ci.yml"
 RUN_MONITOR = ROOT / "ci" / "run-monitor"

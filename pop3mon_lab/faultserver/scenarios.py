@@ -1,0 +1,367 @@
+"""The fault scenarios: how each one breaks the healthy dialogue, and the registry of names.
+
+Real Dovecot covers the success path; these cover what real servers will not do on demand:
+hostile and broken behaviour (silent or dripping greetings, endless multi-line answers,
+STARTTLS injection, credential echo, resets mid-login ...). Each is a small
+:class:`~.session.Session` subclass overriding the one step it breaks, registered under a
+name with a one-line summary (``FaultServer(name)`` looks it up in :data:`SCENARIOS`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import ClassVar, Literal
+
+from .common import Conn, ServerHandle, as_text, b64
+from .sasl import SaslExchange, SaslOutcome
+from .session import Scenario, Session
+
+__all__ = ["SCENARIOS", "scenario_names"]
+
+
+class _HealthyNoApop(Session):
+    apop = False
+
+
+class _RstOnConnect(Session):
+    def run(self) -> None:
+        self.reset()
+
+
+class _NoGreeting(Session):
+    def greet(self) -> bool:
+        self.drain()
+        return False
+
+
+class _DripGreeting(Session):
+    def greet(self) -> bool:
+        # "+OK " then dots, one byte per interval, never a line ending: only a deadline
+        # over the whole read (not a per-recv timeout) stops a client here.
+        prefix = b"+OK dripping"
+        count = 0
+        while not self.closing:
+            byte = prefix[count : count + 1] or b"."
+            if not self.send(byte) or not self.pause(self.opts.drip_interval):
+                break
+            count += 1
+        return False
+
+
+class _ErrGreeting(Session):
+    def greet(self) -> bool:
+        if self.reply("-ERR go away"):
+            self.half_close()
+        return False
+
+
+class _GarbageGreeting(Session):
+    def greeting(self) -> str:
+        return as_text(b"\x00\xff\xfe\x16\x03\x01GARBAGE\x00\x1b[2J\x80 greeting")
+
+
+class _LowercaseOk(Session):
+    def greeting(self) -> str:
+        return "+ok hello"
+
+
+class _HugeLine(Session):
+    def greet(self) -> bool:
+        if not self.pause(self.opts.response_delay):
+            return False
+        # One buffer, sent in chunks by send(): never a newline.
+        if self.send(b"+OK " + b"A" * max(0, self.opts.huge_size - 4)):
+            self.drain()
+        return False
+
+
+class _EndlessCapa(Session):
+    def cmd_capa(self, arg: str) -> None:
+        if not self.reply("+OK Capability list follows"):
+            return
+        number = 0
+        # Stream batches as fast as the client reads; stop or a dead peer ends it.
+        while not self.stopped:
+            batch = "".join(f"X-ENDLESS-{number + i:09d}\r\n" for i in range(256))
+            number += 256
+            if not self.send(batch.encode("ascii")):
+                break
+        self.closing = True
+
+
+class _CapaEof(Session):
+    def cmd_capa(self, arg: str) -> None:
+        data = b"+OK Capability list follows\r\nTOP\r\nUIDL\r\n"
+        if self.pause(self.opts.response_delay) and self.send(data):
+            self.half_close()
+        self.closing = True
+
+
+class _MalformedStat(Session):
+    def cmd_stat(self, arg: str) -> None:
+        self.reply("+OK banana")
+
+
+class _ApopNoTimestamp(Session):
+    def __init__(self, server: ServerHandle, conn: Conn, scenario: Scenario) -> None:
+        super().__init__(server, conn, scenario)
+        self.timestamp = None
+
+
+class _ApopBadTimestamp(Session):
+    """APOP stays usable (a careless client succeeds); the greeting's msg-id is invalid."""
+
+    bad_timestamp: ClassVar[str] = "<no-at-sign>"
+
+    def __init__(self, server: ServerHandle, conn: Conn, scenario: Scenario) -> None:
+        super().__init__(server, conn, scenario)
+        self.timestamp = self.bad_timestamp
+
+
+class _ApopCtrlTimestamp(_ApopBadTimestamp):
+    bad_timestamp = "<1.2\x07\x1b[0m@pop3mon.test>"
+
+
+class _NoStls(Session):
+    """No STLS anywhere; credentials are accepted in plaintext regardless of options."""
+
+    def stls_available(self) -> bool:
+        return False
+
+    def plaintext_auth_allowed(self) -> bool:
+        return True
+
+
+class _StlsAdvertised(Session):
+    """Lists STLS even without a certificate; subclasses break the STLS answer."""
+
+    def stls_available(self) -> bool:
+        return not self.conn.tls and self.state == "authorization"
+
+
+class _StlsErr(_StlsAdvertised):
+    def cmd_stls(self, arg: str) -> None:
+        self.reply("-ERR [SYS/TEMP] TLS not available right now.")
+
+
+class _StlsPlaintext(_StlsAdvertised):
+    def cmd_stls(self, arg: str) -> None:
+        # Claims TLS, then keeps answering in plaintext (a ClientHello gets a plaintext
+        # -ERR, see readline), so the client's handshake fails on a non-TLS record.
+        self.reply("+OK Begin TLS negotiation now.")
+
+
+class _StlsClose(_StlsAdvertised):
+    def cmd_stls(self, arg: str) -> None:
+        self.reply("+OK Begin TLS negotiation now.")
+        self.closing = True
+
+
+class _StlsInjection(Session):
+    def cmd_stls(self, arg: str) -> None:
+        if not self.stls_available():
+            self.reply("-ERR STLS not available.")
+            return
+        # The attack: extra plaintext in the same segment as the +OK. A client that keeps
+        # its read buffer across the handshake reads "+OK injected" as the answer to its
+        # first command over TLS.
+        if not self.pause(self.opts.response_delay):
+            return
+        if not self.send(b"+OK Begin TLS negotiation now.\r\n+OK injected\r\n"):
+            return
+        if not self.start_tls():
+            self.closing = True
+
+
+class _CapaDiffers(Session):
+    def capabilities(self) -> list[str]:
+        if self.state != "authorization":
+            return super().capabilities()
+        if not self.conn.tls:
+            return ["TOP", "UIDL", "USER", "SASL PLAIN", "STLS", "IMPLEMENTATION plain"]
+        return ["TOP", "UIDL", "USER", "SASL SCRAM-SHA-256 PLAIN LOGIN", "IMPLEMENTATION tls"]
+
+
+class _LoginReply(Session):
+    """Every login attempt (PASS, APOP, final AUTH step) gets the scenario's line."""
+
+    def finish_login(self, outcome: SaslOutcome) -> None:
+        self.log.add_event(self.conn.id, "login-failed", outcome.user)
+        self.reply(self.scenario.reply)
+
+
+class _RstAfterPass(Session):
+    def finish_login(self, outcome: SaslOutcome) -> None:
+        self.reset()
+
+
+class _EchoCredentials(Session):
+    def finish_login(self, outcome: SaslOutcome) -> None:
+        # The secret as received: PASS argument, decoded PLAIN/LOGIN password, APOP or
+        # CRAM digest. Clients must scrub it from anything they report.
+        self.log.add_event(self.conn.id, "login-failed", outcome.user)
+        self.reply(f"-ERR bad password '{outcome.secret}'")
+
+
+class _EndlessSasl(Session):
+    max_sasl_rounds = None
+
+    def sasl_exchange(self, mech: str, first: bytes | None) -> SaslExchange:
+        return self._endless()
+
+    def _endless(self) -> SaslExchange:
+        # Honours "*" (the driver answers -ERR), otherwise challenges forever.
+        while True:
+            yield b64(os.urandom(12))
+
+
+class _BadBase64Sasl(Session):
+    def sasl_exchange(self, mech: str, first: bytes | None) -> SaslExchange:
+        return self._bad()
+
+    def _bad(self) -> SaslExchange:
+        yield "!!!notbase64"
+        return SaslOutcome("", False)
+
+
+class _Xoauth2Error(Session):
+    def sasl_mechanisms(self) -> list[str]:
+        return [*super().sasl_mechanisms(), "XOAUTH2"]
+
+    def sasl_exchange(self, mech: str, first: bytes | None) -> SaslExchange:
+        if mech == "XOAUTH2":
+            return self._xoauth2_error(first)
+        return super().sasl_exchange(mech, first)
+
+    def _xoauth2_error(self, first: bytes | None) -> SaslExchange:
+        if first is None:
+            yield ""
+        error = {"status": "401", "schemes": "Bearer", "scope": "https://mail.google.com/"}
+        yield b64(json.dumps(error))
+        return SaslOutcome("", False, reply="-ERR [AUTH] invalid token")
+
+
+class _QuitSilent(Session):
+    def cmd_quit(self, arg: str) -> None:
+        pass  # never answers, never closes: the client's deadline must end it
+
+
+_REGISTRY: dict[str, Scenario] = {}
+
+
+def _register(
+    name: str,
+    summary: str,
+    session: type[Session],
+    *,
+    needs_tls: bool = False,
+    reply: str = "",
+    tls_profile: Literal["default", "tls10"] = "default",
+) -> None:
+    _REGISTRY[name] = Scenario(name, summary, session, needs_tls, reply, tls_profile)
+
+
+_register("healthy", "full RFC server: APOP timestamp, CAPA, STLS (with a cert), SASL", Session)
+_register("healthy-no-apop", "healthy, greeting without timestamp, APOP -ERR", _HealthyNoApop)
+_register("rst-on-connect", "accept, then RST (SO_LINGER 0) without a byte", _RstOnConnect)
+_register("no-greeting", "accept, never send; logs what the client sends", _NoGreeting)
+_register("drip-greeting", "'+OK dripping...' one byte per drip_interval, no CRLF", _DripGreeting)
+_register("err-greeting", "'-ERR go away' then FIN", _ErrGreeting)
+_register("garbage-greeting", "binary greeting with NUL/0xFF/ESC bytes", _GarbageGreeting)
+_register("lowercase-ok", "'+ok hello' greeting, healthy afterwards", _LowercaseOk)
+_register("huge-line", "'+OK ' + 'A' up to huge_size (10 MB) bytes, no newline", _HugeLine)
+_register("endless-capa", "CAPA '+OK' then X-ENDLESS-n lines forever", _EndlessCapa)
+_register("capa-eof", "CAPA '+OK', TOP, UIDL then FIN without '.'", _CapaEof)
+_register("malformed-stat", "STAT answers '+OK banana'", _MalformedStat)
+_register("apop-no-timestamp", "greeting without <...>; APOP -ERR", _ApopNoTimestamp)
+_register("apop-bad-timestamp", "greeting timestamp <no-at-sign>; APOP accepted", _ApopBadTimestamp)
+_register(
+    "apop-ctrl-timestamp",
+    "greeting timestamp with BEL/ESC bytes; APOP accepted",
+    _ApopCtrlTimestamp,
+)
+_register("no-stls", "CAPA without STLS, STLS -ERR, plaintext login allowed", _NoStls)
+_register("stls-err", "CAPA lists STLS, STLS answers -ERR [SYS/TEMP]", _StlsErr)
+_register("stls-plaintext", "STLS '+OK' then stays plaintext", _StlsPlaintext)
+_register("stls-close", "STLS '+OK' then closes the connection", _StlsClose)
+_register(
+    "stls-injection",
+    "STLS '+OK ...\\r\\n+OK injected\\r\\n' in one write, then TLS",
+    _StlsInjection,
+    needs_tls=True,
+)
+_register(
+    "tls10-only",
+    "healthy but TLS 1.0 only (SECLEVEL=0)",
+    Session,
+    needs_tls=True,
+    tls_profile="tls10",
+)
+_register(
+    "capa-differs",
+    "CAPA before TLS: SASL PLAIN + STLS; after TLS: SASL SCRAM-SHA-256 PLAIN LOGIN",
+    _CapaDiffers,
+    needs_tls=True,
+)
+_register(
+    "in-use",
+    "logins answer '-ERR [IN-USE] mailbox locked'",
+    _LoginReply,
+    reply="-ERR [IN-USE] mailbox locked",
+)
+_register(
+    "login-delay",
+    "logins answer '-ERR [LOGIN-DELAY] wait'",
+    _LoginReply,
+    reply="-ERR [LOGIN-DELAY] wait",
+)
+_register(
+    "sys-temp",
+    "logins answer '-ERR [SYS/TEMP] try later'",
+    _LoginReply,
+    reply="-ERR [SYS/TEMP] try later",
+)
+_register(
+    "sys-perm",
+    "logins answer '-ERR [SYS/PERM] mailbox unavailable'",
+    _LoginReply,
+    reply="-ERR [SYS/PERM] mailbox unavailable",
+)
+_register(
+    "auth-code",
+    "logins answer '-ERR [AUTH] bad password'",
+    _LoginReply,
+    reply="-ERR [AUTH] bad password",
+)
+_register("rst-after-pass", "RST instead of answering PASS/APOP/final AUTH", _RstAfterPass)
+_register("endless-sasl", "every AUTH response gets another '+ <b64>' ('*' ends)", _EndlessSasl)
+_register("bad-base64-sasl", "AUTH challenge '+ !!!notbase64'", _BadBase64Sasl)
+_register(
+    "xoauth2-error",
+    "AUTH XOAUTH2: '+ <b64 json 401>', then '-ERR [AUTH] invalid token'",
+    _Xoauth2Error,
+)
+_register("quit-silent", "never answers QUIT, keeps the connection open", _QuitSilent)
+_register(
+    "html-ansi-err",
+    "logins answer '-ERR <script>alert(1)</script> ESC[31mred ESC[0m'",
+    _LoginReply,
+    reply="-ERR <script>alert(1)</script> \x1b[31mred\x1b[0m",
+)
+_register("echo-credentials", "logins answer -ERR bad password '<secret>'", _EchoCredentials)
+_register(
+    "stls-required-refuse",
+    "CAPA without STLS, STLS -ERR, USER/PASS accepted in plaintext",
+    _NoStls,
+)
+
+SCENARIOS: Mapping[str, Scenario] = MappingProxyType(_REGISTRY)
+"""Every scenario by name."""
+
+
+def scenario_names() -> list[str]:
+    """Registered scenario names, sorted."""
+    return sorted(_REGISTRY)
