@@ -27,6 +27,7 @@ from pop3mon.engine.errors import (
     ProbeError,
     map_exception,
 )
+from pop3mon.engine.mechanisms import MECHANISMS as MECHANISM_REGISTRY
 from pop3mon.engine.wire import Deadline, Status, Wire, sanitize
 from pop3mon.secrets import REDACTED, REDACTOR, Redactor, Secret
 
@@ -38,17 +39,8 @@ USER = "alice"
 SENTINEL = "Secr3t-Sentinel#Q"
 WRONG = "Wr0ng-Sentinel#Zx"
 ALL_SASL = (*DEFAULT_SASL, "XOAUTH2", "OAUTHBEARER")
-MECHANISMS = (
-    "user",
-    "apop",
-    "plain",
-    "login",
-    "cram-md5",
-    "scram-sha-1",
-    "scram-sha-256",
-    "xoauth2",
-    "oauthbearer",
-)
+# Every mechanism the registry knows: a new one is covered here without editing this list.
+MECHANISMS = tuple(MECHANISM_REGISTRY)
 
 
 def _b64(data: bytes) -> str:
