@@ -94,8 +94,8 @@ def spec_for(
         host=running.hostname,  # SNI and certificate name
         address="127.0.0.1",  # never resolve, never leave loopback
         port=port if port is not None else running.port(mode.listener),  # type: ignore[arg-type]
-        mode=mode.security,
-        mechanism=auth,
+        security=mode.security,
+        auth=auth,
         username=running.demo_user if auth != "none" else "",
         secret=Secret(running.demo_password, "benchmark") if auth != "none" else None,
         ca_file=str(running.ca_file),

@@ -149,8 +149,8 @@ from pop3mon.engine.session import probe
 from pop3mon.secrets import Secret
 import os
 secret = os.environ.get("POP3MON_BENCH_PASSWORD")
-spec = ProbeSpec(id="one", host={host!r}, address="127.0.0.1", port={port}, mode={security!r},
-                 mechanism={auth!r}, username={user!r}, ca_file={ca!r},
+spec = ProbeSpec(id="one", host={host!r}, address="127.0.0.1", port={port}, security={security!r},
+                 auth={auth!r}, username={user!r}, ca_file={ca!r},
                  secret=Secret(secret) if secret and {auth!r} != "none" else None)
 sys.exit(0 if probe(spec).ok else 1)
 """

@@ -71,8 +71,8 @@ class Case:
     """One kind of probe to measure."""
 
     name: str
-    mode: str
-    mechanism: str
+    security: str
+    auth: str
 
 
 CASES: tuple[Case, ...] = (
@@ -131,11 +131,11 @@ def make_spec(lab: DovecotLab, secret: Secret, case: Case, index: int) -> ProbeS
     return ProbeSpec(
         id=f"{case.name}#{index}",
         host=lab.hostname,
-        port=lab.port("pop3s" if case.mode == "tls" else "pop3"),
-        mode=case.mode,
-        mechanism=case.mechanism,
+        port=lab.port("pop3s" if case.security == "tls" else "pop3"),
+        security=case.security,
+        auth=case.auth,
         username=lab.demo_user,
-        secret=None if case.mechanism == "none" else secret,
+        secret=None if case.auth == "none" else secret,
         ca_file=str(lab.ca_file),
         timeout=10.0,
     )

@@ -485,7 +485,7 @@ def test_secret_from_env(cascade: Targets, monkeypatch: pytest.MonkeyPatch) -> N
     assert spec.secret.source == "env:FLEET_PW"
     assert spec.secret_problem == ""
     assert "fleet-secret-value" not in repr(spec)
-    assert (spec.id, spec.host, spec.port, spec.mode, spec.mechanism, spec.username) == (
+    assert (spec.id, spec.host, spec.port, spec.security, spec.auth, spec.username) == (
         "mail1:995-tls",
         "mail1.example",
         995,
@@ -557,7 +557,7 @@ servers:
     (tmp_path / "tok").write_text("ya29.token-value\n")
     spec = conn.to_probe_spec({})
     assert spec.secret is not None and spec.secret.reveal() == "ya29.token-value"
-    assert spec.mechanism == "xoauth2"
+    assert spec.auth == "xoauth2"
 
 
 def test_auth_none_needs_no_secret(cascade: Targets) -> None:

@@ -204,8 +204,8 @@ def run(
             id=f"{scenario}-{mode}-{mechanism}",
             host="localhost",
             port=srv.port,
-            mode=mode,
-            mechanism=mechanism,
+            security=mode,
+            auth=mechanism,
             username=USER,
             secret=secret,
             allow_cleartext=allow_cleartext,
@@ -270,7 +270,7 @@ def test_closed_port_is_refused_quickly() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed again before the probe: nobody listens
-    spec = ProbeSpec(id="closed", host="127.0.0.1", port=port, mode="none", mechanism="none")
+    spec = ProbeSpec(id="closed", host="127.0.0.1", port=port, security="none", auth="none")
     start = time.monotonic()
     r = probe(spec)
     assert time.monotonic() - start < QUICK
@@ -284,7 +284,7 @@ def test_closed_port_is_refused_quickly() -> None:
 def test_invalid_host_never_queries_dns() -> None:
     _install_dns_audit()
     host = "mail.pop3mon-engine-test.invalid"
-    spec = ProbeSpec(id="invalid", host=host, port=110, mode="tls", timeout=5.0)
+    spec = ProbeSpec(id="invalid", host=host, port=110, security="tls", timeout=5.0)
     start = time.monotonic()
     r = probe(spec)
     assert time.monotonic() - start < 0.5

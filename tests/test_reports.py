@@ -614,7 +614,7 @@ def test_waterfall_svg_is_inert(lab: Lab) -> None:
         id="x",
         host="h",
         port=1,
-        mode="tls",
+        security="tls",
         mechanism="auto",
         started_at=0.0,
         phases=(("dns", 0.001), ("connect", 0.002), ("total", 0.004)),

@@ -62,7 +62,7 @@ def test_no_auth_success_sample_when_login_was_not_selected(tmp_path: Path) -> N
     ct = load_targets(path).connections[0]
     assert ct.auth == "auto"
     result = ProbeResult(
-        id=ct.id, host=ct.host, port=ct.port, mode="tls", mechanism="none", started_at=1.0
+        id=ct.id, host=ct.host, port=ct.port, security="tls", mechanism="none", started_at=1.0
     )
     info = RunInfo(
         run_id="r", started=1.0, finished=2.0, targets_name="t", targets_sha256="0", version="x"
@@ -71,7 +71,7 @@ def test_no_auth_success_sample_when_login_was_not_selected(tmp_path: Path) -> N
     assert "pop3mon_auth_success{" not in metrics_text(report)
     # A probe that did try to log in still gets its sample.
     tried = ProbeResult(
-        id=ct.id, host=ct.host, port=ct.port, mode="tls", mechanism="auto", started_at=1.0
+        id=ct.id, host=ct.host, port=ct.port, security="tls", mechanism="auto", started_at=1.0
     )
     report = RunReport(info=info, connections=(ConnectionReport(ct, tried, ()),))
     assert "pop3mon_auth_success{" in metrics_text(report)
@@ -125,8 +125,8 @@ def test_scram_with_an_initial_response_too_long_for_the_auth_line(
                 id="long-user",
                 host="localhost",
                 port=srv.port,
-                mode="starttls",
-                mechanism=mechanism,
+                security="starttls",
+                auth=mechanism,
                 username=user,
                 secret=Secret(password, "test"),
                 ca_file=str(lab_certs.ca_file),

@@ -110,9 +110,9 @@ class ProbeStore:
         """The probe spec; without a login when no selected test needs one (``-m tls``,
         ``-m connectivity``): deselected tiers must not cost the server a login."""
         spec = self.by_id[ct_id].to_probe_spec()
-        if login or spec.mechanism == "none":
+        if login or spec.auth == "none":
             return spec
-        return dataclasses.replace(spec, mechanism="none", secret=None, secret_problem="")
+        return dataclasses.replace(spec, auth="none", secret=None, secret_problem="")
 
     def _file(self, ct_id: str) -> Path:
         return self.rundir / ("probe-" + hashlib.sha256(ct_id.encode()).hexdigest()[:24] + ".json")

@@ -34,7 +34,7 @@ _CLEAR: Final = object()
 # The bottom layer of the cascade. The values live in the engine's table so a ProbeSpec
 # built in code gets the same ones; None here means "not set" (system CA store, no login).
 _BUILTIN: Final[Mapping[str, object]] = {
-    "auth": DEFAULTS.mechanism,
+    "auth": DEFAULTS.auth,
     "timeout": DEFAULTS.timeout,
     "ping": DEFAULTS.ping,
     "ping_timeout": DEFAULTS.ping_timeout,

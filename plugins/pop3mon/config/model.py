@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from ..engine.mechanisms import MECHANISMS
 from ..engine.result import ProbeSpec
-from ..engine.stages import LATENCY_PHASES
+from ..engine.stages import LATENCY_PHASES, Security
 from ..secrets import Secret
 
 # Mechanisms that send an OAuth token rather than a password (or a digest of one). "auto"
@@ -105,7 +105,7 @@ class ConnectionType:
     host: str
     address: str | None
     port: int
-    security: str
+    security: Security
     auth: str
     username: str | None
     secret_kind: str  # "password", "token" or "" (no reference)
@@ -159,8 +159,8 @@ class ConnectionType:
             id=self.id,
             host=self.host,
             port=self.port,
-            mode=self.security,
-            mechanism=self.auth,
+            security=self.security,
+            auth=self.auth,
             username=self.username or "",
             secret=secret,
             secret_problem=problem,

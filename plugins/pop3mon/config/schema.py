@@ -28,7 +28,7 @@ from pydantic_core import PydanticCustomError
 
 from ..engine.defaults import DEFAULTS
 from ..engine.mechanisms import AUTH_SETTINGS
-from ..engine.stages import LATENCY_PHASES, SECURITY_MODES, TLS_VERSIONS
+from ..engine.stages import LATENCY_PHASES, SECURITY_MODES, TLS_VERSIONS, Security
 from .wording import _num, _show, _suggest
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
@@ -90,8 +90,10 @@ def _choice(value: object, choices: Sequence[str]) -> str:
 # ---------------------------------------------------------------------------------------
 
 
-def _v_security(value: object) -> str:
-    return _choice(value, SECURITY_MODES)
+def _v_security(value: object) -> Security:
+    chosen = _choice(value, SECURITY_MODES)
+    # Narrow the checked string to the Literal without a cast.
+    return next(mode for mode in SECURITY_MODES if mode == chosen)
 
 
 def _v_auth(value: object) -> str:
@@ -393,7 +395,7 @@ class _Settings(_Model):
     the same values anyway, so the model does not mislead whoever reads it.
     """
 
-    auth: Annotated[str, BeforeValidator(_v_auth)] = DEFAULTS.mechanism
+    auth: Annotated[str, BeforeValidator(_v_auth)] = DEFAULTS.auth
     timeout: _Seconds = DEFAULTS.timeout
     ping: bool = DEFAULTS.ping
     ping_timeout: Annotated[float, Field(gt=0, le=60, allow_inf_nan=False)] = DEFAULTS.ping_timeout
@@ -429,7 +431,7 @@ class _Settings(_Model):
 class _Connection(_Settings):
     id: Annotated[str, AfterValidator(_v_id)] | None = None
     port: Annotated[int, AfterValidator(_v_port)] | None = None
-    security: Annotated[str, BeforeValidator(_v_security)]
+    security: Annotated[Security, BeforeValidator(_v_security)]
 
 
 class _Server(_Settings):

@@ -6,8 +6,9 @@ layer, and a :class:`~pop3mon.engine.result.ProbeSpec` built in code (benchmarks
 takes the same values as its field defaults. Both read this table, so what the docs call
 "the built-in default" cannot differ between the two ways in.
 
-This module imports nothing from pytest or from config: the engine must stay usable on
-its own, and config depends on the engine, not the other way round.
+This module imports nothing from pytest or from config (only the engine's own vocabulary
+in :mod:`.stages`): the engine must stay usable on its own, and config depends on the
+engine, not the other way round.
 """
 
 from __future__ import annotations
@@ -15,19 +16,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from .stages import Security
+
 __all__ = ["DEFAULTS", "Defaults"]
 
 
 @dataclass(frozen=True)
 class Defaults:
-    """Default values; field names follow the engine (``mode``, ``mechanism``).
+    """Default values; field names are the ``targets.yaml`` keys (``security``, ``auth``).
 
-    The matching ``targets.yaml`` keys are given where they differ. Thresholds are
-    ``(warn, crit)`` pairs as in :class:`~pop3mon.config.ConnectionType`.
+    The engine's :class:`~pop3mon.engine.result.ProbeSpec` uses the same names; where a
+    key is nested or spelled differently, the comment gives its ``targets.yaml`` form.
+    Thresholds are ``(warn, crit)`` pairs as in :class:`~pop3mon.config.ConnectionType`.
     """
 
-    mode: str  # targets.yaml `security:` has no default; only ProbeSpec uses this
-    mechanism: str  # targets.yaml `auth:`
+    security: Security  # targets.yaml `security:` has no default; only ProbeSpec uses this
+    auth: str  # targets.yaml `auth:`
     pop3_port: int  # `port:` when security is none, starttls-optional or starttls
     pop3s_port: int  # `port:` when security is tls
     timeout: float
@@ -44,9 +48,9 @@ class Defaults:
 
 
 DEFAULTS: Final = Defaults(
-    mode="tls",
+    security="tls",
     # "auto" picks the strongest mechanism the server offers that policy allows.
-    mechanism="auto",
+    auth="auto",
     pop3_port=110,
     pop3s_port=995,
     # Seconds for the WHOLE probe (DNS to QUIT), not per read.

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from ..secrets import Secret
 from .defaults import DEFAULTS
+from .stages import Security
 
 __all__ = [
     "AuthInfo",
@@ -44,8 +45,8 @@ class ProbeSpec:
     id: str
     host: str
     port: int
-    mode: str = DEFAULTS.mode
-    mechanism: str = DEFAULTS.mechanism
+    security: Security = DEFAULTS.security
+    auth: str = DEFAULTS.auth
     username: str = ""
     secret: Secret | None = field(default=None, repr=False, compare=False)
     secret_problem: str = ""
@@ -151,7 +152,7 @@ class ProbeResult:
     id: str
     host: str
     port: int
-    mode: str
+    security: str
     mechanism: str
     started_at: float  # epoch seconds
     phases: tuple[tuple[str, float], ...] = ()  # (phase, seconds) in run order; absent = not run

@@ -220,7 +220,7 @@ class _Probe:
         sock: socket.socket | None = None
         try:
             sock = self.connect(self.peer, "tls")
-            if self.spec.mode != "tls":
+            if self.spec.security != "tls":
                 wire = Wire(sock, self.deadline, started=self.t0)
                 wire.read_line("tls")
                 wire.command("STLS", stage="tls")
@@ -269,7 +269,7 @@ class _Probe:
             None if caps is None else any(c.upper().split()[:1] == ["STLS"] for c in caps)
         )
         if self.stls_offered is False:
-            if spec.mode == "starttls":
+            if spec.security == "starttls":
                 raise StartTLSError(
                     "server did not offer STLS (not in CAPA); refusing to continue without TLS",
                     kind="stls-not-offered",
@@ -290,7 +290,7 @@ class _Probe:
             if status.ok:
                 extra = wire.pending() + _peek(sock)
         if not status.ok:
-            if spec.mode == "starttls":
+            if spec.security == "starttls":
                 raise StartTLSError(
                     f"server refused STLS: {status.text or '(no text)'}",
                     kind="stls-refused",
@@ -321,12 +321,12 @@ class _Probe:
 
     def authenticate(self, wire: Wire) -> bool:
         spec = self.spec
-        if spec.mechanism == "none":
+        if spec.auth == "none":
             self.mark("auth", "skip", "no login configured (auth: none)")
             return False
         # After STLS only the capabilities asked over TLS count: the plaintext list may
         # have been forged (RFC 2595 §4), even when CAPA over TLS failed (then: unknown).
-        upgraded = self.spec.mode in ("starttls", "starttls-optional") and wire.encrypted
+        upgraded = self.spec.security in ("starttls", "starttls-optional") and wire.encrypted
         caps = self.caps_after if upgraded else self.caps_before
         offer = auth_mod.offer_from(caps, self.raw_greeting)
         self.offered = offer.names()
@@ -338,7 +338,7 @@ class _Probe:
             )
         with self.phase("auth"):
             self.mech = auth_mod.choose_mechanism(
-                spec.mechanism,
+                spec.auth,
                 offer,
                 encrypted=wire.encrypted,
                 allow_cleartext=spec.allow_cleartext,
@@ -417,7 +417,7 @@ class _Probe:
                 sock, self.deadline, started=self.t0, cleartext_allowed=self.spec.allow_cleartext
             )
             self.wire = wire
-            if self.spec.mode == "tls":
+            if self.spec.security == "tls":
                 stage = "tls"
                 tls = self.tls_handshake(sock, "tls")
                 wire.upgrade(tls)
@@ -426,7 +426,7 @@ class _Probe:
             self.read_greeting(wire)
             stage = "capa"
             self.caps_before = self.capa(wire, "capa")
-            if self.spec.mode in ("starttls", "starttls-optional"):
+            if self.spec.security in ("starttls", "starttls-optional"):
                 stage = "stls"
                 self.starttls(wire, sock)
             stage = "auth"
@@ -467,8 +467,8 @@ class _Probe:
             id=spec.id,
             host=spec.host,
             port=spec.port,
-            mode=spec.mode,
-            mechanism=spec.mechanism,
+            security=spec.security,
+            mechanism=spec.auth,
             started_at=self.started_at,
             phases=tuple((k, round(v, 6)) for k, v in self.phases),
             stages=tuple(self.stages.values()),

@@ -344,12 +344,12 @@ def _caps(result: ProbeResult) -> str:
             items.append(f"<li{cls}>{esc(cap)}</li>")
         return '<ul class="p3m-caps">' + "".join(items) + "</ul>"
 
-    if result.mode == "tls":
+    if result.security == "tls":
         # Implicit TLS: there is no "before"; the first CAPA already ran over TLS.
         return "<h4>Over TLS</h4>" + listing(before, None, "gone")
-    first = "Plaintext (no TLS)" if result.mode == "none" else "Before TLS"
+    first = "Plaintext (no TLS)" if result.security == "none" else "Before TLS"
     out = f"<h4>{first}</h4>" + listing(before, after, "gone")
-    if after is not None or result.mode in ("starttls", "starttls-optional"):
+    if after is not None or result.security in ("starttls", "starttls-optional"):
         out += "<h4>After STLS</h4>" + listing(after, before, "new")
         if before is not None and after is not None:
             out += (
