@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..engine.result import ProbeResult, StageOutcome
-from ..engine.stages import PHASE_LABELS, STAGES, CheckName, Tier, stage_index
+from ..engine.stages import PHASE_LABELS, STAGES, CheckName, Security, Tier, stage_index
 from ..verdict import Verdict
 
 __all__ = ["CheckResult", "Thresholds", "blocked", "failed_stage", "gate", "ms", "owner_of"]
@@ -22,7 +22,7 @@ class Thresholds(Protocol):
     """What a connection type contributes to verdicts (``config.ConnectionType`` fits)."""
 
     @property
-    def security(self) -> str: ...
+    def security(self) -> Security: ...
     @property
     def auth(self) -> str: ...
     @property
