@@ -193,7 +193,9 @@ def test_wheel_contents(wheel: Path) -> None:
     # Named like the modules: the repository's conftest.py `pytest_plugins` then names
     # plugins already registered, and pytest does not load them twice.
     conftest = (ROOT / "conftest.py").read_text(encoding="utf-8")
-    modules = re.findall(r'"(pop3mon[.\w]*)"', conftest)
+    declared = re.search(r"^\s*pytest_plugins = \[(.*)\]$", conftest, re.M)
+    assert declared, conftest
+    modules = re.findall(r'"([\w.]+)"', declared[1])
     assert modules == ["pop3mon.plugin", "pop3mon.report.plugin"]
     section = entry_points.split("[pytest11]", 1)[1]
     for module in modules:
