@@ -157,16 +157,24 @@ _pop3mon_req_hash() { # hash of a requirements file and of the files it includes
     } | sha256sum | cut -d' ' -f1
 }
 
+# The hashed lock of a requirements file (requirements.txt -> requirements.lock): every
+# package with its version and hashes, transitive ones too. ci/lock writes them.
+_pop3mon_lock_of() { printf '%s.lock\n' "${1%.txt}"; }
+
 _pop3mon_venv_ready() { # _pop3mon_venv_ready STAMP WANT
     local vpy="$POP3MON_VENV/bin/python"
     [ -x "$vpy" ] && _pop3mon_py_ok "$vpy" && [ "$(cat "$1" 2>/dev/null)" = "$2" ]
 }
 
 # pop3mon_python REQUIREMENTS_FILE : print the interpreter to use, creating/updating the
-# virtual environment from REQUIREMENTS_FILE when needed (a no-op when it is up to date).
+# virtual environment when needed (a no-op when it is up to date). It installs the lock of
+# REQUIREMENTS_FILE with --require-hashes, so every run gets the same versions of the
+# transitive dependencies too, and only the files whose hashes the lock names; the plain
+# requirements file only where the lock is missing.
 # Use as: PY="$(pop3mon_python requirements.txt)" || exit 2
 pop3mon_python() {
-    local req="$1" base stamp want vpy lock rc=0
+    local req="$1" base stamp want vpy lock rc=0 src
+    local pipargs=()
     if [ -n "${POP3MON_PYTHON:-}" ]; then
         _pop3mon_py_ok "$POP3MON_PYTHON" ||
             pop3mon_die "POP3MON_PYTHON=$POP3MON_PYTHON is not a Python >= 3.11 interpreter"
@@ -183,8 +191,16 @@ pop3mon_python() {
         fi
         return 0
     fi
+    src="$(_pop3mon_lock_of "$req")"
+    if [ -f "$POP3MON_ROOT/$src" ]; then
+        pipargs=(--require-hashes -r "$POP3MON_ROOT/$src")
+    else
+        pop3mon_log "note: $src is missing (ci/lock writes it); installing $req unlocked"
+        src="$req"
+        pipargs=(-r "$POP3MON_ROOT/$req")
+    fi
     stamp="$POP3MON_VENV/.pop3mon-$(basename "$req").sha256"
-    want="$(_pop3mon_req_hash "$POP3MON_ROOT/$req")"
+    want="$(_pop3mon_req_hash "$POP3MON_ROOT/$src")"
     if ! _pop3mon_venv_ready "$stamp" "$want" && command -v flock >/dev/null 2>&1; then
         # Two runs at once (an overlapping cron job) must not install into one venv together.
         lock="${TMPDIR:-/tmp}/pop3mon-venv-$(printf '%s' "$POP3MON_VENV" | sha256sum | cut -c1-16).lock"
@@ -209,14 +225,15 @@ pop3mon_python() {
                 pop3mon_die "cannot create a virtual environment with $base"
         fi
     fi
-    pop3mon_log "installing Python packages from $req into $POP3MON_VENV"
+    pop3mon_log "installing Python packages from $src into $POP3MON_VENV"
     PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 \
-        "$vpy" -m pip install -q -r "$POP3MON_ROOT/$req" >&2 || rc=$?
-    [ "$rc" = 0 ] || pop3mon_die "pip could not install $req (status $rc)"
+        "$vpy" -m pip install -q "${pipargs[@]}" >&2 || rc=$?
+    [ "$rc" = 0 ] || pop3mon_die "pip could not install $src (status $rc)"
     printf '%s\n' "$want" >"$stamp"
-    # requirements-dev.txt includes requirements.txt: that one is up to date too.
-    if [ "$req" = requirements-dev.txt ]; then
-        _pop3mon_req_hash "$POP3MON_ROOT/requirements.txt" \
+    # requirements-dev.lock holds requirements.lock's versions (ci/lock resolves it with
+    # -c requirements.lock): the runtime set is up to date too.
+    if [ "$src" = requirements-dev.lock ] && [ -f "$POP3MON_ROOT/requirements.lock" ]; then
+        _pop3mon_req_hash "$POP3MON_ROOT/requirements.lock" \
             >"$POP3MON_VENV/.pop3mon-requirements.txt.sha256"
     fi
     printf '%s\n' "$vpy"

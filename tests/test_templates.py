@@ -345,6 +345,25 @@ def test_gitlab_pipeline_schema(tmp_path: Path) -> None:
     assert "expires_in" in bad.stdout
 
 
+# --------------------------------------------------------------------------- the lock
+
+
+def test_templates_install_from_the_lock() -> None:
+    """Every template runs ci/run-monitor, which installs requirements.lock hash-checked;
+    the CI caches are keyed on the lock, so a refreshed lock is a fresh cache."""
+    assert re.search(
+        r"^PY=\"\$\(pop3mon_python requirements\.txt\)\"", RUN_MONITOR.read_text(), re.M
+    )
+    lib = (ROOT / "ci" / "lib.sh").read_text(encoding="utf-8")
+    assert "--require-hashes" in lib and "_pop3mon_lock_of" in lib
+    steps = _load(GITHUB)["jobs"]["monitor"]["steps"]
+    setup = next(s for s in steps if str(s.get("uses", "")).startswith("actions/setup-python@"))
+    assert setup["with"]["cache-dependency-path"] == "requirements.lock"
+    assert _load(GITLAB)["pop3mon"]["cache"]["key"]["files"] == ["requirements.lock"]
+    service = (ROOT / "ci" / "systemd" / "pop3mon.service").read_text(encoding="utf-8")
+    assert "requirements.lock" in service and "Environment=POP3MON_NO_INSTALL=1" in service
+
+
 # --------------------------------------------------------------------------- systemd, README
 
 

@@ -11,6 +11,7 @@ skip. The report plugin (loaded with this one) records the verdicts and writes t
 from __future__ import annotations
 
 import gc
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -37,6 +38,7 @@ __all__ = ["RunState"]
 pytest_plugins = ["pop3mon.report.plugin"]
 
 TARGETS_ENV = "POP3MON_TARGETS"
+DEFAULT_TARGETS = "targets.yaml"
 STATE_KEY = pytest.StashKey["RunState"]()
 # Tiers whose checks need the probe to log in; with none of them selected it does not.
 LOGIN_TIERS = ("auth", "mailbox", "latency")
@@ -65,7 +67,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="N",
         help=f"probe at most N connection types at once (default {DEFAULT_CONCURRENCY})",
     )
-    parser.addini("pop3mon_targets", "default targets file", default="targets.yaml")
+    # Empty default: an unset ini value must be told apart from one naming targets.yaml.
+    parser.addini("pop3mon_targets", f"default targets file ({DEFAULT_TARGETS})", default="")
+    parser.addini(
+        "pop3mon_bundled_tests",
+        "collect the tier tests shipped in the pop3mon package (off where a project has "
+        "its own copy, as this repository's tests_targets/)",
+        type="bool",
+        default=True,
+    )
     parser.addini("pop3mon_strict_warn", "treat WARN as failure", type="bool", default=False)
     parser.addini(
         "pop3mon_concurrency", "probes in flight at once", default=str(DEFAULT_CONCURRENCY)
@@ -76,9 +86,70 @@ def _targets_path(config: pytest.Config) -> Path:
     raw = config.getoption("targets") or os.environ.get(TARGETS_ENV) or ""
     if raw:
         return Path(raw).expanduser().resolve()
-    ini = str(config.getini("pop3mon_targets"))
+    ini = str(config.getini("pop3mon_targets")) or DEFAULT_TARGETS
     path = Path(ini)
     return path if path.is_absolute() else (config.rootpath / path)
+
+
+def _targets_configured(config: pytest.Config) -> bool:
+    """Whether the run names a targets file: ``--targets``, ``$POP3MON_TARGETS``, ini
+    ``pop3mon_targets``, or a targets.yaml in the rootdir.
+
+    Without one pop3mon stays inert (no targets, no tier tests, no reports): installed into
+    an environment, its pytest11 entry points load in every pytest run there, and a run of
+    some unrelated project must go on as if pop3mon were not installed.
+    """
+    explicit = (
+        config.getoption("targets")
+        or os.environ.get(TARGETS_ENV)
+        or config.getini("pop3mon_targets")
+    )
+    return bool(explicit) or (config.rootpath / DEFAULT_TARGETS).exists()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """Without a targets file write no reports: as ``--no-reports``, set before the reports
+    plugin's ``pytest_configure`` (which may run before ours) points pytest-html and junitxml
+    at ``reports/``."""
+    if not _targets_configured(config):
+        config.option.no_reports = True
+
+
+def _bundled_tests() -> Path | None:
+    """The tier tests shipped in the installed package (``pop3mon.tests_targets``), or None
+    where pop3mon is imported from this repository's plugins/ (they are in tests_targets/)."""
+    spec = importlib.util.find_spec("pop3mon.tests_targets")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))).resolve()
+
+
+def _add_bundled_tests(config: pytest.Config) -> None:
+    """Collect the bundled tier tests too, so a project that installed pop3mon needs no copy.
+
+    Only when pytest collects its default set (no test paths on the command line: naming
+    some means running just those, and must not log in to every mail server besides), when
+    ini ``pop3mon_bundled_tests`` allows it, and when the directory is not collected
+    already (an editable install resolves to this repository's tests_targets/). xdist
+    workers get the command line, not ``config.args``, and come to the same answer.
+    """
+    bundled = _bundled_tests()
+    if bundled is None:
+        return
+    # The tier markers are declared in this repository's pytest.ini; a project that runs
+    # the bundled tests (also by naming them) has none, and --strict-markers rejects those.
+    for tier in TIERS:
+        config.addinivalue_line("markers", f"{tier}: pop3mon's {tier} tier")
+    if config.args_source == pytest.Config.ArgsSource.ARGS or not config.getini(
+        "pop3mon_bundled_tests"
+    ):
+        return
+    for arg in config.args:
+        path = (config.invocation_params.dir / arg.split("::", 1)[0]).resolve()
+        if path == bundled or bundled in path.parents:
+            return
+    config.args.append(str(bundled))
 
 
 class RunState:
@@ -135,11 +206,14 @@ def pytest_configure(config: pytest.Config) -> None:
     """Load and validate the targets; a bad file stops the run here."""
     if config.getoption("help", False) or config.getoption("version", False):
         return
+    if not _targets_configured(config):
+        return
     path = _targets_path(config)
     try:
         targets = load_targets(path)
     except ConfigError as exc:
         raise pytest.UsageError(f"pop3mon: invalid targets file\n{exc}") from None
+    _add_bundled_tests(config)
     if _is_worker(config):
         rundir = Path(config.workerinput["pop3mon_rundir"])  # type: ignore[attr-defined]
         owner = False
