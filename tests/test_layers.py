@@ -83,3 +83,18 @@ def test_the_engine_checks_config_and_store_import_neither_pytest_nor_the_lab() 
         check=True,
     )
     assert out.stdout.strip() == "", out.stdout
+
+
+def test_plugins_load_without_import_order_warnings() -> None:
+    """The glue must not import the report plugin module before pytest registers it (it
+    would then not be rewritten and pytest warns on every run)."""
+    root = PKG.parents[1]
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout[-2000:]
+    assert "Warning" not in out.stdout, out.stdout[-2000:]

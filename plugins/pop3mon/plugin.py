@@ -27,7 +27,7 @@ from .engine.result import ProbeResult
 from .engine.runner import DEFAULT_CONCURRENCY
 from .engine.stages import TIERS
 from .probestore import ProbeStore
-from .report.plugin import STORE_KEY
+from .report.keys import STORE_KEY
 from .report.recorder import verdict_properties
 from .verdict import Verdict
 

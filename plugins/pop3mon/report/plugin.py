@@ -38,17 +38,15 @@ from ..probestore import ProbeStore
 from . import html as html_parts
 from . import junit
 from .json_report import write_json
+from .keys import STORE_KEY
 from .metrics import write_metrics
 from .model import RunInfo, RunReport, build_run_report, new_run_id, pop3mon_version, scrub
 from .recorder import Recorder, has_verdict
 from .terminal import write_summary
 
-__all__ = ["REPORT_KEY", "STORE_KEY", "ReportPlugin"]
+__all__ = ["REPORT_KEY", "ReportPlugin"]
 
 REPORT_KEY = pytest.StashKey["ReportPlugin"]()
-#: Where the monitoring glue puts the run's probe store (absent when the targets file
-#: failed to load or no targets are configured).
-STORE_KEY = pytest.StashKey[ProbeStore]()
 DEFAULT_DIR = "reports"
 HTML_NAME = "report.html"
 JUNIT_NAME = "junit.xml"
