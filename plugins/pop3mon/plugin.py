@@ -166,19 +166,16 @@ class RunState:
         self.strict_warn = (
             bool(opt) if opt is not None else bool(config.getini("pop3mon_strict_warn"))
         )
-        self._session: pytest.Session | None = None
 
     def result_for(self, ct: ConnectionType, session: pytest.Session) -> ProbeResult:
         """The probe result for ``ct``, probing every selected connection type on first use."""
-        self._session = session
-        return self.store.result_for(ct.id, self._selected)
+        return self.store.result_for(ct.id, lambda: self._selected(session))
 
-    def _selected(self) -> dict[str, bool]:
+    def _selected(self, session: pytest.Session) -> dict[str, bool]:
         """Selected connection ids -> whether a selected test of theirs needs a login."""
-        assert self._session is not None
         ids: dict[str, bool] = {}
         self.selected_checks = {}
-        for item in self._session.items:
+        for item in session.items:
             callspec = getattr(item, "callspec", None)
             ct = callspec.params.get("ct") if callspec is not None else None
             if isinstance(ct, str) and ct in self.by_id:

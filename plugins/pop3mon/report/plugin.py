@@ -41,7 +41,7 @@ from .json_report import write_json
 from .keys import STORE_KEY
 from .metrics import write_metrics
 from .model import RunInfo, RunReport, build_run_report, new_run_id, pop3mon_version, scrub
-from .recorder import Recorder, has_verdict
+from .recorder import Recorder
 from .terminal import write_summary
 
 __all__ = ["REPORT_KEY", "ReportPlugin"]
@@ -237,7 +237,7 @@ class ReportPlugin:
         """Record the verdict; add per-connection facts to the JUnit testcase and the
         reason to the HTML row."""
         rec = self.recorder.record(report)
-        if rec is None or not has_verdict(report):
+        if rec is None:
             return
         if report.when == "teardown":
             # LogXML copies the teardown report's user_properties into <testcase>.

@@ -17,7 +17,7 @@ import pytest
 from ..checks import CheckResult
 from ..verdict import Verdict
 
-__all__ = ["CheckRecord", "Recorder", "has_verdict", "verdict_properties"]
+__all__ = ["CheckRecord", "Recorder", "verdict_properties"]
 
 _P: Final = "pop3mon_"
 
@@ -59,11 +59,6 @@ def verdict_properties(ct: str, server: str, res: CheckResult) -> list[tuple[str
     return props
 
 
-def has_verdict(report: pytest.TestReport) -> bool:
-    """Whether ``report`` carries a check verdict (a tier test's report)."""
-    return any(key == _P + "ct" for key, _ in report.user_properties)
-
-
 def _parse(report: pytest.TestReport, props: Mapping[str, object]) -> CheckRecord:
     figure = props.get(_P + "figure")
     return CheckRecord(
@@ -94,18 +89,17 @@ class Recorder:
         self.records: dict[str, CheckRecord] = {}
 
     def record(self, report: pytest.TestReport) -> CheckRecord | None:
-        """Take one test report; the record it made or updated (``None`` if none)."""
+        """Take one test report. Returns the check's record when the report carries a
+        verdict (a tier test's report), else ``None`` (but a failure is still recorded)."""
         props = {str(k): v for k, v in report.user_properties}
         if _P + "ct" not in props:
             known = self.records.get(report.nodeid)
             if report.failed and known is not None:
                 # A teardown error after a verdict: keep the verdict, mark the outcome.
                 known.outcome = "failed"
-                return known
-            if report.failed and report.when in ("setup", "call"):
+            elif report.failed and report.when in ("setup", "call"):
                 self.records[report.nodeid] = self._broken(report)
-                return self.records[report.nodeid]
-            return known
+            return None
         if report.when == "teardown" and report.nodeid in self.records:
             return self.records[report.nodeid]
         self.records[report.nodeid] = _parse(report, props)
