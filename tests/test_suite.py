@@ -187,18 +187,20 @@ def run_suite(
     workdir: Path,
     env: Mapping[str, str] | None = None,
     unset: Sequence[str] = (),
+    cache_dir: Path | None = None,
 ) -> SuiteRun:
     """Run the suite like a user does (``python -m pytest`` in the repository root).
 
     ``env`` adds variables (secrets, switches); ``unset`` removes inherited ones. Each run
-    gets its own JUnit file in ``workdir``.
+    gets its own JUnit file in ``workdir``. Runs have no pytest cache (so nothing carries
+    over between them) unless ``cache_dir`` gives them one.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     junit = workdir / f"junit-{time.monotonic_ns()}.xml"
+    cache = ("-o", f"cache_dir={cache_dir}") if cache_dir else ("-p", "no:cacheprovider")
     full = (
         f"--targets={targets}",
-        "-p",
-        "no:cacheprovider",
+        *cache,
         # Hypothesis (a self-test dependency, not a runtime one) costs ~0.9 s of imports.
         "-p",
         "no:hypothesispytest",

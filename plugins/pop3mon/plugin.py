@@ -11,6 +11,7 @@ skip. The report plugin (loaded with this one) records the verdicts and writes t
 from __future__ import annotations
 
 import gc
+import hashlib
 import importlib.util
 import os
 import shutil
@@ -194,6 +195,16 @@ def _check_name(item: pytest.Item) -> str:
     return name
 
 
+def _ledger_path(config: pytest.Config, targets: Path) -> Path | None:
+    """Where login pacing remembers this targets file's refused logins between runs: in
+    pytest's cache (``-p no:cacheprovider``: nowhere, and each run starts afresh)."""
+    cache = getattr(config, "cache", None)
+    if cache is None:
+        return None
+    digest = hashlib.sha256(str(targets.resolve()).encode()).hexdigest()[:16]
+    return Path(cache.mkdir("pop3mon")) / f"login-ledger-{digest}.json"
+
+
 def _is_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
@@ -220,7 +231,14 @@ def pytest_configure(config: pytest.Config) -> None:
     conc = config.getoption("probe_concurrency") or int(str(config.getini("pop3mon_concurrency")))
     # Under xdist the workers share probe results through ``rundir``; a process that runs
     # the tests itself keeps them in memory and writes no files.
-    store = ProbeStore(targets, rundir, shared=not owner, concurrency=conc)
+    store = ProbeStore(
+        targets,
+        rundir,
+        shared=not owner,
+        concurrency=conc,
+        # Asked later: pytest's cache plugin is configured after this hook.
+        ledger=lambda: _ledger_path(config, path),
+    )
     state = RunState(config, store, owner)
     for tag in sorted({t for c in targets.connections for t in c.tags}):
         config.addinivalue_line("markers", f"{tag}: tag from the targets file")

@@ -15,11 +15,14 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import hashlib
+import os
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from .config import ConnectionType, Targets
+from .engine.defaults import DEFAULTS
+from .engine.pacing import Ledger, LoginPacer
 from .engine.result import ProbeResult, ProbeSpec
 from .engine.runner import run_probes
 
@@ -32,11 +35,25 @@ Selection = Mapping[str, bool]
 class ProbeStore:
     """The run's probe results, probing each selected connection type at most once."""
 
-    def __init__(self, targets: Targets, rundir: Path, *, shared: bool, concurrency: int):
+    def __init__(
+        self,
+        targets: Targets,
+        rundir: Path,
+        *,
+        shared: bool,
+        concurrency: int,
+        ledger: Callable[[], Path | None] | None = None,
+    ):
+        """``ledger`` says where login pacing keeps what the next run must know about this
+        run's refused logins (see :mod:`pop3mon.engine.pacing`), asked when the first
+        batch starts (``None``, or it returns ``None``: nowhere)."""
         self.targets = targets
         self.rundir = rundir
         self.shared = shared
         self.concurrency = max(1, concurrency)
+        self._ledger = ledger
+        self.ledger_path: Path | None = None
+        self._pacer: LoginPacer | None = None
         self.by_id: dict[str, ConnectionType] = {c.id: c for c in targets.connections}
         self.results: dict[str, ProbeResult] = {}
         self._lock = threading.Lock()
@@ -74,9 +91,40 @@ class ProbeStore:
             raise RuntimeError(f"pop3mon: probing {ct_id} produced no result")
         return result
 
+    def _pacer_for_run(self) -> LoginPacer:
+        """The run's one login pacer, started from the previous run's ledger."""
+        if self._pacer is None:
+            self.ledger_path = self._ledger() if self._ledger else None
+            ledger = Ledger()
+            if self.ledger_path is not None:
+                try:
+                    ledger = Ledger.from_json(self.ledger_path.read_text(encoding="utf-8"))
+                except (OSError, UnicodeDecodeError):
+                    pass  # first run, or unreadable: pace from nothing
+            self._pacer = LoginPacer(ledger, max_wait=DEFAULTS.login_wait_max)
+        return self._pacer
+
+    def _probe(self, specs: list[ProbeSpec], on_result: Callable[[ProbeResult], None]) -> None:
+        pacer = self._pacer_for_run()
+        try:
+            run_probes(specs, self.concurrency, on_result=on_result, pacer=pacer)
+        finally:
+            self._save_ledger(pacer)
+
+    def _save_ledger(self, pacer: LoginPacer) -> None:
+        if self.ledger_path is None:
+            return
+        try:
+            self.ledger_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.ledger_path.with_name(self.ledger_path.name + f".{os.getpid()}.tmp")
+            tmp.write_text(pacer.ledger().to_json(), encoding="utf-8")
+            tmp.replace(self.ledger_path)
+        except OSError:
+            pass  # pacing memory is an optimisation; never a reason to fail the run
+
     def _run_batch(self, specs: list[ProbeSpec]) -> None:
         try:
-            run_probes(specs, self.concurrency, on_result=self._arrived)
+            self._probe(specs, self._arrived)
         finally:
             # Never leave a test waiting, even if pop3mon itself broke mid-batch.
             for spec in specs:
@@ -99,7 +147,7 @@ class ProbeStore:
                 ]
                 if missing:
                     specs = [self._spec(i, login=selected[i]) for i in missing]
-                    run_probes(specs, self.concurrency, on_result=self._write)
+                    self._probe(specs, self._write)
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
         for i in selected:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import ClassVar, Literal
@@ -244,6 +246,40 @@ class _Xoauth2Error(Session):
         return SaslOutcome("", False, reply="-ERR [AUTH] invalid token")
 
 
+class _EnforcedLoginDelay(Session):
+    """Announces ``LOGIN-DELAY n`` (RFC 2449 §6.8) and refuses, with ``[LOGIN-DELAY]``, a
+    login of a user who logged in to this server less than ``n`` seconds ago."""
+
+    login_delay: ClassVar[int] = 2
+    _last: ClassVar[dict[tuple[int, str], float]] = {}
+    _lock: ClassVar = threading.Lock()
+
+    def capabilities(self) -> list[str]:
+        caps = super().capabilities()
+        if self.state == "authorization":
+            caps.insert(-1, f"LOGIN-DELAY {self.login_delay}")
+        return caps
+
+    def finish_login(self, outcome: SaslOutcome) -> None:
+        if outcome.ok and not outcome.reply:
+            key = (id(self.server), outcome.user)
+            with self._lock:
+                now = time.monotonic()
+                last = self._last.get(key)
+                too_soon = last is not None and now - last < self.login_delay
+                if not too_soon:
+                    self._last[key] = now
+            if too_soon:
+                self.log.add_event(self.conn.id, "login-failed", outcome.user)
+                self.reply("-ERR [LOGIN-DELAY] logged in too recently")
+                return
+        super().finish_login(outcome)
+
+
+class _LongLoginDelay(_EnforcedLoginDelay):
+    login_delay = 900
+
+
 class _QuitSilent(Session):
     def cmd_quit(self, arg: str) -> None:
         pass  # never answers, never closes: the client's deadline must end it
@@ -360,6 +396,18 @@ _register(
 
 SCENARIOS: Mapping[str, Scenario] = MappingProxyType(_REGISTRY)
 """Every scenario by name."""
+
+
+_register(
+    "login-delay-2",
+    "CAPA announces LOGIN-DELAY 2; a user's login within 2 s of the last is -ERR [LOGIN-DELAY]",
+    _EnforcedLoginDelay,
+)
+_register(
+    "login-delay-900",
+    "CAPA announces LOGIN-DELAY 900 and enforces it like login-delay-2",
+    _LongLoginDelay,
+)
 
 
 def scenario_names() -> list[str]:

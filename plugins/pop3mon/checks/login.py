@@ -31,11 +31,17 @@ def login(result: ProbeResult, t: Thresholds) -> CheckResult:
     if info is None or not info.success:
         return CheckResult("auth", "login", SKIP, "login did not run")
     channel = "over TLS" if info.encrypted else "over an unencrypted connection"
+    waited = ""
+    if result.login_wait_reason:
+        waited = (
+            f" (waited {result.login_wait:.1f} s for its turn: {result.login_wait_reason}; "
+            "not counted in latency)"
+        )
     return CheckResult(
         "auth",
         "login",
         OK,
-        f"{info.mechanism.upper()} login succeeded {channel}",
+        f"{info.mechanism.upper()} login succeeded {channel}{waited}",
         ms(result.phase("auth")),
         "ms",
     )

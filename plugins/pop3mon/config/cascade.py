@@ -43,6 +43,7 @@ _BUILTIN: Final[Mapping[str, object]] = {
     "verify_tls": DEFAULTS.verify_tls,
     "allow_cleartext": DEFAULTS.allow_cleartext,
     "collect_uidl": DEFAULTS.collect_uidl,
+    "login_pacing": DEFAULTS.login_pacing,
     "cert.warn_days": DEFAULTS.cert_warn_days,
     "cert.crit_days": DEFAULTS.cert_crit_days,
     "latency.total.warn": DEFAULTS.latency_total[0],
@@ -60,6 +61,7 @@ _SCALARS: Final = (
     "verify_tls",
     "allow_cleartext",
     "collect_uidl",
+    "login_pacing",
     "account",
 )
 
@@ -342,6 +344,7 @@ def _build(
                     verify_tls=eff.get("verify_tls"),
                     allow_cleartext=eff.get("allow_cleartext"),
                     collect_uidl=eff.get("collect_uidl"),
+                    login_pacing=eff.get("login_pacing"),
                     cert_warn_days=cert[0],
                     cert_crit_days=cert[1],
                     latency=LatencyThresholds(latency),

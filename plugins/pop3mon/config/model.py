@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from ..engine.mechanisms import MECHANISMS
 from ..engine.result import ProbeSpec
-from ..engine.stages import LATENCY_PHASES, Security
+from ..engine.stages import LATENCY_PHASES, Pacing, Security
 from ..secrets import Secret
 
 # Mechanisms that send an OAuth token rather than a password (or a digest of one). "auto"
@@ -119,6 +119,7 @@ class ConnectionType:
     verify_tls: bool
     allow_cleartext: bool
     collect_uidl: bool
+    login_pacing: Pacing
     cert_warn_days: int
     cert_crit_days: int
     latency: LatencyThresholds
@@ -173,6 +174,7 @@ class ConnectionType:
             ping_timeout=self.ping_timeout,
             address=self.address or "",
             collect_uidl=self.collect_uidl,
+            login_pacing=self.login_pacing,
         )
 
     def to_dict(self) -> dict[str, Any]:

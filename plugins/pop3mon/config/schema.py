@@ -28,7 +28,14 @@ from pydantic_core import PydanticCustomError
 
 from ..engine.defaults import DEFAULTS
 from ..engine.mechanisms import AUTH_SETTINGS
-from ..engine.stages import LATENCY_PHASES, SECURITY_MODES, TLS_VERSIONS, Security
+from ..engine.stages import (
+    LATENCY_PHASES,
+    PACING_MODES,
+    SECURITY_MODES,
+    TLS_VERSIONS,
+    Pacing,
+    Security,
+)
 from .wording import _num, _show, _suggest
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
@@ -94,6 +101,11 @@ def _v_security(value: object) -> Security:
     chosen = _choice(value, SECURITY_MODES)
     # Narrow the checked string to the Literal without a cast.
     return next(mode for mode in SECURITY_MODES if mode == chosen)
+
+
+def _v_pacing(value: object) -> Pacing:
+    chosen = _choice(value, PACING_MODES)
+    return next(mode for mode in PACING_MODES if mode == chosen)
 
 
 def _v_auth(value: object) -> str:
@@ -404,6 +416,7 @@ class _Settings(_Model):
     verify_tls: bool = DEFAULTS.verify_tls
     allow_cleartext: bool = DEFAULTS.allow_cleartext
     collect_uidl: bool = DEFAULTS.collect_uidl
+    login_pacing: Annotated[Pacing, BeforeValidator(_v_pacing)] = DEFAULTS.login_pacing
     cert: _Cert = _Cert()
     latency: _Latency | None = None
     mailbox: _Mailbox | None = None

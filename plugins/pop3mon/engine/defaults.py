@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from .stages import Security
+from .stages import Pacing, Security
 
 __all__ = ["DEFAULTS", "Defaults"]
 
@@ -45,6 +45,8 @@ class Defaults:
     cert_crit_days: int  # `cert: {crit_days}`
     latency_total: tuple[float, float]  # `latency: {total: {warn, crit}}`
     concurrency: int  # probes in flight at once (--probe-concurrency)
+    login_pacing: Pacing  # `login_pacing:` serial | parallel (see engine/pacing.py)
+    login_wait_max: float  # most seconds one login waits for its turn (not configurable)
 
 
 DEFAULTS: Final = Defaults(
@@ -67,4 +69,8 @@ DEFAULTS: Final = Defaults(
     cert_crit_days=7,
     latency_total=(2.0, 5.0),
     concurrency=32,
+    # One login at a time per server: the run's own refused login must not cost the others.
+    login_pacing="serial",
+    # Dovecot's longest penalty (15 s) twice over: a login never waits longer than this.
+    login_wait_max=30.0,
 )

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from ..secrets import Secret
 from .defaults import DEFAULTS
-from .stages import Security
+from .stages import Pacing, Security
 
 __all__ = [
     "AuthInfo",
@@ -59,6 +59,7 @@ class ProbeSpec:
     ping_timeout: float = DEFAULTS.ping_timeout
     address: str = ""
     collect_uidl: bool = DEFAULTS.collect_uidl
+    login_pacing: Pacing = DEFAULTS.login_pacing
 
 
 #: How a stage ended.
@@ -175,6 +176,10 @@ class ProbeResult:
     error_stage: str = ""
     error_reason: str = ""
     cpu_seconds: float = 0.0
+    # Seconds the login waited for its turn (login pacing; not in the deadline, the auth
+    # phase or the total) and why, naming the connection type that caused it.
+    login_wait: float = 0.0
+    login_wait_reason: str = ""
 
     # -- convenience -------------------------------------------------------------------
     @property

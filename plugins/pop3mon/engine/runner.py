@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 from .defaults import DEFAULTS
+from .pacing import LoginPacer, server_key
 from .result import ProbeResult, ProbeSpec
 from .session import probe
 
@@ -19,20 +20,28 @@ def run_probes(
     specs: Iterable[ProbeSpec],
     concurrency: int = DEFAULT_CONCURRENCY,
     on_result: Callable[[ProbeResult], None] | None = None,
+    pacer: LoginPacer | None = None,
 ) -> dict[str, ProbeResult]:
     """Probe every spec once, at most ``concurrency`` at a time.
 
     Probes are I/O-bound and each is bounded by its own deadline, so threads suffice; the
     run takes about as long as the slowest probe times the number of waves. ``on_result``
     is called from the probing threads, once per result, as each probe finishes.
+    ``pacer`` takes the logins of one server in turns (see :mod:`.pacing`); pass the run's
+    one pacer when a run probes in several batches.
     """
     todo = list(specs)
     results: dict[str, ProbeResult] = {}
     if not todo:
         return results
+    if pacer is None:
+        pacer = LoginPacer(max_wait=DEFAULTS.login_wait_max)
+    pacer.expect(
+        (server_key(s.host, s.address), s.id) for s in todo if s.auth != "none" and s.secret
+    )
 
     def one(spec: ProbeSpec) -> ProbeResult:
-        result = probe(spec)
+        result = probe(spec, pacer)
         # Hand each result over as soon as it exists (not in input order), so a consumer
         # can work on finished connection types while slower ones are still in flight.
         if on_result is not None:

@@ -27,6 +27,7 @@ from .errors import (
     TLSVerifyError,
     map_exception,
 )
+from .pacing import LoginPacer, Turn, login_delay_of, server_key
 from .ping import ping as icmp_ping
 from .result import (
     AuthInfo,
@@ -50,8 +51,12 @@ QUIT_WAIT = 2.0  # a server that never answers QUIT should not eat the whole dea
 class _Probe:
     """State of one probe run. Private: use :func:`probe`."""
 
-    def __init__(self, spec: ProbeSpec) -> None:
+    def __init__(self, spec: ProbeSpec, pacer: LoginPacer | None = None) -> None:
         self.spec = spec
+        # A probe on its own still paces against itself (nothing to wait for).
+        self.pacer = pacer if pacer is not None else LoginPacer()
+        self.pace_key = server_key(spec.host, spec.address)
+        self.turn: Turn | None = None
         self.deadline = Deadline(spec.timeout)
         self.t0 = time.perf_counter()
         self.started_at = time.time()
@@ -74,6 +79,7 @@ class _Probe:
         self.error: ProbeError | None = None
         self.mech = ""
         self.offered: tuple[str, ...] = ()
+        self.login_sent = False  # a login went out and its answer is not in yet
 
     # -- bookkeeping -------------------------------------------------------------------
     @contextmanager
@@ -336,6 +342,15 @@ class _Probe:
                 kind="secret-missing",
                 stage="auth",
             )
+        self.turn = self.pacer.turn(
+            self.pace_key,
+            spec.id,
+            spec.username,
+            pacing=spec.login_pacing,
+            login_delay=login_delay_of(caps),
+        )
+        # Waiting for the turn is the run's doing: neither the deadline nor latency.
+        self.deadline.extend(self.turn.waited)
         with self.phase("auth"):
             self.mech = auth_mod.choose_mechanism(
                 spec.auth,
@@ -343,6 +358,7 @@ class _Probe:
                 encrypted=wire.encrypted,
                 allow_cleartext=spec.allow_cleartext,
             )
+            self.login_sent = True
             status = auth_mod.authenticate(
                 wire,
                 self.mech,
@@ -352,6 +368,8 @@ class _Probe:
                 host=spec.host,
                 port=spec.port,
             )
+        self.login_sent = False
+        self.pacer.answered(self.pace_key, spec.id, spec.username, refused=not status.ok)
         if not status.ok:
             raise auth_mod.refused(status, self.mech)
         self.auth = AuthInfo(
@@ -452,12 +470,19 @@ class _Probe:
                     reason=err.reason,
                     offered=self.offered,
                 )
+            if self.login_sent:
+                # No clean answer (timeout, reset): the server may count it as refused.
+                self.pacer.answered(self.pace_key, self.spec.id, self.spec.username, refused=True)
             if wire is not None and _session_usable(err):
                 self.quit(wire)
         finally:
             if wire is not None:
                 wire.close()
-        self.phases.append(("total", time.perf_counter() - self.t0))
+            self.pacer.done(
+                self.pace_key, self.spec.id, self.spec.username, held=self.turn is not None
+            )
+        waited = self.turn.waited if self.turn else 0.0
+        self.phases.append(("total", time.perf_counter() - self.t0 - waited))
         return self.result(time.thread_time() - cpu0)
 
     def result(self, cpu: float) -> ProbeResult:
@@ -490,6 +515,8 @@ class _Probe:
             error_stage=err.stage if err else "",
             error_reason=err.reason if err else "",
             cpu_seconds=round(cpu, 6),
+            login_wait=round(self.turn.waited, 3) if self.turn else 0.0,
+            login_wait_reason=self.turn.reason if self.turn else "",
         )
 
 
@@ -519,6 +546,10 @@ def _session_usable(err: ProbeError) -> bool:
     return False
 
 
-def probe(spec: ProbeSpec) -> ProbeResult:
-    """Probe one connection type once. Never raises for anything the server does."""
-    return _Probe(spec).run()
+def probe(spec: ProbeSpec, pacer: LoginPacer | None = None) -> ProbeResult:
+    """Probe one connection type once. Never raises for anything the server does.
+
+    ``pacer`` coordinates this probe's login with the other probes of the run (see
+    :mod:`.pacing`); without one the login goes ahead at once.
+    """
+    return _Probe(spec, pacer).run()

@@ -15,6 +15,7 @@ from typing import Final, Literal, get_args
 __all__ = [
     "CHECKS",
     "LATENCY_PHASES",
+    "PACING_MODES",
     "PHASE_LABELS",
     "SECURITY_MODES",
     "STAGES",
@@ -23,6 +24,7 @@ __all__ = [
     "TLS_VERSIONS",
     "CheckName",
     "CheckSpec",
+    "Pacing",
     "Phase",
     "Security",
     "Stage",
@@ -34,6 +36,9 @@ __all__ = [
 #: How a connection type protects its session (the ``security:`` key of targets.yaml).
 Security = Literal["none", "starttls-optional", "starttls", "tls"]
 SECURITY_MODES: Final[tuple[Security, ...]] = get_args(Security)
+#: How the logins of one server take turns within a run (see engine/pacing.py).
+Pacing = Literal["serial", "parallel"]
+PACING_MODES: Final[tuple[Pacing, ...]] = get_args(Pacing)
 #: The modes that negotiate TLS at some point (implicit, or after STLS).
 TLS_SECURITY: Final[frozenset[Security]] = frozenset({"starttls", "starttls-optional", "tls"})
 

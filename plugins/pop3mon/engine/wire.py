@@ -75,6 +75,11 @@ class Deadline:
         self.seconds = seconds
         self.expires = time.monotonic() + seconds
 
+    def extend(self, seconds: float) -> None:
+        """Move the deadline later by ``seconds``: time the probe spent waiting for its
+        login turn (engine/pacing.py) is the run's doing, not the server's."""
+        self.expires += max(0.0, seconds)
+
     def remaining(self) -> float:
         """Seconds left (may be negative)."""
         return self.expires - time.monotonic()
