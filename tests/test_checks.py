@@ -26,7 +26,7 @@ from pop3mon.engine.result import (
     StageOutcome,
     TLSInfo,
 )
-from pop3mon.engine.stages import STAGES, stage_index
+from pop3mon.engine.stages import CHECKS, SECURITY_MODES, STAGES, TIERS, stage_index
 from pop3mon.secrets import Secret
 from pop3mon.verdict import Verdict
 
@@ -237,3 +237,98 @@ def test_tls_too_old_is_one_crit(lab_certs: LabCerts, thresholds: checks.Thresho
     crit = [r.check for r in got.values() if r.verdict == Verdict.CRIT]
     assert crit == ["protocol"], got
     assert "TLSv1" in got["protocol"].reason
+
+
+# --------------------------------------------------------------------------- deselected roots
+
+
+def _session_of(mode: str) -> ProbeResult:
+    """A healthy result of ``mode``: ``healthy()`` without the STLS stages for plain text."""
+    if mode in ("tls", "starttls", "starttls-optional"):
+        return dataclasses.replace(healthy("tls" if mode == "tls" else "starttls"), security=mode)
+    base = healthy()
+    kept = tuple(o for o in base.stages if o.stage not in STLS_ONLY)
+    return dataclasses.replace(
+        base, security=mode, stages=kept, capabilities_after=None, tls=None, stls_offered=None
+    )
+
+
+def _selections(t: checks.Thresholds) -> dict[str, set[str]]:
+    """What ``-m <tier>``, ``-m "not <tier>"`` and ``-k <check>`` select, by name."""
+    names = checks.check_names(t)
+    tier_of = {c.name: c.tier for c in CHECKS} | {n: "latency" for n in names if "-" in n}
+    out: dict[str, set[str]] = {}
+    for tier in TIERS:
+        out[f"-m {tier}"] = {n for n in names if tier_of[n] == tier}
+        out[f"-m 'not {tier}'"] = {n for n in names if tier_of[n] != tier}
+    out |= {f"-k {n}": {n} for n in names}
+    out["-m 'tls or mailbox'"] = {n for n in names if tier_of[n] in ("tls", "mailbox")}
+    return out
+
+
+@pytest.mark.parametrize("auth", ["auto", "none"])
+@pytest.mark.parametrize("mode", SECURITY_MODES)
+def test_a_deselected_root_cause_fails_every_selection_once(
+    thresholds: checks.Thresholds, mode: str, auth: str
+) -> None:
+    """Whatever stage fails and whatever subset of checks a run selects, the selection
+    shows the failure: its owner is selected and gives its verdict, or exactly one
+    selected check reports it with the owner's verdict and name, while every other
+    selected check keeps its own verdict. Checks that are "not applicable" to the mode
+    (TLS on plain text, mailbox without a login) cannot make a dead server look fine."""
+    t = dataclasses.replace(thresholds, security=mode, auth=auth)  # type: ignore[type-var]
+    base = _session_of(mode)
+    stages = [o.stage for o in base.stages if o.stage != "quit"]
+    if auth == "none":
+        stages = [s for s in stages if s not in ("auth", "stat")]
+    for stage in stages:
+        result = _failing_at(base, stage)
+        root = checks.owner(result)
+        assert root is not None
+        expected = checks.evaluate(result, t, root).verdict
+        assert expected in (Verdict.WARN, Verdict.CRIT)
+        for label, selected in _selections(t).items():
+            got = {n: checks.evaluate_selected(result, t, n, selected) for n in selected}
+            plain = {n: checks.evaluate(result, t, n) for n in selected}
+            where = f"{mode}/{auth}, {stage} fails, {label}: {got}"
+            if root in selected:
+                assert got == plain, where
+                continue
+            reporters = [n for n, r in got.items() if "reported here" in r.reason]
+            assert len(reporters) == 1, where
+            (reporter,) = reporters
+            assert got[reporter].verdict == expected, where
+            assert f"{stage} broke" in got[reporter].reason, where
+            assert f"the '{root}' check is not selected" in got[reporter].reason, where
+            assert {n: r for n, r in got.items() if n != reporter} == {
+                n: r for n, r in plain.items() if n != reporter
+            }, where
+
+
+def test_tls_checks_of_a_dead_plain_text_type_report_the_dead_port(
+    thresholds: checks.Thresholds,
+) -> None:
+    """``-m tls`` on ``security: none`` with nothing listening: every TLS check is "not
+    applicable", and the first of them still reports the refused connect as CRIT."""
+    t = dataclasses.replace(thresholds, security="none")  # type: ignore[type-var]
+    result = _failing_at(_session_of("none"), "connect", kind="connection-refused")
+    selected = {c.name for c in CHECKS if c.tier == "tls"}
+    got = {n: checks.evaluate_selected(result, t, n, selected) for n in selected}
+    assert got["stls"].verdict == Verdict.CRIT
+    assert got["stls"].reason == (
+        "TCP connect failed: connect broke (reported here: the 'tcp' check is not selected)"
+    )
+    for name in selected - {"stls"}:
+        assert got[name].verdict == Verdict.SKIP, got[name]
+        assert got[name].reason.startswith("not applicable"), got[name]
+
+
+def test_a_deselected_deferred_login_stays_warn(thresholds: checks.Thresholds) -> None:
+    """``-m mailbox`` and a login answered ``[IN-USE]``: the mailbox tier reports the
+    login's own WARN (a deferred login is a degraded service, not a dead one)."""
+    result = _failing_at(healthy(), "auth", kind="mailbox-in-use")
+    selected = {"stat", "thresholds", "logout"}
+    got = {n: checks.evaluate_selected(result, thresholds, n, selected) for n in selected}
+    assert got["stat"].verdict == Verdict.WARN, got["stat"]
+    assert got["stat"].reason.startswith("login deferred: auth broke"), got["stat"]
+    assert got["thresholds"].verdict == got["logout"].verdict == Verdict.SKIP
