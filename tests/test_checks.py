@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from pop3mon import checks
+from pop3mon.checks.latency import ms_text
 from pop3mon.config import load_targets
 from pop3mon.engine import ProbeSpec, probe
 from pop3mon.engine.result import (
@@ -32,6 +33,8 @@ from pop3mon.verdict import Verdict
 
 from pop3mon_lab.certs import LabCerts
 from pop3mon_lab.faultserver import FaultServer
+from pop3mon_lab.faultserver.sasl import SaslOutcome
+from pop3mon_lab.faultserver.session import Scenario, Session
 
 PASSWORD = "checks-SENTINEL-5b1f"
 
@@ -187,14 +190,19 @@ def test_expiry_warns_strictly_below_the_threshold(thresholds: checks.Thresholds
     assert checks.evaluate(result, above, "expiry").verdict == Verdict.WARN
 
 
-def _probe(certs: LabCerts, scenario: str, mode: str = "starttls") -> ProbeResult:
-    with FaultServer(
+def _probe(
+    certs: LabCerts, scenario: str, mode: str = "starttls", session: type[Session] | None = None
+) -> ProbeResult:
+    srv = FaultServer(
         scenario,
         users={"alice": PASSWORD},
         certfile=certs.valid.cert,
         keyfile=certs.valid.key,
         implicit_tls=mode == "tls",
-    ) as srv:
+    )
+    if session is not None:
+        srv.scenario = Scenario(f"custom-{session.__name__}", session.__doc__ or "", session)
+    with srv:
         spec = ProbeSpec(
             id="t",
             host="localhost",
@@ -332,3 +340,90 @@ def test_a_deselected_deferred_login_stays_warn(thresholds: checks.Thresholds) -
     assert got["stat"].verdict == Verdict.WARN, got["stat"]
     assert got["stat"].reason.startswith("login deferred: auth broke"), got["stat"]
     assert got["thresholds"].verdict == got["logout"].verdict == Verdict.SKIP
+
+
+# --------------------------------------------------------------------------- latency reasons
+
+
+def _timed(**phases: float) -> ProbeResult:
+    """``healthy()`` with these phase durations (seconds); ``total`` as given."""
+    return dataclasses.replace(healthy(), phases=tuple(phases.items()))
+
+
+def test_a_slow_total_names_the_phase_it_went_to(thresholds: checks.Thresholds) -> None:
+    """``total 4233 ms ≥ warning 2000 ms (authentication 4045 ms)``: the largest phase, in
+    the same format as that phase's own check gives it."""
+    result = _timed(connect=0.0004, greeting=0.0031, auth=4.0452, stat=0.0456, total=4.2339)
+    t = dataclasses.replace(  # type: ignore[type-var]
+        thresholds, latency={"total": (2.0, 5.0), "auth": (1.0, 5.0)}
+    )
+    total = checks.evaluate(result, t, "latency-total")
+    assert total.verdict == Verdict.WARN
+    assert total.reason == "total 4233 ms ≥ warning 2000 ms (authentication 4045 ms)"
+    assert total.figure == 4233.9
+    auth = checks.evaluate(result, t, "latency-auth")
+    assert auth.reason == "authentication 4045 ms ≥ warning 1000 ms"
+    crit = dataclasses.replace(t, latency={"total": (1.0, 4.0)})  # type: ignore[type-var]
+    assert checks.evaluate(result, crit, "latency-total").reason == (
+        "total 4233 ms ≥ critical 4000 ms (authentication 4045 ms)"
+    )
+
+
+def test_a_slow_total_also_names_every_phase_over_its_own_warning(
+    thresholds: checks.Thresholds,
+) -> None:
+    result = _timed(connect=0.0004, greeting=1.5, auth=2.0, stat=0.0456, total=3.6)
+    t = dataclasses.replace(  # type: ignore[type-var]
+        thresholds, latency={"total": (2.0, 5.0), "greeting": (1.0, 2.0), "connect": (1.0, 2.0)}
+    )
+    assert checks.evaluate(result, t, "latency-total").reason == (
+        "total 3600 ms ≥ warning 2000 ms (authentication 2000 ms, greeting 1500 ms)"
+    )
+    assert checks.evaluate(result, t, "latency-greeting").reason == (
+        "greeting 1500 ms ≥ warning 1000 ms"
+    )
+    # Fast phases read in the same format, finer below 100 ms.
+    assert checks.evaluate(result, t, "latency-connect").reason == (
+        "TCP connect 0.400 ms < warning 1000 ms"
+    )
+
+
+def test_a_fast_total_names_no_phase_and_figures_never_round_up_to_the_threshold(
+    thresholds: checks.Thresholds,
+) -> None:
+    t = dataclasses.replace(thresholds, latency={"total": (2.0, 5.0)})  # type: ignore[type-var]
+    result = _timed(connect=0.0004, auth=1.9, total=1.99999)
+    assert checks.evaluate(result, t, "latency-total").reason == "total 1999 ms < warning 2000 ms"
+    assert [ms_text(s) for s in (0.0456789, 0.00307, 0.00029, 0.0002999)] == [
+        "45.6",
+        "3.07",
+        "0.290",
+        "0.299",
+    ]
+
+
+class _SlowLogin(Session):
+    """Healthy, but every login is answered after LOGIN_PAUSE seconds."""
+
+    def finish_login(self, outcome: SaslOutcome) -> None:
+        if self.pause(LOGIN_PAUSE):
+            super().finish_login(outcome)
+
+
+LOGIN_PAUSE = 0.3
+
+
+def test_a_slow_login_is_named_in_the_total_latency(
+    lab_certs: LabCerts, thresholds: checks.Thresholds
+) -> None:
+    """A real server that takes its time over the login: the total is WARN, and its reason
+    says the time went into authentication."""
+    result = _probe(lab_certs, "healthy", session=_SlowLogin)
+    assert result.ok, result.error_reason
+    t = dataclasses.replace(thresholds, latency={"total": (0.2, 30.0)})  # type: ignore[type-var]
+    total = checks.evaluate(result, t, "latency-total")
+    assert total.verdict == Verdict.WARN, total
+    named = total.reason.split(" (", 1)[1]
+    assert named.startswith("authentication "), total
+    took = float(named.removeprefix("authentication ").split(" ms", 1)[0])
+    assert took >= LOGIN_PAUSE * 1000, total
