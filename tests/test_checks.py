@@ -427,3 +427,58 @@ def test_a_slow_login_is_named_in_the_total_latency(
     assert named.startswith("authentication "), total
     took = float(named.removeprefix("authentication ").split(" ms", 1)[0])
     assert took >= LOGIN_PAUSE * 1000, total
+
+
+# --------------------------------------------------------------------------- capabilities
+
+
+def test_capa_after_stls_shows_the_list_used_and_what_changed(
+    thresholds: checks.Thresholds,
+) -> None:
+    result = dataclasses.replace(
+        healthy(),
+        capabilities_before=("TOP", "STLS", "SASL PLAIN", "LOGIN-DELAY 900", "UIDL"),
+        capabilities_after=("TOP", "USER", "SASL plain SCRAM-SHA-256", "LOGIN-DELAY 300", "UIDL"),
+    )
+    got = checks.evaluate(result, thresholds, "capa")
+    assert got.verdict == Verdict.OK
+    assert got.reason == (
+        "5 capabilities over TLS (after STLS: +USER +SASL(SCRAM-SHA-256) "
+        "LOGIN-DELAY(900\u2192300) \u2212STLS): TOP, USER, SASL plain SCRAM-SHA-256, "
+        "LOGIN-DELAY 300, UIDL"
+    )
+    same = dataclasses.replace(result, capabilities_after=result.capabilities_before)
+    assert "(after STLS: unchanged)" in checks.evaluate(same, thresholds, "capa").reason
+
+
+@pytest.mark.parametrize(
+    ("mode", "where"), [("none", "in plaintext"), ("tls", "over TLS"), ("starttls", "over TLS")]
+)
+def test_capa_says_where_the_list_was_asked_and_cuts_whole_entries(
+    thresholds: checks.Thresholds, mode: str, where: str
+) -> None:
+    caps = tuple(f"X-LONG-CAPABILITY-{n:02d}" for n in range(20))
+    result = dataclasses.replace(
+        _session_of(mode), capabilities_before=caps, capabilities_after=None
+    )
+    if mode == "starttls":
+        result = dataclasses.replace(result, capabilities_after=caps)
+    t = dataclasses.replace(thresholds, security=mode)  # type: ignore[type-var]
+    got = checks.evaluate(result, t, "capa")
+    assert got.reason.startswith(f"20 capabilities {where}"), got
+    assert got.reason.endswith("X-LONG-CAPABILITY-08, … (11 more)"), got
+
+
+def test_capa_of_a_real_stls_session_names_what_tls_added(
+    lab_certs: LabCerts, thresholds: checks.Thresholds
+) -> None:
+    """The fault server's ``capa-differs`` offers SASL PLAIN in plaintext and SCRAM-SHA-256
+    and LOGIN only over TLS: the capa check shows the TLS list, which the login used."""
+    result = _probe(lab_certs, "capa-differs")
+    assert result.ok, result.error_reason
+    got = checks.evaluate(result, thresholds, "capa")
+    assert got.verdict == Verdict.OK, got
+    assert "(after STLS: +SASL(SCRAM-SHA-256) +SASL(LOGIN) " in got.reason, got
+    assert "IMPLEMENTATION(plain\u2192tls) \u2212STLS)" in got.reason, got
+    assert "SASL SCRAM-SHA-256 PLAIN LOGIN" in got.reason, got
+    assert result.auth is not None and result.auth.mechanism == "scram-sha-256"

@@ -453,6 +453,19 @@ def test_auth_auto_picks_a_strong_mechanism(mixed_run: LabRun, mixed: Mixed) -> 
     assert "allow_cleartext" in user.reason
 
 
+def test_capa_shows_the_capabilities_the_login_used(mixed_run: LabRun, mixed: Mixed) -> None:
+    """Dovecot over STLS: the capa check lists the capabilities asked over TLS (those the
+    login chose from) and says what STLS changed; the other modes say where they asked."""
+    run = mixed_run.run
+    stls = run.case("capa", mixed.starttls_id)
+    assert stls.verdict == "OK", stls
+    assert " capabilities over TLS (after STLS: " in stls.reason, stls
+    assert "\u2212STLS" in stls.reason.split("):", 1)[0], stls
+    assert "STLS" not in stls.reason.split("): ", 1)[1].split(", "), stls
+    assert " capabilities over TLS: " in run.case("capa", mixed.tls_id).reason
+    assert " capabilities in plaintext: " in run.case("capa", "plain-apop").reason
+
+
 def test_latency_tests_exist_per_configured_phase(mixed_run: LabRun, mixed: Mixed) -> None:
     """One latency test per configured phase that the security mode can run, all passing."""
     run = mixed_run.run
