@@ -1114,6 +1114,7 @@ DESELECTIONS: Mapping[str, tuple[tuple[str, ...], bool]] = {
     "k-expiry": (("-k", "expiry"), False),
     "k-stat-or-capa": (("-k", "test_stat or test_capa"), True),
     "tls-k-protocol": (("-m", "tls", "-k", "protocol"), False),
+    "tls-xdist": (("-m", "tls", "-n", "2"), False),
 }
 SECURITY = ("none", "starttls-optional", "starttls", "tls")
 
@@ -1203,6 +1204,8 @@ def test_every_selection_fails_on_a_dead_connection_type(
     greeting, TLS, STLS, login) lies in a deselected check still fails the run, in exactly
     one test that names the cause; TLS checks "not applicable" to plain text and mailbox
     checks without a login do not hide it. Healthy types of the same mode never fail."""
+    if "-n" in DESELECTIONS[selection][0]:
+        pytest.importorskip("xdist")
     run = dead_lab.run(selection, workdir)
     logs_in = DESELECTIONS[selection][1]
     assert run.returncode == pytest.ExitCode.TESTS_FAILED, run.describe()
