@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from pop3mon import checks
+from pop3mon.checks.latency import ms_text
 from pop3mon.config import load_targets
 from pop3mon.engine import ProbeSpec, probe
 from pop3mon.engine.result import (
@@ -26,12 +27,14 @@ from pop3mon.engine.result import (
     StageOutcome,
     TLSInfo,
 )
-from pop3mon.engine.stages import STAGES, stage_index
+from pop3mon.engine.stages import CHECKS, SECURITY_MODES, STAGES, TIERS, stage_index
 from pop3mon.secrets import Secret
 from pop3mon.verdict import Verdict
 
 from pop3mon_lab.certs import LabCerts
 from pop3mon_lab.faultserver import FaultServer
+from pop3mon_lab.faultserver.sasl import SaslOutcome
+from pop3mon_lab.faultserver.session import Scenario, Session
 
 PASSWORD = "checks-SENTINEL-5b1f"
 
@@ -187,14 +190,19 @@ def test_expiry_warns_strictly_below_the_threshold(thresholds: checks.Thresholds
     assert checks.evaluate(result, above, "expiry").verdict == Verdict.WARN
 
 
-def _probe(certs: LabCerts, scenario: str, mode: str = "starttls") -> ProbeResult:
-    with FaultServer(
+def _probe(
+    certs: LabCerts, scenario: str, mode: str = "starttls", session: type[Session] | None = None
+) -> ProbeResult:
+    srv = FaultServer(
         scenario,
         users={"alice": PASSWORD},
         certfile=certs.valid.cert,
         keyfile=certs.valid.key,
         implicit_tls=mode == "tls",
-    ) as srv:
+    )
+    if session is not None:
+        srv.scenario = Scenario(f"custom-{session.__name__}", session.__doc__ or "", session)
+    with srv:
         spec = ProbeSpec(
             id="t",
             host="localhost",
@@ -237,3 +245,240 @@ def test_tls_too_old_is_one_crit(lab_certs: LabCerts, thresholds: checks.Thresho
     crit = [r.check for r in got.values() if r.verdict == Verdict.CRIT]
     assert crit == ["protocol"], got
     assert "TLSv1" in got["protocol"].reason
+
+
+# --------------------------------------------------------------------------- deselected roots
+
+
+def _session_of(mode: str) -> ProbeResult:
+    """A healthy result of ``mode``: ``healthy()`` without the STLS stages for plain text."""
+    if mode in ("tls", "starttls", "starttls-optional"):
+        return dataclasses.replace(healthy("tls" if mode == "tls" else "starttls"), security=mode)
+    base = healthy()
+    kept = tuple(o for o in base.stages if o.stage not in STLS_ONLY)
+    return dataclasses.replace(
+        base, security=mode, stages=kept, capabilities_after=None, tls=None, stls_offered=None
+    )
+
+
+def _selections(t: checks.Thresholds) -> dict[str, set[str]]:
+    """What ``-m <tier>``, ``-m "not <tier>"`` and ``-k <check>`` select, by name."""
+    names = checks.check_names(t)
+    tier_of = {c.name: c.tier for c in CHECKS} | {n: "latency" for n in names if "-" in n}
+    out: dict[str, set[str]] = {}
+    for tier in TIERS:
+        out[f"-m {tier}"] = {n for n in names if tier_of[n] == tier}
+        out[f"-m 'not {tier}'"] = {n for n in names if tier_of[n] != tier}
+    out |= {f"-k {n}": {n} for n in names}
+    out["-m 'tls or mailbox'"] = {n for n in names if tier_of[n] in ("tls", "mailbox")}
+    return out
+
+
+@pytest.mark.parametrize("auth", ["auto", "none"])
+@pytest.mark.parametrize("mode", SECURITY_MODES)
+def test_a_deselected_root_cause_fails_every_selection_once(
+    thresholds: checks.Thresholds, mode: str, auth: str
+) -> None:
+    """Whatever stage fails and whatever subset of checks a run selects, the selection
+    shows the failure: its owner is selected and gives its verdict, or exactly one
+    selected check reports it with the owner's verdict and name, while every other
+    selected check keeps its own verdict. Checks that are "not applicable" to the mode
+    (TLS on plain text, mailbox without a login) cannot make a dead server look fine."""
+    t = dataclasses.replace(thresholds, security=mode, auth=auth)  # type: ignore[type-var]
+    base = _session_of(mode)
+    stages = [o.stage for o in base.stages if o.stage != "quit"]
+    if auth == "none":
+        stages = [s for s in stages if s not in ("auth", "stat")]
+    for stage in stages:
+        result = _failing_at(base, stage)
+        root = checks.owner(result)
+        assert root is not None
+        expected = checks.evaluate(result, t, root).verdict
+        assert expected in (Verdict.WARN, Verdict.CRIT)
+        for label, selected in _selections(t).items():
+            got = {n: checks.evaluate_selected(result, t, n, selected) for n in selected}
+            plain = {n: checks.evaluate(result, t, n) for n in selected}
+            where = f"{mode}/{auth}, {stage} fails, {label}: {got}"
+            if root in selected:
+                assert got == plain, where
+                continue
+            reporters = [n for n, r in got.items() if "reported here" in r.reason]
+            assert len(reporters) == 1, where
+            (reporter,) = reporters
+            assert got[reporter].verdict == expected, where
+            assert f"{stage} broke" in got[reporter].reason, where
+            assert f"the '{root}' check is not selected" in got[reporter].reason, where
+            assert {n: r for n, r in got.items() if n != reporter} == {
+                n: r for n, r in plain.items() if n != reporter
+            }, where
+
+
+def test_tls_checks_of_a_dead_plain_text_type_report_the_dead_port(
+    thresholds: checks.Thresholds,
+) -> None:
+    """``-m tls`` on ``security: none`` with nothing listening: every TLS check is "not
+    applicable", and the first of them still reports the refused connect as CRIT."""
+    t = dataclasses.replace(thresholds, security="none")  # type: ignore[type-var]
+    result = _failing_at(_session_of("none"), "connect", kind="connection-refused")
+    selected = {c.name for c in CHECKS if c.tier == "tls"}
+    got = {n: checks.evaluate_selected(result, t, n, selected) for n in selected}
+    assert got["stls"].verdict == Verdict.CRIT
+    assert got["stls"].reason == (
+        "TCP connect failed: connect broke (reported here: the 'tcp' check is not selected)"
+    )
+    for name in selected - {"stls"}:
+        assert got[name].verdict == Verdict.SKIP, got[name]
+        assert got[name].reason.startswith("not applicable"), got[name]
+
+
+def test_a_deselected_deferred_login_stays_warn(thresholds: checks.Thresholds) -> None:
+    """``-m mailbox`` and a login answered ``[IN-USE]``: the mailbox tier reports the
+    login's own WARN (a deferred login is a degraded service, not a dead one)."""
+    result = _failing_at(healthy(), "auth", kind="mailbox-in-use")
+    selected = {"stat", "thresholds", "logout"}
+    got = {n: checks.evaluate_selected(result, thresholds, n, selected) for n in selected}
+    assert got["stat"].verdict == Verdict.WARN, got["stat"]
+    assert got["stat"].reason.startswith("login deferred: auth broke"), got["stat"]
+    assert got["thresholds"].verdict == got["logout"].verdict == Verdict.SKIP
+
+
+# --------------------------------------------------------------------------- latency reasons
+
+
+def _timed(**phases: float) -> ProbeResult:
+    """``healthy()`` with these phase durations (seconds); ``total`` as given."""
+    return dataclasses.replace(healthy(), phases=tuple(phases.items()))
+
+
+def test_a_slow_total_names_the_phase_it_went_to(thresholds: checks.Thresholds) -> None:
+    """``total 4233 ms ≥ warning 2000 ms (authentication 4045 ms)``: the largest phase, in
+    the same format as that phase's own check gives it."""
+    result = _timed(connect=0.0004, greeting=0.0031, auth=4.0452, stat=0.0456, total=4.2339)
+    t = dataclasses.replace(  # type: ignore[type-var]
+        thresholds, latency={"total": (2.0, 5.0), "auth": (1.0, 5.0)}
+    )
+    total = checks.evaluate(result, t, "latency-total")
+    assert total.verdict == Verdict.WARN
+    assert total.reason == "total 4233 ms ≥ warning 2000 ms (authentication 4045 ms)"
+    assert total.figure == 4233.9
+    auth = checks.evaluate(result, t, "latency-auth")
+    assert auth.reason == "authentication 4045 ms ≥ warning 1000 ms"
+    crit = dataclasses.replace(t, latency={"total": (1.0, 4.0)})  # type: ignore[type-var]
+    assert checks.evaluate(result, crit, "latency-total").reason == (
+        "total 4233 ms ≥ critical 4000 ms (authentication 4045 ms)"
+    )
+
+
+def test_a_slow_total_also_names_every_phase_over_its_own_warning(
+    thresholds: checks.Thresholds,
+) -> None:
+    result = _timed(connect=0.0004, greeting=1.5, auth=2.0, stat=0.0456, total=3.6)
+    t = dataclasses.replace(  # type: ignore[type-var]
+        thresholds, latency={"total": (2.0, 5.0), "greeting": (1.0, 2.0), "connect": (1.0, 2.0)}
+    )
+    assert checks.evaluate(result, t, "latency-total").reason == (
+        "total 3600 ms ≥ warning 2000 ms (authentication 2000 ms, greeting 1500 ms)"
+    )
+    assert checks.evaluate(result, t, "latency-greeting").reason == (
+        "greeting 1500 ms ≥ warning 1000 ms"
+    )
+    # Fast phases read in the same format, finer below 100 ms.
+    assert checks.evaluate(result, t, "latency-connect").reason == (
+        "TCP connect 0.400 ms < warning 1000 ms"
+    )
+
+
+def test_a_fast_total_names_no_phase_and_figures_never_round_up_to_the_threshold(
+    thresholds: checks.Thresholds,
+) -> None:
+    t = dataclasses.replace(thresholds, latency={"total": (2.0, 5.0)})  # type: ignore[type-var]
+    result = _timed(connect=0.0004, auth=1.9, total=1.99999)
+    assert checks.evaluate(result, t, "latency-total").reason == "total 1999 ms < warning 2000 ms"
+    assert [ms_text(s) for s in (0.0456789, 0.00307, 0.00029, 0.0002999)] == [
+        "45.6",
+        "3.07",
+        "0.290",
+        "0.299",
+    ]
+
+
+class _SlowLogin(Session):
+    """Healthy, but every login is answered after LOGIN_PAUSE seconds."""
+
+    def finish_login(self, outcome: SaslOutcome) -> None:
+        if self.pause(LOGIN_PAUSE):
+            super().finish_login(outcome)
+
+
+LOGIN_PAUSE = 0.3
+
+
+def test_a_slow_login_is_named_in_the_total_latency(
+    lab_certs: LabCerts, thresholds: checks.Thresholds
+) -> None:
+    """A real server that takes its time over the login: the total is WARN, and its reason
+    says the time went into authentication."""
+    result = _probe(lab_certs, "healthy", session=_SlowLogin)
+    assert result.ok, result.error_reason
+    t = dataclasses.replace(thresholds, latency={"total": (0.2, 30.0)})  # type: ignore[type-var]
+    total = checks.evaluate(result, t, "latency-total")
+    assert total.verdict == Verdict.WARN, total
+    named = total.reason.split(" (", 1)[1]
+    assert named.startswith("authentication "), total
+    took = float(named.removeprefix("authentication ").split(" ms", 1)[0])
+    assert took >= LOGIN_PAUSE * 1000, total
+
+
+# --------------------------------------------------------------------------- capabilities
+
+
+def test_capa_after_stls_shows_the_list_used_and_what_changed(
+    thresholds: checks.Thresholds,
+) -> None:
+    result = dataclasses.replace(
+        healthy(),
+        capabilities_before=("TOP", "STLS", "SASL PLAIN", "LOGIN-DELAY 900", "UIDL"),
+        capabilities_after=("TOP", "USER", "SASL plain SCRAM-SHA-256", "LOGIN-DELAY 300", "UIDL"),
+    )
+    got = checks.evaluate(result, thresholds, "capa")
+    assert got.verdict == Verdict.OK
+    assert got.reason == (
+        "5 capabilities over TLS (after STLS: +USER +SASL(SCRAM-SHA-256) "
+        "LOGIN-DELAY(900\u2192300) \u2212STLS): TOP, USER, SASL plain SCRAM-SHA-256, "
+        "LOGIN-DELAY 300, UIDL"
+    )
+    same = dataclasses.replace(result, capabilities_after=result.capabilities_before)
+    assert "(after STLS: unchanged)" in checks.evaluate(same, thresholds, "capa").reason
+
+
+@pytest.mark.parametrize(
+    ("mode", "where"), [("none", "in plaintext"), ("tls", "over TLS"), ("starttls", "over TLS")]
+)
+def test_capa_says_where_the_list_was_asked_and_cuts_whole_entries(
+    thresholds: checks.Thresholds, mode: str, where: str
+) -> None:
+    caps = tuple(f"X-LONG-CAPABILITY-{n:02d}" for n in range(20))
+    result = dataclasses.replace(
+        _session_of(mode), capabilities_before=caps, capabilities_after=None
+    )
+    if mode == "starttls":
+        result = dataclasses.replace(result, capabilities_after=caps)
+    t = dataclasses.replace(thresholds, security=mode)  # type: ignore[type-var]
+    got = checks.evaluate(result, t, "capa")
+    assert got.reason.startswith(f"20 capabilities {where}"), got
+    assert got.reason.endswith("X-LONG-CAPABILITY-08, … (11 more)"), got
+
+
+def test_capa_of_a_real_stls_session_names_what_tls_added(
+    lab_certs: LabCerts, thresholds: checks.Thresholds
+) -> None:
+    """The fault server's ``capa-differs`` offers SASL PLAIN in plaintext and SCRAM-SHA-256
+    and LOGIN only over TLS: the capa check shows the TLS list, which the login used."""
+    result = _probe(lab_certs, "capa-differs")
+    assert result.ok, result.error_reason
+    got = checks.evaluate(result, thresholds, "capa")
+    assert got.verdict == Verdict.OK, got
+    assert "(after STLS: +SASL(SCRAM-SHA-256) +SASL(LOGIN) " in got.reason, got
+    assert "IMPLEMENTATION(plain\u2192tls) \u2212STLS)" in got.reason, got
+    assert "SASL SCRAM-SHA-256 PLAIN LOGIN" in got.reason, got
+    assert result.auth is not None and result.auth.mechanism == "scram-sha-256"

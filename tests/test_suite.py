@@ -455,6 +455,19 @@ def test_auth_auto_picks_a_strong_mechanism(mixed_run: LabRun, mixed: Mixed) -> 
     assert "allow_cleartext" in user.reason
 
 
+def test_capa_shows_the_capabilities_the_login_used(mixed_run: LabRun, mixed: Mixed) -> None:
+    """Dovecot over STLS: the capa check lists the capabilities asked over TLS (those the
+    login chose from) and says what STLS changed; the other modes say where they asked."""
+    run = mixed_run.run
+    stls = run.case("capa", mixed.starttls_id)
+    assert stls.verdict == "OK", stls
+    assert " capabilities over TLS (after STLS: " in stls.reason, stls
+    assert "\u2212STLS" in stls.reason.split("):", 1)[0], stls
+    assert "STLS" not in stls.reason.split("): ", 1)[1].split(", "), stls
+    assert " capabilities over TLS: " in run.case("capa", mixed.tls_id).reason
+    assert " capabilities in plaintext: " in run.case("capa", "plain-apop").reason
+
+
 def test_latency_tests_exist_per_configured_phase(mixed_run: LabRun, mixed: Mixed) -> None:
     """One latency test per configured phase that the security mode can run, all passing."""
     run = mixed_run.run
@@ -1088,3 +1101,125 @@ def test_bad_config_is_a_usage_error_with_file_and_line(name: str, workdir: Path
         assert line.startswith(f"{path}:{number}: {start}"), line
     assert "pop3mon: invalid targets file" in run.stderr
     assert "hunter2" not in run.stdout + run.stderr
+
+
+# --------------------------------------------------------------------------- deselected roots
+
+#: Runs that select some tiers/checks only, and whether they make the probes log in.
+DESELECTIONS: Mapping[str, tuple[tuple[str, ...], bool]] = {
+    "connectivity": (("-m", "connectivity"), False),
+    "tls": (("-m", "tls"), False),
+    "auth": (("-m", "auth"), True),
+    "mailbox": (("-m", "mailbox"), True),
+    "latency": (("-m", "latency"), True),
+    "tls-or-mailbox": (("-m", "tls or mailbox"), True),
+    "k-expiry": (("-k", "expiry"), False),
+    "k-stat-or-capa": (("-k", "test_stat or test_capa"), True),
+    "tls-k-protocol": (("-m", "tls", "-k", "protocol"), False),
+    "tls-xdist": (("-m", "tls", "-n", "2"), False),
+}
+SECURITY = ("none", "starttls-optional", "starttls", "tls")
+
+
+@dataclass
+class DeadLab:
+    """Dead, half-dead and healthy connection types of every security mode, and what each
+    dead one's root cause says (``(text, needs_login)``: a login failure only exists in a
+    run that logs in)."""
+
+    targets: Path
+    roots: Mapping[str, tuple[str, bool]]
+    security: Mapping[str, str]
+    runs: dict[str, SuiteRun] = field(default_factory=dict)
+
+    def run(self, selection: str, workdir: Path) -> SuiteRun:
+        """The suite run for one of :data:`DESELECTIONS` (each runs once per module)."""
+        if selection not in self.runs:
+            args = DESELECTIONS[selection][0]
+            self.runs[selection] = run_suite(
+                self.targets, *args, workdir=workdir, env={PW_ENV: FAULT_PASSWORD}
+            )
+        return self.runs[selection]
+
+
+@pytest.fixture(scope="module")
+def dead_lab(lab_certs: LabCerts, closed_port: int, workdir: Path) -> Iterator[DeadLab]:
+    """A closed port in every security mode, with and without a login; a greeting -ERR, a
+    plain-text server behind ``security: tls``, a server without STLS and one refusing
+    every login; healthy fault servers in every mode as the control."""
+    users = {"alice": FAULT_PASSWORD}
+    pair = lab_certs.valid
+    with ExitStack() as stack:
+
+        def server(scenario: str, **kw: Any) -> int:
+            srv = stack.enter_context(FaultServer(scenario, users=users, **kw))
+            return int(srv.port)
+
+        cert = {"certfile": pair.cert, "keyfile": pair.key}
+        plain, implicit = server("healthy", **cert), server("healthy", **cert, implicit_tls=True)
+        connections: list[dict[str, Any]] = []
+        roots: dict[str, tuple[str, bool]] = {}
+        security: dict[str, str] = {}
+
+        def add(
+            ct: str, port: int, mode: str, root: str = "", *, login: bool = False, **kw: Any
+        ) -> None:
+            connections.append({"id": ct, "port": port, "security": mode, **kw})
+            security[ct] = mode
+            if root:
+                roots[ct] = (root, login)
+
+        for mode in SECURITY:
+            add(f"refused-{mode}", closed_port, mode, "connection refused")
+            add(f"refused-{mode}-noacct", closed_port, mode, "connection refused", auth="none")
+            add(f"fine-{mode}", implicit if mode == "tls" else plain, mode)
+        add("greeting-none", server("err-greeting"), "none", "go away")
+        add("greeting-starttls", server("err-greeting"), "starttls", "go away")
+        add("handshake-tls", server("healthy"), "tls", "did not speak TLS")
+        add("nostls-starttls", server("no-stls", **cert), "starttls", "did not offer STLS")
+        add(
+            "badlogin-starttls", server("auth-code", **cert), "starttls", "bad password", login=True
+        )
+        targets = write_targets(
+            workdir / "dead.yaml",
+            {
+                "version": 1,
+                "defaults": {
+                    "ca_file": str(lab_certs.ca_file),
+                    "account": {"username": "alice", "password_env": PW_ENV},
+                    "timeout": 5,
+                },
+                "servers": [
+                    {"name": "dead", "host": lab_certs.hostname, "connections": connections}
+                ],
+            },
+        )
+        yield DeadLab(targets, roots, security)
+
+
+@pytest.mark.parametrize("mode", SECURITY)
+@pytest.mark.parametrize("selection", sorted(DESELECTIONS))
+def test_every_selection_fails_on_a_dead_connection_type(
+    dead_lab: DeadLab, workdir: Path, selection: str, mode: str
+) -> None:
+    """Whatever tiers or checks a run selects, a connection type whose root cause (TCP,
+    greeting, TLS, STLS, login) lies in a deselected check still fails the run, in exactly
+    one test that names the cause; TLS checks "not applicable" to plain text and mailbox
+    checks without a login do not hide it. Healthy types of the same mode never fail."""
+    if "-n" in DESELECTIONS[selection][0]:
+        pytest.importorskip("xdist")
+    run = dead_lab.run(selection, workdir)
+    logs_in = DESELECTIONS[selection][1]
+    assert run.returncode == pytest.ExitCode.TESTS_FAILED, run.describe()
+    for ct, ct_mode in dead_lab.security.items():
+        if ct_mode != mode:
+            continue
+        cases = run.for_ct(ct)
+        assert cases, f"{ct}: nothing selected\n{run.describe()}"
+        failed = [c for c in cases if c.outcome == "failed"]
+        root, needs_login = dead_lab.roots.get(ct, ("", False))
+        if not root or (needs_login and not logs_in):
+            assert not failed, f"{ct}: {failed}"
+            continue
+        assert len(failed) == 1, f"{ct}: {failed}\n{run.describe()}"
+        assert failed[0].verdict == "CRIT" and root in failed[0].reason, failed[0]

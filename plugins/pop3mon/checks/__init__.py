@@ -20,9 +20,9 @@ from collections.abc import Callable, Collection, Mapping
 
 from ..engine.result import ProbeResult
 from ..engine.stages import CHECKS, CheckName
-from ..verdict import Verdict
+from ..verdict import Verdict, worst
 from . import connectivity, login, mailbox, tls
-from .base import CheckResult, Thresholds, failed_stage, owner_of
+from .base import CheckResult, Thresholds, blocked_reason, failed_stage, owner_of
 from .latency import PREFIX, latency, latency_phases
 
 __all__ = [
@@ -85,25 +85,46 @@ def evaluate_selected(
 ) -> CheckResult:
     """:func:`evaluate`, for a run that selected only the checks in ``selected``.
 
-    With ``-m "auth or mailbox"`` against a dead server the root-cause check (``tcp``) is
-    deselected; the run must still fail once. The first selected check that the failure
-    blocks then reports it as CRIT, naming the deselected owner.
+    With ``-m "auth or mailbox"`` (or ``-m tls`` on a plain-text connection type, ``-k
+    expiry`` ...) against a dead server the root-cause check (``tcp``) is deselected; the
+    run must still fail, and name the cause once. One selected check reports it (see
+    :func:`_reporter`) with the verdict its owner would have given, naming the owner;
+    every other check keeps its own verdict.
     """
     res = evaluate(result, t, check)
-    root = owner(result)
-    if res.blocked_by is None or root is None or root in selected:
+    failed = failed_stage(result)
+    root = owner_of(failed) if failed is not None else None
+    if failed is None or root is None or root in selected:
         return res
-    for candidate in check_names(t):
-        if candidate not in selected:
-            continue
-        if candidate == check:
-            cause = res.reason.removeprefix("skipped: ")
-            return dataclasses.replace(
-                res,
-                verdict=Verdict.CRIT,
-                reason=f"{cause} (reported here: the '{root}' check is not selected)",
-                blocked_by=None,
-            )
-        if evaluate(result, t, candidate).blocked_by is not None:
-            return res
-    return res
+    if _reporter(result, t, root, {*selected, check}) != check:
+        return res
+    own = evaluate(result, t, root)
+    verdict = own.verdict if own.verdict in (Verdict.WARN, Verdict.CRIT) else Verdict.CRIT
+    # The owner's WARN (a deferred login) says more than "failed"; a CRIT reads as the
+    # dependency SKIPs do, with the stage named.
+    cause = own.reason if verdict == Verdict.WARN else blocked_reason(failed)
+    cause += f" (reported here: the '{root}' check is not selected)"
+    if res.verdict == Verdict.SKIP:
+        return dataclasses.replace(res, verdict=verdict, reason=cause, blocked_by=None)
+    return dataclasses.replace(
+        res, verdict=worst((res.verdict, verdict)), reason=f"{res.reason}; {cause}"
+    )
+
+
+def _reporter(
+    result: ProbeResult, t: Thresholds, root: CheckName, selected: Collection[str]
+) -> str | None:
+    """The selected check that reports a deselected root cause: the first one the failure
+    blocked; else the first one after the root in report order (a check "not applicable"
+    to the mode, such as every TLS check of a plain-text connection type, must not hide
+    that the connection type is dead); else the last one before it (``-m connectivity``
+    when STLS failed: the CAPA check, nearest to the failure)."""
+    order = check_names(t)
+    names = [n for n in order if n in selected]
+    for name in names:
+        if evaluate(result, t, name).blocked_by is not None:
+            return name
+    at = order.index(root)
+    after = [n for n in names if order.index(n) > at]
+    before = [n for n in names if order.index(n) < at]
+    return after[0] if after else (before[-1] if before else None)

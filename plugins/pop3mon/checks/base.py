@@ -12,7 +12,16 @@ from ..engine.result import ProbeResult, StageOutcome
 from ..engine.stages import PHASE_LABELS, STAGES, CheckName, Security, Tier, stage_index
 from ..verdict import Verdict
 
-__all__ = ["CheckResult", "Thresholds", "blocked", "failed_stage", "gate", "ms", "owner_of"]
+__all__ = [
+    "CheckResult",
+    "Thresholds",
+    "blocked",
+    "blocked_reason",
+    "failed_stage",
+    "gate",
+    "ms",
+    "owner_of",
+]
 
 OK, WARN, CRIT, SKIP = Verdict.OK, Verdict.WARN, Verdict.CRIT, Verdict.SKIP
 _OWNER: Mapping[str, CheckName] = {s.name: s.owner for s in STAGES}
@@ -82,14 +91,16 @@ def owner_of(failed: StageOutcome) -> CheckName | None:
 
 def blocked(tier: Tier, check: str, failed: StageOutcome) -> CheckResult:
     """SKIP because an earlier stage failed, naming that stage and its reason once."""
-    label = PHASE_LABELS.get(failed.stage, failed.stage)
     return CheckResult(
-        tier,
-        check,
-        SKIP,
-        f"skipped: {label} failed: {failed.reason}",
-        blocked_by=owner_of(failed),
+        tier, check, SKIP, f"skipped: {blocked_reason(failed)}", blocked_by=owner_of(failed)
     )
+
+
+def blocked_reason(failed: StageOutcome) -> str:
+    """``<stage label> failed: <reason>``: how a check that is not the owner names a
+    failure (a dependency SKIP, or the check that reports a deselected owner's CRIT)."""
+    label = PHASE_LABELS.get(failed.stage, failed.stage)
+    return f"{label} failed: {failed.reason}"
 
 
 def gate(result: ProbeResult, tier: Tier, check: str, *needs: str) -> CheckResult | None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..engine.result import ProbeResult
 from ..engine.stages import stage_index
 from .base import CRIT, OK, SKIP, WARN, CheckResult, Thresholds, blocked, failed_stage, gate, ms
 
-__all__ = ["capa", "dns", "greeting", "ping", "tcp"]
+__all__ = ["capa", "capability_changes", "dns", "greeting", "ping", "tcp"]
 
 
 def dns(result: ProbeResult, t: Thresholds) -> CheckResult:
@@ -71,7 +73,8 @@ def greeting(result: ProbeResult, t: Thresholds) -> CheckResult:
 
 
 def capa(result: ProbeResult, t: Thresholds) -> CheckResult:
-    """CAPA answered, before and (after STLS) after TLS."""
+    """CAPA answered, before and (after STLS) after TLS; the reason lists the capabilities
+    the session went on with and, after STLS, what changed from the plaintext list."""
     # Both CAPA exchanges are this check's: a session that dies right after the STLS
     # handshake must fail somewhere, not only skip everything after it.
     failed = gate(result, "connectivity", "capa", "capa", "capa_tls")
@@ -81,12 +84,57 @@ def capa(result: ProbeResult, t: Thresholds) -> CheckResult:
         outcome = result.stage(stage)
         if outcome is not None and outcome.status == "warn":
             return CheckResult("connectivity", "capa", WARN, outcome.reason)
-    caps = result.capabilities_before or ()
+    before = result.capabilities_before or ()
+    after = result.capabilities_after
+    if after is not None:
+        # After STLS only the list asked over TLS counts (RFC 2595 §4): the one shown.
+        changes = " ".join(capability_changes(before, after)) or "unchanged"
+        where, caps = f"over TLS (after STLS: {changes})", after
+    else:
+        where, caps = ("over TLS" if result.security == "tls" else "in plaintext"), before
     return CheckResult(
         "connectivity",
         "capa",
         OK,
-        f"{len(caps)} capabilities: " + ", ".join(caps)[:200],
+        f"{len(caps)} capabilities {where}: {_listing(caps)}",
         ms(result.phase("capa")),
         "ms",
     )
+
+
+def capability_changes(before: Sequence[str], after: Sequence[str]) -> list[str]:
+    """What STLS changed: ``+X`` for each capability only after it, ``−X`` for each only
+    before it, ``X(old→new)`` for one whose arguments changed. Each SASL mechanism is one
+    capability (``SASL(PLAIN)``)."""
+    old, new = _capability_args(before), _capability_args(after)
+    added = [f"+{_shown(c, new[c])}" for c in new if c not in old]
+    changed = [f"{c}({old[c]}\u2192{new[c]})" for c in new if c in old and old[c] != new[c]]
+    removed = [f"\u2212{_shown(c, old[c])}" for c in old if c not in new]
+    return added + changed + removed
+
+
+def _capability_args(lines: Sequence[str]) -> dict[str, str]:
+    """Capability (upper case; ``SASL(<mech>)`` per mechanism) -> its arguments."""
+    out: dict[str, str] = {}
+    for line in lines:
+        keyword, *args = line.split() or [""]
+        keyword = keyword.upper()
+        if keyword == "SASL":
+            out.update((f"SASL({mech.upper()})", "") for mech in args)
+        elif keyword:
+            out.setdefault(keyword, " ".join(args))
+    return out
+
+
+def _shown(capability: str, args: str) -> str:
+    return f"{capability}({args})" if args else capability
+
+
+def _listing(caps: Sequence[str], limit: int = 200) -> str:
+    """The capabilities, comma-separated, cut after whole entries near ``limit`` characters."""
+    shown: list[str] = []
+    for cap in caps:
+        if shown and len(", ".join([*shown, cap])) > limit:
+            return ", ".join(shown) + f", … ({len(caps) - len(shown)} more)"
+        shown.append(cap)
+    return ", ".join(shown)

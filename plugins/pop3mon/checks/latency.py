@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 from ..engine.result import ProbeResult
 from ..engine.stages import PHASE_LABELS, stage_index
 from ..verdict import Verdict
 from .base import CRIT, OK, SKIP, WARN, CheckResult, Thresholds, blocked, failed_stage, ms
 
-__all__ = ["PREFIX", "latency", "latency_phases"]
+__all__ = ["PREFIX", "latency", "latency_phases", "ms_text", "slow_phases"]
 
 #: Latency checks are named ``latency-<phase>``.
 PREFIX = "latency-"
@@ -28,7 +30,8 @@ def latency(result: ProbeResult, t: Thresholds, phase: str) -> CheckResult:
         return blocked("latency", check, failed)
     took = ms(value)
     if limits is None:
-        return CheckResult("latency", check, OK, f"{label} {took} ms (no threshold)", took, "ms")
+        text = f"{label} {ms_text(value)} ms (no threshold)"
+        return CheckResult("latency", check, OK, text, took, "ms")
     warn, crit = limits
     verdict: Verdict
     if value >= crit:
@@ -37,7 +40,39 @@ def latency(result: ProbeResult, t: Thresholds, phase: str) -> CheckResult:
         verdict, note = WARN, f"≥ warning {warn * 1000:g} ms"
     else:
         verdict, note = OK, f"< warning {warn * 1000:g} ms"
-    return CheckResult("latency", check, verdict, f"{label} {took} ms {note}", took, "ms")
+    text = f"{label} {ms_text(value)} ms {note}"
+    slow = slow_phases(result, t) if phase == "total" and verdict != OK else []
+    if slow:
+        text += f" ({', '.join(slow)})"
+    return CheckResult("latency", check, verdict, text, took, "ms")
+
+
+def slow_phases(result: ProbeResult, t: Thresholds) -> list[str]:
+    """Where a slow session's time went, slowest first: its largest phase, and every
+    other phase at or above its own warning threshold (``authentication 4045 ms``)."""
+    phases = [(name, seconds) for name, seconds in result.phases if name != "total"]
+    if not phases:
+        return []
+    largest = max(phases, key=lambda p: p[1])
+
+    def over_own_warning(name: str, seconds: float) -> bool:
+        limits = t.latency.get(name)
+        return limits is not None and seconds >= limits[0]
+
+    named = [p for p in phases if p == largest or over_own_warning(*p)]
+    named.sort(key=lambda p: -p[1])
+    return [f"{PHASE_LABELS.get(name, name)} {ms_text(seconds)} ms" for name, seconds in named]
+
+
+def ms_text(seconds: float) -> str:
+    """Milliseconds for a reason: whole ms from 100 ms, finer below (0.412, 3.07, 45.6).
+
+    Cut, not rounded: a value below its threshold never reads as equal to it."""
+    value = seconds * 1000.0
+    places = 0 if value >= 100 else 1 if value >= 10 else 2 if value >= 1 else 3
+    scale = 10**places
+    # round() first: 0.29 * 100 is 28.999999999999996 in binary floating point.
+    return f"{math.floor(round(value * scale, 6)) / scale:.{places}f}"
 
 
 def latency_phases(t: Thresholds) -> list[str]:
