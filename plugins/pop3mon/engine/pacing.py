@@ -23,8 +23,9 @@ or the pinned address):
 * ``LOGIN-DELAY n`` spaces logins of one account on one server by ``n`` seconds, or the
   login is deferred (not made) when that would mean waiting longer than ``max_wait``.
 
-``parallel`` pacing keeps only the penalty wait after a refusal seen in this run: for big
-fleets on one server that neither penalizes nor locks (the scale benchmark).
+``parallel`` pacing lets every login go at once and keeps only LOGIN-DELAY (which the
+server announces itself): for servers known to neither penalize refusals nor lock the
+mailbox, where a big fleet would otherwise log in one at a time (the scale benchmark).
 """
 
 from __future__ import annotations
@@ -221,7 +222,7 @@ class LoginPacer:
             while True:
                 now = self._clock()
                 wait_for: float | None = None  # None: wait for a notify; else seconds
-                if server.penalty_until > now:
+                if pacing == "serial" and server.penalty_until > now:
                     wait_for = server.penalty_until - now
                     reason = (
                         f"the server's login penalty after {server.penalty_cause} to fade"
@@ -233,7 +234,8 @@ class LoginPacer:
                 elif pacing == "serial" and account in server.accounts:
                     reason = f"another session of {account} on this server (mailbox lock)"
                 elif (
-                    ct_id in server.suspects
+                    pacing == "serial"
+                    and ct_id in server.suspects
                     and server.waiting_first - {ct_id}
                     and now < start + self.max_wait / 2
                 ):
