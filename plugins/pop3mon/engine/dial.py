@@ -96,8 +96,9 @@ def dial(
                 continue
             left = deadline.remaining()
             wait = min(left, max(0.0, next_start - now)) if queue else left
-            for key, _events in selector.select(max(0.0, wait)):
-                sock = key.data
+            ready = [key.data for key, _events in selector.select(max(0.0, wait))]
+            # Several done at once: the earlier-ordered address wins, as it would have alone.
+            for sock in sorted(ready, key=lambda ready_sock: order[running[ready_sock]]):
                 address = running.pop(sock)
                 selector.unregister(sock)
                 try:
