@@ -11,6 +11,7 @@ why. Tests needing ``::1`` skip when this machine has no IPv6 loopback.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import socket
 import time
@@ -32,6 +33,8 @@ from pop3mon.secrets import Secret
 from pop3mon_lab.certs import LabCerts
 from pop3mon_lab.dovecot import DovecotLab
 from pop3mon_lab.faultserver import LOOPBACK_HOSTS, FaultServer
+
+pytest_plugins = ["pytester"]
 
 MARGIN = 0.5  # seconds a probe may overrun its deadline (scheduling, close)
 NAMES = ("localhost", "ip6-localhost", "ip6-loopback")
@@ -548,3 +551,70 @@ def test_dovecot_login_over_the_chosen_family(
     lab.wait_for_logins(before + 1, user=lab.demo_user, port=port)
     last = lab.logins(lab.demo_user, port)[-1]
     assert f"rip={peer}," in last.line and f"lip={peer}," in last.line, last.line
+
+
+# --------------------------------------------------------------------------- the suite
+
+
+@needs_ipv6
+def test_suite_reports_the_ipv6_address_used(
+    pytester: pytest.Pytester, server_v6: FaultServer
+) -> None:
+    """Through the plugin: the setting reaches the probe, results.json says which address
+    was used and with which setting, and a dead IPv6 port is a tcp CRIT naming ::1."""
+    root = Path(__file__).resolve().parents[1]
+    pytester.makeconftest('pytest_plugins = ["pop3mon.plugin", "pop3mon.report.plugin"]\n')
+    pytester.makeini(
+        f"[pytest]\ntestpaths = tests_targets\npythonpath = {root / 'plugins'}\n"
+        "addopts = -p no:hypothesispytest -p no:benchmark -p no:cacheprovider\n"
+    )
+    tiers = pytester.mkdir("tests_targets")
+    for module in sorted((root / "tests_targets").glob("test_*.py")):
+        (tiers / module.name).write_text(module.read_text(encoding="utf-8"), encoding="utf-8")
+    held, dead = closed_port("::1")
+    with held:
+        pytester.path.joinpath("targets.yaml").write_text(
+            "servers:\n"
+            "  - name: v6\n"
+            '    host: "::1"\n'
+            "    address_family: ipv6\n"
+            "    auth: none\n"
+            "    connections:\n"
+            f"      - {{id: up, port: {server_v6.port}, security: none}}\n"
+            f"      - {{id: down, port: {dead}, security: none}}\n",
+            encoding="utf-8",
+        )
+        result = pytester.runpytest_subprocess("-m", "connectivity", "--reports-dir=out")
+    result.stdout.fnmatch_lines(
+        [f"*CRIT down tcp: TCP connect to ::1 port {dead} failed (::1: connection refused)*"]
+    )
+    doc = json.loads((pytester.path / "out" / "results.json").read_text("utf-8"))
+    by = {c["id"]: c for c in doc["connections"]}
+    assert by["up"]["config"]["address_family"] == "ipv6"
+    assert by["up"]["probe"]["peer"] == "::1"
+    tcp = {c["check"]: c for c in by["up"]["checks"]}["tcp"]
+    assert (tcp["verdict"], tcp["reason"]) == ("OK", f"connected to ::1 port {server_v6.port}")
+
+
+def test_suite_refuses_a_family_that_contradicts_the_host(pytester: pytest.Pytester) -> None:
+    root = Path(__file__).resolve().parents[1]
+    pytester.makeconftest('pytest_plugins = ["pop3mon.plugin"]\n')
+    pytester.makeini(f"[pytest]\npythonpath = {root / 'plugins'}\n")
+    pytester.path.joinpath("targets.yaml").write_text(
+        "servers:\n"
+        "  - name: v6\n"
+        '    host: "::1"\n'
+        "    auth: none\n"
+        "    connections:\n"
+        "      - {security: none, address_family: ipv4}\n",
+        encoding="utf-8",
+    )
+    result = pytester.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "*targets.yaml:6: servers[[]0[]].connections[[]0[]].address_family: ipv4 cannot "
+            "reach the IPv6 address ::1 given as servers[[]0[]].host (line 3)*"
+        ]
+    )
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
