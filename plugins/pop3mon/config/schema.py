@@ -28,7 +28,14 @@ from pydantic_core import PydanticCustomError
 
 from ..engine.defaults import DEFAULTS
 from ..engine.mechanisms import AUTH_SETTINGS
-from ..engine.stages import LATENCY_PHASES, SECURITY_MODES, TLS_VERSIONS, Security
+from ..engine.stages import (
+    ADDRESS_FAMILIES,
+    LATENCY_PHASES,
+    SECURITY_MODES,
+    TLS_VERSIONS,
+    AddressFamily,
+    Security,
+)
 from .wording import _num, _show, _suggest
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
@@ -94,6 +101,37 @@ def _v_security(value: object) -> Security:
     chosen = _choice(value, SECURITY_MODES)
     # Narrow the checked string to the Literal without a cast.
     return next(mode for mode in SECURITY_MODES if mode == chosen)
+
+
+# Other ways to name a family (socket constants, `ip -6`, "dual stack"): hints only, never
+# accepted, so one file does not spell the same setting three ways.
+_FAMILY_HINTS: Final[Mapping[str, AddressFamily]] = {
+    "4": "ipv4",
+    "6": "ipv6",
+    "v4": "ipv4",
+    "v6": "ipv6",
+    "ip4": "ipv4",
+    "ip6": "ipv6",
+    "inet": "ipv4",
+    "inet4": "ipv4",
+    "inet6": "ipv6",
+    "af_inet": "ipv4",
+    "af_inet6": "ipv6",
+    "any": "auto",
+    "both": "auto",
+    "dual": "auto",
+    "dualstack": "auto",
+    "dual-stack": "auto",
+}
+
+
+def _v_address_family(value: object) -> AddressFamily:
+    if isinstance(value, str) and value in ADDRESS_FAMILIES:
+        return next(family for family in ADDRESS_FAMILIES if family == value)
+    word = _show(value).strip("'").lower() if isinstance(value, int | str) else ""
+    hint = _FAMILY_HINTS.get(word) or _FAMILY_HINTS.get(word.replace(" ", ""))
+    suggestion = f" — did you mean '{hint}'?" if hint else _suggest(word, ADDRESS_FAMILIES)
+    raise _bad(f"{_show(value)} is not one of {', '.join(ADDRESS_FAMILIES)}{suggestion}")
 
 
 def _v_auth(value: object) -> str:
@@ -404,6 +442,9 @@ class _Settings(_Model):
     verify_tls: bool = DEFAULTS.verify_tls
     allow_cleartext: bool = DEFAULTS.allow_cleartext
     collect_uidl: bool = DEFAULTS.collect_uidl
+    address_family: Annotated[AddressFamily, BeforeValidator(_v_address_family)] = (
+        DEFAULTS.address_family
+    )
     cert: _Cert = _Cert()
     latency: _Latency | None = None
     mailbox: _Mailbox | None = None
