@@ -91,7 +91,8 @@ class StopControl:
         if self.stopped_by or self.finishing:
             if not self._told:
                 self._told = True
-                _say(f"{name}: already stopping, writing the reports of what finished")
+                doing = "already stopping" if self.stopped_by else "the tests are over"
+                _say(f"{name}: {doing}, writing the reports first")
             return
         self.stopped_by = name
         # SIGTERM whatever arrived here: it ends a worker even where SIGINT is ignored.
