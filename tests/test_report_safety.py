@@ -209,6 +209,13 @@ def assert_no_leftovers(reports: Path, tmpdir: Path) -> None:
     assert leftovers(tmpdir) == []
 
 
+def doc_not_run(doc: dict[str, object]) -> list[object]:
+    """The checks of results.json whose outcome is "not run"."""
+    conns = doc["connections"]
+    assert isinstance(conns, list)
+    return [c for conn in conns for c in conn["checks"] if c["outcome"] == "not run"]
+
+
 # ------------------------------------------------------------------------ the tests
 def test_sigterm_writes_what_finished(lab: SafetyLab, tmp_path: Path) -> None:
     """SIGTERM mid-run (the slow probe still in flight) ends the run within the bound with a
@@ -232,6 +239,7 @@ def test_sigterm_writes_what_finished(lab: SafetyLab, tmp_path: Path) -> None:
     assert all("stopped by SIGTERM" in c["reason"] for c in slow)
     assert "pop3mon_run_complete 0" in (reports / "metrics.prom").read_text("utf-8")
     assert "the run was stopped by SIGTERM" in out
+    assert f"of the SKIPs {len(doc_not_run(doc))} not run" in out
     assert_no_leftovers(reports, tmpdir)
 
 
