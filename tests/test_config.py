@@ -37,6 +37,14 @@ GOLDEN: dict[str, list[str]] = {
     "account_without_reference": [
         "account_without_reference.yaml:4: defaults.account: no secret reference for auth 'scram-sha-256' — add password_env: VAR_NAME or password_file: PATH",
     ],
+    "address_family_bad": [
+        "address_family_bad.yaml:7: servers[0].address_family: 'IPv6' is not one of auto, ipv4, ipv6 — did you mean 'ipv6'?",
+        "address_family_bad.yaml:11: servers[0].connections[1].address_family: 4 is not one of auto, ipv4, ipv6 — did you mean 'ipv4'?",
+    ],
+    "address_family_mismatch": [
+        "address_family_mismatch.yaml:9: servers[0].address: 2001:db8::7 is an IPv6 address, but address_family ipv4 is inherited from defaults.address_family (line 4) — use an IPv4 address, or set address_family: ipv6 or auto on this server",
+        "address_family_mismatch.yaml:19: servers[1].connections[0].address_family: ipv6 cannot reach the IPv4 address 192.0.2.8 given as servers[1].host (line 16) — set address_family: ipv4 or auto, or use an IPv6 address there",
+    ],
     "address_not_ip": [
         "address_not_ip.yaml:6: servers[0].address: 'mail1-backend.example' is not an IP address — address pins the IP to connect to; put names under host",
     ],

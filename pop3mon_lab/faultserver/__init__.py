@@ -20,7 +20,7 @@ Modules, each importing only those listed before it:
 Import from this package, not from the modules: the split is an implementation detail.
 """
 
-from .common import DEFAULT_SASL, DEFAULT_USERS, HOST, POLL_INTERVAL
+from .common import DEFAULT_SASL, DEFAULT_USERS, HOST, LOOPBACK_HOSTS, POLL_INTERVAL
 from .log import Event, LogEntry, ServerLog
 from .sasl import SaslExchange, SaslOutcome
 from .scenarios import SCENARIOS, scenario_names
@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULT_SASL",
     "DEFAULT_USERS",
     "HOST",
+    "LOOPBACK_HOSTS",
     "POLL_INTERVAL",
     "SCENARIOS",
     "Event",

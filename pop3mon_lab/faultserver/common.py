@@ -21,6 +21,8 @@ from typing import Protocol
 from .log import ServerLog
 
 HOST = "127.0.0.1"
+#: The addresses a fault server may listen on: loopback only, IPv4 or IPv6.
+LOOPBACK_HOSTS = (HOST, "::1")
 
 DEFAULT_USERS: Mapping[str, str] = MappingProxyType({"alice": "alice-secret-1"})
 

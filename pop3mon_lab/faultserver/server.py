@@ -8,7 +8,8 @@ Design:
   loop re-checks the server's stop event, so scenarios that "never end" still end on
   :meth:`FaultServer.stop`. ``stop`` additionally shuts the sockets down, which wakes
   blocked calls at once instead of after the next poll.
-* The server binds to 127.0.0.1 only; port 0 picks a free port.
+* The server binds to loopback only (127.0.0.1, or ``::1`` with ``host="::1"``); port 0
+  picks a free port.
 """
 
 from __future__ import annotations
@@ -23,7 +24,15 @@ import warnings
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType, TracebackType
 
-from .common import DEFAULT_SASL, DEFAULT_USERS, HOST, POLL_INTERVAL, Conn, Options
+from .common import (
+    DEFAULT_SASL,
+    DEFAULT_USERS,
+    HOST,
+    LOOPBACK_HOSTS,
+    POLL_INTERVAL,
+    Conn,
+    Options,
+)
 from .log import ServerLog
 from .scenarios import SCENARIOS
 
@@ -31,7 +40,8 @@ __all__ = ["FaultServer"]
 
 
 class FaultServer:
-    """A POP3 server on 127.0.0.1 that behaves according to a named scenario.
+    """A POP3 server on 127.0.0.1 (or ``host="::1"``) that behaves according to a named
+    scenario.
 
     Use as a context manager (``with FaultServer("healthy") as srv: ...``) or call
     :meth:`start` and :meth:`stop`. ``users`` maps names to passwords (used for PASS,
@@ -41,7 +51,8 @@ class FaultServer:
     ``drip_interval`` paces drip-greeting; ``huge_size`` sizes huge-line's line;
     ``messages`` is the mailbox size; ``allow_plaintext_auth=False`` refuses USER and
     PLAIN/LOGIN before TLS (like Dovecot's ``disable_plaintext_auth``);
-    ``sasl_mechanisms`` overrides the offered SASL list.
+    ``sasl_mechanisms`` overrides the offered SASL list. ``host`` is the loopback address
+    to listen on (see :data:`~.common.LOOPBACK_HOSTS`).
     """
 
     def __init__(
@@ -63,7 +74,10 @@ class FaultServer:
         sasl_mechanisms: Iterable[str] = DEFAULT_SASL,
         hostname: str = "pop3mon.test",
         port: int = 0,
+        host: str = HOST,
     ) -> None:
+        if host not in LOOPBACK_HOSTS:
+            raise ValueError(f"host must be one of {', '.join(LOOPBACK_HOSTS)} (loopback only)")
         if scenario not in SCENARIOS:
             close = difflib.get_close_matches(scenario, list(SCENARIOS), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -92,6 +106,7 @@ class FaultServer:
         self.log = ServerLog()
         self.stop_event = threading.Event()
         self._requested_port = port
+        self._host = host
         self._lock = threading.Condition()
         self._conns: dict[int, Conn] = {}
         self._threads: list[threading.Thread] = []
@@ -155,10 +170,13 @@ class FaultServer:
     # ------------------------------------------------------------------ life cycle
 
     def start(self) -> FaultServer:
-        """Bind 127.0.0.1:port and start accepting; returns self."""
+        """Bind host:port and start accepting; returns self."""
         if self._listener is not None:
             raise RuntimeError("FaultServer already started")
-        listener = socket.create_server((HOST, self._requested_port), backlog=256)
+        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+        listener = socket.create_server(
+            (self._host, self._requested_port), family=family, backlog=256
+        )
         listener.settimeout(POLL_INTERVAL)
         self._listener = listener
         self._port = listener.getsockname()[1]
@@ -290,8 +308,8 @@ class FaultServer:
 
     @property
     def host(self) -> str:
-        """Always ``127.0.0.1``."""
-        return HOST
+        """The loopback address listened on (``127.0.0.1`` unless asked for ``::1``)."""
+        return self._host
 
     @property
     def port(self) -> int:
@@ -301,7 +319,7 @@ class FaultServer:
     @property
     def address(self) -> tuple[str, int]:
         """``(host, port)``."""
-        return (HOST, self._port)
+        return (self._host, self._port)
 
     @property
     def connections(self) -> int:

@@ -51,11 +51,15 @@ def tcp(result: ProbeResult, t: Thresholds) -> CheckResult:
     failed = gate(result, "connectivity", "tcp", "connect")
     if failed:
         return failed
+    # Addresses tried before the one that answered (RFC 8305 racing): a family that is
+    # down for every client without Happy Eyeballs is worth reading even when OK.
+    outcome = result.stage("connect")
+    after = f" (after {outcome.reason})" if outcome is not None and outcome.reason else ""
     return CheckResult(
         "connectivity",
         "tcp",
         OK,
-        f"connected to {result.peer} port {result.port}",
+        f"connected to {result.peer} port {result.port}{after}",
         ms(result.phase("connect")),
         "ms",
     )

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..engine.defaults import DEFAULTS
-from ..engine.stages import LATENCY_PHASES
+from ..engine.dns import family_of
+from ..engine.stages import FAMILY_LABELS, LATENCY_PHASES
 from .model import TOKEN_MECHANISMS, ConnectionType, LatencyThresholds
-from .schema import _Account, _Connection, _File, _resolve_path, _Settings
+from .schema import _Account, _Connection, _File, _resolve_path, _Server, _Settings
 from .wording import Loc, _fmt_loc, _num, _show
 from .yaml_lines import _Problems, _YamlTree
 
@@ -44,6 +45,7 @@ _BUILTIN: Final[Mapping[str, object]] = {
     "allow_cleartext": DEFAULTS.allow_cleartext,
     "collect_uidl": DEFAULTS.collect_uidl,
     "login_pacing": DEFAULTS.login_pacing,
+    "address_family": DEFAULTS.address_family,
     "cert.warn_days": DEFAULTS.cert_warn_days,
     "cert.crit_days": DEFAULTS.cert_crit_days,
     "latency.total.warn": DEFAULTS.latency_total[0],
@@ -62,6 +64,7 @@ _SCALARS: Final = (
     "allow_cleartext",
     "collect_uidl",
     "login_pacing",
+    "address_family",
     "account",
 )
 
@@ -239,6 +242,39 @@ def _check_auth(eff: _Effective, conn_loc: Loc, conn: _Connection, problems: _Pr
         )
 
 
+def _check_family(eff: _Effective, server: _Server, sloc: Loc, problems: _Problems) -> None:
+    """An ``address_family`` other than auto must fit the IP the connection would use
+    without DNS: the pinned ``address``, else an IP-literal ``host``."""
+    family = eff.get("address_family")
+    key = "address" if server.address is not None else "host"
+    literal = server.address if server.address is not None else server.host
+    own = family_of(literal)
+    if family == "auto" or own is None or own == family:
+        return
+    lit_loc: Loc = (*sloc, key)
+    lit_line = eff.tree.line(lit_loc)
+    origin = eff.origin("address_family")
+    assert origin.loc is not None  # the built-in default is auto
+    label, want = FAMILY_LABELS[own], FAMILY_LABELS[family]
+    how = "pinned by" if key == "address" else "given as"
+    if len(origin.loc) >= len(lit_loc):
+        problems.add(
+            origin.line,
+            origin.loc,
+            f"{family} cannot reach the {label} address {literal} {how} "
+            f"{_fmt_loc(lit_loc)} (line {lit_line}) — set address_family: {own} or auto, "
+            f"or use an {want} address there",
+        )
+    else:
+        problems.add(
+            lit_line,
+            lit_loc,
+            f"{literal} is an {label} address, but address_family {family} is inherited "
+            f"from {_where(origin)} — use an {want} address, or set "
+            f"address_family: {own} or auto on this server",
+        )
+
+
 def _build(
     model: _File, tree: _YamlTree, base_dir: Path, problems: _Problems
 ) -> list[ConnectionType]:
@@ -287,6 +323,7 @@ def _build(
                 id_lines[cid] = id_line
 
             _check_auth(eff, cloc, conn, problems)
+            _check_family(eff, server, sloc, problems)
             cert = _cert_pair(eff, problems)
             latency: dict[str, tuple[float, float]] = {}
             for phase in LATENCY_PHASES:
@@ -329,6 +366,7 @@ def _build(
                     server=server.name,
                     host=server.host,
                     address=server.address,
+                    address_family=eff.get("address_family"),
                     port=port,
                     security=conn.security,
                     auth=auth,

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from ..engine.mechanisms import MECHANISMS
 from ..engine.result import ProbeSpec
-from ..engine.stages import LATENCY_PHASES, Pacing, Security
+from ..engine.stages import LATENCY_PHASES, AddressFamily, Pacing, Security
 from ..secrets import Secret
 
 # Mechanisms that send an OAuth token rather than a password (or a digest of one). "auto"
@@ -104,6 +104,7 @@ class ConnectionType:
     server: str
     host: str
     address: str | None
+    address_family: AddressFamily
     port: int
     security: Security
     auth: str
@@ -173,6 +174,7 @@ class ConnectionType:
             ping=self.ping,
             ping_timeout=self.ping_timeout,
             address=self.address or "",
+            address_family=self.address_family,
             collect_uidl=self.collect_uidl,
             login_pacing=self.login_pacing,
         )

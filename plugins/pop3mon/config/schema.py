@@ -29,10 +29,12 @@ from pydantic_core import PydanticCustomError
 from ..engine.defaults import DEFAULTS
 from ..engine.mechanisms import AUTH_SETTINGS
 from ..engine.stages import (
+    ADDRESS_FAMILIES,
     LATENCY_PHASES,
     PACING_MODES,
     SECURITY_MODES,
     TLS_VERSIONS,
+    AddressFamily,
     Pacing,
     Security,
 )
@@ -106,6 +108,37 @@ def _v_security(value: object) -> Security:
 def _v_pacing(value: object) -> Pacing:
     chosen = _choice(value, PACING_MODES)
     return next(mode for mode in PACING_MODES if mode == chosen)
+
+
+# Other ways to name a family (socket constants, `ip -6`, "dual stack"): hints only, never
+# accepted, so one file does not spell the same setting three ways.
+_FAMILY_HINTS: Final[Mapping[str, AddressFamily]] = {
+    "4": "ipv4",
+    "6": "ipv6",
+    "v4": "ipv4",
+    "v6": "ipv6",
+    "ip4": "ipv4",
+    "ip6": "ipv6",
+    "inet": "ipv4",
+    "inet4": "ipv4",
+    "inet6": "ipv6",
+    "af_inet": "ipv4",
+    "af_inet6": "ipv6",
+    "any": "auto",
+    "both": "auto",
+    "dual": "auto",
+    "dualstack": "auto",
+    "dual-stack": "auto",
+}
+
+
+def _v_address_family(value: object) -> AddressFamily:
+    if isinstance(value, str) and value in ADDRESS_FAMILIES:
+        return next(family for family in ADDRESS_FAMILIES if family == value)
+    word = _show(value).strip("'").lower() if isinstance(value, int | str) else ""
+    hint = _FAMILY_HINTS.get(word) or _FAMILY_HINTS.get(word.replace(" ", ""))
+    suggestion = f" — did you mean '{hint}'?" if hint else _suggest(word, ADDRESS_FAMILIES)
+    raise _bad(f"{_show(value)} is not one of {', '.join(ADDRESS_FAMILIES)}{suggestion}")
 
 
 def _v_auth(value: object) -> str:
@@ -417,6 +450,9 @@ class _Settings(_Model):
     allow_cleartext: bool = DEFAULTS.allow_cleartext
     collect_uidl: bool = DEFAULTS.collect_uidl
     login_pacing: Annotated[Pacing, BeforeValidator(_v_pacing)] = DEFAULTS.login_pacing
+    address_family: Annotated[AddressFamily, BeforeValidator(_v_address_family)] = (
+        DEFAULTS.address_family
+    )
     cert: _Cert = _Cert()
     latency: _Latency | None = None
     mailbox: _Mailbox | None = None

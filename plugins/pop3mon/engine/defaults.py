@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from .stages import Pacing, Security
+from .stages import AddressFamily, Pacing, Security
 
 __all__ = ["DEFAULTS", "Defaults"]
 
@@ -41,6 +41,7 @@ class Defaults:
     verify_tls: bool
     allow_cleartext: bool
     collect_uidl: bool
+    address_family: AddressFamily
     cert_warn_days: int  # `cert: {warn_days}`
     cert_crit_days: int  # `cert: {crit_days}`
     latency_total: tuple[float, float]  # `latency: {total: {warn, crit}}`
@@ -65,6 +66,8 @@ DEFAULTS: Final = Defaults(
     # Never send a password over an unencrypted connection unless asked to.
     allow_cleartext=False,
     collect_uidl=False,
+    # Both families, raced: a dual-stack server with one broken family still answers.
+    address_family="auto",
     cert_warn_days=21,
     cert_crit_days=7,
     latency_total=(2.0, 5.0),

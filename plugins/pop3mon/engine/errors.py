@@ -42,6 +42,7 @@ ErrorKind = Literal[
     "dns-failed",
     "dns-nxdomain",
     "dns-timeout",
+    "dns-wrong-family",  # no address of the configured address_family
     "ping-failed",
     "connect-failed",
     "connect-timeout",

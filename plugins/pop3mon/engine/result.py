@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from ..secrets import Secret
 from .defaults import DEFAULTS
-from .stages import Pacing, Security
+from .stages import AddressFamily, Pacing, Security
 
 __all__ = [
     "AuthInfo",
@@ -34,9 +34,10 @@ class ProbeSpec:
     """Everything the engine needs to probe one connection type.
 
     ``address`` pins the IP to connect to while ``host`` stays the name used for SNI and
-    certificate checks. ``secret`` is ``None`` when no login is wanted or when the secret
-    could not be loaded; then ``secret_problem`` says why and auth is reported as failed
-    without any byte of a credential being sent.
+    certificate checks. ``address_family`` restricts resolution and connection to IPv4 or
+    IPv6; ``auto`` races all resolved addresses (RFC 8305). ``secret`` is ``None`` when no
+    login is wanted or when the secret could not be loaded; then ``secret_problem`` says
+    why and auth is reported as failed without any byte of a credential being sent.
 
     Defaults come from :data:`~pop3mon.engine.defaults.DEFAULTS`, as config's do; the
     empty strings mean "none" (no login name, system CA store, resolve ``host``).
@@ -60,6 +61,7 @@ class ProbeSpec:
     address: str = ""
     collect_uidl: bool = DEFAULTS.collect_uidl
     login_pacing: Pacing = DEFAULTS.login_pacing
+    address_family: AddressFamily = DEFAULTS.address_family
 
 
 #: How a stage ended.

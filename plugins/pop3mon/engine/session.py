@@ -14,14 +14,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from . import auth as auth_mod
-from .dns import is_ip, resolve
+from .dial import dial
+from .dns import is_ip, literal_family_problem, resolve
 from .errors import (
     AuthError,
-    ConnectError,
     MailboxError,
     PolicyError,
     ProbeError,
     ProtocolError,
+    ResolveError,
     StartTLSError,
     TLSError,
     TLSVerifyError,
@@ -99,16 +100,21 @@ class _Probe:
     # -- stages ------------------------------------------------------------------------
     def do_resolve(self) -> None:
         spec = self.spec
+        literal = spec.address or (spec.host if is_ip(spec.host) else "")
+        # A spec built in code can contradict itself; the config loader refuses such files.
+        problem = literal_family_problem(literal, spec.address_family) if literal else ""
+        if problem:
+            raise ResolveError(problem, kind="dns-wrong-family", stage="dns")
         if spec.address:
             self.addresses = (spec.address,)
             self.mark("dns", "skip", f"address pinned to {spec.address}; {spec.host} not resolved")
             return
-        if is_ip(spec.host):
+        if literal:
             self.addresses = (spec.host,)
             self.mark("dns", "skip", f"{spec.host} is an IP address; nothing to resolve")
             return
         with self.phase("dns"):
-            self.addresses = resolve(spec.host, spec.port, self.deadline)
+            self.addresses = resolve(spec.host, spec.port, self.deadline, spec.address_family)
         self.ok("dns")
 
     def do_ping(self) -> None:
@@ -124,13 +130,12 @@ class _Probe:
         else:
             raise ProbeError(info.reason, kind="ping-failed", stage="ping")
 
-    def connect(self, address: str, stage: str = "connect", share: int = 1) -> socket.socket:
+    def connect(self, address: str, stage: str) -> socket.socket:
+        """One more connection to the address the probe already reached."""
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            # ``share``: addresses still to try, so a blackholed IPv6 address cannot eat
-            # the whole deadline before IPv4 gets its turn.
-            sock.settimeout(self.deadline.budget(stage) / max(1, share))
+            sock.settimeout(self.deadline.budget(stage))
             sock.connect((address, self.spec.port))
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except BaseException:
@@ -139,33 +144,17 @@ class _Probe:
         return sock
 
     def do_connect(self) -> socket.socket:
-        failures: list[str] = []
-        first: ProbeError | None = None
         with self.phase("connect"):
-            for index, address in enumerate(self.addresses):
-                try:
-                    sock = self.connect(address, share=len(self.addresses) - index)
-                except BaseException as exc:  # noqa: BLE001 - mapped below
-                    err = map_exception(exc, "connect")
-                    if err.kind == "timeout":
-                        err = ConnectError(
-                            f"TCP connect to {address} port {self.spec.port} timed out",
-                            kind="connect-timeout",
-                            stage="connect",
-                        )
-                    first = first or err
-                    failures.append(f"{address}: {err.reason}")
-                    continue
-                self.peer = address
-                self.ok("connect")
-                return sock
-        assert first is not None
-        where = "; ".join(failures)
-        raise type(first)(
-            f"TCP connect to {self.spec.host} port {self.spec.port} failed ({where})",
-            kind=first.kind,
-            stage="connect",
-        )
+            dialed = dial(self.addresses, self.spec.port, self.deadline, self.spec.host)
+        self.peer = dialed.address
+        if dialed.failures:
+            # Connected, but a client that tried only the first address would not have:
+            # the tcp check says which address answered and what the others did.
+            tried = "; ".join(f"{address}: {reason}" for address, reason in dialed.failures)
+            self.mark("connect", "ok", tried)
+        else:
+            self.ok("connect")
+        return dialed.sock
 
     def tls_handshake(self, sock: socket.socket, stage: str) -> ssl.SSLSocket:
         spec = self.spec

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from typing import Final, Literal, get_args
 
 __all__ = [
+    "ADDRESS_FAMILIES",
     "CHECKS",
+    "FAMILY_LABELS",
     "LATENCY_PHASES",
     "PACING_MODES",
     "PHASE_LABELS",
@@ -22,6 +24,7 @@ __all__ = [
     "TIERS",
     "TLS_SECURITY",
     "TLS_VERSIONS",
+    "AddressFamily",
     "CheckName",
     "CheckSpec",
     "Pacing",
@@ -43,6 +46,17 @@ PACING_MODES: Final[tuple[Pacing, ...]] = get_args(Pacing)
 TLS_SECURITY: Final[frozenset[Security]] = frozenset({"starttls", "starttls-optional", "tls"})
 
 TLS_VERSIONS: Final[tuple[str, ...]] = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+
+#: Which IP version a connection type may use (the ``address_family:`` key): ``auto``
+#: races every resolved address (RFC 8305), the others resolve and connect in one family.
+AddressFamily = Literal["auto", "ipv4", "ipv6"]
+ADDRESS_FAMILIES: Final[tuple[AddressFamily, ...]] = get_args(AddressFamily)
+#: How reasons name a restricted family.
+FAMILY_LABELS: Final[Mapping[AddressFamily, str]] = {
+    "auto": "IPv4 or IPv6",
+    "ipv4": "IPv4",
+    "ipv6": "IPv6",
+}
 
 #: The report tiers, in the order a run shows them.
 Tier = Literal["connectivity", "tls", "auth", "mailbox", "latency"]

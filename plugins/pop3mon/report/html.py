@@ -259,6 +259,8 @@ def overview_html(report: RunReport) -> str:
     )
     if report.not_selected:
         facts += f" · {len(report.not_selected)} connection types not selected in this run"
+    if info.stopped:
+        facts += f" · <strong>run {esc(info.stopped)}: {report.not_run()} checks not run</strong>"
     return (
         STYLE
         + '<section class="p3m" id="pop3mon-overview">'

@@ -5,13 +5,15 @@ Schema ``pop3mon/results/v1`` (keys are sorted, so diffs between runs stay small
     {
       "schema": "pop3mon/results/v1",
       "run": {"id", "started", "finished", "duration_seconds", "pop3mon_version",
-              "python", "platform", "targets": {"file", "sha256"}},
+              "python", "platform", "targets": {"file", "sha256"},
+              "stopped"},             # why the run ended early ("stopped by SIGTERM"), or null
       "counts": {"OK", "WARN", "CRIT", "SKIP", "ERROR", "total"},
       "connections": [
         {"id", "server", "host", "port", "security", "auth", "tags", "verdict",
          "config": {...},            # the connection type's settings (never a secret value)
          "checks": [{"tier", "check", "verdict", "reason", "figure", "unit",
-                     "outcome", "nodeid", "duration_seconds"}],
+                     "outcome", "nodeid", "duration_seconds"}],   # outcome "not run":
+                                                                    # the run ended first
          "probe": {...} | null}      # ProbeResult.to_dict(): phases, TLS, transcript ...
       ],
       "not_selected": [...],        # configured ids that no selected test touched
@@ -99,6 +101,7 @@ def results_document(report: RunReport) -> dict[str, Any]:
             "python": info.python,
             "platform": info.platform,
             "targets": {"file": info.targets_name, "sha256": info.targets_sha256},
+            "stopped": info.stopped or None,
         },
         "counts": {**counts, "total": sum(counts.values())},
         "connections": [_connection(c) for c in report.connections],
@@ -110,13 +113,12 @@ def results_document(report: RunReport) -> dict[str, Any]:
 
 
 def write_json(report: RunReport, path: Path) -> Path:
-    """Write ``results.json`` atomically (a reader never sees half a file)."""
+    """Write ``results.json`` to ``path``: a temporary name of the report set, which
+    renames it into place with the other files (:mod:`.reportset`)."""
     # Compact on purpose: an indent makes json use its pure-Python encoder, several times
     # slower on the megabytes a large run writes; `jq .` pretty-prints it for people.
     text = json.dumps(
         results_document(report), sort_keys=True, ensure_ascii=False, separators=(",", ":")
     )
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text + "\n", encoding="utf-8")
-    tmp.replace(path)
+    path.write_text(text + "\n", encoding="utf-8")
     return path

@@ -93,7 +93,13 @@ def suite_properties_start(info: RunInfo) -> list[tuple[str, str]]:
 
 
 def suite_properties_finish(report: RunReport) -> list[tuple[str, str]]:
-    """Suite properties known only at the end: duration and the verdict counts."""
+    """Suite properties known only at the end: duration, the verdict counts and, for a
+    run that ended early, why (its checks that did not run are not testcases here)."""
     props = [(PREFIX + "duration_seconds", f"{report.info.duration:.3f}")]
     props += [(f"{PREFIX}checks_{v}", str(n)) for v, n in report.counts().items()]
+    if report.info.stopped:
+        props += [
+            (PREFIX + "stopped", report.info.stopped),
+            (PREFIX + "not_run", str(report.not_run())),
+        ]
     return props

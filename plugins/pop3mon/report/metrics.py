@@ -17,7 +17,6 @@ the name so an alert can show it (``pop3mon_check_verdict >= 2``).
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -55,6 +54,15 @@ _FAMILIES: tuple[tuple[str, str], ...] = (
     ),
     ("pop3mon_last_run_timestamp_seconds", "When the connection type was last probed (Unix time)."),
     ("pop3mon_checks", "Number of checks in this run that ended with each verdict."),
+    (
+        "pop3mon_run_start_timestamp_seconds",
+        "When this run started (Unix time; the same in results.json: run.started_epoch).",
+    ),
+    (
+        "pop3mon_run_complete",
+        "1 when every selected check ran, 0 when the run was stopped early "
+        "(SIGTERM, Ctrl-C, -x): its other checks are SKIP, not run.",
+    ),
 )
 
 
@@ -130,6 +138,8 @@ def _samples(report: RunReport) -> dict[str, list[str]]:
     counts: Mapping[Verdict, int] = report.counts()
     for verdict, number in counts.items():
         add("pop3mon_checks", [("verdict", verdict)], number)
+    add("pop3mon_run_start_timestamp_seconds", [], round(report.info.started, 3))
+    add("pop3mon_run_complete", [], 0 if report.info.stopped else 1)
     return out
 
 
@@ -148,9 +158,8 @@ def metrics_text(report: RunReport) -> str:
 
 
 def write_metrics(report: RunReport, path: Path) -> Path:
-    """Write ``metrics.prom`` atomically: the textfile collector must never read half a file
-    (it only reads ``*.prom``, so the temporary name ends in ``.tmp``)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(metrics_text(report), encoding="utf-8")
-    os.replace(tmp, path)
+    """Write ``metrics.prom`` to ``path``: a temporary name of the report set (ending in
+    ``.tmp``: the textfile collector reads only ``*.prom``, so never half a file), which
+    renames it into place with the other files (:mod:`.reportset`)."""
+    path.write_text(metrics_text(report), encoding="utf-8")
     return path

@@ -31,7 +31,7 @@ from ..engine.stages import CHECKS, TIERS
 from ..probestore import ProbeStore
 from ..secrets import REDACTOR
 from ..verdict import Verdict, count, rank, worst
-from .recorder import CheckRecord, Recorder, verdicts
+from .recorder import NOT_RUN, CheckRecord, Recorder, verdicts
 
 __all__ = [
     "ConnectionReport",
@@ -87,6 +87,9 @@ class RunInfo:
     targets_name: str
     targets_sha256: str
     version: str
+    #: Why the run ended before every selected check ran ("stopped by SIGTERM",
+    #: "interrupted", pytest's "stopping after 1 failures"), "" when all ran.
+    stopped: str = ""
     python: str = field(default_factory=platform.python_version)
     platform: str = field(default_factory=platform.platform)
 
@@ -168,6 +171,10 @@ class RunReport:
         """Every check of the run."""
         out = [r for c in self.connections for r in c.records]
         return (*out, *self.unattributed)
+
+    def not_run(self) -> int:
+        """How many selected checks did not run because the run ended first."""
+        return sum(1 for r in self.records if r.outcome == NOT_RUN)
 
     def counts(self) -> dict[Verdict, int]:
         """How many checks ended with each verdict (every verdict present, zero or not)."""

@@ -14,7 +14,15 @@ metrics.prom    Prometheus text format / OpenMetrics (see :mod:`.metrics`)
 ``--reports-dir PATH`` (or ini ``pop3mon_reports_dir``) moves them; ``--no-reports`` turns
 pop3mon's own artifacts off (an explicit ``--html``/``--junitxml`` still works and still
 gets pop3mon's columns and properties). An explicit ``--html`` or ``--junitxml`` path
-always wins over the reports directory.
+always wins over the reports directory. A reports directory that is a file or cannot be
+created stops the run at start-up with one line.
+
+The files of a run are replaced as a set (:mod:`.reportset`): every writer writes a
+temporary name, and only when all of them succeeded are they renamed into place; a failed
+write (a full disk) leaves the previous set and says so. A run that selected no check
+(``-k``/``-m`` matching nothing) leaves the previous reports alone. SIGTERM and SIGINT end
+the run with the reports of what finished, every selected check that did not run marked
+"not run" (:mod:`.stop`).
 
 Everything here runs on the controller only: pytest-xdist workers neither write reports nor
 register :class:`ReportPlugin`. Per-test data reaches the controller in ``user_properties``
@@ -33,6 +41,7 @@ from typing import Any
 
 import pytest
 
+from .. import checks
 from ..engine.result import ProbeResult
 from ..probestore import ProbeStore
 from . import html as html_parts
@@ -42,6 +51,8 @@ from .keys import STORE_KEY
 from .metrics import write_metrics
 from .model import RunInfo, RunReport, build_run_report, new_run_id, pop3mon_version, scrub
 from .recorder import Recorder
+from .reportset import ReportSet, ReportSetError
+from .stop import StopControl, install_worker_handlers
 from .terminal import write_summary
 
 __all__ = ["REPORT_KEY", "ReportPlugin"]
@@ -101,7 +112,17 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[REPORT_KEY] = plugin
     config.pluginmanager.register(plugin, "pop3mon-report")
     config.pluginmanager.register(_Summary(plugin), "pop3mon-summary")
-    config.pluginmanager.register(_ScrubFiles(plugin), "pop3mon-report-scrub")
+    config.pluginmanager.register(_ReportFiles(plugin), "pop3mon-report-files")
+    # Registered now, so it runs after every other cleanup of the run.
+    config.add_cleanup(plugin.stop.exit_if_probes_linger)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """An xdist worker of a monitoring run ends at once on SIGTERM/SIGINT (see :mod:`.stop`);
+    the controller's handlers are installed by :class:`ReportPlugin`."""
+    config = session.config
+    if hasattr(config, "workerinput") and config.stash.get(STORE_KEY, None) is not None:
+        install_worker_handlers()
 
 
 class ReportPlugin:
@@ -122,7 +143,18 @@ class ReportPlugin:
         self.recorder = Recorder(self._server_of)
         #: The run model, built once at session finish and shared by every writer.
         self.report: RunReport | None = None
+        #: The files this run replaced, once the set was committed.
         self.written: list[tuple[str, Path]] = []
+        self.files = ReportSet(self.run_id)
+        self.stop = StopControl()
+        #: Node ids of every selected test (the controller's collection or xdist's).
+        self.expected: dict[str, None] = {}
+        #: Why the run ended before every selected check ran ("" when all ran).
+        self.stopped = ""
+        #: Why this run replaced no report file (said on the terminal), or "".
+        self.kept = ""
+        #: Why writing the reports failed (said on the terminal), or "".
+        self.problem = ""
         self._results: dict[str, ProbeResult] = {}
 
     # -- wiring ----------------------------------------------------------------------------
@@ -130,6 +162,15 @@ class ReportPlugin:
         """Point pytest-html and junitxml at the reports directory unless the user chose."""
         if not self.enabled:
             return
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            # pytest-html would otherwise fail on it with a traceback a moment later.
+            reason = "it is a file" if self.directory.is_file() else exc.strerror or str(exc)
+            raise pytest.UsageError(
+                f"pop3mon: cannot use {self.directory} as the reports directory: {reason} "
+                "(choose another with --reports-dir, or --no-reports)"
+            ) from None
         opt = self.config.option
         # htmlpath exists only while pytest-html is active (not with -p no:html).
         if hasattr(opt, "htmlpath") and not opt.htmlpath:
@@ -176,7 +217,7 @@ class ReportPlugin:
             )
         if finished is None:
             return self.info
-        return RunInfo(**{**self.info.__dict__, "finished": finished})
+        return RunInfo(**{**self.info.__dict__, "finished": finished, "stopped": self.stopped})
 
     def _run_report(self) -> RunReport | None:
         """The run model: built on first use after the tests finished, then reused, so
@@ -219,6 +260,7 @@ class ReportPlugin:
         store = self.store
         if store is None:
             return
+        self.stop.install()
         # Resolve every secret once on the controller too: that registers it with the
         # redactor, so the reports' scrub pass knows it even when only workers probe.
         # A missing secret is not an error here: resolve_secret returns the problem.
@@ -260,9 +302,66 @@ class ReportPlugin:
             )
             report.extras = extras  # type: ignore[attr-defined]
 
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """Remember the selected tests (without xdist the controller collects them)."""
+        self.expected.update(dict.fromkeys(item.nodeid for item in session.items))
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        """Remember the selected tests (under xdist every worker collects the same)."""
+        self.expected.update(dict.fromkeys(ids))
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodeready(self, node: Any) -> None:
+        """Know the xdist workers, to pass a stop signal on to them."""
+        # execnet's remote info (cached: xdist asked for it when it set the worker up).
+        try:
+            pid = node.gateway._rinfo().pid
+        except Exception:  # noqa: BLE001 - another execnet: forwarding is a nicety
+            return
+        if isinstance(pid, int):
+            self.stop.worker_pids.add(pid)
+
+    def mark_not_run(self, session: pytest.Session) -> None:
+        """Record every selected check that did not report as "not run", with the cause."""
+        missing = [n for n in self.expected if n not in self.recorder.records]
+        if self.stop.stopped_by:
+            self.stopped = f"stopped by {self.stop.stopped_by}"
+        elif not missing:
+            return
+        elif session.exitstatus == pytest.ExitCode.INTERRUPTED:
+            self.stopped = "interrupted"
+        else:
+            self.stopped = str(session.shouldfail or session.shouldstop or "ended early")
+        reason = f"not run: the run was {self.stopped} before this check ran"
+        if self.stopped.startswith("stopping"):  # pytest's -x/--maxfail wording
+            reason = f"not run: {self.stopped}"
+        for nodeid in missing:
+            ct, tier, check = self._describe(nodeid)
+            self.recorder.not_run(nodeid, ct, tier, check, reason)
+
+    def _describe(self, nodeid: str) -> tuple[str, str, str]:
+        """(connection id, tier, check) of a tier test from its node id alone (under xdist
+        the controller has no items): ``tests_targets/test_<tier>.py::test_<check>[<id>]``,
+        latency tests ``...::test_latency[<id>-<phase>]``."""
+        path, _, name = nodeid.rpartition("::")
+        func, _, param = name.partition("[")
+        param = param.removesuffix("]")
+        tier = path.rsplit("/", 1)[-1].removesuffix(".py").removeprefix("test_")
+        check = func.removeprefix("test_")
+        store = self.store
+        if store is None or param in store.by_id:
+            return param, tier, check
+        for ct in store.targets.connections:
+            for phase in checks.latency_phases(ct):
+                if param == f"{ct.id}-{phase}":
+                    return ct.id, tier, f"latency-{phase}"
+        return param, tier, check
+
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        """Write results.json and metrics.prom; finish the JUnit suite properties."""
+        """Build the run model; finish the JUnit suite properties (the files are written
+        and swapped in by :class:`_ReportFiles`)."""
         # xdist merges each worker's metadata back in when the worker goes down.
         self._strip_metadata()
         report = self._run_report()
@@ -272,11 +371,17 @@ class ReportPlugin:
         if xml is not None:
             for name, value in junit.suite_properties_finish(report):
                 xml.add_global_property(name, value)
-        if not self.enabled:
-            return
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.written.append(("JSON", write_json(report, self.directory / JSON_NAME)))
-        self.written.append(("OpenMetrics", write_metrics(report, self.directory / METRICS_NAME)))
+
+    def _html_writer(self) -> Any:
+        """pytest-html's report object of this run, if it writes one."""
+        try:
+            from pytest_html.basereport import BaseReport  # type: ignore[import-untyped]
+        except ImportError:
+            return None
+        for plugin in self.config.pluginmanager.get_plugins():
+            if isinstance(plugin, BaseReport):
+                return plugin
+        return None
 
     # -- pytest-html hooks ------------------------------------------------------------------
     @pytest.hookimpl(optionalhook=True)
@@ -311,21 +416,25 @@ class ReportPlugin:
     # -- terminal ----------------------------------------------------------------------------
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        """One line per artifact with its path."""
-        if not self.enabled:
+        """One line per artifact with its path, or why no report file was replaced."""
+        if self.problem:
+            terminalreporter.write_sep("!", "pop3mon reports NOT written", red=True, bold=True)
+            terminalreporter.write_line(self.problem, red=True)
             return
-        artifacts: list[tuple[str, Path]] = []
-        html_path = self._html_path()
-        if html_path is not None and html_path.exists():
-            artifacts.append(("HTML", html_path))
-        xml = self._logxml()
-        if xml is not None and Path(xml.logfile).exists():
-            artifacts.append(("JUnit XML", Path(xml.logfile)))
-        artifacts += [(k, p) for k, p in self.written if p.exists()]
-        if not artifacts:
+        if self.kept:
+            terminalreporter.write_sep("-", "pop3mon reports")
+            terminalreporter.write_line(self.kept, yellow=True)
+            return
+        if self.stopped:
+            terminalreporter.write_line(
+                f"pop3mon: the run was {self.stopped}; the reports show what finished, "
+                "every other selected check as not run",
+                yellow=True,
+            )
+        if not self.written:
             return
         terminalreporter.write_sep("-", "pop3mon reports")
-        for kind, path in artifacts:
+        for kind, path in self.written:
             terminalreporter.write_line(f"{kind:<12} {_display(path, self.config)}")
 
 
@@ -346,29 +455,128 @@ class _Summary:
         write_summary(terminalreporter, self.owner.recorder.by_connection())
 
 
-class _ScrubFiles:
-    """Runs after pytest-html and junitxml wrote their files and scrubs secrets from them.
+class _ReportFiles:
+    """Writes the report set: every file under a temporary name, scrubbed, then swapped in.
 
-    A separate plugin because it must wrap the whole ``pytest_sessionfinish`` call: its code
-    after ``yield`` runs once every writer finished. The engine already redacts all it
-    records; this is the net under it for anything else that reached a report (captured
-    logs, a failure message).
+    A separate plugin because it must wrap the whole ``pytest_sessionfinish`` call: before
+    it, pytest-html and junitxml are pointed at temporary names; after it (once every
+    writer finished) results.json and metrics.prom are written, the pytest-html and JUnit
+    files are scrubbed of secrets (the engine already redacts all it records; this is the
+    net under it for anything else that reached a report: captured logs, a failure
+    message) and the set is committed (:mod:`.reportset`) or, when anything failed or the
+    run selected nothing, discarded.
     """
 
     def __init__(self, owner: ReportPlugin) -> None:
         self.owner = owner
+        self.html: Any = None
+        self.html_final: Path | None = None
+        self.xml: Any = None
+        self.xml_final: Path | None = None
 
     @pytest.hookimpl(wrapper=True, trylast=True)
-    def pytest_sessionfinish(self) -> Generator[None, None, None]:
-        yield
-        paths = [self.owner._html_path()]
+    def pytest_sessionfinish(self, session: pytest.Session) -> Generator[None, None, None]:
+        owner = self.owner
+        owner.stop.finishing = True
+        if owner.store is None:
+            # Not a monitoring run (no targets): pytest-html and junitxml as without pop3mon.
+            return (yield)
+        owner.mark_not_run(session)
+        self._stage()
+        try:
+            result = yield
+        except OSError as exc:
+            # A writer failed (a full disk): the other writers of the set may not have run.
+            self._fail(session, exc.strerror or str(exc))
+            return None
+        except BaseException:
+            self._restore()
+            owner.files.discard()
+            raise
+        self._restore()
+        if session.testscollected == 0 and not owner.recorder.records:
+            self._keep(session)
+        else:
+            self._commit(session)
+        owner.stop.exitstatus = int(session.exitstatus)
+        return result
+
+    def _stage(self) -> None:
+        """Point pytest-html and junitxml at temporary names next to their files."""
+        files = self.owner.files
+        html = self.owner._html_writer()
+        # pytest-html keeps the resolved path of its file here (4.x).
+        if html is not None and isinstance(getattr(html, "_report_path", None), Path):
+            self.html, self.html_final = html, html._report_path
+            html._report_path = files.stage("HTML", html._report_path)
         xml = self.owner._logxml()
         if xml is not None:
-            paths.append(Path(xml.logfile))
-        for path in paths:
-            if path is None or not path.exists():
-                continue
-            text = path.read_text(encoding="utf-8")
-            clean = scrub(text)
-            if clean != text:
-                path.write_text(clean, encoding="utf-8")
+            self.xml, self.xml_final = xml, Path(xml.logfile)
+            xml.logfile = str(files.stage("JUnit XML", self.xml_final))
+        if self.owner.enabled:
+            files.stage("OpenMetrics", self.owner.directory / METRICS_NAME)
+            files.stage("JSON", self.owner.directory / JSON_NAME)
+
+    def _restore(self) -> None:
+        """Give the writers their final paths back (their terminal lines name them)."""
+        if self.html is not None:
+            self.html._report_path = self.html_final
+        if self.xml is not None:
+            self.xml.logfile = str(self.xml_final)
+
+    def _silence_writers(self) -> None:
+        """No "generated html report"/"generated xml file" line for a file not replaced."""
+        config = self.owner.config
+        if self.html is not None:
+            config.pluginmanager.unregister(self.html)
+        if self.xml is not None:
+            from _pytest.junitxml import xml_key
+
+            # junitxml's own unconfigure unregisters what it finds in the stash.
+            del config.stash[xml_key]
+            config.pluginmanager.unregister(self.xml)
+
+    def _commit(self, session: pytest.Session) -> None:
+        owner, files = self.owner, self.owner.files
+        try:
+            report = owner._run_report()
+            json_tmp, metrics_tmp = files.temp("JSON"), files.temp("OpenMetrics")
+            if report is not None and json_tmp is not None and metrics_tmp is not None:
+                write_json(report, json_tmp)
+                write_metrics(report, metrics_tmp)
+            for label in ("HTML", "JUnit XML"):
+                path = files.temp(label)
+                if path is not None and path.exists():
+                    text = path.read_text(encoding="utf-8")
+                    clean = scrub(text)
+                    if clean != text:
+                        path.write_text(clean, encoding="utf-8")
+            owner.written = files.commit(last="JSON")
+        except OSError as exc:
+            self._fail(session, exc.strerror or str(exc))
+        except ReportSetError as exc:
+            self._fail(session, str(exc))
+
+    def _fail(self, session: pytest.Session, why: str) -> None:
+        owner = self.owner
+        self._restore()
+        owner.files.discard()
+        self._silence_writers()
+        where = sorted({str(p.parent) for _, p in owner.files.finals()})
+        owner.problem = (
+            f"pop3mon: the reports of this run were not written to {', '.join(where)}: {why}; "
+            "the previous reports there are unchanged"
+        )
+        if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+        owner.stop.exitstatus = int(session.exitstatus)
+
+    def _keep(self, session: pytest.Session) -> None:
+        owner = self.owner
+        owner.files.discard()
+        self._silence_writers()
+        if owner.stop.stopped_by:
+            why = f"the run was stopped by {owner.stop.stopped_by} before any check was selected"
+        else:
+            why = "no check was selected (-k/-m matched no connection type)"
+        owner.kept = f"pop3mon: {why}: the previous reports were left as they were"

@@ -17,9 +17,11 @@ import pytest
 from ..checks import CheckResult
 from ..verdict import Verdict
 
-__all__ = ["CheckRecord", "Recorder", "verdict_properties"]
+__all__ = ["NOT_RUN", "CheckRecord", "Recorder", "verdict_properties"]
 
 _P: Final = "pop3mon_"
+#: The outcome of a selected check the run ended before (SIGTERM, Ctrl-C, ``-x``).
+NOT_RUN: Final = "not run"
 
 
 @dataclass
@@ -33,7 +35,7 @@ class CheckRecord:
     check: str
     verdict: Verdict  # ERROR when the test broke without a verdict
     reason: str
-    outcome: str  # pytest outcome: passed failed skipped
+    outcome: str  # pytest outcome: passed failed skipped, or NOT_RUN
     figure: float | None = None
     unit: str = ""
     duration: float = 0.0
@@ -126,6 +128,21 @@ class Recorder:
             outcome="failed",
             duration=report.duration,
         )
+
+    def not_run(self, nodeid: str, ct: str, tier: str, check: str, reason: str) -> CheckRecord:
+        """Record a selected check that never ran (verdict SKIP, outcome :data:`NOT_RUN`)."""
+        rec = CheckRecord(
+            nodeid=nodeid,
+            ct=ct,
+            server=self.server_of(ct),
+            tier=tier,
+            check=check,
+            verdict=Verdict.SKIP,
+            reason=reason,
+            outcome=NOT_RUN,
+        )
+        self.records[nodeid] = rec
+        return rec
 
     def by_connection(self) -> dict[str, list[CheckRecord]]:
         """Records grouped by connection type id, each group in test order."""

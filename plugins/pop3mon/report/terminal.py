@@ -6,7 +6,7 @@ import pytest
 
 from ..engine.stages import TIERS
 from ..verdict import Verdict, count, worst
-from .recorder import CheckRecord, verdicts
+from .recorder import NOT_RUN, CheckRecord, verdicts
 
 __all__ = ["write_summary"]
 
@@ -40,7 +40,11 @@ def write_summary(tr: pytest.TerminalReporter, grouped: dict[str, list[CheckReco
         for rec in warns:
             tr.write_line(f"  {rec.ct} {rec.tier}/{rec.check}: {rec.reason}", yellow=True)
     counts = count(r.verdict for recs in grouped.values() for r in recs)
-    tr.write_line("verdicts: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n), bold=True)
+    line = "verdicts: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+    not_run = sum(1 for recs in grouped.values() for r in recs if r.outcome == NOT_RUN)
+    if not_run:
+        line += f" (of the SKIPs {not_run} not run: the run ended first)"
+    tr.write_line(line, bold=True)
 
 
 def _root_causes(tr: pytest.TerminalReporter, grouped: dict[str, list[CheckRecord]]) -> None:

@@ -1,0 +1,139 @@
+"""The report files of one run, replaced as a set: all of the new run's, or the previous ones.
+
+Every writer (pytest-html, junitxml, :mod:`.json_report`, :mod:`.metrics`) writes to a
+temporary name next to its final file (``.report.html.<run id>.tmp``: same directory, so
+the same file system, and a name no consumer globs for — node_exporter reads ``*.prom``
+only). Only when *every* file of the set was written completely are they flushed to disk
+and renamed into place, one ``rename(2)`` each; if any writer failed (a full disk, a second
+signal, a bug) the temporary files are removed and the previous set stays as it was.
+
+What a reader sees:
+
+* every file, at every moment, is complete: the previous run's or the new run's;
+* during the swap (four renames, microseconds apart) some files may already be the new
+  run's and others still the previous run's. The renames go in a fixed order with
+  ``results.json`` last, and every file names its run (``results.json`` ``run.id`` and
+  ``run.started_epoch``; the JUnit suite property ``pop3mon_run_id``; the HTML environment
+  table's "Run id"; ``pop3mon_run_start_timestamp_seconds`` in ``metrics.prom``). A reader
+  that needs one consistent set reads ``results.json`` first and then the others: each is
+  from that run or a newer one, and it re-reads when a run id differs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["ReportSet", "ReportSetError"]
+
+#: Suffix of the temporary names (also how stale ones of a killed run are recognised).
+TEMP_SUFFIX = ".tmp"
+
+
+class ReportSetError(Exception):
+    """Some file of the set could not be written; the previous set is in place."""
+
+
+@dataclass(frozen=True)
+class _Member:
+    label: str
+    final: Path
+    temp: Path
+
+
+class ReportSet:
+    """The files one run writes, each staged under a temporary name until :meth:`commit`."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self._members: dict[str, _Member] = {}
+
+    def stage(self, label: str, final: Path) -> Path:
+        """Register ``final`` under ``label``; returns the temporary path to write instead."""
+        temp = final.with_name(f".{final.name}.{self.run_id}{TEMP_SUFFIX}")
+        self._members[label] = _Member(label, final, temp)
+        return temp
+
+    def temp(self, label: str) -> Path | None:
+        """The temporary path of ``label`` (None when it is not part of the set)."""
+        member = self._members.get(label)
+        return member.temp if member is not None else None
+
+    def finals(self) -> list[tuple[str, Path]]:
+        """(label, final path) of every member, in commit order."""
+        return [(m.label, m.final) for m in self._members.values()]
+
+    def commit(self, last: str = "") -> list[tuple[str, Path]]:
+        """Flush every staged file and rename it into place (``last`` goes last).
+
+        Raises :class:`ReportSetError` (after :meth:`discard`) when a staged file is missing
+        or cannot be flushed: nothing was replaced then.
+        """
+        members = sorted(self._members.values(), key=lambda m: m.label == last)
+        try:
+            for member in members:
+                if not member.temp.is_file():
+                    raise ReportSetError(f"{member.label} was not written ({member.final})")
+                _fsync_file(member.temp)
+        except OSError as exc:
+            self.discard()
+            raise ReportSetError(_describe(exc)) from None
+        except ReportSetError:
+            self.discard()
+            raise
+        done: list[tuple[str, Path]] = []
+        for member in members:
+            try:
+                os.replace(member.temp, member.final)
+            except OSError as exc:
+                self.discard()
+                new = ", ".join(str(p) for _, p in done) or "none"
+                raise ReportSetError(
+                    f"{_describe(exc)}; already replaced by this run: {new}"
+                ) from None
+            done.append((member.label, member.final))
+        for directory in {m.final.parent for m in members}:
+            _fsync_dir(directory)
+        self._remove_stale()
+        return done
+
+    def discard(self) -> None:
+        """Remove every temporary file of this run (the previous set stays as it was)."""
+        for member in self._members.values():
+            with contextlib.suppress(OSError):
+                member.temp.unlink(missing_ok=True)
+
+    def _remove_stale(self) -> None:
+        """Temporary files left by a run that was killed (SIGKILL, power loss) mid-write."""
+        for member in self._members.values():
+            pattern = f".{member.final.name}.*{TEMP_SUFFIX}"
+            for stale in member.final.parent.glob(pattern):
+                with contextlib.suppress(OSError):
+                    stale.unlink()
+
+
+def _describe(exc: OSError) -> str:
+    """One line for an OS error: what failed and where (no traceback)."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}"
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    # The renames are durable only once the directory is; not every file system lets a
+    # directory be opened or synced, and by now the swap itself has happened.
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
