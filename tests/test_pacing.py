@@ -8,8 +8,10 @@ one account gets ``[IN-USE]``), and the fault server for RFC 2449 ``LOGIN-DELAY`
 from __future__ import annotations
 
 import json
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from pop3mon.engine.pacing import (
 )
 from pop3mon.engine.result import ProbeSpec
 from pop3mon.engine.runner import run_probes
+from pop3mon.engine.stages import Security
 from pop3mon.secrets import Secret
 from test_suite import SuiteRun, run_suite, write_targets
 
@@ -284,8 +287,6 @@ def test_previous_refusals_log_in_last() -> None:
     pacer.expect([("mail.example", "good-ct"), ("mail.example", "bad-ct")])
     order: list[str] = []
 
-    import threading
-
     def login(ct: str) -> None:
         pacer.turn("mail.example", ct, "u", pacing="serial")
         order.append(ct)
@@ -307,3 +308,53 @@ def test_ledger_is_json_without_secrets(tmp_path: Path) -> None:
     pacer.done("h", "ct", "user", held=True)
     data = json.loads(pacer.ledger().to_json())
     assert data["servers"]["h"]["refused"] == ["ct"]
+
+
+def test_a_penalty_that_never_fades_is_not_waited_for_without_end() -> None:
+    """Refusals in a row keep the penalty alive; a login waits at most ``max_wait``, then
+    goes and says its latency is not the server's alone (and whose refusal it was)."""
+    pacer = LoginPacer(max_wait=0.3)
+    pacer.turn("h", "bad", "u", pacing="serial")
+    pacer.answered("h", "bad", "u", refused=True)
+    pacer.done("h", "bad", "u", held=True)
+    turn = pacer.turn("h", "good", "u", pacing="serial")
+    assert 0.3 <= turn.waited < 1.0
+    assert "bad's refused login" in turn.exposed and "0.3 s" in turn.exposed
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """The thresholds a check reads (``checks.Thresholds``), for a result built here."""
+
+    latency: Mapping[str, tuple[float, float]]
+    security: Security = "tls"
+    auth: str = "plain"
+    min_tls_version: str = "TLSv1.2"
+    cert_warn_days: float = 21
+    cert_crit_days: float = 7
+    mailbox_count: tuple[int, int] | None = None
+    mailbox_size: tuple[int, int] | None = None
+    stat_min: int | None = None
+    stat_max: int | None = None
+
+
+def test_an_exposed_login_leaves_its_latency_unjudged() -> None:
+    from pop3mon.checks.latency import latency
+    from pop3mon.engine.result import AuthInfo, ProbeResult, StageOutcome
+
+    result = ProbeResult(
+        id="good",
+        host="h",
+        port=110,
+        security="tls",
+        mechanism="plain",
+        started_at=0.0,
+        phases=(("auth", 4.0), ("stat", 0.01), ("total", 4.1)),
+        stages=(StageOutcome("auth", "ok"), StageOutcome("stat", "ok")),
+        auth=AuthInfo(mechanism="plain", strength="cleartext", encrypted=True, success=True),
+        login_exposed="the login went during the server's login penalty after bad's refused login",
+    )
+    t = _Limits(latency={"total": (2.0, 5.0), "auth": (1.0, 4.0)})
+    for phase in ("auth", "total"):
+        check = latency(result, t, phase)
+        assert check.verdict == "SKIP" and "bad's refused login" in check.reason

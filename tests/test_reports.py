@@ -94,6 +94,8 @@ def start_mixed_lab(stack: ExitStack, directory: Path) -> Lab:
 defaults:
   ca_file: {certs.ca_file}
   timeout: 5
+  # Fault servers neither penalize refusals nor lock mailboxes (pacing: test_pacing.py).
+  login_pacing: parallel
   account: {{username: alice, password_env: {PASSWORD_ENV}}}
 servers:
   - name: lab
@@ -663,6 +665,7 @@ def secret_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 defaults:
   ca_file: {certs.ca_file}
   timeout: 5
+  login_pacing: parallel  # fault servers: no penalty, no locks (see test_pacing.py)
   allow_cleartext: true
   account: {{username: alice, password_env: {PASSWORD_ENV}}}
 servers:

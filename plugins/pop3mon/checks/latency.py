@@ -13,6 +13,8 @@ __all__ = ["PREFIX", "latency", "latency_phases", "ms_text", "slow_phases"]
 
 #: Latency checks are named ``latency-<phase>``.
 PREFIX = "latency-"
+#: What a server's login penalty lengthens: the login, and so the whole session.
+_EXPOSED_PHASES = frozenset({"auth", "total"})
 
 
 def latency(result: ProbeResult, t: Thresholds, phase: str) -> CheckResult:
@@ -28,6 +30,8 @@ def latency(result: ProbeResult, t: Thresholds, phase: str) -> CheckResult:
         return CheckResult("latency", check, SKIP, f"{label} phase did not run")
     if failed is not None and failed.stage == phase:
         return blocked("latency", check, failed)
+    if result.login_exposed and phase in _EXPOSED_PHASES:
+        return CheckResult("latency", check, SKIP, f"not judged: {result.login_exposed}")
     took = ms(value)
     if limits is None:
         text = f"{label} {ms_text(value)} ms (no threshold)"

@@ -83,10 +83,13 @@ def server_key(host: str, address: str | None) -> str:
 
 @dataclass(frozen=True)
 class Turn:
-    """What a login waited for before it was made: seconds and why (empty: no wait)."""
+    """What a login waited for before it was made: seconds and why (empty: no wait), and
+    ``exposed``: why the login went while the server may still delay it (its latency is
+    then not the server's alone), empty when it did not."""
 
     waited: float = 0.0
     reason: str = ""
+    exposed: str = ""
 
 
 @dataclass(frozen=True)
@@ -217,13 +220,23 @@ class LoginPacer:
         limit = start + self.max_wait
         # (reason, whether it is worth telling even when the wait was short)
         reasons: dict[str, bool] = {}
+        exposed = ""
         with self._cond:
             server = self._server(key)
             while True:
                 now = self._clock()
                 wait_for: float | None = None  # None: wait for a notify; else seconds
-                if pacing == "serial" and server.penalty_until > now:
-                    wait_for = server.penalty_until - now
+                penalty = pacing == "serial" and server.penalty_until > now
+                if penalty and now >= limit:
+                    # Refusals in a row keep the penalty alive: never wait without end.
+                    penalty = False
+                    exposed = (
+                        f"the login went during the server's login penalty after "
+                        f"{server.penalty_cause} (the run waits at most {self.max_wait:g} s "
+                        "for it to fade)"
+                    )
+                if penalty:
+                    wait_for = min(server.penalty_until, limit) - now
                     reason = (
                         f"the server's login penalty after {server.penalty_cause} to fade"
                         if server.penalty_cause
@@ -273,8 +286,8 @@ class LoginPacer:
         if not told and waited >= 1.0:
             told = list(reasons)
         if waited < 0.001 or not told:
-            return Turn(waited if waited >= 0.001 else 0.0)
-        return Turn(waited, "; ".join(told))
+            return Turn(waited if waited >= 0.001 else 0.0, exposed=exposed)
+        return Turn(waited, "; ".join(told), exposed)
 
     def _login_delay_left(
         self, server: _Server, account: str, login_delay: int | None, now: float

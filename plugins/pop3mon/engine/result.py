@@ -182,6 +182,8 @@ class ProbeResult:
     # phase or the total) and why, naming the connection type that caused it.
     login_wait: float = 0.0
     login_wait_reason: str = ""
+    # Why the login went while the server could still be delaying it (latency not judged).
+    login_exposed: str = ""
 
     # -- convenience -------------------------------------------------------------------
     @property

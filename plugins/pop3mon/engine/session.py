@@ -506,6 +506,7 @@ class _Probe:
             cpu_seconds=round(cpu, 6),
             login_wait=round(self.turn.waited, 3) if self.turn else 0.0,
             login_wait_reason=self.turn.reason if self.turn else "",
+            login_exposed=self.turn.exposed if self.turn else "",
         )
 
 
