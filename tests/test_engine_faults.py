@@ -32,6 +32,7 @@ from pop3mon.secrets import Secret
 
 from pop3mon_lab.certs import LabCerts
 from pop3mon_lab.faultserver import (
+    ALL_SASL,
     DEFAULT_SASL,
     FaultServer,
     LogEntry,
@@ -51,7 +52,6 @@ MARGIN = 0.5  # seconds a probe may overrun its deadline (thread scheduling, QUI
 QUICK = 1.5  # seconds within which a case that must not wait has to end
 HANG_DEADLINE = 2.0
 
-ALL_SASL = (*DEFAULT_SASL, "XOAUTH2", "OAUTHBEARER")
 # Every mechanism the registry knows: a new one is covered here without editing this list.
 MECHANISMS = tuple(MECHANISM_REGISTRY)
 CREDENTIAL_VERBS = frozenset({"USER", "PASS", "APOP", "AUTH"})

@@ -58,6 +58,9 @@ def _oauth_fields(text: str) -> dict[str, str]:
     return fields
 
 
+_CRAM_HASHES = {"CRAM-MD5": "md5", "CRAM-SHA1": "sha1", "CRAM-SHA256": "sha256"}
+
+
 class SaslMechanisms:
     """Every SASL mechanism the fault server implements; mixed into ``Session``."""
 
@@ -78,8 +81,8 @@ class SaslMechanisms:
             return self.sasl_plain(first)
         if mech == "LOGIN":
             return self.sasl_login(first)
-        if mech == "CRAM-MD5":
-            return self.sasl_cram_md5(first)
+        if mech in _CRAM_HASHES:
+            return self.sasl_cram(_CRAM_HASHES[mech], first)
         if mech in ("SCRAM-SHA-1", "SCRAM-SHA-256"):
             return self.sasl_scram("sha1" if mech == "SCRAM-SHA-1" else "sha256", first)
         if mech == "XOAUTH2":
@@ -103,8 +106,9 @@ class SaslMechanisms:
         name, secret = as_text(user), as_text(password)
         return SaslOutcome(name, self.check_password(name, secret), secret)
 
-    def sasl_cram_md5(self, first: bytes | None) -> SaslExchange:
-        """CRAM-MD5 (RFC 2195)."""
+    def sasl_cram(self, hash_name: str, first: bytes | None) -> SaslExchange:
+        """CRAM-MD5 (RFC 2195) and Courier's CRAM-SHA1/CRAM-SHA256 (same exchange, other
+        HMAC hash)."""
         challenge = f"<{os.getpid()}.{time.time_ns()}@{self.opts.hostname}>"
         response = as_text((yield b64(challenge)))
         user, _, digest = response.rpartition(" ")
@@ -112,7 +116,7 @@ class SaslMechanisms:
         ok = False
         if password is not None:
             expected = hmac.new(
-                password.encode("utf-8", "surrogateescape"), challenge.encode(), "md5"
+                password.encode("utf-8", "surrogateescape"), challenge.encode(), hash_name
             ).hexdigest()
             ok = hmac.compare_digest(expected, digest)
         return SaslOutcome(user, ok, digest)

@@ -48,6 +48,10 @@ STRENGTH: dict[str, str] = {m.name: m.strength for m in MECHANISMS.values()}
 CLEARTEXT = frozenset(m.name for m in MECHANISMS.values() if m.sends_secret)
 SASL_NAMES: dict[str, str] = {m.name: m.sasl for m in MECHANISMS.values() if m.sasl}
 TOKEN_ONLY: tuple[str, ...] = tuple(m.name for m in MECHANISMS.values() if m.preference is None)
+# The CRAM family (RFC 2195 and Courier's CRAM-SHA1/CRAM-SHA256): one exchange, answered
+# with "user hex(HMAC-<hash>(secret, challenge))"; only the hash differs.
+CRAM_DIGESTS: dict[str, str] = {"cram-md5": "md5", "cram-sha1": "sha1", "cram-sha256": "sha256"}
+assert set(CRAM_DIGESTS) == {m for m, s in SASL_NAMES.items() if s.startswith("CRAM-")}
 
 # RFC 1939 §7 + the MD5 collision defence: a msg-id of printable characters with an "@".
 _TIMESTAMP = re.compile(rb"<[!-;=?-~]{1,200}@[!-;=?-~]{1,200}>")
@@ -453,12 +457,13 @@ def authenticate(
             return ""
 
         return _sasl(wire, mech, None, login_respond)
-    if mech == "cram-md5":
+    if mech in CRAM_DIGESTS:
+        algo = CRAM_DIGESTS[mech]
 
         def cram_respond(challenge: bytes, rounds: int) -> str:
             if rounds > 1:
                 return ""
-            digest = hmac.new(secret.reveal().encode(), challenge, "md5").hexdigest()
+            digest = hmac.new(secret.reveal().encode(), challenge, algo).hexdigest()
             return Sensitive(_b64(f"{username} {digest}".encode()))
 
         return _sasl(wire, mech, None, cram_respond)
