@@ -76,13 +76,14 @@ def apop_digest(timestamp: bytes, secret: str) -> str:
 
 @dataclass(frozen=True)
 class Offer:
-    """What the server advertised: SASL mechanisms, USER, and a usable APOP timestamp."""
+    """What the server advertised: SASL mechanisms, USER, a usable APOP timestamp, STLS."""
 
     sasl: frozenset[str]
     user: bool
     capa_known: bool
     timestamp: bytes | None
     timestamp_seen: bool
+    stls: bool = False
 
     def names(self) -> tuple[str, ...]:
         """Offered mechanisms in our naming, strongest first."""
@@ -103,7 +104,7 @@ class Offer:
 def offer_from(capabilities: Sequence[str] | None, greeting: bytes) -> Offer:
     """Build an :class:`Offer` from CAPA lines and the greeting."""
     sasl: set[str] = set()
-    user = False
+    user = stls = False
     for line in capabilities or ():
         words = line.upper().split()
         if not words:
@@ -112,12 +113,53 @@ def offer_from(capabilities: Sequence[str] | None, greeting: bytes) -> Offer:
             sasl.update(words[1:])
         elif words[0] == "USER":
             user = True
+        elif words[0] == "STLS":
+            stls = True
     return Offer(
         sasl=frozenset(sasl),
         user=user,
         capa_known=capabilities is not None,
         timestamp=valid_apop_timestamp(greeting),
         timestamp_seen=has_any_timestamp(greeting),
+        stls=stls,
+    )
+
+
+# -- "TLS first" --------------------------------------------------------------------------
+#: Response codes that say "encrypt first": IMAP's PRIVACYREQUIRED (RFC 5530), which some
+#: POP3 servers reuse, and its shorter spelling.
+TLS_REQUIRED_CODES = frozenset({"PRIVACYREQUIRED", "PRIVACY"})
+# The wording servers use when they refuse a login before TLS, when no code says it:
+# Courier "TLS required to log in.", Dovecot "Plaintext authentication disallowed on
+# non-secure (SSL/TLS) connections.", others "must issue a STARTTLS command first".
+_TLS_WORDS = re.compile(
+    r"\b(?:tls|ssl|stls|starttls|encrypt\w*|secure|privacy|plain-?text|clear-?text)\b", re.I
+)
+
+
+def tls_required(detail: str, *, stls: bool) -> str:
+    """The reason for a server that wants TLS before a login, with the setting that helps:
+    ``security: starttls`` when it offers STLS, else ``security: tls`` (implicit TLS)."""
+    fix = "security: starttls" if stls else "security: tls (implicit TLS, usually port 995)"
+    return f"server requires TLS before login: use {fix} ({detail})"
+
+
+def _withheld(mech: str, offer: Offer, *, encrypted: bool) -> PolicyError | None:
+    """The capabilities say the server keeps ``mech`` back until TLS: on a plaintext
+    channel it offers STLS but not the mechanism (RFC 2595 §4 servers drop USER and the
+    cleartext SASL mechanisms before TLS), or no login mechanism at all."""
+    if encrypted or not offer.stls or not offer.capa_known:
+        return None
+    if mech == "user":
+        what = "USER"
+    elif mech in CLEARTEXT or not offer.sasl:
+        what = f"SASL {SASL_NAMES.get(mech, mech.upper())}"
+    else:
+        return None  # a strong mechanism the server simply lacks: not about TLS
+    return PolicyError(
+        tls_required(f"before TLS its CAPA lists STLS but not {what}", stls=True),
+        kind="tls-required",
+        stage=STAGE,
     )
 
 
@@ -136,6 +178,12 @@ def choose_mechanism(
                 continue
             return mech
         offered = ", ".join(m.upper() for m in offer.names()) or "nothing usable"
+        if not offer.names() and not encrypted and offer.stls and offer.capa_known:
+            raise PolicyError(
+                tls_required("before TLS its CAPA lists STLS but no login mechanism", stls=True),
+                kind="tls-required",
+                stage=STAGE,
+            )
         if not safe_channel:
             raise PolicyError(
                 f"no mechanism that is safe on an unencrypted connection is offered "
@@ -164,6 +212,8 @@ def choose_mechanism(
             kind="cleartext-refused",
             stage=STAGE,
         )
+    if not offer.offers(wanted) and (withheld := _withheld(wanted, offer, encrypted=encrypted)):
+        raise withheld
     if wanted in SASL_NAMES and offer.capa_known and not offer.offers(wanted):
         offered = ", ".join(sorted(offer.sasl)) or "none"
         raise PolicyError(
@@ -188,6 +238,34 @@ _CODE_KINDS: dict[str, tuple[ErrorKind, str]] = {
     "SYS/TEMP": ("sys-temp", "temporary server-side failure"),
     "SYS/PERM": ("sys-perm", "permanent server-side failure"),
 }
+
+
+def _refused_for_tls(status: Status, mech: str, wire: Wire, *, stls: bool) -> AuthError | None:
+    """A refusal on a plaintext channel that is about TLS, not the credentials.
+
+    Decided from the protocol first: a response code that says so; an ``[AUTH]`` before
+    any credential (the secret, a digest or proof of it) went out, with STLS offered (it
+    cannot be about a password the server never saw). Only then from the words, for
+    refusals without a code (Courier) or with an ``[AUTH]`` after the secret that names
+    TLS (some servers refuse only at PASS).
+    """
+    if wire.encrypted:
+        return None
+    code, text = status.code, status.text
+    said = text.split("]", 1)[-1].strip() if code and text.startswith("[") else text
+    if code in TLS_REQUIRED_CODES:
+        basis = ""
+    elif code == "AUTH" and stls and not _TLS_WORDS.search(said) and not wire.secret_sent:
+        if wire.derived_sent:
+            return None  # a digest or proof went out: [AUTH] may well be about it
+        basis = "; [AUTH] before any credential was sent, so not about the password"
+    elif code in ("", "AUTH") and _TLS_WORDS.search(said):
+        basis = ""
+    else:
+        return None
+    shown = f"[{code}] " if code else ""
+    detail = f"server said: {shown}{said or '(no text)'}; mechanism {mech.upper()}{basis}"
+    return AuthError(tls_required(detail, stls=stls), kind="tls-required", code=code)
 
 
 def _refused(status: Status, mech: str) -> AuthError:
@@ -420,8 +498,27 @@ def authenticate(
     timestamp: bytes | None,
     host: str,
     port: int,
+    stls_offered: bool = False,
 ) -> Status:
-    """Run ``mech`` and return the final status (``ok`` or not); raise on protocol errors."""
+    """Run ``mech`` and return the final status (``ok`` or not); raise on protocol errors,
+    and raise ``tls-required`` for a refusal that says "TLS first" (see
+    :func:`_refused_for_tls`; ``stls_offered``: the capabilities in use list STLS)."""
+    status = _exchange(wire, mech, username, secret, timestamp=timestamp, host=host, port=port)
+    if not status.ok and (tls := _refused_for_tls(status, mech, wire, stls=stls_offered)):
+        raise tls
+    return status
+
+
+def _exchange(
+    wire: Wire,
+    mech: str,
+    username: str,
+    secret: Secret,
+    *,
+    timestamp: bytes | None,
+    host: str,
+    port: int,
+) -> Status:
     if mech == "user":
         wire.command("USER", username, stage=STAGE)
         status = wire.status(STAGE)

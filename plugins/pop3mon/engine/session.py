@@ -351,6 +351,7 @@ class _Probe:
                 timestamp=offer.timestamp,
                 host=spec.host,
                 port=spec.port,
+                stls_offered=offer.stls,
             )
         if not status.ok:
             raise auth_mod.refused(status, self.mech)
@@ -360,6 +361,7 @@ class _Probe:
             encrypted=wire.encrypted,
             success=True,
             offered=self.offered,
+            secret_sent=wire.secret_sent,
         )
         self.ok("auth")
         return True
@@ -451,6 +453,7 @@ class _Probe:
                     response_code=code,
                     reason=err.reason,
                     offered=self.offered,
+                    secret_sent=bool(wire and wire.secret_sent),
                 )
             if wire is not None and _session_usable(err):
                 self.quit(wire)
