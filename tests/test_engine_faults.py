@@ -26,7 +26,7 @@ import pytest
 from pop3mon.checks.login import login as login_check
 from pop3mon.checks.login import policy as policy_check
 from pop3mon.engine import ProbeResult, ProbeSpec, probe
-from pop3mon.engine.auth import CLEARTEXT, MAX_SASL_ROUNDS
+from pop3mon.engine.auth import CLEARTEXT, MAX_SASL_ROUNDS, SCRAM_MAX_ITERATIONS
 from pop3mon.engine.mechanisms import MECHANISMS as MECHANISM_REGISTRY
 from pop3mon.engine.session import QUIT_WAIT
 from pop3mon.engine.wire import ALLOWED_COMMANDS
@@ -36,6 +36,7 @@ from pop3mon_lab.certs import LabCerts
 from pop3mon_lab.faultserver import (
     ALL_SASL,
     DEFAULT_SASL,
+    SCENARIOS,
     FaultServer,
     LogEntry,
     SaslOutcome,
@@ -716,6 +717,48 @@ def test_scram_without_server_signature_fails(lab_certs: LabCerts) -> None:
         out, "scram-server-signature", "auth", "without sending its signature", "never proved"
     )
     assert out.commands()[-1] == "QUIT"
+
+
+@pytest.mark.parametrize("mechanism", ["scram-sha-1", "scram-sha-256"])
+def test_scram_huge_iteration_count_is_refused_naming_count_and_cap(
+    lab_certs: LabCerts, mechanism: str
+) -> None:
+    out = run(lab_certs, "scram-huge-iterations", mechanism=mechanism)
+    assert_failed(
+        out,
+        "scram-iterations",
+        "auth",
+        "server asks for 100000000 SCRAM iterations",
+        f"cap {SCRAM_MAX_ITERATIONS}",
+    )
+    assert out.elapsed < QUICK  # refused before any key derivation
+    assert out.sasl() == ["*"]  # cancelled: no proof, and QUIT reads as a command
+    assert out.commands()[-1] == "QUIT"
+
+
+@pytest.mark.parametrize("mechanism", ["scram-sha-1", "scram-sha-256"])
+def test_scram_key_derivation_is_bounded_by_the_deadline(
+    lab_certs: LabCerts, mechanism: str
+) -> None:
+    # The server-first message (at the cap: about half a second of PBKDF2) arrives 0.1 s
+    # before the deadline; the probe still ends at the deadline, not after the derivation.
+    assert SCENARIOS["scram-slow-key"].session.scram_iterations == SCRAM_MAX_ITERATIONS
+    out = run(
+        lab_certs,
+        "scram-slow-key",
+        mechanism=mechanism,
+        timeout=HANG_DEADLINE,
+        challenge_delay=HANG_DEADLINE - 0.1,
+    )
+    assert_failed(
+        out,
+        "timeout",
+        "auth",
+        f"deadline of {HANG_DEADLINE:g}s exceeded while computing the SCRAM key",
+        f"({SCRAM_MAX_ITERATIONS} iterations)",
+    )
+    assert out.elapsed <= HANG_DEADLINE + 0.25, out.elapsed
+    assert not any(line.startswith("Yz1") for line in out.sasl())  # no proof ("c=...") sent
 
 
 # --------------------------------------------------------------------------- QUIT, text

@@ -75,6 +75,7 @@ class Options:
     response_delay: float
     drip_interval: float
     huge_size: int
+    challenge_delay: float
     messages: int
     allow_plaintext_auth: bool
     sasl_mechanisms: tuple[str, ...]

@@ -221,6 +221,23 @@ class _TlsFirst(Session):
             super().cmd_auth(arg)
 
 
+class _ScramHugeIterations(Session):
+    """SCRAM server-first with i=100000000: minutes of PBKDF2 for a client that obliges."""
+
+    scram_iterations = 100_000_000
+
+
+class _ScramSlowKey(Session):
+    """SCRAM server-first sent after ``challenge_delay`` with i=1000000 (pop3mon's cap):
+    the client's key derivation takes about half a second and starts just before its
+    deadline."""
+
+    scram_iterations = 1_000_000
+
+    def before_server_first(self) -> bool:
+        return self.pause(self.opts.challenge_delay)
+
+
 class _RstAfterPass(Session):
     def finish_login(self, outcome: SaslOutcome) -> None:
         self.reset()
@@ -384,6 +401,16 @@ _register(
     _TlsFirst,
     needs_tls=True,
     reply="-ERR [AUTH] Not permitted.",
+)
+_register(
+    "scram-huge-iterations",
+    "SCRAM server-first message with i=100000000",
+    _ScramHugeIterations,
+)
+_register(
+    "scram-slow-key",
+    "SCRAM server-first after challenge_delay, with i=1000000",
+    _ScramSlowKey,
 )
 _register("rst-after-pass", "RST instead of answering PASS/APOP/final AUTH", _RstAfterPass)
 _register("endless-sasl", "every AUTH response gets another '+ <b64>' ('*' ends)", _EndlessSasl)

@@ -15,16 +15,25 @@ import hashlib
 import hmac
 import os
 import re
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..secrets import Secret
-from .errors import AuthError, ErrorKind, PolicyError, ProbeError, ProtocolError
+from .errors import (
+    AuthError,
+    DeadlineExceeded,
+    ErrorKind,
+    PolicyError,
+    ProbeError,
+    ProtocolError,
+)
 from .mechanisms import MECHANISMS
-from .wire import Sensitive, Status, Wire, parse_status, sanitize
+from .wire import Deadline, Sensitive, Status, Wire, parse_status, sanitize
 
 __all__ = [
     "CLEARTEXT",
+    "SCRAM_MAX_ITERATIONS",
     "STRENGTH",
     "apop_digest",
     "authenticate",
@@ -416,6 +425,39 @@ def _token(wire: Wire, mech: str, payload: Secret) -> Status:
 
 
 # -- SCRAM (RFC 5802) -------------------------------------------------------------------
+#: Most PBKDF2 iterations a server may ask for. RFC 7677 asks for at least 4096; OWASP's
+#: 2023 advice for PBKDF2-HMAC-SHA256 is 600000. One million takes about half a second of
+#: CPU here: more is a misconfigured or hostile server, refused before any work.
+SCRAM_MAX_ITERATIONS = 1_000_000
+
+
+def _pbkdf2_within(
+    deadline: Deadline, algo: str, password: bytes, salt: bytes, iterations: int
+) -> bytes:
+    """PBKDF2 that cannot outlast the probe's deadline.
+
+    It runs in a worker thread (hashlib releases the GIL while it computes) that the probe
+    waits for only until the deadline; a challenge arriving just before it ends the probe
+    on time, and the abandoned computation, bounded by :data:`SCRAM_MAX_ITERATIONS`, ends
+    on its own shortly after.
+    """
+    out: list[bytes] = []
+
+    def derive() -> None:
+        out.append(hashlib.pbkdf2_hmac(algo, password, salt, iterations))
+
+    worker = threading.Thread(target=derive, name="pop3mon-scram-key", daemon=True)
+    worker.start()
+    worker.join(max(0.0, deadline.remaining()))
+    if not out:
+        raise DeadlineExceeded(
+            f"deadline of {deadline.seconds:g}s exceeded while computing the SCRAM key "
+            f"({iterations} iterations)",
+            stage=STAGE,
+        )
+    return out[0]
+
+
 def _saslname(user: str) -> str:
     return user.replace("=", "=3D").replace(",", "=2C")
 
@@ -443,11 +485,19 @@ def _scram(wire: Wire, mech: str, username: str, secret: Secret) -> Status:
                 kind="sasl-malformed",
                 stage=STAGE,
             )
-        if not 1 <= iters <= 1_000_000:
+        if iters < 1:
             raise ProtocolError(
                 f"SCRAM iteration count {iters} out of range", kind="sasl-malformed", stage=STAGE
             )
-        salted = hashlib.pbkdf2_hmac(algo, secret.reveal().encode("utf-8"), salt, iters)
+        if iters > SCRAM_MAX_ITERATIONS:
+            raise PolicyError(
+                f"server asks for {iters} SCRAM iterations, more than pop3mon computes "
+                f"(cap {SCRAM_MAX_ITERATIONS}; servers use 4096 to a few hundred thousand); "
+                "login cancelled",
+                kind="scram-iterations",
+                stage=STAGE,
+            )
+        salted = _pbkdf2_within(wire.deadline, algo, secret.reveal().encode("utf-8"), salt, iters)
         client_key = hmac.new(salted, b"Client Key", algo).digest()
         stored_key = hashlib.new(algo, client_key).digest()
         without_proof = f"c=biws,r={snonce}"
