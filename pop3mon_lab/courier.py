@@ -19,8 +19,8 @@ Debian's ``courier-pop`` and ``dovecot-pop3d`` conflict (both provide ``pop3-ser
 the self-tests install ``courier-base`` (couriertcpd, couriertls, authdaemond, userdb tools)
 as a package and take ``courierpop3login``/``courierpop3d`` from the ``courier-pop`` package
 unpacked into a directory (``ci/selftest`` does it: ``apt-get download courier-pop`` +
-``dpkg-deb -x``); ``$POP3MON_COURIER_ROOT`` names that directory. An installed courier-pop
-(root ``/``) works too.
+``dpkg-deb -x`` into ``/var/cache/pop3mon/courier-pop``); ``$POP3MON_COURIER_ROOT`` names
+another directory. An installed courier-pop (root ``/``) works too.
 """
 
 from __future__ import annotations
@@ -41,7 +41,14 @@ from types import MappingProxyType, TracebackType
 from typing import Final, Literal, Self
 
 from .certs import LabCerts, generate_lab_certs
-from .dovecot import HOST, LabError, LabStartError, LabUnavailable, free_ports
+from .dovecot import (
+    HOST,
+    LabError,
+    LabStartError,
+    LabUnavailable,
+    _world_traversable,
+    free_ports,
+)
 
 __all__ = [
     "COURIER_MECHANISMS",
@@ -66,8 +73,10 @@ COURIER_MECHANISMS: Final[tuple[str, ...]] = (
 )
 
 _ENV_ROOT: Final = "POP3MON_COURIER_ROOT"
-# Where ci/selftest unpacks the courier-pop package when it cannot be installed.
-_CACHE_ROOT: Final = Path(__file__).resolve().parents[1] / ".cache" / "courier-pop"
+# Where ci/selftest unpacks the courier-pop package: outside the repository (its absolute
+# symlinks dangle, and copies of the source tree must not carry it), and not under a 0700
+# home: courierpop3d is started after the login dropped to the mail user.
+_CACHE_ROOT: Final = Path("/var/cache/pop3mon/courier-pop")
 _POP3LOGIN: Final = "usr/lib/courier/courier/courierpop3login"
 _POP3D: Final = "usr/lib/courier/courier/courierpop3d"
 _SYSTEM_TOOLS: Final[Mapping[str, str]] = MappingProxyType(
@@ -110,7 +119,7 @@ def find_courier(root: str | os.PathLike[str] | None = None) -> CourierTools:
     """Locate the Courier programs or raise :class:`LabUnavailable` saying what is missing.
 
     ``root``: directory holding the unpacked ``courier-pop`` package (default:
-    ``$POP3MON_COURIER_ROOT``, else ``/`` and then the repository's ``.cache/courier-pop``).
+    ``$POP3MON_COURIER_ROOT``, else ``/`` and then ``/var/cache/pop3mon/courier-pop``).
     The lab also needs root (a mount namespace) and ``unshare`` from util-linux.
     """
     if os.geteuid() != 0:
@@ -122,6 +131,11 @@ def find_courier(root: str | os.PathLike[str] | None = None) -> CourierTools:
         raise LabUnavailable(
             f"Courier's POP3 server is not available (looked for {where}); install courier-pop "
             f"or unpack it (apt-get download courier-pop; dpkg-deb -x ...) and set {_ENV_ROOT}"
+        )
+    if not _world_traversable(login.parent):
+        raise LabUnavailable(
+            f"{login.parent} is not reachable by other users; courierpop3d runs as the mail "
+            "user after a login: unpack courier-pop where every directory is o+x"
         )
     found: dict[str, Path] = {}
     for name, path in _SYSTEM_TOOLS.items():
