@@ -118,7 +118,9 @@ class TLSInfo:
 
 @dataclass(frozen=True)
 class AuthInfo:
-    """The login attempt. ``strength``: cleartext, weak, strong, token."""
+    """The login attempt. ``strength``: cleartext, weak, strong, token. ``secret_sent``:
+    the secret itself (PASS, PLAIN, LOGIN, a token) went out, encrypted or not; a login
+    refused before that point sent none."""
 
     mechanism: str = ""
     strength: str = ""
@@ -127,6 +129,7 @@ class AuthInfo:
     response_code: str = ""
     reason: str = ""
     offered: tuple[str, ...] = ()
+    secret_sent: bool = False
 
 
 @dataclass(frozen=True)

@@ -340,6 +340,7 @@ class _Probe:
                 timestamp=offer.timestamp,
                 host=spec.host,
                 port=spec.port,
+                stls_offered=offer.stls,
             )
         if not status.ok:
             raise auth_mod.refused(status, self.mech)
@@ -349,6 +350,7 @@ class _Probe:
             encrypted=wire.encrypted,
             success=True,
             offered=self.offered,
+            secret_sent=wire.secret_sent,
         )
         self.ok("auth")
         return True
@@ -440,6 +442,7 @@ class _Probe:
                     response_code=code,
                     reason=err.reason,
                     offered=self.offered,
+                    secret_sent=bool(wire and wire.secret_sent),
                 )
             if wire is not None and _session_usable(err):
                 self.quit(wire)
