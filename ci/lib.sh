@@ -129,6 +129,32 @@ pop3mon_apt_install() {
     return 0
 }
 
+# pop3mon_deb_unpack PKG DIR : unpack the files of Debian package PKG into DIR without
+# installing it (for a package that conflicts with one the self-tests also need: courier-pop
+# and dovecot-pop3d both provide pop3-server). A no-op when DIR holds the candidate version.
+# Returns 1 when it cannot (no apt, no candidate, POP3MON_NO_INSTALL, download failed).
+pop3mon_deb_unpack() {
+    local pkg="$1" dir="$2" version tmp rc=0
+    command -v apt-get >/dev/null 2>&1 && command -v dpkg-deb >/dev/null 2>&1 || return 1
+    version="$(apt-cache policy "$pkg" 2>/dev/null | sed -n 's/^ *Candidate: //p')"
+    { [ -n "$version" ] && [ "$version" != "(none)" ]; } || return 1
+    [ "$(cat "$dir/.pop3mon-version" 2>/dev/null)" = "$version" ] && return 0
+    if pop3mon_no_install; then
+        pop3mon_log "note: POP3MON_NO_INSTALL is set; not unpacking $pkg into $dir"
+        return 1
+    fi
+    pop3mon_log "unpacking $pkg $version into $dir (not installed)"
+    tmp="$(mktemp -d "${TMPDIR:-/tmp}/pop3mon-deb.XXXXXX")" || return 1
+    if (cd "$tmp" && apt-get download -q "$pkg=$version") >/dev/null 2>&1; then
+        rm -rf "$dir" && mkdir -p "$dir" && dpkg-deb -x "$tmp"/*.deb "$dir" &&
+            printf '%s\n' "$version" >"$dir/.pop3mon-version" || rc=1
+    else
+        rc=1
+    fi
+    rm -rf "$tmp"
+    return "$rc"
+}
+
 # --------------------------------------------------------------------------- Python
 
 _pop3mon_py_ok() { # interpreter is >= 3.11

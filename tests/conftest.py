@@ -3,7 +3,8 @@
 Both fixtures are session-scoped. Under pytest-xdist every worker runs its own session and so
 starts its own lab; each Dovecot listens on ephemeral ports on 127.0.0.1, so workers never
 collide. When Dovecot is not installed the ``dovecot`` fixture skips with the reason, unless
-``POP3MON_REQUIRE_DOVECOT=1`` is set (CI), where a missing Dovecot is an error.
+``POP3MON_REQUIRE_DOVECOT=1`` is set (CI), where a missing Dovecot is an error. The same holds
+for the ``courier`` fixture (real Courier POP3, see ``pop3mon_lab/courier.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from pop3mon_lab.certs import VARIANTS, LabCerts, generate_lab_certs
+from pop3mon_lab.courier import CourierLab
 from pop3mon_lab.dovecot import DovecotLab, LabUnavailable
 
 
@@ -36,6 +38,20 @@ def dovecot(lab_certs: LabCerts, tmp_path_factory: pytest.TempPathFactory) -> It
             variants=VARIANTS,
             workdir=tmp_path_factory.mktemp("dovecot"),
         )
+    except LabUnavailable as exc:
+        if os.environ.get("POP3MON_REQUIRE_DOVECOT", "") not in ("", "0"):
+            pytest.fail(f"POP3MON_REQUIRE_DOVECOT is set but {exc}", pytrace=False)
+        pytest.skip(str(exc))
+    with lab:
+        yield lab
+
+
+@pytest.fixture(scope="session")
+def courier(lab_certs: LabCerts) -> Iterator[CourierLab]:
+    """A started :class:`CourierLab` (CRAM-SHA1/CRAM-SHA256, a TLS-required port); stopped at
+    session end. Skips when Courier is missing, unless ``POP3MON_REQUIRE_DOVECOT=1``."""
+    try:
+        lab = CourierLab(lab_certs)
     except LabUnavailable as exc:
         if os.environ.get("POP3MON_REQUIRE_DOVECOT", "") not in ("", "0"):
             pytest.fail(f"POP3MON_REQUIRE_DOVECOT is set but {exc}", pytrace=False)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,8 @@ from pop3mon.config import (
     load_targets,
     targets_path,
 )
+from pop3mon.config.wording import _suggest
+from pop3mon.engine.mechanisms import AUTH_SETTINGS, MECHANISMS
 from pop3mon.engine.result import ProbeSpec
 from pop3mon.secrets import Secret
 
@@ -55,8 +58,12 @@ GOLDEN: dict[str, list[str]] = {
     "auto_with_token": [
         "auto_with_token.yaml:8: servers[0].connections[0]: auth 'auto' (the default) sends a password, but the account (line 6) gives token_file — set auth: xoauth2 or auth: oauthbearer",
     ],
+    "auth_other_family": [
+        "auth_other_family.yaml:9: servers[0].connections[0].auth: 'cram-sha-512' is not one of auto, none, user, apop, plain, login, cram-md5, cram-sha1, cram-sha256, scram-sha-1, scram-sha-256, xoauth2, oauthbearer — did you mean 'cram-sha1'?",
+        "auth_other_family.yaml:11: servers[0].connections[1].auth: 'scram-md5' is not one of auto, none, user, apop, plain, login, cram-md5, cram-sha1, cram-sha256, scram-sha-1, scram-sha-256, xoauth2, oauthbearer — did you mean 'scram-sha-256'?",
+    ],
     "bad_auth": [
-        "bad_auth.yaml:9: servers[0].connections[0].auth: 'cram_md5' is not one of auto, none, user, apop, plain, login, cram-md5, scram-sha-1, scram-sha-256, xoauth2, oauthbearer — did you mean 'cram-md5'?",
+        "bad_auth.yaml:9: servers[0].connections[0].auth: 'cram_md5' is not one of auto, none, user, apop, plain, login, cram-md5, cram-sha1, cram-sha256, scram-sha-1, scram-sha-256, xoauth2, oauthbearer — did you mean 'cram-md5'?",
     ],
     "bad_security": [
         "bad_security.yaml:11: servers[0].connections[1].security: 'startls' is not one of none, starttls-optional, starttls, tls — did you mean 'starttls'?",
@@ -249,6 +256,44 @@ def test_bad_config(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # Problems come ordered by line number.
     numbers = [int(line.split(":")[1]) for line in err.problems]
     assert numbers == sorted(numbers)
+
+
+def _typos(word: str) -> set[str]:
+    """Misspellings of ``word`` past its leading letters: a character dropped, doubled or
+    changed, a hyphen added, dropped or turned into '_', a digit changed."""
+    head = len(re.match(r"[a-z]+", word).group(0))  # type: ignore[union-attr]
+    out = {word.replace("-", "_"), word.replace("-", ""), word.upper()}
+    for i in range(head, len(word)):
+        out |= {word[:i] + word[i + 1 :], word[:i] + word[i] * 2 + word[i + 1 :]}
+        out |= {word[:i] + "-" + word[i:], word[:i] + "x" + word[i + 1 :]}
+        if word[i].isdigit():
+            out.add(word[:i] + str((int(word[i]) + 1) % 10) + word[i + 1 :])
+    return out - set(AUTH_SETTINGS)
+
+
+@pytest.mark.parametrize("mechanism", sorted(MECHANISMS))
+def test_auth_hint_stays_in_the_mechanism_family(mechanism: str) -> None:
+    """A misspelt mechanism is never "corrected" to another family: cram-* to scram-*,
+    scram-* to cram-*, xoauth2 to oauthbearer (the issue: cram-sha256 got scram-sha-256)."""
+    family = re.match(r"[a-z]+", mechanism).group(0)  # type: ignore[union-attr]
+    for typo in sorted(_typos(mechanism)):
+        hint = _suggest(typo, AUTH_SETTINGS)
+        if hint:
+            suggested = hint.split("'")[1]
+            assert suggested.startswith(family), f"{typo!r} got {hint!r}"
+            assert not suggested.startswith("s" + family), f"{typo!r} got {hint!r}"
+
+
+def test_every_mechanism_is_accepted(tmp_path: Path) -> None:
+    for mechanism, spec in MECHANISMS.items():
+        path = write(
+            tmp_path,
+            "version: 1\nservers:\n  - name: m\n    host: m.example\n"
+            f"    account: {{username: u, {spec.secret}_env: PW}}\n"
+            f"    connections:\n      - {{security: tls, auth: {mechanism}}}\n",
+        )
+        (ct,) = load_targets(path).connections
+        assert ct.auth == mechanism
 
 
 def test_bad_config_outside_cwd_shows_path_as_given(

@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pytest
+from pop3mon.checks.login import login as login_check
+from pop3mon.checks.login import policy as policy_check
 from pop3mon.engine import ProbeResult, ProbeSpec, probe
-from pop3mon.engine.auth import CLEARTEXT, MAX_SASL_ROUNDS
+from pop3mon.engine.auth import CLEARTEXT, MAX_SASL_ROUNDS, SCRAM_MAX_ITERATIONS
 from pop3mon.engine.mechanisms import MECHANISMS as MECHANISM_REGISTRY
 from pop3mon.engine.session import QUIT_WAIT
 from pop3mon.engine.wire import ALLOWED_COMMANDS
@@ -32,7 +34,9 @@ from pop3mon.secrets import Secret
 
 from pop3mon_lab.certs import LabCerts
 from pop3mon_lab.faultserver import (
+    ALL_SASL,
     DEFAULT_SASL,
+    SCENARIOS,
     FaultServer,
     LogEntry,
     SaslOutcome,
@@ -51,7 +55,6 @@ MARGIN = 0.5  # seconds a probe may overrun its deadline (thread scheduling, QUI
 QUICK = 1.5  # seconds within which a case that must not wait has to end
 HANG_DEADLINE = 2.0
 
-ALL_SASL = (*DEFAULT_SASL, "XOAUTH2", "OAUTHBEARER")
 # Every mechanism the registry knows: a new one is covered here without editing this list.
 MECHANISMS = tuple(MECHANISM_REGISTRY)
 CREDENTIAL_VERBS = frozenset({"USER", "PASS", "APOP", "AUTH"})
@@ -716,6 +719,48 @@ def test_scram_without_server_signature_fails(lab_certs: LabCerts) -> None:
     assert out.commands()[-1] == "QUIT"
 
 
+@pytest.mark.parametrize("mechanism", ["scram-sha-1", "scram-sha-256"])
+def test_scram_huge_iteration_count_is_refused_naming_count_and_cap(
+    lab_certs: LabCerts, mechanism: str
+) -> None:
+    out = run(lab_certs, "scram-huge-iterations", mechanism=mechanism)
+    assert_failed(
+        out,
+        "scram-iterations",
+        "auth",
+        "server asks for 100000000 SCRAM iterations",
+        f"cap {SCRAM_MAX_ITERATIONS}",
+    )
+    assert out.elapsed < QUICK  # refused before any key derivation
+    assert out.sasl() == ["*"]  # cancelled: no proof, and QUIT reads as a command
+    assert out.commands()[-1] == "QUIT"
+
+
+@pytest.mark.parametrize("mechanism", ["scram-sha-1", "scram-sha-256"])
+def test_scram_key_derivation_is_bounded_by_the_deadline(
+    lab_certs: LabCerts, mechanism: str
+) -> None:
+    # The server-first message (at the cap: about half a second of PBKDF2) arrives 0.1 s
+    # before the deadline; the probe still ends at the deadline, not after the derivation.
+    assert SCENARIOS["scram-slow-key"].session.scram_iterations == SCRAM_MAX_ITERATIONS
+    out = run(
+        lab_certs,
+        "scram-slow-key",
+        mechanism=mechanism,
+        timeout=HANG_DEADLINE,
+        challenge_delay=HANG_DEADLINE - 0.1,
+    )
+    assert_failed(
+        out,
+        "timeout",
+        "auth",
+        f"deadline of {HANG_DEADLINE:g}s exceeded while computing the SCRAM key",
+        f"({SCRAM_MAX_ITERATIONS} iterations)",
+    )
+    assert out.elapsed <= HANG_DEADLINE + 0.25, out.elapsed
+    assert not any(line.startswith("Yz1") for line in out.sasl())  # no proof ("c=...") sent
+
+
 # --------------------------------------------------------------------------- QUIT, text
 def test_quit_never_answered(lab_certs: LabCerts) -> None:
     out = run(lab_certs, "quit-silent", timeout=5.0)
@@ -844,3 +889,106 @@ def test_auto_with_nothing_safe_on_plaintext_sends_no_credential(lab_certs: LabC
         "PLAIN, LOGIN, USER",
     )
     assert_no_credentials(out)
+
+
+# --------------------------------------------------------------------------- TLS first
+class _Thresholds:
+    """The one threshold the login checks read."""
+
+    def __init__(self, auth: str) -> None:
+        self.auth = auth
+
+
+TLS_FIRST = "server requires TLS before login: use security: starttls"
+
+
+@pytest.mark.parametrize(
+    ("scenario", "mechanism", "said"),
+    [
+        # Courier's wording, no response code: the text decides (last resort).
+        ("tls-required-text", "user", "server said: TLS required to log in.; mechanism USER"),
+        ("tls-required-text", "plain", "server said: TLS required to log in.; mechanism PLAIN"),
+        ("tls-required-text", "cram-sha256", "TLS required to log in.; mechanism CRAM-SHA256"),
+        # A code that says it, whatever the words.
+        ("tls-required-code", "user", "server said: [PRIVACYREQUIRED] Login refused."),
+        ("tls-required-code", "login", "[PRIVACYREQUIRED] Login refused.; mechanism LOGIN"),
+        # [AUTH] to USER / AUTH before any credential, STLS offered: not about a password.
+        ("tls-required-auth", "user", "[AUTH] before any credential was sent"),
+        ("tls-required-auth", "scram-sha-256", "[AUTH] Not permitted.; mechanism SCRAM-SHA-256"),
+    ],
+)
+def test_login_refused_until_tls_is_its_own_kind(
+    lab_certs: LabCerts, scenario: str, mechanism: str, said: str
+) -> None:
+    out = run(
+        lab_certs,
+        scenario,
+        mode="none",
+        mechanism=mechanism,
+        allow_cleartext=True,
+        sasl_mechanisms=ALL_SASL,
+    )
+    assert_failed(out, "tls-required", "auth", TLS_FIRST, said)
+    auth = out.result.auth
+    # PLAIN carries the secret in the AUTH line itself (allowed here); the others were
+    # refused before it, so it never crossed the wire and the result says so.
+    inline = mechanism == "plain"
+    assert auth is not None and not auth.success and auth.secret_sent is inline
+    if not inline:
+        assert_no_plaintext_secret(out.srv, SENTINEL)
+    assert "PASS" not in out.commands() and out.commands()[-1] == "QUIT"
+    t = _Thresholds(mechanism)
+    verdict = login_check(out.result, t)
+    assert (verdict.verdict, verdict.reason) == ("CRIT", out.result.error_reason)
+    pol = policy_check(out.result, t)
+    assert pol.verdict == "CRIT" and pol.reason.startswith(TLS_FIRST)
+    assert "sent the secret" not in pol.reason
+
+
+@pytest.mark.parametrize("mechanism", ["user", "plain", "auto"])
+def test_mechanism_withheld_until_stls_is_tls_required(lab_certs: LabCerts, mechanism: str) -> None:
+    # Before TLS the server lists STLS but neither USER nor any SASL mechanism.
+    out = run(
+        lab_certs,
+        "healthy-no-apop",
+        mode="none",
+        mechanism=mechanism,
+        allow_cleartext=True,
+        allow_plaintext_auth=False,
+        sasl_mechanisms=("PLAIN", "LOGIN"),
+    )
+    what = {"user": "not USER", "plain": "not SASL PLAIN", "auto": "no login mechanism"}
+    assert_failed(out, "tls-required", "auth", TLS_FIRST, f"CAPA lists STLS but {what[mechanism]}")
+    assert "server does not offer" not in out.result.error_reason
+    assert_no_credentials(out)
+
+
+@pytest.mark.parametrize("mechanism", ["user", "cram-md5"])
+def test_wrong_password_on_plaintext_with_stls_offered_is_not_tls_required(
+    lab_certs: LabCerts, mechanism: str
+) -> None:
+    # The credential (PASS, a CRAM digest) went out: [AUTH] is about it.
+    out = run(lab_certs, mode="none", mechanism=mechanism, allow_cleartext=True, password=WRONG)
+    assert_failed(out, "auth-rejected", "auth", "server rejected the credentials [AUTH]")
+    auth = out.result.auth
+    assert auth is not None and auth.secret_sent is (mechanism == "user")
+    pol = policy_check(out.result, _Thresholds(mechanism))
+    if mechanism == "user":  # PASS really went out in the clear: that is what policy says
+        assert (pol.verdict, pol.reason) == (
+            "WARN",
+            "USER sent the secret unencrypted (allowed by allow_cleartext)",
+        )
+
+
+def test_user_refused_before_pass_sends_no_secret_and_policy_says_so(lab_certs: LabCerts) -> None:
+    class _NoSuchUser(Session):
+        def cmd_user(self, arg: str) -> None:
+            self.reply("-ERR No such user.")
+
+    out = run(lab_certs, mode="none", mechanism="user", allow_cleartext=True, session=_NoSuchUser)
+    assert_failed(out, "auth-failed", "auth", "login failed (server said: No such user.")
+    assert out.result.auth is not None and not out.result.auth.secret_sent
+    assert "PASS" not in out.commands()
+    pol = policy_check(out.result, _Thresholds("user"))
+    assert pol.verdict == "SKIP" and pol.blocked_by == "login"
+    assert "USER sent no secret" in pol.reason and "unencrypted" not in pol.reason

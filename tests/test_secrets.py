@@ -32,13 +32,12 @@ from pop3mon.engine.wire import Deadline, Status, Wire, sanitize
 from pop3mon.secrets import REDACTED, REDACTOR, Redactor, Secret
 
 from pop3mon_lab.certs import LabCerts
-from pop3mon_lab.faultserver import DEFAULT_SASL, FaultServer
+from pop3mon_lab.faultserver import ALL_SASL, FaultServer
 
 USER = "alice"
 # 17 characters: not a multiple of 3, so each base64 alignment has a distinct form.
 SENTINEL = "Secr3t-Sentinel#Q"
 WRONG = "Wr0ng-Sentinel#Zx"
-ALL_SASL = (*DEFAULT_SASL, "XOAUTH2", "OAUTHBEARER")
 # Every mechanism the registry knows: a new one is covered here without editing this list.
 MECHANISMS = tuple(MECHANISM_REGISTRY)
 

@@ -4,7 +4,8 @@ Real Dovecot covers the success path; this server covers what real servers will 
 demand: hostile and broken behaviour (silent or dripping greetings, endless multi-line
 answers, STARTTLS injection, credential echo, resets mid-login ...). With the ``healthy``
 scenario it is also a complete, RFC-conforming reference server (APOP, CAPA, STLS,
-USER/PASS, SASL PLAIN/LOGIN/CRAM-MD5/SCRAM-SHA-1/SCRAM-SHA-256, STAT/LIST/UIDL/RETR/TOP,
+USER/PASS, SASL PLAIN/LOGIN/CRAM-MD5/SCRAM-SHA-1/SCRAM-SHA-256 (and, on request,
+CRAM-SHA1/CRAM-SHA256/XOAUTH2/OAUTHBEARER), STAT/LIST/UIDL/RETR/TOP,
 implicit TLS) that the demo falls back to when Dovecot cannot be installed.
 
 Modules, each importing only those listed before it:
@@ -20,7 +21,7 @@ Modules, each importing only those listed before it:
 Import from this package, not from the modules: the split is an implementation detail.
 """
 
-from .common import DEFAULT_SASL, DEFAULT_USERS, HOST, LOOPBACK_HOSTS, POLL_INTERVAL
+from .common import ALL_SASL, DEFAULT_SASL, DEFAULT_USERS, HOST, LOOPBACK_HOSTS, POLL_INTERVAL
 from .log import Event, LogEntry, ServerLog
 from .sasl import SaslExchange, SaslOutcome
 from .scenarios import SCENARIOS, scenario_names
@@ -28,6 +29,7 @@ from .server import FaultServer
 from .session import Scenario, Session
 
 __all__ = [
+    "ALL_SASL",
     "DEFAULT_SASL",
     "DEFAULT_USERS",
     "HOST",

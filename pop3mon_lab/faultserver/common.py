@@ -41,6 +41,11 @@ HANDSHAKE_TIMEOUT = 10.0
 # offered by default: a client picking "the strongest offered" must not be lured into a
 # token mechanism it has no token for.
 DEFAULT_SASL = ("PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256")
+# Implemented, offered only when a test asks (``sasl_mechanisms=``): Courier's CRAM-SHA*
+# and the token mechanisms.
+OPTIONAL_SASL = ("CRAM-SHA1", "CRAM-SHA256", "XOAUTH2", "OAUTHBEARER")
+# Every mechanism the server implements (tests covering every client mechanism offer these).
+ALL_SASL = (*DEFAULT_SASL, *OPTIONAL_SASL)
 
 # Mechanisms that send the password itself (or a bearer token) and so are refused before
 # TLS when plaintext authentication is disallowed.
@@ -72,6 +77,7 @@ class Options:
     response_delay: float
     drip_interval: float
     huge_size: int
+    challenge_delay: float
     messages: int
     allow_plaintext_auth: bool
     sasl_mechanisms: tuple[str, ...]

@@ -17,6 +17,7 @@ import os
 import time
 from collections.abc import Generator
 from dataclasses import dataclass
+from typing import ClassVar
 
 from .common import Options, as_text, b64
 
@@ -58,11 +59,21 @@ def _oauth_fields(text: str) -> dict[str, str]:
     return fields
 
 
+_CRAM_HASHES = {"CRAM-MD5": "md5", "CRAM-SHA1": "sha1", "CRAM-SHA256": "sha256"}
+
+
 class SaslMechanisms:
     """Every SASL mechanism the fault server implements; mixed into ``Session``."""
 
     # Set by Channel.__init__ in the Session this class is mixed into.
     opts: Options
+    #: SCRAM iteration count in the server-first message (RFC 7677's minimum keeps a login
+    #: in the millisecond range; scenarios raise it).
+    scram_iterations: ClassVar[int] = 4096
+
+    def before_server_first(self) -> bool:
+        """Hook run before the SCRAM server-first message; False ends the exchange."""
+        return True
 
     def check_password(self, user: str, password: str) -> bool:
         """Whether the pair matches the configured users."""
@@ -78,8 +89,8 @@ class SaslMechanisms:
             return self.sasl_plain(first)
         if mech == "LOGIN":
             return self.sasl_login(first)
-        if mech == "CRAM-MD5":
-            return self.sasl_cram_md5(first)
+        if mech in _CRAM_HASHES:
+            return self.sasl_cram(_CRAM_HASHES[mech], first)
         if mech in ("SCRAM-SHA-1", "SCRAM-SHA-256"):
             return self.sasl_scram("sha1" if mech == "SCRAM-SHA-1" else "sha256", first)
         if mech == "XOAUTH2":
@@ -103,8 +114,9 @@ class SaslMechanisms:
         name, secret = as_text(user), as_text(password)
         return SaslOutcome(name, self.check_password(name, secret), secret)
 
-    def sasl_cram_md5(self, first: bytes | None) -> SaslExchange:
-        """CRAM-MD5 (RFC 2195)."""
+    def sasl_cram(self, hash_name: str, first: bytes | None) -> SaslExchange:
+        """CRAM-MD5 (RFC 2195) and Courier's CRAM-SHA1/CRAM-SHA256 (same exchange, other
+        HMAC hash)."""
         challenge = f"<{os.getpid()}.{time.time_ns()}@{self.opts.hostname}>"
         response = as_text((yield b64(challenge)))
         user, _, digest = response.rpartition(" ")
@@ -112,7 +124,7 @@ class SaslMechanisms:
         ok = False
         if password is not None:
             expected = hmac.new(
-                password.encode("utf-8", "surrogateescape"), challenge.encode(), "md5"
+                password.encode("utf-8", "surrogateescape"), challenge.encode(), hash_name
             ).hexdigest()
             ok = hmac.compare_digest(expected, digest)
         return SaslOutcome(user, ok, digest)
@@ -130,11 +142,12 @@ class SaslMechanisms:
         client_nonce = attrs.get("r", "")
         if not user or not client_nonce:
             return SaslOutcome(user, False)
-        # Deterministic salt per user keeps runs reproducible; iterations are the RFC
-        # minimum so a SCRAM login stays in the millisecond range.
+        # Deterministic salt per user keeps runs reproducible.
         salt = hashlib.sha256(b"pop3mon-salt:" + user.encode("utf-8", "surrogateescape"))
         salt_bytes = salt.digest()[:16]
-        iterations = 4096
+        iterations = self.scram_iterations
+        if not self.before_server_first():
+            return SaslOutcome(user, False)
         nonce = client_nonce + base64.b64encode(os.urandom(18)).decode("ascii")
         server_first = f"r={nonce},s={b64(salt_bytes)},i={iterations}"
         client_final = as_text((yield b64(server_first)))

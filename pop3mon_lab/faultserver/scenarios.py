@@ -195,6 +195,51 @@ class _LoginReply(Session):
         self.reply(self.scenario.reply)
 
 
+class _TlsFirst(Session):
+    """Lists every mechanism before TLS (USER, SASL PLAIN ...) and STLS, but answers every
+    login command before STLS with the scenario's line (Courier's ``POP3_TLS_REQUIRED``);
+    after STLS a healthy server."""
+
+    def plaintext_auth_allowed(self) -> bool:
+        return True
+
+    def _refused_before_tls(self) -> bool:
+        if self.conn.tls:
+            return False
+        self.log.add_event(self.conn.id, "login-failed", "")
+        self.reply(self.scenario.reply)
+        return True
+
+    def cmd_user(self, arg: str) -> None:
+        if not self._refused_before_tls():
+            super().cmd_user(arg)
+
+    def cmd_apop(self, arg: str) -> None:
+        if not self._refused_before_tls():
+            super().cmd_apop(arg)
+
+    def cmd_auth(self, arg: str) -> None:
+        if not arg.strip() or not self._refused_before_tls():
+            super().cmd_auth(arg)
+
+
+class _ScramHugeIterations(Session):
+    """SCRAM server-first with i=100000000: minutes of PBKDF2 for a client that obliges."""
+
+    scram_iterations = 100_000_000
+
+
+class _ScramSlowKey(Session):
+    """SCRAM server-first sent after ``challenge_delay`` with i=1000000 (pop3mon's cap):
+    the client's key derivation takes about half a second and starts just before its
+    deadline."""
+
+    scram_iterations = 1_000_000
+
+    def before_server_first(self) -> bool:
+        return self.pause(self.opts.challenge_delay)
+
+
 class _RstAfterPass(Session):
     def finish_login(self, outcome: SaslOutcome) -> None:
         self.reset()
@@ -371,6 +416,37 @@ _register(
     "logins answer '-ERR [AUTH] bad password'",
     _LoginReply,
     reply="-ERR [AUTH] bad password",
+)
+_register(
+    "tls-required-text",
+    "CAPA lists all + STLS; logins before STLS: '-ERR TLS required to log in.' (Courier)",
+    _TlsFirst,
+    needs_tls=True,
+    reply="-ERR TLS required to log in.",
+)
+_register(
+    "tls-required-code",
+    "CAPA lists all + STLS; logins before STLS: '-ERR [PRIVACYREQUIRED] Login refused.'",
+    _TlsFirst,
+    needs_tls=True,
+    reply="-ERR [PRIVACYREQUIRED] Login refused.",
+)
+_register(
+    "tls-required-auth",
+    "CAPA lists all + STLS; logins before STLS: '-ERR [AUTH] Not permitted.' (no secret seen)",
+    _TlsFirst,
+    needs_tls=True,
+    reply="-ERR [AUTH] Not permitted.",
+)
+_register(
+    "scram-huge-iterations",
+    "SCRAM server-first message with i=100000000",
+    _ScramHugeIterations,
+)
+_register(
+    "scram-slow-key",
+    "SCRAM server-first after challenge_delay, with i=1000000",
+    _ScramSlowKey,
 )
 _register("rst-after-pass", "RST instead of answering PASS/APOP/final AUTH", _RstAfterPass)
 _register("endless-sasl", "every AUTH response gets another '+ <b64>' ('*' ends)", _EndlessSasl)

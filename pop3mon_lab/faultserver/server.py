@@ -49,6 +49,7 @@ class FaultServer:
     ``certfile``/``keyfile`` (or a ready ``tls_context``) enable STLS and implicit TLS.
     ``response_delay`` is slept before every response line (latency tests);
     ``drip_interval`` paces drip-greeting; ``huge_size`` sizes huge-line's line;
+    ``challenge_delay`` is slept before scram-slow-key's SCRAM challenge;
     ``messages`` is the mailbox size; ``allow_plaintext_auth=False`` refuses USER and
     PLAIN/LOGIN before TLS (like Dovecot's ``disable_plaintext_auth``);
     ``sasl_mechanisms`` overrides the offered SASL list. ``host`` is the loopback address
@@ -68,6 +69,7 @@ class FaultServer:
         tls_max_version: ssl.TLSVersion | None = None,
         response_delay: float = 0.0,
         drip_interval: float = 1.0,
+        challenge_delay: float = 0.0,
         huge_size: int = 10 * 1024 * 1024,
         messages: int = 2,
         allow_plaintext_auth: bool = True,
@@ -98,6 +100,7 @@ class FaultServer:
             implicit_tls=implicit_tls,
             response_delay=response_delay,
             drip_interval=drip_interval,
+            challenge_delay=challenge_delay,
             huge_size=huge_size,
             messages=messages,
             allow_plaintext_auth=allow_plaintext_auth,

@@ -11,8 +11,11 @@ __all__ = ["login", "policy"]
 #: [IN-USE], [LOGIN-DELAY] and [SYS/TEMP] say the credentials may well be right and the
 #: service is degraded or busy (RFC 2449/3206): not a bad password.
 DEGRADED_LOGIN = frozenset({"mailbox-in-use", "login-delay", "sys-temp"})
-#: Auth failures that are about how the login would have been made, not the credentials.
-POLICY_FAILURES = frozenset({"cleartext-refused", "apop-no-timestamp", "mechanism-not-offered"})
+#: Auth failures that are about how the login would have been made, not the credentials
+#: (``tls-required``: the server wants TLS first; the fix is the security setting).
+POLICY_FAILURES = frozenset(
+    {"cleartext-refused", "apop-no-timestamp", "mechanism-not-offered", "tls-required"}
+)
 _NO_LOGIN = "no login configured (auth: none)"
 
 
@@ -73,6 +76,17 @@ def policy(result: ProbeResult, t: Thresholds) -> CheckResult:
             WARN,
             f"{mech} ran in plaintext because the server offers no STLS: an attacker can "
             "strip TLS (downgradable)",
+        )
+    leaked = info.success or info.secret_sent  # a cleartext login cannot succeed without it
+    if info.strength in ("cleartext", "token") and not info.encrypted and not leaked:
+        # Refused before PASS (or before the SASL response carrying it): nothing leaked,
+        # and whether the secret would have gone out unencrypted is not known.
+        return CheckResult(
+            "auth",
+            "policy",
+            SKIP,
+            f"{mech} sent no secret: the login stopped before it ({info.reason or 'refused'})",
+            blocked_by="login",
         )
     if info.strength in ("cleartext", "token") and not info.encrypted:
         return CheckResult(

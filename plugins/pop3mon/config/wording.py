@@ -9,6 +9,7 @@ name when a word looks like a typo (:func:`_suggest`). Nothing here knows the sc
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Sequence
 
 Loc = tuple[str | int, ...]
@@ -57,12 +58,31 @@ def _kind(value: object) -> str:
     return _show(value)
 
 
+_FAMILY = re.compile(r"[a-z]+")
+
+
+def _family(word: str) -> str:
+    """The leading run of letters: ``cram`` of ``cram-sha256``, ``scram`` of ``scram-sha-1``."""
+    match = _FAMILY.match(word)
+    return match.group(0) if match else ""
+
+
 def _closest(word: str, choices: Sequence[str]) -> str | None:
-    """The choice ``word`` most likely meant, or ``None``."""
+    """The choice ``word`` most likely meant, or ``None``.
+
+    A word that names a family of choices (its leading letters equal those of some choice:
+    ``cram`` in ``cram-sha-256``) only gets a choice of that family: a typo inside a name is
+    likely, one in the word that sets it apart is not. So ``cram-sha256`` never gets
+    ``scram-sha-256``, a different mechanism, while ``scram-sha256`` does.
+    """
     lowered = {c.lower(): c for c in choices}
     low = word.lower()
     if low in lowered:
         return lowered[low]
+    family = _family(low)
+    same = {c: v for c, v in lowered.items() if _family(c) == family}
+    if family and same:
+        lowered = same
     # A choice that starts the word ("hostname" -> "host", "server" -> "servers") beats
     # difflib's character ratio, which would pick "name" for "hostname".
     prefixed = [c for c in lowered if len(c) >= 3 and (low.startswith(c) or c.startswith(low))]

@@ -15,16 +15,25 @@ import hashlib
 import hmac
 import os
 import re
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..secrets import Secret
-from .errors import AuthError, ErrorKind, PolicyError, ProbeError, ProtocolError
+from .errors import (
+    AuthError,
+    DeadlineExceeded,
+    ErrorKind,
+    PolicyError,
+    ProbeError,
+    ProtocolError,
+)
 from .mechanisms import MECHANISMS
-from .wire import Sensitive, Status, Wire, parse_status, sanitize
+from .wire import Deadline, Sensitive, Status, Wire, parse_status, sanitize
 
 __all__ = [
     "CLEARTEXT",
+    "SCRAM_MAX_ITERATIONS",
     "STRENGTH",
     "apop_digest",
     "authenticate",
@@ -48,6 +57,10 @@ STRENGTH: dict[str, str] = {m.name: m.strength for m in MECHANISMS.values()}
 CLEARTEXT = frozenset(m.name for m in MECHANISMS.values() if m.sends_secret)
 SASL_NAMES: dict[str, str] = {m.name: m.sasl for m in MECHANISMS.values() if m.sasl}
 TOKEN_ONLY: tuple[str, ...] = tuple(m.name for m in MECHANISMS.values() if m.preference is None)
+# The CRAM family (RFC 2195 and Courier's CRAM-SHA1/CRAM-SHA256): one exchange, answered
+# with "user hex(HMAC-<hash>(secret, challenge))"; only the hash differs.
+CRAM_DIGESTS: dict[str, str] = {"cram-md5": "md5", "cram-sha1": "sha1", "cram-sha256": "sha256"}
+assert set(CRAM_DIGESTS) == {m for m, s in SASL_NAMES.items() if s.startswith("CRAM-")}
 
 # RFC 1939 §7 + the MD5 collision defence: a msg-id of printable characters with an "@".
 _TIMESTAMP = re.compile(rb"<[!-;=?-~]{1,200}@[!-;=?-~]{1,200}>")
@@ -72,13 +85,14 @@ def apop_digest(timestamp: bytes, secret: str) -> str:
 
 @dataclass(frozen=True)
 class Offer:
-    """What the server advertised: SASL mechanisms, USER, and a usable APOP timestamp."""
+    """What the server advertised: SASL mechanisms, USER, a usable APOP timestamp, STLS."""
 
     sasl: frozenset[str]
     user: bool
     capa_known: bool
     timestamp: bytes | None
     timestamp_seen: bool
+    stls: bool = False
 
     def names(self) -> tuple[str, ...]:
         """Offered mechanisms in our naming, strongest first."""
@@ -99,7 +113,7 @@ class Offer:
 def offer_from(capabilities: Sequence[str] | None, greeting: bytes) -> Offer:
     """Build an :class:`Offer` from CAPA lines and the greeting."""
     sasl: set[str] = set()
-    user = False
+    user = stls = False
     for line in capabilities or ():
         words = line.upper().split()
         if not words:
@@ -108,12 +122,53 @@ def offer_from(capabilities: Sequence[str] | None, greeting: bytes) -> Offer:
             sasl.update(words[1:])
         elif words[0] == "USER":
             user = True
+        elif words[0] == "STLS":
+            stls = True
     return Offer(
         sasl=frozenset(sasl),
         user=user,
         capa_known=capabilities is not None,
         timestamp=valid_apop_timestamp(greeting),
         timestamp_seen=has_any_timestamp(greeting),
+        stls=stls,
+    )
+
+
+# -- "TLS first" --------------------------------------------------------------------------
+#: Response codes that say "encrypt first": IMAP's PRIVACYREQUIRED (RFC 5530), which some
+#: POP3 servers reuse, and its shorter spelling.
+TLS_REQUIRED_CODES = frozenset({"PRIVACYREQUIRED", "PRIVACY"})
+# The wording servers use when they refuse a login before TLS, when no code says it:
+# Courier "TLS required to log in.", Dovecot "Plaintext authentication disallowed on
+# non-secure (SSL/TLS) connections.", others "must issue a STARTTLS command first".
+_TLS_WORDS = re.compile(
+    r"\b(?:tls|ssl|stls|starttls|encrypt\w*|secure|privacy|plain-?text|clear-?text)\b", re.I
+)
+
+
+def tls_required(detail: str, *, stls: bool) -> str:
+    """The reason for a server that wants TLS before a login, with the setting that helps:
+    ``security: starttls`` when it offers STLS, else ``security: tls`` (implicit TLS)."""
+    fix = "security: starttls" if stls else "security: tls (implicit TLS, usually port 995)"
+    return f"server requires TLS before login: use {fix} ({detail})"
+
+
+def _withheld(mech: str, offer: Offer, *, encrypted: bool) -> PolicyError | None:
+    """The capabilities say the server keeps ``mech`` back until TLS: on a plaintext
+    channel it offers STLS but not the mechanism (RFC 2595 §4 servers drop USER and the
+    cleartext SASL mechanisms before TLS), or no login mechanism at all."""
+    if encrypted or not offer.stls or not offer.capa_known:
+        return None
+    if mech == "user":
+        what = "USER"
+    elif mech in CLEARTEXT or not offer.sasl:
+        what = f"SASL {SASL_NAMES.get(mech, mech.upper())}"
+    else:
+        return None  # a strong mechanism the server simply lacks: not about TLS
+    return PolicyError(
+        tls_required(f"before TLS its CAPA lists STLS but not {what}", stls=True),
+        kind="tls-required",
+        stage=STAGE,
     )
 
 
@@ -132,6 +187,12 @@ def choose_mechanism(
                 continue
             return mech
         offered = ", ".join(m.upper() for m in offer.names()) or "nothing usable"
+        if not offer.names() and not encrypted and offer.stls and offer.capa_known:
+            raise PolicyError(
+                tls_required("before TLS its CAPA lists STLS but no login mechanism", stls=True),
+                kind="tls-required",
+                stage=STAGE,
+            )
         if not safe_channel:
             raise PolicyError(
                 f"no mechanism that is safe on an unencrypted connection is offered "
@@ -160,6 +221,8 @@ def choose_mechanism(
             kind="cleartext-refused",
             stage=STAGE,
         )
+    if not offer.offers(wanted) and (withheld := _withheld(wanted, offer, encrypted=encrypted)):
+        raise withheld
     if wanted in SASL_NAMES and offer.capa_known and not offer.offers(wanted):
         offered = ", ".join(sorted(offer.sasl)) or "none"
         raise PolicyError(
@@ -184,6 +247,34 @@ _CODE_KINDS: dict[str, tuple[ErrorKind, str]] = {
     "SYS/TEMP": ("sys-temp", "temporary server-side failure"),
     "SYS/PERM": ("sys-perm", "permanent server-side failure"),
 }
+
+
+def _refused_for_tls(status: Status, mech: str, wire: Wire, *, stls: bool) -> AuthError | None:
+    """A refusal on a plaintext channel that is about TLS, not the credentials.
+
+    Decided from the protocol first: a response code that says so; an ``[AUTH]`` before
+    any credential (the secret, a digest or proof of it) went out, with STLS offered (it
+    cannot be about a password the server never saw). Only then from the words, for
+    refusals without a code (Courier) or with an ``[AUTH]`` after the secret that names
+    TLS (some servers refuse only at PASS).
+    """
+    if wire.encrypted:
+        return None
+    code, text = status.code, status.text
+    said = text.split("]", 1)[-1].strip() if code and text.startswith("[") else text
+    if code in TLS_REQUIRED_CODES:
+        basis = ""
+    elif code == "AUTH" and stls and not _TLS_WORDS.search(said) and not wire.secret_sent:
+        if wire.derived_sent:
+            return None  # a digest or proof went out: [AUTH] may well be about it
+        basis = "; [AUTH] before any credential was sent, so not about the password"
+    elif code in ("", "AUTH") and _TLS_WORDS.search(said):
+        basis = ""
+    else:
+        return None
+    shown = f"[{code}] " if code else ""
+    detail = f"server said: {shown}{said or '(no text)'}; mechanism {mech.upper()}{basis}"
+    return AuthError(tls_required(detail, stls=stls), kind="tls-required", code=code)
 
 
 def _refused(status: Status, mech: str) -> AuthError:
@@ -334,6 +425,39 @@ def _token(wire: Wire, mech: str, payload: Secret) -> Status:
 
 
 # -- SCRAM (RFC 5802) -------------------------------------------------------------------
+#: Most PBKDF2 iterations a server may ask for. RFC 7677 asks for at least 4096; OWASP's
+#: 2023 advice for PBKDF2-HMAC-SHA256 is 600000. One million takes about half a second of
+#: CPU here: more is a misconfigured or hostile server, refused before any work.
+SCRAM_MAX_ITERATIONS = 1_000_000
+
+
+def _pbkdf2_within(
+    deadline: Deadline, algo: str, password: bytes, salt: bytes, iterations: int
+) -> bytes:
+    """PBKDF2 that cannot outlast the probe's deadline.
+
+    It runs in a worker thread (hashlib releases the GIL while it computes) that the probe
+    waits for only until the deadline; a challenge arriving just before it ends the probe
+    on time, and the abandoned computation, bounded by :data:`SCRAM_MAX_ITERATIONS`, ends
+    on its own shortly after.
+    """
+    out: list[bytes] = []
+
+    def derive() -> None:
+        out.append(hashlib.pbkdf2_hmac(algo, password, salt, iterations))
+
+    worker = threading.Thread(target=derive, name="pop3mon-scram-key", daemon=True)
+    worker.start()
+    worker.join(max(0.0, deadline.remaining()))
+    if not out:
+        raise DeadlineExceeded(
+            f"deadline of {deadline.seconds:g}s exceeded while computing the SCRAM key "
+            f"({iterations} iterations)",
+            stage=STAGE,
+        )
+    return out[0]
+
+
 def _saslname(user: str) -> str:
     return user.replace("=", "=3D").replace(",", "=2C")
 
@@ -361,11 +485,19 @@ def _scram(wire: Wire, mech: str, username: str, secret: Secret) -> Status:
                 kind="sasl-malformed",
                 stage=STAGE,
             )
-        if not 1 <= iters <= 1_000_000:
+        if iters < 1:
             raise ProtocolError(
                 f"SCRAM iteration count {iters} out of range", kind="sasl-malformed", stage=STAGE
             )
-        salted = hashlib.pbkdf2_hmac(algo, secret.reveal().encode("utf-8"), salt, iters)
+        if iters > SCRAM_MAX_ITERATIONS:
+            raise PolicyError(
+                f"server asks for {iters} SCRAM iterations, more than pop3mon computes "
+                f"(cap {SCRAM_MAX_ITERATIONS}; servers use 4096 to a few hundred thousand); "
+                "login cancelled",
+                kind="scram-iterations",
+                stage=STAGE,
+            )
+        salted = _pbkdf2_within(wire.deadline, algo, secret.reveal().encode("utf-8"), salt, iters)
         client_key = hmac.new(salted, b"Client Key", algo).digest()
         stored_key = hashlib.new(algo, client_key).digest()
         without_proof = f"c=biws,r={snonce}"
@@ -416,8 +548,27 @@ def authenticate(
     timestamp: bytes | None,
     host: str,
     port: int,
+    stls_offered: bool = False,
 ) -> Status:
-    """Run ``mech`` and return the final status (``ok`` or not); raise on protocol errors."""
+    """Run ``mech`` and return the final status (``ok`` or not); raise on protocol errors,
+    and raise ``tls-required`` for a refusal that says "TLS first" (see
+    :func:`_refused_for_tls`; ``stls_offered``: the capabilities in use list STLS)."""
+    status = _exchange(wire, mech, username, secret, timestamp=timestamp, host=host, port=port)
+    if not status.ok and (tls := _refused_for_tls(status, mech, wire, stls=stls_offered)):
+        raise tls
+    return status
+
+
+def _exchange(
+    wire: Wire,
+    mech: str,
+    username: str,
+    secret: Secret,
+    *,
+    timestamp: bytes | None,
+    host: str,
+    port: int,
+) -> Status:
     if mech == "user":
         wire.command("USER", username, stage=STAGE)
         status = wire.status(STAGE)
@@ -453,12 +604,13 @@ def authenticate(
             return ""
 
         return _sasl(wire, mech, None, login_respond)
-    if mech == "cram-md5":
+    if mech in CRAM_DIGESTS:
+        algo = CRAM_DIGESTS[mech]
 
         def cram_respond(challenge: bytes, rounds: int) -> str:
             if rounds > 1:
                 return ""
-            digest = hmac.new(secret.reveal().encode(), challenge, "md5").hexdigest()
+            digest = hmac.new(secret.reveal().encode(), challenge, algo).hexdigest()
             return Sensitive(_b64(f"{username} {digest}".encode()))
 
         return _sasl(wire, mech, None, cram_respond)

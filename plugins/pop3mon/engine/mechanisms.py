@@ -27,13 +27,15 @@ Mechanism = Literal[
     "plain",
     "login",
     "cram-md5",
+    "cram-sha1",
+    "cram-sha256",
     "scram-sha-1",
     "scram-sha-256",
     "xoauth2",
     "oauthbearer",
 ]
 #: strong: the secret never crosses the wire and the server proves it knows it (SCRAM);
-#: weak: a digest crosses the wire (APOP, CRAM-MD5); cleartext: the password itself;
+#: weak: a digest crosses the wire (APOP, CRAM-*); cleartext: the password itself;
 #: token: an OAuth bearer token itself.
 Strength = Literal["strong", "weak", "cleartext", "token"]
 SecretKind = Literal["password", "token"]
@@ -64,11 +66,15 @@ MECHANISMS: Final[Mapping[Mechanism, MechanismSpec]] = {
     for m in (
         MechanismSpec("scram-sha-256", "SCRAM-SHA-256", "strong", "password", False, 3, 0),
         MechanismSpec("scram-sha-1", "SCRAM-SHA-1", "strong", "password", False, 3, 1),
-        MechanismSpec("cram-md5", "CRAM-MD5", "weak", "password", False, 2, 2),
-        MechanismSpec("apop", "", "weak", "password", False, 1, 3),
-        MechanismSpec("plain", "PLAIN", "cleartext", "password", True, 1, 4),
-        MechanismSpec("login", "LOGIN", "cleartext", "password", True, 2, 5),
-        MechanismSpec("user", "", "cleartext", "password", True, 2, 6),
+        # CRAM-SHA1/CRAM-SHA256 (Courier): RFC 2195's exchange with a stronger HMAC; the
+        # server still keeps a password-equivalent, so they are no stronger a class.
+        MechanismSpec("cram-sha256", "CRAM-SHA256", "weak", "password", False, 2, 2),
+        MechanismSpec("cram-sha1", "CRAM-SHA1", "weak", "password", False, 2, 3),
+        MechanismSpec("cram-md5", "CRAM-MD5", "weak", "password", False, 2, 4),
+        MechanismSpec("apop", "", "weak", "password", False, 1, 5),
+        MechanismSpec("plain", "PLAIN", "cleartext", "password", True, 1, 6),
+        MechanismSpec("login", "LOGIN", "cleartext", "password", True, 2, 7),
+        MechanismSpec("user", "", "cleartext", "password", True, 2, 8),
         MechanismSpec("xoauth2", "XOAUTH2", "token", "token", True, 1, None),
         MechanismSpec("oauthbearer", "OAUTHBEARER", "token", "token", True, 1, None),
     )

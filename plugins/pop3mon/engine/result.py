@@ -119,7 +119,9 @@ class TLSInfo:
 
 @dataclass(frozen=True)
 class AuthInfo:
-    """The login attempt. ``strength``: cleartext, weak, strong, token."""
+    """The login attempt. ``strength``: cleartext, weak, strong, token. ``secret_sent``:
+    the secret itself (PASS, PLAIN, LOGIN, a token) went out, encrypted or not; a login
+    refused before that point sent none."""
 
     mechanism: str = ""
     strength: str = ""
@@ -128,6 +130,7 @@ class AuthInfo:
     response_code: str = ""
     reason: str = ""
     offered: tuple[str, ...] = ()
+    secret_sent: bool = False
 
 
 @dataclass(frozen=True)

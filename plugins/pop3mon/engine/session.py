@@ -356,6 +356,7 @@ class _Probe:
                 timestamp=offer.timestamp,
                 host=spec.host,
                 port=spec.port,
+                stls_offered=offer.stls,
             )
         self.login_sent = False
         self.pacer.answered(self.pace_key, spec.id, spec.username, refused=not status.ok)
@@ -367,6 +368,7 @@ class _Probe:
             encrypted=wire.encrypted,
             success=True,
             offered=self.offered,
+            secret_sent=wire.secret_sent,
         )
         self.ok("auth")
         return True
@@ -458,6 +460,7 @@ class _Probe:
                     response_code=code,
                     reason=err.reason,
                     offered=self.offered,
+                    secret_sent=bool(wire and wire.secret_sent),
                 )
             if self.login_sent:
                 # No clean answer (timeout, reset): the server may count it as refused.

@@ -151,6 +151,12 @@ class Wire:
         self.cleartext_allowed = cleartext_allowed
         self.transcript: list[TranscriptLine] = []
         self.sent_verbs: list[str] = []
+        # Whether the secret itself (not a value derived from it) was handed to the socket:
+        # what the auth policy check reports, and what tells a refusal about the password
+        # from one before it.
+        self.secret_sent = False
+        # A value derived from it (digest, proof) was: the server has seen a credential.
+        self.derived_sent = False
         self._buf = bytearray()
         self._in_sasl = False
 
@@ -260,8 +266,10 @@ class Wire:
                     kind="cleartext-refused",
                     stage=stage,
                 )
+            self.secret_sent = True
             return arg.reveal(), REDACTED
         if isinstance(arg, Sensitive):
+            self.derived_sent = True
             return str(arg), REDACTED
         return arg, arg
 
