@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 from pop3mon.checks.login import policy
 from pop3mon.engine import ProbeResult, ProbeSpec, probe
+from pop3mon.engine.runner import run_probes
 from pop3mon.secrets import Secret
 
 from pop3mon_lab.courier import CourierLab
@@ -90,3 +91,32 @@ def test_courier_tls_required_port_logs_in_with_starttls(courier: CourierLab) ->
     r = _probe(courier, "user", "starttls", listener="strict")
     assert r.ok, r.error_reason
     assert r.auth is not None and r.auth.encrypted and r.auth.secret_sent
+
+
+def test_courier_login_delay_spaces_two_logins_of_one_account(courier: CourierLab) -> None:
+    """Issue 10 item 2 on a real server: Courier announces LOGIN-DELAY 10; two connection
+    types of one account in one run both log in, the second at least 10 s after the first,
+    and the wait is neither in its latency nor against its deadline (timeout 10 s)."""
+    specs = [
+        ProbeSpec(
+            id=f"courier-delay-{mode}",
+            host="localhost",
+            address=courier.host,
+            port=courier.port("pop3"),
+            security=mode,  # type: ignore[arg-type]
+            auth="cram-sha256",
+            username=courier.demo_user,
+            secret=Secret(courier.demo_password, "courier-test"),
+            ca_file=str(courier.ca_file),
+            timeout=TIMEOUT,
+        )
+        for mode in ("none", "starttls")
+    ]
+    first_caps = probe(specs[0]).capabilities_before or ()
+    assert any(c.upper().startswith("LOGIN-DELAY ") for c in first_caps), first_caps
+    results = run_probes(specs, concurrency=2)
+    assert all(r.ok for r in results.values()), [(r.id, r.error_reason) for r in results.values()]
+    later = max(results.values(), key=lambda r: r.login_wait)
+    assert later.login_wait >= 9.0 and "LOGIN-DELAY 10" in later.login_wait_reason
+    auth = later.phase("auth")
+    assert auth is not None and auth < 2.0
