@@ -1191,6 +1191,8 @@ def dead_lab(lab_certs: LabCerts, closed_port: int, workdir: Path) -> Iterator[D
                     "ca_file": str(lab_certs.ca_file),
                     "account": {"username": "alice", "password_env": PW_ENV},
                     "timeout": 5,
+                    # Fault servers: no address penalty to wait out (test_pacing.py's subject).
+                    "login_pacing": "parallel",
                 },
                 "servers": [
                     {"name": "dead", "host": lab_certs.hostname, "connections": connections}
