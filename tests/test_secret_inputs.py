@@ -226,6 +226,7 @@ def test_dev_stdin_is_refused_without_reading_it(tmp_path: Path) -> None:
         ("file:/tmp/pop3mon-\ud800-surrogate", "/tmp/pop3mon-\\ud800-surrogate"),
         ("env:BAD\ud800NAME", "BAD\\ud800NAME"),
     ],
+    ids=["nul-path", "surrogate-path", "surrogate-env-name"],
 )
 def test_reference_that_is_no_valid_path_or_name_fails_alone(
     tmp_path: Path, source: str, shown: str
