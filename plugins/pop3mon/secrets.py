@@ -22,21 +22,23 @@ back rarely echoes it verbatim. Redacted, for each registered value:
   U+FFFD by a lossy decoding;
 * the same for its Unicode normalisations (NFC, NFD, NFKC) and its mojibake: the UTF-8
   bytes read as Latin-1 or Windows-1252;
-* base64 (standard and URL-safe) of its UTF-8, Latin-1 and Windows-1252 bytes, including
-  inside a longer base64 blob at any offset: the three "phase cores", the characters that
-  encode only secret bits at each of the three alignments, leaving at most two characters
-  (a few bits) at each end of the secret;
+* base64 (standard and URL-safe) of its UTF-8, Latin-1 and Windows-1252 bytes and of its
+  JSON escaping (an RFC 7628 error challenge is base64 of JSON), including inside a longer
+  base64 blob at any offset: the three "phase cores", the characters that encode only
+  secret bits at each of the three alignments, leaving at most two characters (a few
+  bits) at each end of the secret;
 * hex of those bytes, in either case.
 
-Not covered: two encoding layers on one character (base64 of a JSON-escaped secret), a
-secret split across lines, a partial echo. Values shorter than four characters are never
-registered: they would shred ordinary text; :func:`secret_problem` refuses anything shorter
-than :data:`MIN_SECRET_CHARS`, so such a value is never sent either.
+Not covered: other combinations of two encoding layers, a secret split across lines, a
+partial echo (a server that trims or truncates what it echoes). Values shorter than four
+characters are never registered: they would shred ordinary text; :func:`secret_problem`
+refuses anything shorter than :data:`MIN_SECRET_CHARS`, so such a value is never sent.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import re
 import threading
 import unicodedata
@@ -119,16 +121,19 @@ def _cp1252(raw: bytes) -> str:
 
 
 def _byte_forms(value: str) -> list[bytes]:
-    """The value's bytes in every encoding a server might have used."""
+    """The value's bytes in every encoding a server might have used, and the UTF-8 of its
+    JSON escaping: an RFC 7628 error challenge is base64 of JSON that may carry it."""
     out = [value.encode("utf-8", "surrogateescape")]
     for codec in ("latin-1", "cp1252"):
         try:
-            raw = value.encode(codec)
+            out.append(value.encode(codec))
         except UnicodeEncodeError:
             continue
-        if raw not in out:
-            out.append(raw)
-    return out
+    for ascii_only in (True, False):
+        escaped = json.dumps(value, ensure_ascii=ascii_only)[1:-1]
+        out.append(escaped.encode("utf-8", "surrogateescape"))
+        out.append(escaped.replace("/", "\\/").encode("utf-8", "surrogateescape"))
+    return list(dict.fromkeys(out))
 
 
 def _text_forms(value: str) -> list[tuple[str, bool]]:
@@ -141,9 +146,14 @@ def _text_forms(value: str) -> list[tuple[str, bool]]:
             out.append((normal, True))
     if not value.isascii():
         raw = value.encode("utf-8", "surrogateescape")
-        for mojibake in (raw.decode("latin-1"), _cp1252(raw)):
-            if (mojibake, False) not in out:
-                out.append((mojibake, False))
+        views = [raw.decode("latin-1"), _cp1252(raw)]
+        # The other way round: its Latin-1/Windows-1252 bytes ('?' where a character has
+        # none) read as UTF-8 by us.
+        for codec in ("latin-1", "cp1252"):
+            views.append(value.encode(codec, "replace").decode("utf-8", "replace"))
+        for view in views:
+            if view != value and (view, False) not in out:
+                out.append((view, False))
     return out
 
 
@@ -168,6 +178,8 @@ def _char_pattern(c: str) -> str:
     cp = ord(c)
     utf8 = c.encode("utf-8", "surrogatepass")
     alts = [re.escape(c)]
+    if not c.isascii():  # explicit case partners: IGNORECASE misses some (dotless i ...)
+        alts += [re.escape(x) for x in sorted({c.upper(), c.lower()} - {c}) if len(x) == 1]
     units = [cp] if cp < 0x10000 else [0xD800 + ((cp - 0x10000) >> 10), 0xDC00 + (cp & 0x3FF)]
     alts.append("".join(rf"\\u{u:04x}" for u in units))  # JSON, JavaScript, Python
     if cp > 0xFFFF:
@@ -215,13 +227,19 @@ def _text_pattern(text: str, lossy: bool) -> tuple[str, int]:
     return "".join(parts), shortest
 
 
+def _fold(text: str) -> str:
+    """Letter case folded so that a character and its single-character upper or lower case
+    partner (what the patterns accept) fold alike: "ı" and "I", "ς" and "Σ"."""
+    return text.upper().lower()
+
+
 @dataclass(frozen=True)
 class _Needle:
     """Everything that reveals one registered value.
 
     ``pattern`` matches every form; it is only run when a cheap test says a match is
     possible: the text holds an escape introducer this value's forms use (``escapes``), or
-    one of the forms that need none (``literals`` as they are, ``folded`` in lower case).
+    one of the forms that need none (``literals`` as they are, ``folded`` by :func:`_fold`).
     """
 
     size: int  # the value's length: longer values are scrubbed first
@@ -231,13 +249,13 @@ class _Needle:
     literals: tuple[str, ...]
     folded: tuple[str, ...]
 
-    def may_match(self, text: str, lowered: str) -> bool:
-        """False only when :attr:`pattern` cannot match ``text`` (``lowered`` is it in
-        lower case)."""
+    def may_match(self, text: str, folded: str) -> bool:
+        """False only when :attr:`pattern` cannot match ``text`` (``folded`` is
+        ``_fold(text)``)."""
         for group, haystack in (
             (self.escapes, text),
             (self.literals, text),
-            (self.folded, lowered),
+            (self.folded, folded),
         ):
             for needle in group:
                 if needle in haystack:
@@ -263,8 +281,8 @@ def _needle(value: str) -> _Needle:
     # with or without its control characters (sanitising strips them).
     folded = set(hexes)
     for text, _ in forms:
-        folded.add(text.lower())
-        folded.add("".join(c for c in text if unicodedata.category(c) != "Cc").lower())
+        folded.add(_fold(text))
+        folded.add(_fold("".join(c for c in text if unicodedata.category(c) != "Cc")))
     introducers = ["\\", "%", "=", "&"]
     if " " in value:
         introducers += ["+", "_"]
@@ -314,16 +332,16 @@ class Redactor:
             return text
         # Longest value first, so that a secret inside a longer registered payload does not
         # leave the payload's remainder behind.
-        lowered: str | None = None
+        folded: str | None = None
         for needle in needles:
             if len(text) < needle.shortest:
                 continue
-            if lowered is None:
-                lowered = text.lower()
-            if needle.may_match(text, lowered):
+            if folded is None:
+                folded = _fold(text)
+            if needle.may_match(text, folded):
                 scrubbed = needle.pattern.sub(REDACTED, text)
                 if scrubbed != text:
-                    text, lowered = scrubbed, None
+                    text, folded = scrubbed, None
         return text
 
     def clear(self) -> None:
