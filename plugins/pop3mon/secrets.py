@@ -235,32 +235,50 @@ def _fold(text: str) -> str:
 
 @dataclass(frozen=True)
 class _Needle:
-    """Everything that reveals one registered value.
+    """Everything that reveals one registered value, and cheap tests that say when looking
+    is worth it (scrub() runs on every string every report writes: close to a million calls
+    for 1000 connection types, and each regex pass costs far more than a substring test).
 
-    ``pattern`` matches every form; it is only run when a cheap test says a match is
-    possible: the text holds an escape introducer this value's forms use (``escapes``), or
-    one of the forms that need none (``literals`` as they are, ``folded`` by :func:`_fold`).
+    ``literals`` (base64 forms, longest first) are replaced as they are when one of the
+    shortest ones (``probes``) occurs. ``pattern`` matches the text forms and hex. Without
+    any escape introducer (``escapes``) in the text, a match can only be a text form in
+    some letter case (``folded``, by :func:`_fold`). With one, ``gate`` first looks for a
+    run of at least ``shortest`` characters all from the alphabet a match is made of.
     """
 
     size: int  # the value's length: longer values are scrubbed first
-    shortest: int  # no text shorter than this can contain a match
-    pattern: re.Pattern[str]
-    escapes: tuple[str, ...]
+    shortest: int  # no text shorter than this can contain any match
     literals: tuple[str, ...]
+    probes: tuple[str, ...]
+    escapes: tuple[str, ...]
     folded: tuple[str, ...]
+    gate: re.Pattern[str]
+    pattern: re.Pattern[str]
 
-    def may_match(self, text: str, folded: str) -> bool:
-        """False only when :attr:`pattern` cannot match ``text`` (``folded`` is
-        ``_fold(text)``)."""
-        for group, haystack in (
-            (self.escapes, text),
-            (self.literals, text),
-            (self.folded, folded),
-        ):
-            for needle in group:
-                if needle in haystack:
-                    return True
-        return False
+    def scrub(self, text: str) -> str:
+        """``text`` without any form of this value."""
+        if len(text) < self.shortest:
+            return text
+        # Plain loops: generator expressions cost more than the substring tests themselves.
+        for probe in self.probes:
+            if probe in text:
+                for literal in self.literals:
+                    text = text.replace(literal, REDACTED)
+                break
+        for c in self.escapes:
+            if c in text:
+                if self.gate.search(text) is None:
+                    return text
+                return self.pattern.sub(REDACTED, text)
+        folded = _fold(text)
+        for form in self.folded:
+            if form in folded:
+                return self.pattern.sub(REDACTED, text)
+        return text
+
+
+# Characters the escapes of _char_pattern are made of, beyond the escaped character.
+_ESCAPE_ALPHABET: Final = "\\uUxX0123456789abcdefABCDEF%=&#;"
 
 
 def _needle(value: str) -> _Needle:
@@ -271,32 +289,40 @@ def _needle(value: str) -> _Needle:
         hexes.add(raw.hex())
     forms = _text_forms(value)
     texts = [_text_pattern(text, lossy) for text, lossy in forms]
-    # Longest literal first: at one position the whole base64 wins over its core.
-    ordered = sorted(literals, key=lambda x: (-len(x), x))
-    branches = [re.escape(x) for x in ordered]
-    branches += [f"(?i:{x})" for x in sorted(hexes)]
+    branches = [f"(?i:{x})" for x in sorted(hexes)]
     branches += [f"(?i:{pattern})" for pattern, _ in texts]
-    shortest = min([*(len(x) for x in literals), *(len(x) for x in hexes), *(n for _, n in texts)])
-    # What a match without any escape introducer can be: a text form in some letter case,
-    # with or without its control characters (sanitising strips them).
+    shortest = max(1, min([*(len(x) for x in hexes), *(n for _, n in texts)]))
+    # A match without an escape: a text form in some letter case, with or without its
+    # control characters (sanitising strips them).
     folded = set(hexes)
+    introducers = ["\\", "%", "=", "&"]
+    alphabet = set(_ESCAPE_ALPHABET)
     for text, _ in forms:
         folded.add(_fold(text))
         folded.add(_fold("".join(c for c in text if unicodedata.category(c) != "Cc")))
-    introducers = ["\\", "%", "=", "&"]
+        for c in text:
+            alphabet.update(x for x in (c, c.upper(), c.lower()) if len(x) == 1)
+            if c in _HTML_NAMED:
+                alphabet.update(_HTML_NAMED[c] + _HTML_NAMED[c].upper())
     if " " in value:
         introducers += ["+", "_"]
     if not value.isascii():
         introducers += ["?", "\ufffd"]
-    # A literal containing another one is found whenever the shorter one is.
-    minimal = [x for x in ordered if not any(y != x and y in x for y in literals)]
+    alphabet.update(introducers)
+    # Longest first: the whole base64 goes before its core. A literal containing another
+    # one occurs only where the shorter one does: only the shortest need looking for.
+    ordered = sorted(literals, key=lambda x: (-len(x), x))
+    probes = [x for x in ordered if not any(y != x and y in x for y in literals)]
+    charset = "".join(re.escape(c) for c in sorted(alphabet))
     return _Needle(
         size=len(value),
-        shortest=max(1, shortest),
-        pattern=re.compile("|".join(branches)),
+        shortest=min(shortest, *(len(x) for x in probes)),
+        literals=tuple(ordered),
+        probes=tuple(probes),
         escapes=tuple(introducers),
-        literals=tuple(minimal),
         folded=tuple(sorted(f for f in folded if f)),
+        gate=re.compile(f"[{charset}]{{{shortest},}}"),
+        pattern=re.compile("|".join(branches)),
     )
 
 
@@ -332,16 +358,8 @@ class Redactor:
             return text
         # Longest value first, so that a secret inside a longer registered payload does not
         # leave the payload's remainder behind.
-        folded: str | None = None
         for needle in needles:
-            if len(text) < needle.shortest:
-                continue
-            if folded is None:
-                folded = _fold(text)
-            if needle.may_match(text, folded):
-                scrubbed = needle.pattern.sub(REDACTED, text)
-                if scrubbed != text:
-                    text, folded = scrubbed, None
+            text = needle.scrub(text)
         return text
 
     def clear(self) -> None:
