@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import ClassVar, Literal
 
 from .common import Conn, ServerHandle, as_text, b64
+from .echo import encode_echo
 from .sasl import SaslExchange, SaslOutcome
 from .session import Scenario, Session
 
@@ -253,6 +254,42 @@ class _EchoCredentials(Session):
         self.reply(f"-ERR bad password '{outcome.secret}'")
 
 
+class _EchoEncoded(Session):
+    """Every login fails and the answer carries the secret in the encoding its login name
+    asks for (:data:`~.echo.ECHO_ENCODINGS`); OAuth logins first get an RFC 7628 error
+    challenge whose JSON carries the token escaped (``\\/``, ``\\uXXXX``)."""
+
+    def sasl_mechanisms(self) -> list[str]:
+        return [*super().sasl_mechanisms(), "XOAUTH2", "OAUTHBEARER"]
+
+    def sasl_exchange(self, mech: str, first: bytes | None) -> SaslExchange:
+        if mech in ("XOAUTH2", "OAUTHBEARER"):
+            return self._oauth_echo(mech, first)
+        return super().sasl_exchange(mech, first)
+
+    def _oauth_echo(self, mech: str, first: bytes | None) -> SaslExchange:
+        data = as_text(first if first is not None else (yield ""))
+        # key=value pairs separated by ^A; OAUTHBEARER names the user in its GS2 header
+        # ("n,a=alice,") before the first ^A, XOAUTH2 in a user= pair.
+        header, _, rest = data.partition("\x01")
+        parts = (
+            [*header.split(","), *rest.split("\x01")]
+            if mech == "OAUTHBEARER"
+            else data.split("\x01")
+        )
+        pairs = [part.partition("=") for part in parts]
+        fields = {key: value for key, sep, value in pairs if sep}
+        user = fields.get("user" if mech == "XOAUTH2" else "a", "")
+        token = fields.get("auth", "").removeprefix("Bearer ")
+        escaped = encode_echo("json-ascii", token)
+        yield b64('{"status":"invalid_token","token":"' + escaped + '"}')
+        return SaslOutcome(user, False, token)
+
+    def finish_login(self, outcome: SaslOutcome) -> None:
+        self.log.add_event(self.conn.id, "login-failed", outcome.user)
+        self.reply(f"-ERR [AUTH] bad password {encode_echo(outcome.user, outcome.secret)}")
+
+
 class _EndlessSasl(Session):
     max_sasl_rounds = None
 
@@ -464,6 +501,11 @@ _register(
     reply="-ERR <script>alert(1)</script> \x1b[31mred\x1b[0m",
 )
 _register("echo-credentials", "logins answer -ERR bad password '<secret>'", _EchoCredentials)
+_register(
+    "echo-encoded",
+    "logins fail echoing the secret in the encoding named by the login name (faultserver.echo)",
+    _EchoEncoded,
+)
 _register(
     "stls-required-refuse",
     "CAPA without STLS, STLS -ERR, USER/PASS accepted in plaintext",

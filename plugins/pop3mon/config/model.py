@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,15 +20,11 @@ from typing import Any, Final
 from ..engine.mechanisms import MECHANISMS
 from ..engine.result import ProbeSpec
 from ..engine.stages import LATENCY_PHASES, AddressFamily, Pacing, Security
-from ..secrets import Secret
+from ..secrets import MAX_SECRET_BYTES, Secret, secret_problem
 
 # Mechanisms that send an OAuth token rather than a password (or a digest of one). "auto"
 # picks among the password mechanisms, so it needs a password reference.
 TOKEN_MECHANISMS: Final = frozenset(m.name for m in MECHANISMS.values() if m.secret == "token")
-
-
-# A secret file larger than this is almost certainly the wrong file (a key bundle, a log).
-_MAX_SECRET_FILE: Final = 64 * 1024
 
 
 # ---------------------------------------------------------------------------------------
@@ -133,22 +130,36 @@ class ConnectionType:
     def resolve_secret(self, environ: Mapping[str, str] | None = None) -> tuple[Secret | None, str]:
         """Load the referenced secret now: ``(Secret, "")`` or ``(None, problem)``.
 
-        Returns ``(None, "")`` when no secret is wanted (``auth: none``). The problem text
-        names the variable or file, never any content.
+        Returns ``(None, "")`` when no secret is wanted (``auth: none``). Never raises and
+        never blocks: whatever the reference or the value, a problem is a sentence naming
+        the variable or file and what is wrong, never any content, and it fails only this
+        connection type's auth checks. Every value passes :func:`~pop3mon.secrets.
+        secret_problem`, the one rule, whichever mechanism will carry it.
         """
         if self.auth == "none" or not self.secret_source:
             return None, ""
         kind, _, ref = self.secret_source.partition(":")
         what = self.secret_kind or "password"
         if kind == "env":
+            subject = f"environment variable {_shown(ref)}"
             env = os.environ if environ is None else environ
-            value = env.get(ref)
+            try:
+                value = env.get(ref)
+            except ValueError:  # a name the OS cannot encode (lone surrogate)
+                value = None
             if value is None:
-                return None, f"environment variable {ref} is not set"
+                return None, f"{subject} is not set"
             if value == "":
-                return None, f"environment variable {ref} is empty"
-            return Secret(value, source=self.secret_source), ""
-        return _read_secret_file(Path(ref), what, self.secret_source)
+                return None, f"{subject} is empty"
+        else:
+            subject = f"{what} file {_shown(ref)}"
+            value, problem = _read_secret_file(ref, what)
+            if problem:
+                return None, f"{subject} {problem}"
+        problem = secret_problem(value, what)
+        if problem:
+            return None, f"{subject} is refused: it {problem}"
+        return Secret(value, source=self.secret_source), ""
 
     def to_probe_spec(self, environ: Mapping[str, str] | None = None) -> ProbeSpec:
         """Build the engine's :class:`ProbeSpec`, resolving the secret reference now.
@@ -217,29 +228,78 @@ class Targets:
 # ---------------------------------------------------------------------------------------
 
 
-def _read_secret_file(path: Path, what: str, source: str) -> tuple[Secret | None, str]:
+def _shown(ref: str) -> str:
+    """A variable name or path as it may be shown: controls and lone surrogates escaped."""
+    if ref.isprintable():
+        return ref
+    return ref.encode("unicode_escape", "backslashreplace").decode("ascii")
+
+
+_FILE_TYPES: Final = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _not_regular(mode: int) -> str:
+    """Why a file of this mode cannot hold a secret ("" for a regular file)."""
+    if stat.S_ISREG(mode):
+        return ""
+    name = next((name for test, name in _FILE_TYPES if test(mode)), "not a regular file")
+    return f"is {name}, not a regular file"
+
+
+def _read_secret_file(ref: str, what: str) -> tuple[str, str]:
+    """``(text, "")`` or ``("", problem)``: the file's one line, read without blocking.
+
+    Only a regular file (after following symlinks) is opened, so a FIFO, ``/dev/stdin``
+    or a terminal never blocks the run before any deadline exists; the read is bounded by
+    the largest secret plus a line ending.
+    """
+    largest = MAX_SECRET_BYTES.get(what, MAX_SECRET_BYTES["password"])
+    limit = largest + 2  # and "\r\n"
     try:
-        with path.open("rb") as handle:
-            raw = handle.read(_MAX_SECRET_FILE + 1)
+        # stat() before open(): opening a FIFO for reading blocks until a writer comes.
+        problem = _not_regular(os.stat(ref).st_mode)
+        if problem:
+            return "", problem
+        fd = os.open(ref, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        try:
+            # The path may have been replaced between stat() and open().
+            problem = _not_regular(os.fstat(fd).st_mode)
+            if problem:
+                return "", problem
+            raw = b""
+            while len(raw) <= limit:
+                chunk = os.read(fd, limit + 1 - len(raw))
+                if not chunk:
+                    break
+                raw += chunk
+        finally:
+            os.close(fd)
     except FileNotFoundError:
-        return None, f"{what} file {path} does not exist"
-    except IsADirectoryError:
-        return None, f"{what} file {path} is a directory"
+        return "", "does not exist"
     except PermissionError:
-        return None, f"{what} file {path} is not readable (permission denied)"
+        return "", "is not readable (permission denied)"
     except OSError as exc:
-        return None, f"cannot read {what} file {path}: {exc.strerror or type(exc).__name__}"
-    if len(raw) > _MAX_SECRET_FILE:
-        return None, f"{what} file {path} is larger than {_MAX_SECRET_FILE} bytes"
+        return "", f"cannot be read: {exc.strerror or type(exc).__name__}"
+    except ValueError:  # NUL in the path, or a lone surrogate the OS cannot encode
+        return "", "is not a usable path (it contains a NUL or an unencodable character)"
+    if len(raw) > limit:
+        return "", f"is larger than {largest} bytes (a secret file holds one line)"
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        return None, f"{what} file {path} is not UTF-8 text"
-    # Files written by editors and `echo` end in a newline that is not part of the secret.
+        return "", "is not UTF-8 text"
+    # One line and an optional line ending (editors and `echo` add one); anything after it
+    # is refused by secret_problem, so /etc/shadow behind a symlink is never sent whole.
     if text.endswith("\r\n"):
         text = text[:-2]
     elif text.endswith("\n"):
         text = text[:-1]
     if not text:
-        return None, f"{what} file {path} is empty"
-    return Secret(text, source=source), ""
+        return "", "is empty"
+    return text, ""

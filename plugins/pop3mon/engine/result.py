@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from ..secrets import Secret
 from .defaults import DEFAULTS
+from .mechanisms import MECHANISMS
 from .stages import AddressFamily, Pacing, Security
 
 __all__ = [
@@ -62,6 +63,17 @@ class ProbeSpec:
     collect_uidl: bool = DEFAULTS.collect_uidl
     login_pacing: Pacing = DEFAULTS.login_pacing
     address_family: AddressFamily = DEFAULTS.address_family
+
+    def __post_init__(self) -> None:
+        # The one secret rule holds for every spec, not only those built from a targets
+        # file: a secret it refuses is dropped here, so no mechanism can send it.
+        if self.secret is None:
+            return
+        kind = next((m.secret for m in MECHANISMS.values() if m.name == self.auth), "password")
+        problem = self.secret.problem(kind)
+        if problem:
+            object.__setattr__(self, "secret", None)
+            object.__setattr__(self, "secret_problem", f"the {kind} is refused: it {problem}")
 
 
 #: How a stage ended.
