@@ -74,19 +74,25 @@ def _read(file: Path, display: str) -> bytes:
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "strerror", None) or type(exc).__name__
         raise ConfigError([f"{display}: cannot read the targets file: {reason}"]) from None
-    with os.fdopen(fd, "rb") as handle:
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                what = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
-                raise ConfigError([f"{display}: is {what} — --targets needs the YAML targets file"])
-            if info.st_size > MAX_FILE_BYTES:
-                raise _too_big(display, info.st_size)
-            # Read one byte past the limit: a file that grows while we read is caught too.
-            raw = handle.read(MAX_FILE_BYTES + 1)
-        except OSError as exc:
-            reason = exc.strerror or type(exc).__name__
-            raise ConfigError([f"{display}: cannot read the targets file: {reason}"]) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            what = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+            raise ConfigError([f"{display}: is {what} — --targets needs the YAML targets file"])
+        if info.st_size > MAX_FILE_BYTES:
+            raise _too_big(display, info.st_size)
+        # Up to one byte past the limit: a file that grows while it is read is caught too.
+        chunks: list[bytes] = []
+        left = MAX_FILE_BYTES + 1
+        while left > 0 and (chunk := os.read(fd, min(left, 2**16))):
+            chunks.append(chunk)
+            left -= len(chunk)
+        raw = b"".join(chunks)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError([f"{display}: cannot read the targets file: {reason}"]) from None
+    finally:
+        os.close(fd)
     if len(raw) > MAX_FILE_BYTES:
         raise _too_big(display, None)
     return raw
@@ -115,7 +121,7 @@ def load_targets(path: str | os.PathLike[str]) -> Targets:
         return _load(path)
     except ConfigError:
         raise
-    except (RecursionError, MemoryError, ValueError, OverflowError, UnicodeError) as exc:
+    except (RecursionError, MemoryError, ValueError, OverflowError, OSError) as exc:
         # The checks above bound depth, size, numbers and text; if hostile input still
         # finds a way through, it is one line like every other problem, never a traceback.
         display = _display_name(Path(path))

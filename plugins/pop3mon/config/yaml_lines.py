@@ -157,7 +157,9 @@ class _YamlTree:
                 ]
             )
         if len(loc) > _MAX_DEPTH or self._depth > _MAX_DEPTH:
-            raise _too_deep(self.problems.display, node.start_mark.line + 1, loc)
+            # Only aliases and merges get here (the text itself was bounded when composed):
+            # name the top-level key where the chain starts, not 32 levels of path.
+            raise _too_deep(self.problems.display, self.line(loc[:1]), loc[:1])
 
     def convert(self, node: yaml.Node, loc: Loc) -> Any:
         self._enter(node, loc)
