@@ -165,6 +165,16 @@ CASES: dict[str, tuple[str, list[str]]] = {
             "int_4000_digits.yaml:8: servers[0].connections[0].port: a number with 4000 digits is too large for any setting"
         ],
     ),
+    "impossible_date": (
+        "version: 2001-02-30\n" + ONE.split("\n", 1)[1],
+        ["impossible_date.yaml:1: version: cannot read value: day is out of range for month"],
+    ),
+    "sexagesimal_float_overflow": (
+        conn("        timeout: 1" + ":0" * 400 + ".5\n"),
+        [
+            "sexagesimal_float_overflow.yaml:8: servers[0].connections[0].timeout: a number with 402 digits is too large for any setting"
+        ],
+    ),
     "size_400_digits": (
         conn("        mailbox: {size: {warn: " + "9" * 400 + " B, crit: 2 GB}}\n"),
         [

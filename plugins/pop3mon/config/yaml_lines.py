@@ -18,7 +18,7 @@ from typing import Any, Final
 import yaml
 
 from .model import ConfigError
-from .wording import Loc, _fmt_loc, _show
+from .wording import Loc, _escape, _fmt_loc, _show
 
 _SYNTAX_HINTS: Final[Mapping[str, str]] = {
     "found character '\\t' that cannot start any token": (
@@ -34,7 +34,10 @@ _MAX_NODES: Final = 200_000
 _MAX_DEPTH: Final = 32
 # Larger whole numbers mean nothing in any setting (5 TB in bytes has 13 digits), and
 # Python refuses to print one of more than 4300 digits at all.
-_MAX_INT: Final = 10**18
+_MAX_DIGITS: Final = 18
+_MAX_INT: Final = 10**_MAX_DIGITS
+_INT: Final = "tag:yaml.org,2002:int"
+_FLOAT: Final = "tag:yaml.org,2002:float"
 
 
 def _too_deep(display: str, line: int, loc: Loc = ()) -> ConfigError:
@@ -201,10 +204,14 @@ class _YamlTree:
         except yaml.YAMLError as exc:
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
             problem = f"cannot read value: {problem}"
-        except ValueError:
-            # int() of more than 4300 decimal digits (Python's limit on int/str conversion).
+        except (ValueError, OverflowError) as exc:
+            # int() of more than 4300 decimal digits (Python's limit on int/str conversion),
+            # a float too large for a sexagesimal 1:0:0..., or a date like 2001-02-30.
             digits = sum(ch.isdigit() for ch in node.value)
-            problem = f"a number with {digits} digits is too large for any setting"
+            if node.tag in (_INT, _FLOAT) and digits > _MAX_DIGITS:
+                problem = f"a number with {digits} digits is too large for any setting"
+            else:
+                problem = f"cannot read value: {_escape(' '.join(str(exc).split()), 120)[1:-1]}"
         else:
             if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _MAX_INT:
                 problem = f"{_show(value)} is too large for any setting"
@@ -217,8 +224,6 @@ class _YamlTree:
         return value
 
     def _mapping(self, node: yaml.MappingNode, loc: Loc) -> dict[str, Any]:
-        # Merged mappings recurse here without a deeper path: count and bound them too.
-        self._enter(node, loc)
         out: dict[str, Any] = {}
         merges: list[yaml.Node] = []
         explicit: list[tuple[yaml.Node, yaml.Node]] = []
@@ -233,6 +238,8 @@ class _YamlTree:
         # YAML merge keys (<<: *anchor): earlier sources win, explicit keys win over all.
         for source in reversed(merges):
             if isinstance(source, yaml.MappingNode):
+                # A merge recurses without a longer path: count and bound it here.
+                self._enter(source, loc)
                 self._depth += 1
                 try:
                     out.update(self._mapping(source, loc))
@@ -250,8 +257,7 @@ class _YamlTree:
                 continue
             # Use the key's source text: `on:` or `1:` are names here, not booleans/numbers.
             key = str(key_node.value)
-            bad = _unencodable(key)
-            if bad:
+            if _unencodable(key):
                 self.problems.add(line, (*loc, key), f"the key contains {_SURROGATE_FIX}")
                 continue
             if key in seen:
