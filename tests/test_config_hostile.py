@@ -347,7 +347,9 @@ def test_undecodable_file_name_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_targets(path)
     (line,) = info.value.problems
-    assert line.endswith("t\\udcff.yaml': the file name is not valid UTF-8 — rename the file")
+    assert line.endswith(
+        "t\\udcff.yaml': the path is not valid UTF-8 — rename the file or its directory"
+    )
     assert_clean(info.value)
 
 

@@ -122,7 +122,7 @@ def load_targets(path: str | os.PathLike[str]) -> Targets:
     except ConfigError:
         raise
     except (RecursionError, MemoryError, ValueError, OverflowError, OSError) as exc:
-        # The checks above bound depth, size, numbers and text; if hostile input still
+        # _load and the modules it calls bound depth, size, numbers and text; if input still
         # finds a way through, it is one line like every other problem, never a traceback.
         display = _display_name(Path(path))
         raise ConfigError(
@@ -137,8 +137,10 @@ def _load(path: str | os.PathLike[str]) -> Targets:
     file = Path(path)
     display = _display_name(file)
     if _unencodable(str(file.absolute())):
-        # Its name goes into every report, which are UTF-8 files.
-        raise ConfigError([f"{display}: the file name is not valid UTF-8 — rename the file"])
+        # The path goes into every report, and reports are UTF-8 files.
+        raise ConfigError(
+            [f"{display}: the path is not valid UTF-8 — rename the file or its directory"]
+        )
     raw = _read(file, display)
     digest = hashlib.sha256(raw).hexdigest()
     problems = _Problems(display)
