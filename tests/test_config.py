@@ -30,6 +30,8 @@ from pop3mon.engine.mechanisms import AUTH_SETTINGS, MECHANISMS
 from pop3mon.engine.result import ProbeSpec
 from pop3mon.secrets import Secret
 
+from pop3mon_lab.certs import LabCerts
+
 ROOT = Path(__file__).resolve().parents[1]
 BAD = Path(__file__).resolve().parent / "bad_configs"
 
@@ -465,9 +467,12 @@ def test_line_points_at_connection(cascade: Targets) -> None:
     }
 
 
-def test_paths_relative_to_targets_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_paths_relative_to_targets_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lab_certs: LabCerts
+) -> None:
     (tmp_path / "conf").mkdir()
-    (tmp_path / "conf" / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    # A real CA file: ca_file is loaded when the targets file is.
+    (tmp_path / "conf" / "ca.pem").write_bytes(lab_certs.ca_file.read_bytes())
     text = CASCADE.replace("  tags: [prod, eu]\n", "  tags: [prod, eu]\n  ca_file: ca.pem\n")
     path = write(tmp_path / "conf", text)
     monkeypatch.chdir(tmp_path)  # somewhere else: paths must not depend on the cwd

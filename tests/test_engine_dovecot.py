@@ -20,11 +20,12 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from pop3mon.engine import ProbeResult, ProbeSpec, probe
 from pop3mon.engine.auth import STRENGTH, apop_digest, valid_apop_timestamp
 from pop3mon.engine.wire import ALLOWED_COMMANDS
@@ -577,6 +578,57 @@ def test_pinned_address_checks_the_host_name_not_the_address(
     assert result.tls is not None and result.tls.sni == "pop3.example.net"
     assert result.auth is None
     mark.assert_no_credentials(connections=2)
+
+
+@pytest.mark.parametrize("mode", ("tls", "starttls"))
+def test_ip_address_target_mismatch_is_a_host_name_mismatch(
+    dovecot: DovecotLab, password: Secret, mode: str
+) -> None:
+    """Probing by IP (host 127.0.0.1) a Dovecot whose certificate names only wrong.example:
+    OpenSSL checks the IP SANs (verify code 64, "IP address mismatch"); the result has the
+    kind and wording of a name mismatch, saying what the certificate is for."""
+    spec = spec_for(
+        dovecot, password, mode=mode, mechanism="user", variant="wrong_host", host="127.0.0.1"
+    )
+    mark = LogMark.take(dovecot, "wrong_host", spec.port)
+    result = probe(spec)
+
+    assert result.error_kind == "cert-hostname-mismatch"
+    assert result.error_reason == (
+        "certificate does not match IP address 127.0.0.1 (it is for DNS:wrong.example)"
+    )
+    tls = result.tls
+    assert tls is not None and not tls.verified
+    # The certificate check reports exactly these (checks/tls.py reads verify_*).
+    assert (tls.verify_kind, tls.verify_reason) == (result.error_kind, result.error_reason)
+    assert tls.cert is not None and tls.cert.sans == ("DNS:wrong.example",)
+    assert result.auth is None
+    mark.assert_no_credentials(connections=2)
+
+
+@pytest.mark.parametrize("mode", ("tls", "starttls"))
+def test_unloadable_ca_file_blames_the_configuration_not_the_server(
+    dovecot: DovecotLab, password: Secret, mode: str, tmp_path: Path
+) -> None:
+    """A ca_file that is not PEM (here DER) reaching the engine (changed after the targets
+    file was loaded, or a spec built in code) names the file and is not a handshake
+    failure of a healthy server."""
+    der = x509.load_pem_x509_certificate(dovecot.ca_file.read_bytes()).public_bytes(
+        serialization.Encoding.DER
+    )
+    ca = tmp_path / "ca.der"
+    ca.write_bytes(der)
+    spec = spec_for(dovecot, password, mode=mode, mechanism="user", ca_file=str(ca))
+    mark = LogMark.take(dovecot, "valid", spec.port)
+    result = probe(spec)
+
+    assert result.error_kind == "ca-file-unusable"
+    # The context is built as the TLS step begins: within STLS for STARTTLS.
+    assert result.error_stage == ("tls" if mode == "tls" else "stls")
+    assert result.error_reason.startswith(f"ca_file {ca} cannot be loaded as PEM CA certificates")
+    assert "configuration" in result.error_reason
+    assert result.auth is None and result.tls is None
+    mark.assert_no_credentials()
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import shlex
+import ssl
+import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Final
@@ -69,6 +72,7 @@ _RESERVED_TAGS: Final = frozenset(
 )
 _LABEL_RE: Final = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)\Z")
 _SIZE_RE: Final = re.compile(r"(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\Z")
+_MAX_SIZE: Final = 10**18
 _SIZE_UNITS: Final[Mapping[str, int]] = {
     "B": 1,
     "KB": 10**3,
@@ -256,8 +260,17 @@ def _v_env_name(value: str) -> str:
 
 
 def _v_nonempty_path(value: str) -> str:
+    # The value is not echoed: under account: a misplaced password may sit here.
     if not value.strip():
         raise _bad("must not be empty")
+    if "\0" in value:
+        raise _bad("contains a NUL character (\\0), which no path can — remove it")
+    try:
+        Path(value).expanduser()
+    except RuntimeError:
+        user = value[1:].partition("/")[0]
+        who = f"~{user}: there is no user {user!r}" if user else "~: there is no home directory"
+        raise _bad(f"{who} on this system to expand it — write the full path") from None
     return value
 
 
@@ -271,7 +284,11 @@ def _v_size(value: object) -> object:
             f"{_show(value)} is not a size — write whole bytes or a number with B, KB, MB, "
             "GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024), e.g. 5GB"
         )
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+    size = float(match.group(1)) * _SIZE_UNITS[match.group(2)]
+    # 400 digits are inf as a float; no mailbox holds an exabyte.
+    if not size < _MAX_SIZE:
+        raise _bad(f"{_show(value)} is too large — a mailbox size is below 1 EB")
+    return int(size)
 
 
 def _v_version(value: object) -> object:
@@ -461,20 +478,68 @@ class _Settings(_Model):
 
     @field_validator("ca_file")
     @classmethod
-    def _ca_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
+    def _ca_usable(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return None
         if not value.strip():
             raise _bad("must not be empty — use null for the system CA store")
-        path = _resolve_path(_base_dir(info), value)
-        if not path.exists():
-            raise _bad(
-                f"{_show(value)} does not exist (relative paths start at the directory of "
-                "the targets file)"
-            )
-        if not path.is_file():
-            raise _bad(f"{_show(value)} is not a file — give a PEM file with the CA certificates")
+        _v_nonempty_path(value)
+        problem = _ca_problem(_resolve_path(_base_dir(info), value), value)
+        if problem:
+            raise _bad(f"{_show(value)} {problem}")
         return value
+
+
+# A CA bundle is a few hundred KiB (the whole Mozilla store is about 220 KiB).
+_MAX_CA_FILE: Final = 16 * 2**20
+_PEM_CERT: Final = b"-----BEGIN CERTIFICATE-----"
+_PEM_FIX: Final = "give the CA certificates as PEM (-----BEGIN CERTIFICATE----- blocks)"
+
+
+def _ca_problem(path: Path, given: str) -> str | None:
+    """What makes ``path`` (written ``given`` in the file) unusable as ``ca_file``, or
+    ``None``.
+
+    Checked when the file is loaded, so a wrong file is a configuration error naming it,
+    not a TLS failure blamed on every server that uses it. The last step loads it the way
+    the engine's TLS context will."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return "does not exist (relative paths start at the directory of the targets file)"
+    except (OSError, ValueError) as exc:
+        return f"cannot be read: {getattr(exc, 'strerror', None) or exc} — {_PEM_FIX}"
+    if not stat.S_ISREG(info.st_mode):
+        # A FIFO or a device would block or never end when read.
+        return "is not a file — give a PEM file with the CA certificates"
+    if info.st_size == 0:
+        return f"is empty — {_PEM_FIX}"
+    if info.st_size > _MAX_CA_FILE:
+        return f"is {info.st_size / 2**20:.0f} MiB, too large for a CA bundle — {_PEM_FIX}"
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or type(exc).__name__} — make it readable"
+    if _PEM_CERT not in data:
+        if data[:1] == b"\x30":  # an ASN.1 SEQUENCE: a DER certificate
+            name = shlex.quote(given) if given.isprintable() else "FILE"
+            return (
+                f"is DER (binary), not PEM — convert it: openssl x509 -inform der -in {name} "
+                f"-out {name}.pem"
+            )
+        if b"-----BEGIN " in data:
+            return f"holds PEM blocks but no certificate (a key?) — {_PEM_FIX}"
+        return f"is not a PEM file — {_PEM_FIX}"
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=str(path))
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        why = getattr(exc, "reason", None)
+        said = f" (OpenSSL: {why})" if isinstance(why, str) and why.isprintable() else ""
+        name = shlex.quote(given) if given.isprintable() else "FILE"
+        return (
+            f"has a damaged certificate block{said} — check it with openssl x509 -in {name} -noout"
+        )
+    return None
 
 
 class _Connection(_Settings):

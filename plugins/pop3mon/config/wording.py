@@ -11,8 +11,22 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Sequence
+from typing import Final
 
 Loc = tuple[str | int, ...]
+
+# Longest key shown whole in a field path; a longer one is cut (it is never a valid key).
+_KEY_MAX: Final = 40
+# Integers beyond this many digits are shown by their length: Python refuses to turn one of
+# more than 4300 digits into text at all, and a 4000-digit line helps nobody.
+_DIGITS_MAX: Final = 20
+
+
+def _escape(text: str, limit: int) -> str:
+    """``text`` quoted with control characters, bidi overrides and lone surrogates escaped
+    (``repr`` style) and cut to ``limit`` characters: safe to print and to encode as UTF-8."""
+    cut = text if len(text) <= limit else text[: limit - 3] + "..."
+    return repr(cut)
 
 
 def _fmt_loc(loc: Loc) -> str:
@@ -21,14 +35,29 @@ def _fmt_loc(loc: Loc) -> str:
         if isinstance(seg, int):
             out += f"[{seg}]"
         else:
+            # Keys come from the file: one holding ESC or a line break must not reach the
+            # terminal raw, and a lone surrogate would make the message unprintable.
+            if not seg.isprintable() or len(seg) > _KEY_MAX:
+                seg = _escape(seg, _KEY_MAX)
             out += f".{seg}" if out else seg
     return out
 
 
 def _num(value: float) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**_DIGITS_MAX:
+        return f"a number with {_digits(value)} digits"
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
         return str(int(value))
     return str(value)
+
+
+def _digits(value: int) -> int:
+    """How many decimal digits ``value`` has, without converting it to text (which Python
+    refuses beyond 4300 digits)."""
+    size = abs(value)
+    # bit_length gives the digit count within one; correct it with one comparison.
+    digits = max(1, int(size.bit_length() * 0.30102999566398120))
+    return digits + 1 if size >= 10**digits else digits
 
 
 def _show(value: object) -> str:
@@ -40,8 +69,7 @@ def _show(value: object) -> str:
     if isinstance(value, int | float):
         return _num(value)
     if isinstance(value, str):
-        text = value if len(value) <= 40 else value[:37] + "..."
-        return repr(text)
+        return _escape(value, 40)
     if isinstance(value, list):
         return "a list"
     if isinstance(value, dict):

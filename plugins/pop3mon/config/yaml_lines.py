@@ -3,8 +3,11 @@
 PyYAML *composes* the file into nodes (which carry line marks); :class:`_YamlTree` converts
 the nodes itself so every mapping key and sequence item gets a line, keyed by its path
 (``("servers", 0, "host")``), the same shape as a pydantic error ``loc``. It also refuses
-what a targets file never needs: duplicate keys, unusual tags, recursive aliases and alias
-bombs. :class:`_Problems` collects the resulting lines.
+what a targets file never needs and hostile input uses: duplicate keys, unusual tags,
+recursive aliases, alias and merge bombs, deep nesting (which would exhaust Python's
+stack), numbers too long for Python to print, and text that is not Unicode (lone
+surrogates from ``\\u`` escapes, which no report or terminal can encode).
+:func:`_compose` parses the text; :class:`_Problems` collects the resulting lines.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any, Final
 import yaml
 
 from .model import ConfigError
-from .wording import Loc, _fmt_loc
+from .wording import Loc, _escape, _fmt_loc, _show
 
 _SYNTAX_HINTS: Final[Mapping[str, str]] = {
     "found character '\\t' that cannot start any token": (
@@ -26,6 +29,87 @@ _SYNTAX_HINTS: Final[Mapping[str, str]] = {
 # Aliases can expand a tiny file into a huge tree ("billion laughs"); no real targets file
 # comes close to this many nodes.
 _MAX_NODES: Final = 200_000
+# The deepest path a targets file needs is six levels (servers[0].connections[0].latency.
+# total.warn). PyYAML composes recursively and so do we: 20,000 "[" would exhaust the stack.
+_MAX_DEPTH: Final = 32
+# Larger whole numbers mean nothing in any setting (5 TB in bytes has 13 digits), and
+# Python refuses to print one of more than 4300 digits at all.
+_MAX_DIGITS: Final = 18
+_MAX_INT: Final = 10**_MAX_DIGITS
+_INT: Final = "tag:yaml.org,2002:int"
+_FLOAT: Final = "tag:yaml.org,2002:float"
+
+
+def _too_deep(display: str, line: int, loc: Loc = ()) -> ConfigError:
+    where = f"{_fmt_loc(loc)}: " if loc else ""
+    return ConfigError(
+        [
+            f"{display}:{line}: {where}nested deeper than {_MAX_DEPTH} levels — a targets "
+            "file needs about 6; is this the right file?"
+        ]
+    )
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with a bound on nesting, checked before each level recurses."""
+
+    def __init__(self, text: str, display: str) -> None:
+        super().__init__(text)
+        self._display = display
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > _MAX_DEPTH:
+                event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
+                mark = event.start_mark
+                raise _too_deep(self._display, mark.line + 1 if mark else 1)
+            return super().compose_node(parent, index)  # type: ignore[arg-type]
+        finally:
+            self._depth -= 1
+
+
+def _compose(text: str, display: str) -> yaml.Node | None:
+    """The node tree of ``text`` (``None`` for an empty document); syntax problems raise
+    :class:`ConfigError` with their line."""
+    try:
+        loader = _Loader(text, display)
+    except yaml.reader.ReaderError as exc:
+        # Raised before parsing: the reader refuses control characters (a binary file).
+        line = text[: exc.position].count("\n") + 1
+        code = exc.character if isinstance(exc.character, int) else ord(str(exc.character))
+        raise ConfigError(
+            [
+                f"{display}:{line}: the file contains the character U+{code:04X}, which YAML "
+                "does not allow — a targets file is UTF-8 text; is this the right file?"
+            ]
+        ) from None
+    try:
+        return loader.get_single_node()
+    except yaml.YAMLError as exc:
+        line, message = _syntax_problem(exc)
+        raise ConfigError([f"{display}:{line}: {message}"]) from None
+    finally:
+        loader.dispose()
+
+
+def _unencodable(text: str) -> str | None:
+    """The first lone surrogate in ``text``, escaped (``'\\ud800'``), or ``None``.
+
+    YAML's ``"\\ud800"`` escape makes one; it is not a character, so the text could be
+    neither printed nor written to a report."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return repr(text[exc.start])
+    return None
+
+
+_SURROGATE_FIX: Final = (
+    "a lone UTF-16 surrogate from a \\u escape, which is not a character — write the "
+    "character itself, or one \\U escape of 8 hex digits"
+)
 
 
 class _Problems:
@@ -56,6 +140,7 @@ class _YamlTree:
         # Paths whose value could not be read; schema errors about them would only repeat it.
         self.broken: set[Loc] = set()
         self._count = 0
+        self._depth = 0
 
     def line(self, loc: Loc) -> int:
         """The line of ``loc`` or of its nearest ancestor that has one."""
@@ -63,7 +148,9 @@ class _YamlTree:
             loc = loc[:-1]
         return self.lines.get(loc, 1)
 
-    def convert(self, node: yaml.Node, loc: Loc) -> Any:
+    def _enter(self, node: yaml.Node, loc: Loc) -> None:
+        """Count one more value (alias bombs) and bound the depth (alias and merge chains
+        nest deeper than the text does)."""
         self._count += 1
         if self._count > _MAX_NODES:
             raise ConfigError(
@@ -72,6 +159,13 @@ class _YamlTree:
                     "too many values (aliases nested too deep?)"
                 ]
             )
+        if len(loc) > _MAX_DEPTH or self._depth > _MAX_DEPTH:
+            # Only aliases and merges get here (the text itself was bounded when composed):
+            # name the top-level key where the chain starts, not 32 levels of path.
+            raise _too_deep(self.problems.display, self.line(loc[:1]), loc[:1])
+
+    def convert(self, node: yaml.Node, loc: Loc) -> Any:
+        self._enter(node, loc)
         if id(node) in self._active:
             # Fatal: the structure around it would only produce confusing follow-up errors.
             line = self.line(loc)
@@ -79,13 +173,7 @@ class _YamlTree:
                 [f"{self.problems.display}:{line}: {_fmt_loc(loc)}: recursive YAML alias"]
             )
         if isinstance(node, yaml.ScalarNode):
-            try:
-                return self._constructor.construct_object(node, deep=True)
-            except yaml.YAMLError as exc:
-                problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-                self.problems.add(node.start_mark.line + 1, loc, f"cannot read value: {problem}")
-                self.broken.add(loc)
-                return None
+            return self._scalar(node, loc)
         if node.tag not in ("tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"):
             # !!set, !!omap, !!python/... : nothing in this file needs them.
             self.problems.add(
@@ -94,6 +182,7 @@ class _YamlTree:
             self.broken.add(loc)
             return None
         self._active.add(id(node))
+        self._depth += 1
         try:
             if isinstance(node, yaml.SequenceNode):
                 out: list[Any] = []
@@ -104,7 +193,35 @@ class _YamlTree:
             assert isinstance(node, yaml.MappingNode)
             return self._mapping(node, loc)
         finally:
+            self._depth -= 1
             self._active.discard(id(node))
+
+    def _scalar(self, node: yaml.ScalarNode, loc: Loc) -> Any:
+        line = node.start_mark.line + 1
+        problem = ""
+        try:
+            value = self._constructor.construct_object(node, deep=True)
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            problem = f"cannot read value: {problem}"
+        except (ValueError, OverflowError) as exc:
+            # int() of more than 4300 decimal digits (Python's limit on int/str conversion),
+            # a float too large for a sexagesimal 1:0:0..., or a date like 2001-02-30.
+            digits = sum(ch.isdigit() for ch in node.value)
+            if node.tag in (_INT, _FLOAT) and digits > _MAX_DIGITS:
+                problem = f"a number with {digits} digits is too large for any setting"
+            else:
+                problem = f"cannot read value: {_escape(' '.join(str(exc).split()), 120)[1:-1]}"
+        else:
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _MAX_INT:
+                problem = f"{_show(value)} is too large for any setting"
+            elif isinstance(value, str) and (bad := _unencodable(value)):
+                problem = f"the text contains {bad}, {_SURROGATE_FIX}"
+        if problem:
+            self.problems.add(line, loc, problem)
+            self.broken.add(loc)
+            return None
+        return value
 
     def _mapping(self, node: yaml.MappingNode, loc: Loc) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -121,7 +238,13 @@ class _YamlTree:
         # YAML merge keys (<<: *anchor): earlier sources win, explicit keys win over all.
         for source in reversed(merges):
             if isinstance(source, yaml.MappingNode):
-                out.update(self._mapping(source, loc))
+                # A merge recurses without a longer path: count and bound it here.
+                self._enter(source, loc)
+                self._depth += 1
+                try:
+                    out.update(self._mapping(source, loc))
+                finally:
+                    self._depth -= 1
             else:
                 self.problems.add(
                     source.start_mark.line + 1, loc, "'<<' must merge a mapping (an &anchor)"
@@ -134,6 +257,9 @@ class _YamlTree:
                 continue
             # Use the key's source text: `on:` or `1:` are names here, not booleans/numbers.
             key = str(key_node.value)
+            if _unencodable(key):
+                self.problems.add(line, (*loc, key), f"the key contains {_SURROGATE_FIX}")
+                continue
             if key in seen:
                 self.problems.add(line, (*loc, key), f"duplicate key (first at line {seen[key]})")
                 continue

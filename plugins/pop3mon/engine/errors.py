@@ -79,6 +79,7 @@ ErrorKind = Literal[
     "cert-unknown-ca",
     "cert-incomplete-chain",
     "cert-unparseable",
+    "ca-file-unusable",
     # authentication and policy
     "policy",
     "auth-failed",
@@ -239,6 +240,8 @@ _VERIFY_CODES: dict[int, tuple[ErrorKind, str]] = {
     ),
     21: ("cert-incomplete-chain", "unable to verify the first certificate (incomplete chain)"),
     62: ("cert-hostname-mismatch", "certificate does not match the host name"),
+    # An IP-address target is checked against the IP SANs: the same fault for the admin.
+    64: ("cert-hostname-mismatch", "certificate does not match the IP address"),
 }
 
 

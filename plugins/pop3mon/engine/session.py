@@ -175,7 +175,8 @@ class _Probe:
                 )
             elif cert is not None and exc.kind == "cert-hostname-mismatch":
                 names = ", ".join(cert.sans) or cert.subject
-                reason = f"certificate does not match host name {spec.host} (it is for {names})"
+                target = "IP address" if is_ip(spec.host) else "host name"
+                reason = f"certificate does not match {target} {spec.host} (it is for {names})"
             elif cert is not None and exc.kind == "cert-not-yet-valid":
                 reason = f"certificate is not valid before {cert.not_before[:10]}"
             # A better reason makes a new error, redacted like every other one.

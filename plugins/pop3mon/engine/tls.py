@@ -33,9 +33,22 @@ _VERSIONS = {
 
 @functools.lru_cache(maxsize=64)
 def client_context(ca_file: str, min_version: str, verify: bool) -> ssl.SSLContext:
-    """A verifying client context (shared; SSLContext is safe to use from many threads)."""
+    """A verifying client context (shared; SSLContext is safe to use from many threads).
+
+    Raises :class:`TLSError` (``ca-file-unusable``) when ``ca_file`` cannot be loaded: the
+    configuration checks it at load time, so this is a file changed since, or a spec
+    built in code; either way it is this side's problem, not the server's."""
     if verify:
-        ctx = ssl.create_default_context(cafile=ca_file or None)
+        try:
+            ctx = ssl.create_default_context(cafile=ca_file or None)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            why = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+            raise TLSError(
+                f"ca_file {sanitize(ca_file, 200)} cannot be loaded as PEM CA certificates "
+                f"({sanitize(str(why), 200)}) — fix the monitor's configuration (the TLS handshake "
+                "was not attempted)",
+                kind="ca-file-unusable",
+            ) from None
     else:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False
