@@ -1,0 +1,1 @@
+"""The monitor's memory: a SQLite history of runs, states with a "since", and changes."""
