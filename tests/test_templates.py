@@ -165,9 +165,24 @@ def test_run_monitor_ok_writes_reports(ok_targets: Path, tmp_path: Path) -> None
     assert "pop3mon: exit 0" in proc.stderr
     assert (reports / "junit.xml").exists() and (reports / "report.html").exists()
     assert 'name="test_login[ok-tls]"' in (reports / "junit.xml").read_text(encoding="utf-8")
-    # A report of an earlier run is never left behind looking current.
-    if (reports / "results.json").exists():
-        assert (reports / "results.json").read_text(encoding="utf-8") != "stale"
+    # The new set replaced the earlier run's files (none is left behind looking current).
+    assert (reports / "results.json").read_text(encoding="utf-8") != "stale"
+    # pytest's cache (the login ledger) lives with the reports, not in the checkout.
+    assert (reports / ".pytest_cache").is_dir()
+
+
+def test_run_monitor_keeps_the_previous_reports_on_a_config_error(
+    ok_targets: Path, tmp_path: Path
+) -> None:
+    reports = tmp_path / "out"
+    assert run_monitor(f"--targets={ok_targets}", f"--reports={reports}").returncode == 0
+    before = {p.name: p.read_bytes() for p in reports.iterdir() if p.is_file()}
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("version: 1\nservers: [{name: x}]\n", encoding="utf-8")
+    proc = run_monitor(f"--targets={broken}", f"--reports={reports}")
+    assert proc.returncode == 2 and "targets file error" in proc.stderr, proc.stderr
+    after = {p.name: p.read_bytes() for p in reports.iterdir() if p.is_file()}
+    assert after == before
 
 
 def test_run_monitor_crit_exits_1(crit_targets: Path, tmp_path: Path) -> None:
