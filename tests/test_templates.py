@@ -363,6 +363,28 @@ def test_gitlab_pipeline_schema(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- the lock
 
 
+def test_templates_keep_the_history_between_scheduled_runs() -> None:
+    """The history database and pytest's cache (the login ledger) survive between runs:
+    GitHub restores the newest saved copy before the run and saves one after it (also when
+    a check failed), GitLab caches them always, systemd keeps them in its StateDirectory."""
+    kept = {"reports/history.sqlite", "reports/.pytest_cache"}
+    steps = _load(GITHUB)["jobs"]["monitor"]["steps"]
+    names = [s.get("name", "") for s in steps]
+    restore = steps[names.index("Restore history")]
+    save = steps[names.index("Save history")]
+    assert names.index("Restore history") < names.index("Monitor") < names.index("Save history")
+    assert str(restore["uses"]).startswith("actions/cache/restore@")
+    assert str(save["uses"]).startswith("actions/cache/save@") and "cancelled" in save["if"]
+    for step in (restore, save):
+        assert set(step["with"]["path"].split()) == kept
+    assert restore["with"]["restore-keys"] and save["with"]["key"] == restore["with"]["key"]
+    history = _load(GITLAB)["pop3mon"]["cache"][1]
+    assert set(history["paths"]) == kept and history["when"] == "always"
+    service = (ROOT / "ci" / "systemd" / "pop3mon.service").read_text(encoding="utf-8")
+    assert "StateDirectory=pop3mon" in service
+    assert "--reports=/var/lib/pop3mon/reports" in service
+
+
 def test_templates_install_from_the_lock() -> None:
     """Every template runs ci/run-monitor, which installs requirements.lock hash-checked;
     the CI caches are keyed on the lock, so a refreshed lock is a fresh cache."""
@@ -374,7 +396,8 @@ def test_templates_install_from_the_lock() -> None:
     steps = _load(GITHUB)["jobs"]["monitor"]["steps"]
     setup = next(s for s in steps if str(s.get("uses", "")).startswith("actions/setup-python@"))
     assert setup["with"]["cache-dependency-path"] == "requirements.lock"
-    assert _load(GITLAB)["pop3mon"]["cache"]["key"]["files"] == ["requirements.lock"]
+    caches = _load(GITLAB)["pop3mon"]["cache"]
+    assert caches[0]["key"]["files"] == ["requirements.lock"]
     service = (ROOT / "ci" / "systemd" / "pop3mon.service").read_text(encoding="utf-8")
     assert "requirements.lock" in service and "Environment=POP3MON_NO_INSTALL=1" in service
 
