@@ -9,14 +9,15 @@ contains no script, no external reference and no font download.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from html import escape
 
 from ..engine.result import ProbeResult
 from ..engine.stages import PHASE_LABELS, stage_index
 from ..verdict import Verdict
 
-__all__ = ["waterfall_svg"]
+__all__ = ["sparkline_svg", "waterfall_svg"]
 
 _LABEL_W = 190  # left column: phase names
 _BAR_W = 430  # the time axis
@@ -146,3 +147,56 @@ def waterfall_svg(
         )
     out.append("</svg>")
     return "".join(out)
+
+
+def sparkline_svg(
+    points: Sequence[tuple[float, float | None, str]], title: str = "", width: int = 160
+) -> str:
+    """A small inline SVG of one connection type's total latency over its last runs.
+
+    ``points`` are ``(run start epoch, total seconds or None, worst verdict)`` oldest first;
+    a run without a total (it failed before) is a red tick at the bottom, a WARN/CRIT run's
+    dot is amber/red. Every point has a ``<title>`` with its time and value (no script).
+    """
+    height, pad = 28, 3
+    values = [v for _, v, _ in points if v is not None]
+    top = max(values) if values else 0.0
+    top = top if top > 0 else 1.0
+    step = (width - 2 * pad) / max(1, len(points) - 1)
+    out = [
+        f'<svg class="p3m-spark" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="{escape(title or "latency over the last runs")}">'
+    ]
+    line: list[str] = []
+    for i, (when, value, verdict) in enumerate(points):
+        x = pad + i * step
+        stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(when))
+        if value is None:
+            if len(line) > 1:
+                out.append(_polyline(line))
+            line = []
+            out.append(
+                f"<g><title>{escape(f'{stamp}: no total ({verdict})')}</title>"
+                f'<rect x="{x - 1:.1f}" y="{height - 6}" width="2" height="6" '
+                f'fill="{_COLOURS["fail"]}"/></g>'
+            )
+            continue
+        y = height - pad - (value / top) * (height - 2 * pad)
+        line.append(f"{x:.1f},{y:.1f}")
+        colour = _colour("", verdict) if verdict in (Verdict.WARN, Verdict.CRIT) else "#3b7dd8"
+        out.append(
+            f"<g><title>{escape(f'{stamp}: {_ms(value)} ({verdict})')}</title>"
+            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="1.8" fill="{colour}"/></g>'
+        )
+    if len(line) > 1:
+        out.append(_polyline(line))
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _polyline(points: list[str]) -> str:
+    return (
+        f'<polyline points="{" ".join(points)}" fill="none" stroke="#3b7dd8" '
+        'stroke-width="1" opacity="0.6"/>'
+    )
