@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -26,7 +27,7 @@ from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 from pop3mon.config import ConfigError, NotifySettings, NotifyTarget, load_targets
 from pop3mon.config.model import DEFAULT_NOTIFY_ON
-from pop3mon.history.model import Change
+from pop3mon.history.model import Change, CheckState
 from pop3mon.notify import RunSummary, compose, deliver, rule_of, select
 from pop3mon.secrets import REDACTED, Secret
 from pop3mon.verdict import Verdict
@@ -491,6 +492,50 @@ def test_a_long_run_lists_fifty_lines_and_counts_the_rest() -> None:
     assert "- … and 30 more (see the report)" in message.body
 
 
+def test_a_url_file_follows_the_secret_file_rules(tmp_path: Path) -> None:
+    fifo = tmp_path / "url.fifo"
+    os.mkfifo(fifo)
+    big = tmp_path / "big.url"
+    big.write_text("json://x.example/" + "a" * 20000)
+    settings = NotifySettings(
+        targets=(
+            _target(f"file:{fifo}", name="fifo"),
+            _target(f"file:{big}", name="big"),
+            _target(f"file:{tmp_path / 'none.url'}", name="none"),
+        ),
+        timeout=5,
+    )
+    warnings = deliver(settings, _changes(), RUN, environ={})
+    assert warnings == [
+        f"notification to fifo failed: notification URL file {fifo} is a FIFO (named pipe), "
+        "not a regular file",
+        f"notification to big failed: notification URL file {big} is larger than 16384 bytes "
+        "(a secret file holds one line)",
+        f"notification to none failed: notification URL file {tmp_path / 'none.url'} does "
+        "not exist",
+    ]
+
+
+def test_run_summary_from_targets_and_states(tmp_path: Path) -> None:
+    (tmp_path / "targets.yaml").write_text(
+        "version: 1\n"
+        "servers:\n"
+        "  - {name: mail1, host: mail1.example, tags: [eu],"
+        " connections: [{security: tls, auth: none}]}\n"
+    )
+    targets = load_targets(tmp_path / "targets.yaml")
+    states = [
+        CheckState("mail1:995-tls", "login", CRIT, "soft", T0, 1, OK),
+        CheckState("mail1:995-tls", "capa", OK, "hard", T0, 3, WARN, flapping=True),
+    ]
+    run = RunSummary.build(targets, states, tmp_path / "report.html")
+    assert run.targets_name == "targets.yaml"
+    assert run.report == str(tmp_path / "report.html")
+    assert run.soft == frozenset({("mail1:995-tls", "login")})
+    assert run.flapping == frozenset({"mail1:995-tls"})
+    assert run.tags["mail1:995-tls"] == ("eu",)
+
+
 # -- the notify: section ------------------------------------------------------------------
 
 
@@ -576,3 +621,16 @@ def test_two_runs_notify_the_change_once(webhook: Webhook) -> None:  # pragma: n
     ``webhook.payloads()`` as above.
     """
     pytest.fail("wire the end-to-end run here once the history store is merged")
+
+
+def test_the_commented_notify_example_in_targets_yaml_loads(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[1] / "targets.yaml"
+    text = root.read_text(encoding="utf-8")
+    start = text.index("# notify:\n")
+    example = "".join(line[2:] + "\n" for line in text[start:].splitlines())
+    (tmp_path / "targets.yaml").write_text(text[:start] + example)
+    notify = load_targets(tmp_path / "targets.yaml").notify
+    assert notify is not None
+    assert [t.name for t in notify.targets] == ["admins", ""]
+    assert notify.targets[1].on == frozenset({"hard", "recovered", "drift", "warn"})
+    assert notify.report_url == "https://monitor.example/pop3mon/report.html"
