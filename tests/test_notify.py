@@ -11,6 +11,8 @@ import json
 import logging
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pop3mon
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPServer
@@ -151,9 +154,16 @@ def smtp_sink() -> Iterator[Sink]:
         controller.stop()
 
 
-@pytest.fixture
-def hanging_port() -> Iterator[int]:
+@dataclass
+class Hanging:
     """A port that accepts connections and never says a word."""
+
+    port: int
+    held: list[socket.socket]
+
+
+@pytest.fixture
+def hanging() -> Iterator[Hanging]:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
@@ -172,7 +182,7 @@ def hanging_port() -> Iterator[int]:
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
     try:
-        yield listener.getsockname()[1]
+        yield Hanging(port=listener.getsockname()[1], held=held)
     finally:
         stop.set()
         thread.join()
@@ -352,7 +362,7 @@ def test_mail_arrives_at_a_real_smtp_sink_without_any_secret(
 
 def test_failing_endpoints_are_warnings_within_the_deadline_and_others_still_get_theirs(
     webhook: Webhook,
-    hanging_port: int,
+    hanging: Hanging,
     caplog: pytest.LogCaptureFixture,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
@@ -360,7 +370,8 @@ def test_failing_endpoints_are_warnings_within_the_deadline_and_others_still_get
     closed = _free_port()  # nothing listens there: connection refused
     env = {
         "REFUSED": f"json://127.0.0.1:{closed}/hook/{HOOK_TOKEN}",
-        "HANGS": f"json://127.0.0.1:{hanging_port}/hook/{HOOK_TOKEN}?rto=30&cto=30",
+        # Its own read timeout is long: the deadline bounds it.
+        "HANGS": f"json://127.0.0.1:{hanging.port}/hook/{HOOK_TOKEN}?rto=300&cto=300",
         "WORKS": webhook.url(),
         "MAIL": (
             f"mailto://u:{SMTP_PASSWORD}@127.0.0.1:{closed}"
@@ -396,6 +407,35 @@ def test_failing_endpoints_are_warnings_within_the_deadline_and_others_still_get
     assert "failed: " in by_name["notification to json://127.0.0.1"]
     out, err = capfd.readouterr()
     _assert_no_sentinel(out, err, caplog.text, *warnings)
+
+
+_EXIT_SCRIPT = """
+import sys, time
+from pop3mon.config import NotifySettings, NotifyTarget
+from pop3mon.history.model import Change
+from pop3mon.notify import RunSummary, deliver
+from pop3mon.verdict import Verdict
+target = NotifyTarget("hangs", "env:HANGS", frozenset({"hard"}), (), (), 1)
+change = Change("new", "a:995-tls", "login", Verdict.OK, Verdict.CRIT, "refused", 0.0)
+url = f"json://127.0.0.1:{sys.argv[1]}/hook/x?rto=300&cto=300"
+print(deliver(NotifySettings((target,), timeout=2), [change], RunSummary("t"), {"HANGS": url}))
+"""
+
+
+def test_a_hanging_endpoint_does_not_hold_the_process_at_exit(hanging: Hanging) -> None:
+    # Apprise sends from a thread pool whose threads the interpreter joins at exit: with
+    # the URL's own read timeout (300 s) the process would outlive the run by minutes.
+    start = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, "-c", _EXIT_SCRIPT, str(hanging.port)],
+        env={**os.environ, "PYTHONPATH": str(Path(pop3mon.__file__).parents[1])},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert time.monotonic() - start < 2 + 5, "ends soon after the 2 s deadline"
+    assert "notification to hangs failed: no answer within 2 s" in out.stdout, out
 
 
 def test_no_change_sends_nothing(webhook: Webhook, smtp_sink: Sink) -> None:

@@ -178,6 +178,32 @@ def _register_url(url: str) -> None:
     REDACTOR.register(*(p for p in parts if p))
 
 
+def _bounded(url: str, timeout: float) -> str:
+    """``url`` with Apprise's socket timeouts (``cto`` connect, ``rto`` read; every plugin
+    takes them) at most ``timeout``: the run stops waiting at the deadline, but Apprise's
+    worker threads are joined when the process exits, so a hanging endpoint must not keep
+    one alive for longer than the deadline (Apprise's e-mail default is 15 s, a URL may say
+    more)."""
+    base, sep, rest = url.partition("?")
+    query, hash_, fragment = rest.partition("#")
+    kept: list[str] = []
+    limits = {"cto": timeout, "rto": timeout}
+    for piece in query.split("&") if sep else []:
+        key, _, value = piece.partition("=")
+        if key in limits:
+            try:
+                given = float(value)
+            except ValueError:
+                continue
+            if 0 < given < limits[key]:
+                limits[key] = given
+            continue
+        if piece:
+            kept.append(piece)
+    kept += [f"{key}={limit:g}" for key, limit in limits.items()]
+    return f"{base}?{'&'.join(kept)}{hash_}{fragment}"
+
+
 def _endpoint(url: str) -> str:
     """``scheme://host`` of a URL, redacted: what a warning names when a target has no
     name."""
@@ -220,6 +246,7 @@ def deliver(
                 warnings.append(f"notification to {_label(target, index)} failed: {problem}")
                 continue
             _register_url(url.reveal())
+            url = Secret(_bounded(url.reveal(), settings.timeout), source=url.source)
             # Composed after the registration, so the message cannot carry the URL.
             message = compose(chosen, settings, run)
             if message is None:
