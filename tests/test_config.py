@@ -672,6 +672,8 @@ def test_root_targets_yaml_mentions_every_option() -> None:
         schema._Cert,
         schema._Mailbox,
         schema._SecondsPair,
+        schema._Notify,
+        schema._NotifyTarget,
     )
     for model in models:
         for key in model.model_fields:

@@ -1,6 +1,7 @@
 """The layering of docs/ARCHITECTURE.md, checked on the code itself.
 
-Imports only point down (engine <- checks/config <- probestore <- report <- plugin), the
+Imports only point down (engine <- checks/config <- probestore <- history <- notify <- report
+<- plugin), the
 engine, checks, config and the probe store import no pytest, and the product package never
 imports the lab.
 """
@@ -25,9 +26,11 @@ LAYERS = {
     "checks": 3,
     "config": 3,
     "probestore": 4,
-    "report": 5,
-    "plugin": 6,
-    "tests_targets": 7,
+    "history": 5,
+    "notify": 6,
+    "report": 7,
+    "plugin": 8,
+    "tests_targets": 9,
 }
 
 

@@ -38,14 +38,27 @@ misplaced password is the likeliest thing to be there.
 
 from ..engine.stages import LATENCY_PHASES
 from .load import ENV_VAR, load_targets, targets_path
-from .model import ConfigError, ConnectionType, LatencyThresholds, Targets
+from .model import (
+    NOTIFY_RULES,
+    ConfigError,
+    ConnectionType,
+    LatencyThresholds,
+    NotifyRule,
+    NotifySettings,
+    NotifyTarget,
+    Targets,
+)
 
 __all__ = [
     "ENV_VAR",
     "LATENCY_PHASES",
+    "NOTIFY_RULES",
     "ConfigError",
     "ConnectionType",
     "LatencyThresholds",
+    "NotifyRule",
+    "NotifySettings",
+    "NotifyTarget",
     "Targets",
     "load_targets",
     "targets_path",

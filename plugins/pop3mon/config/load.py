@@ -21,8 +21,8 @@ from pydantic import ValidationError
 
 from .cascade import _build
 from .messages import _allowed, _schema_message
-from .model import ConfigError, Targets
-from .schema import _File
+from .model import ConfigError, NotifySettings, NotifyTarget, Targets
+from .schema import _File, _Notify, _resolve_path
 from .wording import Loc, _closest, _escape, _show
 from .yaml_lines import _compose, _Problems, _unencodable, _YamlTree
 
@@ -194,9 +194,52 @@ def _load(path: str | os.PathLike[str]) -> Targets:
     problems.raise_if_any()
 
     connections = _build(model, tree, base_dir, problems)
+    notify = _notify(model.notify, tree, base_dir, problems) if model.notify else None
     problems.raise_if_any()
     return Targets(
         path=file.resolve(),
         sha256=digest,
         connections=tuple(sorted(connections, key=lambda c: c.id)),
+        notify=notify,
+    )
+
+
+def _notify(
+    section: _Notify, tree: _YamlTree, base_dir: Path, problems: _Problems
+) -> NotifySettings:
+    """The ``notify:`` section as :class:`NotifySettings`: file references made absolute,
+    each target's rules defaulting to the section's, names unique."""
+    targets: list[NotifyTarget] = []
+    seen: dict[str, int] = {}
+    for i, target in enumerate(section.targets):
+        loc: Loc = ("notify", "targets", i)
+        line = tree.line(loc)
+        if target.name is not None:
+            if target.name in seen:
+                problems.add(
+                    tree.line((*loc, "name")),
+                    (*loc, "name"),
+                    f"duplicate target name {_show(target.name)} (first at line "
+                    f"{seen[target.name]}) — names tell the targets apart in warnings",
+                )
+            seen.setdefault(target.name, tree.line((*loc, "name")))
+        if target.url_env is not None:
+            source = f"env:{target.url_env}"
+        else:
+            source = f"file:{_resolve_path(base_dir, target.url_file or '')}"
+        targets.append(
+            NotifyTarget(
+                name=target.name or "",
+                url_source=source,
+                on=frozenset(section.on if target.on is None else target.on),
+                tags=tuple(dict.fromkeys(target.tags)),
+                connections=tuple(dict.fromkeys(target.connections)),
+                line=line,
+            )
+        )
+    return NotifySettings(
+        targets=tuple(targets),
+        title=section.title,
+        report_url=section.report_url or "",
+        timeout=section.timeout,
     )

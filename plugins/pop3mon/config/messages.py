@@ -25,6 +25,9 @@ _LITERAL_TOKEN_KEYS: Final = frozenset(
     {"token", "access_token", "oauth_token", "bearer", "bearer_token"}
 )
 
+# Keys people use for a literal notification URL under notify: (it holds credentials).
+_LITERAL_URL_KEYS: Final = frozenset({"url", "urls", "webhook", "apprise", "uri"})
+
 # Where keys belong when someone puts them at the wrong level.
 _BELONGS: Final[Mapping[str, str]] = {
     "port": "it belongs on each entry under connections:",
@@ -102,6 +105,12 @@ def _unknown_key(loc: Loc) -> str:
             "environment variable and write token_env: VAR_NAME, or in a file only the "
             f"monitor can read and write token_file: PATH{where}"
         )
+    if parent[:1] == ("notify",) and key in _LITERAL_URL_KEYS:
+        return (
+            "notification URLs are not allowed in the targets file (they hold tokens and "
+            "passwords) — put the Apprise URL in an environment variable and write url_env: "
+            "VAR_NAME, or in a file only the monitor can read and write url_file: PATH"
+        )
     allowed = _allowed(parent)
     if parent and parent[-1] == "latency" and key not in allowed:
         return f"unknown phase — phases are {', '.join(LATENCY_PHASES)}{_suggest(key, allowed)}"
@@ -130,7 +139,8 @@ def _schema_message(err: Mapping[str, Any]) -> str:
     kind: str = err["type"]
     value = err.get("input")
     ctx: Mapping[str, Any] = err.get("ctx") or {}
-    secretish = "account" in loc
+    # Under notify: a value may be a pasted Apprise URL (with its token): never echoed.
+    secretish = "account" in loc or loc[:1] == ("notify",)
     shown = _kind(value) if secretish else _show(value)
     if kind == "pop3mon":
         return str(ctx.get("message", err["msg"]))

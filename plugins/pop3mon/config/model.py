@@ -15,7 +15,7 @@ import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal, get_args
 
 from ..engine.mechanisms import MECHANISMS
 from ..engine.result import ProbeSpec
@@ -138,28 +138,7 @@ class ConnectionType:
         """
         if self.auth == "none" or not self.secret_source:
             return None, ""
-        kind, _, ref = self.secret_source.partition(":")
-        what = self.secret_kind or "password"
-        if kind == "env":
-            subject = f"environment variable {_shown(ref)}"
-            env = os.environ if environ is None else environ
-            try:
-                value = env.get(ref)
-            except ValueError:  # a name the OS cannot encode (lone surrogate)
-                value = None
-            if value is None:
-                return None, f"{subject} is not set"
-            if value == "":
-                return None, f"{subject} is empty"
-        else:
-            subject = f"{what} file {_shown(ref)}"
-            value, problem = _read_secret_file(ref, what)
-            if problem:
-                return None, f"{subject} {problem}"
-        problem = secret_problem(value, what)
-        if problem:
-            return None, f"{subject} is refused: it {problem}"
-        return Secret(value, source=self.secret_source), ""
+        return read_reference(self.secret_source, self.secret_kind or "password", environ)
 
     def to_probe_spec(self, environ: Mapping[str, str] | None = None) -> ProbeSpec:
         """Build the engine's :class:`ProbeSpec`, resolving the secret reference now.
@@ -209,6 +188,7 @@ class Targets:
     path: Path
     sha256: str
     connections: tuple[ConnectionType, ...]
+    notify: NotifySettings | None = None  # None: no notify: section
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -221,6 +201,56 @@ class Targets:
             if conn.id == connection_id:
                 return conn
         raise KeyError(connection_id)
+
+
+# ---------------------------------------------------------------------------------------
+# Notifications (the ``notify:`` section; read by :mod:`pop3mon.notify`)
+# ---------------------------------------------------------------------------------------
+
+#: Which state changes a notification target is told about (``on:``): ``hard`` a CRIT
+#: that is confirmed (a new CRIT with ``confirm: 1``, or a soft CRIT that held), ``soft``
+#: a CRIT not yet confirmed, ``recovered`` back to OK from CRIT, ``warn`` to or from WARN
+#: (and CRIT → WARN), ``drift`` a drift check fired, ``flapping`` a connection type
+#: started or stopped flapping. The mapping from the history's change kinds is
+#: ``pop3mon.notify.rules``.
+NotifyRule = Literal["hard", "recovered", "drift", "warn", "soft", "flapping"]
+NOTIFY_RULES: Final[tuple[NotifyRule, ...]] = get_args(NotifyRule)
+#: A new CRIT that is hard, a recovery, a drift: what an admin acts on.
+DEFAULT_NOTIFY_ON: Final[tuple[NotifyRule, ...]] = ("hard", "recovered", "drift")
+#: Starts every notification title ("pop3mon: 2 problems on targets.yaml").
+DEFAULT_NOTIFY_TITLE: Final = "pop3mon"
+#: Seconds all the notifications of one run may take together; an endpoint that has not
+#: answered by then is a warning and the run goes on.
+DEFAULT_NOTIFY_TIMEOUT: Final = 20.0
+
+
+@dataclass(frozen=True)
+class NotifyTarget:
+    """One place notifications go. ``url_source`` is ``env:NAME`` or ``file:/abs/path``:
+    the Apprise URL holds credentials, so it is read only when a run sends
+    (:meth:`resolve_url`), never at load time and never kept in the configuration."""
+
+    name: str  # "" when the file gives none; messages then use scheme://host
+    url_source: str
+    on: frozenset[NotifyRule]
+    tags: tuple[str, ...]  # only changes of connection types with one of these tags
+    connections: tuple[str, ...]  # only these connection ids (shell-style patterns)
+    line: int
+
+    def resolve_url(self, environ: Mapping[str, str] | None = None) -> tuple[Secret | None, str]:
+        """The URL now, as a :class:`Secret` (registered with the redactor), or ``(None,
+        problem)`` under the same rules as a password reference."""
+        return read_reference(self.url_source, "token", environ, what="notification URL")
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    """The ``notify:`` section: where and when a run with state changes tells someone."""
+
+    targets: tuple[NotifyTarget, ...]
+    title: str = DEFAULT_NOTIFY_TITLE
+    report_url: str = ""  # "" : messages name the local path of report.html
+    timeout: float = DEFAULT_NOTIFY_TIMEOUT
 
 
 # ---------------------------------------------------------------------------------------
@@ -303,3 +333,42 @@ def _read_secret_file(ref: str, what: str) -> tuple[str, str]:
     if not text:
         return "", "is empty"
     return text, ""
+
+
+def read_reference(
+    source: str,
+    kind: str,
+    environ: Mapping[str, str] | None = None,
+    *,
+    what: str = "",
+) -> tuple[Secret | None, str]:
+    """Read a secret reference (``env:NAME`` or ``file:/abs/path``) now: ``(Secret, "")``
+    or ``(None, problem)``.
+
+    The one way a referenced secret is read, whatever it is (a password, a token, a
+    notification URL): never raises and never blocks; a problem is a sentence naming the
+    variable or file and what is wrong, never any content; every value passes
+    :func:`~pop3mon.secrets.secret_problem` for ``kind``. ``what`` names a file's content
+    in the problem (default: ``kind``).
+    """
+    how, _, ref = source.partition(":")
+    if how == "env":
+        subject = f"environment variable {_shown(ref)}"
+        env = os.environ if environ is None else environ
+        try:
+            value = env.get(ref)
+        except ValueError:  # a name the OS cannot encode (lone surrogate)
+            value = None
+        if value is None:
+            return None, f"{subject} is not set"
+        if value == "":
+            return None, f"{subject} is empty"
+    else:
+        subject = f"{what or kind} file {_shown(ref)}"
+        value, problem = _read_secret_file(ref, kind)
+        if problem:
+            return None, f"{subject} {problem}"
+    problem = secret_problem(value, kind)
+    if problem:
+        return None, f"{subject} is refused: it {problem}"
+    return Secret(value, source=source), ""

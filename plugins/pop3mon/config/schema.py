@@ -41,6 +41,13 @@ from ..engine.stages import (
     Pacing,
     Security,
 )
+from .model import (
+    DEFAULT_NOTIFY_ON,
+    DEFAULT_NOTIFY_TIMEOUT,
+    DEFAULT_NOTIFY_TITLE,
+    NOTIFY_RULES,
+    NotifyRule,
+)
 from .wording import _num, _show, _suggest
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
@@ -562,10 +569,105 @@ class _Server(_Settings):
         return value
 
 
+# ---------------------------------------------------------------------------------------
+# notify: (notifications on state change)
+# ---------------------------------------------------------------------------------------
+
+# Words people use for a rule, mapped to the rule that covers them (hints only).
+_RULE_HINTS: Final[Mapping[str, str]] = {
+    "crit": "hard",
+    "critical": "hard",
+    "new": "hard",
+    "worse": "hard",
+    "problem": "hard",
+    "ok": "recovered",
+    "recovery": "recovered",
+    "better": "warn",
+    "warning": "warn",
+    "settled": "flapping",
+    "flap": "flapping",
+}
+_TITLE_MAX: Final = 60
+_REPORT_URL_MAX: Final = 2000
+
+
+def _v_rule(value: object) -> NotifyRule:
+    if isinstance(value, str) and value in NOTIFY_RULES:
+        return next(rule for rule in NOTIFY_RULES if rule == value)
+    word = value.strip().lower() if isinstance(value, str) else ""
+    hint = _RULE_HINTS.get(word)
+    suggestion = f" — did you mean '{hint}'?" if hint else _suggest(word, NOTIFY_RULES)
+    raise _bad(
+        f"{_show(value)} is not a notification rule — rules are {', '.join(NOTIFY_RULES)}"
+        f"{suggestion}"
+    )
+
+
+def _v_title(value: str) -> str:
+    if not value.strip() or not value.isprintable() or len(value) > _TITLE_MAX:
+        raise _bad(f"must be one line of 1 to {_TITLE_MAX} printable characters")
+    return value
+
+
+def _v_report_url(value: str) -> str:
+    # Shown in every message: a link, never credentials (those would go to every receiver).
+    if not re.fullmatch(r"https?://[^\s/@]+(/\S*)?", value) or len(value) > _REPORT_URL_MAX:
+        raise _bad(
+            "must be an http:// or https:// link without user:password@ (the link every "
+            "message shows to the report)"
+        )
+    return value
+
+
+def _v_ct_pattern(value: str) -> str:
+    if not value or not value.isprintable() or len(value) > 128:
+        raise _bad("must be a connection id or a shell-style pattern like 'mail1:*'")
+    return value
+
+
+_Rule = Annotated[NotifyRule, BeforeValidator(_v_rule)]
+
+
+class _NotifyTarget(_Model):
+    name: Annotated[str, AfterValidator(_v_name)] | None = None
+    url_env: _EnvName | None = None
+    url_file: _FileName | None = None
+    on: list[_Rule] | None = None  # None: the section's on:
+    tags: list[_Tag] = []
+    connections: list[Annotated[str, AfterValidator(_v_ct_pattern)]] = []
+
+    @model_validator(mode="after")
+    def _one_reference(self) -> _NotifyTarget:
+        given = [k for k in ("url_env", "url_file") if getattr(self, k) is not None]
+        if len(given) != 1:
+            said = f"gives {' and '.join(given)}" if given else "has no URL"
+            raise _bad(
+                f"{said} — give exactly one of url_env: VAR or url_file: PATH (an Apprise "
+                "URL holds credentials, so it is never written in this file)"
+            )
+        return self
+
+
+class _Notify(_Model):
+    title: Annotated[str, AfterValidator(_v_title)] = DEFAULT_NOTIFY_TITLE
+    report_url: Annotated[str, AfterValidator(_v_report_url)] | None = None
+    timeout: _Seconds = DEFAULT_NOTIFY_TIMEOUT
+    on: list[_Rule] = list(DEFAULT_NOTIFY_ON)
+    targets: list[_NotifyTarget]
+
+    @field_validator("targets")
+    @classmethod
+    def _nonempty(cls, value: list[_NotifyTarget]) -> list[_NotifyTarget]:
+        if not value:
+            raise _bad("is empty — list at least one target with url_env or url_file")
+        return value
+
+
 class _File(_Model):
     version: Annotated[int, BeforeValidator(_v_version)] = 1
     defaults: _Settings | None = None
     servers: list[_Server]
+    notify: _Notify | None = None
 
     @field_validator("servers")
     @classmethod
