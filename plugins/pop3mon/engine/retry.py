@@ -67,7 +67,7 @@ def retry_decision(result: ProbeResult) -> tuple[bool, str]:
         return False, "a login was made in this attempt, and pop3mon logs in once per run"
     if result.error_stage not in RETRY_STAGES or (auth is not None and auth.secret_sent):
         return False, (
-            "the login had been sent when it failed, and pop3mon never sends a credential "
+            "the login had started when it failed, and pop3mon never starts a login "
             "twice in one run"
         )
     return True, ""
