@@ -109,7 +109,9 @@ def test_flaky_first_recovers_with_one_retry(thresholds: checks.Thresholds) -> N
     assert srv.connections == 2 and srv.logins == 1
     tcp = verdict(result, thresholds, "tcp")
     assert tcp.verdict == Verdict.OK
-    assert "(OK after 1 retry: attempt 1: connection reset by the server during" in tcp.reason
+    # The RST lands on the connect or on the greeting's read, depending on timing.
+    assert "(OK after 1 retry: attempt 1: " in tcp.reason
+    assert "connection reset by the server during" in tcp.reason
     # The owner of attempt 1's failure says so too, and a check unrelated to it does not.
     owner = checks.owner_of(first)
     assert owner is not None and "after 1 retry" in verdict(result, thresholds, owner).reason
@@ -513,7 +515,8 @@ def test_suite_run_retries_only_what_it_may(suite_run: SuiteRun) -> None:
     assert run.proc.returncode == 1, run.output[-4000:]
     tcp = suite_run.checks("flaky-retried")["tcp"]
     assert tcp["verdict"] == "OK", run.output[-4000:]
-    assert "(OK after 1 retry: attempt 1: connection reset by the server" in tcp["reason"]
+    assert "(OK after 1 retry: attempt 1: " in tcp["reason"]
+    assert "connection reset by the server" in tcp["reason"]
     assert suite_run.checks("flaky-retried")["stat"]["verdict"] == "OK"
     once = [c for c in suite_run.checks("flaky-once").values() if c["verdict"] == "CRIT"]
     assert len(once) == 1 and "attempt" not in once[0]["reason"], once

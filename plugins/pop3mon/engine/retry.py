@@ -16,7 +16,7 @@ at most, ``retry_backoff`` seconds apart, each attempt with its own deadline) on
   it. Attempts before the login take no turn from the run's :class:`~.pacing.LoginPacer`;
   the attempt that reaches the login takes its turn like any other probe.
 
-A connection type's wall time is therefore at most ``(retries + 1) x timeout +
+A connection type's wall time is therefore at most about ``(retries + 1) x timeout +
 retries x retry_backoff`` seconds, plus any wait for its login turn (which is outside
 the deadline already).
 """
