@@ -81,6 +81,7 @@ class Options:
     messages: int
     allow_plaintext_auth: bool
     sasl_mechanisms: tuple[str, ...]
+    flaky_first: int = 1
 
 
 class Conn:

@@ -34,6 +34,17 @@ class _RstOnConnect(Session):
         self.reset()
 
 
+class _FlakyFirst(Session):
+    """A server restarting or failing over: the first ``flaky_first`` connections it
+    accepts (counted per server) are reset at once, every later one is healthy."""
+
+    def run(self) -> None:
+        if self.conn.id <= self.opts.flaky_first:
+            self.reset()
+            return
+        super().run()
+
+
 class _NoGreeting(Session):
     def greet(self) -> bool:
         self.drain()
@@ -246,6 +257,11 @@ class _RstAfterPass(Session):
         self.reset()
 
 
+class _RstOnStat(Session):
+    def cmd_stat(self, arg: str) -> None:
+        self.reset()
+
+
 class _EchoCredentials(Session):
     def finish_login(self, outcome: SaslOutcome) -> None:
         # The secret as received: PASS argument, decoded PLAIN/LOGIN password, APOP or
@@ -385,6 +401,11 @@ def _register(
 _register("healthy", "full RFC server: APOP timestamp, CAPA, STLS (with a cert), SASL", Session)
 _register("healthy-no-apop", "healthy, greeting without timestamp, APOP -ERR", _HealthyNoApop)
 _register("rst-on-connect", "accept, then RST (SO_LINGER 0) without a byte", _RstOnConnect)
+_register(
+    "flaky-first",
+    "RST the first flaky_first (1) connections of this server at once, healthy after",
+    _FlakyFirst,
+)
 _register("no-greeting", "accept, never send; logs what the client sends", _NoGreeting)
 _register("drip-greeting", "'+OK dripping...' one byte per drip_interval, no CRLF", _DripGreeting)
 _register("err-greeting", "'-ERR go away' then FIN", _ErrGreeting)
@@ -486,6 +507,7 @@ _register(
     _ScramSlowKey,
 )
 _register("rst-after-pass", "RST instead of answering PASS/APOP/final AUTH", _RstAfterPass)
+_register("rst-on-stat", "healthy login, then RST instead of answering STAT", _RstOnStat)
 _register("endless-sasl", "every AUTH response gets another '+ <b64>' ('*' ends)", _EndlessSasl)
 _register("bad-base64-sasl", "AUTH challenge '+ !!!notbase64'", _BadBase64Sasl)
 _register(

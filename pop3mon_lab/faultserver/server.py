@@ -52,8 +52,9 @@ class FaultServer:
     ``challenge_delay`` is slept before scram-slow-key's SCRAM challenge;
     ``messages`` is the mailbox size; ``allow_plaintext_auth=False`` refuses USER and
     PLAIN/LOGIN before TLS (like Dovecot's ``disable_plaintext_auth``);
-    ``sasl_mechanisms`` overrides the offered SASL list. ``host`` is the loopback address
-    to listen on (see :data:`~.common.LOOPBACK_HOSTS`).
+    ``sasl_mechanisms`` overrides the offered SASL list; ``flaky_first`` is how many
+    connections (the first ones this server accepts) flaky-first resets. ``host`` is the
+    loopback address to listen on (see :data:`~.common.LOOPBACK_HOSTS`).
     """
 
     def __init__(
@@ -75,6 +76,7 @@ class FaultServer:
         allow_plaintext_auth: bool = True,
         sasl_mechanisms: Iterable[str] = DEFAULT_SASL,
         hostname: str = "pop3mon.test",
+        flaky_first: int = 1,
         port: int = 0,
         host: str = HOST,
     ) -> None:
@@ -105,6 +107,7 @@ class FaultServer:
             messages=messages,
             allow_plaintext_auth=allow_plaintext_auth,
             sasl_mechanisms=tuple(m.upper() for m in sasl_mechanisms),
+            flaky_first=flaky_first,
         )
         self.log = ServerLog()
         self.stop_event = threading.Event()

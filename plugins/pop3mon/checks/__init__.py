@@ -7,7 +7,10 @@ Each check has a tier, a name and the probe stage it depends on. The verdict rul
   ``blocked_by`` set to the check that owns that failure, so a report states the root cause
   once (PING/DNS/TCP failure skips everything after it; a TLS failure skips auth and
   mailbox — pop3mon never falls back to plaintext);
-* otherwise the check's own thresholds decide OK / WARN / CRIT.
+* otherwise the check's own thresholds decide OK / WARN / CRIT;
+* when the probe was made more than once in the run (in-run retries), the check that owns
+  an earlier attempt's failure says so, and the check that owns the last failure says it
+  failed every attempt or why it was not retried (:func:`~.base.with_retries`).
 
 One module per tier holds the rules; this module is the registry and the gating that
 depends on which checks a run selected.
@@ -22,7 +25,7 @@ from ..engine.result import ProbeResult
 from ..engine.stages import CHECKS, CheckName
 from ..verdict import Verdict, worst
 from . import connectivity, login, mailbox, tls
-from .base import CheckResult, Thresholds, blocked_reason, failed_stage, owner_of
+from .base import CheckResult, Thresholds, blocked_reason, failed_stage, owner_of, with_retries
 from .latency import PREFIX, latency, latency_phases
 
 __all__ = [
@@ -61,7 +64,8 @@ def evaluate(result: ProbeResult, t: Thresholds, check: str) -> CheckResult:
     """The verdict of one named check (``latency-<phase>`` for latency)."""
     if check.startswith(PREFIX):
         return latency(result, t, check.removeprefix(PREFIX))
-    return _RULES[check](result, t)  # type: ignore[index]  # unknown names are a KeyError
+    rule = _RULES[check]  # type: ignore[index]  # unknown names are a KeyError
+    return with_retries(result, check, rule(result, t))
 
 
 def check_names(t: Thresholds) -> list[str]:

@@ -5,7 +5,7 @@ that turns a failed stage into CRIT for its owner and SKIP (``blocked_by`` it) f
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from ..engine.result import ProbeResult, StageOutcome
@@ -21,6 +21,7 @@ __all__ = [
     "gate",
     "ms",
     "owner_of",
+    "with_retries",
 ]
 
 OK, WARN, CRIT, SKIP = Verdict.OK, Verdict.WARN, Verdict.CRIT, Verdict.SKIP
@@ -118,3 +119,39 @@ def gate(result: ProbeResult, tier: Tier, check: str, *needs: str) -> CheckResul
 def ms(seconds: float | None) -> float | None:
     """Seconds as milliseconds with three decimals (the reports' latency unit)."""
     return None if seconds is None else round(seconds * 1000.0, 3)
+
+
+def with_retries(result: ProbeResult, check: str, res: CheckResult) -> CheckResult:
+    """``res`` with what the in-run retries (``engine/retry.py``) mean for ``check``.
+
+    The check that owns an earlier attempt's failure, and the TCP check (where a reader
+    looks for "could it connect"), say it recovered ("OK after 1 retry: attempt 1:
+    connection refused"); the check that owns the last failure says it failed every
+    attempt, or why a transient failure was not probed again (a login was made). Every
+    other check reads the last attempt only, as without retries.
+    """
+    if res.verdict in (OK, WARN):
+        owners = {owner_of(outcome) for outcome in result.retried}
+        if result.retried and (check == "tcp" or check in owners):
+            note = f"{res.verdict} after {_retries(result)}: {_attempts(result)}"
+            return replace(res, reason=f"{res.reason} ({note})")
+        return res
+    failed = failed_stage(result)
+    if res.verdict != CRIT or failed is None or owner_of(failed) != check:
+        return res
+    if result.retried:
+        note = f"attempt {result.attempts} of {result.attempts}; {_attempts(result)}"
+    elif result.not_retried:
+        note = f"not retried: {result.not_retried}"
+    else:
+        return res
+    return replace(res, reason=f"{res.reason} ({note})")
+
+
+def _retries(result: ProbeResult) -> str:
+    count = len(result.retried)
+    return f"{count} retry" if count == 1 else f"{count} retries"
+
+
+def _attempts(result: ProbeResult) -> str:
+    return "; ".join(f"attempt {n}: {o.reason}" for n, o in enumerate(result.retried, 1))

@@ -46,6 +46,8 @@ _BUILTIN: Final[Mapping[str, object]] = {
     "collect_uidl": DEFAULTS.collect_uidl,
     "login_pacing": DEFAULTS.login_pacing,
     "address_family": DEFAULTS.address_family,
+    "retries": DEFAULTS.retries,
+    "retry_backoff": DEFAULTS.retry_backoff,
     "cert.warn_days": DEFAULTS.cert_warn_days,
     "cert.crit_days": DEFAULTS.cert_crit_days,
     "latency.total.warn": DEFAULTS.latency_total[0],
@@ -65,6 +67,8 @@ _SCALARS: Final = (
     "collect_uidl",
     "login_pacing",
     "address_family",
+    "retries",
+    "retry_backoff",
     "account",
 )
 
@@ -383,6 +387,8 @@ def _build(
                     allow_cleartext=eff.get("allow_cleartext"),
                     collect_uidl=eff.get("collect_uidl"),
                     login_pacing=eff.get("login_pacing"),
+                    retries=eff.get("retries"),
+                    retry_backoff=float(eff.get("retry_backoff")),
                     cert_warn_days=cert[0],
                     cert_crit_days=cert[1],
                     latency=LatencyThresholds(latency),

@@ -118,6 +118,8 @@ class ConnectionType:
     allow_cleartext: bool
     collect_uidl: bool
     login_pacing: Pacing
+    retries: int
+    retry_backoff: float
     cert_warn_days: int
     cert_crit_days: int
     latency: LatencyThresholds
@@ -167,6 +169,8 @@ class ConnectionType:
             address_family=self.address_family,
             collect_uidl=self.collect_uidl,
             login_pacing=self.login_pacing,
+            retries=self.retries,
+            retry_backoff=self.retry_backoff,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -477,6 +477,10 @@ class _Settings(_Model):
     address_family: Annotated[AddressFamily, BeforeValidator(_v_address_family)] = (
         DEFAULTS.address_family
     )
+    retries: Annotated[int, Field(ge=0, le=DEFAULTS.retries_max)] = DEFAULTS.retries
+    retry_backoff: Annotated[
+        float, Field(ge=0, le=DEFAULTS.retry_backoff_max, allow_inf_nan=False)
+    ] = DEFAULTS.retry_backoff
     cert: _Cert = _Cert()
     latency: _Latency | None = None
     mailbox: _Mailbox | None = None

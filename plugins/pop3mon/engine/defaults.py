@@ -48,6 +48,10 @@ class Defaults:
     concurrency: int  # probes in flight at once (--probe-concurrency)
     login_pacing: Pacing  # `login_pacing:` serial | parallel (see engine/pacing.py)
     login_wait_max: float  # most seconds one login waits for its turn (not configurable)
+    retries: int  # `retries:` extra probes after a transient failure before the login
+    retry_backoff: float  # `retry_backoff:` seconds between one attempt and the next
+    retries_max: int  # the largest `retries:` a targets file may ask for
+    retry_backoff_max: float  # the largest `retry_backoff:` a targets file may ask for
 
 
 DEFAULTS: Final = Defaults(
@@ -76,4 +80,11 @@ DEFAULTS: Final = Defaults(
     login_pacing="serial",
     # Dovecot's longest penalty (15 s) twice over: a login never waits longer than this.
     login_wait_max=30.0,
+    # A run reports what it saw; retrying is opt-in, and never repeats a login
+    # (engine/retry.py). The bounds keep a run's wall time within (retries + 1) x timeout
+    # plus the backoffs: a scheduled run must end before the next one starts.
+    retries=0,
+    retry_backoff=1.0,
+    retries_max=3,
+    retry_backoff_max=30.0,
 )

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Mapping
 from typing import Final
 
-from .errors import ProbeError, ResolveError, map_exception
+from .errors import ErrorKind, ProbeError, ResolveError, map_exception
 from .stages import FAMILY_LABELS, AddressFamily
 from .wire import Deadline
 
@@ -18,6 +18,15 @@ _SOCKET_FAMILY: Final[Mapping[AddressFamily, socket.AddressFamily]] = {
     "auto": socket.AF_UNSPEC,
     "ipv4": socket.AF_INET,
     "ipv6": socket.AF_INET6,
+}
+
+# What the resolver's answer means: the name does not exist (or has no address), or the
+# resolver could not get an answer this time (SERVFAIL, no DNS server reachable) — the
+# one a retry may fix (engine/retry.py). Other codes stay dns-failed.
+_GAI_KINDS: Final[Mapping[int, ErrorKind]] = {
+    socket.EAI_NONAME: "dns-nxdomain",
+    **({socket.EAI_NODATA: "dns-nxdomain"} if hasattr(socket, "EAI_NODATA") else {}),
+    socket.EAI_AGAIN: "dns-temporary",
 }
 
 
@@ -108,7 +117,9 @@ def resolve(
         if family != "auto":
             _raise_if_other_family(host, port, family, deadline)
         raise ResolveError(
-            f"DNS lookup of {host} failed: {exc.strerror or exc}", stage="dns"
+            f"DNS lookup of {host} failed: {exc.strerror or exc}",
+            kind=_GAI_KINDS.get(exc.errno or 0, "dns-failed"),
+            stage="dns",
         ) from None
     except Exception as exc:  # noqa: BLE001 - mapped, never raised raw
         raise map_exception(exc, "dns") from None

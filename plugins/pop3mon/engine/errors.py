@@ -42,6 +42,7 @@ ErrorKind = Literal[
     "dns-failed",
     "dns-nxdomain",
     "dns-timeout",
+    "dns-temporary",  # the resolver says try again (EAI_AGAIN: SERVFAIL, no DNS server)
     "dns-wrong-family",  # no address of the configured address_family
     "ping-failed",
     "connect-failed",

@@ -39,6 +39,9 @@ class ProbeSpec:
     IPv6; ``auto`` races all resolved addresses (RFC 8305). ``secret`` is ``None`` when no
     login is wanted or when the secret could not be loaded; then ``secret_problem`` says
     why and auth is reported as failed without any byte of a credential being sent.
+    ``retries`` is how many more times a transient failure before the login is probed
+    again, ``retry_backoff`` seconds apart (:mod:`.retry`; :func:`~.session.probe` itself
+    always probes once).
 
     Defaults come from :data:`~pop3mon.engine.defaults.DEFAULTS`, as config's do; the
     empty strings mean "none" (no login name, system CA store, resolve ``host``).
@@ -63,6 +66,8 @@ class ProbeSpec:
     collect_uidl: bool = DEFAULTS.collect_uidl
     login_pacing: Pacing = DEFAULTS.login_pacing
     address_family: AddressFamily = DEFAULTS.address_family
+    retries: int = DEFAULTS.retries
+    retry_backoff: float = DEFAULTS.retry_backoff
 
     def __post_init__(self) -> None:
         # The one secret rule holds for every spec, not only those built from a targets
@@ -199,6 +204,13 @@ class ProbeResult:
     login_wait_reason: str = ""
     # Why the login went while the server could still be delaying it (latency not judged).
     login_exposed: str = ""
+    # In-run retries (engine/retry.py): how many times this connection type was probed in
+    # the run (1: once), the failing stage of each earlier attempt in order (attempt 1
+    # first; everything else in the result is the last attempt's), and why a failure that
+    # is transient by its kind was not probed again (a login had been made or sent).
+    attempts: int = 1
+    retried: tuple[StageOutcome, ...] = ()
+    not_retried: str = ""
 
     # -- convenience -------------------------------------------------------------------
     @property
@@ -235,6 +247,7 @@ class ProbeResult:
         d = dict(data)
         d["phases"] = tuple((str(k), float(v)) for k, v in d.get("phases", ()))
         d["stages"] = tuple(StageOutcome(**s) for s in d.get("stages", ()))
+        d["retried"] = tuple(StageOutcome(**s) for s in d.get("retried", ()))
         d["addresses"] = tuple(d.get("addresses", ()))
         d["transcript"] = tuple(TranscriptLine(**t) for t in d.get("transcript", ()))
         for key in ("capabilities_before", "capabilities_after"):

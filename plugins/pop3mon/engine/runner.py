@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from .defaults import DEFAULTS
 from .pacing import LoginPacer, server_key
 from .result import ProbeResult, ProbeSpec
-from .session import probe
+from .retry import probe_with_retries
 
 __all__ = ["DEFAULT_CONCURRENCY", "run_probes"]
 
@@ -28,7 +28,9 @@ def run_probes(
     run takes about as long as the slowest probe times the number of waves. ``on_result``
     is called from the probing threads, once per result, as each probe finishes.
     ``pacer`` takes the logins of one server in turns (see :mod:`.pacing`); pass the run's
-    one pacer when a run probes in several batches.
+    one pacer when a run probes in several batches. A spec with ``retries`` is probed
+    again after a transient failure before its login (see :mod:`.retry`), so one
+    connection type takes at most ``(retries + 1) x timeout + retries x retry_backoff``.
     """
     todo = list(specs)
     results: dict[str, ProbeResult] = {}
@@ -41,7 +43,7 @@ def run_probes(
     )
 
     def one(spec: ProbeSpec) -> ProbeResult:
-        result = probe(spec, pacer)
+        result = probe_with_retries(spec, pacer)
         # Hand each result over as soon as it exists (not in input order), so a consumer
         # can work on finished connection types while slower ones are still in flight.
         if on_result is not None:
