@@ -38,13 +38,14 @@ misplaced password is the likeliest thing to be there.
 
 from ..engine.stages import LATENCY_PHASES
 from .load import ENV_VAR, load_targets, targets_path
-from .model import ConfigError, ConnectionType, LatencyThresholds, Targets
+from .model import ConfigError, ConnectionType, HistorySettings, LatencyThresholds, Targets
 
 __all__ = [
     "ENV_VAR",
     "LATENCY_PHASES",
     "ConfigError",
     "ConnectionType",
+    "HistorySettings",
     "LatencyThresholds",
     "Targets",
     "load_targets",

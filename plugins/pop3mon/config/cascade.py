@@ -45,6 +45,7 @@ _BUILTIN: Final[Mapping[str, object]] = {
     "allow_cleartext": DEFAULTS.allow_cleartext,
     "collect_uidl": DEFAULTS.collect_uidl,
     "login_pacing": DEFAULTS.login_pacing,
+    "confirm": DEFAULTS.confirm,
     "address_family": DEFAULTS.address_family,
     "cert.warn_days": DEFAULTS.cert_warn_days,
     "cert.crit_days": DEFAULTS.cert_crit_days,
@@ -64,6 +65,7 @@ _SCALARS: Final = (
     "allow_cleartext",
     "collect_uidl",
     "login_pacing",
+    "confirm",
     "address_family",
     "account",
 )
@@ -383,6 +385,7 @@ def _build(
                     allow_cleartext=eff.get("allow_cleartext"),
                     collect_uidl=eff.get("collect_uidl"),
                     login_pacing=eff.get("login_pacing"),
+                    confirm=eff.get("confirm"),
                     cert_warn_days=cert[0],
                     cert_crit_days=cert[1],
                     latency=LatencyThresholds(latency),

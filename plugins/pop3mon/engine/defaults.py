@@ -48,6 +48,11 @@ class Defaults:
     concurrency: int  # probes in flight at once (--probe-concurrency)
     login_pacing: Pacing  # `login_pacing:` serial | parallel (see engine/pacing.py)
     login_wait_max: float  # most seconds one login waits for its turn (not configurable)
+    confirm: int  # `confirm:` runs a CRIT must hold before it is hard (history/states.py)
+    history_retention_days: int  # `history: {retention_days}`
+    history_lock_timeout: float  # `history: {lock_timeout}` seconds to wait for the writer lock
+    flapping_changes: int  # `history: {flapping: {changes}}`: more changes than this ...
+    flapping_runs: int  # `history: {flapping: {runs}}`: ... in this many runs is flapping
 
 
 DEFAULTS: Final = Defaults(
@@ -76,4 +81,13 @@ DEFAULTS: Final = Defaults(
     login_pacing="serial",
     # Dovecot's longest penalty (15 s) twice over: a login never waits longer than this.
     login_wait_max=30.0,
+    # Nagios' max_check_attempts 1: a CRIT is hard (and notified) at once unless asked.
+    confirm=1,
+    history_retention_days=90,
+    # Long enough for an overlapping run's write (a second at 1000 connection types).
+    history_lock_timeout=10.0,
+    # Nagios flags flapping near 20-50% state changes over 21 checks; 4 of 10 runs is
+    # a changing state every other run or so.
+    flapping_changes=4,
+    flapping_runs=10,
 )
