@@ -540,3 +540,51 @@ def test_no_history_neither_reads_nor_writes(hist_lab: HistLab, tmp_path: Path) 
     doc = run.json()
     assert doc["history"] == {"status": "off", "path": None, "note": None}
     assert "pop3mon_history_ok" not in run.path("metrics.prom").read_text("utf-8")
+
+
+# --------------------------------------------------------------------------- config
+def test_history_and_confirm_settings_load_and_cascade(tmp_path: Path) -> None:
+    from pop3mon.config import ConfigError, load_targets
+
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        """version: 1
+defaults: {confirm: 2}
+history: {path: state/h.sqlite, retention_days: 7, flapping: {changes: 2, runs: 6}}
+servers:
+  - name: a
+    host: a.example
+    confirm: 3
+    connections:
+      - {id: one, security: tls, auth: none}
+      - {id: two, security: tls, auth: none, port: 996, confirm: 1}
+  - name: b
+    host: b.example
+    connections: [{id: three, security: tls, auth: none}]
+""",
+        encoding="utf-8",
+    )
+    targets = load_targets(path)
+    assert {c.id: c.confirm for c in targets.connections} == {"one": 3, "two": 1, "three": 2}
+    assert targets.history == HistorySettings(
+        path=tmp_path / "state" / "h.sqlite",
+        retention_days=7,
+        flapping_changes=2,
+        flapping_runs=6,
+    )
+    for bad, expected in (
+        ("history: {retention_days: 0}", "history.retention_days: "),
+        ("history: {flapping: {changes: 5, runs: 5}}", "changes (5) must be less than runs (5)"),
+        ("history: {keep: 3}", "history.keep: unknown key"),
+        ("defaults: {confirm: 0}", "defaults.confirm: "),
+    ):
+        path.write_text(
+            f"version: 1\n{bad}\nservers:\n  - name: a\n    host: a.example\n"
+            "    connections: [{security: tls, auth: none}]\n",
+            encoding="utf-8",
+        )
+        with pytest.raises(ConfigError) as info:
+            load_targets(path)
+        assert len(info.value.problems) == 1 and expected in info.value.problems[0], (
+            info.value.problems
+        )

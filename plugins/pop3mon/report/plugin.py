@@ -434,6 +434,9 @@ class ReportPlugin:
         terminalreporter.write_sep("-", "pop3mon reports")
         for kind, path in self.written:
             terminalreporter.write_line(f"{kind:<12} {_display(path, self.config)}")
+        hist = self.report.history if self.report is not None else None
+        if hist is not None and hist.ok and hist.path is not None:
+            terminalreporter.write_line(f"{'History':<12} {_display(hist.path, self.config)}")
 
 
 def _display(path: Path, config: pytest.Config) -> str:
