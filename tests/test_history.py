@@ -8,21 +8,19 @@ a locked and a corrupt history, ``--no-history``.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from pop3mon.checks.facts import Facts
 from pop3mon.config import HistorySettings
-from pop3mon.history.model import Change, CheckState
+from pop3mon.history.model import CheckState
 from pop3mon.history.record import record_run, streak_note
 from pop3mon.history.states import Evaluation, FlapPolicy, Observation, evaluate
 from pop3mon.history.store import (
@@ -36,9 +34,10 @@ from pop3mon.history.store import (
     open_history_readonly,
 )
 from pop3mon.verdict import Verdict
+from test_reports import run_suite
+
 from pop3mon_lab.certs import generate_lab_certs
 from pop3mon_lab.faultserver import FaultServer
-from test_reports import run_suite
 
 OK, WARN, CRIT, SKIP = Verdict.OK, Verdict.WARN, Verdict.CRIT, Verdict.SKIP
 POLICY = FlapPolicy(changes=4, runs=10)
@@ -182,7 +181,7 @@ def _record(
     started: float,
     verdicts: Mapping[str, Verdict],
     facts: Facts | None = None,
-    settings: HistorySettings = HistorySettings(),
+    settings: HistorySettings | None = None,
 ) -> object:
     checks = [
         CheckRow("ct", name, "drift" if name.startswith("d-") else "tls", v, "r", None, "")
@@ -190,7 +189,9 @@ def _record(
     ]
     worst = CRIT if CRIT in verdicts.values() else OK
     cts = [CtRow("ct", worst, {"total": 0.1}, facts or Facts(cert_sha256=run_id))]
-    return record_run(path, settings, _run(run_id, started), cts, checks, {"ct": 1})
+    return record_run(
+        path, settings or HistorySettings(), _run(run_id, started), cts, checks, {"ct": 1}
+    )
 
 
 def test_baseline_is_the_last_ok_run_or_an_accepted_one(tmp_path: Path) -> None:
@@ -239,9 +240,11 @@ def test_retention_prunes_old_runs(tmp_path: Path) -> None:
     _record(path, "older-ok", now - 2 * 86400, {"cert": OK, "gone": OK}, settings=settings)
     out = _record(path, "new", now, {"cert": OK}, settings=settings)
     with HistoryStore.open(path) as store:
+        store.sweep()  # otherwise once a day
         assert [r[0] for r in store.db.execute("SELECT run_id FROM runs")] == ["new"]
         assert store.db.execute("SELECT count(*) FROM checks").fetchone()[0] == 1
         assert store.db.execute("SELECT count(*) FROM facts").fetchone()[0] == 1
+        assert store.db.execute("SELECT count(*) FROM texts").fetchone()[0] == 5
         assert set(store.states()) == {("ct", "cert")}  # "gone" left with its runs
     assert out.availability == {"ct": {"24h": 1.0, "7d": 1.0, "30d": 1.0}}  # type: ignore[attr-defined]
 
@@ -422,12 +425,12 @@ def test_two_runs_tell_new_recovered_and_still_failing(hist_lab: HistLab, tmp_pa
     assert 'window="24h"} 0.5' in metrics
     assert (
         'pop3mon_check_consecutive_runs{connection="down",server="lab",host="localhost",'
-        f'port="1",security="tls",tier="connectivity",check="tcp",verdict="CRIT",'
+        'port="1",security="tls",tier="connectivity",check="tcp",verdict="CRIT",'
         'hardness="hard"} 2' in metrics
     )
     assert 'pop3mon_check_state_since_timestamp_seconds{connection="down",server="lab",' in metrics
     junit = second.path("junit.xml").read_text("utf-8")
-    assert f"CRIT down tcp: " in junit
+    assert "CRIT down tcp: " in junit
     assert f"failing for 2 runs since {start}" in junit
     assert "breaks tcp: " in junit and "new since the last run (was OK)" in junit
 

@@ -761,7 +761,7 @@ def test_no_secret_in_any_output(secret_lab: Path, tmp_path: Path, args: tuple[s
     # The reasons did reach the history (redacted), so the search above searched them.
     db = sqlite3.connect(reports / "history.sqlite")
     try:
-        reasons = [r[0] for r in db.execute("SELECT reason FROM checks WHERE ct = 'echo-user'")]
+        reasons = [r[0] for r in db.execute("SELECT reason FROM check_rows WHERE ct = 'echo-user'")]
     finally:
         db.close()
     assert any("[REDACTED]" in r for r in reasons), reasons

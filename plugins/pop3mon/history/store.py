@@ -4,7 +4,8 @@ What it keeps, per run: the run's identity (id, start, end, host, targets file n
 sha256, pop3mon version); per connection type: the worst verdict, whether any check
 changed, the phase timings, the peer address and the comparable :class:`~pop3mon.checks.
 facts.Facts` (stored once per distinct value: they rarely change); per check: tier, verdict,
-reason, key figure and unit, and the state after the run. Besides: the current state of
+reason, key figure and unit (texts stored once in ``texts``; the view ``check_rows``
+reads them back), and the state after the run. Besides: the current state of
 every check (what the next run compares against) and the baselines operators accepted.
 
 Concurrency: only the controller of a run writes, once, at session end, in one
@@ -61,7 +62,7 @@ WINDOWS: Final[tuple[tuple[str, float], ...]] = (
 
 _V1: Final = """
 CREATE TABLE runs (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: last_ok/state compare ids
     run_id TEXT NOT NULL UNIQUE,
     started REAL NOT NULL,
     finished REAL NOT NULL,
@@ -84,24 +85,40 @@ CREATE TABLE cts (
     changed INTEGER NOT NULL,
     flapping INTEGER NOT NULL,
     peer TEXT NOT NULL,
-    phases TEXT NOT NULL,
+    phases TEXT NOT NULL,  -- JSON {phase: milliseconds}
     facts INTEGER REFERENCES facts (id),
     PRIMARY KEY (run, ct)
 ) WITHOUT ROWID;
 CREATE INDEX cts_ct ON cts (ct, run);
+CREATE TABLE texts (
+    id INTEGER PRIMARY KEY,
+    text TEXT NOT NULL UNIQUE
+);
 CREATE TABLE checks (
     run INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    ct INTEGER NOT NULL,
+    check_name INTEGER NOT NULL,
+    tier INTEGER NOT NULL,
+    verdict TEXT NOT NULL,
+    hardness TEXT NOT NULL,
+    reason INTEGER NOT NULL,
+    figure REAL,
+    unit INTEGER NOT NULL,
+    PRIMARY KEY (run, ct, check_name)
+) WITHOUT ROWID;
+CREATE VIEW check_rows AS
+    SELECT k.run AS run, c.text AS ct, n.text AS check_name, t.text AS tier,
+           k.verdict AS verdict, k.hardness AS hardness, r.text AS reason,
+           k.figure AS figure, u.text AS unit
+    FROM checks k JOIN texts c ON c.id = k.ct JOIN texts n ON n.id = k.check_name
+    JOIN texts t ON t.id = k.tier JOIN texts r ON r.id = k.reason JOIN texts u ON u.id = k.unit;
+CREATE TABLE last_ok (
     ct TEXT NOT NULL,
     check_name TEXT NOT NULL,
     tier TEXT NOT NULL,
-    verdict TEXT NOT NULL,
-    hardness TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    figure REAL,
-    unit TEXT NOT NULL,
-    PRIMARY KEY (run, ct, check_name)
+    run INTEGER NOT NULL,
+    PRIMARY KEY (ct, check_name)
 ) WITHOUT ROWID;
-CREATE INDEX checks_ok ON checks (ct, check_name, verdict, run);
 CREATE TABLE state (
     ct TEXT NOT NULL,
     check_name TEXT NOT NULL,
@@ -111,6 +128,7 @@ CREATE TABLE state (
     runs INTEGER NOT NULL,
     previous TEXT,
     flapping INTEGER NOT NULL,
+    last_run INTEGER NOT NULL,
     PRIMARY KEY (ct, check_name)
 ) WITHOUT ROWID;
 CREATE TABLE accepted (
@@ -144,6 +162,8 @@ def _script(text: str) -> Callable[[sqlite3.Connection], None]:
 #: Append only; a released step is never edited. All steps run in one transaction.
 MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_script(_V1),)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
+#: Orphaned facts and texts are swept every this many runs (a day of 5-minute runs).
+_SWEEP_EVERY: Final = 288
 
 
 class HistoryError(Exception):
@@ -337,12 +357,11 @@ class HistoryStore:
         format version). Never raises."""
         try:
             ok = self.db.execute(
-                "SELECT r.run_id, r.started, f.json FROM checks k "
-                "JOIN runs r ON r.id = k.run "
-                "JOIN cts c ON c.run = k.run AND c.ct = k.ct "
+                "SELECT r.run_id, r.started, f.json FROM last_ok o "
+                "JOIN runs r ON r.id = o.run "
+                "JOIN cts c ON c.run = o.run AND c.ct = o.ct "
                 "JOIN facts f ON f.id = c.facts "
-                "WHERE k.ct = ? AND k.check_name = ? AND k.verdict = 'OK' "
-                "ORDER BY k.run DESC LIMIT 1",
+                "WHERE o.ct = ? AND o.check_name = ?",
                 (ct_id, check),
             ).fetchone()
             acc = self.db.execute(
@@ -398,7 +417,7 @@ class HistoryStore:
                     names = [
                         r[0]
                         for r in self.db.execute(
-                            "SELECT check_name FROM checks WHERE run = ? AND ct = ? "
+                            "SELECT check_name FROM check_rows WHERE run = ? AND ct = ? "
                             "AND tier = 'drift' ORDER BY check_name",
                             (run, ct_id),
                         )
@@ -474,33 +493,39 @@ class HistoryStore:
                             int(changed.get(c.ct, False)),
                             int(flapping.get(c.ct, False)),
                             c.peer,
-                            json.dumps(dict(c.phases), separators=(",", ":")),
+                            _phases_ms(c.phases),
                             self._facts_id(c.facts),
                         )
                         for c in cts
                     ],
                 )
+                text = self._interner()
                 db.executemany(
                     "INSERT INTO checks (run, ct, check_name, tier, verdict, hardness, reason, "
                     "figure, unit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
                         (
                             run_key,
-                            k.ct,
-                            k.check,
-                            k.tier,
+                            text(k.ct),
+                            text(k.check),
+                            text(k.tier),
                             str(k.verdict),
                             hardness.get((k.ct, k.check), "hard"),
-                            k.reason,
+                            text(k.reason),
                             k.figure,
-                            k.unit,
+                            text(k.unit),
                         )
                         for k in checks
                     ],
                 )
                 db.executemany(
+                    "INSERT OR REPLACE INTO last_ok (ct, check_name, tier, run) "
+                    "VALUES (?, ?, ?, ?)",
+                    [(k.ct, k.check, k.tier, run_key) for k in checks if k.verdict == Verdict.OK],
+                )
+                db.executemany(
                     "INSERT OR REPLACE INTO state (ct, check_name, verdict, hardness, since, "
-                    "runs, previous, flapping) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "runs, previous, flapping, last_run) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
                         (
                             s.ct,
@@ -511,11 +536,12 @@ class HistoryStore:
                             s.runs,
                             str(s.previous) if s.previous is not None else None,
                             int(s.flapping),
+                            run_key,
                         )
                         for s in states
                     ],
                 )
-                self._prune(time.time() - retention_days * 86400.0)
+                self._prune(time.time() - retention_days * 86400.0, int(run_key or 0))
                 avail = self.availability({c.ct for c in cts}, run.started)
                 db.execute("COMMIT")
             except BaseException:
@@ -527,6 +553,33 @@ class HistoryStore:
         self._states = {(s.ct, s.check): s for s in states}
         return states, avail
 
+    def sweep(self) -> None:
+        """Delete the facts and texts no kept row refers to (inside the caller's
+        transaction)."""
+        self.db.execute(
+            "DELETE FROM facts WHERE id NOT IN (SELECT facts FROM cts WHERE facts IS NOT NULL)"
+        )
+        self.db.execute(
+            "DELETE FROM texts WHERE id NOT IN (SELECT ct FROM checks UNION "
+            "SELECT check_name FROM checks UNION SELECT tier FROM checks UNION "
+            "SELECT reason FROM checks UNION SELECT unit FROM checks)"
+        )
+
+    def _interner(self) -> Callable[[str], int]:
+        """A function giving each text its row id in ``texts`` (stored once: reasons,
+        names and units repeat from run to run)."""
+        cache: dict[str, int] = {}
+
+        def text_id(value: str) -> int:
+            found = cache.get(value)
+            if found is None:
+                self.db.execute("INSERT OR IGNORE INTO texts (text) VALUES (?)", (value,))
+                row = self.db.execute("SELECT id FROM texts WHERE text = ?", (value,)).fetchone()
+                found = cache[value] = int(row[0])
+            return found
+
+        return text_id
+
     def _facts_id(self, facts: Facts | None) -> int | None:
         """The row id of these facts, stored once per distinct value."""
         if facts is None:
@@ -537,20 +590,24 @@ class HistoryStore:
         row = self.db.execute("SELECT id FROM facts WHERE sha256 = ?", (digest,)).fetchone()
         return int(row[0])
 
-    def _prune(self, cutoff: float) -> int:
-        """Delete runs that started before ``cutoff`` (their rows go with them), then the
-        facts no run or accepted baseline refers to any more. Returns the runs deleted."""
+    def _prune(self, cutoff: float, run_key: int) -> int:
+        """Delete runs that started before ``cutoff`` (their rows go with them) and the
+        states of checks no kept run had (a removed connection type). Texts and facts no
+        row refers to any more are swept once every :data:`_SWEEP_EVERY` runs: the sweep
+        reads every row, while what it frees grows slowly. Returns the runs deleted."""
         cur = self.db.execute("DELETE FROM runs WHERE started < ?", (cutoff,))
         if cur.rowcount:
-            self.db.execute(
-                "DELETE FROM facts WHERE id NOT IN (SELECT facts FROM cts WHERE facts IS NOT NULL)"
-            )
-            # A state whose check no kept run has any more (a removed connection type).
-            self.db.execute(
-                "DELETE FROM state WHERE NOT EXISTS (SELECT 1 FROM checks k WHERE "
-                "k.ct = state.ct AND k.check_name = state.check_name)"
-            )
+            self.db.execute("DELETE FROM last_ok WHERE run NOT IN (SELECT id FROM runs)")
+            self.db.execute("DELETE FROM state WHERE last_run NOT IN (SELECT id FROM runs)")
+        if cur.rowcount and run_key % _SWEEP_EVERY == 0:
+            self.sweep()
         return int(cur.rowcount)
+
+
+def _phases_ms(phases: Mapping[str, float]) -> str:
+    """Phase timings as compact JSON in milliseconds to 0.01 ms (seconds with six
+    decimals took twice the room, a third of a run's rows)."""
+    return json.dumps({k: round(v * 1000.0, 2) for k, v in phases.items()}, separators=(",", ":"))
 
 
 def _who() -> str:
