@@ -87,8 +87,15 @@ def _facts(n: int, run: int) -> Facts:
         cert_issuer="CN=Lab CA,O=pop3mon lab",
         cert_sans=(f"mail{n}.example.net", f"pop{n}.example.net"),
         cert_not_after="2027-03-01T00:00:00Z",
-        caps_before=("TOP", "UIDL", "RESP-CODES", "PIPELINING", "AUTH-RESP-CODE", "USER",
-                     "SASL PLAIN SCRAM-SHA-256"),
+        caps_before=(
+            "TOP",
+            "UIDL",
+            "RESP-CODES",
+            "PIPELINING",
+            "AUTH-RESP-CODE",
+            "USER",
+            "SASL PLAIN SCRAM-SHA-256",
+        ),
         caps_after=None,
         apop_timestamp=False,
         greeting="+OK Dovecot ready.",
@@ -143,8 +150,12 @@ def measure(size: int, runs: int) -> dict[str, float]:
         for run in range(runs):
             cts, checks = _run_rows(size, run, rng)
             row = RunRow(
-                f"run-{run}", start + run * 300.0, start + run * 300.0 + 5, "targets.yaml",
-                "0" * 64, "bench",
+                f"run-{run}",
+                start + run * 300.0,
+                start + run * 300.0 + 5,
+                "targets.yaml",
+                "0" * 64,
+                "bench",
             )
             confirm = {c.ct: 1 for c in cts}
             t0 = time.perf_counter()

@@ -575,6 +575,7 @@ def test_report_options(lab: Lab, tmp_path: Path) -> None:
         env=lab.env,
     )
     assert sorted(p.name for p in ini_dir.iterdir()) == [
+        "history.sqlite",  # the run history lives next to the reports by default
         "metrics.prom",
         "report.html",
         "results.json",

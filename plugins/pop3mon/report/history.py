@@ -90,6 +90,12 @@ def record(config: pytest.Config, report: RunReport, path: Path | None) -> Histo
     store = config.stash.get(STORE_KEY, None)
     if path is None or store is None:
         return OFF
+    # Every check has run: close this process's reader, so that the writer, the last
+    # connection, checkpoints the WAL and leaves one file behind.
+    reader = config.stash.get(HISTORY_KEY, None)
+    if reader is not None:
+        reader.close()
+        config.stash[HISTORY_KEY] = None
     info = report.info
     run = RunRow(
         run_id=info.run_id,
