@@ -74,6 +74,7 @@ def test_the_engine_checks_config_and_store_import_neither_pytest_nor_the_lab() 
     code = (
         "import sys\n"
         "import pop3mon.engine, pop3mon.checks, pop3mon.config, pop3mon.probestore\n"
+        "import pop3mon.history.store, pop3mon.history.states, pop3mon.history.record\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('pytest', '_pytest',"
         " 'pop3mon_lab'))\n"
         "print(','.join(bad))\n"

@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -574,6 +575,7 @@ def test_report_options(lab: Lab, tmp_path: Path) -> None:
         env=lab.env,
     )
     assert sorted(p.name for p in ini_dir.iterdir()) == [
+        "history.sqlite",  # the run history lives next to the reports by default
         "metrics.prom",
         "report.html",
         "results.json",
@@ -739,6 +741,9 @@ def test_no_secret_in_any_output(secret_lab: Path, tmp_path: Path, args: tuple[s
     files = [p for p in (*reports.rglob("*"), *cache.rglob("*")) if p.is_file()]
     assert {p.name for p in files} >= {"report.html", "junit.xml", "results.json", "metrics.prom"}
     assert any(p.is_relative_to(cache) for p in files), "cache was not written"
+    # The run history (next to the reports) holds every check's reason and the probe's
+    # facts: its raw bytes, and any WAL left beside it, are searched too.
+    assert "history.sqlite" in {p.name for p in files}
     texts = {"terminal": run.output} | {str(p): p.read_text("utf-8", "replace") for p in files}
     hits = [
         f"{kind} in {where}"
@@ -746,7 +751,21 @@ def test_no_secret_in_any_output(secret_lab: Path, tmp_path: Path, args: tuple[s
         for kind, needle in _needles("alice").items()
         if needle in text
     ]
+    hits += [
+        f"{kind} in the bytes of {p}"
+        for p in files
+        if p.name.startswith("history.sqlite")
+        for kind, needle in _needles("alice").items()
+        if needle.encode() in p.read_bytes()
+    ]
     assert hits == []
+    # The reasons did reach the history (redacted), so the search above searched them.
+    db = sqlite3.connect(reports / "history.sqlite")
+    try:
+        reasons = [r[0] for r in db.execute("SELECT reason FROM check_rows WHERE ct = 'echo-user'")]
+    finally:
+        db.close()
+    assert any("[REDACTED]" in r for r in reasons), reasons
 
 
 def test_collect_only_writes_no_reports(lab: Lab, tmp_path: Path) -> None:

@@ -27,7 +27,9 @@ from .config import ConfigError, ConnectionType, load_targets
 from .engine.result import ProbeResult
 from .engine.runner import DEFAULT_CONCURRENCY
 from .engine.stages import TIERS
+from .history.record import streak_note
 from .probestore import ProbeStore
+from .report.history import history_for
 from .report.keys import STORE_KEY
 from .report.recorder import verdict_properties
 from .verdict import Verdict
@@ -355,6 +357,15 @@ def pop3mon_state(pytestconfig: pytest.Config) -> RunState:
     return state
 
 
+def _streak(config: pytest.Config, ct_id: str, check: str, verdict: Verdict) -> str:
+    """ " — new since the last run" / " — failing for N runs since <time>" from the run
+    history (the JUnit failure message and the terminal say whether a failure is new)."""
+    history = history_for(config)
+    prev = history.state(ct_id, check) if history is not None else None
+    note = streak_note(prev, verdict, history is not None)
+    return f" — {note}" if note else ""
+
+
 @pytest.fixture
 def check(
     ct: str, pop3mon_state: RunState, request: pytest.FixtureRequest
@@ -384,10 +395,13 @@ def check(
             # skips per check instead of lumping them under plugin.py.
             raise pytest.skip.Exception(res.reason, _use_item_location=True)
         if res.verdict == Verdict.CRIT:
-            pytest.fail(f"CRIT {connection.id} {res.check}: {res.reason}", pytrace=False)
+            note = _streak(request.config, connection.id, res.check, res.verdict)
+            pytest.fail(f"CRIT {connection.id} {res.check}: {res.reason}{note}", pytrace=False)
         if res.verdict == Verdict.WARN and pop3mon_state.strict_warn:
+            note = _streak(request.config, connection.id, res.check, res.verdict)
             pytest.fail(
-                f"WARN {connection.id} {res.check}: {res.reason} (--strict-warn)", pytrace=False
+                f"WARN {connection.id} {res.check}: {res.reason} (--strict-warn){note}",
+                pytrace=False,
             )
         return res
 

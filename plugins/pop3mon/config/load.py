@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from .cascade import _build
 from .messages import _allowed, _schema_message
-from .model import ConfigError, NotifySettings, NotifyTarget, Targets
+from .model import ConfigError, HistorySettings, NotifySettings, NotifyTarget, Targets
 from .schema import _File, _Notify, _resolve_path
 from .wording import Loc, _closest, _escape, _show
 from .yaml_lines import _compose, _Problems, _unencodable, _YamlTree
@@ -196,11 +196,19 @@ def _load(path: str | os.PathLike[str]) -> Targets:
     connections = _build(model, tree, base_dir, problems)
     notify = _notify(model.notify, tree, base_dir, problems) if model.notify else None
     problems.raise_if_any()
+    hist = model.history
     return Targets(
         path=file.resolve(),
         sha256=digest,
         connections=tuple(sorted(connections, key=lambda c: c.id)),
         notify=notify,
+        history=HistorySettings(
+            path=_resolve_path(base_dir, hist.path) if hist.path is not None else None,
+            retention_days=hist.retention_days,
+            lock_timeout=float(hist.lock_timeout),
+            flapping_changes=hist.flapping.changes,
+            flapping_runs=hist.flapping.runs,
+        ),
     )
 
 

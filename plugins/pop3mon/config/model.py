@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
+from ..engine.defaults import DEFAULTS
 from ..engine.mechanisms import MECHANISMS
 from ..engine.result import ProbeSpec
 from ..engine.stages import LATENCY_PHASES, AddressFamily, Pacing, Security
@@ -128,6 +129,8 @@ class ConnectionType:
     stat_min: int | None
     stat_max: int | None
     line: int
+    #: Runs in a row a CRIT must hold before it is hard (a history setting: not the probe's).
+    confirm: int = DEFAULTS.confirm
 
     def resolve_secret(self, environ: Mapping[str, str] | None = None) -> tuple[Secret | None, str]:
         """Load the referenced secret now: ``(Secret, "")`` or ``(None, problem)``.
@@ -185,14 +188,30 @@ class ConnectionType:
 
 
 @dataclass(frozen=True)
+class HistorySettings:
+    """The targets file's top-level ``history:`` (see :mod:`pop3mon.history`).
+
+    ``path`` is absolute (a relative one starts at the targets file's directory), or
+    ``None``: the command line, the ini file or the default (next to the reports) decides.
+    """
+
+    path: Path | None = None
+    retention_days: int = DEFAULTS.history_retention_days
+    lock_timeout: float = DEFAULTS.history_lock_timeout
+    flapping_changes: int = DEFAULTS.flapping_changes
+    flapping_runs: int = DEFAULTS.flapping_runs
+
+
+@dataclass(frozen=True)
 class Targets:
-    """A loaded targets file: absolute ``path``, ``sha256`` of its bytes and the
-    connection types sorted by id."""
+    """A loaded targets file: absolute ``path``, ``sha256`` of its bytes, the connection
+    types sorted by id and the ``history:`` settings."""
 
     path: Path
     sha256: str
     connections: tuple[ConnectionType, ...]
     notify: NotifySettings | None = None  # None: no notify: section
+    history: HistorySettings = HistorySettings()
 
     @property
     def ids(self) -> tuple[str, ...]:

@@ -474,6 +474,8 @@ class _Settings(_Model):
     allow_cleartext: bool = DEFAULTS.allow_cleartext
     collect_uidl: bool = DEFAULTS.collect_uidl
     login_pacing: Annotated[Pacing, BeforeValidator(_v_pacing)] = DEFAULTS.login_pacing
+    # Runs in a row a CRIT must hold before it is hard (history/states.py).
+    confirm: Annotated[int, Field(ge=1, le=100)] = DEFAULTS.confirm
     address_family: Annotated[AddressFamily, BeforeValidator(_v_address_family)] = (
         DEFAULTS.address_family
     )
@@ -667,9 +669,35 @@ class _Notify(_Model):
         return value
 
 
+class _Flapping(_Model):
+    """More than ``changes`` state changes in the last ``runs`` runs is flapping."""
+
+    changes: Annotated[int, Field(ge=1, le=1000)] = DEFAULTS.flapping_changes
+    runs: Annotated[int, Field(ge=2, le=1000)] = DEFAULTS.flapping_runs
+
+    @model_validator(mode="after")
+    def _order(self) -> _Flapping:
+        if self.changes >= self.runs:
+            raise _bad(
+                f"changes ({self.changes}) must be less than runs ({self.runs}) — a run "
+                "changes state at most once"
+            )
+        return self
+
+
+class _History(_Model):
+    """Top-level ``history:``: where the run history is kept and how states are judged."""
+
+    path: _FileName | None = None
+    retention_days: Annotated[int, Field(ge=1, le=36500)] = DEFAULTS.history_retention_days
+    lock_timeout: _Seconds = DEFAULTS.history_lock_timeout
+    flapping: _Flapping = _Flapping()
+
+
 class _File(_Model):
     version: Annotated[int, BeforeValidator(_v_version)] = 1
     defaults: _Settings | None = None
+    history: _History = _History()
     servers: list[_Server]
     notify: _Notify | None = None
 

@@ -52,6 +52,11 @@ class Defaults:
     retry_backoff: float  # `retry_backoff:` seconds between one attempt and the next
     retries_max: int  # the largest `retries:` a targets file may ask for
     retry_backoff_max: float  # the largest `retry_backoff:` a targets file may ask for
+    confirm: int  # `confirm:` runs a CRIT must hold before it is hard (history/states.py)
+    history_retention_days: int  # `history: {retention_days}`
+    history_lock_timeout: float  # `history: {lock_timeout}` seconds to wait for the writer lock
+    flapping_changes: int  # `history: {flapping: {changes}}`: more changes than this ...
+    flapping_runs: int  # `history: {flapping: {runs}}`: ... in this many runs is flapping
 
 
 DEFAULTS: Final = Defaults(
@@ -87,4 +92,13 @@ DEFAULTS: Final = Defaults(
     retry_backoff=1.0,
     retries_max=3,
     retry_backoff_max=30.0,
+    # Nagios' max_check_attempts 1: a CRIT is hard (and notified) at once unless asked.
+    confirm=1,
+    history_retention_days=90,
+    # Long enough for an overlapping run's write (a second at 1000 connection types).
+    history_lock_timeout=10.0,
+    # Nagios flags flapping near 20-50% state changes over 21 checks; 4 of 10 runs is
+    # a changing state every other run or so.
+    flapping_changes=4,
+    flapping_runs=10,
 )

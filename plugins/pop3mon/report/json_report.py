@@ -12,13 +12,25 @@ Schema ``pop3mon/results/v1`` (keys are sorted, so diffs between runs stay small
         {"id", "server", "host", "port", "security", "auth", "tags", "verdict",
          "config": {...},            # the connection type's settings (never a secret value)
          "checks": [{"tier", "check", "verdict", "reason", "figure", "unit",
-                     "outcome", "nodeid", "duration_seconds"}],   # outcome "not run":
-                                                                    # the run ended first
+                     "outcome", "nodeid", "duration_seconds",   # outcome "not run":
+                                                                 # the run ended first
+                     "state": {"verdict", "hardness",            # "soft" | "hard"
+                               "since", "since_epoch",           # start of the streak
+                               "runs", "previous", "new", "flapping"} | null}],
+         "availability": {"24h", "7d", "30d"} | null,   # share of runs without CRIT/ERROR
+         "flapping": bool | null,
          "probe": {...} | null}      # ProbeResult.to_dict(): phases, TLS, transcript ...
       ],
+      "changes": [{"kind", "connection", "check", "before", "after", "reason",
+                   "since", "detail"}],   # kind: new worse better recovered hard drift
+                                          # flapping settled (check "" for the last two)
+      "history": {"status", "path", "note"},   # status ok | new | warn | off
       "not_selected": [...],        # configured ids that no selected test touched
       "unattributed_checks": [...]  # checks whose connection type could not be told
     }
+
+``state``, ``availability`` and ``flapping`` are null when the run was not recorded in a
+history (``--no-history``, or the history's WARN).
 
 A consumer must check ``schema``; new keys may appear within v1, none will change meaning.
 """
@@ -30,6 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..history.model import Change, CheckState
 from .model import ConnectionReport, RunReport, scrub
 from .recorder import CheckRecord
 
@@ -53,8 +66,37 @@ def _scrubbed(value: Any) -> Any:
     return value
 
 
-def _check(rec: CheckRecord) -> dict[str, Any]:
+def _state(state: CheckState | None) -> dict[str, Any] | None:
+    if state is None:
+        return None
     return {
+        "verdict": state.verdict,
+        "hardness": state.hardness,
+        "since": _iso(state.since),
+        "since_epoch": round(state.since, 3),
+        "runs": state.runs,
+        "previous": state.previous,
+        "new": state.new,
+        "flapping": state.flapping,
+    }
+
+
+def _change(change: Change) -> dict[str, Any]:
+    return {
+        "kind": change.kind,
+        "connection": change.ct,
+        "check": change.check,
+        "before": change.before,
+        "after": change.after,
+        "reason": change.reason,
+        "since": _iso(change.since),
+        "detail": change.detail,
+    }
+
+
+def _check(rec: CheckRecord, state: CheckState | None = None) -> dict[str, Any]:
+    return {
+        "state": _state(state),
         "tier": rec.tier,
         "check": rec.check,
         "verdict": rec.verdict,
@@ -67,9 +109,13 @@ def _check(rec: CheckRecord) -> dict[str, Any]:
     }
 
 
-def _connection(conn: ConnectionReport) -> dict[str, Any]:
+def _connection(conn: ConnectionReport, report: RunReport) -> dict[str, Any]:
     ct = conn.ct
+    hist = report.history
+    avail = hist.availability.get(ct.id)
     return {
+        "availability": dict(avail) if avail is not None else None,
+        "flapping": hist.flapping.get(ct.id) if hist.ok else None,
         "id": ct.id,
         "server": ct.server,
         "host": ct.host,
@@ -79,7 +125,7 @@ def _connection(conn: ConnectionReport) -> dict[str, Any]:
         "tags": list(ct.tags),
         "verdict": conn.worst,
         "config": ct.to_dict(),
-        "checks": [_check(r) for r in conn.records],
+        "checks": [_check(r, report.states.get((ct.id, r.check))) for r in conn.records],
         "probe": conn.result.to_dict() if conn.result is not None else None,
     }
 
@@ -104,7 +150,13 @@ def results_document(report: RunReport) -> dict[str, Any]:
             "stopped": info.stopped or None,
         },
         "counts": {**counts, "total": sum(counts.values())},
-        "connections": [_connection(c) for c in report.connections],
+        "connections": [_connection(c, report) for c in report.connections],
+        "changes": [_change(c) for c in report.changes],
+        "history": {
+            "status": report.history.status,
+            "path": str(report.history.path) if report.history.path is not None else None,
+            "note": report.history.note or None,
+        },
         "not_selected": list(report.not_selected),
         "unattributed_checks": [_check(r) for r in report.unattributed],
     }

@@ -1,16 +1,24 @@
-"""The stash key through which the monitoring glue hands the run's probe store to the
-report plugin. Its own module, so the glue need not import the report plugin module itself
-(pytest would then find it imported before it could register it for assertion rewriting).
+"""The stash keys through which the monitoring glue hands the run's probe store (and the
+history) to the report plugin. Its own module, so the glue need not import the report
+plugin module itself (pytest would then find it imported before it could register it for
+assertion rewriting).
 """
 
 from __future__ import annotations
 
 import pytest
 
+from ..history.store import HistoryStore
 from ..probestore import ProbeStore
 
-__all__ = ["STORE_KEY"]
+__all__ = ["HISTORY_KEY", "STORE_KEY"]
 
 #: Where the monitoring glue puts the run's probe store (absent when the targets file
 #: failed to load or no targets are configured).
 STORE_KEY = pytest.StashKey[ProbeStore]()
+
+#: The run history opened read-only in this process (controller or xdist worker), or
+#: ``None`` when there is none (yet) or it is unusable: filled by
+#: :func:`pop3mon.report.history.history_for`, which the drift checks and the failure
+#: messages call. Only the controller writes the history, at session end.
+HISTORY_KEY = pytest.StashKey[HistoryStore | None]()

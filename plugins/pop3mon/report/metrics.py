@@ -59,6 +59,30 @@ _FAMILIES: tuple[tuple[str, str], ...] = (
         "When this run started (Unix time; the same in results.json: run.started_epoch).",
     ),
     (
+        "pop3mon_check_state_since_timestamp_seconds",
+        "When each check's current verdict began: start of the first run of the streak "
+        "(Unix time; from the run history).",
+    ),
+    (
+        "pop3mon_check_consecutive_runs",
+        "Runs in a row each check has had its current verdict, this one included "
+        "(hardness label: soft until confirm runs of CRIT, else hard).",
+    ),
+    (
+        "pop3mon_availability_ratio",
+        "Share of the connection type's runs without CRIT or ERROR over the window "
+        "(window label: 24h, 7d, 30d; from the run history).",
+    ),
+    (
+        "pop3mon_flapping",
+        "1 when the connection type is flapping (its changes are held), else 0.",
+    ),
+    (
+        "pop3mon_history_ok",
+        "1 when this run was recorded in the run history, 0 when the history failed "
+        "(absent with --no-history).",
+    ),
+    (
         "pop3mon_run_complete",
         "1 when every selected check ran, 0 when the run was stopped early "
         "(SIGTERM, Ctrl-C, -x): its other checks are SKIP, not run.",
@@ -135,11 +159,27 @@ def _samples(report: RunReport) -> dict[str, list[str]]:
         for rec in conn.records:
             labels = [*base, ("tier", rec.tier), ("check", rec.check), ("verdict", rec.verdict)]
             add("pop3mon_check_verdict", labels, VERDICT_CODES[rec.verdict])
+            state = report.states.get((conn.ct.id, rec.check))
+            if state is not None:
+                check = [*base, ("tier", rec.tier), ("check", rec.check)]
+                add("pop3mon_check_state_since_timestamp_seconds", check, round(state.since, 3))
+                add(
+                    "pop3mon_check_consecutive_runs",
+                    [*check, ("verdict", state.verdict), ("hardness", state.hardness)],
+                    state.runs,
+                )
+        for window, ratio in report.history.availability.get(conn.ct.id, {}).items():
+            if ratio is not None:
+                add("pop3mon_availability_ratio", [*base, ("window", window)], ratio)
+        if report.history.ok:
+            add("pop3mon_flapping", base, 1 if report.history.flapping.get(conn.ct.id) else 0)
     counts: Mapping[Verdict, int] = report.counts()
     for verdict, number in counts.items():
         add("pop3mon_checks", [("verdict", verdict)], number)
     add("pop3mon_run_start_timestamp_seconds", [], round(report.info.started, 3))
     add("pop3mon_run_complete", [], 0 if report.info.stopped else 1)
+    if report.history.status != "off":
+        add("pop3mon_history_ok", [], 1 if report.history.ok else 0)
     return out
 
 

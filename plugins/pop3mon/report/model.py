@@ -28,6 +28,8 @@ from .. import checks
 from ..config import ConnectionType
 from ..engine.result import ProbeResult
 from ..engine.stages import CHECKS, TIERS
+from ..history.model import Change, CheckState
+from ..history.record import OFF, HistoryOutcome
 from ..probestore import ProbeStore
 from ..secrets import REDACTOR
 from ..verdict import Verdict, count, rank, worst
@@ -165,6 +167,25 @@ class RunReport:
     unattributed: tuple[CheckRecord, ...] = ()
     #: Configured connection types no selected test touched (``-k``/``-m`` deselection).
     not_selected: tuple[str, ...] = ()
+    #: What the run history made of this run (states, changes, availability), set on the
+    #: controller after the run was recorded; status "off" without a history.
+    history: HistoryOutcome = OFF
+
+    @property
+    def states(self) -> Mapping[tuple[str, str], CheckState]:
+        """Each check's state after this run, by (connection id, check); empty without a
+        history."""
+        return self.history.states
+
+    @property
+    def changes(self) -> tuple[Change, ...]:
+        """The changes this run made, to tell (empty without a history)."""
+        return self.history.changes
+
+    @property
+    def history_note(self) -> str:
+        """The history's run-level WARN or new-baseline sentence, or ""."""
+        return self.history.note
 
     @property
     def records(self) -> tuple[CheckRecord, ...]:

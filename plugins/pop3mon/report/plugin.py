@@ -33,6 +33,7 @@ monitoring glue hands the store over in ``config.stash[STORE_KEY]``; nothing her
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Generator
@@ -44,21 +45,22 @@ import pytest
 from .. import checks
 from ..engine.result import ProbeResult
 from ..probestore import ProbeStore
+from . import history as history_glue
 from . import html as html_parts
 from . import junit
 from .json_report import write_json
 from .keys import STORE_KEY
 from .metrics import write_metrics
 from .model import RunInfo, RunReport, build_run_report, new_run_id, pop3mon_version, scrub
+from .paths import DEFAULT_DIR, reports_dir, reports_enabled
 from .recorder import Recorder
 from .reportset import ReportSet, ReportSetError
 from .stop import StopControl, install_worker_handlers
-from .terminal import write_summary
+from .terminal import write_history, write_summary
 
 __all__ = ["REPORT_KEY", "ReportPlugin"]
 
 REPORT_KEY = pytest.StashKey["ReportPlugin"]()
-DEFAULT_DIR = "reports"
 HTML_NAME = "report.html"
 JUNIT_NAME = "junit.xml"
 JSON_NAME = "results.json"
@@ -81,22 +83,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="write no pop3mon report files (an explicit --html/--junitxml still works)",
     )
+    history_glue.add_options(group, parser)
     parser.addini(
         "pop3mon_reports_dir",
         "directory for pop3mon's report files (relative to the rootdir)",
         default=DEFAULT_DIR,
     )
-
-
-def _reports_dir(config: pytest.Config) -> Path:
-    # A command-line path is relative to where pytest was started, an ini path to the
-    # rootdir (as pytest does for its own ini paths).
-    raw = config.getoption("reports_dir")
-    if raw:
-        path = Path(os.path.expanduser(str(raw)))
-        return path if path.is_absolute() else config.invocation_params.dir / path
-    ini = Path(os.path.expanduser(str(config.getini("pop3mon_reports_dir") or DEFAULT_DIR)))
-    return ini if ini.is_absolute() else config.rootpath / ini
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -121,7 +113,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     """An xdist worker of a monitoring run ends at once on SIGTERM/SIGINT (see :mod:`.stop`);
     the controller's handlers are installed by :class:`ReportPlugin`."""
     config = session.config
-    if hasattr(config, "workerinput") and config.stash.get(STORE_KEY, None) is not None:
+    if config.stash.get(STORE_KEY, None) is None:
+        return
+    # Open the history for reading now, in every process, before any check runs.
+    history_glue.history_for(config)
+    if hasattr(config, "workerinput"):
         install_worker_handlers()
 
 
@@ -132,10 +128,8 @@ class ReportPlugin:
         self.config = config
         # --collect-only probes nothing: writing reports then would only overwrite the last
         # real run's reports with empty ones.
-        self.enabled = not (
-            bool(config.getoption("no_reports")) or bool(config.getoption("collectonly", False))
-        )
-        self.directory = _reports_dir(config)
+        self.enabled = reports_enabled(config)
+        self.directory = reports_dir(config)
         self.run_id = new_run_id()
         self.own_junit = False
         self.info: RunInfo | None = None
@@ -225,7 +219,11 @@ class ReportPlugin:
         store = self.store
         if self.report is None and store is not None:
             info = self._run_info(time.time())
-            self.report = build_run_report(store, self.recorder, info)
+            report = build_run_report(store, self.recorder, info)
+            # The history never costs the run its reports: record() never raises.
+            path = history_glue.history_path(self.config, self.directory, self.enabled)
+            outcome = history_glue.record(self.config, report, path)
+            self.report = dataclasses.replace(report, history=outcome)
         return self.report
 
     def _strip_metadata(self) -> None:
@@ -436,6 +434,9 @@ class ReportPlugin:
         terminalreporter.write_sep("-", "pop3mon reports")
         for kind, path in self.written:
             terminalreporter.write_line(f"{kind:<12} {_display(path, self.config)}")
+        hist = self.report.history if self.report is not None else None
+        if hist is not None and hist.ok and hist.path is not None:
+            terminalreporter.write_line(f"{'History':<12} {_display(hist.path, self.config)}")
 
 
 def _display(path: Path, config: pytest.Config) -> str:
@@ -453,6 +454,8 @@ class _Summary:
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         write_summary(terminalreporter, self.owner.recorder.by_connection())
+        if self.owner.report is not None:
+            write_history(terminalreporter, self.owner.report)
 
 
 class _ReportFiles:

@@ -1,14 +1,18 @@
-"""The terminal summary: a verdict matrix, each root cause once, then the WARNs."""
+"""The terminal summary: a verdict matrix, each root cause once, then the WARNs; then what
+the run history makes of it (new, recovered, still failing, flapping, the history's WARN)."""
 
 from __future__ import annotations
 
 import pytest
 
 from ..engine.stages import TIERS
+from ..history.record import iso
+from ..history.states import BAD
 from ..verdict import Verdict, count, worst
+from .model import RunReport
 from .recorder import NOT_RUN, CheckRecord, verdicts
 
-__all__ = ["write_summary"]
+__all__ = ["history_lines", "write_history", "write_summary"]
 
 _BAD = (Verdict.CRIT, Verdict.ERROR)
 
@@ -62,3 +66,54 @@ def _root_causes(tr: pytest.TerminalReporter, grouped: dict[str, list[CheckRecor
         blocked = sum(1 for r in recs if r.blocked_by)
         if blocked:
             tr.write_line(f"    ({blocked} dependent checks skipped because of it)")
+
+
+def history_lines(report: RunReport) -> list[tuple[str, str]]:
+    """The history's lines as ``(colour, text)``: the WARN or new-baseline note, then new,
+    recovered, still failing (N runs, since when) and flapping connection types."""
+    hist = report.history
+    out: list[tuple[str, str]] = []
+    if hist.status == "warn":
+        return [("yellow", f"history: WARN {hist.note}")]
+    if hist.status == "off":
+        return out
+    if hist.status == "new":
+        return [("", f"history: {hist.note}")]
+    states = hist.states
+    order = [(c.ct.id, r.check) for c in report.connections for r in c.records]
+    shown = [states[k] for k in order if k in states]
+    new = [s for s in shown if s.new and s.verdict in BAD]
+    if new:
+        out.append(
+            (
+                "red",
+                "new since last run: " + ", ".join(f"{s.ct} {s.check} ({s.verdict})" for s in new),
+            )
+        )
+    recovered = [s for s in shown if s.new and s.verdict == Verdict.OK and s.previous in BAD]
+    if recovered:
+        out.append(("green", "recovered: " + ", ".join(f"{s.ct} {s.check}" for s in recovered)))
+    for s in shown:
+        if not s.new and s.verdict in BAD:
+            soft = " soft" if s.hardness == "soft" else ""
+            out.append(
+                (
+                    "red" if s.verdict != Verdict.WARN else "yellow",
+                    f"still failing: {s.ct} {s.check} ({s.verdict}{soft}, {s.runs} runs, "
+                    f"since {iso(s.since)})",
+                )
+            )
+    flapping = sorted(ct for ct, on in hist.flapping.items() if on)
+    if flapping:
+        out.append(("yellow", "flapping (changes held): " + ", ".join(flapping)))
+    return out
+
+
+def write_history(tr: pytest.TerminalReporter, report: RunReport) -> None:
+    """Write the history's lines under the pop3mon summary."""
+    lines = history_lines(report)
+    if not lines:
+        return
+    tr.write_line("")
+    for colour, text in lines:
+        tr.write_line(text, **({colour: True} if colour else {}))

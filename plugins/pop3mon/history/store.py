@@ -1,0 +1,683 @@
+"""The run history: one SQLite file (standard library ``sqlite3``) that every run appends to.
+
+What it keeps, per run: the run's identity (id, start, end, host, targets file name and
+sha256, pop3mon version); per connection type: the worst verdict, whether any check
+changed, the phase timings, the peer address and the comparable :class:`~pop3mon.checks.
+facts.Facts` (stored once per distinct value: they rarely change); per check: tier, verdict,
+reason, key figure and unit (texts stored once in ``texts``; the view ``check_rows``
+reads them back), and the state after the run. Besides: the current state of
+every check (what the next run compares against) and the baselines operators accepted.
+
+Concurrency: only the controller of a run writes, once, at session end, in one
+``BEGIN IMMEDIATE`` transaction (SQLite's writer lock) with a busy timeout, so two
+overlapping runs take turns and the second one computes its states from the first one's.
+Readers (xdist workers, drift checks) use :func:`open_history_readonly`. WAL mode lets
+them read while a writer writes.
+
+Failure: every problem is a :class:`HistoryError` whose message names the file and why
+(locked, not a database, read-only ...); the report glue turns it into a run-level WARN,
+and the run's reports are written anyway.
+
+The schema is versioned (table ``schema_version``): :data:`MIGRATIONS` are applied in
+order to bring an older file up to date; a file from a newer pop3mon is refused, never
+rewritten.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import socket
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from ..checks.facts import Baseline, Facts
+from ..engine.defaults import DEFAULTS
+from ..verdict import Verdict
+from .model import CheckState
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "WINDOWS",
+    "CheckRow",
+    "CtRow",
+    "HistoryError",
+    "HistoryStore",
+    "RunRow",
+    "open_history_readonly",
+]
+
+#: Availability windows (label, seconds), shortest first.
+WINDOWS: Final[tuple[tuple[str, float], ...]] = (
+    ("24h", 86400.0),
+    ("7d", 7 * 86400.0),
+    ("30d", 30 * 86400.0),
+)
+
+_V1: Final = """
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: last_ok/state compare ids
+    run_id TEXT NOT NULL UNIQUE,
+    started REAL NOT NULL,
+    finished REAL NOT NULL,
+    host TEXT NOT NULL,
+    targets_name TEXT NOT NULL,
+    targets_sha256 TEXT NOT NULL,
+    version TEXT NOT NULL,
+    stopped TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX runs_started ON runs (started);
+CREATE TABLE facts (
+    id INTEGER PRIMARY KEY,
+    sha256 TEXT NOT NULL UNIQUE,
+    json TEXT NOT NULL
+);
+CREATE TABLE cts (
+    run INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    ct TEXT NOT NULL,
+    worst TEXT NOT NULL,
+    changed INTEGER NOT NULL,
+    flapping INTEGER NOT NULL,
+    peer TEXT NOT NULL,
+    phases TEXT NOT NULL,  -- JSON {phase: milliseconds}
+    facts INTEGER REFERENCES facts (id),
+    PRIMARY KEY (run, ct)
+) WITHOUT ROWID;
+CREATE INDEX cts_ct ON cts (ct, run);
+CREATE TABLE texts (
+    id INTEGER PRIMARY KEY,
+    text TEXT NOT NULL UNIQUE
+);
+CREATE TABLE checks (
+    run INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    ct INTEGER NOT NULL,
+    check_name INTEGER NOT NULL,
+    tier INTEGER NOT NULL,
+    verdict TEXT NOT NULL,
+    hardness TEXT NOT NULL,
+    reason INTEGER NOT NULL,
+    figure REAL,
+    unit INTEGER NOT NULL,
+    PRIMARY KEY (run, ct, check_name)
+) WITHOUT ROWID;
+CREATE VIEW check_rows AS
+    SELECT k.run AS run, c.text AS ct, n.text AS check_name, t.text AS tier,
+           k.verdict AS verdict, k.hardness AS hardness, r.text AS reason,
+           k.figure AS figure, u.text AS unit
+    FROM checks k JOIN texts c ON c.id = k.ct JOIN texts n ON n.id = k.check_name
+    JOIN texts t ON t.id = k.tier JOIN texts r ON r.id = k.reason JOIN texts u ON u.id = k.unit;
+CREATE TABLE last_ok (
+    ct TEXT NOT NULL,
+    check_name TEXT NOT NULL,
+    tier TEXT NOT NULL,
+    run INTEGER NOT NULL,
+    PRIMARY KEY (ct, check_name)
+) WITHOUT ROWID;
+CREATE TABLE state (
+    ct TEXT NOT NULL,
+    check_name TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    hardness TEXT NOT NULL,
+    since REAL NOT NULL,
+    runs INTEGER NOT NULL,
+    previous TEXT,
+    flapping INTEGER NOT NULL,
+    last_run INTEGER NOT NULL,
+    PRIMARY KEY (ct, check_name)
+) WITHOUT ROWID;
+CREATE TABLE accepted (
+    id INTEGER PRIMARY KEY,
+    ct TEXT NOT NULL,
+    check_name TEXT NOT NULL,
+    at REAL NOT NULL,
+    who TEXT NOT NULL,
+    note TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    run_started REAL NOT NULL,
+    facts TEXT NOT NULL
+);
+CREATE INDEX accepted_ct ON accepted (ct, check_name, at);
+"""
+
+
+def _script(text: str) -> Callable[[sqlite3.Connection], None]:
+    """A migration step of plain statements, run one by one inside the caller's
+    transaction (``executescript`` would commit it)."""
+
+    def step(db: sqlite3.Connection) -> None:
+        for statement in text.split(";"):
+            if statement.strip():
+                db.execute(statement)
+
+    return step
+
+
+#: Ordered migrations: ``MIGRATIONS[n]`` brings a file at version ``n`` to ``n + 1``.
+#: Append only; a released step is never edited. All steps run in one transaction.
+MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_script(_V1),)
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+#: Orphaned facts and texts are swept every this many runs (a day of 5-minute runs).
+_SWEEP_EVERY: Final = 288
+
+
+class HistoryError(Exception):
+    """The history file cannot be used; the message names the file and why."""
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """A run's identity as the history records it."""
+
+    run_id: str
+    started: float
+    finished: float
+    targets_name: str
+    targets_sha256: str
+    version: str
+    stopped: str = ""
+    host: str = ""
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    """One check of one connection type in this run (reason already scrubbed)."""
+
+    ct: str
+    check: str
+    tier: str
+    verdict: Verdict
+    reason: str
+    figure: float | None
+    unit: str
+
+
+@dataclass(frozen=True)
+class CtRow:
+    """One connection type in this run."""
+
+    ct: str
+    worst: Verdict
+    phases: Mapping[str, float]
+    facts: Facts | None
+    peer: str = ""
+
+
+def _why(exc: BaseException) -> str:
+    """A short reason for a sqlite3 or OS error, without the file's content."""
+    text = str(exc) or type(exc).__name__
+    lowered = text.lower()
+    if "locked" in lowered or "busy" in lowered:
+        return "locked by another process beyond the timeout (another pop3mon run?)"
+    if "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered:
+        return f"not a usable SQLite database ({text}); move it away to start a new history"
+    if "readonly" in lowered or "read-only" in lowered:
+        return "read-only (attempt to write a readonly database)"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return text
+
+
+def _state_row(row: sqlite3.Row | tuple[Any, ...]) -> CheckState:
+    ct, check, verdict, hardness, since, runs, previous, flapping = row
+    return CheckState(
+        ct=ct,
+        check=check,
+        verdict=Verdict(verdict),
+        hardness=hardness,
+        since=float(since),
+        runs=int(runs),
+        previous=Verdict(previous) if previous else None,
+        flapping=bool(flapping),
+    )
+
+
+class HistoryStore:
+    """One open history file. Build with :meth:`open` (writer) or
+    :func:`open_history_readonly` (reader); use as a context manager or :meth:`close`."""
+
+    def __init__(self, path: Path, db: sqlite3.Connection, *, readonly: bool) -> None:
+        self.path = path
+        self.db = db
+        self.readonly = readonly
+        #: True when the file had no run before this process opened it.
+        self.empty = self.run_count() == 0
+        self._states: dict[tuple[str, str], CheckState] | None = None
+
+    # -- opening -----------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        *,
+        timeout: float = DEFAULTS.history_lock_timeout,
+        migrations: Sequence[Callable[[sqlite3.Connection], None]] = MIGRATIONS,
+    ) -> HistoryStore:
+        """Open (creating the file and its directory if needed) for writing, migrated to
+        the current schema. Raises :class:`HistoryError`. (``migrations``: for the
+        migration self-tests.)"""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(str(path), timeout=timeout, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise HistoryError(f"{path}: {_why(exc)}") from None
+        try:
+            db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            db.execute("PRAGMA foreign_keys = ON")
+            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()
+            if mode is None or str(mode[0]).lower() != "wal":
+                raise sqlite3.OperationalError("cannot switch to WAL mode")
+            db.execute("PRAGMA synchronous = NORMAL")
+            _migrate(db, path, migrations)
+            return cls(path, db, readonly=False)
+        except HistoryError:
+            db.close()
+            raise
+        except sqlite3.Error as exc:
+            db.close()
+            raise HistoryError(f"{path}: {_why(exc)}") from None
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        self.db.close()
+
+    def __enter__(self) -> HistoryStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading -------------------------------------------------------------------------
+    def run_count(self) -> int:
+        """How many runs the history holds."""
+        row = self.db.execute("SELECT count(*) FROM runs").fetchone()
+        return int(row[0])
+
+    def states(self) -> dict[tuple[str, str], CheckState]:
+        """Every check's state after the last run that had it (read once, then cached)."""
+        if self._states is None:
+            rows = self.db.execute(
+                "SELECT ct, check_name, verdict, hardness, since, runs, previous, flapping "
+                "FROM state"
+            ).fetchall()
+            self._states = {(r[0], r[1]): _state_row(r) for r in rows}
+        return self._states
+
+    def state(self, ct_id: str, check: str) -> CheckState | None:
+        """The state of one check after the last run that had it, or ``None``."""
+        return self.states().get((ct_id, check))
+
+    def recent_changes(self, ct_ids: Iterable[str], runs: int) -> dict[str, list[bool]]:
+        """Per connection type, whether each of its last ``runs`` recorded runs changed
+        any check's verdict (oldest first)."""
+        out: dict[str, list[bool]] = {}
+        for ct in ct_ids:
+            rows = self.db.execute(
+                "SELECT changed FROM cts WHERE ct = ? ORDER BY run DESC LIMIT ?", (ct, runs)
+            ).fetchall()
+            out[ct] = [bool(r[0]) for r in reversed(rows)]
+        return out
+
+    def was_flapping(self, ct_ids: Iterable[str]) -> dict[str, bool]:
+        """Whether each connection type was flapping after its last recorded run."""
+        out: dict[str, bool] = {}
+        for ct in ct_ids:
+            row = self.db.execute(
+                "SELECT flapping FROM cts WHERE ct = ? ORDER BY run DESC LIMIT 1", (ct,)
+            ).fetchone()
+            out[ct] = bool(row[0]) if row else False
+        return out
+
+    def availability(self, ct_ids: Iterable[str], now: float) -> dict[str, dict[str, float | None]]:
+        """Per connection type and window (:data:`WINDOWS`), the share of its runs in the
+        window with no CRIT or ERROR (``None``: no run in the window)."""
+        wanted = set(ct_ids)
+        out: dict[str, dict[str, float | None]] = {ct: {} for ct in wanted}
+        for label, seconds in WINDOWS:
+            rows = self.db.execute(
+                "SELECT c.ct, count(*), sum(c.worst NOT IN ('CRIT', 'ERROR')) FROM cts c "
+                "JOIN runs r ON r.id = c.run WHERE r.started >= ? GROUP BY c.ct",
+                (now - seconds,),
+            ).fetchall()
+            seen = {ct: (int(n), int(ok or 0)) for ct, n, ok in rows}
+            for ct in wanted:
+                n, ok = seen.get(ct, (0, 0))
+                out[ct][label] = round(ok / n, 6) if n else None
+        return out
+
+    def baseline(self, ct_id: str, check: str) -> Baseline | None:
+        """The facts the drift check ``check`` of ``ct_id`` compares against: from the most
+        recent run in which that check was OK, or the most recent accepted baseline,
+        whichever is later; ``None`` when there is neither (or only facts of another
+        format version). Never raises."""
+        try:
+            ok = self.db.execute(
+                "SELECT r.run_id, r.started, f.json FROM last_ok o "
+                "JOIN runs r ON r.id = o.run "
+                "JOIN cts c ON c.run = o.run AND c.ct = o.ct "
+                "JOIN facts f ON f.id = c.facts "
+                "WHERE o.ct = ? AND o.check_name = ?",
+                (ct_id, check),
+            ).fetchone()
+            acc = self.db.execute(
+                "SELECT run_id, run_started, facts FROM accepted "
+                "WHERE ct = ? AND check_name = ? ORDER BY at DESC, id DESC LIMIT 1",
+                (ct_id, check),
+            ).fetchone()
+            chosen, accepted = ok, False
+            if acc is not None and (ok is None or float(acc[1]) >= float(ok[1])):
+                chosen, accepted = acc, True
+            if chosen is None:
+                return None
+            run_id, started, text = chosen
+            facts = Facts.from_dict(json.loads(text))
+            if facts is None:
+                return None
+            ago = self.db.execute(
+                "SELECT count(*) FROM cts c JOIN runs r ON r.id = c.run "
+                "WHERE c.ct = ? AND r.started >= ?",
+                (ct_id, float(started)),
+            ).fetchone()
+            return Baseline(
+                facts=facts,
+                at=float(started),
+                runs_ago=max(1, int(ago[0])),
+                run_id=str(run_id),
+                accepted=accepted,
+            )
+        except (sqlite3.Error, ValueError, TypeError):
+            return None
+
+    # -- writing -------------------------------------------------------------------------
+    def accept(self, ct_id: str, check: str | None, note: str = "") -> int:
+        """Record the latest run's facts of ``ct_id`` as the accepted baseline of
+        ``check`` (``None``: of every drift check that run had); returns how many rows
+        were recorded (0: no run of that connection type). Raises :class:`HistoryError`."""
+        if self.readonly:
+            raise HistoryError(f"{self.path}: opened read-only")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self.db.execute(
+                    "SELECT c.run, r.run_id, r.started, f.json FROM cts c "
+                    "JOIN runs r ON r.id = c.run JOIN facts f ON f.id = c.facts "
+                    "WHERE c.ct = ? ORDER BY c.run DESC LIMIT 1",
+                    (ct_id,),
+                ).fetchone()
+                if row is None:
+                    self.db.execute("ROLLBACK")
+                    return 0
+                run, run_id, started, facts = row
+                if check is None:
+                    names = [
+                        r[0]
+                        for r in self.db.execute(
+                            "SELECT check_name FROM check_rows WHERE run = ? AND ct = ? "
+                            "AND tier = 'drift' ORDER BY check_name",
+                            (run, ct_id),
+                        )
+                    ]
+                else:
+                    names = [check]
+                who = _who()
+                now = time.time()
+                self.db.executemany(
+                    "INSERT INTO accepted (ct, check_name, at, who, note, run_id, "
+                    "run_started, facts) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(ct_id, n, now, who, note, run_id, started, facts) for n in names],
+                )
+                self.db.execute("COMMIT")
+                return len(names)
+            except BaseException:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise HistoryError(f"{self.path}: {_why(exc)}") from None
+
+    def record(
+        self,
+        run: RunRow,
+        cts: Sequence[CtRow],
+        checks: Sequence[CheckRow],
+        compute: Callable[[HistoryStore], tuple[Sequence[CheckState], Mapping[str, bool]]],
+        *,
+        retention_days: int = DEFAULTS.history_retention_days,
+    ) -> tuple[Sequence[CheckState], dict[str, dict[str, float | None]]]:
+        """Append one run in one exclusive transaction.
+
+        ``compute(store)`` is called inside the transaction, with this store reading the
+        state the previous run (of whichever process) left, and returns the new states and
+        per connection type whether any check changed; they are written with the run.
+        Then runs older than ``retention_days`` are pruned. Returns the states and the
+        availability ratios (including this run). Raises :class:`HistoryError`.
+        """
+        if self.readonly:
+            raise HistoryError(f"{self.path}: opened read-only")
+        db = self.db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                self._states = None  # another run may have written since we read
+                states, changed = compute(self)
+                flapping = {s.ct: s.flapping for s in states}
+                cur = db.execute(
+                    "INSERT INTO runs (run_id, started, finished, host, targets_name, "
+                    "targets_sha256, version, stopped) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        run.run_id,
+                        run.started,
+                        run.finished,
+                        run.host or socket.gethostname(),
+                        run.targets_name,
+                        run.targets_sha256,
+                        run.version,
+                        run.stopped,
+                    ),
+                )
+                run_key = cur.lastrowid
+                hardness = {(s.ct, s.check): s.hardness for s in states}
+                db.executemany(
+                    "INSERT INTO cts (run, ct, worst, changed, flapping, peer, phases, facts) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            run_key,
+                            c.ct,
+                            str(c.worst),
+                            int(changed.get(c.ct, False)),
+                            int(flapping.get(c.ct, False)),
+                            c.peer,
+                            _phases_ms(c.phases),
+                            self._facts_id(c.facts),
+                        )
+                        for c in cts
+                    ],
+                )
+                text = self._interner()
+                db.executemany(
+                    "INSERT INTO checks (run, ct, check_name, tier, verdict, hardness, reason, "
+                    "figure, unit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            run_key,
+                            text(k.ct),
+                            text(k.check),
+                            text(k.tier),
+                            str(k.verdict),
+                            hardness.get((k.ct, k.check), "hard"),
+                            text(k.reason),
+                            k.figure,
+                            text(k.unit),
+                        )
+                        for k in checks
+                    ],
+                )
+                db.executemany(
+                    "INSERT OR REPLACE INTO last_ok (ct, check_name, tier, run) "
+                    "VALUES (?, ?, ?, ?)",
+                    [(k.ct, k.check, k.tier, run_key) for k in checks if k.verdict == Verdict.OK],
+                )
+                db.executemany(
+                    "INSERT OR REPLACE INTO state (ct, check_name, verdict, hardness, since, "
+                    "runs, previous, flapping, last_run) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            s.ct,
+                            s.check,
+                            str(s.verdict),
+                            s.hardness,
+                            s.since,
+                            s.runs,
+                            str(s.previous) if s.previous is not None else None,
+                            int(s.flapping),
+                            run_key,
+                        )
+                        for s in states
+                    ],
+                )
+                self._prune(time.time() - retention_days * 86400.0, int(run_key or 0))
+                avail = self.availability({c.ct for c in cts}, run.started)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise HistoryError(f"{self.path}: {_why(exc)}") from None
+        self._states = {(s.ct, s.check): s for s in states}
+        return states, avail
+
+    def sweep(self) -> None:
+        """Delete the facts and texts no kept row refers to (inside the caller's
+        transaction)."""
+        self.db.execute(
+            "DELETE FROM facts WHERE id NOT IN (SELECT facts FROM cts WHERE facts IS NOT NULL)"
+        )
+        self.db.execute(
+            "DELETE FROM texts WHERE id NOT IN (SELECT ct FROM checks UNION "
+            "SELECT check_name FROM checks UNION SELECT tier FROM checks UNION "
+            "SELECT reason FROM checks UNION SELECT unit FROM checks)"
+        )
+
+    def _interner(self) -> Callable[[str], int]:
+        """A function giving each text its row id in ``texts`` (stored once: reasons,
+        names and units repeat from run to run)."""
+        cache: dict[str, int] = {}
+
+        def text_id(value: str) -> int:
+            found = cache.get(value)
+            if found is None:
+                self.db.execute("INSERT OR IGNORE INTO texts (text) VALUES (?)", (value,))
+                row = self.db.execute("SELECT id FROM texts WHERE text = ?", (value,)).fetchone()
+                found = cache[value] = int(row[0])
+            return found
+
+        return text_id
+
+    def _facts_id(self, facts: Facts | None) -> int | None:
+        """The row id of these facts, stored once per distinct value."""
+        if facts is None:
+            return None
+        text = json.dumps(facts.to_dict(), sort_keys=True, separators=(",", ":"))
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        self.db.execute("INSERT OR IGNORE INTO facts (sha256, json) VALUES (?, ?)", (digest, text))
+        row = self.db.execute("SELECT id FROM facts WHERE sha256 = ?", (digest,)).fetchone()
+        return int(row[0])
+
+    def _prune(self, cutoff: float, run_key: int) -> int:
+        """Delete runs that started before ``cutoff`` (their rows go with them) and the
+        states of checks no kept run had (a removed connection type). Texts and facts no
+        row refers to any more are swept once every :data:`_SWEEP_EVERY` runs: the sweep
+        reads every row, while what it frees grows slowly. Returns the runs deleted."""
+        cur = self.db.execute("DELETE FROM runs WHERE started < ?", (cutoff,))
+        if cur.rowcount:
+            self.db.execute("DELETE FROM last_ok WHERE run NOT IN (SELECT id FROM runs)")
+            self.db.execute("DELETE FROM state WHERE last_run NOT IN (SELECT id FROM runs)")
+        if cur.rowcount and run_key % _SWEEP_EVERY == 0:
+            self.sweep()
+        return int(cur.rowcount)
+
+
+def _phases_ms(phases: Mapping[str, float]) -> str:
+    """Phase timings as compact JSON in milliseconds to 0.01 ms (seconds with six
+    decimals took twice the room, a third of a run's rows)."""
+    return json.dumps({k: round(v * 1000.0, 2) for k, v in phases.items()}, separators=(",", ":"))
+
+
+def _who() -> str:
+    """Who accepted a baseline: the login name, or "" when the system cannot tell."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return ""
+
+
+def _migrate(
+    db: sqlite3.Connection,
+    path: Path,
+    migrations: Sequence[Callable[[sqlite3.Connection], None]] = MIGRATIONS,
+) -> None:
+    """Bring the file to the latest version of ``migrations`` in one exclusive
+    transaction (two runs creating the file at once take turns; a failed step leaves the
+    file as it was)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = db.execute("SELECT max(version) FROM schema_version").fetchone()
+        version = int(row[0]) if row and row[0] is not None else 0
+        if version > len(migrations):
+            raise HistoryError(
+                f"{path}: written by a newer pop3mon (schema {version}, this one knows "
+                f"{len(migrations)}); it was left unchanged"
+            )
+        if (
+            version == 0
+            and db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'runs'").fetchone()[0]
+        ):
+            raise HistoryError(f"{path}: has tables but no schema version: not a pop3mon history")
+        if version < len(migrations):
+            for step in migrations[version:]:
+                step(db)
+            db.execute("DELETE FROM schema_version")
+            db.execute("INSERT INTO schema_version (version) VALUES (?)", (len(migrations),))
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
+def open_history_readonly(path: Path | None) -> HistoryStore | None:
+    """Open an existing history for reading (workers, drift checks); ``None`` when there
+    is none, it is unusable or of another schema version. Never raises, never creates or
+    migrates the file."""
+    if path is None:
+        return None
+    try:
+        if not path.is_file():
+            return None
+        uri = "file:" + path.resolve().as_posix().replace("?", "%3f").replace("#", "%23")
+        # mode=rw: WAL readers need the -shm file writable; query_only stops any write.
+        # A read-only file falls back to mode=ro (reads still work if no WAL is pending).
+        try:
+            db = sqlite3.connect(uri + "?mode=rw", uri=True, timeout=2.0, isolation_level=None)
+        except sqlite3.Error:
+            db = sqlite3.connect(uri + "?mode=ro", uri=True, timeout=2.0, isolation_level=None)
+        try:
+            db.execute("PRAGMA query_only = ON")
+            row = db.execute("SELECT max(version) FROM schema_version").fetchone()
+            if row is None or row[0] != SCHEMA_VERSION:
+                db.close()
+                return None
+            return HistoryStore(path, db, readonly=True)
+        except sqlite3.Error:
+            db.close()
+            return None
+    except (OSError, sqlite3.Error, ValueError):
+        return None

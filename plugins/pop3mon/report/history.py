@@ -1,0 +1,148 @@
+"""pytest glue of the run history: where it is, opening it for reading, recording a run.
+
+Where (first that applies): ``--no-history`` (none); ``--history PATH`` (relative to where
+pytest was started); the targets file's ``history: {path}`` (relative to that file); ini
+``pop3mon_history`` (relative to the rootdir); else ``history.sqlite`` in the reports
+directory, unless this run writes no reports (``--no-reports``, ``--collect-only``):
+without a reports directory there is no default place, and the self-tests' throwaway
+runs leave no file behind.
+
+Readers: :func:`history_for` opens the file read-only once per process (controller and
+xdist workers alike) and keeps it in ``config.stash[HISTORY_KEY]`` (``None``: no history
+or none usable yet); the drift checks and the failure messages read it. Only the
+controller writes, once, at session end (:func:`record`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from ..checks.facts import Facts
+from ..engine.result import ProbeResult
+from ..history.record import OFF, HistoryOutcome, record_run
+from ..history.store import CheckRow, CtRow, HistoryStore, RunRow, open_history_readonly
+from .keys import HISTORY_KEY, STORE_KEY
+from .model import RunReport, scrub
+from .recorder import NOT_RUN
+
+__all__ = ["HISTORY_NAME", "add_options", "history_for", "history_path", "record"]
+
+HISTORY_NAME = "history.sqlite"
+
+
+def add_options(group: pytest.OptionGroup, parser: pytest.Parser) -> None:
+    """``--history PATH``, ``--no-history`` and ini ``pop3mon_history``."""
+    group.addoption(
+        "--history",
+        metavar="PATH",
+        default=None,
+        help="keep the run history (states, since when, changes) in this SQLite file "
+        f"(default: the targets file's history: path, ini pop3mon_history, else "
+        f"{HISTORY_NAME} in the reports directory)",
+    )
+    group.addoption(
+        "--no-history",
+        action="store_true",
+        default=False,
+        help="neither read nor record the run history",
+    )
+    parser.addini("pop3mon_history", "the run history's SQLite file (relative to the rootdir)")
+
+
+def history_path(config: pytest.Config, reports_dir: Path, reports: bool) -> Path | None:
+    """The history file of this run, or ``None`` for none (see the module docstring)."""
+    if config.getoption("no_history", False):
+        return None
+    raw = config.getoption("history", None)
+    if raw:
+        path = Path(os.path.expanduser(str(raw)))
+        return path if path.is_absolute() else config.invocation_params.dir / path
+    store = config.stash.get(STORE_KEY, None)
+    if store is not None and store.targets.history.path is not None:
+        return store.targets.history.path
+    ini = str(config.getini("pop3mon_history") or "")
+    if ini:
+        path = Path(os.path.expanduser(ini))
+        return path if path.is_absolute() else config.rootpath / path
+    return reports_dir / HISTORY_NAME if reports else None
+
+
+def history_for(config: pytest.Config) -> HistoryStore | None:
+    """The history opened read-only for this process (cached in the stash), or ``None``."""
+    if HISTORY_KEY in config.stash:
+        return config.stash[HISTORY_KEY]
+    from .paths import reports_dir, reports_enabled
+
+    path = history_path(config, reports_dir(config), reports_enabled(config))
+    store = open_history_readonly(path)
+    config.stash[HISTORY_KEY] = store
+    if store is not None:
+        config.add_cleanup(store.close)
+    return store
+
+
+def record(config: pytest.Config, report: RunReport, path: Path | None) -> HistoryOutcome:
+    """Append ``report`` to the history at ``path`` (the controller, at session end)."""
+    store = config.stash.get(STORE_KEY, None)
+    if path is None or store is None:
+        return OFF
+    # Every check has run: close this process's reader, so that the writer, the last
+    # connection, checkpoints the WAL and leaves one file behind.
+    reader = config.stash.get(HISTORY_KEY, None)
+    if reader is not None:
+        reader.close()
+        config.stash[HISTORY_KEY] = None
+    info = report.info
+    run = RunRow(
+        run_id=info.run_id,
+        started=info.started,
+        finished=info.finished,
+        targets_name=info.targets_name,
+        targets_sha256=info.targets_sha256,
+        version=info.version,
+        stopped=info.stopped,
+        host=socket.gethostname(),
+    )
+    cts: list[CtRow] = []
+    rows: list[CheckRow] = []
+    for conn in report.connections:
+        result = conn.result
+        ran = [r for r in conn.records if r.outcome != NOT_RUN]
+        if result is None and not ran:
+            continue
+        cts.append(
+            CtRow(
+                ct=conn.ct.id,
+                worst=conn.worst,
+                phases=dict(result.phases) if result is not None else {},
+                facts=_scrubbed_facts(result) if result is not None else None,
+                peer=scrub(result.peer) if result is not None else "",
+            )
+        )
+        rows.extend(
+            CheckRow(conn.ct.id, r.check, r.tier, r.verdict, scrub(r.reason), r.figure, r.unit)
+            for r in ran
+        )
+    if not rows:
+        return OFF
+    confirm = {c.ct.id: c.ct.confirm for c in report.connections}
+    return record_run(path, store.targets.history, run, cts, rows, confirm)
+
+
+def _scrubbed_facts(result: ProbeResult) -> Facts | None:
+    """The probe's facts with every text passed through the redactor once more."""
+    facts = Facts.from_result(result)
+    data = {k: _scrub_value(v) for k, v in facts.to_dict().items()}
+    return Facts.from_dict(data)
+
+
+def _scrub_value(value: object) -> object:
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, tuple | list):
+        return [scrub(x) if isinstance(x, str) else x for x in value]
+    return value
