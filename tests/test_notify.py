@@ -655,16 +655,45 @@ def test_notify_section_problems_are_one_line_each_and_never_echo_a_url(tmp_path
 @pytest.mark.skipif(
     importlib.util.find_spec("pop3mon.history.store") is None, reason="history not merged"
 )
-def test_two_runs_notify_the_change_once(webhook: Webhook) -> None:  # pragma: no cover
-    """Run the suite twice against a lab whose login breaks between the runs: the second
-    run's webhook message names the new CRIT; a third, unchanged run sends nothing.
+def test_two_runs_notify_the_change_once(webhook: Webhook, tmp_path: Path) -> None:
+    """Three real runs of the suite with a history: the first starts the baseline (nothing
+    to tell), the second's login is refused (the credentials changed) and one webhook
+    message names the new CRIT and its reason, the third changes nothing and sends
+    nothing. No secret (account password, webhook token) reaches what arrived."""
+    from test_reports import run_suite as run_reported
 
-    To enable after the merge: run the tier tests with pytester (see tests/test_pytester.py)
-    against the fault server with a targets file whose notify: section points url_env at
-    ``webhook.url()``, change the account's password between the runs, and assert on
-    ``webhook.payloads()`` as above.
-    """
-    pytest.fail("wire the end-to-end run here once the history store is merged")
+    from pop3mon_lab.faultserver import FaultServer
+
+    good, changed = "notify-good-9a1c2e", "notify-changed-4b7d10"
+    (tmp_path / "hook.url").write_text(webhook.url() + "\n", encoding="utf-8")
+    with FaultServer("healthy", users={"alice": good}) as srv:
+        targets = tmp_path / "targets.yaml"
+        targets.write_text(
+            "version: 1\n"
+            "defaults:\n"
+            "  allow_cleartext: true\n"
+            "  account: {username: alice, password_env: NOTIFY_E2E_PASSWORD}\n"
+            "notify:\n"
+            "  targets: [{name: hook, url_file: hook.url}]\n"
+            "servers:\n"
+            f"  - {{name: lab, host: 127.0.0.1, connections: [{{id: pop, port: {srv.port}, "
+            "security: none, auth: user}]}\n",
+            encoding="utf-8",
+        )
+        reports = tmp_path / "reports"
+        sent: list[int] = []
+        for password in (good, changed, changed):
+            run = run_reported(targets, reports, env={"NOTIFY_E2E_PASSWORD": password})
+            assert "notify: WARN" not in run.proc.stdout, run.proc.stdout[-3000:]
+            sent.append(len(webhook.requests))
+    assert sent == [0, 1, 1], "only the run that changed something notified"
+    (message,) = webhook.payloads()
+    text = json.dumps(message)
+    assert "pop login" in message["message"] and "CRIT" in message["message"]
+    assert "[AUTH]" in message["message"]
+    for secret in (good, changed, HOOK_TOKEN):
+        assert secret not in text
+    assert HOOK_TOKEN not in run.proc.stdout + run.proc.stderr
 
 
 def test_the_commented_notify_example_in_targets_yaml_loads(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ Schema ``pop3mon/results/v1`` (keys are sorted, so diffs between runs stay small
                    "since", "detail"}],   # kind: new worse better recovered hard drift
                                           # flapping settled (check "" for the last two)
       "history": {"status", "path", "note"},   # status ok | new | warn | off
+      "notify": {"warnings": [...]},          # notifications that failed (run-level WARN)
       "not_selected": [...],        # configured ids that no selected test touched
       "unattributed_checks": [...]  # checks whose connection type could not be told
     }
@@ -157,6 +158,7 @@ def results_document(report: RunReport) -> dict[str, Any]:
             "path": str(report.history.path) if report.history.path is not None else None,
             "note": report.history.note or None,
         },
+        "notify": {"warnings": list(report.notify_warnings)},
         "not_selected": list(report.not_selected),
         "unattributed_checks": [_check(r) for r in report.unattributed],
     }

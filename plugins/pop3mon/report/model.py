@@ -170,6 +170,9 @@ class RunReport:
     #: What the run history made of this run (states, changes, availability), set on the
     #: controller after the run was recorded; status "off" without a history.
     history: HistoryOutcome = OFF
+    #: Run-level warnings of the notifications (a failing endpoint), set on the controller
+    #: after they were sent; empty when all went out or nothing had to.
+    notify_warnings: tuple[str, ...] = ()
 
     @property
     def states(self) -> Mapping[tuple[str, str], CheckState]:

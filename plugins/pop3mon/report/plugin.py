@@ -42,7 +42,7 @@ from typing import Any
 
 import pytest
 
-from .. import checks
+from .. import checks, notify
 from ..engine.result import ProbeResult
 from ..probestore import ProbeStore
 from . import history as history_glue
@@ -223,7 +223,17 @@ class ReportPlugin:
             # The history never costs the run its reports: record() never raises.
             path = history_glue.history_path(self.config, self.directory, self.enabled)
             outcome = history_glue.record(self.config, report, path)
-            self.report = dataclasses.replace(report, history=outcome)
+            # Changes only exist where the history does; deliver() sends nothing without any
+            # and never raises: a failing endpoint is a run-level warning.
+            page = self.directory / "report.html" if self.enabled else ""
+            warnings = notify.deliver(
+                store.targets.notify,
+                outcome.changes,
+                notify.RunSummary.build(store.targets, outcome.states.values(), page),
+            )
+            self.report = dataclasses.replace(
+                report, history=outcome, notify_warnings=tuple(scrub(w) for w in warnings)
+            )
         return self.report
 
     def _strip_metadata(self) -> None:

@@ -72,13 +72,13 @@ def history_lines(report: RunReport) -> list[tuple[str, str]]:
     """The history's lines as ``(colour, text)``: the WARN or new-baseline note, then new,
     recovered, still failing (N runs, since when) and flapping connection types."""
     hist = report.history
-    out: list[tuple[str, str]] = []
+    out: list[tuple[str, str]] = [("yellow", f"notify: WARN {w}") for w in report.notify_warnings]
     if hist.status == "warn":
-        return [("yellow", f"history: WARN {hist.note}")]
+        return [*out, ("yellow", f"history: WARN {hist.note}")]
     if hist.status == "off":
         return out
     if hist.status == "new":
-        return [("", f"history: {hist.note}")]
+        return [*out, ("", f"history: {hist.note}")]
     states = hist.states
     order = [(c.ct.id, r.check) for c in report.connections for r in c.records]
     shown = [states[k] for k in order if k in states]
