@@ -23,12 +23,14 @@ from typing import Any
 import pytest
 
 from . import checks
+from .checks.drift import BaselineSource, is_drift_check, parse_accept
+from .checks.facts import Baseline
 from .config import ConfigError, ConnectionType, load_targets
 from .engine.result import ProbeResult
 from .engine.runner import DEFAULT_CONCURRENCY
-from .engine.stages import TIERS
+from .engine.stages import TIERS, DriftCheck
 from .probestore import ProbeStore
-from .report.keys import STORE_KEY
+from .report.keys import HISTORY_KEY, STORE_KEY
 from .report.recorder import verdict_properties
 from .verdict import Verdict
 
@@ -41,8 +43,9 @@ pytest_plugins = ["pop3mon.report.plugin"]
 TARGETS_ENV = "POP3MON_TARGETS"
 DEFAULT_TARGETS = "targets.yaml"
 STATE_KEY = pytest.StashKey["RunState"]()
-# Tiers whose checks need the probe to log in; with none of them selected it does not.
-LOGIN_TIERS = ("auth", "mailbox", "latency")
+# Tiers whose checks need the probe to log in; with none of them selected it does not
+# (drift compares the login's outcome and the mailbox with the baseline).
+LOGIN_TIERS = ("auth", "mailbox", "latency", "drift")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -67,6 +70,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         metavar="N",
         help=f"probe at most N connection types at once (default {DEFAULT_CONCURRENCY})",
+    )
+    group.addoption(
+        "--accept-drift",
+        action="append",
+        default=[],
+        metavar="ID[:CHECK]",
+        help="after the run, accept connection type ID's current facts as the drift "
+        "baseline (of one drift check with ID:CHECK); repeatable; needs the history",
     )
     # Empty default: an unset ini value must be told apart from one naming targets.yaml.
     parser.addini("pop3mon_targets", f"default targets file ({DEFAULT_TARGETS})", default="")
@@ -163,6 +174,7 @@ class RunState:
         self.owner = owner
         self.by_id = store.by_id
         self.selected_checks: dict[str, set[str]] = {}
+        self.accept_drift: list[tuple[str, DriftCheck | None]] = []
         opt = config.getoption("strict_warn")
         self.strict_warn = (
             bool(opt) if opt is not None else bool(config.getini("pop3mon_strict_warn"))
@@ -171,6 +183,19 @@ class RunState:
     def result_for(self, ct: ConnectionType, session: pytest.Session) -> ProbeResult:
         """The probe result for ``ct``, probing every selected connection type on first use."""
         return self.store.result_for(ct.id, lambda: self._selected(session))
+
+    def baseline(self, ct_id: str, check: str) -> Baseline | None:
+        """What drift check ``check`` of ``ct_id`` compares with: from the history store the
+        history put in the stash (:data:`HISTORY_KEY`), or None (no history, history off,
+        first run, not a drift check)."""
+        source: BaselineSource | None = self.config.stash.get(HISTORY_KEY, None)
+        if source is None or not is_drift_check(check):
+            return None
+        try:
+            found = source.baseline(ct_id, check)
+        except Exception:  # noqa: BLE001  # history never costs a verdict: no baseline then
+            return None
+        return found if isinstance(found, Baseline) else None
 
     def _selected(self, session: pytest.Session) -> dict[str, bool]:
         """Selected connection ids -> whether a selected test of theirs needs a login."""
@@ -240,6 +265,11 @@ def pytest_configure(config: pytest.Config) -> None:
         ledger=lambda: _ledger_path(config, path),
     )
     state = RunState(config, store, owner)
+    for spec in config.getoption("accept_drift") or ():
+        try:
+            state.accept_drift.append(parse_accept(spec, targets.ids))
+        except ValueError as exc:
+            raise pytest.UsageError(f"pop3mon: --accept-drift={spec}: {exc}") from None
     for tag in sorted({t for c in targets.connections for t in c.tags}):
         config.addinivalue_line("markers", f"{tag}: tag from the targets file")
     config.stash[STATE_KEY] = state
@@ -295,6 +325,32 @@ class _XdistHooks:
 
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput["pop3mon_rundir"] = str(self.state.store.rundir)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """``--accept-drift``: after the run was recorded, its facts become the baseline of the
+    connection types (and checks) named, on the controller only."""
+    state = session.config.stash.get(STATE_KEY, None)
+    if state is None or not state.owner or not state.accept_drift:
+        return
+    source = session.config.stash.get(HISTORY_KEY, None)
+    terminal = session.config.pluginmanager.get_plugin("terminalreporter")
+    for ct_id, check in state.accept_drift:
+        what = f"{ct_id}:{check}" if check else ct_id
+        if source is None or not hasattr(source, "accept"):
+            line = f"pop3mon: --accept-drift={what} not applied: the history is off"
+        else:
+            try:
+                count = source.accept(ct_id, check, note="--accept-drift")
+                line = (
+                    f"pop3mon: accepted {what}'s current facts as the drift baseline "
+                    f"({count} check{'s' if count != 1 else ''})"
+                )
+            except Exception as exc:  # noqa: BLE001  # the run's reports are already written
+                line = f"pop3mon: --accept-drift={what} failed: {type(exc).__name__}: {exc}"
+        if terminal is not None:
+            terminal.write_line(line)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -375,7 +431,8 @@ def check(
 
     def run(name: str) -> checks.CheckResult:
         selected = pop3mon_state.selected_checks.get(connection.id, set())
-        res = checks.evaluate_selected(probe_result, connection, name, selected)
+        baseline = pop3mon_state.baseline(connection.id, name)
+        res = checks.evaluate_selected(probe_result, connection, name, selected, baseline)
         request.node.user_properties.extend(
             verdict_properties(connection.id, connection.server, res)
         )

@@ -13,12 +13,33 @@ engine, not the other way round.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Final
 
-from .stages import AddressFamily, Pacing, Security
+from .stages import DRIFT_CHECKS, AddressFamily, DriftCheck, DriftLevel, Pacing, Security
 
-__all__ = ["DEFAULTS", "Defaults"]
+__all__ = ["DEFAULTS", "Defaults", "DriftPolicy"]
+
+
+@dataclass(frozen=True)
+class DriftPolicy:
+    """The ``drift:`` settings of a connection type: each drift check's level (a field per
+    :data:`~pop3mon.engine.stages.DRIFT_CHECKS`, named like it) and how far the mailbox may
+    move from its baseline before ``mailbox_changed`` fires (0.5: by half either way)."""
+
+    certificate_changed: DriftLevel
+    capabilities_changed: DriftLevel
+    credentials_changed: DriftLevel
+    mailbox_changed: DriftLevel
+    mailbox_ratio: float
+
+    def level(self, check: DriftCheck) -> DriftLevel:
+        """The level of one drift check."""
+        level: DriftLevel = getattr(self, check)
+        return level
+
+
+assert {f.name for f in fields(DriftPolicy)} == {*DRIFT_CHECKS, "mailbox_ratio"}, "drift keys"
 
 
 @dataclass(frozen=True)
@@ -48,6 +69,7 @@ class Defaults:
     concurrency: int  # probes in flight at once (--probe-concurrency)
     login_pacing: Pacing  # `login_pacing:` serial | parallel (see engine/pacing.py)
     login_wait_max: float  # most seconds one login waits for its turn (not configurable)
+    drift: DriftPolicy  # `drift: {certificate_changed: warn, ..., mailbox_ratio}`
 
 
 DEFAULTS: Final = Defaults(
@@ -76,4 +98,13 @@ DEFAULTS: Final = Defaults(
     login_pacing="serial",
     # Dovecot's longest penalty (15 s) twice over: a login never waits longer than this.
     login_wait_max=30.0,
+    # The issue's "named WARN": drift is news, not an outage (the login check is already
+    # CRIT when the password is refused; credentials_changed says why).
+    drift=DriftPolicy(
+        certificate_changed="warn",
+        capabilities_changed="warn",
+        credentials_changed="warn",
+        mailbox_changed="warn",
+        mailbox_ratio=0.5,
+    ),
 )
