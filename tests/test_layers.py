@@ -27,6 +27,7 @@ LAYERS = {
     "probestore": 4,
     "report": 5,
     "plugin": 6,
+    "cli": 6,
     "tests_targets": 7,
 }
 
