@@ -10,7 +10,9 @@ the cascade of the ``drift:`` settings come from real targets files.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,8 @@ from pop3mon.verdict import Verdict
 from pop3mon_lab.certs import LabCerts
 from pop3mon_lab.dovecot import DovecotLab
 from pop3mon_lab.faultserver import FaultServer
+
+pytest_plugins = ["pytester"]
 
 OK, WARN, CRIT, SKIP = Verdict.OK, Verdict.WARN, Verdict.CRIT, Verdict.SKIP
 POLICY = DEFAULTS.drift
@@ -542,3 +546,123 @@ def test_dovecot_refusing_a_password_it_accepted_is_credentials_drift(
     never = checks.evaluate(bad, t, "credentials_changed", base(Facts.from_result(bad)))
     assert never.verdict == SKIP and "never accepted yet" in never.reason
     assert "not-the-" not in res.reason + never.reason
+
+
+# --------------------------------------------------------------------------- the glue
+
+HISTORY_CONFTEST = """
+import json
+import os
+
+import pytest
+from pop3mon.checks.facts import Baseline, Facts
+from pop3mon.report.keys import HISTORY_KEY
+
+pytest_plugins = ["pop3mon.plugin"]
+
+
+class History:
+    '''A BaselineSource as the history store is one: the baseline of an earlier run in
+    which another certificate served and the login succeeded.'''
+
+    def __init__(self):
+        self.accepted = []
+
+    def baseline(self, ct_id, check):
+        facts = Facts(
+            cert_sha256="00" * 32,
+            cert_subject="CN=old.example",
+            cert_issuer="CN=Old CA",
+            cert_sans=("old.example",),
+            cert_not_after="2025-01-01T00:00:00+00:00",
+            login_ok=True,
+        )
+        return Baseline(facts, at=1767225600.0, runs_ago=2, run_id="r1")
+
+    def accept(self, ct_id, check, note=""):
+        self.accepted.append([ct_id, check, note])
+        return 4
+
+
+def pytest_configure(config):
+    config.stash[HISTORY_KEY] = History()
+
+
+def pytest_unconfigure(config):
+    history = config.stash.get(HISTORY_KEY, None)
+    if history is not None:
+        with open(os.environ["ACCEPTED_TO"], "w") as out:
+            json.dump(history.accepted, out)
+"""
+
+
+@pytest.fixture
+def glued(
+    pytester: pytest.Pytester, lab_certs: LabCerts, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[pytest.Pytester]:
+    """A project whose history hands every drift check a baseline (the fault server's
+    password is not the one configured)."""
+    root = Path(__file__).resolve().parents[1]
+    pytester.makeconftest(HISTORY_CONFTEST)
+    pytester.makeini(
+        f"[pytest]\ntestpaths = tests_targets\npythonpath = {root / 'plugins'}\n"
+        "addopts = -p no:hypothesispytest -p no:benchmark -p no:cacheprovider\n"
+    )
+    tiers = pytester.mkdir("tests_targets")
+    for module in sorted((root / "tests_targets").glob("test_*.py")):
+        (tiers / module.name).write_text(module.read_text(encoding="utf-8"), encoding="utf-8")
+    with FaultServer(
+        "healthy",
+        users={"alice": PASSWORD},
+        certfile=lab_certs.valid.cert,
+        keyfile=lab_certs.valid.key,
+        implicit_tls=True,
+    ) as srv:
+        pytester.path.joinpath("targets.yaml").write_text(
+            "servers:\n"
+            "  - name: lab\n"
+            "    host: localhost\n"
+            f"    ca_file: {lab_certs.ca_file}\n"
+            "    account: {username: alice, password_env: GLUE_PW}\n"
+            "    drift: {certificate_changed: crit}\n"
+            "    connections:\n"
+            f"      - {{id: good, port: {srv.port}, security: tls}}\n",
+            encoding="utf-8",
+        )
+        monkeypatch.setenv("GLUE_PW", "not-" + PASSWORD)
+        monkeypatch.setenv("ACCEPTED_TO", str(pytester.path / "accepted.json"))
+        yield pytester
+
+
+def test_the_glue_reads_baselines_from_the_history_and_accepts(glued: pytest.Pytester) -> None:
+    result = glued.runpytest_subprocess(
+        "-rA", "-m", "drift or auth", "--accept-drift=good", "--accept-drift=good:mailbox_changed"
+    )
+    out = result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            "pop3mon: accepted good's current facts as the drift baseline (4 checks)",
+            "pop3mon: accepted good:mailbox_changed's current facts as the drift baseline*",
+            "*CRIT good certificate_changed: certificate changed since 2026-01-01 00:00:00 UTC "
+            "(2 runs ago): issuer 'CN=Old CA' *",
+            "*credentials rejected*; they were accepted at 2026-01-01 00:00:00 UTC (2 runs ago)*",
+        ]
+    )
+    accepted = json.loads((glued.path / "accepted.json").read_text(encoding="utf-8"))
+    assert accepted == [
+        ["good", None, "--accept-drift"],
+        ["good", "mailbox_changed", "--accept-drift"],
+    ]
+    assert PASSWORD not in out + result.stderr.str()
+    # A failed login is no mailbox drift: the login check owns it.
+    assert "SKIPPED [1] tests_targets/test_drift.py:28: skipped: authentication failed" in out
+
+
+def test_accept_drift_naming_nothing_known_is_a_usage_error(glued: pytest.Pytester) -> None:
+    result = glued.runpytest_subprocess("--accept-drift=good:credentials")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: pop3mon: --accept-drift=good:credentials: 'credentials' is not a drift check*"]
+    )
+    assert "Traceback" not in result.stderr.str()
+    assert not (glued.path / "accepted.json").exists()

@@ -182,7 +182,8 @@ def _sans_change(old: Sequence[str], new: Sequence[str]) -> str:
 
 
 def _short(sha256: str | None) -> str:
-    return (sha256 or "")[:16] + "…"
+    """The first 8 bytes of a fingerprint (``1F:FB:...`` or plain hex), as plain hex."""
+    return (sha256 or "").replace(":", "").lower()[:16] + "…"
 
 
 def capabilities_changed(now: Facts, base: Baseline, policy: DriftPolicy) -> CheckResult:
@@ -327,6 +328,13 @@ RULES: Final[Mapping[DriftCheck, Rule]] = {
 assert tuple(RULES) == DRIFT_CHECKS, "every drift check needs exactly one rule"
 
 
+#: The login failures that are what a drift check is about; any other one blocks it.
+_AUTH_FAILURES_OF: Final[Mapping[DriftCheck, frozenset[str]]] = {
+    "credentials_changed": CREDENTIAL_REFUSALS,
+    "mailbox_changed": DEGRADED_LOGIN,
+}
+
+
 def _needs(check: DriftCheck, t: Thresholds) -> Stage:
     """The stage whose facts ``check`` compares: a failure before it blocks the check."""
     if check == "certificate_changed":
@@ -345,22 +353,17 @@ def evaluate(
     if policy.level(check) == "off":
         return CheckResult("drift", check, SKIP, f"drift check off (drift: {check}: off)")
     if check == "certificate_changed" and t.security == "none":
-        return CheckResult("drift", check, SKIP, "no TLS on this connection type (security: none)")
+        return CheckResult("drift", check, SKIP, "not applicable: no TLS (security: none)")
     if check in ("credentials_changed", "mailbox_changed") and t.auth == "none":
-        return CheckResult("drift", check, SKIP, "no login configured (auth: none)")
+        return CheckResult("drift", check, SKIP, "not applicable: no login (auth: none)")
     failed = failed_stage(result)
     if failed is not None and stage_index(failed.stage) < stage_index(_needs(check, t)):
         return blocked("drift", check, failed)
     if baseline is None:
         return CheckResult("drift", check, SKIP, NO_BASELINE)
-    now = Facts.from_result(result)
-    if (
-        check == "credentials_changed"
-        and failed is not None
-        and failed.stage == "auth"
-        and now.login_kind not in CREDENTIAL_REFUSALS
-    ):
-        # Not about the credentials (TLS required first, a missing secret, a deferred
-        # login ...): the login check owns it, as it owns every other auth failure.
+    own = _AUTH_FAILURES_OF.get(check)
+    if own is not None and failed is not None and failed.stage == "auth" and failed.kind not in own:
+        # A login failure this check is not about (TLS required first, a missing secret;
+        # for the mailbox a wrong password too): the login check owns it.
         return blocked("drift", check, failed)
-    return RULES[check](now, baseline, policy)
+    return RULES[check](Facts.from_result(result), baseline, policy)
