@@ -670,6 +670,7 @@ def test_root_targets_yaml_mentions_every_option() -> None:
         schema._Connection,
         schema._Account,
         schema._Cert,
+        schema._Drift,
         schema._Mailbox,
         schema._SecondsPair,
         schema._Notify,

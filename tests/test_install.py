@@ -200,6 +200,8 @@ def test_wheel_contents(wheel: Path) -> None:
     section = entry_points.split("[pytest11]", 1)[1]
     for module in modules:
         assert re.search(rf"^{re.escape(module)} = {re.escape(module)}$", section, re.M)
+    scripts = entry_points.split("[console_scripts]", 1)[1].split("\n[", 1)[0]
+    assert re.search(r"^pop3mon = pop3mon\.cli:main$", scripts, re.M), entry_points
 
 
 @dataclass
@@ -368,6 +370,22 @@ def test_installed_suite_runs_in_another_project(
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert _counts(proc.stdout) == serial, proc.stdout
     assert server.logins == 2
+
+
+def test_installed_console_command(venv: Venv, tmp_path: Path) -> None:
+    """``pop3mon`` is on the PATH of the environment: help, and a usage error in one line."""
+    command = str(venv.python.parent / "pop3mon")
+    ok = subprocess.run(
+        [command, "history", "--help"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False, env=_env(),
+    )  # fmt: skip
+    assert ok.returncode == 0 and "accept" in ok.stdout, ok
+    bad = subprocess.run(
+        [command, "history", "states"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False, env=_env(),
+    )  # fmt: skip
+    assert bad.returncode == 2 and len(bad.stderr.splitlines()) == 1, bad
+    assert "--history" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_installed_plugin_is_inert_without_targets(venv: Venv, tmp_path: Path) -> None:

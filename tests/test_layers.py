@@ -30,6 +30,7 @@ LAYERS = {
     "notify": 6,
     "report": 7,
     "plugin": 8,
+    "cli": 8,
     "tests_targets": 9,
 }
 

@@ -23,14 +23,18 @@ from typing import Any
 import pytest
 
 from . import checks
+from .checks.drift import BaselineSource, is_drift_check, parse_accept
+from .checks.facts import Baseline
 from .config import ConfigError, ConnectionType, load_targets
 from .engine.result import ProbeResult
 from .engine.runner import DEFAULT_CONCURRENCY
-from .engine.stages import TIERS
+from .engine.stages import TIERS, DriftCheck
 from .history.record import streak_note
+from .history.store import HistoryError, HistoryStore
 from .probestore import ProbeStore
-from .report.history import history_for
-from .report.keys import STORE_KEY
+from .report.history import history_for, history_path
+from .report.keys import HISTORY_KEY, STORE_KEY
+from .report.paths import reports_dir, reports_enabled
 from .report.recorder import verdict_properties
 from .verdict import Verdict
 
@@ -43,8 +47,9 @@ pytest_plugins = ["pop3mon.report.plugin"]
 TARGETS_ENV = "POP3MON_TARGETS"
 DEFAULT_TARGETS = "targets.yaml"
 STATE_KEY = pytest.StashKey["RunState"]()
-# Tiers whose checks need the probe to log in; with none of them selected it does not.
-LOGIN_TIERS = ("auth", "mailbox", "latency")
+# Tiers whose checks need the probe to log in; with none of them selected it does not
+# (drift compares the login's outcome and the mailbox with the baseline).
+LOGIN_TIERS = ("auth", "mailbox", "latency", "drift")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -69,6 +74,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         metavar="N",
         help=f"probe at most N connection types at once (default {DEFAULT_CONCURRENCY})",
+    )
+    group.addoption(
+        "--accept-drift",
+        action="append",
+        default=[],
+        metavar="ID[:CHECK]",
+        help="after the run, accept connection type ID's current facts as the drift "
+        "baseline (of one drift check with ID:CHECK); repeatable; needs the history",
     )
     # Empty default: an unset ini value must be told apart from one naming targets.yaml.
     parser.addini("pop3mon_targets", f"default targets file ({DEFAULT_TARGETS})", default="")
@@ -165,6 +178,7 @@ class RunState:
         self.owner = owner
         self.by_id = store.by_id
         self.selected_checks: dict[str, set[str]] = {}
+        self.accept_drift: list[tuple[str, DriftCheck | None]] = []
         opt = config.getoption("strict_warn")
         self.strict_warn = (
             bool(opt) if opt is not None else bool(config.getini("pop3mon_strict_warn"))
@@ -173,6 +187,19 @@ class RunState:
     def result_for(self, ct: ConnectionType, session: pytest.Session) -> ProbeResult:
         """The probe result for ``ct``, probing every selected connection type on first use."""
         return self.store.result_for(ct.id, lambda: self._selected(session))
+
+    def baseline(self, ct_id: str, check: str) -> Baseline | None:
+        """What drift check ``check`` of ``ct_id`` compares with: from the history store the
+        history put in the stash (:data:`HISTORY_KEY`), or None (no history, history off,
+        first run, not a drift check)."""
+        source: BaselineSource | None = self.config.stash.get(HISTORY_KEY, None)
+        if source is None or not is_drift_check(check):
+            return None
+        try:
+            found = source.baseline(ct_id, check)
+        except Exception:  # noqa: BLE001  # history never costs a verdict: no baseline then
+            return None
+        return found if isinstance(found, Baseline) else None
 
     def _selected(self, session: pytest.Session) -> dict[str, bool]:
         """Selected connection ids -> whether a selected test of theirs needs a login."""
@@ -242,6 +269,11 @@ def pytest_configure(config: pytest.Config) -> None:
         ledger=lambda: _ledger_path(config, path),
     )
     state = RunState(config, store, owner)
+    for spec in config.getoption("accept_drift") or ():
+        try:
+            state.accept_drift.append(parse_accept(spec, targets.ids))
+        except ValueError as exc:
+            raise pytest.UsageError(f"pop3mon: --accept-drift={spec}: {exc}") from None
     for tag in sorted({t for c in targets.connections for t in c.tags}):
         config.addinivalue_line("markers", f"{tag}: tag from the targets file")
     config.stash[STATE_KEY] = state
@@ -297,6 +329,46 @@ class _XdistHooks:
 
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput["pop3mon_rundir"] = str(self.state.store.rundir)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """``--accept-drift``: after the run was recorded, its facts become the baseline of the
+    connection types (and checks) named, on the controller only."""
+    state = session.config.stash.get(STATE_KEY, None)
+    if state is None or not state.owner or not state.accept_drift:
+        return
+    config = session.config
+    # The run is recorded by now (the report plugin's session finish ran first); accepting
+    # writes, so it opens the history for writing, once.
+    path = history_path(config, reports_dir(config), reports_enabled(config))
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    store: HistoryStore | None = None
+    problem = "the history is off" if path is None else ""
+    if path is not None:
+        try:
+            store = HistoryStore.open(path)
+        except HistoryError as exc:
+            problem = f"the history cannot be written: {exc}"
+    try:
+        for ct_id, check in state.accept_drift:
+            what = f"{ct_id}:{check}" if check else ct_id
+            if store is None:
+                line = f"pop3mon: --accept-drift={what} not applied: {problem}"
+            else:
+                try:
+                    count = store.accept(ct_id, check, note="--accept-drift")
+                    line = (
+                        f"pop3mon: accepted {what}'s current facts as the drift baseline "
+                        f"({count} check{'s' if count != 1 else ''})"
+                    )
+                except HistoryError as exc:  # the run's reports are already written
+                    line = f"pop3mon: --accept-drift={what} failed: {exc}"
+            if terminal is not None:
+                terminal.write_line(line)
+    finally:
+        if store is not None:
+            store.close()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -386,7 +458,8 @@ def check(
 
     def run(name: str) -> checks.CheckResult:
         selected = pop3mon_state.selected_checks.get(connection.id, set())
-        res = checks.evaluate_selected(probe_result, connection, name, selected)
+        baseline = pop3mon_state.baseline(connection.id, name)
+        res = checks.evaluate_selected(probe_result, connection, name, selected, baseline)
         request.node.user_properties.extend(
             verdict_properties(connection.id, connection.server, res)
         )

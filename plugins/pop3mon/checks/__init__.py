@@ -22,10 +22,11 @@ import dataclasses
 from collections.abc import Callable, Collection, Mapping
 
 from ..engine.result import ProbeResult
-from ..engine.stages import CHECKS, CheckName
+from ..engine.stages import CHECKS, DRIFT_CHECKS, CheckName
 from ..verdict import Verdict, worst
-from . import connectivity, login, mailbox, tls
+from . import connectivity, drift, login, mailbox, tls
 from .base import CheckResult, Thresholds, blocked_reason, failed_stage, owner_of, with_retries
+from .facts import Baseline
 from .latency import PREFIX, latency, latency_phases
 
 __all__ = [
@@ -57,13 +58,20 @@ _RULES: Mapping[CheckName, Rule] = {
     "thresholds": mailbox.thresholds,
     "logout": mailbox.logout,
 }
-assert set(_RULES) == {c.name for c in CHECKS}, "every check needs exactly one rule"
+# The drift checks compare with a baseline too: drift.evaluate is their rule.
+assert set(_RULES) | set(DRIFT_CHECKS) == {c.name for c in CHECKS}, "every check needs a rule"
 
 
-def evaluate(result: ProbeResult, t: Thresholds, check: str) -> CheckResult:
-    """The verdict of one named check (``latency-<phase>`` for latency)."""
+def evaluate(
+    result: ProbeResult, t: Thresholds, check: str, baseline: Baseline | None = None
+) -> CheckResult:
+    """The verdict of one named check (``latency-<phase>`` for latency). ``baseline`` is
+    what a drift check compares with (None: none yet); the other checks ignore it."""
     if check.startswith(PREFIX):
         return latency(result, t, check.removeprefix(PREFIX))
+    for name in DRIFT_CHECKS:
+        if check == name:
+            return drift.evaluate(result, t, name, baseline)
     rule = _RULES[check]  # type: ignore[index]  # unknown names are a KeyError
     return with_retries(result, check, rule(result, t))
 
@@ -85,7 +93,11 @@ def owner(result: ProbeResult) -> CheckName | None:
 
 
 def evaluate_selected(
-    result: ProbeResult, t: Thresholds, check: str, selected: Collection[str]
+    result: ProbeResult,
+    t: Thresholds,
+    check: str,
+    selected: Collection[str],
+    baseline: Baseline | None = None,
 ) -> CheckResult:
     """:func:`evaluate`, for a run that selected only the checks in ``selected``.
 
@@ -93,9 +105,9 @@ def evaluate_selected(
     expiry`` ...) against a dead server the root-cause check (``tcp``) is deselected; the
     run must still fail, and name the cause once. One selected check reports it (see
     :func:`_reporter`) with the verdict its owner would have given, naming the owner;
-    every other check keeps its own verdict.
+    every other check keeps its own verdict. ``baseline``: as for :func:`evaluate`.
     """
-    res = evaluate(result, t, check)
+    res = evaluate(result, t, check, baseline)
     failed = failed_stage(result)
     root = owner_of(failed) if failed is not None else None
     if failed is None or root is None or root in selected:

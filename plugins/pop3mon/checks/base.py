@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from ..engine.defaults import DriftPolicy
 from ..engine.result import ProbeResult, StageOutcome
 from ..engine.stages import PHASE_LABELS, STAGES, CheckName, Security, Tier, stage_index
 from ..verdict import Verdict
@@ -51,6 +52,8 @@ class Thresholds(Protocol):
     def stat_min(self) -> int | None: ...
     @property
     def stat_max(self) -> int | None: ...
+    @property
+    def drift(self) -> DriftPolicy: ...
 
 
 @dataclass(frozen=True)

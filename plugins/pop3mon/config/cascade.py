@@ -9,12 +9,13 @@ duplicate ids) can point at the right line. :func:`_build` turns each connection
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from ..engine.defaults import DEFAULTS
+from ..engine.defaults import DEFAULTS, DriftPolicy
 from ..engine.dns import family_of
 from ..engine.stages import FAMILY_LABELS, LATENCY_PHASES
 from .model import TOKEN_MECHANISMS, ConnectionType, LatencyThresholds
@@ -51,6 +52,7 @@ _BUILTIN: Final[Mapping[str, object]] = {
     "retry_backoff": DEFAULTS.retry_backoff,
     "cert.warn_days": DEFAULTS.cert_warn_days,
     "cert.crit_days": DEFAULTS.cert_crit_days,
+    **{f"drift.{k}": v for k, v in dataclasses.asdict(DEFAULTS.drift).items()},
     "latency.total.warn": DEFAULTS.latency_total[0],
     "latency.total.crit": DEFAULTS.latency_total[1],
     "account": None,
@@ -84,6 +86,10 @@ def _layer(settings: _Settings, loc: Loc) -> Iterator[tuple[str, object, Loc]]:
     if "cert" in given:
         for half in sorted(settings.cert.model_fields_set):
             yield f"cert.{half}", getattr(settings.cert, half), (*loc, "cert", half)
+    if "drift" in given:
+        # Key by key, as cert: a server's `crit` for one check keeps the others inherited.
+        for key in sorted(settings.drift.model_fields_set):
+            yield f"drift.{key}", getattr(settings.drift, key), (*loc, "drift", key)
     if "latency" in given:
         if settings.latency is None:
             yield "latency", _CLEAR, (*loc, "latency")
@@ -394,6 +400,12 @@ def _build(
                     confirm=eff.get("confirm"),
                     cert_warn_days=cert[0],
                     cert_crit_days=cert[1],
+                    drift=DriftPolicy(
+                        **{
+                            f.name: eff.get(f"drift.{f.name}")
+                            for f in dataclasses.fields(DriftPolicy)
+                        }
+                    ),
                     latency=LatencyThresholds(latency),
                     mailbox_count=(int(count[0]), int(count[1])) if count else None,
                     mailbox_size=(int(size[0]), int(size[1])) if size else None,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
-from ..engine.defaults import DEFAULTS
+from ..engine.defaults import DEFAULTS, DriftPolicy
 from ..engine.mechanisms import MECHANISMS
 from ..engine.result import ProbeSpec
 from ..engine.stages import LATENCY_PHASES, AddressFamily, Pacing, Security
@@ -95,7 +95,8 @@ class ConnectionType:
     secret value. ``line`` is where the connection is defined in the targets file.
     Thresholds: ``latency`` maps a phase name (engine stages plus ``total``) to
     ``(warn, crit)`` seconds; ``mailbox_count``/``mailbox_size`` are ``(warn, crit)`` or
-    ``None``; ``stat_min``/``stat_max`` bound the STAT message count (outside is CRIT).
+    ``None``; ``stat_min``/``stat_max`` bound the STAT message count (outside is CRIT);
+    ``drift`` holds the drift checks' levels and the mailbox ratio.
     """
 
     id: str
@@ -123,6 +124,7 @@ class ConnectionType:
     retry_backoff: float
     cert_warn_days: int
     cert_crit_days: int
+    drift: DriftPolicy
     latency: LatencyThresholds
     mailbox_count: tuple[int, int] | None
     mailbox_size: tuple[int, int] | None
@@ -181,6 +183,7 @@ class ConnectionType:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data["latency"] = {phase: list(pair) for phase, pair in self.latency.items()}
         data["tags"] = list(self.tags)
+        data["drift"] = dataclasses.asdict(self.drift)
         for key in ("mailbox_count", "mailbox_size"):
             if data[key] is not None:
                 data[key] = list(data[key])

@@ -33,11 +33,14 @@ from ..engine.defaults import DEFAULTS
 from ..engine.mechanisms import AUTH_SETTINGS
 from ..engine.stages import (
     ADDRESS_FAMILIES,
+    DRIFT_CHECKS,
+    DRIFT_LEVELS,
     LATENCY_PHASES,
     PACING_MODES,
     SECURITY_MODES,
     TLS_VERSIONS,
     AddressFamily,
+    DriftLevel,
     Pacing,
     Security,
 )
@@ -72,6 +75,7 @@ _RESERVED_TAGS: Final = frozenset(
         "auth",
         "mailbox",
         "latency",
+        "drift",
         "and",
         "or",
         "not",
@@ -114,6 +118,12 @@ def _v_security(value: object) -> Security:
     chosen = _choice(value, SECURITY_MODES)
     # Narrow the checked string to the Literal without a cast.
     return next(mode for mode in SECURITY_MODES if mode == chosen)
+
+
+def _v_drift_level(value: object) -> DriftLevel:
+    # YAML 1.1 reads a bare `off` as false: take it for what was meant.
+    chosen = _choice("off" if value is False else value, DRIFT_LEVELS)
+    return next(level for level in DRIFT_LEVELS if level == chosen)
 
 
 def _v_pacing(value: object) -> Pacing:
@@ -425,6 +435,26 @@ class _Mailbox(_Model):
         return self
 
 
+_DriftLevelField = Annotated[DriftLevel, BeforeValidator(_v_drift_level)]
+
+
+class _Drift(_Model):
+    """``drift:``: each drift check's level (warn, crit, off) and the mailbox ratio. Like
+    _Cert's, the defaults are never read: only keys in model_fields_set count."""
+
+    certificate_changed: _DriftLevelField = DEFAULTS.drift.certificate_changed
+    capabilities_changed: _DriftLevelField = DEFAULTS.drift.capabilities_changed
+    credentials_changed: _DriftLevelField = DEFAULTS.drift.credentials_changed
+    mailbox_changed: _DriftLevelField = DEFAULTS.drift.mailbox_changed
+    # A fraction of the baseline: 0.5 fires when count or size moves by more than half.
+    mailbox_ratio: Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False)] = (
+        DEFAULTS.drift.mailbox_ratio
+    )
+
+
+assert set(_Drift.model_fields) == {*DRIFT_CHECKS, "mailbox_ratio"}, "update _Drift"
+
+
 class _Account(_Model):
     username: Annotated[str, AfterValidator(_v_username)]
     password_env: _EnvName | None = None
@@ -484,6 +514,7 @@ class _Settings(_Model):
         float, Field(ge=0, le=DEFAULTS.retry_backoff_max, allow_inf_nan=False)
     ] = DEFAULTS.retry_backoff
     cert: _Cert = _Cert()
+    drift: _Drift = _Drift()
     latency: _Latency | None = None
     mailbox: _Mailbox | None = None
     tags: list[_Tag] = []

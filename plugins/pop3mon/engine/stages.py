@@ -15,6 +15,8 @@ from typing import Final, Literal, get_args
 __all__ = [
     "ADDRESS_FAMILIES",
     "CHECKS",
+    "DRIFT_CHECKS",
+    "DRIFT_LEVELS",
     "FAMILY_LABELS",
     "LATENCY_PHASES",
     "PACING_MODES",
@@ -27,6 +29,8 @@ __all__ = [
     "AddressFamily",
     "CheckName",
     "CheckSpec",
+    "DriftCheck",
+    "DriftLevel",
     "Pacing",
     "Phase",
     "Security",
@@ -59,7 +63,7 @@ FAMILY_LABELS: Final[Mapping[AddressFamily, str]] = {
 }
 
 #: The report tiers, in the order a run shows them.
-Tier = Literal["connectivity", "tls", "auth", "mailbox", "latency"]
+Tier = Literal["connectivity", "tls", "auth", "mailbox", "latency", "drift"]
 TIERS: Final[tuple[Tier, ...]] = get_args(Tier)
 
 #: Every check of the tiers except latency (whose checks are ``latency-<phase>``).
@@ -79,7 +83,21 @@ CheckName = Literal[
     "stat",
     "thresholds",
     "logout",
+    "certificate_changed",
+    "capabilities_changed",
+    "credentials_changed",
+    "mailbox_changed",
 ]
+
+#: The drift checks (compared with the baseline the history keeps, see checks/drift.py);
+#: each one's level is the ``drift:`` key of targets.yaml with the same name.
+DriftCheck = Literal[
+    "certificate_changed", "capabilities_changed", "credentials_changed", "mailbox_changed"
+]
+DRIFT_CHECKS: Final[tuple[DriftCheck, ...]] = get_args(DriftCheck)
+#: What a drift check that fires gives: WARN, CRIT, or ``off`` (the check SKIPs).
+DriftLevel = Literal["warn", "crit", "off"]
+DRIFT_LEVELS: Final[tuple[DriftLevel, ...]] = get_args(DriftLevel)
 
 #: The stages of a session, in the order it runs them. Phase timings use the same names.
 Stage = Literal[
@@ -124,8 +142,13 @@ CHECKS: Final[tuple[CheckSpec, ...]] = (
     CheckSpec("mailbox", "stat"),
     CheckSpec("mailbox", "thresholds"),
     CheckSpec("mailbox", "logout"),
+    CheckSpec("drift", "certificate_changed"),
+    CheckSpec("drift", "capabilities_changed"),
+    CheckSpec("drift", "credentials_changed"),
+    CheckSpec("drift", "mailbox_changed"),
 )
 assert tuple(c.name for c in CHECKS) == get_args(CheckName), "CHECKS must list every CheckName"
+assert tuple(c.name for c in CHECKS if c.tier == "drift") == DRIFT_CHECKS, "drift rows"
 
 
 @dataclass(frozen=True)

@@ -353,8 +353,8 @@ class HistoryStore:
     def baseline(self, ct_id: str, check: str) -> Baseline | None:
         """The facts the drift check ``check`` of ``ct_id`` compares against: from the most
         recent run in which that check was OK, or the most recent accepted baseline,
-        whichever is later; ``None`` when there is neither (or only facts of another
-        format version). Never raises."""
+        whichever is later, else the first recorded run of ``ct_id``; ``None`` when there
+        is no run yet (or only facts of another format version). Never raises."""
         try:
             ok = self.db.execute(
                 "SELECT r.run_id, r.started, f.json FROM last_ok o "
@@ -372,6 +372,16 @@ class HistoryStore:
             chosen, accepted = ok, False
             if acc is not None and (ok is None or float(acc[1]) >= float(ok[1])):
                 chosen, accepted = acc, True
+            if chosen is None:
+                # Never OK and nothing accepted: the first recorded run is the baseline, so
+                # a drift found on the second run stays one until it is accepted (the first
+                # run's drift checks had nothing to compare with, so none of them was OK).
+                chosen = self.db.execute(
+                    "SELECT r.run_id, r.started, f.json FROM cts c "
+                    "JOIN runs r ON r.id = c.run JOIN facts f ON f.id = c.facts "
+                    "WHERE c.ct = ? ORDER BY r.started, r.id LIMIT 1",
+                    (ct_id,),
+                ).fetchone()
             if chosen is None:
                 return None
             run_id, started, text = chosen

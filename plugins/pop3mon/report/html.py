@@ -53,6 +53,7 @@ TIER_LABELS: Mapping[str, str] = {
     "auth": "Auth",
     "mailbox": "Mailbox",
     "latency": "Latency",
+    "drift": "Drift",
 }
 VERDICT_HINTS: Mapping[str, str] = {
     Verdict.OK: "passed",
