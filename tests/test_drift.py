@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pop3mon import checks
@@ -634,28 +635,51 @@ def glued(
         yield pytester
 
 
-def test_the_glue_reads_baselines_from_the_history_and_accepts(glued: pytest.Pytester) -> None:
-    result = glued.runpytest_subprocess(
-        "-rA", "-m", "drift or auth", "--accept-drift=good", "--accept-drift=good:mailbox_changed"
-    )
-    out = result.stdout.str()
-    result.stdout.fnmatch_lines(
-        [
-            "pop3mon: accepted good's current facts as the drift baseline (4 checks)",
-            "pop3mon: accepted good:mailbox_changed's current facts as the drift baseline*",
-            "*CRIT good certificate_changed: certificate changed since 2026-01-01 00:00:00 UTC "
-            "(2 runs ago): issuer 'CN=Old CA' *",
-            "*credentials rejected*; they were accepted at 2026-01-01 00:00:00 UTC (2 runs ago)*",
-        ]
-    )
-    accepted = json.loads((glued.path / "accepted.json").read_text(encoding="utf-8"))
-    assert accepted == [
-        ["good", None, "--accept-drift"],
-        ["good", "mailbox_changed", "--accept-drift"],
-    ]
-    assert PASSWORD not in out + result.stderr.str()
-    # A failed login is no mailbox drift: the login check owns it.
-    assert "SKIPPED [1] tests_targets/test_drift.py:28: skipped: authentication failed" in out
+def test_drift_through_real_runs_with_a_history(tmp_path: Path) -> None:
+    """Real runs sharing one history: the first has no baseline (drift SKIP); after the
+    password changed, credentials_changed says when the credentials were last accepted;
+    --accept-drift makes the refused state the baseline, so the next run has no drift."""
+    from test_reports import run_suite as run_reported
+
+    good = "drift-real-good-5c2e"
+    with FaultServer("healthy", users={"alice": good}) as srv:
+        targets = tmp_path / "targets.yaml"
+        targets.write_text(
+            "version: 1\n"
+            "defaults:\n"
+            "  allow_cleartext: true\n"
+            "  account: {username: alice, password_env: DRIFT_REAL_PW}\n"
+            "servers:\n"
+            f"  - {{name: lab, host: 127.0.0.1, connections: [{{id: pop, port: {srv.port}, "
+            "security: none, auth: user}]}\n",
+            encoding="utf-8",
+        )
+        reports = tmp_path / "reports"
+
+        def run(password: str, *args: str) -> tuple[str, dict[str, Any]]:
+            done = run_reported(targets, reports, *args, env={"DRIFT_REAL_PW": password})
+            data = json.loads((reports / "results.json").read_text(encoding="utf-8"))
+            checks = {c["check"]: c for c in data["connections"][0]["checks"]}
+            return done.proc.stdout, checks
+
+        _, first = run(good)
+        assert first["credentials_changed"]["verdict"] == "SKIP"
+        assert "no baseline yet" in first["credentials_changed"]["reason"]
+        _, second = run(good)
+        assert second["credentials_changed"]["verdict"] == "OK", second["credentials_changed"]
+        out, third = run("changed-password-91e4")
+        cred = third["credentials_changed"]
+        assert cred["verdict"] == "WARN", cred
+        assert (
+            "credentials rejected" in cred["reason"] and "they were accepted at" in cred["reason"]
+        )
+        assert "(1 runs ago)" in cred["reason"] or "(1 run ago)" in cred["reason"], cred
+        out, _ = run("changed-password-91e4", "--accept-drift=pop:credentials_changed")
+        assert "accepted pop:credentials_changed's current facts as the drift baseline" in out
+        _, fifth = run("changed-password-91e4")
+        assert fifth["credentials_changed"]["verdict"] != "WARN", fifth["credentials_changed"]
+    db = (reports / "history.sqlite").read_bytes()
+    assert good.encode() not in db and b"changed-password-91e4" not in db
 
 
 def test_accept_drift_naming_nothing_known_is_a_usage_error(glued: pytest.Pytester) -> None:

@@ -206,7 +206,10 @@ def test_baseline_is_the_last_ok_run_or_an_accepted_one(tmp_path: Path) -> None:
     base = reader.baseline("ct", "d-cert")
     assert base is not None and not base.accepted
     assert (base.run_id, base.facts.cert_sha256, base.runs_ago) == ("r2", "r2", 2)
-    assert reader.baseline("ct", "nothing") is None
+    # A check never OK and never accepted compares with the first recorded run.
+    never = reader.baseline("ct", "nothing")
+    assert never is not None and (never.run_id, never.runs_ago) == ("r1", 3)
+    assert reader.baseline("other-ct", "d-cert") is None
     with pytest.raises(HistoryError):
         reader.accept("ct", None)  # read-only
     reader.close()
