@@ -1080,8 +1080,10 @@ def _demo(args: argparse.Namespace, say: _Say) -> int:
                 assert lab.incident is not None or conns is ORIGINAL_CONNECTIONS
                 if lab.incident is not None:
                     say.line("incident between the runs:")
+                    began = time.monotonic()
                     for line in lab.incident():
                         say.line("  " + line)
+                    say.line(f"  (done to the running lab in {time.monotonic() - began:.1f} s)")
                     write_targets()  # a restarted server may have had to move its port
             run.reports.mkdir(parents=True, exist_ok=True)
             cmd = [
