@@ -842,11 +842,12 @@ def _summary(rows: list[Row], say: _Say) -> None:
                 details.append((label + out.why, out.expected))
         if two and not row.changed and all(o.expected for o in row.runs):
             details.append((f"both runs: {last.why}", True))
-        details += [(line, True) for line in row.facts]
         if row.problem:
             details.append((row.problem, False))
         for text, good in details:
             say.line(" " * 4 + say.paint(_clip(text), "2" if good else "31"))
+        for line in row.facts:  # the incident's evidence: shown whole, however wide
+            say.line(" " * 4 + say.paint(line, "2"))
 
 
 def _history_lines(log: Path | None) -> list[str]:
