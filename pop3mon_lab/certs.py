@@ -44,8 +44,11 @@ __all__ = [
     "EXPECTED_VERIFY_CODES",
     "VARIANTS",
     "CertPair",
+    "LabCA",
     "LabCerts",
+    "generate_ca",
     "generate_lab_certs",
+    "issue_server_cert",
     "self_signed_cert",
     "write_cert_pair",
 ]
@@ -349,6 +352,70 @@ def generate_lab_certs(
     manifest = {"created": now.isoformat(), "params": params}
     _write(out / _MANIFEST, json.dumps(manifest, indent=2).encode(), 0o644)
     return certs
+
+
+@dataclass(frozen=True)
+class LabCA:
+    """A CA that can issue more certificates later: its certificate, its key and its name.
+
+    :func:`generate_lab_certs` keeps no CA key (its set is fixed once written); a ``LabCA``
+    is for a test or the demo that re-issues a server certificate while the server runs,
+    e.g. from a second CA, so that the certificate's issuer changes but a client trusting
+    both CAs still verifies it.
+    """
+
+    common_name: str
+    cert: Path
+    key: Path
+
+
+def generate_ca(
+    directory: str | os.PathLike[str], name: str, common_name: str | None = None
+) -> LabCA:
+    """Create a root CA as ``directory/name.crt`` and ``directory/name.key`` (PEM, 0644).
+
+    The subject is ``O=pop3mon lab, CN=common_name`` (default ``pop3mon lab <name> CA``),
+    built like the lab's own root, so a strict verifier accepts what it issues.
+    """
+    cn = common_name or f"pop3mon lab {name} CA"
+    key = _new_key()
+    cert = _ca_cert(cn, key, None, _now(), path_length=0)
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    ca = LabCA(common_name=cn, cert=out / f"{name}.crt", key=out / f"{name}.key")
+    _write(ca.key, _key_pem(key), 0o644)
+    _write(ca.cert, _pem(cert), 0o644)
+    return ca
+
+
+def issue_server_cert(
+    ca: LabCA,
+    directory: str | os.PathLike[str],
+    name: str,
+    names: Sequence[str] = ("localhost", "127.0.0.1"),
+    *,
+    days: int = 365,
+) -> CertPair:
+    """Issue a server certificate for ``names`` from ``ca`` into ``directory/name.{crt,key}``.
+
+    A fresh key every time (a re-issue, not a renewal); valid from a day ago for ``days``;
+    the first name is the subject's common name, all of them are subjectAltNames.
+    """
+    ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(ca.key.read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{ca.key} is not an EC private key")
+    now = _now()
+    key = _new_key()
+    leaf = _leaf_cert(
+        names, key, (ca_cert, ca_key), now - _dt.timedelta(days=1), now + _dt.timedelta(days=days)
+    )
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    pair = CertPair(cert=out / f"{name}.crt", key=out / f"{name}.key")
+    _write(pair.key, _key_pem(key), 0o644)
+    _write(pair.cert, _pem(leaf), 0o644)
+    return pair
 
 
 def self_signed_cert(

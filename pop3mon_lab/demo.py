@@ -1,32 +1,48 @@
-"""The built-in demo: a lab of POP3 servers on 127.0.0.1, a targets file, one monitoring run.
+"""The built-in demo: a lab of POP3 servers on 127.0.0.1, a targets file, two monitoring runs
+with an incident between them.
 
 Run it with ``./ci/demo`` (which prepares ``.venv`` and Dovecot first) or directly::
 
     python -m pop3mon_lab.demo [--reports DIR] [--backend auto|dovecot|faultserver]
-                                       [--serve] [--verbose] [-- PYTEST ARGS]
+                               [--once] [--serve] [--verbose] [-- PYTEST ARGS]
 
 What it does:
 
-1. Generates a private CA and certificates (:mod:`.certs`) and starts the lab: real Dovecot
-   (:class:`.dovecot.DovecotLab`) with one master per certificate variant (``valid``,
-   ``expired``, ``wrong_host``), listening on free ports of 127.0.0.1 only. Where Dovecot is
-   not installed (or does not start) it says so and uses the project's reference server
-   (:class:`.faultserver.FaultServer`, scenario ``healthy``) with the same certificates.
-2. Writes ``DIR/demo-targets.yaml``: seven connection types, three healthy (implicit TLS, STLS
-   with SCRAM-SHA-256, plaintext with APOP) and four broken on purpose (expired certificate,
-   wrong host name, closed port, wrong password). The demo account's password is random per
-   run and reaches pytest through the environment variable ``POP3MON_DEMO_PASSWORD``; the
-   wrong password is read from a file (``password_file``). Neither is in the YAML.
-3. Runs ``ci/run-monitor --targets=DIR/demo-targets.yaml --reports=DIR``, the same entry point
-   scheduled runs use; pytest's output goes to ``DIR/demo-pytest.log`` (``--verbose`` shows it).
-4. Reads the verdicts back from ``DIR/junit.xml``, prints a one-screen summary and where the
-   reports are, and stops everything it started, also on Ctrl-C, SIGTERM or an error.
+1. Generates a private CA and certificates (:mod:`.certs`), a second CA, and starts the lab:
+   real Dovecot (:class:`.dovecot.DovecotLab`) with one master per certificate variant
+   (``valid``, ``expired``, ``wrong_host``) plus three for the incident, listening on free
+   ports of 127.0.0.1 only. Where Dovecot is not installed (or does not start) it says so and
+   uses the project's reference server (:class:`.faultserver.FaultServer`, ``healthy``).
+2. Writes ``DIR/demo-targets.yaml`` (see :data:`DEMO_CONNECTIONS`): three healthy connection
+   types (implicit TLS, STLS with SCRAM-SHA-256, plaintext with APOP), four broken on purpose
+   (expired certificate, wrong host name, closed port, wrong password) and four the incident
+   will change (``incident-*``). Passwords are random per demo and reach pytest through
+   environment variables (``POP3MON_DEMO_PASSWORD``, ``POP3MON_DEMO_INCIDENT_PASSWORD``); the
+   wrong password is read from a file (``password_file``). None is in the YAML.
+3. Run 1: ``ci/run-monitor --targets=DIR/demo-targets.yaml --reports=DIR/run1``, the same
+   entry point scheduled runs use (pytest's output: ``DIR/run1/demo-pytest.log``).
+4. The incident, done to the running lab as it happens to real servers: ``incident-cert``'s
+   certificate is re-issued by the second CA (which the demo's ``ca_file`` also trusts, so
+   it still verifies: only the issuer changed), ``incident-password``'s account gets a new
+   password on the server, ``incident-stls``'s server is restarted without TLS (no STLS any
+   more), and ``incident-recovers``'s server, down during run 1, comes back.
+5. Run 2 with reports in ``DIR`` (the ones to open; run 1's stay in ``DIR/run1``). Both runs
+   share the history ``DIR/history.sqlite`` when this pop3mon has one (``--history``), which
+   the demo starts afresh, so run 2 is compared with run 1.
+6. Reads the verdicts back from each run's ``junit.xml`` (and ``results.json``), prints a
+   one-screen summary, run 1 beside run 2, checks them against :data:`DEMO_CONNECTIONS`'
+   expectations, and stops everything it started, also on Ctrl-C, SIGTERM or an error.
+
+``--once`` makes one run of the seven original connection types (no incident) with reports
+in ``DIR``, for quick use. The incident needs Dovecot: with the reference server both runs
+see the same lab, and the demo says so.
 
 Exit status:
 
-* 0 - the run behaved as the demo expects: every healthy connection type has no CRIT/ERROR
+* 0 - every run behaved as the demo expects: every healthy connection type has no CRIT/ERROR
   and logged in; every broken one failed with CRIT in the check it is broken for, and nothing
-  before that check failed. (pytest itself exits 1 here, because broken servers fail checks.)
+  before that check failed; the incident changed what it should. (pytest itself exits 1
+  here, because broken servers fail checks.)
 * 1 - some verdict differs from that expectation (the summary says which): a bug in pop3mon,
   in the lab, or something odd about this machine.
 * 2 - the demo could not run: no lab could be started, bad arguments, pytest did not produce
@@ -42,7 +58,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -51,50 +69,125 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
-from .certs import LabCerts, generate_lab_certs
+from .certs import LabCA, LabCerts, generate_ca, generate_lab_certs
 from .dovecot import DEFAULT_MAILBOXES, DovecotLab, LabError, LabUnavailable, free_port
 from .faultserver import FaultServer
 
 __all__ = [
     "DEMO_CONNECTIONS",
+    "OPTIONAL_TIERS",
+    "CheckExpect",
     "DemoConnection",
     "DemoLab",
+    "Expect",
     "Outcome",
     "evaluate",
     "main",
     "read_junit",
+    "read_results",
     "targets_yaml",
 ]
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[1]
 PASSWORD_ENV: Final = "POP3MON_DEMO_PASSWORD"
+INCIDENT_PASSWORD_ENV: Final = "POP3MON_DEMO_INCIDENT_PASSWORD"
 DEMO_USER: Final = "demo"
+INCIDENT_USER: Final = "incident"
 HOST: Final = "127.0.0.1"
 SNI: Final = "localhost"
-TIERS: Final[tuple[str, ...]] = ("connectivity", "tls", "auth", "mailbox", "latency")
+#: Report order of the tiers the demo shows; ``drift`` arrives with the history (issue 11).
+TIERS: Final[tuple[str, ...]] = ("connectivity", "tls", "auth", "mailbox", "latency", "drift")
+#: Expectations on these tiers apply only when the run collected the tier for that connection
+#: type (its testcases are in junit.xml). This is the hook for checks a build may not have
+#: yet: without them the summary says how many expectations it could not check.
+OPTIONAL_TIERS: Final[frozenset[str]] = frozenset({"drift"})
 _RANK: Final = {"SKIP": 0, "OK": 1, "WARN": 2, "CRIT": 3, "ERROR": 4}
+_SHORT: Final = {
+    "connectivity": "conn",
+    "tls": "tls",
+    "auth": "auth",
+    "mailbox": "mbox",
+    "latency": "lat",
+    "drift": "drift",
+}
 
 EXIT_OK: Final = 0
 EXIT_UNEXPECTED: Final = 1
 EXIT_ERROR: Final = 2
 EXIT_INTERRUPTED: Final = 130
 
-Endpoint = Literal["tls", "stls", "expired", "wrong_host", "closed"]
+Endpoint = Literal[
+    "tls", "stls", "expired", "wrong_host", "closed", "incident_cert", "incident_stls", "recovers"
+]
+#: Whose credentials a connection type logs in with: the demo account, the demo account with
+#: a wrong password (from a file), or the incident's own account (its password changes).
+Account = Literal["demo", "wrong", "incident"]
+#: Facts of a probe (from results.json) that the incident must change between the runs.
+Fact = Literal["certificate issuer"]
+RunNo = Literal[1, 2]
+
+
+@dataclass(frozen=True)
+class CheckExpect:
+    """One more check a run must show: ``(tier, check)`` with one of ``verdicts``.
+
+    ``check="*"`` means every check of the tier that the run has. ``reason``: a text the
+    reason must contain. ``fields``: values the check must have in results.json (e.g.
+    ``(("new", True),)``); a field results.json does not have is not checked but counted (a
+    build without the history). A tier in :data:`OPTIONAL_TIERS` that the run did not collect
+    for the connection type is likewise not checked but counted.
+    """
+
+    tier: str
+    check: str
+    verdicts: tuple[str, ...]
+    reason: str = ""
+    fields: tuple[tuple[str, object], ...] = ()
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What the monitor must say about a connection type in one run.
+
+    ``crit`` is ``(tier, check)`` for a broken connection type: that check must be CRIT (its
+    reason containing ``reason``) and no check of an earlier tier may be CRIT/ERROR. ``None``
+    means healthy: no CRIT/ERROR at all and a successful login. ``checks`` adds exact
+    expectations on single checks.
+    """
+
+    crit: tuple[str, str] | None = None
+    reason: str = ""
+    checks: tuple[CheckExpect, ...] = ()
+
+    @property
+    def healthy(self) -> bool:
+        """True when the connection type must pass."""
+        return self.crit is None
+
+
+#: A first run has no baseline: every drift check says so (SKIP).
+_FIRST_RUN: Final = (CheckExpect("drift", "*", ("SKIP",)),)
+HEALTHY: Final = Expect(checks=_FIRST_RUN)
+
+
+def _broken(tier: str, check: str, reason: str = "") -> Expect:
+    return Expect(crit=(tier, check), reason=reason, checks=_FIRST_RUN)
 
 
 @dataclass(frozen=True)
 class DemoConnection:
     """One connection type of the demo and what the monitor must say about it.
 
-    ``expect_crit`` is ``(tier, check)`` for a broken connection type: that check must be
-    CRIT and no check of an earlier tier may be CRIT/ERROR. ``None`` means healthy: no
-    CRIT/ERROR at all and a successful login.
+    ``expect`` holds for run 1 (and ``--once``); ``after`` for run 2, after the incident
+    (``None``: the same as run 1, without the first-run rules). ``incident`` says what the
+    incident does to it (empty: nothing; such a type is left out of ``--once`` and of a lab
+    without Dovecot). ``changes``: facts that must differ between the runs.
     """
 
     id: str
@@ -102,13 +195,32 @@ class DemoConnection:
     endpoint: Endpoint
     security: str
     auth: str
-    expect_crit: tuple[str, str] | None = None
-    wrong_password: bool = False
+    expect: Expect = HEALTHY
+    after: Expect | None = None
+    account: Account = "demo"
+    incident: str = ""
+    changes: tuple[Fact, ...] = ()
 
     @property
     def healthy(self) -> bool:
-        """True for the connection types that must pass."""
-        return self.expect_crit is None
+        """True for the connection types that must pass (in run 1)."""
+        return self.expect.healthy
+
+    @property
+    def expect_crit(self) -> tuple[str, str] | None:
+        """The check that must be CRIT in run 1, or None (healthy)."""
+        return self.expect.crit
+
+    def expected(self, run: RunNo) -> Expect:
+        """What run ``run`` must show."""
+        if run == 1 or self.after is None:
+            if run == 2:
+                # Not a first run any more: no "no baseline yet" SKIP to expect.
+                return dataclasses.replace(
+                    self.expect, checks=tuple(c for c in self.expect.checks if c.tier != "drift")
+                )
+            return self.expect
+        return self.after
 
 
 DEMO_CONNECTIONS: Final[tuple[DemoConnection, ...]] = (
@@ -123,7 +235,7 @@ DEMO_CONNECTIONS: Final[tuple[DemoConnection, ...]] = (
         "expired",
         "tls",
         "auto",
-        expect_crit=("tls", "certificate"),
+        expect=_broken("tls", "certificate"),
     ),
     DemoConnection(
         "broken-wrong-host",
@@ -131,7 +243,7 @@ DEMO_CONNECTIONS: Final[tuple[DemoConnection, ...]] = (
         "wrong_host",
         "tls",
         "auto",
-        expect_crit=("tls", "certificate"),
+        expect=_broken("tls", "certificate"),
     ),
     DemoConnection(
         "broken-closed-port",
@@ -139,7 +251,7 @@ DEMO_CONNECTIONS: Final[tuple[DemoConnection, ...]] = (
         "closed",
         "tls",
         "auto",
-        expect_crit=("connectivity", "tcp"),
+        expect=_broken("connectivity", "tcp"),
     ),
     DemoConnection(
         "broken-wrong-password",
@@ -147,10 +259,66 @@ DEMO_CONNECTIONS: Final[tuple[DemoConnection, ...]] = (
         "tls",
         "tls",
         "auto",
-        expect_crit=("auth", "login"),
-        wrong_password=True,
+        expect=_broken("auth", "login"),
+        account="wrong",
+    ),
+    # The incident's own connection types, so the seven above keep their meaning.
+    DemoConnection(
+        "incident-cert",
+        "implicit TLS; its certificate is re-issued by another CA",
+        "incident_cert",
+        "tls",
+        "auto",
+        after=Expect(checks=(CheckExpect("drift", "certificate", ("WARN",)),)),
+        incident="certificate re-issued by the second lab CA (still trusted, new issuer)",
+        changes=("certificate issuer",),
+    ),
+    DemoConnection(
+        "incident-password",
+        "implicit TLS, its own account; the password is changed on the server",
+        "tls",
+        "tls",
+        "auto",
+        after=Expect(
+            crit=("auth", "login"),
+            reason="[AUTH]",
+            checks=(
+                CheckExpect(
+                    "drift",
+                    "credentials",
+                    ("WARN", "CRIT"),
+                    reason="credentials rejected; they were accepted at",
+                ),
+            ),
+        ),
+        account="incident",
+        incident="the account's password changed on the server",
+    ),
+    DemoConnection(
+        "incident-stls",
+        "STLS required; the server is restarted without TLS",
+        "incident_stls",
+        "starttls",
+        "auto",
+        after=Expect(
+            crit=("tls", "stls"), checks=(CheckExpect("drift", "capabilities", ("WARN",)),)
+        ),
+        incident="server restarted with ssl = no: STLS withdrawn",
+    ),
+    DemoConnection(
+        "incident-recovers",
+        "implicit TLS; its server is down in run 1 and back for run 2",
+        "recovers",
+        "tls",
+        "auto",
+        expect=_broken("connectivity", "tcp"),
+        after=Expect(),
+        incident="server down during run 1, started again: recovers",
     ),
 )
+
+#: The connection types of one run without the incident (``--once``, a lab without Dovecot).
+ORIGINAL_CONNECTIONS: Final = tuple(c for c in DEMO_CONNECTIONS if not c.incident)
 
 
 # --------------------------------------------------------------------------- the lab
@@ -158,13 +326,19 @@ DEMO_CONNECTIONS: Final[tuple[DemoConnection, ...]] = (
 
 @dataclass(frozen=True)
 class DemoLab:
-    """What a started lab offers: its ports on 127.0.0.1 and the certificates it uses."""
+    """What a started lab offers: its ports on 127.0.0.1 and the certificates it uses.
+
+    ``incident`` (Dovecot only) changes the running lab as the incident does and returns one
+    line per change; it may move ``ports`` (a restarted server whose port was taken).
+    """
 
     backend: Literal["dovecot", "faultserver"]
     description: str
     certs: LabCerts
     ports: dict[str, int]
     logs: tuple[Path, ...] = ()
+    ca_files: tuple[Path, ...] = ()
+    incident: Callable[[], list[str]] | None = None
 
 
 def _dovecot_version(binary: Path) -> str:
@@ -177,36 +351,83 @@ def _dovecot_version(binary: Path) -> str:
     return out.split()[0] if out else ""
 
 
+#: Dovecot instances of the incident (name -> certificate variant served in run 1).
+_INCIDENT_INSTANCES: Final = {
+    "incident-cert": "valid",
+    "incident-stls": "valid",
+    "incident-recovers": "valid",
+}
+
+
 def start_dovecot_lab(
-    stack: contextlib.ExitStack, certs: LabCerts, workdir: Path, password: str
+    stack: contextlib.ExitStack,
+    certs: LabCerts,
+    workdir: Path,
+    passwords: Mapping[str, str],
+    second_ca: LabCA | None = None,
 ) -> DemoLab:
-    """Real Dovecot: one master per certificate variant; raises :class:`LabError`."""
+    """Real Dovecot: one master per certificate variant, three more for the incident.
+
+    ``passwords``: account -> password (``demo`` and ``incident``). ``second_ca``: the CA the
+    incident re-issues ``incident-cert``'s certificate from (no incident without it). The
+    ``incident-recovers`` server is stopped before run 1. Raises :class:`LabError`.
+    """
     lab = DovecotLab(
         certs,
         variants=("expired", "wrong_host"),
-        users={DEMO_USER: password},
-        mailboxes={DEMO_USER: DEFAULT_MAILBOXES["demo"]},
+        users=dict(passwords),
+        mailboxes={user: DEFAULT_MAILBOXES["demo"] for user in passwords},
         workdir=workdir,
+        extra_instances=_INCIDENT_INSTANCES if second_ca is not None else None,
     )
     stack.enter_context(lab)
     version = _dovecot_version(lab.binary)
+    ports = {
+        "tls": lab.port("pop3s"),
+        "stls": lab.port("pop3"),
+        "expired": lab.port("pop3s", "expired"),
+        "wrong_host": lab.port("pop3s", "wrong_host"),
+    }
+    incident: Callable[[], list[str]] | None = None
+    if second_ca is not None:
+        lab.stop_instance("incident-recovers")
+
+        def read_ports() -> None:
+            ports["incident_cert"] = lab.port("pop3s", "incident-cert")
+            ports["incident_stls"] = lab.port("pop3", "incident-stls")
+            ports["recovers"] = lab.port("pop3s", "incident-recovers")
+
+        def incident() -> list[str]:
+            assert second_ca is not None
+            done = []
+            lab.reissue_certificate("incident-cert", second_ca)
+            done.append(f"incident-cert: certificate re-issued by '{second_ca.common_name}'")
+            lab.set_password(INCIDENT_USER, secrets.token_urlsafe(18))
+            done.append(f"incident-password: the password of '{INCIDENT_USER}' was changed")
+            lab.restart("incident-stls", tls=False)
+            done.append("incident-stls: server restarted with ssl = no (no STLS)")
+            lab.start_instance("incident-recovers")
+            done.append("incident-recovers: server started again")
+            read_ports()
+            return done
+
+        read_ports()
     return DemoLab(
         backend="dovecot",
         description=f"Dovecot {version or '(version unknown)'} ({lab.binary})",
         certs=certs,
-        ports={
-            "tls": lab.port("pop3s"),
-            "stls": lab.port("pop3"),
-            "expired": lab.port("pop3s", "expired"),
-            "wrong_host": lab.port("pop3s", "wrong_host"),
-        },
-        logs=tuple(lab.instance(v).log_path for v in lab.variants),
+        ports=ports,
+        logs=tuple(lab.instance(v).log_path for v in lab.instance_names),
+        ca_files=(certs.ca_file, *((second_ca.cert,) if second_ca else ())),
+        incident=incident,
     )
 
 
-def start_fault_lab(stack: contextlib.ExitStack, certs: LabCerts, password: str) -> DemoLab:
-    """The project's reference server (FaultServer ``healthy``) in this process."""
-    users = {DEMO_USER: password}
+def start_fault_lab(
+    stack: contextlib.ExitStack, certs: LabCerts, passwords: Mapping[str, str]
+) -> DemoLab:
+    """The project's reference server (FaultServer ``healthy``) in this process; no incident."""
+    users = dict(passwords)
 
     def server(variant: str, implicit_tls: bool) -> int:
         pair = certs.variant(variant)
@@ -232,6 +453,7 @@ def start_fault_lab(stack: contextlib.ExitStack, certs: LabCerts, password: str)
             "expired": server("expired", True),
             "wrong_host": server("wrong_host", True),
         },
+        ca_files=(certs.ca_file,),
     )
 
 
@@ -239,14 +461,21 @@ def start_lab(
     stack: contextlib.ExitStack,
     backend: str,
     workdir: Path,
-    password: str,
+    passwords: Mapping[str, str],
     say: _Say,
+    incident: bool = True,
 ) -> DemoLab:
-    """Start the lab for ``backend`` (``auto`` prefers Dovecot and falls back)."""
+    """Start the lab for ``backend`` (``auto`` prefers Dovecot and falls back).
+
+    ``incident``: also start the incident's servers and make the second CA (Dovecot only).
+    """
     certs = generate_lab_certs(workdir / "certs")
     if backend in ("auto", "dovecot"):
+        second = generate_ca(workdir / "certs", "second-ca", "pop3mon lab second CA")
         try:
-            return start_dovecot_lab(stack, certs, workdir / "dovecot", password)
+            return start_dovecot_lab(
+                stack, certs, workdir / "dovecot", passwords, second if incident else None
+            )
         except LabUnavailable as exc:
             if backend == "dovecot":
                 raise
@@ -264,14 +493,26 @@ def start_lab(
                 f"Dovecot is installed but did not start:\n{tail}\n"
                 "Falling back to pop3mon's own reference POP3 server (FaultServer, 'healthy')."
             )
-    return start_fault_lab(stack, certs, password)
+    return start_fault_lab(stack, certs, passwords)
 
 
 # --------------------------------------------------------------------------- targets
 
 
-def targets_yaml(lab: DemoLab, ca_file: str, wrong_password_file: str) -> str:
-    """The demo's targets file; secrets are references only (env var and file)."""
+def _group(conn: DemoConnection) -> str:
+    """The demo server (targets file group) a connection type belongs to."""
+    if conn.incident:
+        return "incident"
+    return "healthy" if conn.healthy else "broken"
+
+
+def targets_yaml(
+    lab: DemoLab,
+    ca_file: str,
+    wrong_password_file: str,
+    connections: Sequence[DemoConnection] = ORIGINAL_CONNECTIONS,
+) -> str:
+    """The demo's targets file; secrets are references only (env vars and a file)."""
     lines = [
         "# pop3mon demo targets, written by `python -m pop3mon_lab.demo`.",
         f"# The lab ({lab.backend}) listens on 127.0.0.1 only and is gone after the demo.",
@@ -280,7 +521,7 @@ def targets_yaml(lab: DemoLab, ca_file: str, wrong_password_file: str) -> str:
         "version: 1",
         "defaults:",
         "  timeout: 5",
-        f"  ca_file: {ca_file}  # the demo's own CA",
+        f"  ca_file: {ca_file}  # the demo's own CAs",
         "  tags: [demo]",
         "  # The lab's Dovecot answers a wrong password at once and keeps no address penalty:",
         "  # logins need not take turns (production servers keep the default, serial).",
@@ -289,7 +530,10 @@ def targets_yaml(lab: DemoLab, ca_file: str, wrong_password_file: str) -> str:
         "  mailbox: {stat_min: 1}  # the demo mailbox holds seeded messages",
         "servers:",
     ]
-    for server, healthy in (("healthy", True), ("broken", False)):
+    for server in ("healthy", "broken", "incident"):
+        mine = [c for c in connections if _group(c) == server]
+        if not mine:
+            continue
         lines += [
             f"  - name: {server}",
             f"    host: {SNI}  # SNI and certificate name",
@@ -297,9 +541,7 @@ def targets_yaml(lab: DemoLab, ca_file: str, wrong_password_file: str) -> str:
             f"    tags: [{server}]",
             "    connections:",
         ]
-        for conn in DEMO_CONNECTIONS:
-            if conn.healthy != healthy:
-                continue
+        for conn in mine:
             port = lab.ports[conn.endpoint]
             lines += [
                 f"      - id: {conn.id}  # {conn.what}",
@@ -307,26 +549,35 @@ def targets_yaml(lab: DemoLab, ca_file: str, wrong_password_file: str) -> str:
                 f"        security: {conn.security}",
                 f"        auth: {conn.auth}",
             ]
-            if conn.wrong_password:
+            if conn.account == "wrong":
                 lines.append(
                     f"        account: {{username: {DEMO_USER}, "
                     f"password_file: {wrong_password_file}}}"
+                )
+            elif conn.account == "incident":
+                lines.append(
+                    f"        account: {{username: {INCIDENT_USER}, "
+                    f"password_env: {INCIDENT_PASSWORD_ENV}}}"
                 )
     return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- verdicts
 
+Checks = dict[tuple[str, str], tuple[str, str]]
+
 
 @dataclass
 class Outcome:
-    """What the run said about one demo connection type, and whether that was expected."""
+    """What one run said about one demo connection type, and whether that was expected."""
 
     conn: DemoConnection
     tiers: dict[str, str] = dataclasses.field(default_factory=dict)
-    checks: dict[tuple[str, str], tuple[str, str]] = dataclasses.field(default_factory=dict)
+    checks: Checks = dataclasses.field(default_factory=dict)
     expected: bool = False
     why: str = ""
+    #: Expectations this build could not check (a tier it lacks, a results.json field).
+    unchecked: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def worst(self) -> str:
@@ -343,10 +594,10 @@ class Outcome:
         return None
 
 
-def read_junit(path: Path) -> dict[str, dict[tuple[str, str], tuple[str, str]]]:
+def read_junit(path: Path) -> dict[str, Checks]:
     """``{connection id: {(tier, check): (verdict, reason)}}`` from pytest's JUnit XML."""
     root = ET.parse(path).getroot()
-    out: dict[str, dict[tuple[str, str], tuple[str, str]]] = {}
+    out: dict[str, Checks] = {}
     for case in root.iter("testcase"):
         props = {
             p.get("name", ""): p.get("value", "")
@@ -364,10 +615,82 @@ def read_junit(path: Path) -> dict[str, dict[tuple[str, str], tuple[str, str]]]:
     return out
 
 
+@dataclass(frozen=True)
+class ConnFacts:
+    """What results.json says about one connection type beyond the verdicts."""
+
+    checks: dict[tuple[str, str], dict[str, Any]]
+    facts: dict[str, str]
+
+
+def read_results(path: Path) -> dict[str, ConnFacts]:
+    """Per connection id: each check's results.json fields and the :data:`Fact` values.
+
+    An unreadable or missing file gives ``{}``: the verdicts come from junit.xml, this only
+    adds what junit.xml does not carry.
+    """
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        conns = doc["connections"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    out: dict[str, ConnFacts] = {}
+    for conn in conns if isinstance(conns, list) else []:
+        if not isinstance(conn, dict) or not isinstance(conn.get("id"), str):
+            continue
+        checks = {
+            (str(c.get("tier", "")), str(c.get("check", ""))): c
+            for c in conn.get("checks") or []
+            if isinstance(c, dict)
+        }
+        facts: dict[str, str] = {}
+        cert = ((conn.get("probe") or {}).get("tls") or {}).get("cert") or {}
+        if isinstance(cert, dict) and cert.get("issuer"):
+            facts["certificate issuer"] = str(cert["issuer"])
+        out[conn["id"]] = ConnFacts(checks, facts)
+    return out
+
+
+def _check_extra(
+    want: CheckExpect, outcome: Outcome, fields: Mapping[tuple[str, str], Mapping[str, Any]]
+) -> str:
+    """Problem with one :class:`CheckExpect` ("" when met); counts what it could not check."""
+    label = f"{want.tier}/{want.check}"
+    keys = [k for k in outcome.checks if k[0] == want.tier and want.check in ("*", k[1])]
+    if not keys:
+        if want.tier in OPTIONAL_TIERS and not any(t == want.tier for t, _ in outcome.checks):
+            outcome.unchecked.append(f"{label} (no {want.tier} tier in this build)")
+            return ""
+        if want.check == "*":
+            return ""
+        return f"expected {'/'.join(want.verdicts)} in {label}, it is not in the report"
+    for key in keys:
+        verdict, reason = outcome.checks[key]
+        if verdict not in want.verdicts:
+            return f"expected {'/'.join(want.verdicts)} in {key[0]}/{key[1]}, got {verdict}"
+        if want.reason and want.reason not in reason:
+            return f"expected {key[0]}/{key[1]} to say '{want.reason}', it says: {reason}"
+        mine = fields.get(key, {})
+        for name, value in want.fields:
+            if name not in mine:
+                outcome.unchecked.append(f"{key[0]}/{key[1]} {name} (not in results.json)")
+            elif mine[name] != value:
+                return f"expected {key[0]}/{key[1]} {name}={value!r}, got {mine[name]!r}"
+    return ""
+
+
 def evaluate(
-    conn: DemoConnection, checks: dict[tuple[str, str], tuple[str, str]] | None
+    conn: DemoConnection,
+    checks: Checks | None,
+    expect: Expect | None = None,
+    fields: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
 ) -> Outcome:
-    """Compare one connection type's verdicts with what the demo expects."""
+    """Compare one connection type's verdicts with what the demo expects of a run.
+
+    ``expect`` defaults to run 1's (:attr:`DemoConnection.expect`); ``fields`` are the
+    checks' results.json entries, for :attr:`CheckExpect.fields`.
+    """
+    want = conn.expect if expect is None else expect
     outcome = Outcome(conn, checks=dict(checks or {}))
     for tier in TIERS:
         mine = [v for (t, _), (v, _) in outcome.checks.items() if t == tier]
@@ -375,19 +698,33 @@ def evaluate(
     if not outcome.checks:
         outcome.why = "no verdicts in the report (was it selected? did pytest run?)"
         return outcome
+    problem = _base_rule(want, outcome)
+    for extra in want.checks:
+        problem = problem or _check_extra(extra, outcome, fields or {})
+    if problem:
+        outcome.why = problem
+        return outcome
+    outcome.expected = True
+    if want.crit is not None:
+        tier, check = want.crit
+        outcome.why = f"CRIT {tier}/{check}: {outcome.checks[want.crit][1]}"
+    else:
+        warn = outcome.first(("WARN",))
+        outcome.why = f"WARN {warn[0]}: {warn[2]}" if warn else "all checks OK"
+    return outcome
+
+
+def _base_rule(want: Expect, outcome: Outcome) -> str:
+    """The healthy / broken rule of :class:`Expect`; "" when met."""
     bad = outcome.first(("CRIT", "ERROR"))
-    if conn.expect_crit is None:
+    if want.crit is None:
         login = outcome.checks.get(("auth", "login"), ("missing", ""))[0]
         if bad is not None:
-            outcome.why = f"expected no CRIT, got {bad[1]} {bad[0]}: {bad[2]}"
-        elif login not in ("OK", "WARN"):
-            outcome.why = f"expected a successful login, auth/login is {login}"
-        else:
-            outcome.expected = True
-            warn = outcome.first(("WARN",))
-            outcome.why = f"WARN {warn[0]}: {warn[2]}" if warn else "all checks OK"
-        return outcome
-    tier, check = conn.expect_crit
+            return f"expected no CRIT, got {bad[1]} {bad[0]}: {bad[2]}"
+        if login not in ("OK", "WARN"):
+            return f"expected a successful login, auth/login is {login}"
+        return ""
+    tier, check = want.crit
     verdict, reason = outcome.checks.get((tier, check), ("missing", ""))
     earlier = TIERS[: TIERS.index(tier)]
     early_bad = [
@@ -396,13 +733,29 @@ def evaluate(
         if t in earlier and v in ("CRIT", "ERROR")
     ]
     if verdict != "CRIT":
-        outcome.why = f"expected CRIT in {tier}/{check}, got {verdict}"
-    elif early_bad:
-        outcome.why = f"failed too early: {', '.join(early_bad)}"
-    else:
-        outcome.expected = True
-        outcome.why = f"CRIT {tier}/{check}: {reason}"
-    return outcome
+        return f"expected CRIT in {tier}/{check}, got {verdict}"
+    if early_bad:
+        return f"failed too early: {', '.join(early_bad)}"
+    if want.reason and want.reason not in reason:
+        return f"expected {tier}/{check} to say '{want.reason}', it says: {reason}"
+    return ""
+
+
+def changed_facts(
+    conn: DemoConnection, before: ConnFacts | None, after: ConnFacts | None
+) -> tuple[list[str], str]:
+    """``(lines "fact: before -> after", problem)`` for the facts ``conn`` must change."""
+    lines, problems = [], []
+    for fact in conn.changes:
+        old = before.facts.get(fact) if before else None
+        new = after.facts.get(fact) if after else None
+        if old is None or new is None:
+            problems.append(f"no {fact} in results.json of run {1 if old is None else 2}")
+        elif old == new:
+            problems.append(f"expected the {fact} to change, it is {old} in both runs")
+        else:
+            lines.append(f"{fact}: {old} -> {new}")
+    return lines, "; ".join(problems)
 
 
 # --------------------------------------------------------------------------- output
@@ -430,21 +783,80 @@ def _verdict_cell(verdict: str, say: _Say, width: int) -> str:
     return say.paint(verdict.ljust(width), code)
 
 
-def _summary(outcomes: list[Outcome], say: _Say) -> None:
-    width = max(len(o.conn.id) for o in outcomes) + 2
-    head = "connection type".ljust(width) + "".join(
-        t[:5].ljust(6) for t in ("conn", "tls", "auth", "mbox", "lat")
-    )
+@dataclass
+class Row:
+    """One connection type over the demo's runs (one or two) and the demo's judgement."""
+
+    conn: DemoConnection
+    runs: list[Outcome]
+    facts: list[str] = dataclasses.field(default_factory=list)
+    problem: str = ""  # a fact that should have changed and did not
+
+    @property
+    def expected(self) -> bool:
+        """Every run as expected and every fact changed as it should."""
+        return all(o.expected for o in self.runs) and not self.problem
+
+    @property
+    def changed(self) -> bool:
+        """The worst verdict differs between the runs."""
+        return len(self.runs) > 1 and self.runs[0].worst != self.runs[-1].worst
+
+
+def _clip(text: str) -> str:
+    room = max(60, shutil.get_terminal_size((120, 24)).columns) - 5
+    return text if len(text) <= room else text[: room - 3] + "..."
+
+
+def _summary(rows: list[Row], say: _Say) -> None:
+    width = max(len(r.conn.id) for r in rows) + 2
+    two = any(len(r.runs) > 1 for r in rows)
+    tiers = [
+        t
+        for t in TIERS
+        if t != "drift" or any(o.tiers.get(t, "-") != "-" for r in rows for o in r.runs)
+    ]
+    head = "connection type".ljust(width)
+    if two:
+        head += "run 1 run 2   "
+    head += "".join(_SHORT[t].ljust(6) for t in tiers)
     say.line(head + "demo verdict")
-    for out in outcomes:
-        cells = "".join(_verdict_cell(out.tiers[t], say, 6) for t in TIERS)
-        mark = say.paint("as expected", "32") if out.expected else say.paint("UNEXPECTED", "31;1")
-        say.line(f"{out.conn.id.ljust(width)}{cells}{mark}")
-        detail = out.why
-        room = max(60, shutil.get_terminal_size((120, 24)).columns) - 5
-        if len(detail) > room:
-            detail = detail[: room - 3] + "..."
-        say.line(" " * 4 + say.paint(detail, "2" if out.expected else "31"))
+    if two:
+        say.line(" " * width + "(worst)       (run 2 per tier; * = changed since run 1)")
+    for row in rows:
+        last = row.runs[-1]
+        cells = ""
+        if two:
+            first = row.runs[0].worst if len(row.runs) > 1 else "-"
+            cells += _verdict_cell(first, say, 6) + _verdict_cell(last.worst, say, 6)
+            cells += say.paint("* ", "1") if row.changed else "  "
+        cells += "".join(_verdict_cell(last.tiers[t], say, 6) for t in tiers)
+        mark = say.paint("as expected", "32") if row.expected else say.paint("UNEXPECTED", "31;1")
+        say.line(f"{row.conn.id.ljust(width)}{cells}{mark}")
+        details: list[tuple[str, bool]] = []
+        if two and row.conn.incident:
+            details.append((f"incident: {row.conn.incident}", True))
+        for number, out in enumerate(row.runs, start=1):
+            if not out.expected or row.changed or not two:
+                label = f"run {number}: " if two else ""
+                details.append((label + out.why, out.expected))
+        if two and not row.changed and all(o.expected for o in row.runs):
+            details.append((f"both runs: {last.why}", True))
+        if row.problem:
+            details.append((row.problem, False))
+        for text, good in details:
+            say.line(" " * 4 + say.paint(_clip(text), "2" if good else "31"))
+        for line in row.facts:  # the incident's evidence: shown whole, however wide
+            say.line(" " * 4 + say.paint(line, "2"))
+
+
+def _history_lines(log: Path | None) -> list[str]:
+    """pop3mon's own history summary lines from a pytest log (runs with a history only)."""
+    if log is None or not log.exists():
+        return []
+    pattern = re.compile(r"new since last run|recovered|still failing|no baseline", re.I)
+    text = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    return [line.rstrip() for line in text if pattern.search(line)][:20]
 
 
 # --------------------------------------------------------------------------- running
@@ -486,12 +898,30 @@ def _run_child(cmd: list[str], env: dict[str, str], log: Path | None) -> int:
             raise
 
 
+def _has_history_option(env: dict[str, str]) -> bool:
+    """True when this pop3mon has ``--history`` (asked the way a user would: pytest --help)."""
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "pytest", "--help"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return re.search(r"^\s*--history[= ]", out, re.M) is not None
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m pop3mon_lab.demo",
         description="Start a demo lab of POP3 servers on 127.0.0.1, monitor it with pop3mon "
-        "and summarise the verdicts. Exit 0 when healthy servers pass and broken ones fail as "
-        "designed.",
+        "twice with an incident in between, and summarise the verdicts. Exit 0 when healthy "
+        "servers pass, broken ones fail as designed and the incident shows as it should.",
     )
     parser.add_argument("--reports", default="reports", help="reports directory (default: reports)")
     parser.add_argument(
@@ -504,6 +934,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--workdir",
         help="keep the lab's configs, logs and maildirs here (default: a temporary directory "
         "that is removed at the end)",
+    )
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="one run of the seven original connection types, no incident (quicker)",
     )
     parser.add_argument(
         "--serve",
@@ -556,15 +991,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
 
 
+@dataclass(frozen=True)
+class _Run:
+    """Where one monitoring run writes and what it said."""
+
+    number: RunNo
+    reports: Path
+    log: Path | None
+    rc: int = -1
+    verdicts: dict[str, Checks] = dataclasses.field(default_factory=dict)
+    results: dict[str, ConnFacts] = dataclasses.field(default_factory=dict)
+
+
+#: The history files of the demo (SQLite's WAL companions included), started afresh.
+_HISTORY_FILES: Final = ("history.sqlite", "history.sqlite-wal", "history.sqlite-shm")
+
+
 def _demo(args: argparse.Namespace, say: _Say) -> int:
     reports = Path(args.reports).resolve()
     demo_dir = reports / "demo"
     targets = reports / "demo-targets.yaml"
-    pytest_log = reports / "demo-pytest.log"
+    two = not (args.once or args.serve)
+    runs = [
+        _Run(1, reports / "run1" if two else reports, None),
+        _Run(2, reports, None),
+    ][: 2 if two else 1]
+    if not args.verbose:
+        runs = [dataclasses.replace(r, log=r.reports / "demo-pytest.log") for r in runs]
     demo_dir.mkdir(parents=True, exist_ok=True)
-    for stale in (*demo_dir.glob("dovecot-*.log"), pytest_log):
+    for stale in (*demo_dir.glob("dovecot-*.log"), *(r.log for r in runs if r.log)):
         stale.unlink(missing_ok=True)
-    password = secrets.token_urlsafe(18)
+    passwords = {DEMO_USER: secrets.token_urlsafe(18), INCIDENT_USER: secrets.token_urlsafe(18)}
     wrong = demo_dir / "wrong-password"
     wrong.write_text("not-the-" + secrets.token_urlsafe(6) + "\n", encoding="utf-8")
     wrong.chmod(0o600)
@@ -578,15 +1035,24 @@ def _demo(args: argparse.Namespace, say: _Say) -> int:
             workdir = Path(tempfile.mkdtemp(prefix="pop3mon-demo-"))
             stack.callback(shutil.rmtree, workdir, True)
         say.line(say.paint("pop3mon demo", "1") + ": starting the lab on 127.0.0.1 ...")
-        lab = start_lab(stack, args.backend, workdir, password, say)
+        lab = start_lab(stack, args.backend, workdir, passwords, say, incident=two)
         # Runs before the lab stops (ExitStack is LIFO): keep the server logs for reading.
         stack.callback(_keep_logs, lab, demo_dir)
         closed = free_port()  # bound a moment ago, now closed: nothing listens there
         lab.ports["closed"] = closed
-        shutil.copyfile(lab.certs.ca_file, demo_dir / "ca.crt")
-        targets.write_text(
-            targets_yaml(lab, "demo/ca.crt", "demo/wrong-password"), encoding="utf-8"
-        )
+        conns = DEMO_CONNECTIONS if two and lab.incident is not None else ORIGINAL_CONNECTIONS
+        if two and lab.incident is None:
+            say.note(
+                "the incident needs Dovecot: both runs see the same lab, and the incident-*\n"
+                "connection types are left out"
+            )
+        (demo_dir / "ca.crt").write_bytes(b"".join(p.read_bytes() for p in lab.ca_files))
+
+        def write_targets() -> None:
+            text = targets_yaml(lab, "demo/ca.crt", "demo/wrong-password", conns)
+            targets.write_text(text, encoding="utf-8")
+
+        write_targets()
         say.line(f"lab: {lab.description}, up in {time.monotonic() - started:.1f} s")
         say.line(
             "  ports: "
@@ -594,21 +1060,50 @@ def _demo(args: argparse.Namespace, say: _Say) -> int:
             + f"  (CA: {_rel(demo_dir / 'ca.crt')})"
         )
         env = dict(os.environ)
-        env[PASSWORD_ENV] = password
+        env[PASSWORD_ENV] = passwords[DEMO_USER]
+        env[INCIDENT_PASSWORD_ENV] = passwords[INCIDENT_USER]
         env["POP3MON_PYTHON"] = sys.executable
         env["POP3MON_NO_INSTALL"] = "1"
         if args.serve:
-            return _serve(targets, password, demo_dir, say)
-        cmd = [
-            str(REPO_ROOT / "ci" / "run-monitor"),
-            f"--targets={targets}",
-            f"--reports={reports}",
-            *args.pytest_args,
-        ]
-        say.line(f"running: ci/run-monitor --targets={_rel(targets)} --reports={_rel(reports)}")
-        rc = _run_child(cmd, env, None if args.verbose else pytest_log)
+            return _serve(targets, passwords[DEMO_USER], demo_dir, say)
+        extra = list(args.pytest_args)
+        if two:
+            for name in _HISTORY_FILES:
+                (reports / name).unlink(missing_ok=True)  # the demo's own: run 1 is a first run
+            if _has_history_option(env):
+                # One history for both runs (the default would follow each run's reports).
+                extra.append(f"--history={reports / 'history.sqlite'}")
+            else:
+                say.line("(this pop3mon keeps no history: each run stands alone)")
+        done: list[_Run] = []
+        for run in runs:
+            if run.number == 2:
+                assert lab.incident is not None or conns is ORIGINAL_CONNECTIONS
+                if lab.incident is not None:
+                    say.line("incident between the runs:")
+                    began = time.monotonic()
+                    for line in lab.incident():
+                        say.line("  " + line)
+                    say.line(f"  (done to the running lab in {time.monotonic() - began:.1f} s)")
+                    write_targets()  # a restarted server may have had to move its port
+            run.reports.mkdir(parents=True, exist_ok=True)
+            cmd = [
+                str(REPO_ROOT / "ci" / "run-monitor"),
+                f"--targets={targets}",
+                f"--reports={run.reports}",
+                *extra,
+            ]
+            label = f"run {run.number} of 2: " if two else "running: "
+            say.line(
+                f"{label}ci/run-monitor --targets={_rel(targets)} --reports={_rel(run.reports)}"
+            )
+            rc = _run_child(cmd, env, run.log)
+            finished = _collect(dataclasses.replace(run, rc=rc), say)
+            if finished is None:
+                return EXIT_ERROR
+            done.append(finished)
     say.line(f"lab stopped; demo took {time.monotonic() - started:.1f} s")
-    return _report(rc, reports, pytest_log if not args.verbose else None, say)
+    return _report(done, conns, reports, say)
 
 
 def _keep_logs(lab: DemoLab, demo_dir: Path) -> None:
@@ -633,54 +1128,107 @@ def _serve(targets: Path, password: str, demo_dir: Path, say: _Say) -> int:
         secret.unlink(missing_ok=True)
 
 
-def _report(rc: int, reports: Path, pytest_log: Path | None, say: _Say) -> int:
-    junit = reports / "junit.xml"
-    log_hint = f" (pytest output: {_rel(pytest_log)})" if pytest_log else ""
-    if rc not in (0, 1) or not junit.exists():
+def _collect(run: _Run, say: _Say) -> _Run | None:
+    """Read a finished run's verdicts; None (after saying why) when it gave none."""
+    junit = run.reports / "junit.xml"
+    log_hint = f" (pytest output: {_rel(run.log)})" if run.log else ""
+    if run.rc not in (0, 1) or not junit.exists():
         say.line(
-            say.paint(f"error: the monitoring run gave no verdicts (status {rc}){log_hint}", "31")
+            say.paint(
+                f"error: monitoring run {run.number} gave no verdicts (status {run.rc}){log_hint}",
+                "31",
+            )
         )
-        if pytest_log is not None and pytest_log.exists():
-            tail = pytest_log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
+        if run.log is not None and run.log.exists():
+            tail = run.log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
             for line in tail:
                 say.line("  | " + line)
-        return EXIT_ERROR
+        return None
     try:
         verdicts = read_junit(junit)
     except ET.ParseError as exc:
         say.line(say.paint(f"error: {_rel(junit)} is not valid XML: {exc}", "31"))
-        return EXIT_ERROR
-    outcomes = [evaluate(conn, verdicts.get(conn.id)) for conn in DEMO_CONNECTIONS]
+        return None
+    return dataclasses.replace(
+        run, verdicts=verdicts, results=read_results(run.reports / "results.json")
+    )
+
+
+def _report(runs: list[_Run], conns: Sequence[DemoConnection], reports: Path, say: _Say) -> int:
+    rows: list[Row] = []
+    for conn in conns:
+        outcomes = []
+        for run in runs:
+            facts = run.results.get(conn.id)
+            outcomes.append(
+                evaluate(
+                    conn,
+                    run.verdicts.get(conn.id),
+                    conn.expected(run.number),
+                    facts.checks if facts else None,
+                )
+            )
+        row = Row(conn, outcomes)
+        if len(runs) > 1:
+            row.facts, row.problem = changed_facts(
+                conn, runs[0].results.get(conn.id), runs[-1].results.get(conn.id)
+            )
+        rows.append(row)
     say.line()
-    _summary(outcomes, say)
+    _summary(rows, say)
+    unchecked = sorted({u for r in rows for o in r.runs for u in o.unchecked})
+    if unchecked:
+        say.line()
+        say.line(
+            say.paint(
+                _clip(
+                    f"not checked (this build lacks them): {len(unchecked)}: "
+                    + ", ".join(unchecked)
+                ),
+                "2",
+            )
+        )
+    history = _history_lines(runs[-1].log) if len(runs) > 1 else []
+    if history:
+        say.line()
+        say.line("pop3mon on run 2 (from its history):")
+        for line in history:
+            say.line("  " + _clip(line.strip()))
     say.line()
     say.line("reports:")
-    for name, what in (
+    listing = [
         ("report.html", "HTML report for people"),
         ("junit.xml", "JUnit XML for CI test views"),
         ("results.json", "machine-readable results"),
         ("metrics.prom", "Prometheus/OpenMetrics textfile"),
+        ("history.sqlite", "the history both runs shared"),
         ("demo-targets.yaml", "the demo's targets file"),
         ("demo-pytest.log", "pytest's full output"),
-    ):
+    ]
+    if len(runs) > 1:
+        listing.append(("run1/report.html", "run 1 (before the incident): its reports"))
+    for name, what in listing:
         path = reports / name
         if path.exists():
             say.line(f"  {_rel(path):34} {what}")
-    unexpected = [o for o in outcomes if not o.expected]
+    unexpected = [r for r in rows if not r.expected]
     say.line()
     if unexpected:
         say.line(
             say.paint(
-                f"demo result: {len(unexpected)} of {len(outcomes)} connection types did NOT "
-                f"behave as designed: {', '.join(o.conn.id for o in unexpected)}",
+                f"demo result: {len(unexpected)} of {len(rows)} connection types did NOT "
+                f"behave as designed: {', '.join(r.conn.id for r in unexpected)}",
                 "31;1",
             )
         )
         return EXIT_UNEXPECTED
+    healthy = sum(c.healthy and not c.incident for c in conns)
+    broken = sum(not c.healthy and not c.incident for c in conns)
+    incident = sum(bool(c.incident) for c in conns)
+    tail = f", {incident} changed by the incident as expected" if incident else ""
     say.line(
         say.paint("demo result: as designed", "32;1")
-        + f" ({sum(o.conn.healthy for o in outcomes)} healthy pass, "
-        f"{sum(not o.conn.healthy for o in outcomes)} broken fail with the expected CRIT)"
+        + f" ({healthy} healthy pass, {broken} broken fail with the expected CRIT{tail})"
     )
     return EXIT_OK
 

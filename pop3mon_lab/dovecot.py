@@ -46,7 +46,7 @@ from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Final, Literal, Self
 
-from .certs import VARIANTS, LabCerts, generate_lab_certs
+from .certs import VARIANTS, CertPair, LabCA, LabCerts, generate_lab_certs, issue_server_cert
 
 __all__ = [
     "DEFAULT_MAILBOXES",
@@ -269,6 +269,11 @@ def _check_name(kind: str, value: str) -> None:
         raise ValueError(f"{kind} {value!r} is not usable in a passwd-file (use [A-Za-z0-9._@+-])")
 
 
+def _check_password(user: str, password: str) -> None:
+    if not password or any(c in password for c in ":\r\n\t\0"):
+        raise ValueError(f"password of {user!r} must be non-empty without ':' or controls")
+
+
 @dataclass
 class _Accounts:
     """Which system accounts the Dovecot processes and the mail files use."""
@@ -309,7 +314,13 @@ def _accounts() -> _Accounts:
 
 @dataclass
 class DovecotInstance:
-    """One Dovecot master serving one certificate variant on its own two ports."""
+    """One Dovecot master serving one certificate variant on its own two ports.
+
+    ``variant`` is the instance's name: a certificate variant, or the name of an extra
+    instance (``extra_instances`` of :class:`DovecotLab`), whose certificate variant is
+    ``cert_variant``. ``cert`` (a re-issued certificate), ``tls`` and ``extra_config`` are
+    what :meth:`DovecotLab.restart` changes.
+    """
 
     variant: str
     directory: Path
@@ -320,6 +331,15 @@ class DovecotInstance:
     process: subprocess.Popen[bytes] | None = None
     _log_offset: int = 0
     _attempts: int = 0
+    cert_variant: str = ""
+    cert: CertPair | None = None
+    tls: bool = True
+    extra_config: str = ""
+
+    @property
+    def certificate(self) -> CertPair | None:
+        """The certificate this instance serves next time it starts (None without TLS)."""
+        return self.cert if self.tls else None
 
     @property
     def pid(self) -> int | None:
@@ -370,6 +390,7 @@ class DovecotLab:
         fast_auth_failures: bool = True,
         startup_timeout: float = 20.0,
         extra_config: str = "",
+        extra_instances: Mapping[str, str] | None = None,
     ) -> None:
         """Prepare (but do not start) a lab.
 
@@ -384,6 +405,9 @@ class DovecotLab:
         ``dovecot``: binary to run (see :func:`find_dovecot`). ``fast_auth_failures``: answer
         failed logins at once and without the per-IP penalty (see the module docstring).
         ``extra_config``: appended verbatim to every instance's configuration.
+        ``extra_instances``: more instances, name -> certificate variant, for tests that change
+        one server while the others keep serving (:meth:`restart`, :meth:`reissue_certificate`);
+        a name must not be a certificate variant. They share the users and maildirs.
         Raises :class:`LabUnavailable` when Dovecot is not installed.
         """
         self.binary = find_dovecot(dovecot)
@@ -392,13 +416,21 @@ class DovecotLab:
             if name not in VARIANTS:
                 raise ValueError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
         self.variants: tuple[str, ...] = tuple(dict.fromkeys(wanted))
+        extra = dict(extra_instances or {})
+        for name, variant in extra.items():
+            _check_name("instance name", name)
+            if name in VARIANTS or variant not in VARIANTS:
+                raise ValueError(
+                    f"extra instance {name!r} -> {variant!r}: the name must not be a certificate "
+                    f"variant and the variant must be one of {', '.join(VARIANTS)}"
+                )
+        self._extra_instances: Mapping[str, str] = MappingProxyType(extra)
         user_map = dict(DEFAULT_USERS if users is None else users)
         if not user_map:
             raise ValueError("a lab needs at least one user")
         for name, password in user_map.items():
             _check_name("user name", name)
-            if not password or any(c in password for c in ":\r\n\t\0"):
-                raise ValueError(f"password of {name!r} must be non-empty without ':' or controls")
+            _check_password(name, password)
         self.users: Mapping[str, str] = MappingProxyType(user_map)
         boxes = DEFAULT_MAILBOXES if mailboxes is None else mailboxes
         self._mailboxes = {u: tuple(_crlf(m) for m in boxes.get(u, ())) for u in user_map}
@@ -458,6 +490,11 @@ class DovecotLab:
         """The second user (``second`` by default); equals :attr:`demo_user` if there is one."""
         names = list(self.users)
         return names[1] if len(names) > 1 else names[0]
+
+    @property
+    def instance_names(self) -> tuple[str, ...]:
+        """Every instance: the certificate variants, then the extra instances."""
+        return (*self.variants, *self._extra_instances)
 
     def instance(self, variant: str = "valid") -> DovecotInstance:
         """The Dovecot instance serving certificate ``variant``."""
@@ -595,6 +632,105 @@ class DovecotLab:
         with self._lock:
             self._stop_locked(remove_workdir=self._own_workdir, timeout=timeout)
 
+    # ------------------------------------------------------------------ incidents
+    # What changes on a real server between two monitoring runs: an account's password, the
+    # certificate of one listener, TLS withdrawn, a service going down and coming back. Each
+    # touches one instance (or one account) and leaves the rest of the lab serving.
+
+    def set_password(self, user: str, password: str) -> None:
+        """Change ``user``'s password in the passwd-file, as an admin's ``doveadm pw`` edit.
+
+        No restart: Dovecot's passwd-file driver re-reads the file when its mtime (in whole
+        seconds) or size differs, checking at most once per second of its clock. So the new
+        file replaces the old one atomically, its mtime is moved on by a second when it would
+        otherwise be equal (a same-length password written within the same second), and this
+        returns only once the clock has reached the next whole second (up to 1 s): every
+        login after that is checked against the new password, and one with the old password
+        is refused (``-ERR [AUTH]``).
+        """
+        with self._lock:
+            if user not in self.users:
+                raise ValueError(f"no user {user!r} in this lab; users: {', '.join(self.users)}")
+            _check_password(user, password)
+            users = dict(self.users)
+            users[user] = password
+            self.users = MappingProxyType(users)
+            if self._started:
+                self._write_users_file()
+                time.sleep(1.0 - time.time() % 1.0 + 0.01)
+
+    def stop_instance(self, name: str, timeout: float = 15.0) -> None:
+        """Stop one instance (its ports close: "the service is down"); the others keep serving.
+
+        :meth:`start_instance` brings it back on the same ports. Idempotent.
+        """
+        with self._lock:
+            inst = self.instance(name)
+            if inst.running():
+                assert inst.process is not None
+                inst.process.send_signal(signal.SIGTERM)
+            survivors = self._reap_groups([inst], time.monotonic() + timeout)
+            self._wait_closed([inst], time.monotonic() + 5.0)
+            if survivors:
+                raise LabError(f"Dovecot processes survived SIGKILL: {survivors}")
+
+    def start_instance(self, name: str) -> DovecotInstance:
+        """(Re)start one stopped instance with its current settings; wait until it answers.
+
+        It listens on the ports it had unless another process took one meanwhile: then it
+        moves to new ones, like at start-up, so read :meth:`port` again afterwards.
+        Raises :class:`LabStartError` like :meth:`start`.
+        """
+        with self._lock:
+            if not self._started:
+                raise LabError("the lab has not been started")
+            inst = self.instance(name)
+            if inst.running():
+                return inst
+            inst._attempts = 0
+            self._launch(inst)
+            self._wait_ready(time.monotonic() + self.startup_timeout, [inst])
+            return inst
+
+    def restart(
+        self,
+        name: str,
+        *,
+        tls: bool | None = None,
+        extra_config: str | None = None,
+    ) -> DovecotInstance:
+        """Restart one instance, optionally with TLS switched on/off or other extra settings.
+
+        ``tls=False`` is an admin turning TLS off (``ssl = no``): the plaintext listener stops
+        offering STLS and the implicit-TLS listener is not opened, so its port refuses
+        connections. ``extra_config`` replaces this instance's own extra settings (appended
+        after the lab's). ``None`` keeps the current value. See :meth:`start_instance` for the
+        ports.
+        """
+        inst = self.instance(name)
+        self.stop_instance(name)
+        if tls is not None:
+            inst.tls = tls
+        if extra_config is not None:
+            inst.extra_config = extra_config
+        return self.start_instance(name)
+
+    def reissue_certificate(self, name: str, ca: LabCA) -> CertPair:
+        """Serve a new certificate on instance ``name``, issued by ``ca``, and restart it.
+
+        The new certificate has a fresh key and the same names as the lab's valid one
+        (:attr:`hostname`, ``127.0.0.1``), so a client that trusts ``ca`` still verifies it:
+        only the issuer (and key, serial, fingerprint) changed, as when a certificate is
+        re-issued from another CA. Returns the new files (under the instance's directory).
+        """
+        inst = self.instance(name)
+        number = sum(1 for _ in inst.directory.glob("reissued-*.crt")) + 1
+        pair = issue_server_cert(ca, inst.directory, f"reissued-{number}", (self.hostname, HOST))
+        self.stop_instance(name)
+        inst.cert = pair
+        self.start_instance(name)
+        return pair
+
     # ------------------------------------------------------------------ internals
     def _items(self) -> Iterator[tuple[str, DovecotInstance]]:
         return iter(list(self._instances.items()))
@@ -625,34 +761,50 @@ class DovecotLab:
             self._shared_root = Path(tempfile.mkdtemp(prefix="p3lab-"))
             os.chmod(self._shared_root, 0o755)
         shared = self._shared_root
-        users_file = shared / "users"
-        home_root = shared / "home"
-        lines = []
-        for name, password in self.users.items():
-            home = home_root / name
-            self._seed_maildir(home, self._mailboxes[name], accounts)
-            # name:password:uid:gid:gecos:home:shell:extra - also serves as the userdb.
-            lines.append(
-                f"{name}:{{PLAIN}}{password}:{accounts.mail_uid}:{accounts.mail_gid}::{home}::\n"
-            )
-        users_file.write_text("".join(lines), encoding="utf-8")
-        # Read by the auth process, which runs as the unprivileged internal user.
-        os.chmod(users_file, 0o644)
-        ports = iter(free_ports(2 * len(self.variants)))
-        for variant in self.variants:
-            directory = workdir / variant
+        self._accounts = accounts
+        self._users_file = shared / "users"
+        for name in self.users:
+            self._seed_maildir(shared / "home" / name, self._mailboxes[name], accounts)
+        self._write_users_file()
+        names = self.instance_names
+        ports = iter(free_ports(2 * len(names)))
+        for name in names:
+            directory = workdir / name
             directory.mkdir(exist_ok=True)
+            cert_variant = self._extra_instances.get(name, name)
             inst = DovecotInstance(
-                variant=variant,
+                variant=name,
                 directory=directory,
-                base_dir=shared / f"run-{variant}",
+                base_dir=shared / f"run-{name}",
                 config_path=directory / "dovecot.conf",
                 log_path=directory / "dovecot.log",
                 ports=Listeners(next(ports), next(ports)),
+                cert_variant=cert_variant,
+                cert=self.certs.variant(cert_variant),
             )
-            self._instances[variant] = inst
-        self._accounts = accounts
-        self._users_file = users_file
+            self._instances[name] = inst
+
+    def _write_users_file(self) -> None:
+        acc = self._accounts
+        lines = []
+        for name, password in self.users.items():
+            home = self._users_file.parent / "home" / name
+            # name:password:uid:gid:gecos:home:shell:extra - also serves as the userdb.
+            lines.append(f"{name}:{{PLAIN}}{password}:{acc.mail_uid}:{acc.mail_gid}::{home}::\n")
+        path = self._users_file
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(lines), encoding="utf-8")
+        # Read by the auth process, which runs as the unprivileged internal user.
+        os.chmod(tmp, 0o644)
+        try:
+            old = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            old = None
+        if old is not None and tmp.stat().st_mtime_ns // 10**9 == old // 10**9:
+            # Dovecot compares whole-second mtimes (and sizes): make the change visible.
+            bumped = (old // 10**9 + 1) * 10**9
+            os.utime(tmp, ns=(bumped, bumped))
+        os.replace(tmp, path)
 
     @staticmethod
     def _seed_maildir(home: Path, messages: Sequence[bytes], accounts: _Accounts) -> None:
@@ -671,8 +823,6 @@ class DovecotLab:
                 os.chown(path, accounts.mail_uid, accounts.mail_gid)
 
     def _config(self, inst: DovecotInstance) -> str:
-        certs = self.certs
-        pair = certs.variant(inst.variant)
         acc = self._accounts
         instance_name = f"pop3mon-{inst.variant}-{os.getpid()}"
         parts = [
@@ -699,9 +849,14 @@ class DovecotLab:
                 "rport=%{rport} mpid=%e %c session=<%{session}>"
             ),
             "mail_location = maildir:~/Maildir",
-            "ssl = yes",
-            f"ssl_cert = <{pair.cert}",
-            f"ssl_key = <{pair.key}",
+        ]
+        pair = inst.certificate
+        if pair is not None:
+            parts += ["ssl = yes", f"ssl_cert = <{pair.cert}", f"ssl_key = <{pair.key}"]
+        else:
+            # No STLS in CAPA; an implicit-TLS listener would be a config error, so none.
+            parts.append("ssl = no")
+        parts += [
             "protocol pop3 {",
             "  mail_max_userip_connections = 2000",
             "}",
@@ -712,8 +867,11 @@ class DovecotLab:
             "  process_min_avail = 1",
             "  client_limit = 2000",
             f"  inet_listener pop3 {{\n    port = {inst.ports.pop3}\n  }}",
-            f"  inet_listener pop3s {{\n    port = {inst.ports.pop3s}\n    ssl = yes\n  }}",
         ]
+        if pair is not None:
+            parts.append(
+                f"  inet_listener pop3s {{\n    port = {inst.ports.pop3s}\n    ssl = yes\n  }}"
+            )
         if not acc.as_root:
             parts.append("  chroot =")  # chroot needs root
         parts += [
@@ -751,6 +909,7 @@ class DovecotLab:
             f"  args = {self._users_file}",
             "}",
             self._extra,
+            inst.extra_config,
             "",
         ]
         return "\n".join(parts)
@@ -775,14 +934,18 @@ class DovecotLab:
                 close_fds=True,
             )
 
-    def _wait_ready(self, deadline: float) -> None:
-        pending = dict(self._instances)
+    def _wait_ready(
+        self, deadline: float, instances: Iterable[DovecotInstance] | None = None
+    ) -> None:
+        chosen = self._instances.values() if instances is None else instances
+        pending = {inst.variant: inst for inst in chosen}
         while pending:
             for variant, inst in list(pending.items()):
                 if inst.process is not None and inst.process.poll() is not None:
                     self._relaunch_or_fail(inst)
                     continue
-                if _answers(inst.ports, timeout=max(0.05, min(1.0, deadline - time.monotonic()))):
+                wait = max(0.05, min(1.0, deadline - time.monotonic()))
+                if _answers(inst.ports, timeout=wait, tls=inst.tls):
                     del pending[variant]
             if not pending:
                 return
@@ -859,11 +1022,7 @@ class DovecotLab:
                 inst.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout
         survivors = self._reap_groups(self._instances.values(), deadline)
-        deadline = time.monotonic() + 5.0
-        for inst in self._instances.values():
-            for port in (inst.ports.pop3, inst.ports.pop3s):
-                while not _port_closed(port) and time.monotonic() < deadline:
-                    time.sleep(0.02)
+        self._wait_closed(self._instances.values(), time.monotonic() + 5.0)
         if self._shared_root is not None and self._shared_root != self._workdir:
             shutil.rmtree(self._shared_root, ignore_errors=True)
             self._shared_root = None
@@ -871,6 +1030,13 @@ class DovecotLab:
             shutil.rmtree(self._workdir, ignore_errors=True)
         if survivors:
             raise LabError(f"Dovecot processes survived SIGKILL: {survivors}")
+
+    @staticmethod
+    def _wait_closed(instances: Iterable[DovecotInstance], deadline: float) -> None:
+        for inst in instances:
+            for port in (inst.ports.pop3, inst.ports.pop3s):
+                while not _port_closed(port) and time.monotonic() < deadline:
+                    time.sleep(0.02)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -880,21 +1046,26 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         pass
 
 
-def _answers(ports: Listeners, timeout: float) -> bool:
-    """True when both listeners send a POP3 greeting (pop3s after an unverified handshake)."""
+def _answers(ports: Listeners, timeout: float, tls: bool = True) -> bool:
+    """True when both listeners send a POP3 greeting (pop3s after an unverified handshake).
+
+    ``tls=False``: the instance runs without TLS and has no pop3s listener.
+    """
     try:
         with socket.create_connection((HOST, ports.pop3), timeout=timeout) as sock:
             if not sock.recv(512).startswith(b"+OK"):
                 return False
+        if not tls:
+            return True
         # Only readiness is checked here, so no verification: the variant may be broken.
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         with (
             socket.create_connection((HOST, ports.pop3s), timeout=timeout) as raw,
-            context.wrap_socket(raw, server_hostname="localhost") as tls,
+            context.wrap_socket(raw, server_hostname="localhost") as tls_sock,
         ):
-            return tls.recv(512).startswith(b"+OK")
+            return tls_sock.recv(512).startswith(b"+OK")
     except (OSError, ssl.SSLError):
         return False
 

@@ -2,8 +2,9 @@
 
 The end-to-end tests run the real command in a temporary copy of the repository (the files
 git knows, as a fresh clone would have them) with the interpreter running these tests
-(``POP3MON_PYTHON``, ``POP3MON_NO_INSTALL=1``: no venv, no apt), then check the reports, the
-verdicts, that no secret leaked into them, and that nothing the demo started is still running.
+(``POP3MON_PYTHON``, ``POP3MON_NO_INSTALL=1``: no venv, no apt), then check the reports of
+both runs (before and after the incident), the verdicts, that no secret leaked into them, and
+that nothing the demo started is still running.
 """
 
 from __future__ import annotations
@@ -19,10 +20,19 @@ import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from pop3mon_lab.demo import DEMO_CONNECTIONS, evaluate
+from pop3mon_lab.demo import (
+    DEMO_CONNECTIONS,
+    ORIGINAL_CONNECTIONS,
+    CheckExpect,
+    ConnFacts,
+    Expect,
+    changed_facts,
+    evaluate,
+)
 from pop3mon_lab.dovecot import LabUnavailable, find_dovecot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,27 +157,11 @@ def repo_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return copy_repo(tmp_path_factory.mktemp("repo"))
 
 
-def test_demo_end_to_end(repo_copy: Path, tmp_path: Path) -> None:
-    """`./ci/demo` in a clean copy: exit 0, reports with the right verdicts, nothing left."""
-    if _require_dovecot() and not _dovecot_available():
-        pytest.fail("POP3MON_REQUIRE_DOVECOT is set but Dovecot is not installed")
-    reports = tmp_path / "reports"
-    workdir = tmp_path / "lab"
-    proc = run_demo(repo_copy, "--reports", str(reports), "--workdir", str(workdir))
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
-    assert "demo result: as designed" in out
-    if _dovecot_available():
-        assert "lab: Dovecot 2." in out, out
-    else:
-        assert "Falling back to pop3mon's own reference POP3 server" in out, out
-    for conn in DEMO_CONNECTIONS:
-        assert re.search(rf"^{re.escape(conn.id)} .* as expected$", out, re.M), out
-
-    # The reports the run wrote, with the right verdicts.
+def _check_original_seven(reports: Path) -> dict[str, ET.Element]:
+    """The seven original connection types' verdicts in one run's reports; its testcases."""
     assert (reports / "report.html").stat().st_size > 0
     cases = junit_cases(reports / "junit.xml")
-    for conn in DEMO_CONNECTIONS:
+    for conn in ORIGINAL_CONNECTIONS:
         mine = {n: c for n, c in cases.items() if n.endswith(f"[{conn.id}]")}
         assert mine, f"no testcase for {conn.id}"
         failed = {n for n, c in mine.items() if outcome(c) in ("failure", "error")}
@@ -189,29 +183,100 @@ def test_demo_end_to_end(repo_copy: Path, tmp_path: Path) -> None:
     assert outcome(stat) == "skipped"
 
     html = (reports / "report.html").read_text(encoding="utf-8")
-    for conn in DEMO_CONNECTIONS:
+    for conn in ORIGINAL_CONNECTIONS:
         assert conn.id in html
 
     # pop3mon's own JSON and metrics.
-    data = json.loads((reports / "results.json").read_text(encoding="utf-8"))
-    verdicts = {c["id"]: c["verdict"] for c in data["connections"]}
-    for conn in DEMO_CONNECTIONS:
+    verdicts = {c["id"]: c["verdict"] for c in results(reports)["connections"]}
+    for conn in ORIGINAL_CONNECTIONS:
         expected = ("OK", "WARN") if conn.healthy else ("CRIT",)
         assert verdicts[conn.id] in expected, (conn.id, verdicts[conn.id])
     metrics = (reports / "metrics.prom").read_text(encoding="utf-8")
-    for conn in DEMO_CONNECTIONS:
+    for conn in ORIGINAL_CONNECTIONS:
         assert f'connection="{conn.id}"' in metrics
+    return cases
+
+
+def results(reports: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((reports / "results.json").read_text(encoding="utf-8"))
+    return data
+
+
+def _issuer(reports: Path, ct: str) -> str:
+    conn = next(c for c in results(reports)["connections"] if c["id"] == ct)
+    return str(conn["probe"]["tls"]["cert"]["issuer"])
+
+
+def _failures(cases: dict[str, ET.Element], ct: str) -> set[str]:
+    return {
+        n for n, c in cases.items() if n.endswith(f"[{ct}]") and outcome(c) in ("failure", "error")
+    }
+
+
+def test_demo_end_to_end(repo_copy: Path, tmp_path: Path) -> None:
+    """`./ci/demo` in a clean copy: two runs with the incident between them, exit 0, both
+    runs' reports with the right verdicts (the incident's in run 2), nothing left running."""
+    if _require_dovecot() and not _dovecot_available():
+        pytest.fail("POP3MON_REQUIRE_DOVECOT is set but Dovecot is not installed")
+    reports = tmp_path / "reports"
+    workdir = tmp_path / "lab"
+    proc = run_demo(repo_copy, "--reports", str(reports), "--workdir", str(workdir))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "demo result: as designed" in out
+    dovecot = _dovecot_available()
+    if dovecot:
+        assert "lab: Dovecot 2." in out, out
+    else:
+        assert "Falling back to pop3mon's own reference POP3 server" in out, out
+        assert "the incident needs Dovecot" in out, out
+    shown = DEMO_CONNECTIONS if dovecot else ORIGINAL_CONNECTIONS
+    for conn in shown:
+        assert re.search(rf"^{re.escape(conn.id)} .* as expected$", out, re.M), out
+    assert "run 1 of 2" in out and "run 2 of 2" in out
+
+    # Run 1's reports are kept aside, run 2's are the ones to open: both right for the seven.
+    run1 = _check_original_seven(reports / "run1")
+    run2 = _check_original_seven(reports)
+
+    if dovecot:
+        # Before the incident: three incident types healthy, the fourth's server is down.
+        for ct in ("incident-cert", "incident-password", "incident-stls"):
+            assert not _failures(run1, ct), (ct, _failures(run1, ct))
+        assert _failures(run1, "incident-recovers") == {"test_tcp[incident-recovers]"}
+        # After: the password changed on the server -> login CRIT with [AUTH] ...
+        login = run2["test_login[incident-password]"].find("failure")
+        assert login is not None and "[AUTH]" in (login.get("message") or ""), out
+        assert _failures(run2, "incident-password") == {"test_login[incident-password]"}
+        # ... STLS withdrawn -> STLS CRIT ...
+        stls = run2["test_stls[incident-stls]"].find("failure")
+        assert stls is not None and "STLS" in (stls.get("message") or "")
+        # ... re-issued by the second CA: still OK, but another issuer ...
+        assert not _failures(run2, "incident-cert")
+        before, after = (
+            _issuer(reports / "run1", "incident-cert"),
+            _issuer(reports, "incident-cert"),
+        )
+        assert "root CA" in before and "second CA" in after, (before, after)
+        assert f"certificate issuer: {before} -> {after}" in out
+        # ... and the server that was down recovered.
+        assert not _failures(run2, "incident-recovers")
+        verdicts = {c["id"]: c["verdict"] for c in results(reports)["connections"]}
+        assert verdicts["incident-recovers"] in ("OK", "WARN")
+        assert re.search(r"^incident-recovers +CRIT +OK +\* ", out, re.M), out
+        assert re.search(r"^incident-password +OK +CRIT +\* ", out, re.M), out
 
     # The demo's secrets are references only, and no value reached a report.
     targets = (reports / "demo-targets.yaml").read_text(encoding="utf-8")
     assert "password_env: POP3MON_DEMO_PASSWORD" in targets
     assert "password_file: demo/wrong-password" in targets
     assert not re.search(r"^\s*password\s*:", targets, re.M)
+    assert "password_env: POP3MON_DEMO_INCIDENT_PASSWORD" in targets or not dovecot
     wrong = (reports / "demo" / "wrong-password").read_text(encoding="utf-8").strip()
     for name in ("report.html", "junit.xml", "results.json", "metrics.prom", "demo-pytest.log"):
-        path = reports / name
-        if path.exists():
-            assert wrong not in path.read_text(encoding="utf-8", errors="replace"), name
+        for path in (reports / name, reports / "run1" / name):
+            if path.exists():
+                assert wrong not in path.read_text(encoding="utf-8", errors="replace"), path
 
     # Everything stopped: no Dovecot (or anything else) running from the lab directory.
     assert wait_no_processes(str(workdir)) == []
@@ -219,17 +284,31 @@ def test_demo_end_to_end(repo_copy: Path, tmp_path: Path) -> None:
 
 
 def test_demo_rerun_falls_back_without_dovecot(repo_copy: Path, tmp_path: Path) -> None:
-    """A second run in the same place works, and without Dovecot it says so and falls back."""
+    """`--once` makes one run; a second demo in the same place works; without Dovecot the
+    demo says so, falls back, and leaves the incident out."""
     reports = tmp_path / "reports"
-    for _ in range(2):
+    for mode in ("--once", "--backend=auto"):
         proc = run_demo(
-            repo_copy, "--reports", str(reports), POP3MON_DOVECOT=str(tmp_path / "no-dovecot")
+            repo_copy,
+            mode,
+            "--reports",
+            str(reports),
+            POP3MON_DOVECOT=str(tmp_path / "no-dovecot"),
         )
         out = proc.stdout + proc.stderr
         assert proc.returncode == 0, out
         assert "Dovecot is not available" in out
         assert "Falling back to pop3mon's own reference POP3 server" in out
         assert "demo result: as designed" in out
+        assert "incident-" not in (reports / "demo-targets.yaml").read_text(encoding="utf-8")
+        if mode == "--once":
+            assert "run 1 of 2" not in out and "running: ci/run-monitor" in out, out
+            assert not (reports / "run1").exists()
+            assert (reports / "junit.xml").exists()
+        else:
+            assert "the incident needs Dovecot" in out, out
+            assert "run 2 of 2" in out
+            assert (reports / "run1" / "junit.xml").exists()
     assert not list((reports / "demo").glob("dovecot-*.log"))
     assert wait_no_processes(str(repo_copy)) == []
 
@@ -341,3 +420,69 @@ def test_evaluate_broken() -> None:
     assert not too_early.expected and "too early" in too_early.why
     error = evaluate(EXPIRED, _checks(connectivity__tcp="ERROR", tls__certificate="CRIT"))
     assert not error.expected
+
+
+def test_run_two_expectations_come_from_the_table() -> None:
+    """Run 2 uses ``after`` where there is one, else run 1's without the first-run rules."""
+    password = next(c for c in DEMO_CONNECTIONS if c.id == "incident-password")
+    assert password.expected(1).healthy and password.expected(2).crit == ("auth", "login")
+    assert any(c.tier == "drift" for c in HEALTHY.expected(1).checks)
+    assert not any(c.tier == "drift" for c in HEALTHY.expected(2).checks)
+    assert {c.id for c in DEMO_CONNECTIONS} - {c.id for c in ORIGINAL_CONNECTIONS} == {
+        "incident-cert",
+        "incident-password",
+        "incident-stls",
+        "incident-recovers",
+    }
+
+
+def test_optional_tier_is_checked_only_when_the_run_has_it() -> None:
+    """The drift hook: a build without the drift tier leaves its expectations unchecked
+    (and says so); a build with it must meet them."""
+    want = Expect(
+        crit=("auth", "login"),
+        reason="[AUTH]",
+        checks=(CheckExpect("drift", "credentials", ("WARN", "CRIT"), reason="accepted at"),),
+    )
+    base = {
+        ("connectivity", "tcp"): ("OK", ""),
+        ("auth", "login"): ("CRIT", "rejected [AUTH] (server said ...)"),
+    }
+    without = evaluate(HEALTHY, base, want)
+    assert without.expected and without.unchecked == [
+        "drift/credentials (no drift tier in this build)"
+    ]
+    good = dict(base)
+    good[("drift", "credentials")] = ("WARN", "credentials rejected; they were accepted at 12:00")
+    assert evaluate(HEALTHY, good, want).expected
+    silent = dict(base)
+    silent[("drift", "credentials")] = ("OK", "")
+    wrong = evaluate(HEALTHY, silent, want)
+    assert not wrong.expected and "drift/credentials" in wrong.why
+    other = dict(base)
+    other[("drift", "certificate")] = ("SKIP", "no baseline yet")  # tier present, check missing
+    missing = evaluate(HEALTHY, other, want)
+    assert not missing.expected and "not in the report" in missing.why
+    no_auth = dict(base)
+    no_auth[("auth", "login")] = ("CRIT", "connection reset")
+    assert "[AUTH]" in evaluate(HEALTHY, no_auth, want).why
+
+
+def test_results_fields_are_checked_when_present() -> None:
+    """``CheckExpect.fields`` (e.g. the history's ``new``) count as unchecked until they exist."""
+    want = Expect(checks=(CheckExpect("auth", "login", ("OK",), fields=(("new", False),)),))
+    checks = {("auth", "login"): ("OK", "")}
+    absent = evaluate(HEALTHY, checks, want, {("auth", "login"): {"verdict": "OK"}})
+    assert absent.expected and absent.unchecked == ["auth/login new (not in results.json)"]
+    assert evaluate(HEALTHY, checks, want, {("auth", "login"): {"new": False}}).expected
+    bad = evaluate(HEALTHY, checks, want, {("auth", "login"): {"new": True}})
+    assert not bad.expected and "new=False" in bad.why
+
+
+def test_changed_facts() -> None:
+    cert = next(c for c in DEMO_CONNECTIONS if c.id == "incident-cert")
+    one, two = (ConnFacts({}, {"certificate issuer": f"CN={n}"}) for n in ("a", "b"))
+    assert changed_facts(cert, one, two) == (["certificate issuer: CN=a -> CN=b"], "")
+    assert "in both runs" in changed_facts(cert, one, one)[1]
+    assert "run 2" in changed_facts(cert, one, ConnFacts({}, {}))[1]
+    assert changed_facts(HEALTHY, one, one) == ([], "")

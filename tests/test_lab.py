@@ -15,7 +15,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +26,7 @@ from pop3mon_lab.certs import (
     EXPECTED_VERIFY_CODES,
     VARIANTS,
     LabCerts,
+    generate_ca,
     generate_lab_certs,
 )
 from pop3mon_lab.dovecot import (
@@ -397,6 +398,130 @@ def test_start_failure_reports_log_tail(lab_certs: LabCerts, tmp_path: Path) -> 
         lab.start()
     assert "exited with status" in str(caught.value)
     assert lab.pids() == []
+
+
+# --------------------------------------------------------------------------- incidents
+
+
+@pytest.fixture
+def incident_lab(lab_certs: LabCerts, tmp_path: Path) -> Iterator[DovecotLab]:
+    """A lab of its own (these tests change it): two extra instances with the valid certificate."""
+    try:
+        lab = DovecotLab(
+            lab_certs,
+            workdir=tmp_path / "lab",
+            extra_instances={"inc-a": "valid", "inc-b": "valid"},
+        )
+    except LabUnavailable as exc:
+        if os.environ.get("POP3MON_REQUIRE_DOVECOT", "") not in ("", "0"):
+            pytest.fail(f"POP3MON_REQUIRE_DOVECOT is set but {exc}", pytrace=False)
+        pytest.skip(str(exc))
+    with lab:
+        yield lab
+
+
+def _login(lab: DovecotLab, user: str, password: str) -> bytes:
+    client = plain(lab)
+    try:
+        client.user(user)
+        return client.pass_(password)
+    except poplib.error_proto as exc:
+        return bytes(exc.args[0])
+    finally:
+        client.close()
+
+
+def test_set_password_is_seen_without_restart(incident_lab: DovecotLab) -> None:
+    """A changed password counts at the next login: the old one is refused with [AUTH]."""
+    lab = incident_lab
+    user = lab.second_user
+    old = lab.users[user]
+    new = old[:-1] + ("x" if old[-1] != "x" else "y")  # same length: only the mtime tells
+    assert _login(lab, user, old).startswith(b"+OK")  # Dovecot has read the file this second
+    master = lab.instance().pid
+    lab.set_password(user, new)
+    assert lab.users[user] == new
+    assert _login(lab, user, old).startswith(b"-ERR [AUTH]")
+    assert _login(lab, user, new).startswith(b"+OK")
+    assert _login(lab, lab.demo_user, lab.demo_password).startswith(b"+OK"), "others unchanged"
+    assert lab.instance().pid == master and lab.instance().running(), "no restart"
+    with pytest.raises(ValueError):
+        lab.set_password("nobody-here", "pw")
+    with pytest.raises(ValueError):
+        lab.set_password(user, "with:colon")
+
+
+def _issuer_cn(lab: DovecotLab, name: str, cafile: Path) -> str:
+    client = implicit_tls(lab, ssl.create_default_context(cafile=str(cafile)), name)
+    try:
+        sock = client.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        der = sock.getpeercert(binary_form=True)
+    finally:
+        client.close()
+    assert der is not None
+    cert = x509.load_der_x509_certificate(der)
+    return str(cert.issuer.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value)
+
+
+def test_reissue_certificate_changes_only_the_issuer(
+    incident_lab: DovecotLab, tmp_path: Path
+) -> None:
+    """Re-issued from a second CA: still verifies (both CAs trusted), only the issuer moved."""
+    lab = incident_lab
+    second = generate_ca(tmp_path / "ca2", "second")
+    both = tmp_path / "both.crt"
+    both.write_bytes(lab.ca_file.read_bytes() + second.cert.read_bytes())
+    assert _issuer_cn(lab, "inc-a", both) == "pop3mon lab root CA"
+    pair = lab.reissue_certificate("inc-a", second)
+    assert _issuer_cn(lab, "inc-a", both) == second.common_name == "pop3mon lab second CA"
+    assert leaf_der(pair.cert) != leaf_der(lab.certs.valid.cert)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        _issuer_cn(lab, "inc-a", lab.ca_file)  # the old trust anchor alone no longer does
+    assert _issuer_cn(lab, "valid", both) == "pop3mon lab root CA", "other instances keep theirs"
+
+
+def test_restart_without_tls_withdraws_stls(incident_lab: DovecotLab) -> None:
+    """``restart(tls=False)``: no STLS in CAPA, the implicit-TLS port refuses; others keep TLS."""
+    lab = incident_lab
+    client = plain(lab, "inc-b")
+    assert "STLS" in client.capa()
+    client.quit()
+    pop3s = lab.port("pop3s", "inc-b")
+    lab.restart("inc-b", tls=False)
+    client = plain(lab, "inc-b")
+    try:
+        capa = client.capa()
+        assert "STLS" not in capa and "USER" in capa
+        client.user(lab.demo_user)
+        assert client.pass_(lab.demo_password).startswith(b"+OK")  # still serves, in plaintext
+    finally:
+        client.quit()
+    assert _refused(pop3s)
+    client = plain(lab)
+    assert "STLS" in client.capa()
+    client.quit()
+    lab.restart("inc-b", tls=True)
+    client = plain(lab, "inc-b")
+    assert "STLS" in client.capa()
+    client.quit()
+
+
+def test_stop_and_start_one_instance(incident_lab: DovecotLab) -> None:
+    """An instance goes down (its ports refuse) and comes back; the rest keep serving."""
+    lab = incident_lab
+    ports = lab.ports("inc-b")
+    lab.stop_instance("inc-b")
+    lab.stop_instance("inc-b")  # idempotent
+    assert _refused(ports.pop3) and _refused(ports.pop3s)
+    assert _login(lab, lab.demo_user, lab.demo_password).startswith(b"+OK")
+    lab.start_instance("inc-b")
+    client = plain(lab, "inc-b")
+    assert client.getwelcome().startswith(b"+OK")
+    client.quit()
+    assert lab.instance_names == ("valid", "inc-a", "inc-b")
+    with pytest.raises(ValueError, match="must not be a certificate variant"):
+        DovecotLab(lab.certs, extra_instances={"expired": "valid"})
 
 
 # --------------------------------------------------------------------------- certificates
