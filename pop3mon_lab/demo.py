@@ -269,7 +269,7 @@ DEMO_CONNECTIONS: Final[tuple[DemoConnection, ...]] = (
         "incident_cert",
         "tls",
         "auto",
-        after=Expect(checks=(CheckExpect("drift", "certificate", ("WARN",)),)),
+        after=Expect(checks=(CheckExpect("drift", "certificate_changed", ("WARN",)),)),
         incident="certificate re-issued by the second lab CA (still trusted, new issuer)",
         changes=("certificate issuer",),
     ),
@@ -285,9 +285,9 @@ DEMO_CONNECTIONS: Final[tuple[DemoConnection, ...]] = (
             checks=(
                 CheckExpect(
                     "drift",
-                    "credentials",
+                    "credentials_changed",
                     ("WARN", "CRIT"),
-                    reason="credentials rejected; they were accepted at",
+                    reason="they were accepted at",
                 ),
             ),
         ),
@@ -301,7 +301,7 @@ DEMO_CONNECTIONS: Final[tuple[DemoConnection, ...]] = (
         "starttls",
         "auto",
         after=Expect(
-            crit=("tls", "stls"), checks=(CheckExpect("drift", "capabilities", ("WARN",)),)
+            crit=("tls", "stls"), checks=(CheckExpect("drift", "capabilities_changed", ("WARN",)),)
         ),
         incident="server restarted with ssl = no: STLS withdrawn",
     ),

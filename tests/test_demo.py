@@ -265,6 +265,21 @@ def test_demo_end_to_end(repo_copy: Path, tmp_path: Path) -> None:
         assert verdicts["incident-recovers"] in ("OK", "WARN")
         assert re.search(r"^incident-recovers +CRIT +OK +\* ", out, re.M), out
         assert re.search(r"^incident-password +OK +CRIT +\* ", out, re.M), out
+        # Run 2 compared with run 1 through the shared history: drift, changed credentials
+        # and a recovery, in the report and in pop3mon's own summary.
+        assert (reports / "history.sqlite").is_file()
+        drift = {
+            (c["id"], k["check"]): k
+            for c in results(reports)["connections"]
+            for k in c["checks"]
+            if k["tier"] == "drift"
+        }
+        assert drift[("incident-cert", "certificate_changed")]["verdict"] == "WARN"
+        assert "second CA" in drift[("incident-cert", "certificate_changed")]["reason"]
+        cred = drift[("incident-password", "credentials_changed")]
+        assert cred["verdict"] == "WARN" and "they were accepted at" in cred["reason"], cred
+        assert drift[("incident-stls", "capabilities_changed")]["verdict"] == "WARN"
+        assert "recovered: incident-recovers tcp" in out, out
 
     # The demo's secrets are references only, and no value reached a report.
     targets = (reports / "demo-targets.yaml").read_text(encoding="utf-8")
