@@ -397,7 +397,8 @@ def test_failing_endpoints_are_warnings_within_the_deadline_and_others_still_get
     warnings = deliver(settings, _changes(), RUN, environ=env)
     elapsed = time.monotonic() - start
 
-    assert elapsed < deadline + 1.0, elapsed
+    # Margin for a loaded 2-core CI box (threads start late); hanging would take 300 s.
+    assert elapsed < deadline + 2.0, elapsed
     assert len(webhook.requests) == 1, "the working endpoint still got its message"
     by_name = {w.split(" failed: ")[0]: w for w in warnings}
     assert sorted(by_name) == [

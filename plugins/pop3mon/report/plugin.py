@@ -44,6 +44,7 @@ import pytest
 
 from .. import checks, notify
 from ..engine.result import ProbeResult
+from ..engine.stages import TIERS
 from ..probestore import ProbeStore
 from . import history as history_glue
 from . import html as html_parts
@@ -332,7 +333,8 @@ class ReportPlugin:
 
     def mark_not_run(self, session: pytest.Session) -> None:
         """Record every selected check that did not report as "not run", with the cause."""
-        missing = [n for n in self.expected if n not in self.recorder.records]
+        # Only pop3mon's own checks carry a verdict: a project's other tests never count.
+        missing = [n for n in self.expected if n not in self.recorder.records and self._is_check(n)]
         if self.stop.stopped_by:
             self.stopped = f"stopped by {self.stop.stopped_by}"
         elif not missing:
@@ -347,6 +349,11 @@ class ReportPlugin:
         for nodeid in missing:
             ct, tier, check = self._describe(nodeid)
             self.recorder.not_run(nodeid, ct, tier, check, reason)
+
+    def _is_check(self, nodeid: str) -> bool:
+        """True for a pop3mon tier test of a configured connection type."""
+        ct, tier, _ = self._describe(nodeid)
+        return tier in TIERS and self.store is not None and ct in self.store.by_id
 
     def _describe(self, nodeid: str) -> tuple[str, str, str]:
         """(connection id, tier, check) of a tier test from its node id alone (under xdist
