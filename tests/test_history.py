@@ -8,6 +8,7 @@ a locked and a corrupt history, ``--no-history``.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import subprocess
 import sys
@@ -436,6 +437,19 @@ def test_two_runs_tell_new_recovered_and_still_failing(hist_lab: HistLab, tmp_pa
     assert "CRIT down tcp: " in junit
     assert f"failing for 2 runs since {start}" in junit
     assert "breaks tcp: " in junit and "new since the last run (was OK)" in junit
+    # The report for people: each connection type's state with since when, the last change,
+    # availability, a latency sparkline; the matrix marks what is new and what recovered.
+    page = second.path("report.html").read_text("utf-8")
+    rows = {
+        m.group(1): m.group(0)
+        for m in re.finditer(r'<tr class="p3m-row" data-connection="([^"]+)".*?</tr>', page, re.S)
+    }
+    assert "p3m-mark-new" in rows["breaks"] and "p3m-mark-new" not in rows["down"]
+    assert "p3m-mark-recovered" in rows["flip"]
+    assert page.count("<h4>History</h4>") == 4
+    assert "Availability" in page and "24h 50.0 %" in page
+    assert re.search(r"CRIT</span> since [^<]*· 2 runs \(tcp\)", page), page[-5000:]
+    assert page.count('class="p3m-spark"') == 4
 
 
 def test_confirm_two_makes_the_first_crit_soft(hist_lab: HistLab, tmp_path: Path) -> None:

@@ -45,6 +45,8 @@ class HistoryOutcome:
     #: per connection type: window label ("24h", "7d", "30d") → ratio, None: no run
     availability: Mapping[str, Mapping[str, float | None]] = field(default_factory=dict)
     flapping: Mapping[str, bool] = field(default_factory=dict)
+    #: per connection type its last runs, oldest first: (start, total seconds, worst)
+    series: Mapping[str, tuple[tuple[float, float | None, str], ...]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -53,6 +55,8 @@ class HistoryOutcome:
 
 
 OFF: Final = HistoryOutcome("off")
+#: How many runs the reports draw per connection type (the latency sparkline).
+SERIES_RUNS: Final = 48
 
 
 def record_run(
@@ -90,6 +94,7 @@ def record_run(
             states, avail = store.record(
                 run, cts, checks, compute, retention_days=settings.retention_days
             )
+            series = store.latency_series(ct_ids, SERIES_RUNS)
     except HistoryError as exc:
         return HistoryOutcome("warn", path, str(exc))
     except (sqlite3.Error, OSError) as exc:  # anything the store did not word
@@ -104,6 +109,7 @@ def record_run(
         computed[-1] if computed else (),
         avail,
         flapping,
+        series,
     )
 
 

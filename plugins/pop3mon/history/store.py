@@ -333,6 +333,29 @@ class HistoryStore:
             out[ct] = bool(row[0]) if row else False
         return out
 
+    def latency_series(
+        self, ct_ids: Iterable[str], runs: int
+    ) -> dict[str, tuple[tuple[float, float | None, str], ...]]:
+        """Per connection type its last ``runs`` runs, oldest first: (run start, total
+        seconds or None when the probe had no total, worst verdict)."""
+        out: dict[str, tuple[tuple[float, float | None, str], ...]] = {}
+        for ct in ct_ids:
+            rows = self.db.execute(
+                "SELECT r.started, c.phases, c.worst FROM cts c JOIN runs r ON r.id = c.run "
+                "WHERE c.ct = ? ORDER BY c.run DESC LIMIT ?",
+                (ct, runs),
+            ).fetchall()
+            points: list[tuple[float, float | None, str]] = []
+            for started, phases, worst in reversed(rows):
+                try:
+                    total = json.loads(phases).get("total")
+                except (ValueError, AttributeError):
+                    total = None
+                seconds = float(total) / 1000.0 if isinstance(total, (int, float)) else None
+                points.append((float(started), seconds, str(worst)))
+            out[ct] = tuple(points)
+        return out
+
     def availability(self, ct_ids: Iterable[str], now: float) -> dict[str, dict[str, float | None]]:
         """Per connection type and window (:data:`WINDOWS`), the share of its runs in the
         window with no CRIT or ERROR (``None``: no run in the window)."""

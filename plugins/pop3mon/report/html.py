@@ -25,14 +25,16 @@ import html
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Final
 
 from ..engine.result import CertInfo, ProbeResult, TLSInfo
 from ..engine.stages import TIERS
+from ..history.model import CheckState
 from ..verdict import VERDICT_CODES, Verdict, worst
 from .html_style import STYLE
 from .model import ConnectionReport, RunReport, scrub
 from .recorder import CheckRecord, verdicts
-from .svg import waterfall_svg
+from .svg import sparkline_svg, waterfall_svg
 
 __all__ = [
     "STYLE",
@@ -227,6 +229,81 @@ def _banner(report: RunReport) -> str:
     )
 
 
+# -- history (states over runs) --------------------------------------------------------------
+_BAD: Final = frozenset({Verdict.WARN, Verdict.CRIT, Verdict.ERROR})
+
+
+def _ct_states(report: RunReport, conn: ConnectionReport) -> list[CheckState]:
+    return [s for r in conn.records if (s := report.states.get((conn.ct.id, r.check)))]
+
+
+def change_mark(report: RunReport, conn: ConnectionReport) -> str:
+    """ "NEW" when a check of ``conn`` failed for the first time this run, "RECOVERED"
+    when one recovered (and none is new); "" without a history or a change."""
+    states = _ct_states(report, conn)
+    if any(s.new and s.verdict in _BAD for s in states):
+        return '<span class="p3m-mark p3m-mark-new">NEW</span>'
+    if any(s.new and s.verdict == Verdict.OK and s.previous in _BAD for s in states):
+        return '<span class="p3m-mark p3m-mark-recovered">RECOVERED</span>'
+    return ""
+
+
+def history_html(report: RunReport, conn: ConnectionReport) -> str:
+    """The connection type over time: its state and since when, the last change,
+    availability over 24 h / 7 d / 30 d, total latency over the last runs and the drift
+    found this run (before → after). Empty without a history."""
+    hist = report.history
+    states = _ct_states(report, conn)
+    if not states:
+        return ""
+    ct = conn.ct.id
+    bad = [s for s in states if s.verdict in _BAD]
+    if bad:
+        # The oldest streak of the worst verdict: "CRIT since <time>" is what was broken.
+        top = worst(s.verdict for s in bad)
+        oldest = min((s for s in bad if s.verdict == top), key=lambda s: s.since)
+        soft = " (soft)" if oldest.hardness == "soft" else ""
+        state = (
+            f"{badge(top)}{esc(soft)} since {esc(_when(oldest.since))} · {oldest.runs} runs"
+            f" ({esc(oldest.check)})"
+        )
+    else:
+        since = max(s.since for s in states)
+        state = f"{badge(Verdict.OK)} since {esc(_when(since))}"
+    if hist.flapping.get(ct):
+        state += ' <span class="p3m-mark p3m-mark-new">FLAPPING (changes held)</span>'
+    last = max(states, key=lambda s: s.since)
+    change = (
+        f"{esc(last.check)}: {esc(last.previous or '—')} → {badge(last.verdict)} at "
+        f"{esc(_when(last.since))}"
+        if last.previous is not None
+        else "none recorded yet"
+    )
+    avail = hist.availability.get(ct, {})
+    ratios = " · ".join(
+        f"{esc(label)} {'—' if ratio is None else f'{ratio * 100:.1f} %'}"
+        for label, ratio in avail.items()
+    )
+    rows = [("State", state), ("Last change", change), ("Availability", ratios or "—")]
+    series = hist.series.get(ct, ())
+    if len(series) > 1:
+        rows.append(
+            (
+                f"Total latency, last {len(series)} runs",
+                sparkline_svg(series, f"total latency of {scrub(ct)} over its last runs"),
+            )
+        )
+    drift = [r for r in conn.records if r.tier == "drift" and r.verdict in _BAD]
+    body = _kv(rows)
+    if drift:
+        items = "".join(
+            f"<li>{badge(r.verdict)} <strong>{esc(r.check)}</strong>: {esc(r.reason)}</li>"
+            for r in drift
+        )
+        body += f'<h5>Drift since the baseline</h5><ul class="p3m-drift">{items}</ul>'
+    return f"<section><h4>History</h4>{body}</section>"
+
+
 def overview_html(report: RunReport) -> str:
     """Banner, counts, run facts, the connection × tier matrix and a legend."""
     info = report.info
@@ -244,7 +321,8 @@ def overview_html(report: RunReport) -> str:
         rows.append(
             f'<tr class="p3m-row" data-connection="{esc(ct.id)}" data-verdict="{esc(conn.worst)}">'
             f'<th scope="row"><a href="#{anchor(ct.id)}">{esc(ct.id)}</a>'
-            f'<span class="p3m-sub">server {esc(ct.server)} · {badge(conn.worst)}</span></th>'
+            f'<span class="p3m-sub">server {esc(ct.server)} · {badge(conn.worst)}'
+            f"{change_mark(report, conn)}</span></th>"
             f'<td class="p3m-endpoint">{esc(endpoint)}<span class="p3m-sub">{esc(mode)}</span>'
             f"</td>{cells}"
             f'<td class="p3m-figures">{_figures(conn)}</td>'
@@ -427,6 +505,9 @@ def details_html(report: RunReport) -> list[str]:
         result = conn.result
         is_open = " open" if conn.worst in (Verdict.CRIT, Verdict.WARN, Verdict.ERROR) else ""
         facts = ["<section><h4>Connection</h4>" + _kv(_connection_rows(conn)) + "</section>"]
+        history = history_html(report, conn)
+        if history:
+            facts.insert(0, history)
         wide: list[str] = []
         if result is not None:
             if result.tls is not None:

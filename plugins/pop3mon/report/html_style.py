@@ -47,6 +47,12 @@ STYLE = """
 .p3m-facts code { background: #f1f1f1; padding: 0 3px; }
 .p3m-legend { color: #444; font-size: 12px; margin: 2px 0 10px; }
 .p3m-legend .p3m-badge { min-width: 0; }
+.p3m-mark { display: inline-block; margin-left: 6px; padding: 0 5px; border-radius: 3px;
+  font-size: 11px; font-weight: bold; color: #fff; }
+.p3m-mark-new { background: #c62828; }
+.p3m-mark-recovered { background: #2e7d32; }
+.p3m-spark { vertical-align: middle; }
+.p3m-drift { margin: 2px 0; padding-left: 18px; }
 details.p3m-ct { border: 1px solid #cfd8dc; border-left-width: 8px; border-radius: 4px;
   margin: 6px 0; background: #fff; }
 details.p3m-ct.p3m-b-OK { border-left-color: #43a047; }
