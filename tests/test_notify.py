@@ -407,7 +407,10 @@ def test_failing_endpoints_are_warnings_within_the_deadline_and_others_still_get
         "notification to mail",
         "notification to unset",
     ], warnings
-    assert "no answer within 2 s" in by_name["notification to hangs"]
+    # Our deadline or Apprise's own socket timeout (capped at the deadline) ends it first,
+    # depending on the machine's load: either way a warning, within the deadline.
+    hangs = by_name["notification to hangs"]
+    assert "no answer within 2 s" in hangs or "Connection error" in hangs, hangs
     assert "environment variable UNSET_NOTIFY_URL is not set" in by_name["notification to unset"]
     assert "failed: " in by_name["notification to json://127.0.0.1"]
     out, err = capfd.readouterr()
