@@ -450,6 +450,9 @@ def test_two_runs_tell_new_recovered_and_still_failing(hist_lab: HistLab, tmp_pa
     assert "Availability" in page and "24h 50.0 %" in page
     assert re.search(r"CRIT</span> since [^<]*· 2 runs \(tcp\)", page), page[-5000:]
     assert page.count('class="p3m-spark"') == 4
+    assert "1 new · 1 recovered since the last run" in page
+    # The newly broken connection type leads the headline and the matrix.
+    assert re.search(r"FAILING: breaks, down", page), page[:3000]
 
 
 def test_confirm_two_makes_the_first_crit_soft(hist_lab: HistLab, tmp_path: Path) -> None:

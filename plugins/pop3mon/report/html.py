@@ -205,9 +205,31 @@ def _problems(conn: ConnectionReport) -> str:
     return "<ul>" + "".join(items) + "</ul>"
 
 
+def _news(report: RunReport) -> str:
+    """What changed since the last run, counted: "2 new · 1 recovered · 3 drift"."""
+    kinds = [c.kind for c in report.changes]
+    parts = [
+        f"{n} {label}"
+        for label, n in (
+            ("new", kinds.count("new") + kinds.count("worse")),
+            ("recovered", kinds.count("recovered")),
+            ("drift", kinds.count("drift")),
+        )
+        if n
+    ]
+    if report.history.status == "new":
+        return "first run with history: this run is the baseline"
+    return " · ".join(parts) + " since the last run" if parts else ""
+
+
 def _banner(report: RunReport) -> str:
     conns = report.connections
-    bad = [c for c in conns if c.worst in (Verdict.CRIT, Verdict.ERROR)]
+    # What broke this run first: it is what the reader came for.
+    fresh = {c.ct for c in report.changes if c.kind in ("new", "worse")}
+    bad = sorted(
+        (c for c in conns if c.worst in (Verdict.CRIT, Verdict.ERROR)),
+        key=lambda c: c.ct.id not in fresh,
+    )
     warn = [c for c in conns if c.worst == Verdict.WARN]
     overall = worst(c.worst for c in conns)
     if not conns:
@@ -223,8 +245,10 @@ def _banner(report: RunReport) -> str:
         head += f"; {len(warn)} more with warnings"
     info = report.info
     sub = f"{_when(info.started)} · run took {_duration(info.duration)} · run id {info.run_id}"
+    news = _news(report)
+    lead = f'<span class="p3m-news">{esc(news)}</span>' if news else ""
     return (
-        f'<div class="p3m-banner p3m-v-{esc(overall)}" role="status">{esc(head)}'
+        f'<div class="p3m-banner p3m-v-{esc(overall)}" role="status">{lead}{esc(head)}'
         f"<small>{esc(sub)}</small></div>"
     )
 
@@ -263,8 +287,9 @@ def history_html(report: RunReport, conn: ConnectionReport) -> str:
         top = worst(s.verdict for s in bad)
         oldest = min((s for s in bad if s.verdict == top), key=lambda s: s.since)
         soft = " (soft)" if oldest.hardness == "soft" else ""
+        runs = f"{oldest.runs} run{'s' if oldest.runs != 1 else ''}"
         state = (
-            f"{badge(top)}{esc(soft)} since {esc(_when(oldest.since))} · {oldest.runs} runs"
+            f"{badge(top)}{esc(soft)} since {esc(_when(oldest.since))} · {runs}"
             f" ({esc(oldest.check)})"
         )
     else:
@@ -272,12 +297,21 @@ def history_html(report: RunReport, conn: ConnectionReport) -> str:
         state = f"{badge(Verdict.OK)} since {esc(_when(since))}"
     if hist.flapping.get(ct):
         state += ' <span class="p3m-mark p3m-mark-new">FLAPPING (changes held)</span>'
-    last = max(states, key=lambda s: s.since)
+    # A change that moved a verdict that matters (a drift check getting its first baseline,
+    # SKIP → OK, is not news).
+    moved = [
+        s
+        for s in states
+        if s.previous is not None
+        and Verdict.SKIP not in (s.previous, s.verdict)
+        and s.previous != s.verdict
+    ]
+    last = max(moved, key=lambda s: s.since) if moved else None
     change = (
-        f"{esc(last.check)}: {esc(last.previous or '—')} → {badge(last.verdict)} at "
+        f"{esc(last.check)}: {badge(last.previous or '')} → {badge(last.verdict)} at "
         f"{esc(_when(last.since))}"
-        if last.previous is not None
-        else "none recorded yet"
+        if last is not None
+        else "none recorded"
     )
     avail = hist.availability.get(ct, {})
     ratios = " · ".join(

@@ -53,6 +53,7 @@ STYLE = """
 .p3m-mark-recovered { background: #2e7d32; }
 .p3m-spark { vertical-align: middle; }
 .p3m-drift { margin: 2px 0; padding-left: 18px; }
+.p3m-news { display: block; font-size: 13px; font-weight: normal; margin-bottom: 2px; }
 details.p3m-ct { border: 1px solid #cfd8dc; border-left-width: 8px; border-radius: 4px;
   margin: 6px 0; background: #fff; }
 details.p3m-ct.p3m-b-OK { border-left-color: #43a047; }

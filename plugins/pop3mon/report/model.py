@@ -205,8 +205,12 @@ class RunReport:
         return count(verdicts(self.records))
 
     def by_severity(self) -> tuple[ConnectionReport, ...]:
-        """Connection types, most severe first, then by id: broken things on top."""
-        return tuple(sorted(self.connections, key=lambda c: (-rank(c.worst), c.ct.id)))
+        """Connection types, most severe first, newly broken ones first among equals, then
+        by id: what broke this run is what the reader came for."""
+        fresh = {c.ct for c in self.changes if c.kind in ("new", "worse")}
+        return tuple(
+            sorted(self.connections, key=lambda c: (-rank(c.worst), c.ct.id not in fresh, c.ct.id))
+        )
 
 
 def build_run_report(
