@@ -842,6 +842,13 @@ def _summary(rows: list[Row], say: _Say) -> None:
                 details.append((label + out.why, out.expected))
         if two and not row.changed and all(o.expected for o in row.runs):
             details.append((f"both runs: {last.why}", True))
+        if two and row.changed:
+            # What the history found on run 2, each drift on its own line (the headline
+            # above names only the worst check).
+            for (tier, check), (verdict, reason) in last.checks.items():
+                line = f"run 2: {verdict} {tier}/{check}: {reason}"
+                if tier == "drift" and verdict in ("WARN", "CRIT") and line != "run 2: " + last.why:
+                    details.append((line, True))
         if row.problem:
             details.append((row.problem, False))
         for text, good in details:
