@@ -143,7 +143,8 @@ def _history(args: argparse.Namespace) -> int:
         for s in states
         if (wanted is None or s.ct in wanted) and (not args.bad or s.verdict in _BAD)
     ]
-    print(_table(shown))
+    filtered = args.bad or bool(args.ids)
+    print(_table(shown, "(no check matches)" if filtered else "(no runs recorded)"))
     return 0
 
 
@@ -224,7 +225,7 @@ def _using(path: Path, action: Callable[[HistoryStore], Any], *, write: bool = F
         store.close()
 
 
-def _table(rows: Sequence[CheckState]) -> str:
+def _table(rows: Sequence[CheckState], empty: str = "(no runs recorded)") -> str:
     """States as aligned columns: connection type, check, verdict, since (UTC), runs."""
     head = ("connection type", "check", "verdict", "since", "runs")
     lines = [head]
@@ -236,7 +237,7 @@ def _table(rows: Sequence[CheckState]) -> str:
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     out = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) for line in lines]
     if len(lines) == 1:
-        out.append("(no runs recorded)")
+        out.append(empty)
     return "\n".join(line.rstrip() for line in out)
 
 
