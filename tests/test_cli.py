@@ -9,6 +9,7 @@ reads them back; it skips where the store is not part of this tree yet.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -219,3 +220,74 @@ def test_the_command_imports_no_pytest() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_states_filters_accept_refuses_nothing_and_accepted_lists(
+    lab_certs: LabCerts, tmp_path: Path
+) -> None:
+    """After a real run with one healthy and one unreachable connection type: ``states
+    --bad`` and ``states ID`` filter; ``accept`` of a typo or of a connection type whose
+    runs never got a certificate accepts nothing and says so with exit 2; ``accepted``
+    lists what was recorded."""
+    with FaultServer(
+        "healthy",
+        users={"alice": PASSWORD},
+        certfile=lab_certs.valid.cert,
+        keyfile=lab_certs.valid.key,
+    ) as srv:
+        targets = tmp_path / "targets.yaml"
+        targets.write_text(
+            "servers:\n"
+            "  - name: lab\n"
+            "    host: 127.0.0.1\n"
+            f"    ca_file: {lab_certs.ca_file}\n"
+            "    login_pacing: parallel\n"
+            "    account: {username: alice, password_env: CLI_PW}\n"
+            "    connections:\n"
+            f"      - {{id: one, port: {srv.port}, security: starttls}}\n"
+            f"      - {{id: down, port: {_closed_port()}, security: starttls}}\n",
+            encoding="utf-8",
+        )
+        history = tmp_path / "history.db"
+        run = _run(targets, history, "--accept-drift=down")
+        assert history.is_file(), run.stdout + run.stderr
+    # The run's own --accept-drift says it accepted nothing, and why.
+    assert "pop3mon: --accept-drift=down: not accepted capabilities_changed, " in run.stdout, (
+        run.stdout
+    )
+    h = ("history", "--history", str(history))
+
+    bad = cli(*h, "states", "--bad")
+    assert bad.returncode == 0, bad
+    rows = [line.split() for line in bad.stdout.splitlines()[1:]]
+    assert rows and {r[0] for r in rows} == {"down"}, bad.stdout
+    assert all(r[2] in ("WARN", "CRIT", "ERROR") for r in rows), bad.stdout
+    one = cli(*h, "states", "one")
+    assert {line.split()[0] for line in one.stdout.splitlines()[1:]} == {"one"}, one.stdout
+
+    # A typo: no run of it in the history (no --targets to check it against).
+    assert_usage_error(
+        cli(*h, "accept", "incident-crt"),
+        "incident-crt: no connection type 'incident-crt' in the history",
+    )
+    # Runs of it exist, but none got as far as a certificate: nothing to accept.
+    nothing = cli(*h, "accept", "down:certificate_changed")
+    assert_usage_error(nothing, "not accepted certificate_changed")
+    assert cli(*h, "accepted").stdout.splitlines()[-1] == "(no acceptance recorded)"
+
+    done = cli(*h, "accept", "one:certificate_changed", "--note", "new CA, ticket 42")
+    assert done.returncode == 0, done
+    assert "(1 check(s): certificate_changed)" in done.stdout, done.stdout
+    listed = cli(*h, "accepted", "one")
+    assert listed.returncode == 0, listed
+    assert listed.stdout.splitlines()[0].split()[:3] == ["accepted", "at", "who"]
+    (row,) = listed.stdout.splitlines()[1:]
+    assert "one" in row and "certificate_changed" in row and row.endswith("new CA, ticket 42")
+    assert PASSWORD not in "".join(p.stdout + p.stderr for p in (bad, one, nothing, listed))

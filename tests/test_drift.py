@@ -690,3 +690,35 @@ def test_accept_drift_naming_nothing_known_is_a_usage_error(glued: pytest.Pytest
     )
     assert "Traceback" not in result.stderr.str()
     assert not (glued.path / "accepted.json").exists()
+
+
+# --------------------------------------------------------------------------- baseline fields
+
+
+#: Per drift check, a baseline with what it compares and a run that drifted from it.
+_DRIFTED: dict[str, tuple[Facts, Facts]] = {
+    "certificate_changed": (
+        CERT,
+        dataclasses.replace(CERT, cert_sha256="bb" * 32, cert_issuer="CN=x"),
+    ),
+    "capabilities_changed": (
+        CAPS,
+        dataclasses.replace(CAPS, caps_before=("CAPA",), greeting="other"),
+    ),
+    "credentials_changed": (LOGGED_IN, REFUSED),
+    "mailbox_changed": (LOGGED_IN, dataclasses.replace(LOGGED_IN, mailbox_count=1000)),
+}
+
+
+@pytest.mark.parametrize("check", DRIFT_CHECKS)
+def test_a_baseline_without_the_compared_facts_skips_never_ok(check: str) -> None:
+    """A baseline from a run that failed before the stage a check compares (none of its
+    BASELINE_FIELDS set) must SKIP a run that drifted from a real baseline: an OK would
+    claim a comparison never made (and move the check's last OK run to one with nothing
+    in it). The history picks and accepts baselines by the same fields."""
+    real, drifted = _DRIFTED[check]
+    rule = drift.RULES[check]  # type: ignore[index]
+    assert rule(drifted, base(real), POLICY).verdict == WARN
+    res = rule(drifted, base(Facts()), POLICY)
+    assert res.verdict == SKIP, res
+    assert drift.has_baseline_fields(check, real) and not drift.has_baseline_fields(check, Facts())

@@ -8,6 +8,7 @@ a locked and a corrupt history, ``--no-history``.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sqlite3
 import subprocess
@@ -19,8 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pop3mon.checks.drift import certificate_changed
 from pop3mon.checks.facts import Facts
 from pop3mon.config import HistorySettings
+from pop3mon.engine.defaults import DEFAULTS
+from pop3mon.engine.stages import DRIFT_CHECKS
 from pop3mon.history.model import CheckState
 from pop3mon.history.record import record_run, streak_note
 from pop3mon.history.states import Evaluation, FlapPolicy, Observation, evaluate
@@ -185,7 +189,15 @@ def _record(
     settings: HistorySettings | None = None,
 ) -> object:
     checks = [
-        CheckRow("ct", name, "drift" if name.startswith("d-") else "tls", v, "r", None, "")
+        CheckRow(
+            "ct",
+            name,
+            "drift" if name.startswith("d-") or name in DRIFT_CHECKS else "tls",
+            v,
+            "r",
+            None,
+            "",
+        )
         for name, v in verdicts.items()
     ]
     worst = CRIT if CRIT in verdicts.values() else OK
@@ -215,8 +227,8 @@ def test_baseline_is_the_last_ok_run_or_an_accepted_one(tmp_path: Path) -> None:
         reader.accept("ct", None)  # read-only
     reader.close()
     with HistoryStore.open(path) as writer:
-        assert writer.accept("ct", None, note="new CA") == 1  # every drift check of ct
-        assert writer.accept("other", "d-cert") == 0  # never ran
+        assert writer.accept("ct", None, note="new CA").accepted == ("d-cert",)
+        assert not writer.accept("other", "d-cert").known  # never ran
     reader = open_history_readonly(path)
     assert reader is not None
     base = reader.baseline("ct", "d-cert")
@@ -224,6 +236,143 @@ def test_baseline_is_the_last_ok_run_or_an_accepted_one(tmp_path: Path) -> None:
     row = reader.db.execute("SELECT who, note FROM accepted").fetchone()
     assert row[1] == "new CA"
     reader.close()
+
+
+#: A run that got all the way: what every drift check compares.
+FULL = Facts(
+    cert_sha256="A",
+    cert_issuer="CN=CA 1",
+    caps_before=("USER", "STLS"),
+    greeting="+OK ready",
+    login_ok=True,
+    mailbox_count=3,
+    mailbox_size=300,
+)
+#: A run whose TCP connect failed: no facts at all.
+DOWN = Facts()
+SKIPPED = {name: SKIP for name in DRIFT_CHECKS}
+
+
+def test_a_first_run_that_failed_early_is_no_drift_baseline(tmp_path: Path) -> None:
+    """Never OK and nothing accepted: the fallback is the first run that has what the
+    check compares, not the first run (TCP failed: no certificate, and the check would
+    SKIP "no certificate in the baseline" until the run is pruned)."""
+    path = tmp_path / "h.sqlite"
+    now = time.time()
+    _record(path, "down", now - 300, SKIPPED, facts=DOWN)
+    _record(path, "up", now - 200, SKIPPED, facts=FULL)
+    with HistoryStore.open(path) as store:
+        for check in DRIFT_CHECKS:
+            base = store.baseline("ct", check)
+            assert base is not None and base.run_id == "up", (check, base)
+        cert = store.baseline("ct", "certificate_changed")
+    assert cert is not None
+    # What the drift check then says on the next run with the same certificate: OK.
+    assert certificate_changed(FULL, cert, DEFAULTS.drift).verdict == OK
+
+
+def test_pruning_keeps_the_baseline_of_an_open_drift(tmp_path: Path) -> None:
+    """Retention must not prune the last OK run while the drift is open: the baseline
+    would become the drifted facts, accepting the drift in silence."""
+    path = tmp_path / "h.sqlite"
+    now = time.time()
+    day = 86400.0
+    old = dataclasses.replace(FULL, cert_sha256="OLD", cert_issuer="CN=CA 1")
+    new = dataclasses.replace(FULL, cert_sha256="NEW", cert_issuer="CN=CA 2")
+    long = HistorySettings(retention_days=365)  # as if recorded back then
+    _record(path, "ok", now - 100 * day, {"certificate_changed": OK}, facts=old, settings=long)
+    _record(
+        path, "drift1", now - 89.99 * day, {"certificate_changed": WARN}, facts=new, settings=long
+    )
+    _record(path, "drift2", now, {"certificate_changed": WARN}, facts=new)  # prunes
+    with HistoryStore.open(path) as store:
+        base = store.baseline("ct", "certificate_changed")
+        assert base is not None and (base.run_id, base.facts.cert_sha256) == ("ok", "OLD")
+        assert not base.accepted
+        # Only the pinned run outlived retention; the drift stays open until accepted.
+        assert [r[0] for r in store.db.execute("SELECT run_id FROM runs ORDER BY id")] == [
+            "ok",
+            "drift1",
+            "drift2",
+        ]
+    _record(path, "fixed", now + 1, {"certificate_changed": OK}, facts=old)
+    with HistoryStore.open(path) as store:
+        base = store.baseline("ct", "certificate_changed")
+        assert base is not None and base.run_id == "fixed"
+    _record(path, "later", now + 2, {"certificate_changed": OK}, facts=old)  # unpinned: pruned
+    with HistoryStore.open(path) as store:
+        assert "ok" not in {r[0] for r in store.db.execute("SELECT run_id FROM runs")}
+
+
+def test_accept_takes_each_check_from_the_latest_run_that_has_its_facts(tmp_path: Path) -> None:
+    """Accepting right after a run that failed at TCP takes the last run that got as far
+    (never an all-null baseline that SKIPs for good); a check no run has facts for is
+    not accepted, and the result says so."""
+    path = tmp_path / "h.sqlite"
+    now = time.time()
+    no_mailbox = dataclasses.replace(FULL, mailbox_count=None, mailbox_size=None)
+    _record(path, "up", now - 200, {"certificate_changed": OK}, facts=no_mailbox)
+    _record(path, "down", now - 100, SKIPPED, facts=DOWN)
+    with HistoryStore.open(path) as store:
+        done = store.accept("ct", None, note="after the outage")
+        assert done.known
+        assert set(done.accepted) == set(DRIFT_CHECKS) - {"mailbox_changed"}
+        assert done.missing == ("mailbox_changed",)
+        assert "not accepted mailbox_changed" in done.describe()
+        cert = store.baseline("ct", "certificate_changed")
+        assert cert is not None and cert.accepted and cert.facts.cert_sha256 == "A"
+        assert cert.run_id == "up"
+        rows = store.acceptances(["ct"])
+        assert {(a.ct, a.check, a.note) for a in rows} == {
+            ("ct", c, "after the outage") for c in done.accepted
+        }
+        assert store.accept("nope", None).describe() == (
+            "no run of connection type 'nope' in the history"
+        )
+
+
+def test_availability_comes_from_hourly_counters_and_v1_files_are_migrated(
+    tmp_path: Path,
+) -> None:
+    """Availability is counted per hour (one row per connection type and hour, not every
+    run's row in 30 days); a v1 file gets its counters from the runs it holds."""
+    path = tmp_path / "h.sqlite"
+    now = time.time()
+    hour = 3600.0
+    with HistoryStore.open(path, migrations=MIGRATIONS[:1]) as v1:
+        v1.db.execute("BEGIN")
+        for i, (ago, worst) in enumerate(
+            [(40 * 86400.0, "OK"), (3 * 86400.0, "CRIT"), (2 * hour, "OK"), (hour, "ERROR")]
+        ):
+            v1.db.execute(
+                "INSERT INTO runs (id, run_id, started, finished, host, targets_name, "
+                "targets_sha256, version) VALUES (?, ?, ?, ?, 'h', 't', 'x', '0')",
+                (i + 1, f"r{i}", now - ago, now - ago + 1),
+            )
+            v1.db.execute(
+                "INSERT INTO cts (run, ct, worst, changed, flapping, peer, phases, facts) "
+                "VALUES (?, 'ct', ?, 0, 0, '', '{}', NULL)",
+                (i + 1, worst),
+            )
+        v1.db.execute("COMMIT")
+    reader = open_history_readonly(path)  # a v1 file is still readable before migration
+    assert reader is not None
+    reader.close()
+    with HistoryStore.open(path) as store:
+        assert store.db.execute("SELECT sum(runs), sum(ok) FROM hourly").fetchone() == (4, 2)
+        assert store.availability(["ct", "none"], now) == {
+            "ct": {"24h": 0.5, "7d": round(1 / 3, 6), "30d": round(1 / 3, 6)},
+            "none": {"24h": None, "7d": None, "30d": None},
+        }
+    out = _record(path, "r9", now, {"cert": OK}, facts=FULL)
+    assert out.availability["ct"]["24h"] == round(2 / 3, 6)  # type: ignore[attr-defined]
+    with HistoryStore.open(path) as store:
+        # Retention (90 days) keeps the 40-day-old hour; 1 day of retention drops it.
+        assert store.db.execute("SELECT count(*) FROM hourly").fetchone()[0] == 5
+        store.db.execute("BEGIN IMMEDIATE")
+        store._prune(now - 86400.0, 1)
+        store.db.execute("COMMIT")
+        assert store.db.execute("SELECT sum(runs) FROM hourly").fetchone()[0] == 3
 
 
 def test_facts_are_stored_once_per_distinct_value(tmp_path: Path) -> None:
@@ -261,7 +410,9 @@ def test_an_older_schema_is_migrated_and_a_newer_one_refused(tmp_path: Path) -> 
         db.execute("ALTER TABLE runs ADD COLUMN note TEXT NOT NULL DEFAULT 'migrated'")
 
     with HistoryStore.open(path, migrations=(*MIGRATIONS, v2)) as store:
-        assert store.db.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+        assert store.db.execute("SELECT version FROM schema_version").fetchall() == [
+            (len(MIGRATIONS) + 1,)
+        ]
         assert store.db.execute("SELECT run_id, note FROM runs").fetchall() == [("r1", "migrated")]
     # This pop3mon knows one version less: it must not touch the file.
     with pytest.raises(HistoryError, match="written by a newer pop3mon"):

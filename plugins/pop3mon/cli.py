@@ -3,14 +3,18 @@
 Subcommands, one :mod:`argparse` sub-parser each, so later ones (``check``, ``merge``,
 ``discover``) are one function and one ``add_parser`` more:
 
-* ``pop3mon history --history PATH [--targets FILE] states``: each connection type's
-  checks with their current verdict, since when and for how many runs;
+* ``pop3mon history --history PATH [--targets FILE] states [ID ...] [--bad]``: each
+  connection type's checks with their current verdict, since when and for how many runs
+  (``--bad``: only WARN, CRIT and ERROR);
 * ``pop3mon history --history PATH [--targets FILE] accept ID[:CHECK] [--note TEXT]``:
-  the latest run's facts become the drift baseline of connection type ``ID`` (of one
-  drift check with ``ID:CHECK``), recorded with the note.
+  the latest facts become the drift baseline of connection type ``ID`` (of one drift
+  check with ``ID:CHECK``), recorded with the note;
+* ``pop3mon history --history PATH [--targets FILE] accepted [ID ...]``: the recorded
+  acceptances (when, who, note, connection type, check).
 
-A usage error is one line on stderr and exit status 2; a history that cannot be read is
-one line and exit status 1; never a traceback.
+A usage error is one line on stderr and exit status 2 (so is an ``accept`` that accepts
+nothing: an id the history has no run of, a check no run has facts for); a history that
+cannot be read is one line and exit status 1; never a traceback.
 """
 
 from __future__ import annotations
@@ -25,12 +29,15 @@ from typing import Any, Final, NoReturn
 from .checks.drift import parse_accept
 from .config import ConfigError, load_targets
 from .history.model import CheckState
-from .history.store import HistoryError, HistoryStore, open_history_readonly
+from .history.store import Acceptance, HistoryError, HistoryStore, open_history_readonly
+from .verdict import Verdict
 
 __all__ = ["main"]
 
 PROG: Final = "pop3mon"
 _MAX_NOTE: Final = 500
+#: What ``states --bad`` shows.
+_BAD: Final = frozenset({Verdict.WARN, Verdict.CRIT, Verdict.ERROR})
 
 
 class UsageError(Exception):
@@ -68,11 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
         "it does not define",
     )
     actions = history.add_subparsers(dest="action", required=True, metavar="ACTION")
-    actions.add_parser(
+    states = actions.add_parser(
         "states",
         help="current state of every check: verdict, since when, runs in a row",
-        description="The current state of every check of every connection type.",
+        description="The current state of every check of every connection type (or of "
+        "the IDs given).",
     )
+    states.add_argument("ids", nargs="*", metavar="ID", help="only these connection types")
+    states.add_argument("--bad", action="store_true", help="only WARN, CRIT and ERROR")
     accept = actions.add_parser(
         "accept",
         help="accept the latest facts of ID (or of one drift check, ID:CHECK) as baseline",
@@ -81,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     accept.add_argument("id", metavar="ID[:CHECK]", help="connection type id, or id:check")
     accept.add_argument("--note", default="", metavar="TEXT", help="why (recorded with it)")
+    accepted = actions.add_parser(
+        "accepted",
+        help="the recorded acceptances: when, who, note, connection type, check",
+        description="Every recorded acceptance of a drift baseline (of the IDs given).",
+    )
+    accepted.add_argument("ids", nargs="*", metavar="ID", help="only these connection types")
     return parser
 
 
@@ -115,19 +131,56 @@ def _history(args: argparse.Namespace) -> int:
     path = Path(args.history).expanduser()
     ids = _target_ids(args.targets)
     if args.action == "accept":
-        try:
-            ct_id, check = parse_accept(args.id, ids)
-        except ValueError as exc:
-            raise UsageError(f"{args.id}: {exc}") from None
-        note = _note(args.note)
-        count = _using(path, lambda store: store.accept(ct_id, check, note=note), write=True)
-        what = f"{ct_id}:{check}" if check else ct_id
-        print(f"accepted {what}'s latest facts as the drift baseline ({count} check(s))")
+        return _accept(path, args.id, ids, _note(args.note))
+    wanted = _wanted(args.ids, ids)
+    if args.action == "accepted":
+        rows = _using(path, lambda store: store.acceptances(wanted))
+        print(_accepted_table(rows))
         return 0
     states: Iterable[CheckState] = _using(path, lambda store: list(store.states().values()))
-    rows = [s for s in states if ids is None or s.ct in ids]
-    print(_table(rows))
+    shown = [
+        s
+        for s in states
+        if (wanted is None or s.ct in wanted) and (not args.bad or s.verdict in _BAD)
+    ]
+    filtered = args.bad or bool(args.ids)
+    print(_table(shown, "(no check matches)" if filtered else "(no runs recorded)"))
     return 0
+
+
+def _accept(path: Path, spec: str, ids: frozenset[str] | None, note: str) -> int:
+    """``accept``: with no targets file, the ids are the history's own, so a typo is
+    refused rather than "accepted" with nothing recorded."""
+    where = "in the targets file"
+    if ids is None:
+        ids = _using(path, lambda store: store.known_cts())
+        where = "in the history (no run of it recorded)"
+    try:
+        ct_id, check = parse_accept(spec, ids, where)
+    except ValueError as exc:
+        raise UsageError(f"{spec}: {exc}") from None
+    done: Acceptance = _using(path, lambda store: store.accept(ct_id, check, note=note), write=True)
+    if not done.accepted:
+        raise UsageError(f"{spec}: {done.describe()}")
+    what = f"{ct_id}:{check}" if check else ct_id
+    print(
+        f"accepted {what}'s latest facts as the drift baseline ({len(done.accepted)} "
+        f"check(s): {', '.join(done.accepted)})"
+    )
+    if done.missing:
+        print(done.describe())
+    return 0
+
+
+def _wanted(given: Sequence[str], ids: frozenset[str] | None) -> frozenset[str] | None:
+    """The connection types to show: those given (each must be in the targets file, when
+    there is one), else the targets file's, else all."""
+    if not given:
+        return ids
+    unknown = [i for i in given if ids is not None and i not in ids]
+    if unknown:
+        raise UsageError(f"no connection type {unknown[0]!r} in the targets file")
+    return frozenset(given)
 
 
 def _target_ids(targets: str | None) -> frozenset[str] | None:
@@ -172,7 +225,7 @@ def _using(path: Path, action: Callable[[HistoryStore], Any], *, write: bool = F
         store.close()
 
 
-def _table(rows: Sequence[CheckState]) -> str:
+def _table(rows: Sequence[CheckState], empty: str = "(no runs recorded)") -> str:
     """States as aligned columns: connection type, check, verdict, since (UTC), runs."""
     head = ("connection type", "check", "verdict", "since", "runs")
     lines = [head]
@@ -184,7 +237,21 @@ def _table(rows: Sequence[CheckState]) -> str:
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     out = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) for line in lines]
     if len(lines) == 1:
-        out.append("(no runs recorded)")
+        out.append(empty)
+    return "\n".join(line.rstrip() for line in out)
+
+
+def _accepted_table(rows: Sequence[Any]) -> str:
+    """Acceptances as aligned columns: when (UTC), who, connection type, check, note."""
+    head = ("accepted at", "who", "connection type", "check", "note")
+    lines = [head]
+    for a in rows:
+        at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(a.at))
+        lines.append((at, a.who or "-", a.ct, a.check, a.note))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    out = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) for line in lines]
+    if len(lines) == 1:
+        out.append("(no acceptance recorded)")
     return "\n".join(line.rstrip() for line in out)
 
 

@@ -357,11 +357,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
                 line = f"pop3mon: --accept-drift={what} not applied: {problem}"
             else:
                 try:
-                    count = store.accept(ct_id, check, note="--accept-drift")
-                    line = (
-                        f"pop3mon: accepted {what}'s current facts as the drift baseline "
-                        f"({count} check{'s' if count != 1 else ''})"
-                    )
+                    done = store.accept(ct_id, check, note="--accept-drift")
+                    if done.accepted and not done.missing:
+                        line = (
+                            f"pop3mon: accepted {what}'s current facts as the drift baseline "
+                            f"({', '.join(done.accepted)})"
+                        )
+                    else:  # nothing, or not every check: say which and why
+                        line = f"pop3mon: --accept-drift={what}: {done.describe()}"
                 except HistoryError as exc:  # the run's reports are already written
                     line = f"pop3mon: --accept-drift={what} failed: {exc}"
             if terminal is not None:

@@ -36,6 +36,7 @@ from .facts import Baseline, Facts
 from .login import DEGRADED_LOGIN
 
 __all__ = [
+    "BASELINE_FIELDS",
     "CREDENTIAL_REFUSALS",
     "NO_BASELINE",
     "BaselineSource",
@@ -43,6 +44,7 @@ __all__ = [
     "certificate_changed",
     "credentials_changed",
     "evaluate",
+    "has_baseline_fields",
     "is_drift_check",
     "mailbox_changed",
     "parse_accept",
@@ -58,6 +60,28 @@ CREDENTIAL_REFUSALS: Final = frozenset({"auth-rejected", "auth-failed"})
 _CLEARTEXT_CAPS: Final = frozenset({"USER", "SASL(PLAIN)", "SASL(LOGIN)"})
 _ARROW: Final = "\u2192"
 _MINUS: Final = "\u2212"
+
+
+#: The :class:`~.facts.Facts` fields each drift check compares: a run whose facts have
+#: none of them set (the probe failed before that stage) is no baseline for that check, so
+#: the history never falls back to, nor accepts, such a run for it (its rule would SKIP
+#: "nothing in the baseline" for good). Each rule SKIPs exactly when all of them are None.
+#: credentials_changed: login_ok set (accepted or refused); only an accepted one (True)
+#: can make the check fire, a refused one SKIPs "never accepted yet" until a login works.
+BASELINE_FIELDS: Final[Mapping[DriftCheck, tuple[str, ...]]] = {
+    "certificate_changed": ("cert_sha256",),
+    "capabilities_changed": ("caps_before", "greeting"),
+    "credentials_changed": ("login_ok",),
+    "mailbox_changed": ("mailbox_count",),
+}
+assert tuple(BASELINE_FIELDS) == DRIFT_CHECKS, "every drift check names its baseline fields"
+
+
+def has_baseline_fields(check: str, facts: Facts) -> bool:
+    """Whether ``facts`` can be the baseline of drift check ``check`` (any other name:
+    any facts can)."""
+    names = BASELINE_FIELDS.get(check)  # type: ignore[call-overload]
+    return names is None or any(getattr(facts, name) is not None for name in names)
 
 
 class BaselineSource(Protocol):
@@ -79,11 +103,14 @@ def is_drift_check(check: str) -> bool:
     return check in DRIFT_CHECKS
 
 
-def parse_accept(spec: str, ids: Collection[str] | None = None) -> tuple[str, DriftCheck | None]:
+def parse_accept(
+    spec: str, ids: Collection[str] | None = None, where: str = "in the targets file"
+) -> tuple[str, DriftCheck | None]:
     """``ID`` or ``ID:check`` (``--accept-drift``, ``pop3mon history accept``) as
     ``(connection id, drift check or None: all of them)``. Connection ids may hold ``:``
     themselves, so a known id wins over a split. ``ids``: the targets' connection ids, to
-    refuse an unknown one (None: not known, any id is taken). ValueError says what is wrong.
+    refuse an unknown one (None: not known, any id is taken); ``where`` says where they come
+    from in that refusal. ValueError says what is wrong.
     """
     head, sep, tail = spec.rpartition(":")
     if ids is not None and spec in ids:
@@ -91,14 +118,14 @@ def parse_accept(spec: str, ids: Collection[str] | None = None) -> tuple[str, Dr
     for name in DRIFT_CHECKS:
         if sep and tail == name and head:
             if ids is not None and head not in ids:
-                raise ValueError(f"no connection type {head!r} in the targets file")
+                raise ValueError(f"no connection type {head!r} {where}")
             return head, name
     if not spec:
         raise ValueError("give a connection type id, or ID:CHECK")
     if sep and ids is not None and head in ids:
         raise ValueError(f"{tail!r} is not a drift check — one of {', '.join(DRIFT_CHECKS)}")
     if ids is not None:
-        raise ValueError(f"no connection type {spec!r} in the targets file")
+        raise ValueError(f"no connection type {spec!r} {where}")
     return spec, None
 
 
@@ -192,6 +219,9 @@ def capabilities_changed(now: Facts, base: Baseline, policy: DriftPolicy) -> Che
     old = base.facts
     if now.caps_before is None and now.greeting is None:
         return CheckResult("drift", check, SKIP, "no CAPA answer this run")
+    if old.caps_before is None and old.greeting is None:
+        # Nothing to compare with: "as at <time>" would claim a comparison never made.
+        return CheckResult("drift", check, SKIP, "no CAPA answer or greeting in the baseline")
     changes: list[str] = []
     # With a list after STLS, the first one was asked in plaintext (Facts do not carry the
     # security mode; implicit TLS has only the first list, asked over TLS).

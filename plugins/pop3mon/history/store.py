@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from ..checks.drift import BASELINE_FIELDS
 from ..checks.facts import Baseline, Facts
 from ..engine.defaults import DEFAULTS
 from ..verdict import Verdict
@@ -45,6 +46,8 @@ __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "WINDOWS",
+    "Acceptance",
+    "AcceptedRow",
     "CheckRow",
     "CtRow",
     "HistoryError",
@@ -146,6 +149,34 @@ CREATE INDEX accepted_ct ON accepted (ct, check_name, at);
 """
 
 
+#: Per connection type and hour (epoch seconds // 3600 of the run's start): how many runs
+#: and how many without CRIT or ERROR. Availability reads these few rows instead of every
+#: run's row in its window (30 days at 100 connection types: 864 000 rows, 4 s per run).
+_V2_HOURLY: Final = """
+CREATE TABLE hourly (
+    hour INTEGER NOT NULL,
+    ct TEXT NOT NULL,
+    runs INTEGER NOT NULL,
+    ok INTEGER NOT NULL,
+    PRIMARY KEY (hour, ct)
+) WITHOUT ROWID
+"""
+#: Rebuilds ``hourly`` from the per-run rows (the v2 migration of an existing file).
+_AGGREGATE_HOURLY: Final = """
+INSERT INTO hourly (hour, ct, runs, ok)
+    SELECT CAST(r.started / 3600 AS INTEGER), c.ct, count(*),
+           sum(c.worst NOT IN ('CRIT', 'ERROR'))
+    FROM cts c JOIN runs r ON r.id = c.run
+    GROUP BY 1, 2
+"""
+
+
+def _v2(db: sqlite3.Connection) -> None:
+    """v1 → v2: hourly availability counters, filled from the runs the file holds."""
+    db.execute(_V2_HOURLY)
+    db.execute(_AGGREGATE_HOURLY)
+
+
 def _script(text: str) -> Callable[[sqlite3.Connection], None]:
     """A migration step of plain statements, run one by one inside the caller's
     transaction (``executescript`` would commit it)."""
@@ -160,8 +191,12 @@ def _script(text: str) -> Callable[[sqlite3.Connection], None]:
 
 #: Ordered migrations: ``MIGRATIONS[n]`` brings a file at version ``n`` to ``n + 1``.
 #: Append only; a released step is never edited. All steps run in one transaction.
-MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_script(_V1),)
+MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_script(_V1), _v2)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
+#: The schema versions a reader (:func:`open_history_readonly`) can read: v2 only added
+#: the hourly counters, which only the writer reads, so the first run after an upgrade
+#: still has its baselines and states before its writer migrates the file.
+READABLE_VERSIONS: Final = frozenset({1, SCHEMA_VERSION})
 #: Orphaned facts and texts are swept every this many runs (a day of 5-minute runs).
 _SWEEP_EVERY: Final = 288
 
@@ -206,6 +241,56 @@ class CtRow:
     phases: Mapping[str, float]
     facts: Facts | None
     peer: str = ""
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """What :meth:`HistoryStore.accept` recorded."""
+
+    ct: str
+    #: The drift checks whose baseline is now accepted.
+    accepted: tuple[str, ...] = ()
+    #: The drift checks asked for that no recorded run has facts for (the probe never got
+    #: that far, e.g. TCP failed): nothing to accept, their baseline is unchanged.
+    missing: tuple[str, ...] = ()
+    #: Whether the history holds any run of ``ct`` at all.
+    known: bool = False
+
+    def describe(self) -> str:
+        """One line for the terminal: what was accepted and what not, and why."""
+        if not self.known:
+            return f"no run of connection type {self.ct!r} in the history"
+        parts = []
+        if self.accepted:
+            parts.append(f"accepted {', '.join(self.accepted)}")
+        if self.missing:
+            parts.append(
+                f"not accepted {', '.join(self.missing)}: no run of {self.ct} has the facts "
+                "they compare (the probe never got that far)"
+            )
+        return "; ".join(parts) or f"no drift check recorded for {self.ct}"
+
+
+@dataclass(frozen=True)
+class AcceptedRow:
+    """One recorded acceptance of a baseline."""
+
+    at: float
+    who: str
+    note: str
+    ct: str
+    check: str
+    run_id: str
+
+
+def _with_fields(check: str, column: str) -> str:
+    """SQL condition: the facts JSON in ``column`` can be the baseline of ``check`` (one
+    of its :data:`~pop3mon.checks.drift.BASELINE_FIELDS` is set)."""
+    names = BASELINE_FIELDS.get(check)  # type: ignore[call-overload]
+    if names is None:
+        return "1"
+    # Names come from the fixed mapping, never from input.
+    return "(" + " OR ".join(f"json_extract({column}, '$.{n}') IS NOT NULL" for n in names) + ")"
 
 
 def _why(exc: BaseException) -> str:
@@ -358,26 +443,60 @@ class HistoryStore:
 
     def availability(self, ct_ids: Iterable[str], now: float) -> dict[str, dict[str, float | None]]:
         """Per connection type and window (:data:`WINDOWS`), the share of its runs in the
-        window with no CRIT or ERROR (``None``: no run in the window)."""
+        window with no CRIT or ERROR (``None``: no run in the window).
+
+        Counted by hour (table ``hourly``): a window starts at the top of the hour that
+        holds ``now`` minus its length, so it spans up to one hour more (24h: 24 to 25
+        hours); one pass over ``hourly``'s rows of the longest window."""
         wanted = set(ct_ids)
         out: dict[str, dict[str, float | None]] = {ct: {} for ct in wanted}
-        for label, seconds in WINDOWS:
-            rows = self.db.execute(
-                "SELECT c.ct, count(*), sum(c.worst NOT IN ('CRIT', 'ERROR')) FROM cts c "
-                "JOIN runs r ON r.id = c.run WHERE r.started >= ? GROUP BY c.ct",
-                (now - seconds,),
-            ).fetchall()
-            seen = {ct: (int(n), int(ok or 0)) for ct, n, ok in rows}
-            for ct in wanted:
-                n, ok = seen.get(ct, (0, 0))
+        starts = [int((now - seconds) // 3600) for _, seconds in WINDOWS]
+        sums = ", ".join(
+            f"sum(CASE WHEN hour >= {h} THEN runs ELSE 0 END), "
+            f"sum(CASE WHEN hour >= {h} THEN ok ELSE 0 END)"
+            for h in starts
+        )
+        rows = self.db.execute(
+            f"SELECT ct, {sums} FROM hourly WHERE hour >= ? GROUP BY ct", (min(starts),)
+        ).fetchall()
+        seen = {row[0]: row[1:] for row in rows if row[0] in wanted}
+        for ct in wanted:
+            counts = seen.get(ct)
+            for i, (label, _) in enumerate(WINDOWS):
+                n, ok = (int(counts[2 * i]), int(counts[2 * i + 1])) if counts else (0, 0)
                 out[ct][label] = round(ok / n, 6) if n else None
         return out
+
+    def rebuild_hourly(self) -> None:
+        """Recount ``hourly`` from the per-run rows (inside the caller's transaction; the
+        v2 migration does it once, the cost benchmark after pre-filling a file)."""
+        self.db.execute("DELETE FROM hourly")
+        self.db.execute(_AGGREGATE_HOURLY)
+
+    def known_cts(self) -> frozenset[str]:
+        """Every connection type the history holds a run of."""
+        return frozenset(r[0] for r in self.db.execute("SELECT DISTINCT ct FROM state"))
+
+    def acceptances(self, ct_ids: Iterable[str] | None = None) -> list[AcceptedRow]:
+        """The recorded acceptances (of ``ct_ids`` only, when given), oldest first."""
+        wanted = None if ct_ids is None else set(ct_ids)
+        rows = self.db.execute(
+            "SELECT at, who, note, ct, check_name, run_id FROM accepted ORDER BY at, id"
+        ).fetchall()
+        return [
+            AcceptedRow(float(at), str(who), str(note), str(ct), str(check), str(run_id))
+            for at, who, note, ct, check, run_id in rows
+            if wanted is None or ct in wanted
+        ]
 
     def baseline(self, ct_id: str, check: str) -> Baseline | None:
         """The facts the drift check ``check`` of ``ct_id`` compares against: from the most
         recent run in which that check was OK, or the most recent accepted baseline,
-        whichever is later, else the first recorded run of ``ct_id``; ``None`` when there
-        is no run yet (or only facts of another format version). Never raises."""
+        whichever is later, else the first recorded run of ``ct_id`` whose facts have what
+        ``check`` compares (:data:`~pop3mon.checks.drift.BASELINE_FIELDS`: a first run
+        that failed at TCP has no certificate, and would leave the check SKIPping for
+        good); ``None`` when there is no such run yet (or only facts of another format
+        version). Never raises."""
         try:
             ok = self.db.execute(
                 "SELECT r.run_id, r.started, f.json FROM last_ok o "
@@ -389,20 +508,23 @@ class HistoryStore:
             ).fetchone()
             acc = self.db.execute(
                 "SELECT run_id, run_started, facts FROM accepted "
-                "WHERE ct = ? AND check_name = ? ORDER BY at DESC, id DESC LIMIT 1",
+                f"WHERE ct = ? AND check_name = ? AND {_with_fields(check, 'facts')} "
+                "ORDER BY at DESC, id DESC LIMIT 1",
                 (ct_id, check),
             ).fetchone()
             chosen, accepted = ok, False
             if acc is not None and (ok is None or float(acc[1]) >= float(ok[1])):
                 chosen, accepted = acc, True
             if chosen is None:
-                # Never OK and nothing accepted: the first recorded run is the baseline, so
-                # a drift found on the second run stays one until it is accepted (the first
-                # run's drift checks had nothing to compare with, so none of them was OK).
+                # Never OK and nothing accepted: the first recorded run with what the check
+                # compares is the baseline, so a drift found on the next run stays one until
+                # it is accepted (the first such run's check had nothing to compare with, so
+                # it was not OK).
                 chosen = self.db.execute(
                     "SELECT r.run_id, r.started, f.json FROM cts c "
                     "JOIN runs r ON r.id = c.run JOIN facts f ON f.id = c.facts "
-                    "WHERE c.ct = ? ORDER BY r.started, r.id LIMIT 1",
+                    f"WHERE c.ct = ? AND {_with_fields(check, 'f.json')} "
+                    "ORDER BY r.started, r.id LIMIT 1",
                     (ct_id,),
                 ).fetchone()
             if chosen is None:
@@ -427,45 +549,59 @@ class HistoryStore:
             return None
 
     # -- writing -------------------------------------------------------------------------
-    def accept(self, ct_id: str, check: str | None, note: str = "") -> int:
-        """Record the latest run's facts of ``ct_id`` as the accepted baseline of
-        ``check`` (``None``: of every drift check that run had); returns how many rows
-        were recorded (0: no run of that connection type). Raises :class:`HistoryError`."""
+    def accept(self, ct_id: str, check: str | None, note: str = "") -> Acceptance:
+        """Record the accepted baseline of drift check ``check`` of ``ct_id`` (``None``:
+        of every drift check its latest run had): per check, the facts of the latest run
+        that has what the check compares (:data:`~pop3mon.checks.drift.BASELINE_FIELDS`),
+        so accepting after a run that failed at TCP takes the last run that got as far,
+        never an empty baseline; a check no run has such facts for is not accepted
+        (:attr:`Acceptance.missing`). Raises :class:`HistoryError`."""
         if self.readonly:
             raise HistoryError(f"{self.path}: opened read-only")
         try:
             self.db.execute("BEGIN IMMEDIATE")
             try:
-                row = self.db.execute(
-                    "SELECT c.run, r.run_id, r.started, f.json FROM cts c "
-                    "JOIN runs r ON r.id = c.run JOIN facts f ON f.id = c.facts "
-                    "WHERE c.ct = ? ORDER BY c.run DESC LIMIT 1",
-                    (ct_id,),
+                latest = self.db.execute(
+                    "SELECT run FROM cts WHERE ct = ? ORDER BY run DESC LIMIT 1", (ct_id,)
                 ).fetchone()
-                if row is None:
+                if latest is None:
                     self.db.execute("ROLLBACK")
-                    return 0
-                run, run_id, started, facts = row
+                    return Acceptance(ct_id)
                 if check is None:
                     names = [
                         r[0]
                         for r in self.db.execute(
                             "SELECT check_name FROM check_rows WHERE run = ? AND ct = ? "
                             "AND tier = 'drift' ORDER BY check_name",
-                            (run, ct_id),
+                            (latest[0], ct_id),
                         )
                     ]
                 else:
                     names = [check]
                 who = _who()
                 now = time.time()
-                self.db.executemany(
-                    "INSERT INTO accepted (ct, check_name, at, who, note, run_id, "
-                    "run_started, facts) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(ct_id, n, now, who, note, run_id, started, facts) for n in names],
-                )
+                accepted: list[str] = []
+                missing: list[str] = []
+                for name in names:
+                    row = self.db.execute(
+                        "SELECT r.run_id, r.started, f.json FROM cts c "
+                        "JOIN runs r ON r.id = c.run JOIN facts f ON f.id = c.facts "
+                        f"WHERE c.ct = ? AND {_with_fields(name, 'f.json')} "
+                        "ORDER BY c.run DESC LIMIT 1",
+                        (ct_id,),
+                    ).fetchone()
+                    if row is None:
+                        missing.append(name)
+                        continue
+                    run_id, started, facts = row
+                    self.db.execute(
+                        "INSERT INTO accepted (ct, check_name, at, who, note, run_id, "
+                        "run_started, facts) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (ct_id, name, now, who, note, run_id, started, facts),
+                    )
+                    accepted.append(name)
                 self.db.execute("COMMIT")
-                return len(names)
+                return Acceptance(ct_id, tuple(accepted), tuple(missing), known=True)
             except BaseException:
                 if self.db.in_transaction:
                     self.db.execute("ROLLBACK")
@@ -488,7 +624,8 @@ class HistoryStore:
         state the previous run (of whichever process) left, and returns the new states and
         per connection type whether any check changed; they are written with the run.
         Then runs older than ``retention_days`` are pruned. Returns the states and the
-        availability ratios (including this run). Raises :class:`HistoryError`.
+        availability ratios (including this run; read after the commit, so the writer lock
+        is not held for them). Raises :class:`HistoryError`.
         """
         if self.readonly:
             raise HistoryError(f"{self.path}: opened read-only")
@@ -551,6 +688,12 @@ class HistoryStore:
                         for k in checks
                     ],
                 )
+                hour = int(run.started // 3600)
+                db.executemany(
+                    "INSERT INTO hourly (hour, ct, runs, ok) VALUES (?, ?, 1, ?) "
+                    "ON CONFLICT (hour, ct) DO UPDATE SET runs = runs + 1, ok = ok + excluded.ok",
+                    [(hour, c.ct, int(c.worst not in (Verdict.CRIT, Verdict.ERROR))) for c in cts],
+                )
                 db.executemany(
                     "INSERT OR REPLACE INTO last_ok (ct, check_name, tier, run) "
                     "VALUES (?, ?, ?, ?)",
@@ -575,12 +718,12 @@ class HistoryStore:
                     ],
                 )
                 self._prune(time.time() - retention_days * 86400.0, int(run_key or 0))
-                avail = self.availability({c.ct for c in cts}, run.started)
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
+            avail = self.availability({c.ct for c in cts}, run.started)
         except sqlite3.Error as exc:
             raise HistoryError(f"{self.path}: {_why(exc)}") from None
         self._states = {(s.ct, s.check): s for s in states}
@@ -624,14 +767,29 @@ class HistoryStore:
         return int(row[0])
 
     def _prune(self, cutoff: float, run_key: int) -> int:
-        """Delete runs that started before ``cutoff`` (their rows go with them) and the
-        states of checks no kept run had (a removed connection type). Texts and facts no
-        row refers to any more are swept once every :data:`_SWEEP_EVERY` runs: the sweep
-        reads every row, while what it frees grows slowly. Returns the runs deleted."""
-        cur = self.db.execute("DELETE FROM runs WHERE started < ?", (cutoff,))
-        if cur.rowcount:
-            self.db.execute("DELETE FROM last_ok WHERE run NOT IN (SELECT id FROM runs)")
-            self.db.execute("DELETE FROM state WHERE last_run NOT IN (SELECT id FROM runs)")
+        """Delete runs that started before ``cutoff`` (their rows go with them), the hourly
+        counters before it, and the states of checks no run since had (a removed
+        connection type). A run a ``last_ok`` row points at is kept, however old: it is a
+        drift check's baseline, and losing it would make the next baseline the drifted
+        facts, accepting an open drift in silence (accepted baselines carry their own
+        facts). Texts and facts no row refers to any more are swept once every
+        :data:`_SWEEP_EVERY` runs: the sweep reads every row, while what it frees grows
+        slowly. Returns the runs deleted."""
+        db = self.db
+        db.execute("DELETE FROM hourly WHERE hour < ?", (int(cutoff // 3600),))
+        gone = db.execute(
+            "DELETE FROM state WHERE last_run IN (SELECT id FROM runs WHERE started < ?)",
+            (cutoff,),
+        )
+        if gone.rowcount:
+            db.execute(
+                "DELETE FROM last_ok WHERE NOT EXISTS (SELECT 1 FROM state s "
+                "WHERE s.ct = last_ok.ct AND s.check_name = last_ok.check_name)"
+            )
+        cur = db.execute(
+            "DELETE FROM runs WHERE started < ? AND id NOT IN (SELECT run FROM last_ok)",
+            (cutoff,),
+        )
         if cur.rowcount and run_key % _SWEEP_EVERY == 0:
             self.sweep()
         return int(cur.rowcount)
@@ -705,7 +863,7 @@ def open_history_readonly(path: Path | None) -> HistoryStore | None:
         try:
             db.execute("PRAGMA query_only = ON")
             row = db.execute("SELECT max(version) FROM schema_version").fetchone()
-            if row is None or row[0] != SCHEMA_VERSION:
+            if row is None or row[0] not in READABLE_VERSIONS:
                 db.close()
                 return None
             return HistoryStore(path, db, readonly=True)
