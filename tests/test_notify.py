@@ -321,7 +321,7 @@ def test_webhook_gets_one_message_grouping_every_change(
     ), message
     assert any(
         line.startswith("- mail2:995-tls certificate: CRIT → OK — certificate valid")
-        and line.endswith("CRIT since 2026-11-29 22:53 UTC")
+        and line.endswith("— was CRIT since 2026-11-29 22:53 UTC")
         for line in lines
     ), message
     assert "- mail1:110-starttls capa: OK → WARN — capabilities changed (STLS → (none))" in (
@@ -616,7 +616,7 @@ def test_the_notify_section_loads_with_defaults(tmp_path: Path) -> None:
     targets = load_targets(tmp_path / "targets.yaml")
     assert targets.notify is not None
     first, second = targets.notify.targets
-    assert first.on == frozenset({"hard", "recovered", "drift"})
+    assert first.on == frozenset({"hard", "recovered", "drift", "flapping"})
     assert first.url_source == "env:NOTIFY_OPS"
     assert second.url_source == f"file:{tmp_path / 'secrets' / 'eu.url'}"
     assert second.on == frozenset({"warn", "drift"})
@@ -709,5 +709,5 @@ def test_the_commented_notify_example_in_targets_yaml_loads(tmp_path: Path) -> N
     notify = load_targets(tmp_path / "targets.yaml").notify
     assert notify is not None
     assert [t.name for t in notify.targets] == ["admins", ""]
-    assert notify.targets[1].on == frozenset({"hard", "recovered", "drift", "warn"})
+    assert notify.targets[1].on == frozenset({"hard", "recovered", "drift", "flapping", "warn"})
     assert notify.report_url == "https://monitor.example/pop3mon/report.html"

@@ -158,9 +158,16 @@ def _script(text: str) -> Callable[[sqlite3.Connection], None]:
     return step
 
 
+#: Version 2: each check's verdict as last told (CheckState.told), so the run a flap settles
+#: in tells what differs from before the flap. NULL in a migrated file: its verdict.
+_V2: Final = "ALTER TABLE state ADD COLUMN told TEXT"
+
 #: Ordered migrations: ``MIGRATIONS[n]`` brings a file at version ``n`` to ``n + 1``.
 #: Append only; a released step is never edited. All steps run in one transaction.
-MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_script(_V1),)
+MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
+    _script(_V1),
+    _script(_V2),
+)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 #: Orphaned facts and texts are swept every this many runs (a day of 5-minute runs).
 _SWEEP_EVERY: Final = 288
@@ -224,7 +231,7 @@ def _why(exc: BaseException) -> str:
 
 
 def _state_row(row: sqlite3.Row | tuple[Any, ...]) -> CheckState:
-    ct, check, verdict, hardness, since, runs, previous, flapping = row
+    ct, check, verdict, hardness, since, runs, previous, flapping, told = row
     return CheckState(
         ct=ct,
         check=check,
@@ -234,6 +241,7 @@ def _state_row(row: sqlite3.Row | tuple[Any, ...]) -> CheckState:
         runs=int(runs),
         previous=Verdict(previous) if previous else None,
         flapping=bool(flapping),
+        told=Verdict(told if told is not None else verdict) if told != "" else None,
     )
 
 
@@ -302,8 +310,8 @@ class HistoryStore:
         """Every check's state after the last run that had it (read once, then cached)."""
         if self._states is None:
             rows = self.db.execute(
-                "SELECT ct, check_name, verdict, hardness, since, runs, previous, flapping "
-                "FROM state"
+                "SELECT ct, check_name, verdict, hardness, since, runs, previous, flapping, "
+                "told FROM state"
             ).fetchall()
             self._states = {(r[0], r[1]): _state_row(r) for r in rows}
         return self._states
@@ -558,7 +566,7 @@ class HistoryStore:
                 )
                 db.executemany(
                     "INSERT OR REPLACE INTO state (ct, check_name, verdict, hardness, since, "
-                    "runs, previous, flapping, last_run) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "runs, previous, flapping, last_run, told) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
                         (
                             s.ct,
@@ -570,6 +578,7 @@ class HistoryStore:
                             str(s.previous) if s.previous is not None else None,
                             int(s.flapping),
                             run_key,
+                            str(s.told) if s.told is not None else "",
                         )
                         for s in states
                     ],
