@@ -566,7 +566,8 @@ class HistoryStore:
                 )
                 db.executemany(
                     "INSERT OR REPLACE INTO state (ct, check_name, verdict, hardness, since, "
-                    "runs, previous, flapping, last_run, told) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "runs, previous, flapping, last_run, told) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
                         (
                             s.ct,
