@@ -26,7 +26,7 @@ from pop3mon.config import HistorySettings
 from pop3mon.engine.defaults import DEFAULTS
 from pop3mon.engine.stages import DRIFT_CHECKS
 from pop3mon.history.model import CheckState
-from pop3mon.history.record import record_run, streak_note
+from pop3mon.history.record import HistoryOutcome, record_run, streak_note
 from pop3mon.history.states import Evaluation, FlapPolicy, Observation, evaluate
 from pop3mon.history.store import (
     MIGRATIONS,
@@ -170,9 +170,128 @@ def test_flapping_holds_changes_until_it_settles() -> None:
     assert kinds(seq.run(("tcp", CRIT))) == []
     assert kinds(seq.run(("tcp", CRIT))) == []  # still 3 changes in the last 5 runs
     settled = seq.run(("tcp", CRIT))  # the last 5 runs: two changes
-    assert kinds(settled) == [("settled", "")]
+    # Last told before the flap: recovered (OK); it settled on CRIT, so that is told now.
+    assert kinds(settled) == [("settled", ""), ("new", "tcp")]
+    assert settled.changes[1].before == OK and settled.changes[1].since == 0.0
+    assert "after flapping settled" in settled.changes[1].detail
     assert not settled.states[0].flapping
     assert kinds(seq.run(("tcp", OK))) == [("recovered", "tcp")]
+
+
+def test_skip_and_error_carry_the_last_finding_forward() -> None:
+    # OK, CRIT, CRIT, SKIP, OK: the recovery after the skipped run is told.
+    seq = Sequence_()
+    seq.run(("login", OK))
+    seq.run(("login", CRIT))
+    seq.run(("login", CRIT))
+    skipped = seq.run(("login", SKIP))
+    assert kinds(skipped) == [] and skipped.states[0].verdict == CRIT
+    assert not skipped.changed["ct"]  # no finding: no change counted towards flapping
+    recovered = seq.run(("login", OK))
+    assert kinds(recovered) == [("recovered", "login")]
+    assert recovered.changes[0].before == CRIT
+    # OK, CRIT, SKIP, CRIT and CRIT, ERROR, CRIT: one CRIT, told once, since its first run;
+    # runs count the runs that found it.
+    for gap in (SKIP, Verdict.ERROR):
+        seq = Sequence_()
+        seq.run(("login", OK))
+        seq.run(("login", CRIT))
+        start = seq.now
+        assert kinds(seq.run(("login", gap))) == []
+        again = seq.run(("login", CRIT))
+        assert kinds(again) == []
+        state = again.states[0]
+        assert (state.verdict, state.since, state.runs, state.previous, state.new) == (
+            CRIT,
+            start,
+            2,
+            OK,
+            False,
+        )
+    # A soft CRIT stays soft over a skipped run and is confirmed by the next finding.
+    seq = Sequence_(confirm=2)
+    seq.run(("login", OK))
+    seq.run(("login", CRIT))
+    assert seq.run(("login", SKIP)).states[0].hardness == "soft"
+    assert kinds(seq.run(("login", CRIT))) == [("hard", "login")]
+    # A check that never had a finding is in its own state.
+    assert Sequence_().run(("login", SKIP)).states[0].verdict == SKIP
+
+
+def test_skip_carries_the_state_through_the_store(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite"
+    now = time.time()
+    told = []
+    for i, v in enumerate([OK, CRIT, SKIP, CRIT, SKIP, OK]):
+        out = _record(path, f"r{i}", now + i * 300, {"login": v})
+        assert isinstance(out, HistoryOutcome)
+        told.append([(c.kind, c.before, c.after) for c in out.changes])
+        if i == 3:
+            assert out.states[("ct", "login")].since == now + 300
+    assert told == [[], [("new", OK, CRIT)], [], [], [], [("recovered", CRIT, OK)]]
+
+
+def test_a_recovery_from_a_soft_crit_says_it_was_soft() -> None:
+    seq = Sequence_(confirm=3)
+    seq.run(("login", OK))
+    seq.run(("login", CRIT))
+    seq.run(("login", CRIT))
+    soft = seq.run(("login", OK))
+    assert kinds(soft) == [("recovered", "login")] and not soft.changes[0].was_hard
+    for _ in range(3):
+        seq.run(("login", CRIT))
+    hard = seq.run(("login", OK))
+    assert kinds(hard) == [("recovered", "login")] and hard.changes[0].was_hard
+
+
+def test_drift_is_hard_at_once_and_told_once() -> None:
+    seq = Sequence_(confirm=3)
+    seq.run(("cert", OK, "drift"))
+    fired = seq.run(("cert", CRIT, "drift"))
+    assert kinds(fired) == [("drift", "cert")] and fired.states[0].hardness == "hard"
+    for _ in range(4):
+        assert kinds(seq.run(("cert", CRIT, "drift"))) == []
+
+
+def test_latency_and_drift_flips_do_not_make_a_connection_type_flap() -> None:
+    seq = Sequence_(policy=FlapPolicy(changes=2, runs=5))
+    for i in range(8):
+        noisy = WARN if i % 2 else OK
+        result = seq.run(("login", OK, "auth"), ("latency-total", noisy, "latency"))
+        assert not result.flapping["ct"]
+    for verdict in (CRIT, OK):
+        result = seq.run(("login", OK, "auth"), ("cert", verdict, "drift"))
+        assert not result.flapping["ct"]
+    hard = seq.run(("login", CRIT, "auth"), ("latency-total", OK, "latency"))
+    assert ("new", "login") in kinds(hard) and not hard.flapping["ct"]
+
+
+def test_settled_tells_what_differs_from_before_the_flap() -> None:
+    seq = Sequence_(policy=FlapPolicy(changes=2, runs=5))
+    seq.run(("tcp", OK), ("login", CRIT), ("cert", OK))
+    for verdict in (CRIT, OK, CRIT):  # the third change starts the flap
+        last = seq.run(("tcp", verdict), ("login", CRIT), ("cert", OK))
+    assert kinds(last) == [("flapping", "")]
+    # Held meanwhile: login recovers, cert fails.
+    seq.run(("tcp", OK), ("login", OK), ("cert", CRIT))
+    while not (settled := seq.run(("tcp", OK), ("login", OK), ("cert", CRIT))).changes:
+        pass
+    # Told before the flap: tcp OK (recovered), login CRIT, cert OK.
+    assert kinds(settled) == [("settled", ""), ("recovered", "login"), ("new", "cert")]
+    assert all("after flapping settled" in c.detail for c in settled.changes[1:])
+    assert kinds(seq.run(("tcp", OK), ("login", OK), ("cert", CRIT))) == []
+
+
+def test_settled_compares_with_the_state_told_through_the_store(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite"
+    settings = HistorySettings(flapping_changes=2, flapping_runs=5)
+    now = time.time()
+    seen = []
+    for i, v in enumerate([OK, CRIT, OK, CRIT, OK] + [CRIT] * 6):
+        out = _record(path, f"r{i}", now + i * 300, {"tcp": v}, settings=settings)
+        assert isinstance(out, HistoryOutcome)
+        seen.extend((i, c.kind, c.before) for c in out.changes)
+    assert seen[-2:] == [(8, "settled", CRIT), (8, "new", OK)]
 
 
 # --------------------------------------------------------------------------- store
@@ -406,12 +525,12 @@ def test_an_older_schema_is_migrated_and_a_newer_one_refused(tmp_path: Path) -> 
     path = tmp_path / "h.sqlite"
     _record(path, "r1", time.time(), {"cert": OK})
 
-    def v2(db: sqlite3.Connection) -> None:
+    def newer(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE runs ADD COLUMN note TEXT NOT NULL DEFAULT 'migrated'")
 
-    with HistoryStore.open(path, migrations=(*MIGRATIONS, v2)) as store:
+    with HistoryStore.open(path, migrations=(*MIGRATIONS, newer)) as store:
         assert store.db.execute("SELECT version FROM schema_version").fetchall() == [
-            (len(MIGRATIONS) + 1,)
+            (SCHEMA_VERSION + 1,)
         ]
         assert store.db.execute("SELECT run_id, note FROM runs").fetchall() == [("r1", "migrated")]
     # This pop3mon knows one version less: it must not touch the file.

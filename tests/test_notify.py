@@ -321,7 +321,7 @@ def test_webhook_gets_one_message_grouping_every_change(
     ), message
     assert any(
         line.startswith("- mail2:995-tls certificate: CRIT → OK — certificate valid")
-        and line.endswith("CRIT since 2026-11-29 22:53 UTC")
+        and line.endswith("— was CRIT since 2026-11-29 22:53 UTC")
         for line in lines
     ), message
     assert "- mail1:110-starttls capa: OK → WARN — capabilities changed (STLS → (none))" in (
@@ -525,10 +525,49 @@ def test_flapping_holds_a_connection_types_changes_and_tags_select() -> None:
         ("new", "b:995-tls"),
     ]
     assert [c.ct for c in select(_target("env:X", tags=("us",)), changes, run)] == ["b:995-tls"]
-    assert select(_target("env:X", connections=("a:*",)), changes, run) == []
+    # a's login change is held; the default rules hear of the flapping itself.
+    assert [c.kind for c in select(_target("env:X", connections=("a:*",)), changes, run)] == [
+        "flapping"
+    ]
     assert [c.ct for c in select(_target("env:X", connections=("b:*",)), changes, run)] == [
         "b:995-tls"
     ]
+
+
+def test_a_recovery_from_a_soft_crit_is_not_told() -> None:
+    soft = Change("recovered", "a:995-tls", "login", CRIT, OK, "ok", T0, was_hard=False)
+    assert rule_of(soft) is None
+    assert select(_target("env:X", on=("hard", "recovered", "soft")), [soft], RUN) == []
+    assert rule_of(Change("recovered", "a:995-tls", "login", CRIT, OK, "ok", T0)) == "recovered"
+
+
+def test_flapping_and_settled_reach_a_default_target() -> None:
+    changes = [
+        Change("flapping", "a:995-tls", "", OK, CRIT, "5 changes", T0),
+        Change("settled", "b:995-tls", "", CRIT, CRIT, "2 changes", T0),
+        Change("new", "b:995-tls", "login", OK, CRIT, "refused", 0.0, "after flapping settled"),
+    ]
+    assert [c.kind for c in select(_target("env:X"), changes, RUN)] == [
+        "flapping",
+        "settled",
+        "new",
+    ]
+
+
+def test_lines_say_since_only_of_a_previous_state() -> None:
+    changes = [
+        Change("new", "a:995-tls", "login", None, CRIT, "refused", T0),
+        Change("drift", "a:995-tls", "cert", Verdict.SKIP, WARN, "changed", T0),
+        Change("recovered", "b:995-tls", "login", CRIT, OK, "accepted", T0 - 3600),
+        Change("new", "c:995-tls", "login", OK, CRIT, "refused", T0 - 60),
+    ]
+    message = compose(changes, NotifySettings(targets=()), RUN)
+    assert message is not None
+    lines = message.body.splitlines()
+    assert "- a:995-tls login: none → CRIT — refused" in lines
+    assert "- a:995-tls cert: SKIP → WARN — changed" in lines
+    assert "- b:995-tls login: CRIT → OK — accepted — was CRIT since 2026-11-29 23:53 UTC" in lines
+    assert "- c:995-tls login: OK → CRIT — refused — OK since 2026-11-30 00:52 UTC" in lines
 
 
 def test_a_long_run_lists_fifty_lines_and_counts_the_rest() -> None:
@@ -616,7 +655,7 @@ def test_the_notify_section_loads_with_defaults(tmp_path: Path) -> None:
     targets = load_targets(tmp_path / "targets.yaml")
     assert targets.notify is not None
     first, second = targets.notify.targets
-    assert first.on == frozenset({"hard", "recovered", "drift"})
+    assert first.on == frozenset({"hard", "recovered", "drift", "flapping"})
     assert first.url_source == "env:NOTIFY_OPS"
     assert second.url_source == f"file:{tmp_path / 'secrets' / 'eu.url'}"
     assert second.on == frozenset({"warn", "drift"})
@@ -709,5 +748,5 @@ def test_the_commented_notify_example_in_targets_yaml_loads(tmp_path: Path) -> N
     notify = load_targets(tmp_path / "targets.yaml").notify
     assert notify is not None
     assert [t.name for t in notify.targets] == ["admins", ""]
-    assert notify.targets[1].on == frozenset({"hard", "recovered", "drift", "warn"})
+    assert notify.targets[1].on == frozenset({"hard", "recovered", "drift", "flapping", "warn"})
     assert notify.report_url == "https://monitor.example/pop3mon/report.html"

@@ -241,8 +241,9 @@ class Targets:
 #: ``pop3mon.notify.rules``.
 NotifyRule = Literal["hard", "recovered", "drift", "warn", "soft", "flapping"]
 NOTIFY_RULES: Final[tuple[NotifyRule, ...]] = get_args(NotifyRule)
-#: A new CRIT that is hard, a recovery, a drift: what an admin acts on.
-DEFAULT_NOTIFY_ON: Final[tuple[NotifyRule, ...]] = ("hard", "recovered", "drift")
+#: A new CRIT that is hard, a recovery, a drift: what an admin acts on; and flapping,
+#: since a flapping connection type holds those (the run it settles in tells them).
+DEFAULT_NOTIFY_ON: Final[tuple[NotifyRule, ...]] = ("hard", "recovered", "drift", "flapping")
 #: Starts every notification title ("pop3mon: 2 problems on targets.yaml").
 DEFAULT_NOTIFY_TITLE: Final = "pop3mon"
 #: Seconds all the notifications of one run may take together; an endpoint that has not

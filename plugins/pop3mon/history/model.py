@@ -30,13 +30,19 @@ class CheckState:
 
     ct: str
     check: str  # CheckName, or latency-<phase>
-    verdict: Verdict  # this run's verdict
+    #: The last finding: this run's verdict, except that a run whose verdict was SKIP or
+    #: ERROR (no finding about the server) carries the last OK/WARN/CRIT forward unchanged.
+    verdict: Verdict
     hardness: Hardness  # "soft" only for a CRIT not yet confirmed
     since: float  # epoch seconds: start of the first run of the current streak
-    runs: int  # consecutive runs with this verdict, this one included
+    runs: int  # consecutive runs that found this verdict (carried runs not counted)
     previous: Verdict | None  # the verdict before the streak; None: no earlier run
     flapping: bool = False
     new: bool = False  # the verdict differs from the previous run's
+    #: The verdict as last told: the verdict after the last run in which the connection
+    #: type was not flapping and the CRIT (if one) was hard; frozen while it flaps, so
+    #: the run it settles in tells what differs from it. None: never told.
+    told: Verdict | None = None
 
 
 @dataclass(frozen=True)
@@ -49,5 +55,10 @@ class Change:
     before: Verdict | None
     after: Verdict
     reason: str  # the current check's reason (already scrubbed of secrets)
-    since: float  # when the previous state started (for "was OK since ...")
+    #: When the previous state started (for "was CRIT since ..."); 0: not known (a change
+    #: told when flapping settled compares with the state told before the flap).
+    since: float
     detail: str = ""  # drift: "before → after"; still failing: "N runs, since <time>"
+    #: Whether the state it leaves was hard: a recovery from a soft CRIT (never told to
+    #: whoever hears only hard CRITs) is not told as a recovery (Nagios).
+    was_hard: bool = True

@@ -189,14 +189,23 @@ def _script(text: str) -> Callable[[sqlite3.Connection], None]:
     return step
 
 
+#: Version 3: each check's verdict as last told (CheckState.told), so the run a flap settles
+#: in tells what differs from before the flap. NULL in a migrated file: its verdict.
+_V3: Final = "ALTER TABLE state ADD COLUMN told TEXT"
+
 #: Ordered migrations: ``MIGRATIONS[n]`` brings a file at version ``n`` to ``n + 1``.
 #: Append only; a released step is never edited. All steps run in one transaction.
-MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_script(_V1), _v2)
+MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
+    _script(_V1),
+    _v2,
+    _script(_V3),
+)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 #: The schema versions a reader (:func:`open_history_readonly`) can read: v2 only added
-#: the hourly counters, which only the writer reads, so the first run after an upgrade
-#: still has its baselines and states before its writer migrates the file.
-READABLE_VERSIONS: Final = frozenset({1, SCHEMA_VERSION})
+#: the hourly counters, which only the writer reads, and v3 the told column, which a
+#: reader does without; so the first run after an upgrade still has its baselines and
+#: states before its writer migrates the file.
+READABLE_VERSIONS: Final = frozenset(range(1, SCHEMA_VERSION + 1))
 #: Orphaned facts and texts are swept every this many runs (a day of 5-minute runs).
 _SWEEP_EVERY: Final = 288
 
@@ -309,7 +318,7 @@ def _why(exc: BaseException) -> str:
 
 
 def _state_row(row: sqlite3.Row | tuple[Any, ...]) -> CheckState:
-    ct, check, verdict, hardness, since, runs, previous, flapping = row
+    ct, check, verdict, hardness, since, runs, previous, flapping, told = row
     return CheckState(
         ct=ct,
         check=check,
@@ -319,6 +328,7 @@ def _state_row(row: sqlite3.Row | tuple[Any, ...]) -> CheckState:
         runs=int(runs),
         previous=Verdict(previous) if previous else None,
         flapping=bool(flapping),
+        told=Verdict(told if told is not None else verdict) if told != "" else None,
     )
 
 
@@ -386,9 +396,12 @@ class HistoryStore:
     def states(self) -> dict[tuple[str, str], CheckState]:
         """Every check's state after the last run that had it (read once, then cached)."""
         if self._states is None:
+            # A reader may meet a file its writer has not migrated yet (no told column).
+            columns = {str(r[1]) for r in self.db.execute("PRAGMA table_info(state)")}
+            told = "told" if "told" in columns else "NULL"
             rows = self.db.execute(
-                "SELECT ct, check_name, verdict, hardness, since, runs, previous, flapping "
-                "FROM state"
+                "SELECT ct, check_name, verdict, hardness, since, runs, previous, flapping, "
+                f"{told} FROM state"
             ).fetchall()
             self._states = {(r[0], r[1]): _state_row(r) for r in rows}
         return self._states
@@ -701,7 +714,8 @@ class HistoryStore:
                 )
                 db.executemany(
                     "INSERT OR REPLACE INTO state (ct, check_name, verdict, hardness, since, "
-                    "runs, previous, flapping, last_run) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "runs, previous, flapping, last_run, told) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
                         (
                             s.ct,
@@ -713,6 +727,7 @@ class HistoryStore:
                             str(s.previous) if s.previous is not None else None,
                             int(s.flapping),
                             run_key,
+                            str(s.told) if s.told is not None else "",
                         )
                         for s in states
                     ],

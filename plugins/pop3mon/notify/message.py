@@ -16,6 +16,7 @@ from typing import Final, Literal
 from ..config.model import NotifySettings
 from ..history.model import Change, ChangeKind
 from ..secrets import REDACTOR
+from ..verdict import Verdict
 from .rules import RunSummary
 
 __all__ = ["GROUPS", "Message", "compose"]
@@ -64,8 +65,10 @@ def _line(change: Change) -> str:
         text += f" — {_one_line(change.reason)}"
     if change.detail:
         text += f" ({_one_line(change.detail)})"
-    if change.since > 0:
-        text += f" — {before} since {when(change.since)}"
+    # A failure after none or SKIP has no previous state worth a "since".
+    if change.since > 0 and change.before not in (None, Verdict.SKIP):
+        was = "was " if change.kind in ("recovered", "better") else ""
+        text += f" — {was}{before} since {when(change.since)}"
     return text
 
 

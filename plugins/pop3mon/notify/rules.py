@@ -66,8 +66,9 @@ def rule_of(change: Change, soft: frozenset[tuple[str, str]] = frozenset()) -> N
     ``hard``: to a CRIT that is confirmed (a soft CRIT that held, or a new/worse CRIT not in
     ``soft``); ``soft``: to a CRIT still soft; ``warn``: to WARN, CRIT → WARN, and WARN →
     OK (a recovery from a WARN is only news to whoever heard of the WARN); ``recovered``:
-    CRIT → OK; ``drift`` and ``flapping`` (started or settled) by kind. A change to SKIP
-    or ERROR (a test that broke, not a server finding) is never told.
+    a hard CRIT → OK (a soft CRIT that recovers was never a problem told: not told, as in
+    Nagios); ``drift`` and ``flapping`` (started or settled) by kind. A change to SKIP or
+    ERROR (a test that broke, not a server finding) is never told.
     """
     kind = change.kind
     if kind == "drift":
@@ -77,7 +78,9 @@ def rule_of(change: Change, soft: frozenset[tuple[str, str]] = frozenset()) -> N
     if kind == "hard":
         return "hard"
     if kind == "recovered":
-        return "warn" if change.before == Verdict.WARN else "recovered"
+        if change.before == Verdict.WARN:
+            return "warn"
+        return "recovered" if change.was_hard else None
     if kind == "better":
         return "warn"
     # new, worse

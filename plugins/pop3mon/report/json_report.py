@@ -22,7 +22,8 @@ Schema ``pop3mon/results/v1`` (keys are sorted, so diffs between runs stay small
          "probe": {...} | null}      # ProbeResult.to_dict(): phases, TLS, transcript ...
       ],
       "changes": [{"kind", "connection", "check", "before", "after", "reason",
-                   "since", "detail"}],   # kind: new worse better recovered hard drift
+                   "since", "detail"}],   # since: null when not known (after a flap)
+                                          # kind: new worse better recovered hard drift
                                           # flapping settled (check "" for the last two)
       "history": {"status", "path", "note"},   # status ok | new | warn | off
       "notify": {"warnings": [...]},          # notifications that failed (run-level WARN)
@@ -90,7 +91,7 @@ def _change(change: Change) -> dict[str, Any]:
         "before": change.before,
         "after": change.after,
         "reason": change.reason,
-        "since": _iso(change.since),
+        "since": _iso(change.since) if change.since > 0 else None,  # 0: not known
         "detail": change.detail,
     }
 
