@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pop3mon.checks.drift import certificate_changed
@@ -817,6 +818,18 @@ def test_a_corrupt_history_is_a_warn_and_every_report_is_written(
         run.path(name)
     assert run.json()["history"]["status"] == "warn"
     assert history.read_bytes() == b"garbage, not SQLite" * 200
+    # The drift checks say why they have nothing to compare with (not "first run").
+    drift = _drift_reasons(run.json())
+    assert drift and all("could not be read" in r for r in drift), drift
+
+
+def _drift_reasons(doc: dict[str, Any]) -> list[str]:
+    return [
+        str(k["reason"])
+        for c in doc["connections"]
+        for k in c["checks"]
+        if k["tier"] == "drift" and k["verdict"] == "SKIP" and "baseline" in k["reason"]
+    ]
 
 
 def test_no_history_neither_reads_nor_writes(hist_lab: HistLab, tmp_path: Path) -> None:
@@ -832,6 +845,8 @@ def test_no_history_neither_reads_nor_writes(hist_lab: HistLab, tmp_path: Path) 
     assert "history:" not in run.output
     doc = run.json()
     assert doc["history"] == {"status": "off", "path": None, "note": None}
+    drift = _drift_reasons(doc)
+    assert drift and all("the history is off" in r for r in drift), drift
     assert "pop3mon_history_ok" not in run.path("metrics.prom").read_text("utf-8")
 
 

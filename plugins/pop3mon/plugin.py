@@ -10,6 +10,8 @@ skip. The report plugin (loaded with this one) records the verdicts and writes t
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import gc
 import hashlib
 import importlib.util
@@ -23,7 +25,7 @@ from typing import Any
 import pytest
 
 from . import checks
-from .checks.drift import BaselineSource, is_drift_check, parse_accept
+from .checks.drift import NO_BASELINE, BaselineSource, is_drift_check, parse_accept
 from .checks.facts import Baseline
 from .config import ConfigError, ConnectionType, load_targets
 from .engine.result import ProbeResult
@@ -200,6 +202,17 @@ class RunState:
         except Exception:  # noqa: BLE001  # history never costs a verdict: no baseline then
             return None
         return found if isinstance(found, Baseline) else None
+
+    @functools.cached_property
+    def no_baseline_reason(self) -> str:
+        """Why the drift checks have no baseline when it is not the first run: the history
+        is off, or there is a file but it could not be read (else "")."""
+        path = history_path(self.config, reports_dir(self.config), reports_enabled(self.config))
+        if path is None:
+            return "no baseline: the history is off (--no-history, or no reports directory)"
+        if self.config.stash.get(HISTORY_KEY, None) is None and path.exists():
+            return f"no baseline: the history {path} could not be read (locked, corrupt or newer)"
+        return ""
 
     def _selected(self, session: pytest.Session) -> dict[str, bool]:
         """Selected connection ids -> whether a selected test of theirs needs a login."""
@@ -463,6 +476,8 @@ def check(
         selected = pop3mon_state.selected_checks.get(connection.id, set())
         baseline = pop3mon_state.baseline(connection.id, name)
         res = checks.evaluate_selected(probe_result, connection, name, selected, baseline)
+        if res.reason == NO_BASELINE and pop3mon_state.no_baseline_reason:
+            res = dataclasses.replace(res, reason=pop3mon_state.no_baseline_reason)
         request.node.user_properties.extend(
             verdict_properties(connection.id, connection.server, res)
         )
