@@ -37,12 +37,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 from typing import Final, Literal, Self
 
 from .certs import LabCerts, generate_lab_certs
 from .dovecot import (
     HOST,
+    LabBase,
     LabError,
     LabStartError,
     LabUnavailable,
@@ -169,7 +170,7 @@ def _userdbpw(tool: Path, option: str, password: str) -> str:
     return value
 
 
-class CourierLab:
+class CourierLab(LabBase):
     """Real Courier POP3 on 127.0.0.1 (see the module docstring). Use as a context manager::
 
     with CourierLab(certs) as lab:
@@ -215,35 +216,6 @@ class CourierLab:
         """The name the certificate is issued for (``localhost``); use it as SNI."""
         return self.certs.hostname
 
-    @property
-    def certs(self) -> LabCerts:
-        """The certificate set in use (after :meth:`start`)."""
-        if self._certs is None:
-            raise LabError("the Courier lab has not been started")
-        return self._certs
-
-    @property
-    def ca_file(self) -> Path:
-        """The CA a client must trust to verify the server's certificate."""
-        return self.certs.ca_file
-
-    @property
-    def workdir(self) -> Path:
-        """Configuration, logs and maildirs."""
-        if self._workdir is None:
-            raise LabError("the Courier lab has not been started")
-        return self._workdir
-
-    @property
-    def demo_user(self) -> str:
-        """The first user."""
-        return next(iter(self.users))
-
-    @property
-    def demo_password(self) -> str:
-        """Password of :attr:`demo_user`."""
-        return self.users[self.demo_user]
-
     def port(self, listener: CourierListener = "pop3") -> int:
         """Port of ``listener`` on 127.0.0.1."""
         if not self._started:
@@ -264,18 +236,6 @@ class CourierLab:
         return _session_members(self._process.pid)
 
     # ------------------------------------------------------------------ life cycle
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def start(self) -> Self:
         """Write the configuration, start Courier and wait until both ports greet."""
         if self._started:

@@ -362,7 +362,65 @@ class DovecotInstance:
         return _tail(self.log_path, lines, self._log_offset)
 
 
-class DovecotLab:
+class LabBase:
+    """What every lab server (Dovecot, Courier) tells its users the same way: its
+    certificates, work directory and accounts, and use as a context manager. Subclasses
+    set ``users``, ``_certs`` and ``_workdir`` and implement :meth:`start` / :meth:`stop`."""
+
+    users: Mapping[str, str]
+    _certs: LabCerts | None
+    _workdir: Path | None
+
+    def start(self) -> Self:
+        """Start the lab (idempotent)."""
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop everything the lab started."""
+        raise NotImplementedError
+
+    @property
+    def certs(self) -> LabCerts:
+        """The certificate set in use (available after :meth:`start`)."""
+        if self._certs is None:
+            raise LabError(f"the {type(self).__name__} has not been started")
+        return self._certs
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA file a client must trust to verify the lab's certificates."""
+        return self.certs.ca_file
+
+    @property
+    def workdir(self) -> Path:
+        """Directory holding configs, logs and the maildirs."""
+        if self._workdir is None:
+            raise LabError(f"the {type(self).__name__} has not been started")
+        return self._workdir
+
+    @property
+    def demo_user(self) -> str:
+        """The first user (``demo`` by default, three seeded messages)."""
+        return next(iter(self.users))
+
+    @property
+    def demo_password(self) -> str:
+        """Password of :attr:`demo_user`."""
+        return self.users[self.demo_user]
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class DovecotLab(LabBase):
     """Real Dovecot 2.3 POP3 servers on 127.0.0.1, one per certificate variant.
 
     Use as a context manager (or call :meth:`start` / :meth:`stop`)::
@@ -455,35 +513,6 @@ class DovecotLab:
     def hostname(self) -> str:
         """The name the valid certificate is issued for (``localhost``); use it as SNI."""
         return self._certs.hostname if self._certs else "localhost"
-
-    @property
-    def certs(self) -> LabCerts:
-        """The certificate set in use (available after :meth:`start`)."""
-        if self._certs is None:
-            raise LabError("the lab has not been started")
-        return self._certs
-
-    @property
-    def ca_file(self) -> Path:
-        """The CA file a client must trust to verify the ``valid`` and ``chain`` variants."""
-        return self.certs.ca_file
-
-    @property
-    def workdir(self) -> Path:
-        """Directory holding configs, logs, the passwd-file and the maildirs."""
-        if self._workdir is None:
-            raise LabError("the lab has not been started")
-        return self._workdir
-
-    @property
-    def demo_user(self) -> str:
-        """The first user (``demo`` by default, three seeded messages)."""
-        return next(iter(self.users))
-
-    @property
-    def demo_password(self) -> str:
-        """Password of :attr:`demo_user`."""
-        return self.users[self.demo_user]
 
     @property
     def second_user(self) -> str:
@@ -586,17 +615,6 @@ class DovecotLab:
             time.sleep(0.02)
 
     # ------------------------------------------------------------------ lifecycle
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def start(self) -> Self:
         """Write the configuration, start every instance and wait until all answer.
 
