@@ -27,10 +27,12 @@ import pytest
 from . import checks
 from .checks.drift import NO_BASELINE, BaselineSource, is_drift_check, parse_accept
 from .checks.facts import Baseline
-from .config import ConfigError, ConnectionType, load_targets
+from .checks import hosts as host_checks
+from .config import ConfigError, ConnectionType, Host, load_targets
+from .engine.hosts import HostResult, ancestors
 from .engine.result import ProbeResult
 from .engine.runner import DEFAULT_CONCURRENCY
-from .engine.stages import TIERS, DriftCheck
+from .engine.stages import HOST_CHECKS, HOST_ID_PREFIX, HOST_TIER, TIERS, DriftCheck
 from .history.record import streak_note
 from .history.store import HistoryError, HistoryStore
 from .probestore import ProbeStore
@@ -157,7 +159,7 @@ def _add_bundled_tests(config: pytest.Config) -> None:
         return
     # The tier markers are declared in this repository's pytest.ini; a project that runs
     # the bundled tests (also by naming them) has none, and --strict-markers rejects those.
-    for tier in TIERS:
+    for tier in (HOST_TIER, *TIERS):
         config.addinivalue_line("markers", f"{tier}: pop3mon's {tier} tier")
     if config.args_source == pytest.Config.ArgsSource.ARGS or not config.getini(
         "pop3mon_bundled_tests"
@@ -180,6 +182,8 @@ class RunState:
         self.owner = owner
         self.by_id = store.by_id
         self.selected_checks: dict[str, set[str]] = {}
+        #: Host name -> its host checks a selected test runs.
+        self.selected_hosts: dict[str, set[str]] = {}
         self.accept_drift: list[tuple[str, DriftCheck | None]] = []
         opt = config.getoption("strict_warn")
         self.strict_warn = (
@@ -188,7 +192,21 @@ class RunState:
 
     def result_for(self, ct: ConnectionType, session: pytest.Session) -> ProbeResult:
         """The probe result for ``ct``, probing every selected connection type on first use."""
-        return self.store.result_for(ct.id, lambda: self._selected(session))
+        return self.store.result_for(
+            ct.id, lambda: self._selected(session), lambda: self.selected_hosts
+        )
+
+    def host_result_for(self, host: Host, session: pytest.Session) -> HostResult:
+        """The host check result of ``host``, starting the run's one batch on first use."""
+        return self.store.host_result_for(
+            host.name, lambda: self._selected(session), lambda: self.selected_hosts
+        )
+
+    def root_selected(self, name: str) -> bool:
+        """Whether a selected host test reports host ``name`` and everything it depends on
+        (else the first check that a failure there blocks reports it)."""
+        specs = {n: h.to_spec() for n, h in self.store.hosts.items()}
+        return all(n in self.selected_hosts for n in (name, *ancestors(specs, name)))
 
     def baseline(self, ct_id: str, check: str) -> Baseline | None:
         """What drift check ``check`` of ``ct_id`` compares with: from the history store the
@@ -218,13 +236,26 @@ class RunState:
         """Selected connection ids -> whether a selected test of theirs needs a login."""
         ids: dict[str, bool] = {}
         self.selected_checks = {}
+        self.selected_hosts = {}
         for item in session.items:
             callspec = getattr(item, "callspec", None)
+            host = callspec.params.get("host") if callspec is not None else None
+            if isinstance(host, str) and host.startswith(HOST_ID_PREFIX):
+                name = host.removeprefix(HOST_ID_PREFIX)
+                check = _check_name(item).removeprefix("host_")
+                self.selected_hosts.setdefault(name, set()).add(check)
+                continue
             ct = callspec.params.get("ct") if callspec is not None else None
             if isinstance(ct, str) and ct in self.by_id:
                 # Marker lookups walk the node chain: skip them once a login is known needed.
                 ids[ct] = ids.get(ct, False) or any(map(item.get_closest_marker, LOGIN_TIERS))
                 self.selected_checks.setdefault(ct, set()).add(_check_name(item))
+        # A connection type blocked by its host: the host tests name the root once when
+        # they are selected; else one of its own checks must (checks.evaluate_selected).
+        for ct, names in self.selected_checks.items():
+            host = self.store.host_of.get(ct)
+            if host is not None and self.root_selected(host):
+                names.add(HOST_TIER)
         return dict(sorted(ids.items()))
 
 
@@ -395,11 +426,16 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """One parameter per connection type (and per latency phase), with stable ids."""
-    if "ct" not in metafunc.fixturenames:
-        return
+    """One parameter per connection type (and per latency phase), with stable ids; the
+    host tests one per host check (``host:<server>``)."""
     state = metafunc.config.stash.get(STATE_KEY, None)
     if state is None:
+        return
+    if "host" in metafunc.fixturenames:
+        ids = [h.id for h in state.targets.hosts]
+        metafunc.parametrize("host", ids, ids=ids)
+        return
+    if "ct" not in metafunc.fixturenames:
         return
     cts = state.targets.connections
     if "phase" in metafunc.fixturenames:
@@ -416,8 +452,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     state = config.stash.get(STATE_KEY, None)
     if state is None:
         return
+    # A targets file without host checks: the host tests were parametrized with nothing,
+    # and are not tests of this run at all (not even "skipped: empty parameter set").
+    items[:] = [i for i in items if not _unparametrized_host_test(i)]
+    hosts = {h.id: h for h in state.targets.hosts}
     for item in items:
         callspec = getattr(item, "callspec", None)
+        host = hosts.get(callspec.params.get("host", "")) if callspec is not None else None
+        for tag in host.tags if host is not None else ():
+            item.add_marker(tag)
         ct_id = callspec.params.get("ct") if callspec is not None else None
         ct = state.by_id.get(ct_id) if isinstance(ct_id, str) else None
         if ct is None:
@@ -430,12 +473,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     rank = {tier: n for n, tier in enumerate(TIERS)}
 
     def tier_rank(item: pytest.Item) -> int:
+        # The host checks first: they gate every connection type on their host.
+        if item.get_closest_marker(HOST_TIER) is not None:
+            return -1
         for marker in item.iter_markers():
             if marker.name in rank:
                 return rank[marker.name]
         return -1
 
     items.sort(key=tier_rank)
+
+
+def _unparametrized_host_test(item: pytest.Item) -> bool:
+    fixturenames = getattr(item, "fixturenames", ())
+    callspec = getattr(item, "callspec", None)
+    return "host" in fixturenames and (callspec is None or "host" not in callspec.params)
 
 
 @pytest.fixture(scope="session")
@@ -478,22 +530,52 @@ def check(
         res = checks.evaluate_selected(probe_result, connection, name, selected, baseline)
         if res.reason == NO_BASELINE and pop3mon_state.no_baseline_reason:
             res = dataclasses.replace(res, reason=pop3mon_state.no_baseline_reason)
-        request.node.user_properties.extend(
-            verdict_properties(connection.id, connection.server, res)
+        return _outcome(request, pop3mon_state, connection.id, connection.server, res)
+
+    return run
+
+
+def _outcome(
+    request: pytest.FixtureRequest,
+    state: RunState,
+    ct_id: str,
+    server: str,
+    res: checks.CheckResult,
+) -> checks.CheckResult:
+    """Record ``res`` on the test and turn its verdict into the test's outcome."""
+    request.node.user_properties.extend(verdict_properties(ct_id, server, res))
+    if res.verdict == Verdict.SKIP:
+        # Report the skip at the test's location (not this fixture's) so -rs groups
+        # skips per check instead of lumping them under plugin.py.
+        raise pytest.skip.Exception(res.reason, _use_item_location=True)
+    if res.verdict == Verdict.CRIT:
+        note = _streak(request.config, ct_id, res.check, res.verdict)
+        pytest.fail(f"CRIT {ct_id} {res.check}: {res.reason}{note}", pytrace=False)
+    if res.verdict == Verdict.WARN and state.strict_warn:
+        note = _streak(request.config, ct_id, res.check, res.verdict)
+        pytest.fail(
+            f"WARN {ct_id} {res.check}: {res.reason} (--strict-warn){note}",
+            pytrace=False,
         )
-        if res.verdict == Verdict.SKIP:
-            # Report the skip at the test's location (not this fixture's) so -rs groups
-            # skips per check instead of lumping them under plugin.py.
-            raise pytest.skip.Exception(res.reason, _use_item_location=True)
-        if res.verdict == Verdict.CRIT:
-            note = _streak(request.config, connection.id, res.check, res.verdict)
-            pytest.fail(f"CRIT {connection.id} {res.check}: {res.reason}{note}", pytrace=False)
-        if res.verdict == Verdict.WARN and pop3mon_state.strict_warn:
-            note = _streak(request.config, connection.id, res.check, res.verdict)
-            pytest.fail(
-                f"WARN {connection.id} {res.check}: {res.reason} (--strict-warn){note}",
-                pytrace=False,
-            )
-        return res
+    return res
+
+
+@pytest.fixture
+def host_check(
+    host: str, pop3mon_state: RunState, request: pytest.FixtureRequest
+) -> Callable[[str], checks.CheckResult]:
+    """Evaluate one host check (``ping`` or ``tcp``) of the server ``host`` names
+    (``host:<server>``), checked once per run for all its connection types."""
+    entry = pop3mon_state.store.hosts[host.removeprefix(HOST_ID_PREFIX)]
+    result = pop3mon_state.host_result_for(entry, request.session)
+
+    def run(name: str) -> checks.CheckResult:
+        check = next(c for c in HOST_CHECKS if c == name)
+        selected = pop3mon_state.selected_hosts.get(entry.name, set())
+        root = result.root or entry.name
+        res = host_checks.host_check(
+            entry.to_spec(), result, check, selected, pop3mon_state.root_selected(root)
+        )
+        return _outcome(request, pop3mon_state, entry.id, entry.name, res)
 
     return run

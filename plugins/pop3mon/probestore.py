@@ -8,6 +8,12 @@ reports read every result with :meth:`ProbeStore.load_all`. Two ways to run:
   run while slower probes are still in flight; results stay in memory;
 * xdist workers: every worker computes the same selection; the first to take a file lock
   probes the whole batch, the others read the results from the shared run directory.
+
+Either way a batch checks the hosts first (:mod:`pop3mon.engine.hosts`: the hosts of the
+selected connection types, the hosts whose host tests are selected, and every host they
+depend on, each once), then probes only the connection types whose host is up, reusing the
+host's PING; a connection type whose host is down gets a result that names the host and
+was never sent a byte (:func:`pop3mon.checks.hosts.not_probed`).
 """
 
 from __future__ import annotations
@@ -17,11 +23,13 @@ import fcntl
 import hashlib
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
-from .config import ConnectionType, Targets
+from .checks.hosts import not_probed
+from .config import ConnectionType, Host, Targets
 from .engine.defaults import DEFAULTS
+from .engine.hosts import HostResult, probe_hosts
 from .engine.pacing import Ledger, LoginPacer
 from .engine.result import ProbeResult, ProbeSpec
 from .engine.runner import run_probes
@@ -58,38 +66,111 @@ class ProbeStore:
         self.results: dict[str, ProbeResult] = {}
         self._lock = threading.Lock()
         self._pending: dict[str, threading.Event] = {}
+        self.hosts: dict[str, Host] = {h.name: h for h in targets.hosts}
+        self.host_of: dict[str, str] = {c: h.name for h in targets.hosts for c in h.connections}
+        self.host_results: dict[str, HostResult] = {}
+        self._host_pending: dict[str, threading.Event] = {}
 
-    def result_for(self, ct_id: str, selection: Callable[[], Selection]) -> ProbeResult:
+    def result_for(
+        self,
+        ct_id: str,
+        selection: Callable[[], Selection],
+        hosts: Callable[[], Collection[str]] = tuple,
+    ) -> ProbeResult:
         """The probe result for ``ct_id``; the first call probes everything ``selection``
-        returns (called once, lazily: the glue computes it from the collected items)."""
+        returns (called once, lazily: the glue computes it from the collected items), after
+        the hosts it involves and the ones ``hosts`` names (selected host tests)."""
         if ct_id in self.results:
             return self.results[ct_id]
         if not self.shared:
-            return self._background_result(ct_id, selection)
-        self._probe_shared(ct_id, selection)
+            event = self._start(selection, hosts, ct_id=ct_id)
+            event.wait()
+            result = self.results.get(ct_id)
+            if result is None:
+                raise RuntimeError(f"pop3mon: probing {ct_id} produced no result")
+            return result
+        self._probe_shared(selection, hosts, ct_id=ct_id)
         return self.results[ct_id]
 
-    def _background_result(self, ct_id: str, selection: Callable[[], Selection]) -> ProbeResult:
+    def host_result_for(
+        self, name: str, selection: Callable[[], Selection], hosts: Callable[[], Collection[str]]
+    ) -> HostResult:
+        """The host check result of server ``name``; the first call starts the same one
+        batch as :meth:`result_for` (hosts first)."""
+        if name not in self.host_results:
+            if self.shared:
+                self._probe_shared(selection, hosts, host=name)
+            else:
+                self._start(selection, hosts, host=name).wait()
+        result = self.host_results.get(name)
+        if result is None:
+            raise RuntimeError(f"pop3mon: checking host {name} produced no result")
+        return result
+
+    def _start(
+        self,
+        selection: Callable[[], Selection],
+        hosts: Callable[[], Collection[str]],
+        *,
+        ct_id: str = "",
+        host: str = "",
+    ) -> threading.Event:
+        """The event to wait on for ``ct_id`` (or host ``host``), starting a batch of
+        everything not probed or pending yet when the item is neither."""
         with self._lock:
-            event = self._pending.get(ct_id)
+            event = self._pending.get(ct_id) if ct_id else self._host_pending.get(host)
             if event is None:
                 # The first test that needs a result starts one batch of every selected
                 # connection type not probed yet; later ones just wait for theirs.
                 selected = {**selection()}
-                selected.setdefault(ct_id, True)
-                todo = [i for i in selected if i not in self.results and i not in self._pending]
+                if ct_id:
+                    selected.setdefault(ct_id, True)
+                todo = {
+                    i: login
+                    for i, login in selected.items()
+                    if i not in self.results and i not in self._pending
+                }
+                names = self._hosts_wanted(todo, {*hosts(), *([host] if host else [])})
+                names = [n for n in names if n not in self.host_results]
+                names = [n for n in names if n not in self._host_pending]
                 for i in todo:
                     self._pending[i] = threading.Event()
-                specs = [self._spec(i, login=selected[i]) for i in todo]
+                for n in names:
+                    self._host_pending[n] = threading.Event()
                 threading.Thread(
-                    target=self._run_batch, args=(specs,), name="pop3mon-batch", daemon=True
+                    target=self._run_batch, args=(todo, names), name="pop3mon-batch", daemon=True
                 ).start()
-                event = self._pending[ct_id]
-        event.wait()
-        result = self.results.get(ct_id)
-        if result is None:
-            raise RuntimeError(f"pop3mon: probing {ct_id} produced no result")
-        return result
+                event = self._pending[ct_id] if ct_id else self._host_pending[host]
+        return event
+
+    def _hosts_wanted(self, cts: Collection[str], hosts: Collection[str]) -> list[str]:
+        """The host checks a batch needs: of its connection types, and those named."""
+        names = [self.host_of[i] for i in cts if i in self.host_of]
+        return list(dict.fromkeys(n for n in [*names, *hosts] if n in self.hosts))
+
+    def _check_hosts(self, names: Collection[str], on_result: Callable[[HostResult], None]) -> None:
+        """Check ``names`` and what they depend on (each host once: known ones are reused)."""
+        if not names:
+            return
+        specs = {n: h.to_spec() for n, h in self.hosts.items()}
+        known = dict(self.host_results)
+        for result in probe_hosts(specs, names, self.concurrency, done=known).values():
+            if result.name not in known:
+                on_result(result)
+
+    def _gated(self, todo: Mapping[str, bool]) -> tuple[list[ProbeSpec], list[ProbeResult]]:
+        """The specs to probe, and the results of connection types whose host is not up
+        (not probed at all)."""
+        specs: list[ProbeSpec] = []
+        down: list[ProbeResult] = []
+        for ct_id, login in todo.items():
+            host = self.host_results.get(self.host_of.get(ct_id, ""))
+            if host is not None and not host.up:
+                ct = self.by_id[ct_id]
+                down.append(not_probed(ct.id, ct.host, ct.port, ct.security, host))
+            else:
+                specs.append(self._spec(ct_id, login=login))
+        return specs, down
 
     def _pacer_for_run(self) -> LoginPacer:
         """The run's one login pacer, started from the previous run's ledger."""
@@ -122,31 +203,63 @@ class ProbeStore:
         except OSError:
             pass  # pacing memory is an optimisation; never a reason to fail the run
 
-    def _run_batch(self, specs: list[ProbeSpec]) -> None:
+    def _run_batch(self, todo: Mapping[str, bool], hosts: Collection[str]) -> None:
         try:
+            self._check_hosts(hosts, self._host_arrived)
+            specs, down = self._gated(todo)
+            for result in down:
+                self._arrived(result)
             self._probe(specs, self._arrived)
         finally:
             # Never leave a test waiting, even if pop3mon itself broke mid-batch.
-            for spec in specs:
-                self._pending[spec.id].set()
+            for name in hosts:
+                self._host_pending[name].set()
+            for ct_id in todo:
+                self._pending[ct_id].set()
 
     def _arrived(self, result: ProbeResult) -> None:
         self.results[result.id] = result
         self._pending[result.id].set()
 
-    def _probe_shared(self, ct_id: str, selection: Callable[[], Selection]) -> None:
+    def _host_arrived(self, result: HostResult) -> None:
+        self.host_results[result.name] = result
+        event = self._host_pending.get(result.name)
+        if event is not None:
+            event.set()
+
+    def _probe_shared(
+        self,
+        selection: Callable[[], Selection],
+        hosts: Callable[[], Collection[str]],
+        *,
+        ct_id: str = "",
+        host: str = "",
+    ) -> None:
         selected = {**selection()}
-        selected.setdefault(ct_id, True)
-        # xdist workers all compute the same selection; the first to take the lock probes
-        # the whole batch concurrently, the others find the results on disk.
+        if ct_id:
+            selected.setdefault(ct_id, True)
+        names = self._hosts_wanted(selected, {*hosts(), *([host] if host else [])})
+        # xdist workers all compute the same selection; the first to take the lock checks
+        # the hosts and probes the whole batch concurrently, the others find the results on
+        # disk. Each host and each connection type is probed once per run.
         with (self.rundir / "probe.lock").open("a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
-                missing = [
-                    i for i in selected if i not in self.results and not self._file(i).exists()
-                ]
+                for path in self.rundir.glob("host-*.json"):
+                    found = HostResult.from_json(path.read_text(encoding="utf-8"))
+                    self.host_results.setdefault(found.name, found)
+                self._check_hosts(
+                    [n for n in names if n not in self.host_results], self._write_host
+                )
+                missing = {
+                    i: login
+                    for i, login in selected.items()
+                    if i not in self.results and not self._file(i).exists()
+                }
                 if missing:
-                    specs = [self._spec(i, login=selected[i]) for i in missing]
+                    specs, down = self._gated(missing)
+                    for result in down:
+                        self._write(result)
                     self._probe(specs, self._write)
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
@@ -154,10 +267,35 @@ class ProbeStore:
             if i not in self.results:
                 self.results[i] = self._read(i)
 
+    def _host_file(self, name: str) -> Path:
+        return self.rundir / ("host-" + hashlib.sha256(name.encode()).hexdigest()[:24] + ".json")
+
+    def _write_host(self, result: HostResult) -> None:
+        path = self._host_file(result.name)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(result.to_json(), encoding="utf-8")
+        tmp.replace(path)
+        self.host_results[result.name] = result
+
+    def load_hosts(self) -> dict[str, HostResult]:
+        """Every host check result of the run (memory, else the xdist run directory)."""
+        out: dict[str, HostResult] = {}
+        for name in self.hosts:
+            if name in self.host_results:
+                out[name] = self.host_results[name]
+            elif self._host_file(name).exists():
+                text = self._host_file(name).read_text(encoding="utf-8")
+                out[name] = HostResult.from_json(text)
+        return out
+
     def _spec(self, ct_id: str, login: bool) -> ProbeSpec:
         """The probe spec; without a login when no selected test needs one (``-m tls``,
         ``-m connectivity``): deselected tiers must not cost the server a login."""
         spec = self.by_id[ct_id].to_probe_spec()
+        host = self.host_results.get(self.host_of.get(ct_id, ""))
+        if spec.ping and host is not None and host.ping is not None:
+            # One echo per host and run: the connection type reads the host check's.
+            spec = dataclasses.replace(spec, ping_result=host.ping)
         if login or spec.auth == "none":
             return spec
         return dataclasses.replace(spec, auth="none", secret=None, secret_problem="")

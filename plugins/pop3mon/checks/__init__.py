@@ -22,9 +22,9 @@ import dataclasses
 from collections.abc import Callable, Collection, Mapping
 
 from ..engine.result import ProbeResult
-from ..engine.stages import CHECKS, DRIFT_CHECKS, CheckName
+from ..engine.stages import CHECKS, DRIFT_CHECKS, CheckName, HostTier
 from ..verdict import Verdict, worst
-from . import connectivity, drift, login, mailbox, tls
+from . import connectivity, drift, hosts, login, mailbox, tls
 from .base import CheckResult, Thresholds, blocked_reason, failed_stage, owner_of, with_retries
 from .facts import Baseline
 from .latency import PREFIX, latency, latency_phases
@@ -67,6 +67,8 @@ def evaluate(
 ) -> CheckResult:
     """The verdict of one named check (``latency-<phase>`` for latency). ``baseline`` is
     what a drift check compares with (None: none yet); the other checks ignore it."""
+    if result.blocked_host:
+        return hosts.blocked_connection(result, check)
     if check.startswith(PREFIX):
         return latency(result, t, check.removeprefix(PREFIX))
     for name in DRIFT_CHECKS:
@@ -86,7 +88,7 @@ def evaluate_all(result: ProbeResult, t: Thresholds) -> list[CheckResult]:
     return [evaluate(result, t, name) for name in check_names(t)]
 
 
-def owner(result: ProbeResult) -> CheckName | None:
+def owner(result: ProbeResult) -> CheckName | HostTier | None:
     """The check whose verdict is CRIT for the probe's failure (``None`` if none failed)."""
     failed = failed_stage(result)
     return owner_of(failed) if failed is not None else None
@@ -128,7 +130,7 @@ def evaluate_selected(
 
 
 def _reporter(
-    result: ProbeResult, t: Thresholds, root: CheckName, selected: Collection[str]
+    result: ProbeResult, t: Thresholds, root: CheckName | HostTier, selected: Collection[str]
 ) -> str | None:
     """The selected check that reports a deselected root cause: the first one the failure
     blocked; else the first one after the root in report order (a check "not applicable"
@@ -140,6 +142,8 @@ def _reporter(
     for name in names:
         if evaluate(result, t, name).blocked_by is not None:
             return name
+    if root not in order:  # the host: every check was blocked by it, so none is left
+        return names[0] if names else None
     at = order.index(root)
     after = [n for n in names if order.index(n) > at]
     before = [n for n in names if order.index(n) < at]

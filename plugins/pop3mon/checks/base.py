@@ -10,7 +10,16 @@ from typing import Protocol
 
 from ..engine.defaults import DriftPolicy
 from ..engine.result import ProbeResult, StageOutcome
-from ..engine.stages import PHASE_LABELS, STAGES, CheckName, Security, Tier, stage_index
+from ..engine.stages import (
+    HOST_TIER,
+    PHASE_LABELS,
+    STAGES,
+    CheckName,
+    HostTier,
+    Security,
+    Tier,
+    stage_index,
+)
 from ..verdict import Verdict
 
 __all__ = [
@@ -64,13 +73,13 @@ class CheckResult:
     SKIP); reports count and group root causes by it, never by the reason's wording.
     """
 
-    tier: Tier
+    tier: Tier | HostTier
     check: str
     verdict: Verdict
     reason: str
     figure: float | None = None
     unit: str = ""
-    blocked_by: CheckName | None = None
+    blocked_by: CheckName | HostTier | None = None
 
 
 def failed_stage(result: ProbeResult) -> StageOutcome | None:
@@ -81,9 +90,12 @@ def failed_stage(result: ProbeResult) -> StageOutcome | None:
     return None
 
 
-def owner_of(failed: StageOutcome) -> CheckName | None:
+def owner_of(failed: StageOutcome) -> CheckName | HostTier | None:
     """The check whose verdict is CRIT for ``failed``: a TLS stage's owner depends on
-    whether the certificate, the protocol version or the handshake itself failed."""
+    whether the certificate, the protocol version or the handshake itself failed; a
+    connection type whose host is down was not probed, and its host check owns that."""
+    if failed.stage == HOST_TIER:
+        return HOST_TIER
     if failed.stage in ("tls", "tls_handshake"):
         if failed.kind.startswith("cert-"):
             return "certificate"
@@ -103,6 +115,8 @@ def blocked(tier: Tier, check: str, failed: StageOutcome) -> CheckResult:
 def blocked_reason(failed: StageOutcome) -> str:
     """``<stage label> failed: <reason>``: how a check that is not the owner names a
     failure (a dependency SKIP, or the check that reports a deselected owner's CRIT)."""
+    if failed.stage == HOST_TIER:
+        return failed.reason  # "host mail1 is down: ..." names itself
     label = PHASE_LABELS.get(failed.stage, failed.stage)
     return f"{label} failed: {failed.reason}"
 

@@ -43,7 +43,10 @@ def ping(result: ProbeResult, t: Thresholds) -> CheckResult:
     if info.status != "ok":
         return CheckResult("connectivity", "ping", CRIT, info.reason)
     rtt = ms(info.rtt_seconds)
-    return CheckResult("connectivity", "ping", OK, f"echo reply in {rtt} ms", rtt, "ms")
+    # A shared echo (the host check's) says so: one echo per host, not per connection type.
+    outcome = result.stage("ping")
+    note = f" ({outcome.reason})" if outcome is not None and outcome.reason else ""
+    return CheckResult("connectivity", "ping", OK, f"echo reply in {rtt} ms{note}", rtt, "ms")
 
 
 def tcp(result: ProbeResult, t: Thresholds) -> CheckResult:

@@ -18,9 +18,9 @@ from typing import Any, Final
 from ..engine.defaults import DEFAULTS, DriftPolicy
 from ..engine.dns import family_of
 from ..engine.stages import FAMILY_LABELS, LATENCY_PHASES
-from .model import TOKEN_MECHANISMS, ConnectionType, LatencyThresholds
+from .model import TOKEN_MECHANISMS, ConnectionType, Host, LatencyThresholds
 from .schema import _Account, _Connection, _File, _resolve_path, _Server, _Settings
-from .wording import Loc, _fmt_loc, _num, _show
+from .wording import Loc, _fmt_loc, _num, _show, _suggest
 from .yaml_lines import _Problems, _YamlTree
 
 
@@ -420,3 +420,117 @@ def _build(
 def _cert_pair(eff: _Effective, problems: _Problems) -> tuple[int, int] | None:
     pair = eff.pair("cert", problems, "warn_days", "crit_days", reverse=True)
     return (int(pair[0]), int(pair[1])) if pair is not None else None
+
+
+def _hosts(
+    model: _File, tree: _YamlTree, connections: list[ConnectionType], problems: _Problems
+) -> list[Host]:
+    """The host checks of the servers, with ``depends_on`` checked: every name a server of
+    the file, no server its own dependency, no cycle.
+
+    A server gets a host check where it says more than its connection types' own checks:
+    two or more connection types (one CRIT for the host instead of one per connection
+    type), ``tcp_ports:``, PING on for the server, or a ``depends_on`` relation either way.
+    A lone connection type's ``ping``/``tcp`` checks already are its host's.
+    """
+    names = {server.name: si for si, server in enumerate(model.servers)}
+    needed: set[str] = set()
+    for si, server in enumerate(model.servers):
+        for di, dep in enumerate(server.depends_on):
+            loc: Loc = ("servers", si, "depends_on", di)
+            if dep == server.name:
+                problems.add(
+                    tree.line(loc),
+                    loc,
+                    f"server {_show(dep)} cannot depend on itself — name the gateway or "
+                    "resolver it is reached through",
+                )
+            elif dep not in names:
+                problems.add(
+                    tree.line(loc),
+                    loc,
+                    f"unknown server {_show(dep)} — depends_on takes the name: of another "
+                    f"server in this file{_suggest(dep, [n for n in names if n != server.name])}",
+                )
+            else:
+                needed.update((dep, server.name))
+    _cycles(model, tree, problems)
+    by_server: dict[str, list[ConnectionType]] = {}
+    for ct in connections:
+        by_server.setdefault(ct.server, []).append(ct)
+    out: list[Host] = []
+    for si, server in enumerate(model.servers):
+        sloc: Loc = ("servers", si)
+        eff = _Effective(tree)
+        eff.apply(model.defaults, ("defaults",))
+        eff.apply(server, sloc)
+        mine = sorted(by_server.get(server.name, []), key=lambda c: c.line)
+        ping: bool = eff.get("ping")
+        if server.tcp_ports is not None:
+            ports = tuple(server.tcp_ports)
+            if not ports and not ping:
+                loc = (*sloc, "tcp_ports")
+                problems.add(
+                    tree.line(loc),
+                    loc,
+                    "is empty and ping is off — the host check would check nothing; list "
+                    "a port, or set ping: true on this server",
+                )
+        else:
+            ports = tuple(dict.fromkeys(c.port for c in mine))
+        checked = len(mine) > 1 or server.tcp_ports is not None or ping or server.name in needed
+        if not checked:
+            continue
+        out.append(
+            Host(
+                name=server.name,
+                host=server.host,
+                address=server.address,
+                address_family=eff.get("address_family"),
+                ping=ping,
+                ping_timeout=float(eff.get("ping_timeout")),
+                timeout=float(eff.get("timeout")),
+                ports=ports,
+                depends_on=tuple(dict.fromkeys(server.depends_on)),
+                connections=tuple(c.id for c in mine),
+                tags=tuple(eff.tags),
+                line=tree.line(sloc),
+            )
+        )
+    return out
+
+
+def _cycles(model: _File, tree: _YamlTree, problems: _Problems) -> None:
+    """One problem per ``depends_on`` cycle, at the entry that closes it (seen from the
+    first server of the cycle in file order), spelling the whole loop."""
+    deps = {s.name: [d for d in s.depends_on if d != s.name] for s in model.servers}
+    index = {s.name: si for si, s in enumerate(model.servers)}
+    reported: set[frozenset[str]] = set()
+    for start in deps:
+        path: list[str] = [start]
+        stack: list[list[str]] = [list(deps.get(start, []))]
+        while stack:
+            if not stack[-1]:
+                stack.pop()
+                path.pop()
+                continue
+            nxt = stack[-1].pop(0)
+            if nxt == start:
+                loop = frozenset(path)
+                if loop not in reported:
+                    reported.add(loop)
+                    last = path[-1]
+                    di = model.servers[index[last]].depends_on.index(start)
+                    loc: Loc = ("servers", index[last], "depends_on", di)
+                    chain = " → ".join([*path, start])
+                    problems.add(
+                        tree.line(loc),
+                        loc,
+                        f"dependency cycle {chain} — a server cannot be reached through "
+                        "itself; remove one of these depends_on entries",
+                    )
+                continue
+            if nxt in path or nxt not in deps:
+                continue
+            path.append(nxt)
+            stack.append(list(deps[nxt]))

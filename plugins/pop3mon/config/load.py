@@ -19,7 +19,7 @@ from typing import Final
 
 from pydantic import ValidationError
 
-from .cascade import _build
+from .cascade import _build, _hosts
 from .messages import _allowed, _schema_message
 from .model import ConfigError, HistorySettings, NotifySettings, NotifyTarget, Targets
 from .schema import _File, _Notify, _resolve_path
@@ -194,6 +194,7 @@ def _load(path: str | os.PathLike[str]) -> Targets:
     problems.raise_if_any()
 
     connections = _build(model, tree, base_dir, problems)
+    hosts = _hosts(model, tree, connections, problems)
     notify = _notify(model.notify, tree, base_dir, problems) if model.notify else None
     problems.raise_if_any()
     hist = model.history
@@ -202,6 +203,7 @@ def _load(path: str | os.PathLike[str]) -> Targets:
         sha256=digest,
         connections=tuple(sorted(connections, key=lambda c: c.id)),
         notify=notify,
+        hosts=tuple(hosts),
         history=HistorySettings(
             path=_resolve_path(base_dir, hist.path) if hist.path is not None else None,
             retention_days=hist.retention_days,

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
 from ..engine.defaults import DEFAULTS, DriftPolicy
+from ..engine.hosts import HostSpec
 from ..engine.mechanisms import MECHANISMS
 from ..engine.result import ProbeSpec
-from ..engine.stages import LATENCY_PHASES, AddressFamily, Pacing, Security
+from ..engine.stages import HOST_ID_PREFIX, LATENCY_PHASES, AddressFamily, Pacing, Security
 from ..secrets import MAX_SECRET_BYTES, Secret, secret_problem
 
 # Mechanisms that send an OAuth token rather than a password (or a digest of one). "auto"
@@ -191,6 +192,55 @@ class ConnectionType:
 
 
 @dataclass(frozen=True)
+class Host:
+    """A server entry's host check: PING (when ``ping`` is on for the server) and TCP on
+    ``ports`` (``tcp_ports:``, else the distinct ports of its connection types), probed once
+    per run and shared by ``connections`` (their ids). ``depends_on`` names the servers it
+    is reached through. Only servers where a host check says more than their connection
+    types' own checks have one (see :func:`~pop3mon.config.cascade._hosts`)."""
+
+    name: str
+    host: str
+    address: str | None
+    address_family: AddressFamily
+    ping: bool
+    ping_timeout: float
+    timeout: float
+    ports: tuple[int, ...]
+    depends_on: tuple[str, ...]
+    connections: tuple[str, ...]
+    tags: tuple[str, ...]
+    line: int
+
+    @property
+    def id(self) -> str:
+        """The host tests' parameter and its records' id: ``host:<name>``."""
+        return HOST_ID_PREFIX + self.name
+
+    def to_spec(self) -> HostSpec:
+        """The engine's :class:`~pop3mon.engine.hosts.HostSpec`."""
+        return HostSpec(
+            name=self.name,
+            host=self.host,
+            address=self.address or "",
+            address_family=self.address_family,
+            ping=self.ping,
+            ping_timeout=self.ping_timeout,
+            timeout=self.timeout,
+            ports=self.ports,
+            depends_on=self.depends_on,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready plain data (for reports)."""
+        data = dataclasses.asdict(self)
+        for key in ("ports", "depends_on", "connections", "tags"):
+            data[key] = list(data[key])
+        data["id"] = self.id
+        return data
+
+
+@dataclass(frozen=True)
 class HistorySettings:
     """The targets file's top-level ``history:`` (see :mod:`pop3mon.history`).
 
@@ -215,6 +265,9 @@ class Targets:
     connections: tuple[ConnectionType, ...]
     notify: NotifySettings | None = None  # None: no notify: section
     history: HistorySettings = HistorySettings()
+    #: The host checks, in file order (servers whose host check says nothing more than
+    #: their one connection type's checks have none).
+    hosts: tuple[Host, ...] = ()
 
     @property
     def ids(self) -> tuple[str, ...]:

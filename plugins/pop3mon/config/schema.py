@@ -76,6 +76,7 @@ _RESERVED_TAGS: Final = frozenset(
         "mailbox",
         "latency",
         "drift",
+        "host",
         "and",
         "or",
         "not",
@@ -592,17 +593,46 @@ class _Connection(_Settings):
     security: Annotated[Security, BeforeValidator(_v_security)]
 
 
+def _v_one_or_list(value: object) -> object:
+    # `depends_on: gw` reads as the list of one.
+    return [value] if isinstance(value, str) else value
+
+
+def _v_unique_ports(value: list[int]) -> list[int]:
+    seen: set[int] = set()
+    for port in value:
+        if port in seen:
+            raise _bad(f"lists port {port} twice — give each port once")
+        seen.add(port)
+    return value
+
+
+_Port = Annotated[int, AfterValidator(_v_port)]
+
+
 class _Server(_Settings):
     name: Annotated[str, AfterValidator(_v_name)]
     host: Annotated[str, AfterValidator(_v_host)]
     address: Annotated[str, AfterValidator(_v_address)] | None = None
-    connections: list[_Connection]
+    # Other servers (by name) this one is reached through: a gateway, a resolver. When one
+    # of them is down, this server's host check and connection types are skipped naming it.
+    depends_on: Annotated[
+        list[Annotated[str, AfterValidator(_v_name)]], BeforeValidator(_v_one_or_list)
+    ] = []
+    # The ports the host check tries (default: the distinct ports of the connections).
+    tcp_ports: Annotated[list[_Port], AfterValidator(_v_unique_ports)] | None = None
+    # Before tcp_ports is known the check cannot tell a dependency-only server (no
+    # connections, tcp_ports given) from a mistake: validate_default runs it for a missing key.
+    connections: Annotated[list[_Connection], Field(validate_default=True)] = []
 
     @field_validator("connections")
     @classmethod
-    def _nonempty(cls, value: list[_Connection]) -> list[_Connection]:
-        if not value:
-            raise _bad("is empty — list at least one connection type (port, security, auth)")
+    def _nonempty(cls, value: list[_Connection], info: ValidationInfo) -> list[_Connection]:
+        if not value and info.data.get("tcp_ports") is None:
+            raise _bad(
+                "is empty — list at least one connection type (port, security, auth), or "
+                "give tcp_ports: for a server that is only a dependency of others"
+            )
         return value
 
 

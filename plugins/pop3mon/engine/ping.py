@@ -14,13 +14,36 @@ from icmplib import ping as icmp_ping
 
 from .result import PingInfo
 
-__all__ = ["ping"]
+__all__ = ["no_permission_reason", "ping"]
+
+_GROUP_RANGE = "/proc/sys/net/ipv4/ping_group_range"
 
 
 def _privileged_default() -> bool:
     if os.environ.get("POP3MON_PING_UNPRIVILEGED", "") not in ("", "0"):
         return False
     return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def no_permission_reason(privileged: bool) -> str:
+    """Why this process may not PING, naming what would allow it: for an unprivileged ICMP
+    socket the sysctl ``net.ipv4.ping_group_range`` and its current value."""
+    if privileged:
+        return (
+            "this runner may not send ICMP echo: a raw ICMP socket needs root or "
+            "CAP_NET_RAW; PING not checked"
+        )
+    try:
+        with open(_GROUP_RANGE, encoding="ascii") as handle:
+            now = " ".join(handle.read().split())
+    except OSError:
+        now = "unknown"
+    gid = os.getegid() if hasattr(os, "getegid") else "?"
+    return (
+        f"this runner may not send ICMP echo: unprivileged ICMP needs the runner's group "
+        f"(gid {gid}) inside sysctl net.ipv4.ping_group_range (now '{now}'), else root or "
+        "CAP_NET_RAW; PING not checked"
+    )
 
 
 def ping(address: str, timeout: float, privileged: bool | None = None) -> PingInfo:
@@ -32,11 +55,7 @@ def ping(address: str, timeout: float, privileged: bool | None = None) -> PingIn
             address, count=1, interval=0, timeout=max(timeout, 0.05), privileged=privileged
         )
     except icmp_errors.SocketPermissionError:
-        return PingInfo(
-            "no-permission",
-            reason="this runner may not send ICMP echo (needs root, CAP_NET_RAW or "
-            "net.ipv4.ping_group_range); PING not checked",
-        )
+        return PingInfo("no-permission", reason=no_permission_reason(privileged))
     except icmp_errors.ICMPLibError as exc:
         return PingInfo("fail", reason=f"ICMP error: {exc}")
     except OSError as exc:

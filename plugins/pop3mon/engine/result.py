@@ -68,6 +68,9 @@ class ProbeSpec:
     address_family: AddressFamily = DEFAULTS.address_family
     retries: int = DEFAULTS.retries
     retry_backoff: float = DEFAULTS.retry_backoff
+    # The host check's PING (engine/hosts.py), made once for every connection type of the
+    # host: the probe reuses it instead of sending its own echo.
+    ping_result: PingInfo | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         # The one secret rule holds for every spec, not only those built from a targets
@@ -211,6 +214,9 @@ class ProbeResult:
     attempts: int = 1
     retried: tuple[StageOutcome, ...] = ()
     not_retried: str = ""
+    # The host that is down when this connection type was not probed at all (its host, or
+    # the first failing host it depends on: engine/hosts.py); "" when it was probed.
+    blocked_host: str = ""
 
     # -- convenience -------------------------------------------------------------------
     @property

@@ -18,6 +18,9 @@ __all__ = [
     "DRIFT_CHECKS",
     "DRIFT_LEVELS",
     "FAMILY_LABELS",
+    "HOST_CHECKS",
+    "HOST_ID_PREFIX",
+    "HOST_TIER",
     "LATENCY_PHASES",
     "PACING_MODES",
     "PHASE_LABELS",
@@ -31,6 +34,8 @@ __all__ = [
     "CheckSpec",
     "DriftCheck",
     "DriftLevel",
+    "HostCheck",
+    "HostTier",
     "Pacing",
     "Phase",
     "Security",
@@ -65,6 +70,17 @@ FAMILY_LABELS: Final[Mapping[AddressFamily, str]] = {
 #: The report tiers, in the order a run shows them.
 Tier = Literal["connectivity", "tls", "auth", "mailbox", "latency", "drift"]
 TIERS: Final[tuple[Tier, ...]] = get_args(Tier)
+
+#: The host checks (engine/hosts.py): one PING and one TCP check per server entry, probed
+#: once per run and shared by its connection types. They are their own tier, apart from
+#: ``TIERS`` (whose checks are per connection type); a connection type whose host is down
+#: SKIPs every check with ``blocked_by`` = ``HOST_TIER``.
+HostTier = Literal["host"]
+HOST_TIER: Final[HostTier] = "host"
+HostCheck = Literal["ping", "tcp"]
+HOST_CHECKS: Final[tuple[HostCheck, ...]] = get_args(HostCheck)
+#: How a host test's parameter (and its records' ``ct``) names its server: ``host:mail1``.
+HOST_ID_PREFIX: Final = "host:"
 
 #: Every check of the tiers except latency (whose checks are ``latency-<phase>``).
 CheckName = Literal[

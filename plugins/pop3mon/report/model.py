@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Final
 
 from .. import checks
-from ..config import ConnectionType
+from ..config import ConnectionType, Host
+from ..engine.hosts import HostResult
 from ..engine.result import ProbeResult
-from ..engine.stages import CHECKS, TIERS
+from ..engine.stages import CHECKS, HOST_CHECKS, HOST_ID_PREFIX, TIERS
 from ..history.model import Change, CheckState
 from ..history.record import OFF, HistoryOutcome
 from ..probestore import ProbeStore
@@ -37,6 +38,7 @@ from .recorder import NOT_RUN, CheckRecord, Recorder, verdicts
 
 __all__ = [
     "ConnectionReport",
+    "HostReport",
     "RunInfo",
     "RunReport",
     "build_run_report",
@@ -158,6 +160,28 @@ class ConnectionReport:
 
 
 @dataclass(frozen=True)
+class HostReport:
+    """One host check of the run (a server's PING and TCP, engine/hosts.py): its result,
+    its two check records, and what its being down blocked (the connection types and hosts
+    whose root cause it is; empty when it is up or blocked itself)."""
+
+    host: Host
+    result: HostResult | None
+    records: tuple[CheckRecord, ...]
+    blocked: tuple[str, ...] = ()
+
+    @property
+    def worst(self) -> Verdict:
+        """The worst verdict of its checks."""
+        return worst(verdicts(self.records))
+
+    @property
+    def status(self) -> str:
+        """up, down, blocked, or "not checked" (not selected, or the run ended first)."""
+        return self.result.status if self.result is not None else "not checked"
+
+
+@dataclass(frozen=True)
 class RunReport:
     """Everything the writers need; built once per run by :func:`build_run_report`."""
 
@@ -173,6 +197,8 @@ class RunReport:
     #: Run-level warnings of the notifications (a failing endpoint), set on the controller
     #: after they were sent; empty when all went out or nothing had to.
     notify_warnings: tuple[str, ...] = ()
+    #: The host checks (file order); empty when the targets file has none.
+    hosts: tuple[HostReport, ...] = ()
 
     @property
     def states(self) -> Mapping[tuple[str, str], CheckState]:
@@ -193,7 +219,8 @@ class RunReport:
     @property
     def records(self) -> tuple[CheckRecord, ...]:
         """Every check of the run."""
-        out = [r for c in self.connections for r in c.records]
+        out = [r for h in self.hosts for r in h.records]
+        out += [r for c in self.connections for r in c.records]
         return (*out, *self.unattributed)
 
     def not_run(self) -> int:
@@ -224,8 +251,9 @@ def build_run_report(
     grouped: dict[str, list[CheckRecord]] = {}
     unattributed: list[CheckRecord] = []
     records: Sequence[CheckRecord] = list(recorder.records.values()) if recorder else []
+    host_ids = {h.id for h in store.targets.hosts}
     for rec in records:
-        if rec.ct in store.by_id:
+        if rec.ct in store.by_id or rec.ct in host_ids:
             grouped.setdefault(rec.ct, []).append(rec)
         else:
             unattributed.append(rec)
@@ -246,4 +274,30 @@ def build_run_report(
         connections=tuple(connections),
         unattributed=tuple(unattributed),
         not_selected=tuple(not_selected),
+        hosts=_host_reports(store, grouped, results),
     )
+
+
+def _host_reports(
+    store: ProbeStore, grouped: Mapping[str, list[CheckRecord]], results: Mapping[str, ProbeResult]
+) -> tuple[HostReport, ...]:
+    """Each host check with its records and what it blocked, when it was checked or
+    selected."""
+    found = store.load_hosts()
+    order: dict[str, int] = {name: i for i, name in enumerate(HOST_CHECKS)}
+    out: list[HostReport] = []
+    for host in store.targets.hosts:
+        mine = sorted(grouped.get(host.id, []), key=lambda r: order.get(r.check, len(order)))
+        result = found.get(host.name)
+        if result is None and not mine:
+            continue
+        blocked: list[str] = []
+        if result is not None and result.status == "down":
+            blocked += [
+                HOST_ID_PREFIX + r.name
+                for r in found.values()
+                if r.status == "blocked" and r.root == host.name
+            ]
+            blocked += [i for i, res in results.items() if res.blocked_host == host.name]
+        out.append(HostReport(host, result, tuple(mine), tuple(blocked)))
+    return tuple(out)

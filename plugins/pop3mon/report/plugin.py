@@ -44,7 +44,7 @@ import pytest
 
 from .. import checks, notify
 from ..engine.result import ProbeResult
-from ..engine.stages import TIERS
+from ..engine.stages import HOST_ID_PREFIX, HOST_TIER, TIERS
 from ..probestore import ProbeStore
 from . import history as history_glue
 from . import html as html_parts
@@ -57,7 +57,7 @@ from .paths import DEFAULT_DIR, reports_dir, reports_enabled
 from .recorder import Recorder
 from .reportset import ReportSet, ReportSetError
 from .stop import StopControl, install_worker_handlers
-from .terminal import write_history, write_summary
+from .terminal import write_history, write_hosts, write_summary
 
 __all__ = ["REPORT_KEY", "ReportPlugin"]
 
@@ -184,6 +184,8 @@ class ReportPlugin:
     def _server_of(self, ct_id: str) -> str:
         store = self.store
         ct = store.by_id.get(ct_id) if store is not None else None
+        if ct is None and store is not None and ct_id.startswith(HOST_ID_PREFIX):
+            return ct_id.removeprefix(HOST_ID_PREFIX)
         return ct.server if ct is not None else ""
 
     def _logxml(self) -> Any:
@@ -353,6 +355,8 @@ class ReportPlugin:
     def _is_check(self, nodeid: str) -> bool:
         """True for a pop3mon tier test of a configured connection type."""
         ct, tier, _ = self._describe(nodeid)
+        if tier == HOST_TIER:
+            return True
         return tier in TIERS and self.store is not None and ct in self.store.by_id
 
     def _describe(self, nodeid: str) -> tuple[str, str, str]:
@@ -365,6 +369,8 @@ class ReportPlugin:
         tier = path.rsplit("/", 1)[-1].removesuffix(".py").removeprefix("test_")
         check = func.removeprefix("test_")
         store = self.store
+        if store is not None and param in {h.id for h in store.targets.hosts}:
+            return param, HOST_TIER, check.removeprefix("host_")
         if store is None or param in store.by_id:
             return param, tier, check
         for ct in store.targets.connections:
@@ -471,6 +477,8 @@ class _Summary:
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         write_summary(terminalreporter, self.owner.recorder.by_connection())
+        if self.owner.report is not None:
+            write_hosts(terminalreporter, self.owner.report)
         if self.owner.report is not None:
             write_history(terminalreporter, self.owner.report)
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from ..engine.stages import TIERS
+from ..engine.stages import HOST_ID_PREFIX, TIERS
 from ..history.record import iso
 from ..history.states import BAD
 from ..verdict import Verdict, count, worst
 from .model import RunReport
 from .recorder import NOT_RUN, CheckRecord, verdicts
 
-__all__ = ["history_lines", "write_history", "write_summary"]
+__all__ = ["history_lines", "write_history", "write_hosts", "write_summary"]
 
 _BAD = (Verdict.CRIT, Verdict.ERROR)
 
@@ -25,6 +25,8 @@ def write_summary(tr: pytest.TerminalReporter, grouped: dict[str, list[CheckReco
     width = max(len("connection type"), *(len(c) for c in grouped)) + 2
     tr.write_line("connection type".ljust(width) + "".join(t.ljust(14) for t in TIERS))
     for ct, recs in grouped.items():
+        if ct.startswith(HOST_ID_PREFIX):
+            continue  # the host checks have their own lines (write_hosts)
         cells = []
         for tier in TIERS:
             mine = [r for r in recs if r.tier == tier]
@@ -54,7 +56,11 @@ def write_summary(tr: pytest.TerminalReporter, grouped: dict[str, list[CheckReco
 def _root_causes(tr: pytest.TerminalReporter, grouped: dict[str, list[CheckRecord]]) -> None:
     """One block per failing connection type: what failed, and how many checks that
     failure made impossible, so 12 dependency skips read as one root cause."""
-    failing = {ct: recs for ct, recs in grouped.items() if any(r.verdict in _BAD for r in recs)}
+    failing = {
+        ct: recs
+        for ct, recs in grouped.items()
+        if any(r.verdict in _BAD for r in recs) and not ct.startswith(HOST_ID_PREFIX)
+    }
     if not failing:
         return
     tr.write_line("")
@@ -66,6 +72,26 @@ def _root_causes(tr: pytest.TerminalReporter, grouped: dict[str, list[CheckRecor
         blocked = sum(1 for r in recs if r.blocked_by)
         if blocked:
             tr.write_line(f"    ({blocked} dependent checks skipped because of it)")
+
+
+def write_hosts(tr: pytest.TerminalReporter, report: RunReport) -> None:
+    """The host checks: each host that is down once, with what it took down (connection
+    types and hosts behind it), then one line for the hosts that are up."""
+    if not report.hosts:
+        return
+    tr.write_line("")
+    down = [h for h in report.hosts if any(r.verdict in _BAD for r in h.records)]
+    if down:
+        tr.write_line(f"CRIT ({len(down)} hosts):", red=True, bold=True)
+    for hrep in down:
+        for rec in hrep.records:
+            if rec.verdict in _BAD:
+                tr.write_line(f"  {hrep.host.id} {rec.check}: {rec.reason}", red=True)
+        if hrep.blocked:
+            tr.write_line(f"    (skipped because of it: {', '.join(hrep.blocked)})")
+    up = [h.host.id for h in report.hosts if h.status == "up"]
+    if up:
+        tr.write_line(f"hosts up: {', '.join(up)}", green=True)
 
 
 def history_lines(report: RunReport) -> list[tuple[str, str]]:
