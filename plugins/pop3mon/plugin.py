@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 
 from . import checks
+from .checks import hosts as host_checks
 from .checks.drift import NO_BASELINE, BaselineSource, is_drift_check, parse_accept
 from .checks.facts import Baseline
-from .checks import hosts as host_checks
 from .config import ConfigError, ConnectionType, Host, load_targets
 from .engine.hosts import HostResult, ancestors
 from .engine.result import ProbeResult

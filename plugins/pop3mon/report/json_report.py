@@ -21,6 +21,11 @@ Schema ``pop3mon/results/v1`` (keys are sorted, so diffs between runs stay small
          "flapping": bool | null,
          "probe": {...} | null}      # ProbeResult.to_dict(): phases, TLS, transcript ...
       ],
+      "hosts": [{"host": {"id", "name", "host", "ports", "depends_on", "connections", ...},
+                 "status",                # up | down | blocked | not checked
+                 "result": {...} | null,  # engine.hosts.HostResult: ping, ports, root
+                 "checks": [{...}],       # ping, tcp: as a connection's checks
+                 "blocked": [...]}],      # ids it was the root cause for (when down)
       "changes": [{"kind", "connection", "check", "before", "after", "reason",
                    "since", "detail"}],   # since: null when not known (after a flap)
                                           # kind: new worse better recovered hard drift
@@ -39,13 +44,14 @@ A consumer must check ``schema``; new keys may appear within v1, none will chang
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
 from typing import Any
 
 from ..history.model import Change, CheckState
-from .model import ConnectionReport, RunReport, scrub
+from .model import ConnectionReport, HostReport, RunReport, scrub
 from .recorder import CheckRecord
 
 __all__ = ["SCHEMA", "results_document", "write_json"]
@@ -132,6 +138,17 @@ def _connection(conn: ConnectionReport, report: RunReport) -> dict[str, Any]:
     }
 
 
+def _host(hrep: HostReport) -> dict[str, Any]:
+    """One host check: its configuration, what it found, its checks and what it blocked."""
+    return {
+        "host": hrep.host.to_dict(),
+        "status": hrep.status,
+        "result": dataclasses.asdict(hrep.result) if hrep.result is not None else None,
+        "checks": [_check(r) for r in hrep.records],
+        "blocked": list(hrep.blocked),
+    }
+
+
 def results_document(report: RunReport) -> dict[str, Any]:
     """The JSON document as plain data (already scrubbed of secrets)."""
     info = report.info
@@ -153,6 +170,7 @@ def results_document(report: RunReport) -> dict[str, Any]:
         },
         "counts": {**counts, "total": sum(counts.values())},
         "connections": [_connection(c, report) for c in report.connections],
+        "hosts": [_host(h) for h in report.hosts],
         "changes": [_change(c) for c in report.changes],
         "history": {
             "status": report.history.status,

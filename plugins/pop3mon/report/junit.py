@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import time
 
-from ..config import ConnectionType
+from ..config import ConnectionType, Host
+from ..engine.hosts import HostResult
 from ..engine.result import ProbeResult
+from ..engine.stages import HOST_ID_PREFIX
 from .model import RunInfo, RunReport
 
 __all__ = ["PREFIX", "suite_properties_finish", "suite_properties_start", "testcase_properties"]
@@ -81,6 +83,21 @@ def testcase_properties(
     return props
 
 
+def host_testcase_properties(host: Host, result: HostResult | None) -> list[tuple[str, str]]:
+    """Facts for the testcase of a host check: the host, its ports, its status and, for a
+    blocked one, the root (the first failing host it depends on)."""
+    props = [
+        (PREFIX + "host", host.host),
+        (PREFIX + "ports", " ".join(map(str, host.ports))),
+        (PREFIX + "depends_on", " ".join(host.depends_on)),
+    ]
+    if result is not None:
+        props.append((PREFIX + "host_status", result.status))
+        if result.root:
+            props.append((PREFIX + "root", HOST_ID_PREFIX + result.root))
+    return props
+
+
 def suite_properties_start(info: RunInfo) -> list[tuple[str, str]]:
     """Suite properties known when the session starts."""
     return [
@@ -97,6 +114,9 @@ def suite_properties_finish(report: RunReport) -> list[tuple[str, str]]:
     run that ended early, why (its checks that did not run are not testcases here)."""
     props = [(PREFIX + "duration_seconds", f"{report.info.duration:.3f}")]
     props += [(f"{PREFIX}checks_{v}", str(n)) for v, n in report.counts().items()]
+    down = [h.host.id for h in report.hosts if h.status == "down"]
+    if report.hosts:
+        props.append((PREFIX + "hosts_down", " ".join(down)))
     if report.info.stopped:
         props += [
             (PREFIX + "stopped", report.info.stopped),

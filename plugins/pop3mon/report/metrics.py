@@ -17,9 +17,10 @@ the name so an alert can show it (``pop3mon_check_verdict >= 2``).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+from ..engine.stages import HOST_ID_PREFIX
 from ..verdict import VERDICT_CODES, Verdict
 from .model import ConnectionReport, RunReport, scrub
 
@@ -86,6 +87,20 @@ _FAMILIES: tuple[tuple[str, str], ...] = (
         "pop3mon_run_complete",
         "1 when every selected check ran, 0 when the run was stopped early "
         "(SIGTERM, Ctrl-C, -x): its other checks are SKIP, not run.",
+    ),
+    # The host checks (one per server, shared by its connection types).
+    (
+        "pop3mon_host_up",
+        "1 when the host answered (PING if on, a TCP port), 0 when it is down or a host "
+        "it depends on is.",
+    ),
+    (
+        "pop3mon_host_check_verdict",
+        "Verdict of each host check (ping, tcp): 0 OK, 1 WARN, 2 CRIT, 3 SKIP, 4 ERROR.",
+    ),
+    (
+        "pop3mon_host_blocked_connections",
+        "Connection types not probed because this host was the root cause of their skip.",
     ),
 )
 
@@ -173,6 +188,7 @@ def _samples(report: RunReport) -> dict[str, list[str]]:
                 add("pop3mon_availability_ratio", [*base, ("window", window)], ratio)
         if report.history.ok:
             add("pop3mon_flapping", base, 1 if report.history.flapping.get(conn.ct.id) else 0)
+    _host_samples(report, add)
     counts: Mapping[Verdict, int] = report.counts()
     for verdict, number in counts.items():
         add("pop3mon_checks", [("verdict", verdict)], number)
@@ -181,6 +197,21 @@ def _samples(report: RunReport) -> dict[str, list[str]]:
     if report.history.status != "off":
         add("pop3mon_history_ok", [], 1 if report.history.ok else 0)
     return out
+
+
+def _host_samples(
+    report: RunReport, add: Callable[[str, list[tuple[str, str]], float], None]
+) -> None:
+    for hrep in report.hosts:
+        base = [("server", hrep.host.name), ("host", hrep.host.host)]
+        if hrep.result is not None:
+            add("pop3mon_host_up", base, 1 if hrep.result.up else 0)
+            cts = [i for i in hrep.blocked if not i.startswith(HOST_ID_PREFIX)]
+            if hrep.result.status == "down":
+                add("pop3mon_host_blocked_connections", base, len(cts))
+        for rec in hrep.records:
+            labels = [*base, ("check", rec.check), ("verdict", rec.verdict)]
+            add("pop3mon_host_check_verdict", labels, VERDICT_CODES[rec.verdict])
 
 
 def metrics_text(report: RunReport) -> str:

@@ -49,6 +49,7 @@ from ..probestore import ProbeStore
 from . import history as history_glue
 from . import html as html_parts
 from . import junit
+from .html_hosts import hosts_html
 from .json_report import write_json
 from .keys import STORE_KEY
 from .metrics import write_metrics
@@ -300,6 +301,14 @@ class ReportPlugin:
                 report.user_properties.extend(
                     junit.testcase_properties(ct, self._result(ct.id), rec.tier, rec.check)
                 )
+            elif store is not None and rec.tier == HOST_TIER:
+                name = rec.ct.removeprefix(HOST_ID_PREFIX)
+                if name in store.hosts:
+                    report.user_properties.extend(
+                        junit.host_testcase_properties(
+                            store.hosts[name], store.load_hosts().get(name)
+                        )
+                    )
         elif report.when == "call" and self._html_path() is not None:
             extras = list(getattr(report, "extras", []) or [])
             extras.append(
@@ -432,6 +441,7 @@ class ReportPlugin:
         if report is None:
             return
         prefix.append(html_parts.overview_html(report))
+        prefix.append(hosts_html(report))
         summary.extend(html_parts.details_html(report))
 
     # -- terminal ----------------------------------------------------------------------------
