@@ -86,7 +86,14 @@ GOLDEN: dict[str, list[str]] = {
         "cert_days_inverted.yaml:4: defaults.cert: warn_days (7) must be greater than crit_days (21) — warn comes first, while more days are left",
     ],
     "connections_empty": [
-        "connections_empty.yaml:6: servers[0].connections: is empty — list at least one connection type (port, security, auth)",
+        "connections_empty.yaml:6: servers[0].connections: is empty — list at least one connection type (port, security, auth), or give tcp_ports: for a server that is only a dependency of others",
+    ],
+    "depends_on_cycle": [
+        "depends_on_cycle.yaml:16: servers[2].depends_on[0]: dependency cycle gw → mail1 → mail2 → gw — a server cannot be reached through itself; remove one of these depends_on entries",
+    ],
+    "depends_on_unknown": [
+        "depends_on_unknown.yaml:10: servers[1].depends_on[0]: unknown server 'gatway' — depends_on takes the name: of another server in this file — did you mean 'gateway'?",
+        "depends_on_unknown.yaml:10: servers[1].depends_on[1]: server 'mail1' cannot depend on itself — name the gateway or resolver it is reached through",
     ],
     "duplicate_derived_id": [
         "duplicate_derived_id.yaml:10: servers[0].connections[1]: duplicate connection id 'mail1:995-tls' (built from server name, port and security; first at line 8) — add id: to tell them apart",
