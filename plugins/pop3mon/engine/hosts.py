@@ -165,8 +165,10 @@ def probe_host(spec: HostSpec) -> HostResult:
         return done("up", addresses=addresses, ping=info, ports=ports)
     said = "; ".join(f"{p.port}: {p.reason}" for p in ports)
     where = f"{spec.host} ({addresses[0]})" if addresses[0] != spec.host else spec.host
-    only = "port" if len(ports) == 1 else f"of its {len(ports)} ports"
-    reason = f"no {only} of {where} accepts a TCP connection ({said})"
+    if len(ports) == 1:
+        reason = f"{where} does not accept TCP connections on its port ({said})"
+    else:
+        reason = f"none of the {len(ports)} ports of {where} accepts a TCP connection ({said})"
     return done("down", failed="tcp", reason=reason, addresses=addresses, ping=info, ports=ports)
 
 
