@@ -36,7 +36,7 @@ from .history.model import CheckState
 from .history.store import Acceptance, HistoryError, HistoryStore, open_history_readonly
 from .verdict import Verdict
 
-__all__ = ["check_main", "main"]
+__all__ = ["main"]
 
 PROG: Final = "pop3mon"
 _MAX_NOTE: Final = 500
@@ -109,11 +109,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plugin_mode.add_arguments(check)
     return parser
-
-
-def check_main() -> int:
-    """The ``pop3mon-check`` console script: ``pop3mon check`` under its own name."""
-    return plugin_mode.main(sys.argv[1:])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
