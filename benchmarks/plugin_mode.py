@@ -93,7 +93,11 @@ def main() -> None:
     print_machine()
     with tempfile.TemporaryDirectory() as tmp, lab() as running:
         base = Path(tmp)
-        shutil.copytree(REPO / "plugins" / "pop3mon", base / "pkg" / "pop3mon")
+        shutil.copytree(
+            REPO / "plugins" / "pop3mon",
+            base / "pkg" / "pop3mon",
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
         env = {k: v for k, v in os.environ.items() if not k.startswith("POP3MON_")}
         env.update(PYTHONPATH=str(base / "pkg"), BENCH_PW=running.demo_password)
         if args.no_bytecode:
