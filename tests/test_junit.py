@@ -12,8 +12,8 @@ closed    a port nothing listens on                                    tcp CRIT
 ========  ===========================================================  ==============
 
 The suite runs twice: with the defaults (read with junitparser, as the GitHub reporters
-do), and with ``--junit-classname=connection --junit-strict --strict-warn`` (validated
-against the unmodified Ant/Jenkins junit-10.xsd in ``tests/data``).
+do), and under xdist with ``--junit-classname=connection --junit-strict --strict-warn``
+(validated against the unmodified Ant/Jenkins junit-10.xsd in ``tests/data``).
 """
 
 from __future__ import annotations
@@ -103,6 +103,8 @@ def runs(dovecot: DovecotLab, closed_port: int, tmp_path_factory: pytest.TempPat
         "--junit-classname=connection",
         "--junit-strict",
         "--strict-warn",
+        "-n",
+        "2",
         env=env,
     )
     return Runs(default=default, strict=strict, password=dovecot.demo_password)
@@ -120,9 +122,12 @@ def props(case: ET.Element) -> dict[str, str]:
 
 def out_facts(case: ET.Element) -> dict[str, str]:
     """A strict testcase's properties, read back from its ``name: value`` output lines."""
-    text = case.findtext("system-out") or ""
-    pairs = (line.split(": ", 1) for line in text.splitlines() if line.startswith("pop3mon_"))
-    return dict(pair for pair in pairs if len(pair) == 2)  # type: ignore[misc]
+    facts = {}
+    for line in (case.findtext("system-out") or "").splitlines():
+        name, sep, value = line.partition(": ")
+        if sep and name.startswith("pop3mon_"):
+            facts[name] = value
+    return facts
 
 
 def json_doc(run: Run) -> dict[str, Any]:
