@@ -19,15 +19,19 @@ do), and under xdist with ``--junit-classname=connection --junit-strict --strict
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from test_reports import XSD, Run, run_suite
+from test_reports import REPO, XSD, Run, run_suite
 
 from pop3mon_lab.dovecot import DovecotLab
 
@@ -236,3 +240,35 @@ def test_no_secret_in_junit(runs: Runs) -> None:
         text = run.path("junit.xml").read_text("utf-8")
         assert SENTINEL not in text and runs.password not in text
         assert "test_login[starttls]" in text
+
+
+def test_bad_classname_ini_is_one_line(tmp_path: Path) -> None:
+    """A wrong ini pop3mon_junit_classname stops the run at start with one line."""
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(
+        "version: 1\nservers:\n  - name: s\n    host: 127.0.0.1\n"
+        "    connections: [{port: 1, security: tls}]\n",
+        encoding="utf-8",
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            f"--targets={targets}",
+            f"--reports-dir={tmp_path / 'reports'}",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "pop3mon_junit_classname=tier",
+        ],
+        cwd=REPO,
+        env={k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == pytest.ExitCode.USAGE_ERROR, proc.stdout + proc.stderr
+    assert "pop3mon_junit_classname = 'tier' is not one of module, connection" in proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
