@@ -100,7 +100,8 @@ def own_phases(result: ProbeResult, check: str) -> tuple[tuple[str, float], ...]
 
     Every stage belongs to exactly one check, so the own times of a connection type's
     checks add up to at most its total. Checks that judge a phase another check owns
-    (certificate, policy, thresholds, ``latency-*``) and the drift checks own none.
+    (certificate, expiry, protocol, policy, thresholds, ``latency-*``) and the drift checks
+    own none.
     """
     out = []
     for phase, seconds in result.phases:
