@@ -482,3 +482,21 @@ def test_capa_of_a_real_stls_session_names_what_tls_added(
     assert "IMPLEMENTATION(plain\u2192tls) \u2212STLS)" in got.reason, got
     assert "SASL SCRAM-SHA-256 PLAIN LOGIN" in got.reason, got
     assert result.auth is not None and result.auth.mechanism == "scram-sha-256"
+
+
+def test_every_phase_is_charged_to_exactly_one_check() -> None:
+    """own_phases (a check's own time in JUnit): every stage of a session belongs to one
+    check (its STAGES owner), a failed TLS handshake to the check that failed it, and the
+    checks that judge another's phase own none."""
+    for mode in ("starttls", "tls"):
+        result = healthy(mode)
+        names = [c.name for c in CHECKS] + ["latency-auth", "latency-total"]
+        charged = [p for name in names for p, _ in checks.base.own_phases(result, name)]
+        timed = [p for p, _ in result.phases if p != "total"]
+        assert sorted(charged) == sorted(timed), mode
+        for judge in ("certificate", "expiry", "policy", "thresholds", "latency-auth"):
+            assert checks.base.own_phases(result, judge) == (), judge
+    assert checks.base.own_phases(healthy("tls"), "login") == (("auth", 0.001),)
+    expired = _failing_at(healthy("tls"), "tls", "cert-expired")
+    assert [p for p, _ in checks.base.own_phases(expired, "certificate")] == ["tls"]
+    assert checks.base.own_phases(expired, "handshake") == ()

@@ -21,6 +21,7 @@ __all__ = [
     "failed_stage",
     "gate",
     "ms",
+    "own_phases",
     "owner_of",
     "with_retries",
 ]
@@ -91,6 +92,27 @@ def owner_of(failed: StageOutcome) -> CheckName | None:
             return "protocol"
         return "handshake"
     return _OWNER.get(failed.stage)
+
+
+def own_phases(result: ProbeResult, check: str) -> tuple[tuple[str, float], ...]:
+    """The timed phases that are ``check``'s own work: the stages it owns (``STAGES``; a
+    failed TLS stage belongs to the check :func:`owner_of` names), in run order.
+
+    Every stage belongs to exactly one check, so the own times of a connection type's
+    checks add up to at most its total. Checks that judge a phase another check owns
+    (certificate, expiry, protocol, policy, thresholds, ``latency-*``) and the drift checks
+    own none.
+    """
+    out = []
+    for phase, seconds in result.phases:
+        outcome = result.stage(phase)
+        if outcome is not None and outcome.status == "fail":
+            owner = owner_of(outcome)
+        else:
+            owner = _OWNER.get(phase)
+        if owner == check:
+            out.append((phase, seconds))
+    return tuple(out)
 
 
 def blocked(tier: Tier, check: str, failed: StageOutcome) -> CheckResult:

@@ -84,11 +84,37 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="write no pop3mon report files (an explicit --html/--junitxml still works)",
     )
+    group.addoption(
+        "--junit-classname",
+        choices=junit.CLASSNAMES,
+        default=None,
+        help="the JUnit testcases' classname: 'module' (pytest's, one group per tier) or "
+        "'connection' (the connection type id, one group per connection type) "
+        "(default: ini pop3mon_junit_classname, else module)",
+    )
+    group.addoption(
+        "--junit-strict",
+        action="store_true",
+        default=None,
+        help="write JUnit XML valid against the Ant/Jenkins junit-10 schema: testcase "
+        "properties go into <system-out> (default: ini pop3mon_junit_strict)",
+    )
     history_glue.add_options(group, parser)
     parser.addini(
         "pop3mon_reports_dir",
         "directory for pop3mon's report files (relative to the rootdir)",
         default=DEFAULT_DIR,
+    )
+    parser.addini(
+        "pop3mon_junit_classname",
+        f"the JUnit testcases' classname: {' or '.join(junit.CLASSNAMES)}",
+        default="module",
+    )
+    parser.addini(
+        "pop3mon_junit_strict",
+        "write JUnit XML valid against the junit-10 schema",
+        type="bool",
+        default=False,
     )
 
 
@@ -133,6 +159,7 @@ class ReportPlugin:
         self.directory = reports_dir(config)
         self.run_id = new_run_id()
         self.own_junit = False
+        self.junit = self.junit_options()
         self.info: RunInfo | None = None
         self.started = time.time()
         self.recorder = Recorder(self._server_of)
@@ -190,6 +217,23 @@ class ReportPlugin:
         from _pytest.junitxml import xml_key  # private, but the documented way in
 
         return self.config.stash.get(xml_key, None)
+
+    def junit_options(self) -> junit.JUnitOptions:
+        """``--junit-classname``/``--junit-strict``, else their ini values (checked at
+        start-up: a bad ini value is a usage error, not a traceback at the end)."""
+        name = self.config.getoption("junit_classname", None)
+        if name is None:
+            name = str(self.config.getini("pop3mon_junit_classname")).strip()
+        classname = next((c for c in junit.CLASSNAMES if c == name), None)
+        if classname is None:
+            raise pytest.UsageError(
+                f"pop3mon: ini pop3mon_junit_classname = {name!r} is not one of "
+                f"{', '.join(junit.CLASSNAMES)}"
+            )
+        strict = self.config.getoption("junit_strict", None)
+        if strict is None:
+            strict = bool(self.config.getini("pop3mon_junit_strict"))
+        return junit.JUnitOptions(classname=classname, strict=bool(strict))
 
     def _html_path(self) -> Path | None:
         raw = getattr(self.config.option, "htmlpath", None)
@@ -568,7 +612,10 @@ class _ReportFiles:
                 path = files.temp(label)
                 if path is not None and path.exists():
                     text = path.read_text(encoding="utf-8")
-                    clean = scrub(text)
+                    clean = text
+                    if label == "JUnit XML" and report is not None:
+                        clean = junit.finish(text, report, owner.junit)
+                    clean = scrub(clean)
                     if clean != text:
                         path.write_text(clean, encoding="utf-8")
             owner.written = files.commit(last="JSON")
