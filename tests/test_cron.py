@@ -79,8 +79,10 @@ def cron_user() -> Iterator[str]:
             pytest.skip(f"{tool} is not installed")
     name = f"p3mcron{os.getpid() % 100000}"
     subprocess.run(
-        ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent"]
-        + ["--shell", "/usr/sbin/nologin", name],
+        [
+            *("useradd", "--system", "--user-group", "--no-create-home"),
+            *("--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name),
+        ],
         check=True,
         timeout=30,
     )
