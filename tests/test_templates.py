@@ -405,26 +405,57 @@ def test_templates_install_from_the_lock() -> None:
 # --------------------------------------------------------------------------- systemd, README
 
 
-def test_systemd_units(tmp_path: Path) -> None:
-    service = (ROOT / "ci" / "systemd" / "pop3mon.service").read_text(encoding="utf-8")
-    timer = (ROOT / "ci" / "systemd" / "pop3mon.timer").read_text(encoding="utf-8")
-    assert re.search(r"^ExecStart=/opt/pop3mon/ci/run-monitor --targets=", service, re.M)
-    assert re.search(r"^Type=oneshot$", service, re.M)
-    assert re.search(r"^OnCalendar=", timer, re.M) and "Persistent=true" in timer
+SYSTEMD = ROOT / "ci" / "systemd"
+
+
+def _systemd_verify(unit_dir: Path, *names: str) -> subprocess.CompletedProcess[str]:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
+        if _strict():
+            pytest.fail("systemd-analyze is not installed (CI=true)")
         pytest.skip("systemd-analyze is not installed")
-    # verify checks that ExecStart exists: point the units at this checkout.
-    for name, text in (("pop3mon.service", service), ("pop3mon.timer", timer)):
-        (tmp_path / name).write_text(text.replace("/opt/pop3mon", str(ROOT)), encoding="utf-8")
-    proc = subprocess.run(
-        [analyze, "verify", str(tmp_path / "pop3mon.service"), str(tmp_path / "pop3mon.timer")],
+    return subprocess.run(
+        [analyze, "verify", *(f"./{name}" for name in names)],
+        cwd=unit_dir,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def _units_here(tmp_path: Path, edit: tuple[str, str] = ("", "")) -> Path:
+    """Every unit of ci/systemd in ``tmp_path``, pointing at this checkout (verify checks
+    that each ExecStart exists); ``edit`` replaces one text in them."""
+    for unit in SYSTEMD.iterdir():
+        text = unit.read_text(encoding="utf-8").replace("/opt/pop3mon", str(ROOT))
+        (tmp_path / unit.name).write_text(text.replace(*edit) if edit[0] else text, "utf-8")
+    return tmp_path
+
+
+def test_systemd_units(tmp_path: Path) -> None:
+    service = (SYSTEMD / "pop3mon.service").read_text(encoding="utf-8")
+    timer = (SYSTEMD / "pop3mon.timer").read_text(encoding="utf-8")
+    assert re.search(r"^ExecStart=/opt/pop3mon/ci/run-monitor --targets=", service, re.M)
+    assert re.search(r"^Type=oneshot$", service, re.M)
+    assert re.search(r"^OnCalendar=", timer, re.M) and "Persistent=true" in timer
+    # A failed run starts the failure template, which ships beside it, for this unit.
+    on_failure = re.search(r"^OnFailure=(\S+)@%n\.service$", service, re.M)
+    assert on_failure, "pop3mon.service has no OnFailure= template example"
+    template = f"{on_failure.group(1)}@.service"
+    assert (SYSTEMD / template).is_file()
+    assert template in service, "the install comment does not copy the failure unit"
+    units = sorted(p.name for p in SYSTEMD.iterdir())
+    instance = f"{on_failure.group(1)}@pop3mon.service.service"
+    proc = _systemd_verify(_units_here(tmp_path), *units, instance)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_systemd_verify_catches_a_broken_failure_unit(tmp_path: Path) -> None:
+    """The verification above would see a failure unit that cannot run."""
+    here = _units_here(tmp_path, ("ExecStart=/usr/bin/logger", "ExecStart=/usr/bin/no-such"))
+    proc = _systemd_verify(here, "pop3mon-failure@pop3mon.service.service")
+    assert proc.returncode != 0 and "no-such" in proc.stdout + proc.stderr
 
 
 def test_readme_starts_with_the_two_commands() -> None:
