@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -327,7 +328,11 @@ def test_gitlab_pipeline_structure() -> None:
     artifacts = job["artifacts"]
     assert artifacts["when"] == "always"
     assert artifacts["reports"]["junit"] == "reports/junit.xml"
-    assert artifacts["expose_as"]
+    # expose_as shows only in merge requests, never for a schedule: the link is in the job
+    # log and the job's annotations instead.
+    assert "expose_as" not in artifacts
+    assert artifacts["reports"]["annotations"] == "reports/annotations.json"
+    assert any("$CI_JOB_URL/artifacts/file/reports/report.html" in c for c in job["after_script"])
     assert "reports/report.html" in artifacts["paths"]
     text = GITLAB.read_text(encoding="utf-8")
     assert "Masked" in text
@@ -506,3 +511,104 @@ def test_selftest_fails_when_pytest_collects_nothing() -> None:
     assert proc.returncode == 1, out
     assert "collected no test (exit 5)" in out
     assert re.search(r"pytest tests/\s+FAIL \(5\)", out), out
+
+
+# --------------------------------------------------------------------------- templates, run
+
+
+@pytest.fixture(scope="module")
+def repo_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the checkout: the templates write reports/ into the repository."""
+    from test_demo import copy_repo
+
+    return copy_repo(tmp_path_factory.mktemp("repo"))
+
+
+def _bash(script: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("POP3MON_")}
+    full.update(
+        POP3MON_PYTHON=sys.executable, POP3MON_TEST_PASSWORD=PASSWORD, PYTHONDONTWRITEBYTECODE="1"
+    )
+    full.update(env)
+    return subprocess.run(
+        # GitHub's and GitLab's shell for a script: bash, stop at the first failure.
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
+        cwd=cwd,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_gitlab_job_runs_as_written(repo_copy: Path, ok_targets: Path) -> None:
+    """The job's script and after_script, line by line as the runner does, in a checkout,
+    with the variables GitLab sets and a schedule variable selecting the lab."""
+    job = _load(GITLAB)["pop3mon"]
+    job_url = "https://gitlab.example/ops/pop3mon/-/jobs/42"
+    env = {
+        **{k: str(v) for k, v in job["variables"].items()},
+        "CI_PROJECT_DIR": str(repo_copy),
+        "CI_JOB_URL": job_url,
+        "POP3MON_TARGETS": str(ok_targets),  # a schedule variable overrides the job's
+        "POP3MON_PYTEST_ARGS": "-k ok-tls",
+    }
+    script = _bash("\n".join(job["script"]), repo_copy, **env)
+    assert script.returncode == 0, script.stdout + script.stderr
+    after = _bash("\n".join(job["after_script"]), repo_copy, **env)
+    assert after.returncode == 0, after.stdout + after.stderr
+    link = f"{job_url}/artifacts/file/reports/report.html"
+    assert f"pop3mon report: {link}" in after.stdout
+    for path in [*job["artifacts"]["paths"], *job["artifacts"]["reports"].values()]:
+        assert (repo_copy / path).is_file(), path
+    annotations = json.loads((repo_copy / "reports" / "annotations.json").read_text("utf-8"))
+    assert annotations == {"pop3mon": [{"external_link": {"label": "pop3mon report", "url": link}}]}
+
+
+def test_github_monitor_step_runs_as_written(
+    repo_copy: Path, ok_targets: Path, tmp_path: Path
+) -> None:
+    """The Monitor step's script in a checkout whose targets.yaml lists the lab; the inputs
+    as workflow_dispatch passes them (a -k selection)."""
+    steps = _load(GITHUB)["jobs"]["monitor"]["steps"]
+    monitor = next(s for s in steps if s.get("name") == "Monitor")
+    shutil.copy(ok_targets, repo_copy / "targets.yaml")
+    proc = _bash(monitor["run"], repo_copy, SELECT="ok-tls", POP3MON_STRICT_WARN="0")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "pop3mon: exit 0" in proc.stderr
+    junit = (repo_copy / "reports" / "junit.xml").read_text(encoding="utf-8")
+    assert 'name="test_login[ok-tls]"' in junit
+
+
+def test_github_keepalive_job(tmp_path: Path) -> None:
+    """Public repositories lose their schedule after 60 days without activity: the template
+    says so and its weekly keepalive job calls the enable API for its own workflow file."""
+    text = GITHUB.read_text(encoding="utf-8")
+    assert "60 days" in text and "gh workflow enable" in text
+    wf = _load(GITHUB)
+    on = wf.get("on", wf.get(True))
+    crons = [entry["cron"] for entry in on["schedule"]]
+    job = wf["jobs"]["keepalive"]
+    weekly = re.fullmatch(r"github\.event\.schedule == '(.+)'", job["if"])
+    assert weekly and weekly.group(1) in crons and weekly.group(1) != crons[0]
+    assert job["permissions"] == {"actions": "write"}
+    # Its script, with `gh` replaced by a recorder (no network here): which API it calls.
+    step = job["steps"][0]
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "gh").write_text('#!/bin/sh\nprintf "gh %s\\n" "$*"\n', encoding="utf-8")
+    (fake / "gh").chmod(0o755)
+    proc = _bash(
+        step["run"],
+        tmp_path,
+        PATH=f"{fake}:{os.environ['PATH']}",
+        GITHUB_REPOSITORY="ops/pop3mon",
+        WORKFLOW_REF="ops/pop3mon/.github/workflows/pop3mon.yml@refs/heads/main",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        "gh api --method PUT repos/ops/pop3mon/actions/workflows/pop3mon.yml/enable" in proc.stdout
+    )
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "60 days without repository activity" in readme
