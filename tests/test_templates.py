@@ -5,8 +5,12 @@
 * the GitHub Actions workflow and the GitLab CI pipeline: their structure, that every secret
   the example targets.yaml references is mapped, and that the validators ci/selftest runs
   (jactionlint, check-jsonschema) accept them and reject a broken copy;
-* the systemd units (``systemd-analyze verify`` where it exists), the README's promises,
-  ``.ci/run`` -> ``ci/selftest`` and the selftest's handling of pytest's exit 5.
+* the systemd units (``systemd-analyze verify`` where it exists, the OnFailure= template
+  too), the README's promises, ``.ci/run`` -> ``ci/selftest`` and the selftest's handling of
+  pytest's exit 5;
+* the templates' scripts run as written (GitLab's script and after_script, GitHub's Monitor
+  and keepalive steps) in a copy of the checkout. The cron line: tests/test_cron.py; which
+  test runs which shown command: tests/test_readme_commands.py.
 """
 
 from __future__ import annotations
