@@ -525,7 +525,7 @@ def repo_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the checkout: the templates write reports/ into the repository."""
     from test_demo import copy_repo
 
-    return copy_repo(tmp_path_factory.mktemp("repo"))
+    return copy_repo(tmp_path_factory.mktemp("repo") / "checkout")
 
 
 def _bash(script: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
