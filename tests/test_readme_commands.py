@@ -330,15 +330,14 @@ def test_readme_serve_commands(tmp_path: Path) -> None:
     raw = b""
     try:
         deadline = time.monotonic() + 120
-        while b"runs until Ctrl-C" not in raw or not raw.endswith(b"\n"):
+        # The banner ends with the command to run; wait for its last line.
+        while not re.search(rb"runs until Ctrl-C.*\n.*-k healthy\n", raw, re.S):
             assert time.monotonic() < deadline, raw.decode(errors="replace")
             ready, _, _ = select.select([demo.stdout], [], [], 1.0)
             if ready:
                 chunk = os.read(demo.stdout.fileno(), 65536)
                 assert chunk, raw.decode(errors="replace")
                 raw += chunk
-            if b"-k healthy" in raw.split(b"runs until Ctrl-C")[-1]:
-                break
         banner = raw.decode(errors="replace")
         assert monitor in banner, f"the README's command is not the banner's:\n{banner}"
         proc = _shell(f"{activate}\n{monitor}", repo, PATH=os.environ["PATH"])
