@@ -117,6 +117,38 @@ def test_healthy_result_has_no_crit_and_nothing_blocked(thresholds: checks.Thres
     assert checks.owner(result) is None
 
 
+@pytest.mark.parametrize(
+    ("mailbox", "stat", "reason"),
+    [
+        ("{stat_min: 1}", Verdict.OK, "(the message count bound at least 1 is checked by stat)"),
+        ("{stat_min: 5}", Verdict.CRIT, "(the message count bound at least 5 is checked by stat)"),
+        ("{stat_min: 1, stat_max: 2}", Verdict.CRIT, "bound 1 to 2 is checked by stat"),
+        ("{}", Verdict.OK, "no mailbox_count/mailbox_size warn/crit thresholds configured"),
+    ],
+)
+def test_thresholds_name_the_stat_bounds_instead_of_saying_none_are_configured(
+    tmp_path: Path, mailbox: str, stat: Verdict, reason: str
+) -> None:
+    """With only ``stat_min``/``stat_max`` set, the thresholds check does not claim that no
+    mailbox thresholds are configured: it names the bound and the check that owns it."""
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        "servers:\n"
+        "  - name: s\n"
+        "    host: localhost\n"
+        "    account: {username: alice, password_env: X}\n"
+        f"    mailbox: {mailbox}\n"
+        "    connections:\n"
+        "      - {security: starttls, port: 1110}\n",
+        encoding="utf-8",
+    )
+    got = _verdicts(healthy(), load_targets(path).connections[0])  # 3 messages
+    assert got["stat"].verdict == stat, got["stat"]
+    assert got["thresholds"].verdict == Verdict.SKIP
+    assert reason in got["thresholds"].reason, got["thresholds"].reason
+    assert "no mailbox thresholds configured" not in got["thresholds"].reason
+
+
 STLS_ONLY = {"stls", "tls_handshake", "capa_tls"}
 STAGE_CASES = [("starttls", s.name) for s in STAGES if s.name not in ("tls", "quit")] + [
     ("tls", s.name) for s in STAGES if s.name not in STLS_ONLY | {"quit"}

@@ -38,6 +38,7 @@ from .report.history import history_for, history_path
 from .report.keys import HISTORY_KEY, STORE_KEY
 from .report.paths import reports_dir, reports_enabled
 from .report.recorder import verdict_properties
+from .spaced_options import stray_option_value
 from .verdict import Verdict
 
 __all__ = ["RunState"]
@@ -129,9 +130,14 @@ def _targets_configured(config: pytest.Config) -> bool:
 def pytest_cmdline_main(config: pytest.Config) -> None:
     """Without a targets file write no reports: as ``--no-reports``, set before the reports
     plugin's ``pytest_configure`` (which may run before ours) points pytest-html and junitxml
-    at ``reports/``."""
+    at ``reports/``. A run whose rootdir a spaced option value moved stops here, before
+    anything is written there (see :mod:`.spaced_options`)."""
     if not _targets_configured(config):
         config.option.no_reports = True
+        return  # another project's run is not pop3mon's to judge
+    problem = None if hasattr(config, "workerinput") else stray_option_value(config)
+    if problem:
+        raise pytest.UsageError(problem)
 
 
 def _bundled_tests() -> Path | None:

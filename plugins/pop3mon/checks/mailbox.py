@@ -41,6 +41,17 @@ def stat(result: ProbeResult, t: Thresholds) -> CheckResult:
     return CheckResult("mailbox", "stat", OK, text, box.count, "msgs")
 
 
+def _stat_bounds(t: Thresholds) -> str:
+    """``stat_min``/``stat_max`` in words ("at least 1", "1 to 5"), or "" when unset."""
+    if t.stat_min is not None and t.stat_max is not None:
+        return f"{t.stat_min} to {t.stat_max}"
+    if t.stat_min is not None:
+        return f"at least {t.stat_min}"
+    if t.stat_max is not None:
+        return f"at most {t.stat_max}"
+    return ""
+
+
 def thresholds(result: ProbeResult, t: Thresholds) -> CheckResult:
     """Message count and size against their warn/crit thresholds."""
     gated = _mailbox_gate(result, t, "thresholds")
@@ -50,7 +61,13 @@ def thresholds(result: ProbeResult, t: Thresholds) -> CheckResult:
     if box is None:
         return CheckResult("mailbox", "thresholds", SKIP, "STAT did not run")
     if t.mailbox_count is None and t.mailbox_size is None:
-        return CheckResult("mailbox", "thresholds", SKIP, "no mailbox thresholds configured")
+        reason = "no mailbox_count/mailbox_size warn/crit thresholds configured"
+        bounds = _stat_bounds(t)
+        if bounds:
+            # stat_min/stat_max are thresholds too, but the stat check owns them: saying
+            # "none configured" here read as if they had been ignored.
+            reason += f" (the message count bound {bounds} is checked by stat)"
+        return CheckResult("mailbox", "thresholds", SKIP, reason)
     verdict: Verdict = OK
     notes: list[str] = []
     for label, value, limits in (
