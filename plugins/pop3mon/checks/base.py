@@ -22,6 +22,8 @@ __all__ = [
     "gate",
     "ms",
     "owner_of",
+    "smtp",
+    "stls_stage",
     "with_retries",
 ]
 
@@ -54,6 +56,17 @@ class Thresholds(Protocol):
     def stat_max(self) -> int | None: ...
     @property
     def drift(self) -> DriftPolicy: ...
+
+
+def smtp(result: ProbeResult) -> bool:
+    """The result is an SMTP companion probe's (engine/smtp.py), not a POP3 session's."""
+    return result.protocol == "smtp"
+
+
+def stls_stage(result: ProbeResult) -> str:
+    """The stage that upgrades to TLS: POP3 STLS, SMTP STARTTLS (its name in reasons is
+    the stage's label)."""
+    return "starttls" if smtp(result) else "stls"
 
 
 @dataclass(frozen=True)

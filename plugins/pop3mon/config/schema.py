@@ -408,9 +408,13 @@ class _Latency(_Model):
     tls: _SecondsPair | None = None
     greeting: _SecondsPair | None = None
     capa: _SecondsPair | None = None
+    ehlo: _SecondsPair | None = None
     stls: _SecondsPair | None = None
+    starttls: _SecondsPair | None = None
     tls_handshake: _SecondsPair | None = None
     capa_tls: _SecondsPair | None = None
+    ehlo_tls: _SecondsPair | None = None
+    relay: _SecondsPair | None = None
     auth: _SecondsPair | None = None
     stat: _SecondsPair | None = None
     quit: _SecondsPair | None = None
