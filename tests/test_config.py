@@ -116,7 +116,7 @@ GOLDEN: dict[str, list[str]] = {
         "latency_half_pair.yaml:10: servers[0].connections[0].latency.greeting: crit is not set here or inherited — a threshold needs both warn and crit",
     ],
     "latency_unknown_phase": [
-        "latency_unknown_phase.yaml:10: servers[0].connections[0].latency.conect: unknown phase — phases are dns, ping, connect, tls, greeting, capa, stls, tls_handshake, capa_tls, auth, stat, quit, total — did you mean 'connect'?",
+        "latency_unknown_phase.yaml:10: servers[0].connections[0].latency.conect: unknown phase — phases are dns, ping, connect, tls, greeting, capa, ehlo, stls, starttls, tls_handshake, capa_tls, ehlo_tls, relay, auth, stat, quit, total — did you mean 'connect'?",
     ],
     "latency_warn_ge_crit": [
         "latency_warn_ge_crit.yaml:5: defaults.latency.connect: warn (3) must be less than crit (2) — warn is the smaller, earlier alarm",

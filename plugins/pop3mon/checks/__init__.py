@@ -54,6 +54,7 @@ _RULES: Mapping[CheckName, Rule] = {
     "protocol": tls.protocol,
     "login": login.login,
     "policy": login.policy,
+    "relay": login.relay,
     "stat": mailbox.stat,
     "thresholds": mailbox.thresholds,
     "logout": mailbox.logout,

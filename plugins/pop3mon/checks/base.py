@@ -23,6 +23,8 @@ __all__ = [
     "ms",
     "own_phases",
     "owner_of",
+    "smtp",
+    "stls_stage",
     "with_retries",
 ]
 
@@ -33,6 +35,8 @@ _OWNER: Mapping[str, CheckName] = {s.name: s.owner for s in STAGES}
 class Thresholds(Protocol):
     """What a connection type contributes to verdicts (``config.ConnectionType`` fits)."""
 
+    @property
+    def protocol(self) -> str: ...
     @property
     def security(self) -> Security: ...
     @property
@@ -55,6 +59,17 @@ class Thresholds(Protocol):
     def stat_max(self) -> int | None: ...
     @property
     def drift(self) -> DriftPolicy: ...
+
+
+def smtp(result: ProbeResult) -> bool:
+    """The result is an SMTP companion probe's (engine/smtp.py), not a POP3 session's."""
+    return result.protocol == "smtp"
+
+
+def stls_stage(result: ProbeResult) -> str:
+    """The stage that upgrades to TLS: POP3 STLS, SMTP STARTTLS (its name in reasons is
+    the stage's label)."""
+    return "starttls" if smtp(result) else "stls"
 
 
 @dataclass(frozen=True)

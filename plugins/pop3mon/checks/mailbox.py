@@ -5,12 +5,16 @@ from __future__ import annotations
 from ..engine.result import ProbeResult
 from ..engine.stages import stage_index
 from ..verdict import Verdict
-from .base import CRIT, OK, SKIP, WARN, CheckResult, Thresholds, blocked, failed_stage, ms
+from .base import CRIT, OK, SKIP, WARN, CheckResult, Thresholds, blocked, failed_stage, ms, smtp
 
 __all__ = ["logout", "stat", "thresholds"]
 
 
 def _mailbox_gate(result: ProbeResult, t: Thresholds, check: str) -> CheckResult | None:
+    if smtp(result):
+        return CheckResult(
+            "mailbox", check, SKIP, "not applicable: SMTP has no mailbox (POP3 checks it)"
+        )
     if t.auth == "none":
         return CheckResult("mailbox", check, SKIP, "no login configured (auth: none)")
     failed = failed_stage(result)
@@ -99,4 +103,7 @@ def logout(result: ProbeResult, t: Thresholds) -> CheckResult:
         return CheckResult("mailbox", "logout", SKIP, "QUIT was not sent")
     if outcome.status == "warn":
         return CheckResult("mailbox", "logout", WARN, outcome.reason)
-    return CheckResult("mailbox", "logout", OK, "QUIT answered +OK", ms(result.phase("quit")), "ms")
+    said = "221" if smtp(result) else "+OK"
+    return CheckResult(
+        "mailbox", "logout", OK, f"QUIT answered {said}", ms(result.phase("quit")), "ms"
+    )

@@ -30,7 +30,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ..engine.defaults import DEFAULTS
-from ..engine.mechanisms import AUTH_SETTINGS
+from ..engine.mechanisms import AUTH_SETTINGS, MECHANISMS
+from ..engine.smtp import relay_recipient_problem
 from ..engine.stages import (
     ADDRESS_FAMILIES,
     DRIFT_CHECKS,
@@ -408,9 +409,13 @@ class _Latency(_Model):
     tls: _SecondsPair | None = None
     greeting: _SecondsPair | None = None
     capa: _SecondsPair | None = None
+    ehlo: _SecondsPair | None = None
     stls: _SecondsPair | None = None
+    starttls: _SecondsPair | None = None
     tls_handshake: _SecondsPair | None = None
     capa_tls: _SecondsPair | None = None
+    ehlo_tls: _SecondsPair | None = None
+    relay: _SecondsPair | None = None
     auth: _SecondsPair | None = None
     stat: _SecondsPair | None = None
     quit: _SecondsPair | None = None
@@ -592,18 +597,69 @@ class _Connection(_Settings):
     security: Annotated[Security, BeforeValidator(_v_security)]
 
 
+def _v_relay_check(value: str) -> str:
+    problem = relay_recipient_problem(value)
+    if problem:
+        raise _bad(f"{_show(value)} {problem}")
+    return value
+
+
+def _v_ehlo_name(value: str) -> str:
+    # RFC 5321 §4.1.1.1: a domain or an address literal; never anything with spaces.
+    if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.IPv]{2,60}\]", value):
+        raise _bad(f"{_show(value)} is not a domain name or an address literal like [192.0.2.1]")
+    return value
+
+
+# POP3 commands, not SASL: an SMTP server logs in with AUTH only.
+_POP3_ONLY_AUTH: Final = frozenset(m for m, spec in MECHANISMS.items() if not spec.sasl)
+
+
+class _SmtpConnection(_Settings):
+    """A server's ``smtp:`` entry: the SMTP companion checks (engine/smtp.py). Its ``auth``
+    is never inherited: an SMTP connection type logs in only when it says ``auth:`` itself
+    (a port-25 MX takes no login; submission on 587 or 465 does)."""
+
+    id: Annotated[str, AfterValidator(_v_id)] | None = None
+    port: Annotated[int, AfterValidator(_v_port)] | None = None
+    security: Annotated[Security, BeforeValidator(_v_security)]
+    relay_check: Annotated[str, AfterValidator(_v_relay_check)] | None = None
+    ehlo_name: Annotated[str, AfterValidator(_v_ehlo_name)] | None = None
+
+    @field_validator("auth")
+    @classmethod
+    def _sasl_only(cls, value: str) -> str:
+        if value in _POP3_ONLY_AUTH:
+            raise _bad(
+                f"'{value}' is a POP3 command, not a SASL mechanism — SMTP logs in with AUTH: "
+                "use auto, plain, login, cram-md5, scram-sha-1 or scram-sha-256"
+            )
+        return value
+
+
 class _Server(_Settings):
     name: Annotated[str, AfterValidator(_v_name)]
     host: Annotated[str, AfterValidator(_v_host)]
     address: Annotated[str, AfterValidator(_v_address)] | None = None
-    connections: list[_Connection]
+    # smtp before connections: the check of an empty connections: list reads it.
+    smtp: list[_SmtpConnection] = []
+    connections: list[_Connection] = []
 
     @field_validator("connections")
     @classmethod
-    def _nonempty(cls, value: list[_Connection]) -> list[_Connection]:
-        if not value:
+    def _nonempty(cls, value: list[_Connection], info: ValidationInfo) -> list[_Connection]:
+        if not value and not info.data.get("smtp"):
             raise _bad("is empty — list at least one connection type (port, security, auth)")
         return value
+
+    @model_validator(mode="after")
+    def _some(self) -> _Server:
+        if not self.connections and not self.smtp:
+            raise _bad(
+                "has no connection types — list at least one under connections: (POP3: "
+                "port, security, auth) or smtp: (SMTP: port, security)"
+            )
+        return self
 
 
 # ---------------------------------------------------------------------------------------

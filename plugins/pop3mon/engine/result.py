@@ -15,7 +15,7 @@ from typing import Any, Literal
 from ..secrets import Secret
 from .defaults import DEFAULTS
 from .mechanisms import MECHANISMS
-from .stages import AddressFamily, Pacing, Security
+from .stages import AddressFamily, Pacing, Protocol, Security
 
 __all__ = [
     "AuthInfo",
@@ -68,6 +68,12 @@ class ProbeSpec:
     address_family: AddressFamily = DEFAULTS.address_family
     retries: int = DEFAULTS.retries
     retry_backoff: float = DEFAULTS.retry_backoff
+    # SMTP (engine/smtp.py): the protocol spoken; the recipient of the relay-refusal check
+    # ("" = no MAIL FROM/RCPT TO at all); the EHLO name ("" = the address literal of the
+    # probe's own end of the connection, which needs no DNS and is always RFC-valid).
+    protocol: Protocol = "pop3"
+    relay_check: str = ""
+    ehlo_name: str = ""
 
     def __post_init__(self) -> None:
         # The one secret rule holds for every spec, not only those built from a targets
@@ -211,6 +217,11 @@ class ProbeResult:
     attempts: int = 1
     retried: tuple[StageOutcome, ...] = ()
     not_retried: str = ""
+    # SMTP: the protocol, and the relay-refusal check's finding (None: not configured or
+    # not reached; True: the server accepted a foreign recipient without a login).
+    protocol: str = "pop3"
+    relay_open: bool | None = None
+    relay_reply: str = ""
 
     # -- convenience -------------------------------------------------------------------
     @property

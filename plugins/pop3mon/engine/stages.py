@@ -21,6 +21,7 @@ __all__ = [
     "LATENCY_PHASES",
     "PACING_MODES",
     "PHASE_LABELS",
+    "PROTOCOLS",
     "SECURITY_MODES",
     "STAGES",
     "TIERS",
@@ -33,12 +34,19 @@ __all__ = [
     "DriftLevel",
     "Pacing",
     "Phase",
+    "Protocol",
     "Security",
     "Stage",
     "StageSpec",
     "Tier",
     "stage_index",
+    "stages_of",
 ]
+
+#: The mail protocol a connection type speaks: POP3 (the mailbox) or SMTP (the companion
+#: checks of the same server: MX inbound on 25, submission on 465/587; see engine/smtp.py).
+Protocol = Literal["pop3", "smtp"]
+PROTOCOLS: Final[tuple[Protocol, ...]] = get_args(Protocol)
 
 #: How a connection type protects its session (the ``security:`` key of targets.yaml).
 Security = Literal["none", "starttls-optional", "starttls", "tls"]
@@ -80,6 +88,7 @@ CheckName = Literal[
     "protocol",
     "login",
     "policy",
+    "relay",
     "stat",
     "thresholds",
     "logout",
@@ -107,9 +116,13 @@ Stage = Literal[
     "tls",  # implicit TLS handshake (security: tls)
     "greeting",
     "capa",
+    "ehlo",  # SMTP
     "stls",
-    "tls_handshake",  # handshake after STLS
+    "starttls",  # SMTP
+    "tls_handshake",  # handshake after STLS (POP3) or STARTTLS (SMTP)
     "capa_tls",
+    "ehlo_tls",  # SMTP: EHLO again over TLS
+    "relay",  # SMTP: MAIL FROM/RCPT TO/RSET relay refusal, only when configured
     "auth",
     "stat",
     "quit",
@@ -139,6 +152,7 @@ CHECKS: Final[tuple[CheckSpec, ...]] = (
     CheckSpec("tls", "protocol"),
     CheckSpec("auth", "login"),
     CheckSpec("auth", "policy"),
+    CheckSpec("auth", "relay"),
     CheckSpec("mailbox", "stat"),
     CheckSpec("mailbox", "thresholds"),
     CheckSpec("mailbox", "logout"),
@@ -153,12 +167,14 @@ assert tuple(c.name for c in CHECKS if c.tier == "drift") == DRIFT_CHECKS, "drif
 
 @dataclass(frozen=True)
 class StageSpec:
-    """One stage: its name, how reports label it, and the check whose verdict is CRIT when
-    it fails (a TLS stage's owner also depends on the failure kind, see ``checks.owner``)."""
+    """One stage: its name, how reports label it, the check whose verdict is CRIT when
+    it fails (a TLS stage's owner also depends on the failure kind, see ``checks.owner``),
+    and the protocols whose sessions run it."""
 
     name: Stage
     label: str
     owner: CheckName
+    protocols: tuple[Protocol, ...] = PROTOCOLS
 
 
 STAGES: Final[tuple[StageSpec, ...]] = (
@@ -167,12 +183,16 @@ STAGES: Final[tuple[StageSpec, ...]] = (
     StageSpec("connect", "TCP connect", "tcp"),
     StageSpec("tls", "TLS handshake", "handshake"),
     StageSpec("greeting", "greeting", "greeting"),
-    StageSpec("capa", "CAPA", "capa"),
-    StageSpec("stls", "STLS", "stls"),
+    StageSpec("capa", "CAPA", "capa", ("pop3",)),
+    StageSpec("ehlo", "EHLO", "capa", ("smtp",)),
+    StageSpec("stls", "STLS", "stls", ("pop3",)),
+    StageSpec("starttls", "STARTTLS", "stls", ("smtp",)),
     StageSpec("tls_handshake", "TLS handshake (after STLS)", "handshake"),
-    StageSpec("capa_tls", "CAPA after TLS", "capa"),
+    StageSpec("capa_tls", "CAPA after TLS", "capa", ("pop3",)),
+    StageSpec("ehlo_tls", "EHLO after TLS", "capa", ("smtp",)),
+    StageSpec("relay", "relay refusal (MAIL FROM/RCPT TO/RSET)", "relay", ("smtp",)),
     StageSpec("auth", "authentication", "login"),
-    StageSpec("stat", "STAT", "stat"),
+    StageSpec("stat", "STAT", "stat", ("pop3",)),
     StageSpec("quit", "QUIT", "logout"),
 )
 assert tuple(s.name for s in STAGES) == get_args(Stage), "STAGES must list every Stage in order"
@@ -184,6 +204,11 @@ PHASE_LABELS: Final[Mapping[str, str]] = {
     "total": "total",
 }
 _INDEX: Final[Mapping[str, int]] = {s.name: i for i, s in enumerate(STAGES)}
+
+
+def stages_of(protocol: str) -> tuple[Stage, ...]:
+    """The stages a session of ``protocol`` can run, in order."""
+    return tuple(s.name for s in STAGES if protocol in s.protocols)
 
 
 def stage_index(stage: str) -> int:
