@@ -30,7 +30,7 @@ from .checks.facts import Baseline
 from .config import ConfigError, ConnectionType, load_targets
 from .engine.result import ProbeResult
 from .engine.runner import DEFAULT_CONCURRENCY
-from .engine.stages import TIERS, DriftCheck
+from .engine.stages import CHECKS, TIERS, DriftCheck
 from .history.record import streak_note
 from .history.store import HistoryError, HistoryStore
 from .probestore import ProbeStore
@@ -53,6 +53,7 @@ STATE_KEY = pytest.StashKey["RunState"]()
 # Tiers whose checks need the probe to log in; with none of them selected it does not
 # (drift compares the login's outcome and the mailbox with the baseline).
 LOGIN_TIERS = ("auth", "mailbox", "latency", "drift")
+_CHECK_PROTOCOLS = {c.name: c.protocols for c in CHECKS}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -408,6 +409,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if state is None:
         return
     cts = state.targets.connections
+    # A tier test named test_<check> exists only for the connection types whose protocol
+    # has that check (no relay row for POP3, no STAT row for SMTP).
+    check = metafunc.function.__name__.removeprefix("test_")
+    if check in _CHECK_PROTOCOLS:
+        cts = tuple(ct for ct in cts if ct.protocol in _CHECK_PROTOCOLS[check])
     if "phase" in metafunc.fixturenames:
         pairs = [(ct.id, p) for ct in cts for p in checks.latency_phases(ct)]
         metafunc.parametrize(
@@ -422,14 +428,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     state = config.stash.get(STATE_KEY, None)
     if state is None:
         return
+    kept: list[pytest.Item] = []
     for item in items:
         callspec = getattr(item, "callspec", None)
         ct_id = callspec.params.get("ct") if callspec is not None else None
         ct = state.by_id.get(ct_id) if isinstance(ct_id, str) else None
         if ct is None:
+            # A tier test no connection type has (test_relay without an SMTP connection
+            # type) gets pytest's empty-parameter-set item: it is not a check, drop it.
+            if callspec is None or "ct" not in callspec.params:
+                kept.append(item)
             continue
+        kept.append(item)
         for tag in ct.tags:
             item.add_marker(tag)
+    items[:] = kept
     # Run the tiers in their logical order (connectivity, TLS, auth, mailbox, latency)
     # rather than by file name. Besides reading naturally, the cheap connectivity checks
     # then run while the probes that logins need are still in flight.

@@ -22,7 +22,7 @@ import dataclasses
 from collections.abc import Callable, Collection, Mapping
 
 from ..engine.result import ProbeResult
-from ..engine.stages import CHECKS, DRIFT_CHECKS, CheckName
+from ..engine.stages import CHECKS, DRIFT_CHECKS, CheckName, checks_of
 from ..verdict import Verdict, worst
 from . import connectivity, drift, login, mailbox, tls
 from .base import CheckResult, Thresholds, blocked_reason, failed_stage, owner_of, with_retries
@@ -78,8 +78,9 @@ def evaluate(
 
 
 def check_names(t: Thresholds) -> list[str]:
-    """Every check name for ``t`` in report order (latency phases last)."""
-    return [c.name for c in CHECKS] + [PREFIX + p for p in latency_phases(t)]
+    """Every check name for ``t`` in report order (latency phases last): those of its
+    protocol only (see :attr:`~pop3mon.engine.stages.CheckSpec.protocols`)."""
+    return [*checks_of(t.protocol)] + [PREFIX + p for p in latency_phases(t)]
 
 
 def evaluate_all(result: ProbeResult, t: Thresholds) -> list[CheckResult]:

@@ -39,6 +39,7 @@ __all__ = [
     "Stage",
     "StageSpec",
     "Tier",
+    "checks_of",
     "stage_index",
     "stages_of",
 ]
@@ -133,10 +134,13 @@ Phase = Stage | Literal["total"]
 
 @dataclass(frozen=True)
 class CheckSpec:
-    """One non-latency check: its tier and name, in report order."""
+    """One non-latency check: its tier and name, in report order, and the protocols it
+    applies to (a connection type of another protocol has no such check at all: no test,
+    no row in any report)."""
 
     tier: Tier
     name: CheckName
+    protocols: tuple[Protocol, ...] = PROTOCOLS
 
 
 CHECKS: Final[tuple[CheckSpec, ...]] = (
@@ -152,14 +156,14 @@ CHECKS: Final[tuple[CheckSpec, ...]] = (
     CheckSpec("tls", "protocol"),
     CheckSpec("auth", "login"),
     CheckSpec("auth", "policy"),
-    CheckSpec("auth", "relay"),
-    CheckSpec("mailbox", "stat"),
-    CheckSpec("mailbox", "thresholds"),
+    CheckSpec("auth", "relay", ("smtp",)),
+    CheckSpec("mailbox", "stat", ("pop3",)),
+    CheckSpec("mailbox", "thresholds", ("pop3",)),
     CheckSpec("mailbox", "logout"),
     CheckSpec("drift", "certificate_changed"),
     CheckSpec("drift", "capabilities_changed"),
     CheckSpec("drift", "credentials_changed"),
-    CheckSpec("drift", "mailbox_changed"),
+    CheckSpec("drift", "mailbox_changed", ("pop3",)),
 )
 assert tuple(c.name for c in CHECKS) == get_args(CheckName), "CHECKS must list every CheckName"
 assert tuple(c.name for c in CHECKS if c.tier == "drift") == DRIFT_CHECKS, "drift rows"
@@ -204,6 +208,11 @@ PHASE_LABELS: Final[Mapping[str, str]] = {
     "total": "total",
 }
 _INDEX: Final[Mapping[str, int]] = {s.name: i for i, s in enumerate(STAGES)}
+
+
+def checks_of(protocol: str) -> tuple[CheckName, ...]:
+    """The (non-latency) checks a connection type of ``protocol`` has, in report order."""
+    return tuple(c.name for c in CHECKS if protocol in c.protocols)
 
 
 def stages_of(protocol: str) -> tuple[Stage, ...]:
