@@ -551,3 +551,89 @@ def test_alert_rules_use_only_series_pop3mon_writes() -> None:
         if a.get("exp_alerts")
     }
     assert alerts == tested, alerts ^ tested
+
+
+# --------------------------------------------------------------------------- chain semantics
+def _issue(
+    subject: str,
+    key: Any,
+    issuer: tuple[x509.Certificate, Any] | None,
+    days: int,
+    ca: bool,
+) -> x509.Certificate:
+    import datetime as dt
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer[0].subject if issuer else name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False
+        )
+    return builder.sign(issuer[1] if issuer else key, hashes.SHA256())
+
+
+def test_chain_expiries_follow_blackbox_exporter(tmp_path: Path) -> None:
+    """A chain whose trust anchor expires first (200 days), then the intermediate (300),
+    then the leaf (400): probe_ssl_earliest_cert_expiry is the intermediate's (the earliest
+    the server *presented*: leaf and intermediate), probe_ssl_last_chain_expiry_timestamp_
+    seconds the root's (the earliest in the *verified* chain), as blackbox_exporter's
+    getEarliestCertExpiry and getLastChainExpiry compute them."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from pop3mon.engine import ProbeSpec, probe
+
+    from pop3mon_lab.faultserver import FaultServer
+
+    keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(3)]
+    root = _issue("metrics root", keys[0], None, 200, ca=True)
+    inter = _issue("metrics intermediate", keys[1], (root, keys[0]), 300, ca=True)
+    leaf = _issue("localhost", keys[2], (inter, keys[1]), 400, ca=False)
+    pem = serialization.Encoding.PEM
+    ca_file, cert_file, key_file = tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
+    ca_file.write_bytes(root.public_bytes(pem))
+    cert_file.write_bytes(leaf.public_bytes(pem) + inter.public_bytes(pem))
+    key_file.write_bytes(
+        keys[2].private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    with FaultServer("healthy", certfile=cert_file, keyfile=key_file, implicit_tls=True) as server:
+        spec = ProbeSpec(
+            id="chain",
+            host="localhost",
+            port=server.port,
+            security="tls",
+            auth="none",
+            ca_file=str(ca_file),
+            address="127.0.0.1",
+        )
+        result = probe(spec)
+    assert result.tls is not None and result.tls.verified, result.error_reason
+    assert result.tls.chain_earliest_expiry == inter.not_valid_after_utc.timestamp()
+    assert result.tls.verified_chain_earliest_expiry == root.not_valid_after_utc.timestamp()
+    # Without verification there is no verified chain (blackbox_exporter: none either).
+    with FaultServer("healthy", certfile=cert_file, keyfile=key_file, implicit_tls=True) as server:
+        spec = ProbeSpec(
+            id="chain",
+            host="localhost",
+            port=server.port,
+            security="tls",
+            auth="none",
+            verify_tls=False,
+            address="127.0.0.1",
+        )
+        unverified = probe(spec)
+    assert unverified.tls is not None
+    assert unverified.tls.chain_earliest_expiry == inter.not_valid_after_utc.timestamp()
+    assert unverified.tls.verified_chain_earliest_expiry is None
