@@ -695,15 +695,18 @@ def test_two_runs_tell_new_recovered_and_still_failing(hist_lab: HistLab, tmp_pa
     assert avail["steady"] == {"24h": 1.0, "7d": 1.0, "30d": 1.0}
     assert avail["down"]["24h"] == 0.0 and avail["flip"]["24h"] == 0.5
     metrics = second.path("metrics.prom").read_text("utf-8")
-    assert "pop3mon_history_ok 1" in metrics
+    assert "pop3mon_history_ok 1.0" in metrics
     assert 'pop3mon_availability_ratio{connection="flip",' in metrics
     assert 'window="24h"} 0.5' in metrics
-    assert (
-        'pop3mon_check_consecutive_runs{connection="down",server="lab",host="localhost",'
-        'port="1",security="tls",tier="connectivity",check="tcp",verdict="CRIT",'
-        'hardness="hard"} 2' in metrics
+    # The state's verdict and hardness are values (a label would change with them).
+    down = (
+        '{check="tcp",connection="down",host="localhost",port="1",security="tls",'
+        'server="lab",tier="connectivity"}'
     )
-    assert 'pop3mon_check_state_since_timestamp_seconds{connection="down",server="lab",' in metrics
+    assert f"pop3mon_check_consecutive_runs{down} 2.0" in metrics
+    assert f"pop3mon_check_state_verdict{down} 2.0" in metrics  # CRIT
+    assert f"pop3mon_check_state_hard{down} 1.0" in metrics
+    assert f"pop3mon_check_state_since_timestamp_seconds{down} " in metrics
     junit = second.path("junit.xml").read_text("utf-8")
     assert "CRIT down tcp: " in junit
     assert f"failing for 2 runs since {start}" in junit
@@ -799,7 +802,7 @@ def test_a_locked_history_is_a_warn_and_every_report_is_written(
     doc = run.json()
     assert doc["history"]["status"] == "warn" and str(history) in doc["history"]["note"]
     assert all(s is None for s in _states(doc).values())
-    assert "pop3mon_history_ok 0" in run.path("metrics.prom").read_text("utf-8")
+    assert "pop3mon_history_ok 0.0" in run.path("metrics.prom").read_text("utf-8")
     assert _runs_in(history) == 1
 
 

@@ -18,6 +18,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from .history.store import HistoryError, HistoryStore
 from .probestore import ProbeStore
 from .report.history import history_for, history_path
 from .report.keys import HISTORY_KEY, STORE_KEY
+from .report.metrics import mark_config_invalid
 from .report.paths import reports_dir, reports_enabled
 from .report.recorder import verdict_properties
 from .spaced_options import stray_option_value
@@ -266,10 +268,18 @@ def pytest_configure(config: pytest.Config) -> None:
     if not _targets_configured(config):
         return
     path = _targets_path(config)
+    started = time.time()
     try:
         targets = load_targets(path)
     except ConfigError as exc:
-        raise pytest.UsageError(f"pop3mon: invalid targets file\n{exc}") from None
+        message = f"pop3mon: invalid targets file\n{exc}"
+        # The previous samples stay, marked pop3mon_config_valid 0, so an alert tells the
+        # run is broken rather than the directory going quiet (report/metrics.py).
+        if not _is_worker(config) and reports_enabled(config):
+            problem = mark_config_invalid(reports_dir(config), started)
+            if problem:
+                message += f"\npop3mon: {problem}"
+        raise pytest.UsageError(message) from None
     _add_bundled_tests(config)
     if _is_worker(config):
         rundir = Path(config.workerinput["pop3mon_rundir"])  # type: ignore[attr-defined]

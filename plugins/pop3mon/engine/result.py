@@ -138,6 +138,10 @@ class TLSInfo:
     verify_reason: str = ""
     sni: str = ""
     cert: CertInfo | None = None
+    #: Unix times, set only after a completed handshake (see ``tls.chain_expiries``):
+    #: earliest expiry among the presented certificates, and in the verified chain.
+    chain_earliest_expiry: float | None = None
+    verified_chain_earliest_expiry: float | None = None
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from .result import (
     StageStatus,
     TLSInfo,
 )
-from .tls import cert_info, client_context, handshake, unverified_context
+from .tls import cert_info, chain_expiries, client_context, handshake, unverified_context
 from .wire import Deadline, Wire, parse_status, sanitize
 
 __all__ = ["probe"]
@@ -199,6 +199,7 @@ class _Probe:
         except TLSError:
             cert = None  # OpenSSL accepted it; a fact we cannot parse must not fail the probe
         cipher = tls.cipher()
+        presented, verified_chain = chain_expiries(tls, spec.verify_tls)
         self.tls = TLSInfo(
             protocol=tls.version() or "",
             cipher=cipher[0] if cipher else "",
@@ -207,6 +208,8 @@ class _Probe:
             verify_reason="" if spec.verify_tls else "certificate verification disabled",
             sni=spec.host,
             cert=cert,
+            chain_earliest_expiry=presented,
+            verified_chain_earliest_expiry=verified_chain,
         )
         self.ok(stage)
         return tls

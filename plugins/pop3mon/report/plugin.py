@@ -51,7 +51,7 @@ from . import html as html_parts
 from . import junit
 from .json_report import write_json
 from .keys import STORE_KEY
-from .metrics import write_metrics
+from .metrics import METRICS_NAME, write_metrics
 from .model import RunInfo, RunReport, build_run_report, new_run_id, pop3mon_version, scrub
 from .paths import DEFAULT_DIR, reports_dir, reports_enabled
 from .recorder import Recorder
@@ -65,7 +65,6 @@ REPORT_KEY = pytest.StashKey["ReportPlugin"]()
 HTML_NAME = "report.html"
 JUNIT_NAME = "junit.xml"
 JSON_NAME = "results.json"
-METRICS_NAME = "metrics.prom"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
