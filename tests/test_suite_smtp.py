@@ -153,6 +153,9 @@ def test_smtp_in_junit_metrics_and_html(smtp_run: tuple[Run, FaultServer]) -> No
     assert re.search(r"test_relay\[relay:smtp-\d+-starttls\]", names), names[:2000]
     metrics = run.path("metrics.prom").read_text("utf-8")
     assert re.search(r'connection="mx:smtp-\d+-tls"', metrics)
+    # blackbox-style series name SMTP modules as SMTP, never as a POP3 mode.
+    assert re.search(r'probe_success\{module="smtp_tls",target="mx:smtp-\d+-tls"\} 1\.0', metrics)
+    assert not re.search(r'module="pop3_[a-z_]+",target="(mx|relay|sub)', metrics)
     html = run.path("report.html").read_text("utf-8")
     assert "relay:smtp-" in html and "mx:smtp-" in html
 

@@ -37,6 +37,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from ..config import ConnectionType
 from ..engine.result import ProbeResult
 from ..engine.stages import Security
 from ..verdict import VERDICT_CODES, Verdict
@@ -49,19 +50,27 @@ __all__ = [
     "RUN_HEALTH",
     "mark_config_invalid",
     "metrics_text",
+    "module_of",
     "write_metrics",
 ]
 
 METRICS_NAME: Final = "metrics.prom"
 
 #: The ``module`` label of the blackbox-compatible series: what blackbox_exporter calls the
-#: probe's configuration, here the POP3 security mode of the connection type.
+#: probe's configuration, here the protocol and security mode of the connection type
+#: (``pop3_tls``, ``smtp_starttls`` ...): :func:`module_of`.
 MODULES: Final[Mapping[Security, str]] = {
-    "tls": "pop3_tls",
-    "starttls": "pop3_starttls",
-    "starttls-optional": "pop3_starttls_optional",
-    "none": "pop3_plain",
+    "tls": "tls",
+    "starttls": "starttls",
+    "starttls-optional": "starttls_optional",
+    "none": "plain",
 }
+
+
+def module_of(ct: ConnectionType) -> str:
+    """The ``module`` label of ``ct``'s blackbox-compatible series."""
+    return f"{ct.protocol}_{MODULES[ct.security]}"
+
 
 #: Python's names of the TLS versions -> blackbox_exporter's ``version`` label values.
 _TLS_VERSION_LABELS: Final[Mapping[str, str]] = {
@@ -274,7 +283,7 @@ def _total(result: ProbeResult) -> float:
 
 def _connection(out: _Collector, report: RunReport, conn: ConnectionReport) -> None:
     base = _conn_labels(conn)
-    probe = [conn.ct.id, MODULES[conn.ct.security]]
+    probe = [conn.ct.id, module_of(conn.ct)]
     result = conn.result
     out.add("pop3mon_probe_success", base, 0 if conn.worst in (Verdict.CRIT, Verdict.ERROR) else 1)
     if result is not None:
