@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -628,6 +629,86 @@ def test_waterfall_svg_is_inert(lab: Lab) -> None:
     assert "href" not in svg and "<script" not in svg
     ET.fromstring(svg)  # well-formed XML
     assert "failed" in svg  # the failed TLS stage is shown even without a timing
+
+
+def test_waterfall_segments_add_up_to_the_total_bar() -> None:
+    """The phase bars lie end to end and, with the remainder drawn as "other", are exactly
+    as wide as the total bar: before, a total with time outside the phases (here half of
+    it) ended far beyond the last phase, and tiny phases were padded to 1 px each."""
+    from pop3mon.engine.result import ProbeResult, StageOutcome
+    from pop3mon.report.svg import waterfall_svg
+
+    phases = (("dns", 0.00001), ("connect", 0.00002), ("tls", 0.004), ("greeting", 0.006))
+    result = ProbeResult(
+        id="x",
+        host="h",
+        port=1,
+        security="tls",
+        mechanism="auto",
+        started_at=0.0,
+        phases=(*phases, ("total", 0.020)),
+        stages=tuple(StageOutcome(name, "ok") for name, _ in phases),
+    )
+    root = ET.fromstring(waterfall_svg(result))
+    rects = list(root.iter("{http://www.w3.org/2000/svg}rect"))
+    segs = [r for r in rects if r.get("class") == "p3m-seg"]
+    total = next(r for r in rects if r.get("class") == "p3m-total")
+    assert len(segs) == len(phases) + 1  # the phases and "other"
+    widths = [float(r.get("width", "")) for r in segs]
+    assert abs(sum(widths) - float(total.get("width", ""))) < 0.05
+    for seg, nxt in itertools.pairwise(segs):
+        end = float(seg.get("x", "")) + float(seg.get("width", ""))
+        assert abs(end - float(nxt.get("x", ""))) < 0.05
+    texts = [t.text for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert "other (between phases)" in texts and "10.0 ms" in texts  # 20 - 10 ms
+
+
+@pytest.mark.parametrize(
+    ("error", "last"),
+    [
+        (
+            {
+                "error_kind": "tls-handshake",
+                "error_stage": "tls",
+                "error_reason": "certificate verify failed: unable to get local issuer",
+            },
+            "TLS handshake failed: certificate verify failed: unable to get local issuer",
+        ),
+        ({}, "QUIT answered +OK, connection closed"),
+    ],
+)
+def test_transcript_ends_with_why_the_session_ended(error: dict[str, str], last: str) -> None:
+    """The transcript's last line names why the session ended, as the engine knew it."""
+    from pop3mon.engine.result import ProbeResult, StageOutcome, TranscriptLine
+    from pop3mon.report.html import _transcript
+
+    result = ProbeResult(
+        id="x",
+        host="h",
+        port=1,
+        security="tls",
+        mechanism="auto",
+        started_at=0.0,
+        phases=(("total", 0.0123),),
+        stages=(StageOutcome("quit", "ok"),) if not error else (),
+        transcript=(TranscriptLine(0.001, "S", "+OK ready"),),
+        **error,  # type: ignore[arg-type]
+    )
+    text = re.sub(r"<[^>]+>", "", _transcript(result)).splitlines()
+    assert text[-1] == f"12.3 ms — session ended: {last}"
+
+
+def test_results_table_keeps_only_rows_the_page_does_not_explain() -> None:
+    """pytest-html's table keeps a test that broke (its log) and foreign tests only."""
+    from pop3mon.report.html import keeps_row
+    from pop3mon.report.recorder import CheckRecord
+    from pop3mon.verdict import Verdict
+
+    def rec(verdict: str) -> CheckRecord:
+        return CheckRecord("t", "x", "s", "tls", "expiry", Verdict.parse(verdict), "r", "")
+
+    assert keeps_row(None) and keeps_row(rec("ERROR"))
+    assert not any(keeps_row(rec(v)) for v in ("OK", "WARN", "CRIT", "SKIP"))
 
 
 # --------------------------------------------------------------------------- secrets
