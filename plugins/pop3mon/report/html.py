@@ -183,7 +183,8 @@ def results_table_note(rows: int, checks: int) -> str:
         )
     plural = "s" if rows != 1 else ""
     return (
-        f'<section class="p3m" id="pop3mon-tests"><h3>Tests that broke: {rows} row{plural}</h3>'
+        f'<section class="p3m" id="pop3mon-tests"><h3>pytest-html\'s table: {rows} '
+        f"row{plural}</h3>"
         '<p class="p3m-muted">The table below lists only tests whose check gave no verdict '
         "(ERROR) and tests that are not pop3mon's, with their logs; all "
         f"{checks} checks are in the matrix and the details above.</p></section>"
