@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,9 @@ COPY_IGNORE = shutil.ignore_patterns(
 FIRST = re.compile(r"^POP3 (OK|WARNING|CRITICAL|UNKNOWN) - (\S.*?)(?: \| (.+))?$")
 LONG = re.compile(r"^\[(OK|WARNING|CRITICAL|UNKNOWN|SKIP)\] (?:(\S+) )?(\w+)/([\w-]+): \S.*$")
 EXIT = {"OK": 0, "WARNING": 1, "CRITICAL": 2, "UNKNOWN": 3}
+#: The plugin's validated-targets cache for this test process (checks after the first one
+#: of a targets file are answered from it, as on a monitoring server).
+_CACHE = Path(tempfile.gettempdir()) / f"pop3mon-plugin-cache-{os.getpid()}"
 #: The first line's text (before the perfdata) stays readable in a list of services.
 MAX_TEXT = 250
 
@@ -62,6 +66,8 @@ class Installed:
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POP3MON_", "PYTEST_"))}
     env.pop("PYTHONPATH", None)
+    # The validated-targets cache in the test's own directory, not the user's home.
+    env["POP3MON_CACHE_DIR"] = str(_CACHE)
     env.update(PIP_DISABLE_PIP_VERSION_CHECK="1", **extra)
     return env
 

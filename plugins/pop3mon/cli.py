@@ -31,7 +31,7 @@ from typing import Any, Final, NoReturn
 
 from . import plugin_mode
 from .checks.drift import parse_accept
-from .config import ConfigError, load_targets
+from .config import ConfigError
 from .history.model import CheckState
 from .history.store import Acceptance, HistoryError, HistoryStore, open_history_readonly
 from .verdict import Verdict
@@ -203,6 +203,8 @@ def _target_ids(targets: str | None) -> frozenset[str] | None:
     if targets is None:
         return None
     try:
+        from .config import load_targets  # the validator only where a command needs it
+
         return frozenset(load_targets(Path(targets).expanduser()).ids)
     except ConfigError as exc:
         first = exc.problems[0] if exc.problems else "invalid"

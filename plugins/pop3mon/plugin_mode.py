@@ -126,6 +126,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-history", action="store_true", help="no drift baselines (drift checks SKIP)"
     )
     parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="validate the targets file even when this pop3mon validated the same file "
+        "before (default: reuse that, see $POP3MON_CACHE_DIR)",
+    )
+    parser.add_argument(
         "-t",
         "--timeout",
         type=_seconds,
@@ -209,7 +215,7 @@ class Judged:
 
 
 def _run(args: argparse.Namespace) -> tuple[Status, str]:
-    targets = _load(args.targets)
+    targets = _load(args.targets, cached=not args.no_cache)
     selected = _select(targets, args.ids, args.tags)
     timeout: float | None = args.timeout
     if timeout is None:
@@ -235,11 +241,16 @@ def _run(args: argparse.Namespace) -> tuple[Status, str]:
     return outcome
 
 
-def _load(option: str | None) -> Targets:
-    from .config import ConfigError, load_targets, targets_path
+def _load(option: str | None, cached: bool = True) -> Targets:
+    from .config import ConfigError, targets_path
+    from .config.cache import load_targets_cached
 
     path = targets_path(option, Path.cwd())
     try:
+        if cached:
+            return load_targets_cached(path)
+        from .config import load_targets
+
         return load_targets(path)
     except ConfigError as exc:
         first = exc.problems[0] if exc.problems else "invalid"
