@@ -72,10 +72,10 @@ def _group_text(group: CauseGroup) -> str:
     return f"{label}{_plural(n, 'connection type')}{on}: {group.where}: {group.reason}"
 
 
-def _group_detail(group: CauseGroup, limit: int | None) -> str:
+def _group_detail(group: CauseGroup, limit: int | None, list_ids: bool) -> str:
     """The second line of a group: its ids (several) and the checks it blocked."""
     parts = []
-    if len(group.ids) > 1:
+    if len(group.ids) > 1 and list_ids:
         parts.append(_more(group.ids, limit))
     if group.blocked:
         checks = _plural(group.blocked, "dependent check")
@@ -89,19 +89,24 @@ def _section(
     title: str,
     groups: Sequence[CauseGroup],
     verbose: bool,
-    capped: bool,
+    kind: Verdict,
 ) -> None:
+    """A section's title and groups. Without -v: every CRIT/ERROR group but at most
+    MAX_GROUPS WARN or SKIP groups, and MAX_IDS ids per group (a SKIP group names only
+    its host and count)."""
     out.append((colour, title, True))
-    ids_limit = None if verbose else MAX_IDS
-    shown = groups if verbose or not capped else groups[:MAX_GROUPS]
+    capped = not verbose and kind != Verdict.CRIT
+    shown = groups[:MAX_GROUPS] if capped else groups
     for group in shown:
         out.append((colour, "  " + _group_text(group), False))
-        detail = _group_detail(group, ids_limit)
+        ids = verbose or kind != Verdict.SKIP
+        detail = _group_detail(group, None if verbose else MAX_IDS, list_ids=ids)
         if detail:
             out.append(("", "    " + detail, False))
     if len(shown) < len(groups):
         rest = len(groups) - len(shown)
-        out.append(("", f"  and {rest} more (-v lists them, -rs every skip)", False))
+        also = ", -rs every skip" if kind == Verdict.SKIP else ""
+        out.append(("", f"  and {rest} more (-v lists them{also})", False))
 
 
 def summary_lines(report: RunReport, verbose: bool = False) -> list[tuple[str, str, bool]]:
@@ -115,14 +120,15 @@ def summary_lines(report: RunReport, verbose: bool = False) -> list[tuple[str, s
         title = (
             f"CRIT ({_plural(len(failing), 'connection type')}, {_plural(len(bad), 'root cause')}):"
         )
-        _section(out, "red", title, bad, verbose, capped=False)
+        _section(out, "red", title, bad, verbose, Verdict.CRIT)
     warns = folded.of(Verdict.WARN)
     if warns:
         n = sum(1 for r in report.records if r.verdict == Verdict.WARN)
-        _section(out, "yellow", f"WARN ({n}):", warns, verbose, capped=True)
+        _section(out, "yellow", f"WARN ({n}):", warns, verbose, Verdict.WARN)
     skips = folded.of(Verdict.SKIP)
     if skips:
-        _section(out, "", f"SKIP ({_plural(len(skips), 'root cause')}):", skips, verbose, True)
+        title = f"SKIP ({_plural(len(skips), 'root cause')}):"
+        _section(out, "", title, skips, verbose, Verdict.SKIP)
     ok = f"OK: {_plural(len(folded.ok), 'connection type')}"
     if folded.ok and verbose:
         ok += ": " + ", ".join(folded.ok)
