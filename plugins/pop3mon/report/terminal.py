@@ -36,7 +36,7 @@ __all__ = [
 
 #: Without ``-v``: how many ids one group names, how many WARN/SKIP groups and how many
 #: entries of each history list are shown before "and N more".
-MAX_IDS: Final = 8
+MAX_IDS: Final = 6
 MAX_GROUPS: Final = 10
 MAX_HISTORY: Final = 10
 #: pytest's exit statuses after which it prints its terminal summary (and so do we).
