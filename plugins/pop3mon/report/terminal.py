@@ -150,7 +150,8 @@ def summary_lines(report: RunReport, verbose: bool = False) -> list[tuple[str, s
 
 def _wrap(text: str, width: int) -> list[str]:
     """``text`` in lines of at most ``width`` columns, continuation lines indented two more
-    than the first; nothing dropped (a word longer than a line is broken, not cut)."""
+    than the first; nothing dropped. A word longer than a line (a path, a URL) gets a line
+    of its own and stays whole, so it can still be copied."""
     stripped = text.lstrip(" ")
     indent = " " * (len(text) - len(stripped))
     return textwrap.wrap(
@@ -159,6 +160,7 @@ def _wrap(text: str, width: int) -> list[str]:
         initial_indent=indent,
         subsequent_indent=indent + "  ",
         break_on_hyphens=False,
+        break_long_words=False,
         replace_whitespace=False,
     ) or [text]
 
