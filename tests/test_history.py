@@ -796,7 +796,9 @@ def test_a_locked_history_is_a_warn_and_every_report_is_written(
         run = run_suite(targets, reports, "-q", f"--history={history}", env=hist_lab.env)
     finally:
         holder.communicate("", timeout=10)
-    assert f"history: WARN {history}: locked by another process" in run.output, run.output[-2000:]
+    # The summary wraps to the terminal width: compare with the line breaks taken out.
+    flat = " ".join(run.output.split())
+    assert f"history: WARN {history}: locked by another process" in flat, run.output[-2000:]
     for name in REPORTS:
         run.path(name)
     doc = run.json()
@@ -816,7 +818,8 @@ def test_a_corrupt_history_is_a_warn_and_every_report_is_written(
     run = run_suite(
         hist_lab.targets(flip_up=True, breaks_up=True), reports, "-q", "-n", "2", env=hist_lab.env
     )
-    assert f"history: WARN {history}: not a usable SQLite database" in run.output
+    flat = " ".join(run.output.split())
+    assert f"history: WARN {history}: not a usable SQLite database" in flat
     for name in REPORTS:
         run.path(name)
     assert run.json()["history"]["status"] == "warn"

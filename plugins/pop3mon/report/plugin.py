@@ -57,7 +57,7 @@ from .paths import DEFAULT_DIR, reports_dir, reports_enabled
 from .recorder import Recorder
 from .reportset import ReportSet, ReportSetError
 from .stop import StopControl, install_worker_handlers
-from .terminal import write_history, write_summary
+from .terminal import adapt_short_summary, shows_summary, write_summary
 
 __all__ = ["REPORT_KEY", "ReportPlugin"]
 
@@ -521,15 +521,29 @@ def _display(path: Path, config: pytest.Config) -> str:
 
 
 class _Summary:
-    """The pop3mon terminal summary, before pytest's own short summary and the paths."""
+    """The pop3mon summary, the last thing a monitoring run prints, and pop3mon's lines of
+    pytest's short test summary (see :mod:`.terminal`)."""
 
     def __init__(self, owner: ReportPlugin) -> None:
         self.owner = owner
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        write_summary(terminalreporter, self.owner.recorder.by_connection())
-        if self.owner.report is not None:
-            write_history(terminalreporter, self.owner.report)
+        # Runs inside pytest's own terminal summary, before its short test summary.
+        if self.owner.store is not None:
+            adapt_short_summary(terminalreporter, self.owner.recorder.records)
+
+    # tryfirst makes this the outermost wrapper: its second half runs after pytest's
+    # terminal reporter wrote its final "N failed, M passed" line.
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_sessionfinish(
+        self, session: pytest.Session, exitstatus: int
+    ) -> Generator[None, object, object]:
+        result = yield
+        tr = session.config.pluginmanager.get_plugin("terminalreporter")
+        report = self.owner.report
+        if tr is not None and report is not None and shows_summary(session.config, exitstatus):
+            write_summary(tr, report, verbose=session.config.get_verbosity() >= 1)
+        return result
 
 
 class _ReportFiles:
