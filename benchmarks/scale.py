@@ -91,6 +91,7 @@ class Run:
     rc: int
     summary: str
     slowest_probe: float | None
+    html_bytes: int | None = None
     processes: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -169,8 +170,13 @@ def run_suite(
         text = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()
         summary = text[-1].strip("= ") if text else ""
         processes = [json.loads(p.read_text()) for p in sorted(stats.glob("*.json"))]
+        page = work / "reports" / "report.html"
+        html_bytes = page.stat().st_size if page.exists() else None
         if keep is not None:
-            shutil.copy(log, keep / f"pytest-{size}{'-n2' if xdist else ''}.log")
+            suffix = f"{size}{'-n2' if xdist else ''}"
+            shutil.copy(log, keep / f"pytest-{suffix}.log")
+            if page.exists():
+                shutil.copy(page, keep / f"report-{suffix}.html")
         return Run(
             tree=str(repo),
             size=size,
@@ -181,6 +187,7 @@ def run_suite(
             rc=proc.returncode,
             summary=summary,
             slowest_probe=_slowest(work / "reports" / "results.json"),
+            html_bytes=html_bytes,
             processes=processes,
         )
     finally:
@@ -208,7 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--delay", type=float, default=0.02, help="one-way delay (s)")
     parser.add_argument("--mechanism", default="auto", help="login mechanism (default auto)")
     parser.add_argument("--no-xdist", action="store_true", help="skip the -n 2 runs")
-    parser.add_argument("--keep-logs", type=Path, default=None, help="copy pytest logs here")
+    parser.add_argument(
+        "--keep-logs", type=Path, default=None, help="copy pytest logs and report.html here"
+    )
     parser.add_argument(
         "--extra",
         action="append",
@@ -299,6 +308,7 @@ def _tables(runs: list[Run]) -> None:
                 fmt(r.maxrss_mb, 0),
                 fmt(r.slowest_probe * 1000 if r.slowest_probe else None, 0),
                 fmt(ratio, 1),
+                fmt(r.html_bytes / 1e6 if r.html_bytes is not None else None, 2),
                 r.summary,
             ]
         )
@@ -312,6 +322,7 @@ def _tables(runs: list[Run]) -> None:
             "peak RSS MB (max single process)",
             "slowest probe ms",
             "wall / slowest probe",
+            "report.html MB",
             "pytest summary",
         ],
         rows,

@@ -4,7 +4,9 @@ Both fixtures are session-scoped. Under pytest-xdist every worker runs its own s
 starts its own lab; each Dovecot listens on ephemeral ports on 127.0.0.1, so workers never
 collide. When Dovecot is not installed the ``dovecot`` fixture skips with the reason, unless
 ``POP3MON_REQUIRE_DOVECOT=1`` is set (CI), where a missing Dovecot is an error. The same holds
-for the ``courier`` fixture (real Courier POP3, see ``pop3mon_lab/courier.py``).
+for the ``courier`` fixture (real Courier POP3, see ``pop3mon_lab/courier.py``), the
+``postfix`` fixture (real Postfix, ``pop3mon_lab/postfix.py``) and ``submission`` (Dovecot's
+submission service, package dovecot-submissiond).
 """
 
 from __future__ import annotations
@@ -16,7 +18,18 @@ import pytest
 
 from pop3mon_lab.certs import VARIANTS, LabCerts, generate_lab_certs
 from pop3mon_lab.courier import CourierLab
-from pop3mon_lab.dovecot import DovecotLab, LabUnavailable
+from pop3mon_lab.dovecot import DovecotLab, LabUnavailable, free_port
+from pop3mon_lab.postfix import PostfixLab, submission_config
+
+#: Dovecot's submission service binary (Debian package dovecot-submissiond).
+SUBMISSION_BINARY = "/usr/lib/dovecot/submission"
+
+
+def _unavailable(why: object) -> None:
+    """Skip for a missing lab component, or fail when CI requires every one."""
+    if os.environ.get("POP3MON_REQUIRE_DOVECOT", "") not in ("", "0"):
+        pytest.fail(f"POP3MON_REQUIRE_DOVECOT is set but {why}", pytrace=False)
+    pytest.skip(str(why))
 
 
 @pytest.fixture(scope="session")
@@ -58,3 +71,37 @@ def courier(lab_certs: LabCerts) -> Iterator[CourierLab]:
         pytest.skip(str(exc))
     with lab:
         yield lab
+
+
+@pytest.fixture(scope="session")
+def postfix(lab_certs: LabCerts) -> Iterator[PostfixLab]:
+    """A started :class:`PostfixLab` (STARTTLS smtpd and implicit-TLS smtpd on loopback,
+    relaying refused); stopped at session end. Skips when Postfix or root is missing, unless
+    ``POP3MON_REQUIRE_DOVECOT=1``."""
+    try:
+        lab = PostfixLab(lab_certs)
+    except LabUnavailable as exc:
+        _unavailable(exc)
+    with lab:
+        yield lab
+
+
+@pytest.fixture(scope="session")
+def submission(
+    lab_certs: LabCerts, postfix: PostfixLab, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[DovecotLab, int]]:
+    """A Dovecot lab with a submission listener (STARTTLS, AUTH against the lab's users,
+    relaying to the Postfix lab) and that listener's port."""
+    if not os.path.exists(SUBMISSION_BINARY):
+        _unavailable("Dovecot's submission service is not installed (dovecot-submissiond)")
+    port = free_port()
+    try:
+        lab = DovecotLab(
+            lab_certs,
+            workdir=tmp_path_factory.mktemp("submission"),
+            extra_config=submission_config(port, postfix.port("smtp")),
+        )
+    except LabUnavailable as exc:
+        _unavailable(exc)
+    with lab:
+        yield lab, port

@@ -57,7 +57,7 @@ def thresholds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[checks.Thre
 
 def healthy(mode: str = "starttls") -> ProbeResult:
     """What a healthy STLS (or implicit TLS) session with a login and STAT records."""
-    stages = [s.name for s in STAGES if s.name != "ping"]
+    stages = [s.name for s in STAGES if s.name != "ping" and "pop3" in s.protocols]
     if mode == "tls":
         stages = [s for s in stages if s not in ("stls", "tls_handshake", "capa_tls")]
     else:
@@ -117,9 +117,44 @@ def test_healthy_result_has_no_crit_and_nothing_blocked(thresholds: checks.Thres
     assert checks.owner(result) is None
 
 
+@pytest.mark.parametrize(
+    ("mailbox", "stat", "reason"),
+    [
+        ("{stat_min: 1}", Verdict.OK, "(the message count bound at least 1 is checked by stat)"),
+        ("{stat_min: 5}", Verdict.CRIT, "(the message count bound at least 5 is checked by stat)"),
+        ("{stat_min: 1, stat_max: 2}", Verdict.CRIT, "bound 1 to 2 is checked by stat"),
+        ("{}", Verdict.OK, "no mailbox_count/mailbox_size warn/crit thresholds configured"),
+    ],
+)
+def test_thresholds_name_the_stat_bounds_instead_of_saying_none_are_configured(
+    tmp_path: Path, mailbox: str, stat: Verdict, reason: str
+) -> None:
+    """With only ``stat_min``/``stat_max`` set, the thresholds check does not claim that no
+    mailbox thresholds are configured: it names the bound and the check that owns it."""
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        "servers:\n"
+        "  - name: s\n"
+        "    host: localhost\n"
+        "    account: {username: alice, password_env: X}\n"
+        f"    mailbox: {mailbox}\n"
+        "    connections:\n"
+        "      - {security: starttls, port: 1110}\n",
+        encoding="utf-8",
+    )
+    got = _verdicts(healthy(), load_targets(path).connections[0])  # 3 messages
+    assert got["stat"].verdict == stat, got["stat"]
+    assert got["thresholds"].verdict == Verdict.SKIP
+    assert reason in got["thresholds"].reason, got["thresholds"].reason
+    assert "no mailbox thresholds configured" not in got["thresholds"].reason
+
+
 STLS_ONLY = {"stls", "tls_handshake", "capa_tls"}
-STAGE_CASES = [("starttls", s.name) for s in STAGES if s.name not in ("tls", "quit")] + [
-    ("tls", s.name) for s in STAGES if s.name not in STLS_ONLY | {"quit"}
+# POP3 results (healthy() is one): the SMTP stages are tests/test_checks_smtp.py's.
+STAGE_CASES = [
+    ("starttls", s.name) for s in STAGES if s.name not in ("tls", "quit") and "pop3" in s.protocols
+] + [
+    ("tls", s.name) for s in STAGES if s.name not in STLS_ONLY | {"quit"} and "pop3" in s.protocols
 ]
 
 
@@ -142,7 +177,8 @@ def test_a_failure_at_any_stage_fails_exactly_where_it_belongs(
     # Checks whose own stages all come after the failure cannot have run.
     owned: dict[str, list[int]] = {}
     for spec in STAGES:
-        owned.setdefault(spec.owner, []).append(stage_index(spec.name))
+        if result.protocol in spec.protocols:
+            owned.setdefault(spec.owner, []).append(stage_index(spec.name))
     later = {c for c, idx in owned.items() if min(idx) > stage_index(stage)} - {owner}
     for name in later:
         res = got[name]
@@ -482,3 +518,21 @@ def test_capa_of_a_real_stls_session_names_what_tls_added(
     assert "IMPLEMENTATION(plain\u2192tls) \u2212STLS)" in got.reason, got
     assert "SASL SCRAM-SHA-256 PLAIN LOGIN" in got.reason, got
     assert result.auth is not None and result.auth.mechanism == "scram-sha-256"
+
+
+def test_every_phase_is_charged_to_exactly_one_check() -> None:
+    """own_phases (a check's own time in JUnit): every stage of a session belongs to one
+    check (its STAGES owner), a failed TLS handshake to the check that failed it, and the
+    checks that judge another's phase own none."""
+    for mode in ("starttls", "tls"):
+        result = healthy(mode)
+        names = [c.name for c in CHECKS] + ["latency-auth", "latency-total"]
+        charged = [p for name in names for p, _ in checks.base.own_phases(result, name)]
+        timed = [p for p, _ in result.phases if p != "total"]
+        assert sorted(charged) == sorted(timed), mode
+        for judge in ("certificate", "expiry", "policy", "thresholds", "latency-auth"):
+            assert checks.base.own_phases(result, judge) == (), judge
+    assert checks.base.own_phases(healthy("tls"), "login") == (("auth", 0.001),)
+    expired = _failing_at(healthy("tls"), "tls", "cert-expired")
+    assert [p for p, _ in checks.base.own_phases(expired, "certificate")] == ["tls"]
+    assert checks.base.own_phases(expired, "handshake") == ()

@@ -123,7 +123,7 @@ GOLDEN: dict[str, list[str]] = {
         "latency_half_pair.yaml:10: servers[0].connections[0].latency.greeting: crit is not set here or inherited — a threshold needs both warn and crit",
     ],
     "latency_unknown_phase": [
-        "latency_unknown_phase.yaml:10: servers[0].connections[0].latency.conect: unknown phase — phases are dns, ping, connect, tls, greeting, capa, stls, tls_handshake, capa_tls, auth, stat, quit, total — did you mean 'connect'?",
+        "latency_unknown_phase.yaml:10: servers[0].connections[0].latency.conect: unknown phase — phases are dns, ping, connect, tls, greeting, capa, ehlo, stls, starttls, tls_handshake, capa_tls, ehlo_tls, relay, auth, stat, quit, total — did you mean 'connect'?",
     ],
     "latency_warn_ge_crit": [
         "latency_warn_ge_crit.yaml:5: defaults.latency.connect: warn (3) must be less than crit (2) — warn is the smaller, earlier alarm",
@@ -699,3 +699,46 @@ def test_targets_path_precedence(tmp_path: Path) -> None:
 def test_env_var_name_constant() -> None:
     assert ENV_VAR == "POP3MON_TARGETS"
     assert os.environ.get("POP3MON_TARGETS_UNUSED") is None
+
+
+def _shape(node: object, seen: frozenset[int] = frozenset()) -> object:
+    """A composed node tree as plain data with every node's tag and line (a recursive
+    alias as ``"cycle"``)."""
+    import yaml
+
+    assert isinstance(node, yaml.Node)
+    if id(node) in seen:
+        return "cycle"
+    inner = seen | {id(node)}
+    if isinstance(node, yaml.ScalarNode):
+        return (node.tag, node.start_mark.line, node.value)
+    if isinstance(node, yaml.SequenceNode):
+        return (node.tag, node.start_mark.line, [_shape(i, inner) for i in node.value])
+    assert isinstance(node, yaml.MappingNode)
+    pairs = [(_shape(k, inner), _shape(v, inner)) for k, v in node.value]
+    return (node.tag, node.start_mark.line, pairs)
+
+
+def test_fast_yaml_path_composes_what_the_careful_one_does() -> None:
+    """libyaml composes the targets file (9x faster than PyYAML's Python parser) whenever
+    it can; for every file here, good or bad, it gives the same nodes, tags and lines as the
+    pure-Python loader, or steps aside so that one words the problem."""
+    import yaml
+    from pop3mon.config import yaml_lines
+
+    assert yaml_lines._CLoader is not None, "PyYAML without libyaml: the fast path is off"
+    repo = Path(__file__).resolve().parents[1]
+    files = [repo / "targets.yaml", *sorted((repo / "tests" / "bad_configs").glob("*.yaml"))]
+    fast_used = 0
+    for path in files:
+        text = path.read_text(encoding="utf-8", errors="surrogateescape")
+        fast = yaml_lines._compose_fast(text)
+        if fast is None:
+            continue
+        fast_used += 1
+        careful = yaml.compose(text, Loader=yaml.SafeLoader)
+        assert _shape(fast) == _shape(careful), path.name
+    assert fast_used >= len(files) // 2
+    deep = "a: " + "[" * 40 + "]" * 40 + "\n"
+    assert yaml_lines._compose_fast(deep) is None
+    assert yaml_lines._compose_fast("a: [1,\n") is None

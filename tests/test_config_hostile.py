@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pop3mon.config import ConfigError, Targets, load_targets
-from pop3mon.config.load import MAX_FILE_BYTES
+from pop3mon.config.files import MAX_FILE_BYTES
 
 from pop3mon_lab.certs import LabCerts
 
@@ -535,8 +535,9 @@ def test_hostile_file_stops_pytest_with_a_usage_error(
     name: str, expected: str, tmp_path: Path
 ) -> None:
     """Through a real pytest run: exit code 4 and the one line, no traceback, and the
-    reports directory is left alone (the surrogate once crashed the JSON writer after the
-    whole run, leaving a half-written results.json.tmp and no report)."""
+    reports directory holds nothing but metrics.prom saying the configuration is invalid
+    (the surrogate once crashed the JSON writer after the whole run, leaving a half-written
+    results.json.tmp and no report)."""
     text, _ = CASES[name]
     path = write_case(tmp_path, name, text)
     reports = tmp_path / "reports"
@@ -566,4 +567,7 @@ def test_hostile_file_stops_pytest_with_a_usage_error(
     assert "pop3mon: invalid targets file" in stderr
     assert f"{path.parent}/{expected}" in stderr, stderr
     assert "Traceback" not in stdout + stderr
-    assert not reports.exists() or not any(reports.iterdir())
+    assert sorted(p.name for p in reports.iterdir()) == ["metrics.prom"]
+    metrics = (reports / "metrics.prom").read_text(encoding="utf-8")
+    assert "pop3mon_config_valid 0.0" in metrics
+    assert env["PW"] not in metrics

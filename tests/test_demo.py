@@ -127,7 +127,8 @@ def wait_no_processes(text: str, timeout: float = 10.0) -> list[str]:
 def junit_cases(path: Path) -> dict[str, ET.Element]:
     """testcase name (``test_login[healthy-tls]``) -> element."""
     root = ET.parse(path).getroot()
-    return {case.get("name", ""): case for case in root.iter("testcase")}
+    # A WARN testcase's name ends in " [WARN]" (pop3mon.report.junit.WARN_SUFFIX).
+    return {case.get("name", "").removesuffix(" [WARN]"): case for case in root.iter("testcase")}
 
 
 def outcome(case: ET.Element) -> str:

@@ -31,6 +31,7 @@ LAYERS = {
     "report": 7,
     "plugin": 8,
     "cli": 8,
+    "plugin_mode": 8,
     "tests_targets": 9,
 }
 

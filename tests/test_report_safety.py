@@ -243,7 +243,7 @@ def test_sigterm_writes_what_finished(lab: SafetyLab, tmp_path: Path) -> None:
     slow = checks["slow"]
     assert slow and all(c["outcome"] == "not run" for c in slow)
     assert all("stopped by SIGTERM" in c["reason"] for c in slow)
-    assert "pop3mon_run_complete 0" in (reports / "metrics.prom").read_text("utf-8")
+    assert "pop3mon_run_complete 0.0" in (reports / "metrics.prom").read_text("utf-8")
     assert "the run was stopped by SIGTERM" in out
     assert f"of the SKIPs {len(doc_not_run(doc))} not run" in out
     assert_no_leftovers(reports, tmpdir)

@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from pop3mon.config import ConfigError, load_targets
 from pop3mon.engine import ProbeSpec, probe
-from pop3mon.engine.result import ProbeResult
+from pop3mon.engine.result import AuthInfo, ProbeResult
 from pop3mon.engine.tls import cert_info
 from pop3mon.engine.wire import sanitize
 from pop3mon.report.metrics import metrics_text
@@ -69,9 +69,15 @@ def test_no_auth_success_sample_when_login_was_not_selected(tmp_path: Path) -> N
     )
     report = RunReport(info=info, connections=(ConnectionReport(ct, result, ()),))
     assert "pop3mon_auth_success{" not in metrics_text(report)
-    # A probe that did try to log in still gets its sample.
+    # A probe that reached the login still gets its sample (0: refused).
     tried = ProbeResult(
-        id=ct.id, host=ct.host, port=ct.port, security="tls", mechanism="auto", started_at=1.0
+        id=ct.id,
+        host=ct.host,
+        port=ct.port,
+        security="tls",
+        mechanism="auto",
+        started_at=1.0,
+        auth=AuthInfo(mechanism="plain", success=False),
     )
     report = RunReport(info=info, connections=(ConnectionReport(ct, tried, ()),))
     assert "pop3mon_auth_success{" in metrics_text(report)

@@ -5,12 +5,17 @@
 * the GitHub Actions workflow and the GitLab CI pipeline: their structure, that every secret
   the example targets.yaml references is mapped, and that the validators ci/selftest runs
   (jactionlint, check-jsonschema) accept them and reject a broken copy;
-* the systemd units (``systemd-analyze verify`` where it exists), the README's promises,
-  ``.ci/run`` -> ``ci/selftest`` and the selftest's handling of pytest's exit 5.
+* the systemd units (``systemd-analyze verify`` where it exists, the OnFailure= template
+  too), the README's promises, ``.ci/run`` -> ``ci/selftest`` and the selftest's handling of
+  pytest's exit 5;
+* the templates' scripts run as written (GitLab's script and after_script, GitHub's Monitor
+  and keepalive steps) in a copy of the checkout. The cron line: tests/test_cron.py; which
+  test runs which shown command: tests/test_readme_commands.py.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -182,7 +187,10 @@ def test_run_monitor_keeps_the_previous_reports_on_a_config_error(
     proc = run_monitor(f"--targets={broken}", f"--reports={reports}")
     assert proc.returncode == 2 and "targets file error" in proc.stderr, proc.stderr
     after = {p.name: p.read_bytes() for p in reports.iterdir() if p.is_file()}
-    assert after == before
+    # metrics.prom keeps the previous samples, marked config_valid 0 (tests/test_metrics.py).
+    metrics = after.pop("metrics.prom").decode()
+    assert metrics.endswith("pop3mon_config_valid 0.0\n")
+    assert after == {k: v for k, v in before.items() if k != "metrics.prom"}
 
 
 def test_run_monitor_crit_exits_1(crit_targets: Path, tmp_path: Path) -> None:
@@ -327,7 +335,11 @@ def test_gitlab_pipeline_structure() -> None:
     artifacts = job["artifacts"]
     assert artifacts["when"] == "always"
     assert artifacts["reports"]["junit"] == "reports/junit.xml"
-    assert artifacts["expose_as"]
+    # expose_as shows only in merge requests, never for a schedule: the link is in the job
+    # log and the job's annotations instead.
+    assert "expose_as" not in artifacts
+    assert artifacts["reports"]["annotations"] == "reports/annotations.json"
+    assert any("$CI_JOB_URL/artifacts/file/reports/report.html" in c for c in job["after_script"])
     assert "reports/report.html" in artifacts["paths"]
     text = GITLAB.read_text(encoding="utf-8")
     assert "Masked" in text
@@ -405,26 +417,57 @@ def test_templates_install_from_the_lock() -> None:
 # --------------------------------------------------------------------------- systemd, README
 
 
-def test_systemd_units(tmp_path: Path) -> None:
-    service = (ROOT / "ci" / "systemd" / "pop3mon.service").read_text(encoding="utf-8")
-    timer = (ROOT / "ci" / "systemd" / "pop3mon.timer").read_text(encoding="utf-8")
-    assert re.search(r"^ExecStart=/opt/pop3mon/ci/run-monitor --targets=", service, re.M)
-    assert re.search(r"^Type=oneshot$", service, re.M)
-    assert re.search(r"^OnCalendar=", timer, re.M) and "Persistent=true" in timer
+SYSTEMD = ROOT / "ci" / "systemd"
+
+
+def _systemd_verify(unit_dir: Path, *names: str) -> subprocess.CompletedProcess[str]:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
+        if _strict():
+            pytest.fail("systemd-analyze is not installed (CI=true)")
         pytest.skip("systemd-analyze is not installed")
-    # verify checks that ExecStart exists: point the units at this checkout.
-    for name, text in (("pop3mon.service", service), ("pop3mon.timer", timer)):
-        (tmp_path / name).write_text(text.replace("/opt/pop3mon", str(ROOT)), encoding="utf-8")
-    proc = subprocess.run(
-        [analyze, "verify", str(tmp_path / "pop3mon.service"), str(tmp_path / "pop3mon.timer")],
+    return subprocess.run(
+        [analyze, "verify", *(f"./{name}" for name in names)],
+        cwd=unit_dir,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def _units_here(tmp_path: Path, edit: tuple[str, str] = ("", "")) -> Path:
+    """Every unit of ci/systemd in ``tmp_path``, pointing at this checkout (verify checks
+    that each ExecStart exists); ``edit`` replaces one text in them."""
+    for unit in SYSTEMD.iterdir():
+        text = unit.read_text(encoding="utf-8").replace("/opt/pop3mon", str(ROOT))
+        (tmp_path / unit.name).write_text(text.replace(*edit) if edit[0] else text, "utf-8")
+    return tmp_path
+
+
+def test_systemd_units(tmp_path: Path) -> None:
+    service = (SYSTEMD / "pop3mon.service").read_text(encoding="utf-8")
+    timer = (SYSTEMD / "pop3mon.timer").read_text(encoding="utf-8")
+    assert re.search(r"^ExecStart=/opt/pop3mon/ci/run-monitor --targets=", service, re.M)
+    assert re.search(r"^Type=oneshot$", service, re.M)
+    assert re.search(r"^OnCalendar=", timer, re.M) and "Persistent=true" in timer
+    # A failed run starts the failure template, which ships beside it, for this unit.
+    on_failure = re.search(r"^OnFailure=(\S+)@%n\.service$", service, re.M)
+    assert on_failure, "pop3mon.service has no OnFailure= template example"
+    template = f"{on_failure.group(1)}@.service"
+    assert (SYSTEMD / template).is_file()
+    assert template in service, "the install comment does not copy the failure unit"
+    units = sorted(p.name for p in SYSTEMD.iterdir())
+    instance = f"{on_failure.group(1)}@pop3mon.service.service"
+    proc = _systemd_verify(_units_here(tmp_path), *units, instance)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_systemd_verify_catches_a_broken_failure_unit(tmp_path: Path) -> None:
+    """The verification above would see a failure unit that cannot run."""
+    here = _units_here(tmp_path, ("ExecStart=/usr/bin/logger", "ExecStart=/usr/bin/no-such"))
+    proc = _systemd_verify(here, "pop3mon-failure@pop3mon.service.service")
+    assert proc.returncode != 0 and "no-such" in proc.stdout + proc.stderr
 
 
 def test_readme_starts_with_the_two_commands() -> None:
@@ -434,7 +477,7 @@ def test_readme_starts_with_the_two_commands() -> None:
     assert text.index("./ci/demo") < text.index("## ")
     for name in REPORTS:
         assert f"`{name}`" in text
-    assert re.search(r"^\*/\d+ \* \* \* \* .*ci/run-monitor --targets=", text, re.M)
+    assert re.search(r"^\*/\d+ \* \* \* \* .*ci/run-monitor .*--targets=", text, re.M)
     for path in ("ci/github/pop3mon.yml", "ci/gitlab/.gitlab-ci.yml", "ci/systemd/pop3mon.timer"):
         assert path in text and (ROOT / path).exists()
     assert "## Performance" in text
@@ -475,3 +518,104 @@ def test_selftest_fails_when_pytest_collects_nothing() -> None:
     assert proc.returncode == 1, out
     assert "collected no test (exit 5)" in out
     assert re.search(r"pytest tests/\s+FAIL \(5\)", out), out
+
+
+# --------------------------------------------------------------------------- templates, run
+
+
+@pytest.fixture(scope="module")
+def repo_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the checkout: the templates write reports/ into the repository."""
+    from test_demo import copy_repo
+
+    return copy_repo(tmp_path_factory.mktemp("repo") / "checkout")
+
+
+def _bash(script: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("POP3MON_")}
+    full.update(
+        POP3MON_PYTHON=sys.executable, POP3MON_TEST_PASSWORD=PASSWORD, PYTHONDONTWRITEBYTECODE="1"
+    )
+    full.update(env)
+    return subprocess.run(
+        # GitHub's and GitLab's shell for a script: bash, stop at the first failure.
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
+        cwd=cwd,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_gitlab_job_runs_as_written(repo_copy: Path, ok_targets: Path) -> None:
+    """The job's script and after_script, line by line as the runner does, in a checkout,
+    with the variables GitLab sets and a schedule variable selecting the lab."""
+    job = _load(GITLAB)["pop3mon"]
+    job_url = "https://gitlab.example/ops/pop3mon/-/jobs/42"
+    env = {
+        **{k: str(v) for k, v in job["variables"].items()},
+        "CI_PROJECT_DIR": str(repo_copy),
+        "CI_JOB_URL": job_url,
+        "POP3MON_TARGETS": str(ok_targets),  # a schedule variable overrides the job's
+        "POP3MON_PYTEST_ARGS": "-k ok-tls",
+    }
+    script = _bash("\n".join(job["script"]), repo_copy, **env)
+    assert script.returncode == 0, script.stdout + script.stderr
+    after = _bash("\n".join(job["after_script"]), repo_copy, **env)
+    assert after.returncode == 0, after.stdout + after.stderr
+    link = f"{job_url}/artifacts/file/reports/report.html"
+    assert f"pop3mon report: {link}" in after.stdout
+    for path in [*job["artifacts"]["paths"], *job["artifacts"]["reports"].values()]:
+        assert (repo_copy / path).is_file(), path
+    annotations = json.loads((repo_copy / "reports" / "annotations.json").read_text("utf-8"))
+    assert annotations == {"pop3mon": [{"external_link": {"label": "pop3mon report", "url": link}}]}
+
+
+def test_github_monitor_step_runs_as_written(
+    repo_copy: Path, ok_targets: Path, tmp_path: Path
+) -> None:
+    """The Monitor step's script in a checkout whose targets.yaml lists the lab; the inputs
+    as workflow_dispatch passes them (a -k selection)."""
+    steps = _load(GITHUB)["jobs"]["monitor"]["steps"]
+    monitor = next(s for s in steps if s.get("name") == "Monitor")
+    shutil.copy(ok_targets, repo_copy / "targets.yaml")
+    proc = _bash(monitor["run"], repo_copy, SELECT="ok-tls", POP3MON_STRICT_WARN="0")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "pop3mon: exit 0" in proc.stderr
+    junit = (repo_copy / "reports" / "junit.xml").read_text(encoding="utf-8")
+    assert 'name="test_login[ok-tls]"' in junit
+
+
+def test_github_keepalive_job(tmp_path: Path) -> None:
+    """Public repositories lose their schedule after 60 days without activity: the template
+    says so and its weekly keepalive job calls the enable API for its own workflow file."""
+    text = GITHUB.read_text(encoding="utf-8")
+    assert "60 days" in text and "gh workflow enable" in text
+    wf = _load(GITHUB)
+    on = wf.get("on", wf.get(True))
+    crons = [entry["cron"] for entry in on["schedule"]]
+    job = wf["jobs"]["keepalive"]
+    weekly = re.fullmatch(r"github\.event\.schedule == '(.+)'", job["if"])
+    assert weekly and weekly.group(1) in crons and weekly.group(1) != crons[0]
+    assert job["permissions"] == {"actions": "write"}
+    # Its script, with `gh` replaced by a recorder (no network here): which API it calls.
+    step = job["steps"][0]
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "gh").write_text('#!/bin/sh\nprintf "gh %s\\n" "$*"\n', encoding="utf-8")
+    (fake / "gh").chmod(0o755)
+    proc = _bash(
+        step["run"],
+        tmp_path,
+        PATH=f"{fake}:{os.environ['PATH']}",
+        GITHUB_REPOSITORY="ops/pop3mon",
+        WORKFLOW_REF="ops/pop3mon/.github/workflows/pop3mon.yml@refs/heads/main",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        "gh api --method PUT repos/ops/pop3mon/actions/workflows/pop3mon.yml/enable" in proc.stdout
+    )
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "60 days without repository activity" in readme

@@ -10,7 +10,10 @@ Subcommands, one :mod:`argparse` sub-parser each, so later ones (``check``, ``me
   the latest facts become the drift baseline of connection type ``ID`` (of one drift
   check with ``ID:CHECK``), recorded with the note;
 * ``pop3mon history --history PATH [--targets FILE] accepted [ID ...]``: the recorded
-  acceptances (when, who, note, connection type, check).
+  acceptances (when, who, note, connection type, check);
+* ``pop3mon check --targets FILE [--id ID] [--tag TAG] ...`` (also ``pop3mon-check``):
+  the monitoring-plugin mode, :mod:`pop3mon.plugin_mode` (its own exit codes: 0 OK,
+  1 WARNING, 2 CRITICAL, 3 UNKNOWN, also for its usage errors).
 
 A usage error is one line on stderr and exit status 2 (so is an ``accept`` that accepts
 nothing: an id the history has no run of, a check no run has facts for); a history that
@@ -26,8 +29,9 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
+from . import plugin_mode
 from .checks.drift import parse_accept
-from .config import ConfigError, load_targets
+from .config import ConfigError
 from .history.model import CheckState
 from .history.store import Acceptance, HistoryError, HistoryStore, open_history_readonly
 from .verdict import Verdict
@@ -97,11 +101,23 @@ def build_parser() -> argparse.ArgumentParser:
         description="Every recorded acceptance of a drift baseline (of the IDs given).",
     )
     accepted.add_argument("ids", nargs="*", metavar="ID", help="only these connection types")
+    check = commands.add_parser(
+        "check",
+        help="monitoring-plugin mode (Nagios, Icinga, Checkmk): one status line, perfdata, "
+        "exit 0/1/2/3",
+        description=plugin_mode.build_parser().description,
+    )
+    plugin_mode.add_arguments(check)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["check"]:
+        # A monitoring plugin answers even a usage error with exit 3 and one status line,
+        # which this parser's errors (exit 2) would not.
+        return plugin_mode.main(args_list[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -187,6 +203,8 @@ def _target_ids(targets: str | None) -> frozenset[str] | None:
     if targets is None:
         return None
     try:
+        from .config import load_targets  # the validator only where a command needs it
+
         return frozenset(load_targets(Path(targets).expanduser()).ids)
     except ConfigError as exc:
         first = exc.problems[0] if exc.problems else "invalid"

@@ -18,6 +18,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
@@ -32,14 +33,16 @@ from .config import ConfigError, ConnectionType, Host, load_targets
 from .engine.hosts import HostResult, ancestors
 from .engine.result import ProbeResult
 from .engine.runner import DEFAULT_CONCURRENCY
-from .engine.stages import HOST_CHECKS, HOST_ID_PREFIX, HOST_TIER, TIERS, DriftCheck
+from .engine.stages import CHECKS, HOST_CHECKS, HOST_ID_PREFIX, HOST_TIER, TIERS, DriftCheck
 from .history.record import streak_note
 from .history.store import HistoryError, HistoryStore
 from .probestore import ProbeStore
 from .report.history import history_for, history_path
 from .report.keys import HISTORY_KEY, STORE_KEY
+from .report.metrics import mark_config_invalid
 from .report.paths import reports_dir, reports_enabled
 from .report.recorder import verdict_properties
+from .spaced_options import stray_option_value
 from .verdict import Verdict
 
 __all__ = ["RunState"]
@@ -54,6 +57,7 @@ STATE_KEY = pytest.StashKey["RunState"]()
 # Tiers whose checks need the probe to log in; with none of them selected it does not
 # (drift compares the login's outcome and the mailbox with the baseline).
 LOGIN_TIERS = ("auth", "mailbox", "latency", "drift")
+_CHECK_PROTOCOLS = {c.name: c.protocols for c in CHECKS}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -131,9 +135,14 @@ def _targets_configured(config: pytest.Config) -> bool:
 def pytest_cmdline_main(config: pytest.Config) -> None:
     """Without a targets file write no reports: as ``--no-reports``, set before the reports
     plugin's ``pytest_configure`` (which may run before ours) points pytest-html and junitxml
-    at ``reports/``."""
+    at ``reports/``. A run whose rootdir a spaced option value moved stops here, before
+    anything is written there (see :mod:`.spaced_options`)."""
     if not _targets_configured(config):
         config.option.no_reports = True
+        return  # another project's run is not pop3mon's to judge
+    problem = None if hasattr(config, "workerinput") else stray_option_value(config)
+    if problem:
+        raise pytest.UsageError(problem)
 
 
 def _bundled_tests() -> Path | None:
@@ -290,10 +299,18 @@ def pytest_configure(config: pytest.Config) -> None:
     if not _targets_configured(config):
         return
     path = _targets_path(config)
+    started = time.time()
     try:
         targets = load_targets(path)
     except ConfigError as exc:
-        raise pytest.UsageError(f"pop3mon: invalid targets file\n{exc}") from None
+        message = f"pop3mon: invalid targets file\n{exc}"
+        # The previous samples stay, marked pop3mon_config_valid 0, so an alert tells the
+        # run is broken rather than the directory going quiet (report/metrics.py).
+        if not _is_worker(config) and reports_enabled(config):
+            problem = mark_config_invalid(reports_dir(config), started)
+            if problem:
+                message += f"\npop3mon: {problem}"
+        raise pytest.UsageError(message) from None
     _add_bundled_tests(config)
     if _is_worker(config):
         rundir = Path(config.workerinput["pop3mon_rundir"])  # type: ignore[attr-defined]
@@ -438,6 +455,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "ct" not in metafunc.fixturenames:
         return
     cts = state.targets.connections
+    # A tier test named test_<check> exists only for the connection types whose protocol
+    # has that check (no relay row for POP3, no STAT row for SMTP).
+    check = metafunc.function.__name__.removeprefix("test_")
+    if check in _CHECK_PROTOCOLS:
+        cts = tuple(ct for ct in cts if ct.protocol in _CHECK_PROTOCOLS[check])
     if "phase" in metafunc.fixturenames:
         pairs = [(ct.id, p) for ct in cts for p in checks.latency_phases(ct)]
         metafunc.parametrize(
@@ -452,21 +474,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     state = config.stash.get(STATE_KEY, None)
     if state is None:
         return
-    # A targets file without host checks: the host tests were parametrized with nothing,
-    # and are not tests of this run at all (not even "skipped: empty parameter set").
-    items[:] = [i for i in items if not _unparametrized_host_test(i)]
     hosts = {h.id: h for h in state.targets.hosts}
+    kept: list[pytest.Item] = []
     for item in items:
         callspec = getattr(item, "callspec", None)
-        host = hosts.get(callspec.params.get("host", "")) if callspec is not None else None
-        for tag in host.tags if host is not None else ():
-            item.add_marker(tag)
-        ct_id = callspec.params.get("ct") if callspec is not None else None
+        params: dict[str, object] = callspec.params if callspec is not None else {}
+        # A check test nothing of this file has (test_relay without an SMTP connection
+        # type, the host tests without a host check) gets pytest's empty-parameter-set
+        # item: it is not a check of this run, not even a SKIP; drop it.
+        for param in ("host", "ct"):
+            if param in getattr(item, "fixturenames", ()) and param not in params:
+                break
+        else:
+            kept.append(item)
+        host_id, ct_id = params.get("host"), params.get("ct")
+        host = hosts.get(host_id) if isinstance(host_id, str) else None
         ct = state.by_id.get(ct_id) if isinstance(ct_id, str) else None
-        if ct is None:
-            continue
-        for tag in ct.tags:
+        for tag in (*(host.tags if host else ()), *(ct.tags if ct else ())):
             item.add_marker(tag)
+    items[:] = kept
     # Run the tiers in their logical order (connectivity, TLS, auth, mailbox, latency)
     # rather than by file name. Besides reading naturally, the cheap connectivity checks
     # then run while the probes that logins need are still in flight.
@@ -482,12 +508,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return -1
 
     items.sort(key=tier_rank)
-
-
-def _unparametrized_host_test(item: pytest.Item) -> bool:
-    fixturenames = getattr(item, "fixturenames", ())
-    callspec = getattr(item, "callspec", None)
-    return "host" in fixturenames and (callspec is None or "host" not in callspec.params)
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from .common import Conn, ServerHandle, as_text, b64
 from .echo import encode_echo
 from .sasl import SaslExchange, SaslOutcome
 from .session import Scenario, Session
+from .smtp import SMTP_SCENARIOS
 
 __all__ = ["SCENARIOS", "scenario_names"]
 
@@ -548,6 +549,11 @@ _register(
     "CAPA announces LOGIN-DELAY 900 and enforces it like login-delay-2",
     _LongLoginDelay,
 )
+
+
+# The SMTP scenarios (faultserver/smtp.py): same server, same registry, "smtp-" names.
+for _name, (_summary, _session, _needs_tls) in SMTP_SCENARIOS.items():
+    _register(_name, _summary, _session, needs_tls=_needs_tls)
 
 
 def scenario_names() -> list[str]:

@@ -22,7 +22,7 @@ import dataclasses
 from collections.abc import Callable, Collection, Mapping
 
 from ..engine.result import ProbeResult
-from ..engine.stages import CHECKS, DRIFT_CHECKS, CheckName, HostTier
+from ..engine.stages import CHECKS, DRIFT_CHECKS, CheckName, HostTier, checks_of
 from ..verdict import Verdict, worst
 from . import connectivity, drift, hosts, login, mailbox, tls
 from .base import CheckResult, Thresholds, blocked_reason, failed_stage, owner_of, with_retries
@@ -54,6 +54,7 @@ _RULES: Mapping[CheckName, Rule] = {
     "protocol": tls.protocol,
     "login": login.login,
     "policy": login.policy,
+    "relay": login.relay,
     "stat": mailbox.stat,
     "thresholds": mailbox.thresholds,
     "logout": mailbox.logout,
@@ -79,8 +80,9 @@ def evaluate(
 
 
 def check_names(t: Thresholds) -> list[str]:
-    """Every check name for ``t`` in report order (latency phases last)."""
-    return [c.name for c in CHECKS] + [PREFIX + p for p in latency_phases(t)]
+    """Every check name for ``t`` in report order (latency phases last): those of its
+    protocol only (see :attr:`~pop3mon.engine.stages.CheckSpec.protocols`)."""
+    return [*checks_of(t.protocol)] + [PREFIX + p for p in latency_phases(t)]
 
 
 def evaluate_all(result: ProbeResult, t: Thresholds) -> list[CheckResult]:

@@ -30,7 +30,10 @@ __all__ = [
     "failed_stage",
     "gate",
     "ms",
+    "own_phases",
     "owner_of",
+    "smtp",
+    "stls_stage",
     "with_retries",
 ]
 
@@ -41,6 +44,8 @@ _OWNER: Mapping[str, CheckName] = {s.name: s.owner for s in STAGES}
 class Thresholds(Protocol):
     """What a connection type contributes to verdicts (``config.ConnectionType`` fits)."""
 
+    @property
+    def protocol(self) -> str: ...
     @property
     def security(self) -> Security: ...
     @property
@@ -63,6 +68,17 @@ class Thresholds(Protocol):
     def stat_max(self) -> int | None: ...
     @property
     def drift(self) -> DriftPolicy: ...
+
+
+def smtp(result: ProbeResult) -> bool:
+    """The result is an SMTP companion probe's (engine/smtp.py), not a POP3 session's."""
+    return result.protocol == "smtp"
+
+
+def stls_stage(result: ProbeResult) -> str:
+    """The stage that upgrades to TLS: POP3 STLS, SMTP STARTTLS (its name in reasons is
+    the stage's label)."""
+    return "starttls" if smtp(result) else "stls"
 
 
 @dataclass(frozen=True)
@@ -103,6 +119,27 @@ def owner_of(failed: StageOutcome) -> CheckName | HostTier | None:
             return "protocol"
         return "handshake"
     return _OWNER.get(failed.stage)
+
+
+def own_phases(result: ProbeResult, check: str) -> tuple[tuple[str, float], ...]:
+    """The timed phases that are ``check``'s own work: the stages it owns (``STAGES``; a
+    failed TLS stage belongs to the check :func:`owner_of` names), in run order.
+
+    Every stage belongs to exactly one check, so the own times of a connection type's
+    checks add up to at most its total. Checks that judge a phase another check owns
+    (certificate, expiry, protocol, policy, thresholds, ``latency-*``) and the drift checks
+    own none.
+    """
+    out = []
+    for phase, seconds in result.phases:
+        outcome = result.stage(phase)
+        if outcome is not None and outcome.status == "fail":
+            owner = owner_of(outcome)
+        else:
+            owner = _OWNER.get(phase)
+        if owner == check:
+            out.append((phase, seconds))
+    return tuple(out)
 
 
 def blocked(tier: Tier, check: str, failed: StageOutcome) -> CheckResult:

@@ -5,8 +5,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..engine.result import ProbeResult
-from ..engine.stages import stage_index
-from .base import CRIT, OK, SKIP, WARN, CheckResult, Thresholds, blocked, failed_stage, gate, ms
+from ..engine.stages import PHASE_LABELS, stage_index
+from .base import (
+    CRIT,
+    OK,
+    SKIP,
+    WARN,
+    CheckResult,
+    Thresholds,
+    blocked,
+    failed_stage,
+    gate,
+    ms,
+    smtp,
+    stls_stage,
+)
 
 __all__ = ["capa", "capability_changes", "dns", "greeting", "ping", "tcp"]
 
@@ -69,25 +82,30 @@ def tcp(result: ProbeResult, t: Thresholds) -> CheckResult:
 
 
 def greeting(result: ProbeResult, t: Thresholds) -> CheckResult:
-    """The server greets with +OK."""
+    """The server greets with +OK (POP3) or 220 (SMTP)."""
     failed = gate(result, "connectivity", "greeting", "greeting")
     if failed:
         return failed
     text = result.greeting or "(empty)"
+    said = "220" if smtp(result) else "+OK"
     return CheckResult(
-        "connectivity", "greeting", OK, f"+OK {text}", ms(result.phase("greeting")), "ms"
+        "connectivity", "greeting", OK, f"{said} {text}", ms(result.phase("greeting")), "ms"
     )
 
 
 def capa(result: ProbeResult, t: Thresholds) -> CheckResult:
-    """CAPA answered, before and (after STLS) after TLS; the reason lists the capabilities
-    the session went on with and, after STLS, what changed from the plaintext list."""
-    # Both CAPA exchanges are this check's: a session that dies right after the STLS
+    """CAPA (SMTP: EHLO) answered, before and (after STLS/STARTTLS) after TLS; the reason
+    lists the capabilities the session went on with and, after the upgrade, what changed
+    from the plaintext list."""
+    # Both exchanges are this check's: a session that dies right after the STLS
     # handshake must fail somewhere, not only skip everything after it.
-    failed = gate(result, "connectivity", "capa", "capa", "capa_tls")
+    own = ("ehlo", "ehlo_tls") if smtp(result) else ("capa", "capa_tls")
+    failed = gate(result, "connectivity", "capa", *own)
     if failed:
         return failed
-    for stage in ("capa", "capa_tls"):
+    upgrade = PHASE_LABELS[stls_stage(result)]
+    what = "EHLO extensions" if smtp(result) else "capabilities"
+    for stage in own:
         outcome = result.stage(stage)
         if outcome is not None and outcome.status == "warn":
             return CheckResult("connectivity", "capa", WARN, outcome.reason)
@@ -96,15 +114,15 @@ def capa(result: ProbeResult, t: Thresholds) -> CheckResult:
     if after is not None:
         # After STLS only the list asked over TLS counts (RFC 2595 §4): the one shown.
         changes = " ".join(capability_changes(before, after)) or "unchanged"
-        where, caps = f"over TLS (after STLS: {changes})", after
+        where, caps = f"over TLS (after {upgrade}: {changes})", after
     else:
         where, caps = ("over TLS" if result.security == "tls" else "in plaintext"), before
     return CheckResult(
         "connectivity",
         "capa",
         OK,
-        f"{len(caps)} capabilities {where}: {_listing(caps)}",
-        ms(result.phase("capa")),
+        f"{len(caps)} {what} {where}: {_listing(caps)}",
+        ms(result.phase(own[0])),
         "ms",
     )
 

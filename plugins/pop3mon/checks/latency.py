@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from ..engine.result import ProbeResult
-from ..engine.stages import PHASE_LABELS, stage_index
+from ..engine.stages import LATENCY_PHASES, PHASE_LABELS, stage_index, stages_of
 from ..verdict import Verdict
 from .base import CRIT, OK, SKIP, WARN, CheckResult, Thresholds, blocked, failed_stage, ms
 
@@ -82,11 +82,12 @@ def ms_text(seconds: float) -> str:
 def latency_phases(t: Thresholds) -> list[str]:
     """Latency phases checked for ``t``: total first, then the configured phases that this
     connection type's security mode and auth setting can run at all."""
-    never: set[str] = set()
+    # A phase the protocol never runs (STAT for SMTP, EHLO for POP3) is not checked.
+    never: set[str] = {str(p) for p in LATENCY_PHASES} - set(stages_of(t.protocol)) - {"total"}
     if t.security != "tls":
         never.add("tls")
     if t.security not in ("starttls", "starttls-optional"):
-        never |= {"stls", "tls_handshake", "capa_tls"}
+        never |= {"stls", "starttls", "tls_handshake", "capa_tls", "ehlo_tls"}
     if t.auth == "none":
         never |= {"auth", "stat"}
     keys = (set(t.latency) | {"total"}) - never

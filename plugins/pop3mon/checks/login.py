@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 from ..engine.result import ProbeResult
-from ..engine.stages import stage_index
-from .base import CRIT, OK, SKIP, WARN, CheckResult, Thresholds, blocked, failed_stage, gate, ms
+from ..engine.stages import PHASE_LABELS, stage_index
+from .base import (
+    CRIT,
+    OK,
+    SKIP,
+    WARN,
+    CheckResult,
+    Thresholds,
+    blocked,
+    failed_stage,
+    gate,
+    ms,
+    smtp,
+    stls_stage,
+)
 
-__all__ = ["login", "policy"]
+__all__ = ["login", "policy", "relay"]
 
 #: [IN-USE], [LOGIN-DELAY] and [SYS/TEMP] say the credentials may well be right and the
 #: service is degraded or busy (RFC 2449/3206): not a bad password.
@@ -74,7 +87,8 @@ def policy(result: ProbeResult, t: Thresholds) -> CheckResult:
             "auth",
             "policy",
             WARN,
-            f"{mech} ran in plaintext because the server offers no STLS: an attacker can "
+            f"{mech} ran in plaintext because the server offers no "
+            f"{PHASE_LABELS[stls_stage(result)]}: an attacker can "
             "strip TLS (downgradable)",
         )
     leaked = info.success or info.secret_sent  # a cleartext login cannot succeed without it
@@ -101,3 +115,23 @@ def policy(result: ProbeResult, t: Thresholds) -> CheckResult:
         )
     channel = "TLS" if info.encrypted else "no TLS"
     return CheckResult("auth", "policy", OK, f"{mech} ({info.strength}) with {channel}")
+
+
+def relay(result: ProbeResult, t: Thresholds) -> CheckResult:
+    """SMTP: the server refuses to relay for a stranger (``relay_check:`` configured): a
+    recipient in a foreign ``.invalid`` domain accepted without a login is an open relay."""
+    own = result.stage("relay")
+    if not smtp(result) and (own is None or own.status != "fail"):
+        return CheckResult("auth", "relay", SKIP, "not applicable: not an SMTP connection type")
+    gated = gate(result, "auth", "relay", "relay")
+    if gated:
+        return gated
+    outcome = result.stage("relay")
+    if outcome is None:
+        return CheckResult(
+            "auth", "relay", SKIP, "not applicable: no relay check configured (relay_check)"
+        )
+    if result.relay_open:
+        return CheckResult("auth", "relay", CRIT, f"open relay: {outcome.reason}")
+    verdict = WARN if outcome.status == "warn" else OK
+    return CheckResult("auth", "relay", verdict, outcome.reason, ms(result.phase("relay")), "ms")

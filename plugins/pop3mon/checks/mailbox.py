@@ -5,12 +5,16 @@ from __future__ import annotations
 from ..engine.result import ProbeResult
 from ..engine.stages import stage_index
 from ..verdict import Verdict
-from .base import CRIT, OK, SKIP, WARN, CheckResult, Thresholds, blocked, failed_stage, ms
+from .base import CRIT, OK, SKIP, WARN, CheckResult, Thresholds, blocked, failed_stage, ms, smtp
 
 __all__ = ["logout", "stat", "thresholds"]
 
 
 def _mailbox_gate(result: ProbeResult, t: Thresholds, check: str) -> CheckResult | None:
+    if smtp(result):
+        return CheckResult(
+            "mailbox", check, SKIP, "not applicable: SMTP has no mailbox (POP3 checks it)"
+        )
     if t.auth == "none":
         return CheckResult("mailbox", check, SKIP, "no login configured (auth: none)")
     failed = failed_stage(result)
@@ -41,6 +45,17 @@ def stat(result: ProbeResult, t: Thresholds) -> CheckResult:
     return CheckResult("mailbox", "stat", OK, text, box.count, "msgs")
 
 
+def _stat_bounds(t: Thresholds) -> str:
+    """``stat_min``/``stat_max`` in words ("at least 1", "1 to 5"), or "" when unset."""
+    if t.stat_min is not None and t.stat_max is not None:
+        return f"{t.stat_min} to {t.stat_max}"
+    if t.stat_min is not None:
+        return f"at least {t.stat_min}"
+    if t.stat_max is not None:
+        return f"at most {t.stat_max}"
+    return ""
+
+
 def thresholds(result: ProbeResult, t: Thresholds) -> CheckResult:
     """Message count and size against their warn/crit thresholds."""
     gated = _mailbox_gate(result, t, "thresholds")
@@ -50,7 +65,13 @@ def thresholds(result: ProbeResult, t: Thresholds) -> CheckResult:
     if box is None:
         return CheckResult("mailbox", "thresholds", SKIP, "STAT did not run")
     if t.mailbox_count is None and t.mailbox_size is None:
-        return CheckResult("mailbox", "thresholds", SKIP, "no mailbox thresholds configured")
+        reason = "no mailbox_count/mailbox_size warn/crit thresholds configured"
+        bounds = _stat_bounds(t)
+        if bounds:
+            # stat_min/stat_max are thresholds too, but the stat check owns them: saying
+            # "none configured" here read as if they had been ignored.
+            reason += f" (the message count bound {bounds} is checked by stat)"
+        return CheckResult("mailbox", "thresholds", SKIP, reason)
     verdict: Verdict = OK
     notes: list[str] = []
     for label, value, limits in (
@@ -82,4 +103,7 @@ def logout(result: ProbeResult, t: Thresholds) -> CheckResult:
         return CheckResult("mailbox", "logout", SKIP, "QUIT was not sent")
     if outcome.status == "warn":
         return CheckResult("mailbox", "logout", WARN, outcome.reason)
-    return CheckResult("mailbox", "logout", OK, "QUIT answered +OK", ms(result.phase("quit")), "ms")
+    said = "221" if smtp(result) else "+OK"
+    return CheckResult(
+        "mailbox", "logout", OK, f"QUIT answered {said}", ms(result.phase("quit")), "ms"
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..engine.result import ProbeResult
-from ..engine.stages import TLS_SECURITY, stage_index
+from ..engine.stages import PHASE_LABELS, TLS_SECURITY, stage_index
 from .base import (
     CRIT,
     OK,
@@ -15,6 +15,7 @@ from .base import (
     failed_stage,
     ms,
     owner_of,
+    stls_stage,
 )
 
 __all__ = ["certificate", "expiry", "handshake", "protocol", "stls"]
@@ -24,12 +25,16 @@ def _tls_gate(result: ProbeResult, t: Thresholds, check: str) -> CheckResult | N
     if t.security not in TLS_SECURITY:
         return CheckResult("tls", check, SKIP, "not applicable: security is 'none' (no TLS)")
     failed = failed_stage(result)
-    tls_stage = "tls" if t.security == "tls" else "stls"
+    tls_stage = "tls" if t.security == "tls" else stls_stage(result)
     if failed is not None and stage_index(failed.stage) < stage_index(tls_stage):
         return blocked("tls", check, failed)
     if t.security == "starttls-optional" and result.downgradable and check != "stls":
         return CheckResult(
-            "tls", check, SKIP, "not applicable: server offers no STLS, session stayed plaintext"
+            "tls",
+            check,
+            SKIP,
+            f"not applicable: server offers no {PHASE_LABELS[stls_stage(result)]}, session "
+            "stayed plaintext",
         )
     return None
 
@@ -42,15 +47,18 @@ def _not_run(result: ProbeResult, check: str, why: str) -> CheckResult:
 
 
 def stls(result: ProbeResult, t: Thresholds) -> CheckResult:
-    """STLS offered, accepted, and no bytes injected before the handshake."""
+    """STLS (SMTP: STARTTLS) offered, accepted, and no bytes injected before the
+    handshake."""
+    stage = stls_stage(result)
+    name = PHASE_LABELS[stage]
     if t.security == "tls":
-        return CheckResult("tls", "stls", SKIP, "not applicable: implicit TLS (no STLS)")
+        return CheckResult("tls", "stls", SKIP, f"not applicable: implicit TLS (no {name})")
     gated = _tls_gate(result, t, "stls")
     if gated:
         return gated
-    outcome = result.stage("stls")
+    outcome = result.stage(stage)
     if outcome is None:
-        return CheckResult("tls", "stls", SKIP, "STLS stage did not run")
+        return CheckResult("tls", "stls", SKIP, f"{name} stage did not run")
     if outcome.status == "fail":
         return CheckResult("tls", "stls", CRIT, outcome.reason)
     if outcome.status == "warn":
@@ -59,8 +67,8 @@ def stls(result: ProbeResult, t: Thresholds) -> CheckResult:
         "tls",
         "stls",
         OK,
-        "STLS offered and accepted; no injected bytes",
-        ms(result.phase("stls")),
+        f"{name} offered and accepted; no injected bytes",
+        ms(result.phase(stage)),
         "ms",
     )
 

@@ -36,8 +36,10 @@ tier. Values found under ``account:`` are never echoed in error messages, since 
 misplaced password is the likeliest thing to be there.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ..engine.stages import LATENCY_PHASES
-from .load import ENV_VAR, load_targets, targets_path
+from .files import ENV_VAR, targets_path
 from .model import (
     NOTIFY_RULES,
     ConfigError,
@@ -50,6 +52,20 @@ from .model import (
     NotifyTarget,
     Targets,
 )
+
+if TYPE_CHECKING:
+    from .load import load_targets
+
+
+def __getattr__(name: str) -> Any:
+    # The validator (pydantic, PyYAML) loads on first use: a plugin-mode check whose
+    # targets file is in the cache (:mod:`.cache`) never imports it.
+    if name == "load_targets":
+        from .load import load_targets
+
+        return load_targets
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ENV_VAR",

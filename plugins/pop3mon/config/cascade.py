@@ -19,7 +19,15 @@ from ..engine.defaults import DEFAULTS, DriftPolicy
 from ..engine.dns import family_of
 from ..engine.stages import FAMILY_LABELS, LATENCY_PHASES
 from .model import TOKEN_MECHANISMS, ConnectionType, Host, LatencyThresholds
-from .schema import _Account, _Connection, _File, _resolve_path, _Server, _Settings
+from .schema import (
+    _Account,
+    _Connection,
+    _File,
+    _resolve_path,
+    _Server,
+    _Settings,
+    _SmtpConnection,
+)
 from .wording import Loc, _fmt_loc, _num, _show, _suggest
 from .yaml_lines import _Problems, _YamlTree
 
@@ -205,7 +213,9 @@ def _where(origin: _Origin) -> str:
     return f"{_fmt_loc(origin.loc)} (line {origin.line})"
 
 
-def _check_auth(eff: _Effective, conn_loc: Loc, conn: _Connection, problems: _Problems) -> None:
+def _check_auth(
+    eff: _Effective, conn_loc: Loc, conn: _Connection | _SmtpConnection, problems: _Problems
+) -> None:
     auth: str = eff.get("auth")
     if auth == "none":
         return
@@ -305,22 +315,31 @@ def _build(
             )
         else:
             server_lines[server.name] = name_line
-        for ci, conn in enumerate(server.connections):
-            cloc: Loc = (*sloc, "connections", ci)
+        entries: list[tuple[Loc, _Connection | _SmtpConnection]] = [
+            ((*sloc, "connections", ci), conn) for ci, conn in enumerate(server.connections)
+        ] + [((*sloc, "smtp", ci), conn) for ci, conn in enumerate(server.smtp)]
+        for cloc, conn in entries:
+            smtp = isinstance(conn, _SmtpConnection)
             eff = _Effective(tree)
             eff.apply(model.defaults, ("defaults",))
             eff.apply(server, sloc)
+            if smtp and "auth" not in conn.model_fields_set:
+                # Never inherited (see schema._SmtpConnection): no login unless asked here.
+                eff.values["auth"] = ("none", _Origin(cloc, tree.line(cloc)))
             eff.apply(conn, cloc)
             before = len(problems.items)
 
             port = conn.port
-            if port is None:
+            if port is None and smtp:
+                port = DEFAULTS.smtps_port if conn.security == "tls" else DEFAULTS.smtp_port
+            elif port is None:
                 port = DEFAULTS.pop3s_port if conn.security == "tls" else DEFAULTS.pop3_port
             if conn.id is not None:
                 cid, id_loc = conn.id, (*cloc, "id")
                 how, fix = "", "ids must be unique"
             else:
-                cid, id_loc = f"{server.name}:{port}-{conn.security}", cloc
+                kind = "smtp-" if smtp else ""
+                cid, id_loc = f"{server.name}:{kind}{port}-{conn.security}", cloc
                 how = "built from server name, port and security; "
                 fix = "add id: to tell them apart"
             id_line = tree.line(id_loc)
@@ -412,6 +431,11 @@ def _build(
                     stat_min=stat_min,
                     stat_max=stat_max,
                     line=tree.line(cloc),
+                    protocol="smtp" if smtp else "pop3",
+                    relay_check=(conn.relay_check or "")
+                    if isinstance(conn, _SmtpConnection)
+                    else "",
+                    ehlo_name=(conn.ehlo_name or "") if isinstance(conn, _SmtpConnection) else "",
                 )
             )
     return out

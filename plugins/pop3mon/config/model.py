@@ -21,7 +21,14 @@ from ..engine.defaults import DEFAULTS, DriftPolicy
 from ..engine.hosts import HostSpec
 from ..engine.mechanisms import MECHANISMS
 from ..engine.result import ProbeSpec
-from ..engine.stages import HOST_ID_PREFIX, LATENCY_PHASES, AddressFamily, Pacing, Security
+from ..engine.stages import (
+    HOST_ID_PREFIX,
+    LATENCY_PHASES,
+    AddressFamily,
+    Pacing,
+    Protocol,
+    Security,
+)
 from ..secrets import MAX_SECRET_BYTES, Secret, secret_problem
 
 # Mechanisms that send an OAuth token rather than a password (or a digest of one). "auto"
@@ -134,6 +141,11 @@ class ConnectionType:
     line: int
     #: Runs in a row a CRIT must hold before it is hard (a history setting: not the probe's).
     confirm: int = DEFAULTS.confirm
+    #: ``pop3`` (a ``connections:`` entry) or ``smtp`` (a server's ``smtp:`` entry); the
+    #: SMTP relay-refusal recipient ("" = none) and EHLO name ("" = address literal).
+    protocol: Protocol = "pop3"
+    relay_check: str = ""
+    ehlo_name: str = ""
 
     def resolve_secret(self, environ: Mapping[str, str] | None = None) -> tuple[Secret | None, str]:
         """Load the referenced secret now: ``(Secret, "")`` or ``(None, problem)``.
@@ -177,6 +189,9 @@ class ConnectionType:
             login_pacing=self.login_pacing,
             retries=self.retries,
             retry_backoff=self.retry_backoff,
+            protocol=self.protocol,
+            relay_check=self.relay_check,
+            ehlo_name=self.ehlo_name,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -30,7 +30,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ..engine.defaults import DEFAULTS
-from ..engine.mechanisms import AUTH_SETTINGS
+from ..engine.mechanisms import AUTH_SETTINGS, MECHANISMS
+from ..engine.smtp import relay_recipient_problem
 from ..engine.stages import (
     ADDRESS_FAMILIES,
     DRIFT_CHECKS,
@@ -409,9 +410,13 @@ class _Latency(_Model):
     tls: _SecondsPair | None = None
     greeting: _SecondsPair | None = None
     capa: _SecondsPair | None = None
+    ehlo: _SecondsPair | None = None
     stls: _SecondsPair | None = None
+    starttls: _SecondsPair | None = None
     tls_handshake: _SecondsPair | None = None
     capa_tls: _SecondsPair | None = None
+    ehlo_tls: _SecondsPair | None = None
+    relay: _SecondsPair | None = None
     auth: _SecondsPair | None = None
     stat: _SecondsPair | None = None
     quit: _SecondsPair | None = None
@@ -610,6 +615,46 @@ def _v_unique_ports(value: list[int]) -> list[int]:
 _Port = Annotated[int, AfterValidator(_v_port)]
 
 
+def _v_relay_check(value: str) -> str:
+    problem = relay_recipient_problem(value)
+    if problem:
+        raise _bad(f"{_show(value)} {problem}")
+    return value
+
+
+def _v_ehlo_name(value: str) -> str:
+    # RFC 5321 §4.1.1.1: a domain or an address literal; never anything with spaces.
+    if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.IPv]{2,60}\]", value):
+        raise _bad(f"{_show(value)} is not a domain name or an address literal like [192.0.2.1]")
+    return value
+
+
+# POP3 commands, not SASL: an SMTP server logs in with AUTH only.
+_POP3_ONLY_AUTH: Final = frozenset(m for m, spec in MECHANISMS.items() if not spec.sasl)
+
+
+class _SmtpConnection(_Settings):
+    """A server's ``smtp:`` entry: the SMTP companion checks (engine/smtp.py). Its ``auth``
+    is never inherited: an SMTP connection type logs in only when it says ``auth:`` itself
+    (a port-25 MX takes no login; submission on 587 or 465 does)."""
+
+    id: Annotated[str, AfterValidator(_v_id)] | None = None
+    port: Annotated[int, AfterValidator(_v_port)] | None = None
+    security: Annotated[Security, BeforeValidator(_v_security)]
+    relay_check: Annotated[str, AfterValidator(_v_relay_check)] | None = None
+    ehlo_name: Annotated[str, AfterValidator(_v_ehlo_name)] | None = None
+
+    @field_validator("auth")
+    @classmethod
+    def _sasl_only(cls, value: str) -> str:
+        if value in _POP3_ONLY_AUTH:
+            raise _bad(
+                f"'{value}' is a POP3 command, not a SASL mechanism — SMTP logs in with AUTH: "
+                "use auto, plain, login, cram-md5, scram-sha-1 or scram-sha-256"
+            )
+        return value
+
+
 class _Server(_Settings):
     name: Annotated[str, AfterValidator(_v_name)]
     host: Annotated[str, AfterValidator(_v_host)]
@@ -619,21 +664,32 @@ class _Server(_Settings):
     depends_on: Annotated[
         list[Annotated[str, AfterValidator(_v_name)]], BeforeValidator(_v_one_or_list)
     ] = []
-    # The ports the host check tries (default: the distinct ports of the connections).
+    # The ports the host check tries (default: the distinct ports of the connection types,
+    # POP3 and SMTP).
     tcp_ports: Annotated[list[_Port], AfterValidator(_v_unique_ports)] | None = None
-    # Before tcp_ports is known the check cannot tell a dependency-only server (no
-    # connections, tcp_ports given) from a mistake: validate_default runs it for a missing key.
-    connections: Annotated[list[_Connection], Field(validate_default=True)] = []
+    # tcp_ports and smtp before connections: the check of an empty connections: list reads them.
+    smtp: list[_SmtpConnection] = []
+    connections: list[_Connection] = []
 
     @field_validator("connections")
     @classmethod
     def _nonempty(cls, value: list[_Connection], info: ValidationInfo) -> list[_Connection]:
-        if not value and info.data.get("tcp_ports") is None:
+        if not value and not info.data.get("smtp") and info.data.get("tcp_ports") is None:
             raise _bad(
                 "is empty — list at least one connection type (port, security, auth), or "
                 "give tcp_ports: for a server that is only a dependency of others"
             )
         return value
+
+    @model_validator(mode="after")
+    def _some(self) -> _Server:
+        if not self.connections and not self.smtp and self.tcp_ports is None:
+            raise _bad(
+                "has no connection types — list at least one under connections: (POP3: "
+                "port, security, auth) or smtp: (SMTP: port, security), or give tcp_ports: "
+                "for a server that is only a dependency of others"
+            )
+        return self
 
 
 # ---------------------------------------------------------------------------------------

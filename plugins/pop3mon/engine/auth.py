@@ -29,7 +29,7 @@ from .errors import (
     ProtocolError,
 )
 from .mechanisms import MECHANISMS
-from .wire import Deadline, Sensitive, Status, Wire, parse_status, sanitize
+from .wire import Deadline, Sensitive, Status, Wire, sanitize
 
 __all__ = [
     "CLEARTEXT",
@@ -297,13 +297,10 @@ def _b64(data: bytes) -> str:
 
 def _read_sasl(wire: Wire) -> Status | bytes:
     """A server line inside AUTH: a final status, or a decoded ``+ challenge``."""
-    line = wire.read_line(STAGE)
-    if line.startswith((b"+OK", b"-ERR")):
-        wire.note("S", sanitize(line))
-        return parse_status(line, STAGE)
-    if line == b"+" or line.startswith(b"+ "):
-        payload = line[2:].strip()
-        wire.note("S", "+ " + sanitize(payload, 120))
+    # The framing is the protocol's (POP3 "+ ", SMTP "334 "); the wire knows it.
+    reply = wire.sasl_reply(STAGE)
+    if isinstance(reply, bytes):
+        payload = reply
         try:
             return base64.b64decode(payload, validate=True) if payload else b""
         except (binascii.Error, ValueError):
@@ -314,8 +311,7 @@ def _read_sasl(wire: Wire) -> Status | bytes:
                 kind="sasl-bad-base64",
                 stage=STAGE,
             ) from None
-    wire.note("S", sanitize(line))
-    return parse_status(line, STAGE)  # raises a clear invalid-status error
+    return reply
 
 
 def _cancel(wire: Wire) -> None:

@@ -55,6 +55,8 @@ class Defaults:
     auth: str  # targets.yaml `auth:`
     pop3_port: int  # `port:` when security is none, starttls-optional or starttls
     pop3s_port: int  # `port:` when security is tls
+    smtp_port: int  # an `smtp:` entry's `port:` when security is not tls (MX inbound)
+    smtps_port: int  # an `smtp:` entry's `port:` when security is tls (RFC 8314)
     timeout: float
     ping: bool
     ping_timeout: float
@@ -87,6 +89,8 @@ DEFAULTS: Final = Defaults(
     auth="auto",
     pop3_port=110,
     pop3s_port=995,
+    smtp_port=25,
+    smtps_port=465,
     # Seconds for the WHOLE probe (DNS to QUIT), not per read.
     timeout=10.0,
     # Many hosts drop ICMP, so a ping failure by default would be noise.

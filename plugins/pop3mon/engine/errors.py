@@ -59,6 +59,7 @@ ErrorKind = Literal[
     "line-too-long",
     "response-too-long",
     "greeting-refused",
+    "ehlo-refused",  # SMTP: EHLO answered with anything but 250
     "command-refused",
     "stat-malformed",
     "mailbox-failed",

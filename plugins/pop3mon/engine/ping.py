@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import os
 
-from icmplib import exceptions as icmp_errors
-from icmplib import ping as icmp_ping
-
 from .result import PingInfo
 
 __all__ = ["no_permission_reason", "ping"]
@@ -48,6 +45,11 @@ def no_permission_reason(privileged: bool) -> str:
 
 def ping(address: str, timeout: float, privileged: bool | None = None) -> PingInfo:
     """Send one ICMP echo to ``address`` and wait at most ``timeout`` seconds."""
+    # icmplib (and the asyncio it imports) only when a probe pings: `ping: false` is the
+    # default, and a one-shot `pop3mon check` should not pay for the import.
+    from icmplib import exceptions as icmp_errors
+    from icmplib import ping as icmp_ping
+
     if privileged is None:
         privileged = _privileged_default()
     try:

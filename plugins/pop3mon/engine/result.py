@@ -15,7 +15,7 @@ from typing import Any, Literal
 from ..secrets import Secret
 from .defaults import DEFAULTS
 from .mechanisms import MECHANISMS
-from .stages import AddressFamily, Pacing, Security
+from .stages import AddressFamily, Pacing, Protocol, Security
 
 __all__ = [
     "AuthInfo",
@@ -71,6 +71,12 @@ class ProbeSpec:
     # The host check's PING (engine/hosts.py), made once for every connection type of the
     # host: the probe reuses it instead of sending its own echo.
     ping_result: PingInfo | None = field(default=None, compare=False)
+    # SMTP (engine/smtp.py): the protocol spoken; the recipient of the relay-refusal check
+    # ("" = no MAIL FROM/RCPT TO at all); the EHLO name ("" = the address literal of the
+    # probe's own end of the connection, which needs no DNS and is always RFC-valid).
+    protocol: Protocol = "pop3"
+    relay_check: str = ""
+    ehlo_name: str = ""
 
     def __post_init__(self) -> None:
         # The one secret rule holds for every spec, not only those built from a targets
@@ -135,6 +141,10 @@ class TLSInfo:
     verify_reason: str = ""
     sni: str = ""
     cert: CertInfo | None = None
+    #: Unix times, set only after a completed handshake (see ``tls.chain_expiries``):
+    #: earliest expiry among the presented certificates, and in the verified chain.
+    chain_earliest_expiry: float | None = None
+    verified_chain_earliest_expiry: float | None = None
 
 
 @dataclass(frozen=True)
@@ -217,6 +227,11 @@ class ProbeResult:
     # The host that is down when this connection type was not probed at all (its host, or
     # the first failing host it depends on: engine/hosts.py); "" when it was probed.
     blocked_host: str = ""
+    # SMTP: the protocol, and the relay-refusal check's finding (None: not configured or
+    # not reached; True: the server accepted a foreign recipient without a login).
+    protocol: str = "pop3"
+    relay_open: bool | None = None
+    relay_reply: str = ""
 
     # -- convenience -------------------------------------------------------------------
     @property

@@ -41,7 +41,7 @@ from .result import (
     StageStatus,
     TLSInfo,
 )
-from .tls import cert_info, client_context, handshake, unverified_context
+from .tls import cert_info, chain_expiries, client_context, handshake, unverified_context
 from .wire import Deadline, Wire, parse_status, sanitize
 
 __all__ = ["probe"]
@@ -81,6 +81,9 @@ class _Probe:
         self.mech = ""
         self.offered: tuple[str, ...] = ()
         self.login_sent = False  # a login went out and its answer is not in yet
+        self.stage = "dns"  # the stage running now (a failure is attributed to it)
+        self.relay_open: bool | None = None
+        self.relay_reply = ""
 
     # -- bookkeeping -------------------------------------------------------------------
     @contextmanager
@@ -206,6 +209,7 @@ class _Probe:
         except TLSError:
             cert = None  # OpenSSL accepted it; a fact we cannot parse must not fail the probe
         cipher = tls.cipher()
+        presented, verified_chain = chain_expiries(tls, spec.verify_tls)
         self.tls = TLSInfo(
             protocol=tls.version() or "",
             cipher=cipher[0] if cipher else "",
@@ -214,6 +218,8 @@ class _Probe:
             verify_reason="" if spec.verify_tls else "certificate verification disabled",
             sni=spec.host,
             cert=cert,
+            chain_earliest_expiry=presented,
+            verified_chain_earliest_expiry=verified_chain,
         )
         self.ok(stage)
         return tls
@@ -226,12 +232,8 @@ class _Probe:
         sock: socket.socket | None = None
         try:
             sock = self.connect(self.peer, "tls")
-            if self.spec.security != "tls":
-                wire = Wire(sock, self.deadline, started=self.t0)
-                wire.read_line("tls")
-                wire.command("STLS", stage="tls")
-                if not wire.status("tls").ok:
-                    return None, ""
+            if self.spec.security != "tls" and not self.plaintext_to_tls(sock):
+                return None, ""
             tls = handshake(sock, unverified_context(), self.spec.host, self.deadline, "tls")
             sock = tls
             der = tls.getpeercert(binary_form=True)
@@ -241,6 +243,24 @@ class _Probe:
         finally:
             if sock is not None:
                 sock.close()
+
+    def plaintext_to_tls(self, sock: socket.socket) -> bool:
+        """On a second, plaintext connection: the protocol's way to the TLS handshake
+        (POP3: greeting, STLS, +OK). True when the server agreed."""
+        wire = Wire(sock, self.deadline, started=self.t0)
+        wire.read_line("tls")
+        wire.command("STLS", stage="tls")
+        return wire.status("tls").ok
+
+    def make_wire(self, sock: socket.socket) -> Wire:
+        """The protocol's wire on a connected socket."""
+        return Wire(
+            sock, self.deadline, started=self.t0, cleartext_allowed=self.spec.allow_cleartext
+        )
+
+    def login_offer(self, caps: tuple[str, ...] | None) -> auth_mod.Offer:
+        """What the server offers to log in with, from the capabilities in use."""
+        return auth_mod.offer_from(caps, self.raw_greeting)
 
     def read_greeting(self, wire: Wire) -> None:
         with self.phase("greeting"):
@@ -334,7 +354,7 @@ class _Probe:
         # have been forged (RFC 2595 §4), even when CAPA over TLS failed (then: unknown).
         upgraded = self.spec.security in ("starttls", "starttls-optional") and wire.encrypted
         caps = self.caps_after if upgraded else self.caps_before
-        offer = auth_mod.offer_from(caps, self.raw_greeting)
+        offer = self.login_offer(caps)
         self.offered = offer.names()
         if spec.secret is None:
             raise PolicyError(
@@ -424,40 +444,27 @@ class _Probe:
     # -- the whole dialogue ------------------------------------------------------------
     def run(self) -> ProbeResult:
         cpu0 = time.thread_time()
-        stage = "dns"
+        self.stage = "dns"
         wire: Wire | None = None
         try:
             self.do_resolve()
             if self.spec.ping:
-                stage = "ping"
+                self.stage = "ping"
                 self.do_ping()
-            stage = "connect"
+            self.stage = "connect"
             sock = self.do_connect()
-            wire = Wire(
-                sock, self.deadline, started=self.t0, cleartext_allowed=self.spec.allow_cleartext
-            )
+            wire = self.make_wire(sock)
             self.wire = wire
             if self.spec.security == "tls":
-                stage = "tls"
+                self.stage = "tls"
                 tls = self.tls_handshake(sock, "tls")
                 wire.upgrade(tls)
                 sock = tls
-            stage = "greeting"
-            self.read_greeting(wire)
-            stage = "capa"
-            self.caps_before = self.capa(wire, "capa")
-            if self.spec.security in ("starttls", "starttls-optional"):
-                stage = "stls"
-                self.starttls(wire, sock)
-            stage = "auth"
-            if self.authenticate(wire):
-                stage = "stat"
-                self.stat(wire)
-            stage = "quit"
-            self.quit(wire)
+            self.dialogue(wire, sock)
         except BaseException as exc:
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
+            stage = self.stage
             err = map_exception(exc, stage)
             self.error = err
             self.mark(err.stage or stage, "fail", err.reason, err.kind)
@@ -487,6 +494,23 @@ class _Probe:
         waited = self.turn.waited if self.turn else 0.0
         self.phases.append(("total", time.perf_counter() - self.t0 - waited))
         return self.result(time.thread_time() - cpu0)
+
+    def dialogue(self, wire: Wire, sock: socket.socket) -> None:
+        """The protocol's part of the session, from the greeting to QUIT; sets
+        :attr:`stage` as it goes so a failure is attributed to the stage it happened in."""
+        self.stage = "greeting"
+        self.read_greeting(wire)
+        self.stage = "capa"
+        self.caps_before = self.capa(wire, "capa")
+        if self.spec.security in ("starttls", "starttls-optional"):
+            self.stage = "stls"
+            self.starttls(wire, sock)
+        self.stage = "auth"
+        if self.authenticate(wire):
+            self.stage = "stat"
+            self.stat(wire)
+        self.stage = "quit"
+        self.quit(wire)
 
     def result(self, cpu: float) -> ProbeResult:
         spec = self.spec
@@ -521,6 +545,9 @@ class _Probe:
             login_wait=round(self.turn.waited, 3) if self.turn else 0.0,
             login_wait_reason=self.turn.reason if self.turn else "",
             login_exposed=self.turn.exposed if self.turn else "",
+            protocol=spec.protocol,
+            relay_open=self.relay_open,
+            relay_reply=self.relay_reply,
         )
 
 
@@ -556,4 +583,9 @@ def probe(spec: ProbeSpec, pacer: LoginPacer | None = None) -> ProbeResult:
     ``pacer`` coordinates this probe's login with the other probes of the run (see
     :mod:`.pacing`); without one the login goes ahead at once.
     """
+    if spec.protocol == "smtp":
+        # Imported here: engine/smtp.py builds on this module's _Probe.
+        from .smtp import SmtpProbe
+
+        return SmtpProbe(spec, pacer).run()
     return _Probe(spec, pacer).run()

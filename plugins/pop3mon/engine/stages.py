@@ -24,6 +24,7 @@ __all__ = [
     "LATENCY_PHASES",
     "PACING_MODES",
     "PHASE_LABELS",
+    "PROTOCOLS",
     "SECURITY_MODES",
     "STAGES",
     "TIERS",
@@ -38,12 +39,20 @@ __all__ = [
     "HostTier",
     "Pacing",
     "Phase",
+    "Protocol",
     "Security",
     "Stage",
     "StageSpec",
     "Tier",
+    "checks_of",
     "stage_index",
+    "stages_of",
 ]
+
+#: The mail protocol a connection type speaks: POP3 (the mailbox) or SMTP (the companion
+#: checks of the same server: MX inbound on 25, submission on 465/587; see engine/smtp.py).
+Protocol = Literal["pop3", "smtp"]
+PROTOCOLS: Final[tuple[Protocol, ...]] = get_args(Protocol)
 
 #: How a connection type protects its session (the ``security:`` key of targets.yaml).
 Security = Literal["none", "starttls-optional", "starttls", "tls"]
@@ -96,6 +105,7 @@ CheckName = Literal[
     "protocol",
     "login",
     "policy",
+    "relay",
     "stat",
     "thresholds",
     "logout",
@@ -123,9 +133,13 @@ Stage = Literal[
     "tls",  # implicit TLS handshake (security: tls)
     "greeting",
     "capa",
+    "ehlo",  # SMTP
     "stls",
-    "tls_handshake",  # handshake after STLS
+    "starttls",  # SMTP
+    "tls_handshake",  # handshake after STLS (POP3) or STARTTLS (SMTP)
     "capa_tls",
+    "ehlo_tls",  # SMTP: EHLO again over TLS
+    "relay",  # SMTP: MAIL FROM/RCPT TO/RSET relay refusal, only when configured
     "auth",
     "stat",
     "quit",
@@ -136,10 +150,13 @@ Phase = Stage | Literal["total"]
 
 @dataclass(frozen=True)
 class CheckSpec:
-    """One non-latency check: its tier and name, in report order."""
+    """One non-latency check: its tier and name, in report order, and the protocols it
+    applies to (a connection type of another protocol has no such check at all: no test,
+    no row in any report)."""
 
     tier: Tier
     name: CheckName
+    protocols: tuple[Protocol, ...] = PROTOCOLS
 
 
 CHECKS: Final[tuple[CheckSpec, ...]] = (
@@ -155,13 +172,14 @@ CHECKS: Final[tuple[CheckSpec, ...]] = (
     CheckSpec("tls", "protocol"),
     CheckSpec("auth", "login"),
     CheckSpec("auth", "policy"),
-    CheckSpec("mailbox", "stat"),
-    CheckSpec("mailbox", "thresholds"),
+    CheckSpec("auth", "relay", ("smtp",)),
+    CheckSpec("mailbox", "stat", ("pop3",)),
+    CheckSpec("mailbox", "thresholds", ("pop3",)),
     CheckSpec("mailbox", "logout"),
     CheckSpec("drift", "certificate_changed"),
     CheckSpec("drift", "capabilities_changed"),
     CheckSpec("drift", "credentials_changed"),
-    CheckSpec("drift", "mailbox_changed"),
+    CheckSpec("drift", "mailbox_changed", ("pop3",)),
 )
 assert tuple(c.name for c in CHECKS) == get_args(CheckName), "CHECKS must list every CheckName"
 assert tuple(c.name for c in CHECKS if c.tier == "drift") == DRIFT_CHECKS, "drift rows"
@@ -169,12 +187,14 @@ assert tuple(c.name for c in CHECKS if c.tier == "drift") == DRIFT_CHECKS, "drif
 
 @dataclass(frozen=True)
 class StageSpec:
-    """One stage: its name, how reports label it, and the check whose verdict is CRIT when
-    it fails (a TLS stage's owner also depends on the failure kind, see ``checks.owner``)."""
+    """One stage: its name, how reports label it, the check whose verdict is CRIT when
+    it fails (a TLS stage's owner also depends on the failure kind, see ``checks.owner``),
+    and the protocols whose sessions run it."""
 
     name: Stage
     label: str
     owner: CheckName
+    protocols: tuple[Protocol, ...] = PROTOCOLS
 
 
 STAGES: Final[tuple[StageSpec, ...]] = (
@@ -183,12 +203,16 @@ STAGES: Final[tuple[StageSpec, ...]] = (
     StageSpec("connect", "TCP connect", "tcp"),
     StageSpec("tls", "TLS handshake", "handshake"),
     StageSpec("greeting", "greeting", "greeting"),
-    StageSpec("capa", "CAPA", "capa"),
-    StageSpec("stls", "STLS", "stls"),
+    StageSpec("capa", "CAPA", "capa", ("pop3",)),
+    StageSpec("ehlo", "EHLO", "capa", ("smtp",)),
+    StageSpec("stls", "STLS", "stls", ("pop3",)),
+    StageSpec("starttls", "STARTTLS", "stls", ("smtp",)),
     StageSpec("tls_handshake", "TLS handshake (after STLS)", "handshake"),
-    StageSpec("capa_tls", "CAPA after TLS", "capa"),
+    StageSpec("capa_tls", "CAPA after TLS", "capa", ("pop3",)),
+    StageSpec("ehlo_tls", "EHLO after TLS", "capa", ("smtp",)),
+    StageSpec("relay", "relay refusal (MAIL FROM/RCPT TO/RSET)", "relay", ("smtp",)),
     StageSpec("auth", "authentication", "login"),
-    StageSpec("stat", "STAT", "stat"),
+    StageSpec("stat", "STAT", "stat", ("pop3",)),
     StageSpec("quit", "QUIT", "logout"),
 )
 assert tuple(s.name for s in STAGES) == get_args(Stage), "STAGES must list every Stage in order"
@@ -200,6 +224,16 @@ PHASE_LABELS: Final[Mapping[str, str]] = {
     "total": "total",
 }
 _INDEX: Final[Mapping[str, int]] = {s.name: i for i, s in enumerate(STAGES)}
+
+
+def checks_of(protocol: str) -> tuple[CheckName, ...]:
+    """The (non-latency) checks a connection type of ``protocol`` has, in report order."""
+    return tuple(c.name for c in CHECKS if protocol in c.protocols)
+
+
+def stages_of(protocol: str) -> tuple[Stage, ...]:
+    """The stages a session of ``protocol`` can run, in order."""
+    return tuple(s.name for s in STAGES if protocol in s.protocols)
 
 
 def stage_index(stage: str) -> int:

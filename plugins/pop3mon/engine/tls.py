@@ -21,7 +21,7 @@ from .errors import TLSError, map_exception
 from .result import CertInfo
 from .wire import Deadline, sanitize
 
-__all__ = ["cert_info", "client_context", "handshake", "unverified_context"]
+__all__ = ["cert_info", "chain_expiries", "client_context", "handshake", "unverified_context"]
 
 _VERSIONS = {
     "TLSv1": ssl.TLSVersion.TLSv1,
@@ -162,3 +162,40 @@ def cert_info(der: bytes, now: dt.datetime | None = None) -> CertInfo:
             f"server certificate cannot be parsed: {sanitize(str(exc), 200)}",
             kind="cert-unparseable",
         ) from None
+
+
+def chain_expiries(tls: ssl.SSLSocket, verified: bool) -> tuple[float | None, float | None]:
+    """When the certificates of a completed handshake expire, as blackbox_exporter words it.
+
+    Returns (earliest ``notAfter`` among every certificate the server presented, earliest
+    ``notAfter`` in the verified chain, trust anchor included) as Unix times: the figures
+    of ``probe_ssl_earliest_cert_expiry`` and ``probe_ssl_last_chain_expiry_timestamp_seconds``
+    (OpenSSL builds one verified chain, so its earliest expiry is the "last chain"'s). The
+    second is ``None`` when verification is off; either is ``None`` when the chain cannot be
+    read (an interpreter without the chain accessors): a fact for the metrics, never a
+    reason to fail the probe.
+    """
+    presented = _chain_not_after(tls, "unverified")
+    chain = _chain_not_after(tls, "verified") if verified else []
+    return (min(presented) if presented else None), (min(chain) if chain else None)
+
+
+def _chain_not_after(tls: ssl.SSLSocket, which: str) -> list[float]:
+    # Public from Python 3.13 (DER bytes); on 3.10-3.12 the same accessors live on the
+    # private _sslobj and return _ssl.Certificate objects.
+    getter = getattr(tls, f"get_{which}_chain", None)
+    if getter is None:
+        getter = getattr(getattr(tls, "_sslobj", None), f"get_{which}_chain", None)
+    if getter is None:
+        return []
+    try:
+        out = []
+        for item in getter() or ():
+            der = item if isinstance(item, bytes) else item.public_bytes(_ENCODING_DER)
+            out.append(x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp())
+        return out
+    except Exception:  # noqa: BLE001 - OpenSSL accepted the chain; an odd one is no failure
+        return []
+
+
+_ENCODING_DER = 2  # _ssl.ENCODING_DER: the private module's constant, stable since 3.10

@@ -4,8 +4,9 @@ Two rules live here so that no caller can forget them:
 
 * every read recomputes the socket timeout from one absolute :class:`Deadline`, so a server
   that drips a byte a second cannot stretch a probe beyond its deadline;
-* every write goes through :meth:`Wire.command`, which refuses verbs outside
-  :data:`ALLOWED_COMMANDS` and refuses to put a :class:`Secret` on an unencrypted channel
+* every write goes through :meth:`Wire.command`, which refuses verbs outside the wire's
+  allowlist (:data:`ALLOWED_COMMANDS` for POP3, ``engine/smtp.py``'s for SMTP) and refuses
+  to put a :class:`Secret` on an unencrypted channel
   unless the caller explicitly allowed cleartext.
 """
 
@@ -134,7 +135,15 @@ def parse_status(line: bytes, stage: str) -> Status:
 
 
 class Wire:
-    """A POP3 connection: buffered reads, guarded writes, a redacted transcript."""
+    """A POP3 connection: buffered reads, guarded writes, a redacted transcript.
+
+    :attr:`allowed` is the command allowlist :meth:`command` enforces; a protocol's wire
+    subclass (``engine/smtp.py``) sets its own, and reads its own replies."""
+
+    #: The verbs :meth:`command` sends; anything else is refused before the socket.
+    allowed: frozenset[str] = ALLOWED_COMMANDS
+    #: Which protocol's words a refusal uses.
+    protocol_name: str = "POP3"
 
     def __init__(
         self,
@@ -276,9 +285,9 @@ class Wire:
     def command(self, verb: str, *args: str | Secret, stage: str) -> None:
         """Send one allow-listed command. Secret/Sensitive arguments are redacted."""
         verb = verb.upper()
-        if verb not in ALLOWED_COMMANDS:
+        if verb not in self.allowed:
             raise PolicyError(
-                f"pop3mon never sends {verb}: not in the read-only allowlist",
+                f"pop3mon never sends {verb} over {self.protocol_name}: not in the allowlist",
                 kind="command-refused",
                 stage=stage,
             )
@@ -312,6 +321,20 @@ class Wire:
             raise PolicyError("SASL response contains a line break", stage=stage)
         self.note("C", shown)
         self._write((real + "\r\n").encode("ascii"), stage)
+
+    def sasl_reply(self, stage: str) -> Status | bytes:
+        """A server line inside AUTH: a final status, or a ``+ challenge``'s still
+        base64-encoded payload (RFC 5034). The SMTP wire reads ``334`` replies instead."""
+        line = self.read_line(stage)
+        if line.startswith((b"+OK", b"-ERR")):
+            self.note("S", sanitize(line))
+            return parse_status(line, stage)
+        if line == b"+" or line.startswith(b"+ "):
+            payload = line[2:].strip()
+            self.note("S", "+ " + sanitize(payload, 120))
+            return payload
+        self.note("S", sanitize(line))
+        return parse_status(line, stage)  # raises a clear invalid-status error
 
     def end_sasl(self) -> None:
         """Mark the end of an AUTH exchange."""

@@ -1,8 +1,8 @@
-"""The stylesheet pop3mon adds to pytest-html's page."""
+"""The stylesheet and the one small script pop3mon adds to pytest-html's page."""
 
 from __future__ import annotations
 
-__all__ = ["STYLE"]
+__all__ = ["SCRIPT", "STYLE"]
 
 # Scoped under .p3m / .p3m-* so pytest-html's own look stays intact. Colours pass WCAG AA
 # contrast with dark text; every coloured cell also carries its verdict as text.
@@ -22,9 +22,25 @@ STYLE = """
 .p3m-v-SKIP { background: #e4e4e4; color: #3d3d3d; }
 .p3m-badge { display: inline-block; min-width: 44px; padding: 1px 6px; border-radius: 3px;
   font-weight: bold; font-size: 11px; text-align: center; letter-spacing: .03em; }
-.p3m-matrix { border-collapse: separate; border-spacing: 3px; margin: 4px 0 6px; }
+/* pytest-html sets min-width: 800px on the body; a phone is 360-430 px wide. Wide tables
+   scroll inside their own box instead of the page. */
+body { min-width: 0; }
+.run-count { display: none; }
+#environment td { overflow-wrap: anywhere; }
+.p3m-scroll { overflow-x: auto; max-width: 100%; }
+.p3m-matrix-wrap { overflow: auto; max-height: 85vh; border: 1px solid #e0e0e0; }
+.p3m-facts, .p3m-banner, details.p3m-ct > summary { overflow-wrap: anywhere; }
+.p3m-search { margin: 4px 0 6px; }
+.p3m-search input { width: min(360px, 70vw); padding: 3px 6px; font-size: 13px; }
+.p3m-search span { margin-left: 8px; }
+.p3m-matrix { border-collapse: separate; border-spacing: 3px; margin: 0; }
 .p3m-matrix th { background: #37474f; color: #fff; padding: 6px 8px; font-size: 12px;
   text-align: left; font-weight: bold; }
+.p3m-matrix thead th { position: sticky; top: 0; z-index: 2; }
+.p3m-matrix tr.p3m-group-head th { background: #cfd8dc; color: #1b1b1b;
+  font-weight: normal; }
+.p3m-cell a { color: inherit; text-decoration: none; display: block; }
+.p3m tr:target td { outline: 2px solid #0b4f9c; }
 .p3m-matrix td, .p3m-matrix tbody th { padding: 6px 8px; vertical-align: top;
   border-radius: 3px; }
 .p3m-matrix tbody th { background: #f4f6f7; color: #1b1b1b; font-weight: normal;
@@ -66,7 +82,7 @@ details.p3m-ct > summary { cursor: pointer; padding: 6px 10px; font-size: 13px;
 details.p3m-ct > summary b { font-size: 14px; }
 .p3m-ct-body { padding: 0 12px 10px; }
 .p3m-grid { display: flex; flex-wrap: wrap; gap: 8px 28px; }
-.p3m-grid > section { flex: 1 1 300px; min-width: 280px; }
+.p3m-grid > section { flex: 1 1 300px; min-width: min(280px, 100%); }
 .p3m table.p3m-kv, .p3m table.p3m-checks { border-collapse: collapse; font-size: 12px; }
 .p3m table.p3m-kv th, .p3m table.p3m-kv td, .p3m table.p3m-checks th,
 .p3m table.p3m-checks td { border: 1px solid #e0e0e0; padding: 3px 6px; text-align: left;
@@ -76,12 +92,15 @@ details.p3m-ct > summary b { font-size: 14px; }
 .p3m table.p3m-kv th { width: 34%; }
 .p3m table.p3m-kv td { overflow-wrap: anywhere; }
 .p3m table.p3m-checks { width: 100%; }
-.p3m table.p3m-checks td.p3m-reason { width: 70%; }
-.p3m table.p3m-checks tr.p3m-r-SKIP td { color: #666; }
+.p3m table.p3m-checks td:last-child { min-width: 200px; }
+.p3m table.p3m-checks td[class^="p3m-v-"] { font-weight: bold; font-size: 11px;
+  text-align: center; }
 .p3m pre.p3m-transcript { background: #263238; color: #eceff1; padding: 8px; overflow: auto;
   max-height: 320px; font-size: 11px; line-height: 1.35; white-space: pre-wrap; }
+.p3m pre.p3m-transcript { color: #a5d6a7; }
 .p3m-transcript .p3m-c { color: #ffd54f; }
-.p3m-transcript .p3m-s { color: #a5d6a7; }
+.p3m-transcript .p3m-end { color: #fff; font-weight: bold; }
+.p3m-transcript .p3m-end-fail { color: #ff8a80; }
 .p3m-caps { list-style: none; padding: 0; margin: 0; }
 .p3m-caps li { padding: 1px 0; }
 .p3m-caps .p3m-gone { color: #b71c1c; text-decoration: line-through; }
@@ -89,4 +108,67 @@ details.p3m-ct > summary b { font-size: 14px; }
 .p3m-reason-extra { padding: 4px 0; color: #1b1b1b; font-size: 13px; }
 #results-table td.col-verdict, #results-table td.col-tier { white-space: nowrap; }
 </style>
+"""
+
+# Inline (the page fetches nothing): the filter box, and links into the details that open
+# the <details> they point into (a closed one has no box to scroll to). Plain ES5-level DOM
+# calls; the overview is complete without it.
+SCRIPT = """
+<script>
+(function () {
+  "use strict";
+  function open(id) {
+    var el = id && document.getElementById(id);
+    var box = el && el.closest("details");
+    if (box && !box.open) { box.open = true; }
+    if (box && box.hidden) { box.hidden = false; }
+    return el;
+  }
+  function fromHash() {
+    var el = open(decodeURIComponent(location.hash.slice(1)));
+    if (el) { el.scrollIntoView(); }
+  }
+  document.addEventListener("click", function (e) {
+    var a = e.target.closest && e.target.closest('a[href^="#p3m-"]');
+    if (a) { open(decodeURIComponent(a.getAttribute("href").slice(1))); }
+  });
+  window.addEventListener("hashchange", fromHash);
+  document.addEventListener("DOMContentLoaded", function () {
+    fromHash();
+    var box = document.getElementById("p3m-search");
+    var input = document.getElementById("p3m-filter");
+    var shown = document.getElementById("p3m-shown");
+    if (!box || !input) { return; }
+    box.hidden = false;
+    var rows = document.querySelectorAll("#pop3mon-matrix tr.p3m-row");
+    var items = Array.prototype.map.call(rows, function (row) {
+      var link = row.querySelector("th a");
+      var end = row.querySelector(".p3m-endpoint");
+      return {
+        row: row,
+        group: row.parentNode,
+        details: link && document.getElementById(link.getAttribute("href").slice(1)),
+        text: [row.getAttribute("data-connection"), row.parentNode.getAttribute("data-server"),
+               end ? end.textContent : "", row.getAttribute("data-verdict")]
+          .join(" ").toLowerCase()
+      };
+    });
+    input.addEventListener("input", function () {
+      var terms = input.value.toLowerCase().split(/\\s+/).filter(Boolean);
+      var live = new Set();
+      items.forEach(function (it) {
+        var hit = terms.every(function (t) { return it.text.indexOf(t) >= 0; });
+        it.row.hidden = !hit;
+        if (it.details) { it.details.hidden = !hit; }
+        if (hit) { live.add(it.group); }
+      });
+      document.querySelectorAll("#pop3mon-matrix tbody.p3m-group").forEach(function (g) {
+        g.hidden = !live.has(g);
+      });
+      var n = items.filter(function (it) { return !it.row.hidden; }).length;
+      shown.textContent = terms.length ? n + " of " + items.length + " shown" : "";
+    });
+  });
+})();
+</script>
 """

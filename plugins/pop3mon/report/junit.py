@@ -7,59 +7,108 @@ timings, certificate days left) and the suite-level properties (run id, targets 
 time, counts), which only the controller can write: ``record_testsuite_property`` does
 nothing on xdist workers.
 
-Format choice: ``junit_family=xunit2`` (pytest's default) keeps ``<testcase>`` attributes to
-``classname``/``name``/``time``, which the strict Jenkins/Ant junit-10 schema requires.
-The one extension is ``<properties>`` inside ``<testcase>``: Jenkins' JUnit plugin, GitLab
-and the common GitHub actions accept (or ignore) it, and the self-tests check that the file
-is otherwise valid against the unmodified junit-10.xsd.
+When pytest has written the file, :func:`finish` rewrites each check's testcase from the
+run model (it runs before the secrets scrub and the report set's rename):
+
+* ``time`` is the check's own time (:func:`own_seconds`), not pytest's duration: the probe
+  runs lazily inside the first test of a connection type, which pytest would charge with
+  the whole probe (a skipped DNS check showing 5.8 s).
+* A WARN testcase's ``name`` ends in ``[WARN]`` and its ``<system-out>`` starts with
+  ``WARN: <reason>``. WARN passes (unless ``--strict-warn``), and for a passing testcase
+  GitLab's Tests tab and the GitHub reporters render only name, classname, time and status
+  (GitLab drops ``<system-out>`` of passing testcases): the name is what they all show.
+* ``--junit-classname=connection`` sets ``classname`` to the connection type id, so one
+  connection type's checks sit together (GitLab's "Suite" column, Jenkins' class); the
+  default ``module`` keeps pytest's (``tests_targets.test_tls``: one group per tier).
+* ``--junit-strict`` makes the file valid against the Ant/Jenkins junit-10 schema
+  (``tests/data/junit-10.xsd``), for consumers that validate: ``<properties>`` is not
+  allowed inside ``<testcase>`` there, so each testcase's properties become
+  ``name: value`` lines of its ``<system-out>``. Without it the file carries that one
+  extension, which Jenkins' JUnit plugin, GitLab and the common GitHub actions accept.
+
+``junit_family=xunit2`` (pytest's default) keeps the other ``<testcase>`` attributes to
+``classname``/``name``/``time``, as junit-10 requires.
 """
 
 from __future__ import annotations
 
 import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final, Literal, get_args
 
+from ..checks.base import own_phases
 from ..config import ConnectionType, Host
 from ..engine.hosts import HostResult
 from ..engine.result import ProbeResult
 from ..engine.stages import HOST_ID_PREFIX
+from ..verdict import Verdict
 from .model import RunInfo, RunReport
+from .recorder import CheckRecord
 
-__all__ = ["PREFIX", "suite_properties_finish", "suite_properties_start", "testcase_properties"]
+__all__ = [
+    "CLASSNAMES",
+    "PREFIX",
+    "WARN_SUFFIX",
+    "Classname",
+    "JUnitOptions",
+    "finish",
+    "host_own_seconds",
+    "host_testcase_properties",
+    "own_seconds",
+    "suite_properties_finish",
+    "suite_properties_start",
+    "testcase_properties",
+]
 
 PREFIX = "pop3mon_"
+#: What a testcase's ``classname`` is: pytest's module path (one group per tier) or the
+#: connection type id (one group per connection type).
+Classname = Literal["module", "connection"]
+CLASSNAMES: Final[tuple[Classname, ...]] = get_args(Classname)
+#: The end of a WARN testcase's name: the one part of a passing testcase every CI view shows.
+WARN_SUFFIX: Final = " [WARN]"
+_DECLARATION: Final = '<?xml version="1.0" encoding="utf-8"?>'
+
+
+@dataclass(frozen=True)
+class JUnitOptions:
+    """How :func:`finish` shapes the file (``--junit-classname``, ``--junit-strict``)."""
+
+    classname: Classname = "module"
+    strict: bool = False
 
 
 def _iso(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
-# The phases whose timing belongs next to each check's verdict. Copying every phase and the
-# certificate onto all 16 testcases of a connection type made junit.xml (and pytest's
-# in-memory copy of it) four times larger at 1000 connection types for no reader's benefit.
-_CHECK_PHASES: dict[str, tuple[str, ...]] = {
-    "dns": ("dns",),
-    "ping": ("ping",),
-    "tcp": ("connect",),
-    "greeting": ("greeting",),
-    "capa": ("capa", "capa_tls"),
-    "stls": ("stls",),
-    "handshake": ("tls", "tls_handshake"),
-    "certificate": ("tls", "tls_handshake"),
-    "expiry": (),
-    "protocol": ("tls", "tls_handshake"),
-    "login": ("auth",),
-    "policy": ("auth",),
-    "stat": ("stat",),
-    "thresholds": ("stat",),
-    "logout": ("quit",),
-}
+def own_seconds(result: ProbeResult | None, rec: CheckRecord) -> float:
+    """A check's own time: the phases it owns (:func:`~pop3mon.checks.base.own_phases`);
+    0 for a SKIP (it did no work) and for a check that judges a phase another one owns."""
+    if result is None or rec.verdict == Verdict.SKIP:
+        return 0.0
+    return sum(seconds for _, seconds in own_phases(result, rec.check))
+
+
+def host_own_seconds(result: HostResult | None, rec: CheckRecord) -> float:
+    """A host check's own time: the echo's round trip for ``ping``, the slowest of its
+    ports' connects for ``tcp`` (they are tried at once); 0 for a SKIP."""
+    if result is None or rec.verdict == Verdict.SKIP:
+        return 0.0
+    if rec.check == "ping":
+        rtt = result.ping.rtt_seconds if result.ping is not None else None
+        return rtt or 0.0
+    return max((p.seconds or 0.0 for p in result.ports), default=0.0)
 
 
 def testcase_properties(
     ct: ConnectionType, result: ProbeResult | None, tier: str = "", check: str = ""
 ) -> list[tuple[str, str | float]]:
     """Facts for the testcase of ``check`` of ``ct``: the endpoint, the total and the
-    phases that check is about, and the certificate on TLS checks (plain str/float)."""
+    phases that check owns (its latency phase for ``latency-*``), and the certificate on
+    TLS checks (plain str/float)."""
     props: list[tuple[str, str | float]] = [
         (PREFIX + "host", ct.host),
         (PREFIX + "port", str(ct.port)),
@@ -68,7 +117,7 @@ def testcase_properties(
     if result is None:
         return props
     wanted = {"total"}
-    wanted.update(_CHECK_PHASES.get(check, ()))
+    wanted.update(phase for phase, _ in own_phases(result, check))
     if check.startswith("latency-"):
         wanted.add(check.removeprefix("latency-"))
     if not check:  # no check known: every phase
@@ -123,3 +172,64 @@ def suite_properties_finish(report: RunReport) -> list[tuple[str, str]]:
             (PREFIX + "not_run", str(report.not_run())),
         ]
     return props
+
+
+def finish(text: str, report: RunReport, options: JUnitOptions) -> str:
+    """pytest's JUnit XML ``text`` with each check's testcase rewritten from ``report``
+    (see the module docstring): its own time, WARN made visible, the chosen classname, and
+    under ``options.strict`` no ``<properties>`` inside a testcase. Testcases that are not a
+    check of the run (a project's own tests, a test that broke before its verdict) keep
+    what pytest wrote, except that strict mode moves their properties too."""
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError:
+        return text  # not pytest's writer's file: leave it as it was written
+    by_key = {(c.ct.id, r.check): (r, c.result) for c in report.connections for r in c.records}
+    hosts = {(h.host.id, r.check): (r, h.result) for h in report.hosts for r in h.records}
+    for case in list(root.iter("testcase")):
+        holder = case.find("properties")
+        props = (
+            []
+            if holder is None
+            else [(p.get("name", ""), p.get("value", "")) for p in holder.iter("property")]
+        )
+        key = _key(props)
+        found: tuple[CheckRecord, float] | None = None
+        if key in by_key:
+            rec, result = by_key[key]
+            found = rec, own_seconds(result, rec)
+        elif key in hosts:
+            rec, host_result = hosts[key]
+            found = rec, host_own_seconds(host_result, rec)
+        lines: list[str] = []
+        if found is not None:
+            rec, seconds = found
+            case.set("time", f"{seconds:.3f}")
+            if options.classname == "connection":
+                case.set("classname", rec.ct)
+            if rec.verdict == Verdict.WARN:
+                case.set("name", case.get("name", "") + WARN_SUFFIX)
+                lines.append(f"WARN: {rec.reason}")
+        if options.strict and holder is not None:
+            case.remove(holder)
+            lines += [f"{name}: {value}" for name, value in props]
+        if lines:
+            _prepend_output(case, lines)
+    return _DECLARATION + ET.tostring(root, encoding="unicode")
+
+
+def _key(props: Iterable[tuple[str, str]]) -> tuple[str, str]:
+    found = dict(props)
+    return found.get(PREFIX + "ct", ""), found.get(PREFIX + "check", "")
+
+
+def _prepend_output(case: ET.Element, lines: list[str]) -> None:
+    """Put ``lines`` first in the testcase's ``<system-out>`` (pytest writes one there with
+    ``junit_logging``; readers take the first)."""
+    text = "\n".join(lines) + "\n"
+    out = case.find("system-out")
+    if out is None:
+        out = ET.SubElement(case, "system-out")
+        out.text = text
+    else:
+        out.text = text + (out.text or "")

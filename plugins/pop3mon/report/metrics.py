@@ -1,231 +1,400 @@
 """``metrics.prom``: the run as Prometheus metrics for node_exporter's textfile collector.
 
-The file is Prometheus text exposition format 0.0.4 (what ``promtool check metrics`` and the
-textfile collector read) and is at the same time valid OpenMetrics 1.0: only gauges, HELP and
-TYPE lines, no other comments, every family's samples together, and a final ``# EOF`` line,
-which the Prometheus text parser reads as an ordinary comment.
+The text is made by ``prometheus_client`` (a custom :class:`CollectorRegistry` rendered with
+``generate_latest``: Prometheus text exposition format 0.0.4, what ``promtool check
+metrics`` and the textfile collector read), never by hand, so escaping and number formatting
+are the client library's. Every family is a gauge. The file is written like the library's
+``write_to_textfile`` (a temporary name, then one rename), except that the temporary file
+belongs to the run's report set (:mod:`.reportset`), which renames it with the others.
 
-Every per-connection series carries the labels ``connection``, ``server``, ``host``, ``port``
-and ``security``; label values are escaped (backslash, double quote, line feed).
-Certificate expiry is in seconds (``pop3mon_cert_expires_in_seconds``), not days:
-``promtool check metrics`` rejects non-base units in metric names; days are
-``pop3mon_cert_expires_in_seconds / 86400`` in PromQL.
-Verdicts are numeric: 0 OK, 1 WARN, 2 CRIT, 3 SKIP, 4 ERROR; the ``verdict`` label repeats
-the name so an alert can show it (``pop3mon_check_verdict >= 2``).
+Two vocabularies, documented metric by metric in README.md ("Prometheus metrics"):
+
+* ``pop3mon_*`` with the labels ``connection``, ``server``, ``host``, ``port`` and
+  ``security`` (plus ``tier``/``check``, ``phase`` or ``window`` where they apply);
+* blackbox_exporter's names (``probe_success``, ``probe_duration_seconds``,
+  ``probe_dns_lookup_time_seconds``, ``probe_ssl_earliest_cert_expiry``,
+  ``probe_ssl_last_chain_expiry_timestamp_seconds``, ``probe_tls_version_info``) with the
+  labels ``target`` (the connection type id) and ``module`` (:data:`MODULES`), so alerts
+  written for blackbox_exporter work on pop3mon unchanged.
+
+No label value changes with an outcome: a series is the same series whichever way its check
+ends (verdicts are numbers, :data:`~pop3mon.verdict.VERDICT_CODES`), so an alert's ``for:``
+keeps counting and a recovered series does not go stale beside a new one.
+
+A run whose targets file is invalid probes nothing: :func:`mark_config_invalid` rewrites the
+previous file's samples with ``pop3mon_config_valid 0`` and this run's run-health gauges.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable, Mapping
+import contextlib
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Final
 
-from ..engine.stages import HOST_ID_PREFIX
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
+
+from ..config import ConnectionType
+from ..engine.result import ProbeResult
+from ..engine.stages import HOST_ID_PREFIX, Security
 from ..verdict import VERDICT_CODES, Verdict
-from .model import ConnectionReport, RunReport, scrub
+from .model import ConnectionReport, HostReport, RunReport, new_run_id, scrub
+from .reportset import ReportSet, ReportSetError
 
-__all__ = ["escape_label_value", "format_value", "metrics_text", "write_metrics"]
+__all__ = [
+    "METRICS_NAME",
+    "MODULES",
+    "RUN_HEALTH",
+    "mark_config_invalid",
+    "metrics_text",
+    "module_of",
+    "write_metrics",
+]
 
-# (name, help) in output order. HELP texts avoid backslashes and double quotes, which the
-# two formats would escape differently.
-_FAMILIES: tuple[tuple[str, str], ...] = (
-    ("pop3mon_up", "1 when the server accepted TCP and greeted with +OK, else 0."),
+METRICS_NAME: Final = "metrics.prom"
+
+#: The ``module`` label of the blackbox-compatible series: what blackbox_exporter calls the
+#: probe's configuration, here the protocol and security mode of the connection type
+#: (``pop3_tls``, ``smtp_starttls`` ...): :func:`module_of`.
+MODULES: Final[Mapping[Security, str]] = {
+    "tls": "tls",
+    "starttls": "starttls",
+    "starttls-optional": "starttls_optional",
+    "none": "plain",
+}
+
+
+def module_of(ct: ConnectionType) -> str:
+    """The ``module`` label of ``ct``'s blackbox-compatible series."""
+    return f"{ct.protocol}_{MODULES[ct.security]}"
+
+
+#: Python's names of the TLS versions -> blackbox_exporter's ``version`` label values.
+_TLS_VERSION_LABELS: Final[Mapping[str, str]] = {
+    "TLSv1": "TLS 1.0",
+    "TLSv1.1": "TLS 1.1",
+    "TLSv1.2": "TLS 1.2",
+    "TLSv1.3": "TLS 1.3",
+}
+
+_VERDICT_HELP: Final = ", ".join(f"{code} {v}" for v, code in VERDICT_CODES.items())
+
+#: (name, help, extra labels after the family's base labels) in output order. ``None`` as
+#: extra labels: a run-level family without any labels.
+_CONN: Final = ("connection", "server", "host", "port", "security")
+_PROBE: Final = ("target", "module")
+_HOST: Final = ("server", "host")
+_FAMILIES: Final[tuple[tuple[str, str, tuple[str, ...]], ...]] = (
+    # -- per connection type, pop3mon's own --------------------------------------------
+    (
+        "pop3mon_up",
+        "1 when the POP3 server greeted with +OK (after the handshake with security tls), "
+        "0 when the probe ran and got no greeting: DNS, connect, TLS or greeting failed.",
+        _CONN,
+    ),
     (
         "pop3mon_probe_success",
         "1 when no check of the connection type ended CRIT or ERROR, else 0.",
+        _CONN,
     ),
-    ("pop3mon_probe_duration_seconds", "Wall-clock duration of the whole probe."),
-    ("pop3mon_phase_seconds", "Time spent in each probe phase (phase label)."),
+    ("pop3mon_probe_duration_seconds", "Wall-clock duration of the whole probe.", _CONN),
+    ("pop3mon_phase_seconds", "Time spent in each probe phase.", (*_CONN, "phase")),
+    (
+        "pop3mon_probe_start_timestamp_seconds",
+        "When the connection type was probed in the run these samples are from (Unix time).",
+        _CONN,
+    ),
     (
         "pop3mon_cert_not_after_timestamp_seconds",
         "Expiry of the server certificate, as a Unix timestamp.",
+        _CONN,
     ),
     (
         "pop3mon_cert_expires_in_seconds",
-        "Seconds until the server certificate expires (negative: expired).",
+        "Seconds until the server certificate expires at probe time (negative: expired).",
+        _CONN,
     ),
     (
         "pop3mon_auth_success",
-        "1 when the login succeeded, 0 when it failed or could not run "
-        "(absent when no login was tried).",
+        "1 when the server accepted the login, 0 when the login was tried and failed; "
+        "absent when no login was tried (none configured or selected, or the probe ended "
+        "before it).",
+        _CONN,
     ),
+    ("pop3mon_mailbox_messages", "Messages in the mailbox (STAT).", _CONN),
+    ("pop3mon_mailbox_size_bytes", "Size of the mailbox in octets (STAT).", _CONN),
     (
         "pop3mon_check_verdict",
-        "Verdict of each tier check: 0 OK, 1 WARN, 2 CRIT, 3 SKIP, 4 ERROR.",
+        f"Verdict of each check: {_VERDICT_HELP}.",
+        (*_CONN, "tier", "check"),
     ),
-    ("pop3mon_last_run_timestamp_seconds", "When the connection type was last probed (Unix time)."),
-    ("pop3mon_checks", "Number of checks in this run that ended with each verdict."),
     (
-        "pop3mon_run_start_timestamp_seconds",
-        "When this run started (Unix time; the same in results.json: run.started_epoch).",
+        "pop3mon_check_state_verdict",
+        f"Each check's current state from the run history: {_VERDICT_HELP} "
+        "(a SKIP or ERROR run keeps the last finding).",
+        (*_CONN, "tier", "check"),
+    ),
+    (
+        "pop3mon_check_state_hard",
+        "1 when the check's state is hard, 0 while a CRIT is soft (not yet confirm runs).",
+        (*_CONN, "tier", "check"),
     ),
     (
         "pop3mon_check_state_since_timestamp_seconds",
-        "When each check's current verdict began: start of the first run of the streak "
+        "When each check's current state began: start of the first run of the streak "
         "(Unix time; from the run history).",
+        (*_CONN, "tier", "check"),
     ),
     (
         "pop3mon_check_consecutive_runs",
-        "Runs in a row each check has had its current verdict, this one included "
-        "(hardness label: soft until confirm runs of CRIT, else hard).",
+        "Runs in a row each check has had its current state, this one included.",
+        (*_CONN, "tier", "check"),
     ),
     (
         "pop3mon_availability_ratio",
         "Share of the connection type's runs without CRIT or ERROR over the window "
-        "(window label: 24h, 7d, 30d; from the run history).",
+        "(24h, 7d, 30d; from the run history).",
+        (*_CONN, "window"),
     ),
     (
         "pop3mon_flapping",
         "1 when the connection type is flapping (its changes are held), else 0.",
+        _CONN,
+    ),
+    # -- per connection type, blackbox_exporter's names -----------------------------------
+    (
+        "probe_success",
+        "1 when the POP3 session completed: every stage the probe ran succeeded, "
+        "certificate verification included (thresholds do not count), else 0.",
+        _PROBE,
+    ),
+    ("probe_duration_seconds", "Returns how long the probe took to complete in seconds", _PROBE),
+    (
+        "probe_dns_lookup_time_seconds",
+        "Returns the time taken for probe dns lookup in seconds",
+        _PROBE,
     ),
     (
-        "pop3mon_history_ok",
-        "1 when this run was recorded in the run history, 0 when the history failed "
-        "(absent with --no-history).",
+        "probe_ssl_earliest_cert_expiry",
+        "Earliest expiry among the certificates the server presented, in unixtime.",
+        _PROBE,
+    ),
+    (
+        "probe_ssl_last_chain_expiry_timestamp_seconds",
+        "Earliest expiry in the verified chain (trust anchor included), in unixtime.",
+        _PROBE,
+    ),
+    (
+        "probe_tls_version_info",
+        "Returns the TLS version used (version label), 1.",
+        (*_PROBE, "version"),
+    ),
+    # -- the run ------------------------------------------------------------------------------
+    ("pop3mon_checks", "Number of checks in this run that ended with each verdict.", ("verdict",)),
+    (
+        "pop3mon_run_start_timestamp_seconds",
+        "When the run these samples are from started (Unix time; results.json run.started_epoch).",
+        (),
     ),
     (
         "pop3mon_run_complete",
         "1 when every selected check ran, 0 when the run was stopped early "
         "(SIGTERM, Ctrl-C, -x): its other checks are SKIP, not run.",
+        (),
     ),
-    # The host checks (one per server, shared by its connection types).
+    (
+        "pop3mon_history_ok",
+        "1 when this run was recorded in the run history, 0 when the history failed "
+        "(absent with --no-history).",
+        (),
+    ),
+    # -- run health: rewritten by every run, also one that failed on its configuration -----
+    (
+        "pop3mon_last_run_timestamp_seconds",
+        "When the last run ended (Unix time), whatever its outcome.",
+        (),
+    ),
+    ("pop3mon_run_duration_seconds", "Wall-clock duration of the last run.", ()),
+    (
+        "pop3mon_config_valid",
+        "1 when the last run loaded its targets file, 0 when the file was invalid "
+        "(the other samples are then the last valid run's).",
+        (),
+    ),
+    # -- per host check (one per server, shared by its connection types) ----------------
     (
         "pop3mon_host_up",
         "1 when the host answered (PING if on, a TCP port), 0 when it is down or a host "
         "it depends on is.",
+        _HOST,
     ),
     (
         "pop3mon_host_check_verdict",
-        "Verdict of each host check (ping, tcp): 0 OK, 1 WARN, 2 CRIT, 3 SKIP, 4 ERROR.",
+        f"Verdict of each host check (ping, tcp) as a code: {_VERDICT_HELP}.",
+        (*_HOST, "check"),
     ),
     (
         "pop3mon_host_blocked_connections",
-        "Connection types not probed because this host was the root cause of their skip.",
+        "Connection types not probed because this host is down (0 when it is up).",
+        _HOST,
     ),
 )
 
-
-def escape_label_value(value: str) -> str:
-    """Escape a label value for the text formats (backslash, double quote, line feed)."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def format_value(value: float) -> str:
-    """A sample value both formats accept (integers without a fraction, NaN, +Inf)."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if float(value).is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return repr(float(value))
+#: The families every run writes anew, even one that failed on its configuration.
+RUN_HEALTH: Final[frozenset[str]] = frozenset(
+    {
+        "pop3mon_last_run_timestamp_seconds",
+        "pop3mon_run_duration_seconds",
+        "pop3mon_config_valid",
+    }
+)
 
 
-def _labels(pairs: Iterable[tuple[str, str]]) -> str:
-    inner = ",".join(f'{k}="{escape_label_value(scrub(v))}"' for k, v in pairs)
-    return "{" + inner + "}" if inner else ""
+class _Collector:
+    """The families of one file; a ``prometheus_client`` collector (``collect``)."""
+
+    def __init__(self) -> None:
+        self.families: dict[str, GaugeMetricFamily] = {
+            name: GaugeMetricFamily(name, help_text, labels=labels)
+            for name, help_text, labels in _FAMILIES
+        }
+        #: Families carried over from a previous file (see :func:`mark_config_invalid`).
+        self.carried: list[Metric] = []
+
+    def add(self, name: str, labels: Sequence[str], value: float) -> None:
+        # Secrets never reach a label, but the report's last pass scrubs everything.
+        self.families[name].add_metric([scrub(v) for v in labels], float(value))
+
+    def collect(self) -> Iterator[Metric]:
+        """Every family with at least one sample, in table order."""
+        yield from self.carried
+        for family in self.families.values():
+            if family.samples:
+                yield family
+
+    def text(self) -> str:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(self)
+        return generate_latest(registry).decode("utf-8")
 
 
-def _base(conn: ConnectionReport) -> list[tuple[str, str]]:
+def _conn_labels(conn: ConnectionReport) -> list[str]:
     ct = conn.ct
-    return [
-        ("connection", ct.id),
-        ("server", ct.server),
-        ("host", ct.host),
-        ("port", str(ct.port)),
-        ("security", ct.security),
-    ]
+    return [ct.id, ct.server, ct.host, str(ct.port), ct.security]
 
 
-def _samples(report: RunReport) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {name: [] for name, _ in _FAMILIES}
+def _handshake_completed(result: ProbeResult) -> bool:
+    """True when a TLS handshake (implicit or after STLS) finished with the configured
+    verification: only then does blackbox_exporter report the ``probe_ssl_*`` figures."""
+    return any(s.stage in ("tls", "tls_handshake") and s.status == "ok" for s in result.stages)
 
-    def add(name: str, labels: list[tuple[str, str]], value: float) -> None:
-        out[name].append(f"{name}{_labels(labels)} {format_value(value)}")
 
-    for conn in report.connections:
-        base = _base(conn)
-        result = conn.result
-        bad = conn.worst in (Verdict.CRIT, Verdict.ERROR)
-        add("pop3mon_probe_success", base, 0 if bad else 1)
-        if result is not None:
-            greeting = result.stage("greeting")
-            add("pop3mon_up", base, 1 if greeting is not None and greeting.status == "ok" else 0)
-            total = result.phase("total")
-            if total is None:
-                total = sum(secs for name, secs in result.phases if name != "total")
-            add("pop3mon_probe_duration_seconds", base, total)
-            for phase, secs in result.phases:
-                if phase != "total":
-                    add("pop3mon_phase_seconds", [*base, ("phase", phase)], secs)
-            cert = result.tls.cert if result.tls is not None else None
-            if cert is not None:
-                add("pop3mon_cert_not_after_timestamp_seconds", base, cert.not_after_epoch)
-                # From the probe's own clock, exact (days_left is rounded to 0.01 days).
-                left = cert.not_after_epoch - result.started_at
-                add("pop3mon_cert_expires_in_seconds", base, round(left, 3))
-            # result.mechanism is "none" also when no selected test needed a login
-            # (-m tls, -m connectivity) and the probe skipped it: no login, no sample,
-            # rather than a 0 that pages someone for a login that was never tried.
-            if conn.ct.auth != "none" and result.mechanism != "none":
-                ok = result.auth is not None and result.auth.success
-                add("pop3mon_auth_success", base, 1 if ok else 0)
-            add("pop3mon_last_run_timestamp_seconds", base, result.started_at)
-        for rec in conn.records:
-            labels = [*base, ("tier", rec.tier), ("check", rec.check), ("verdict", rec.verdict)]
-            add("pop3mon_check_verdict", labels, VERDICT_CODES[rec.verdict])
-            state = report.states.get((conn.ct.id, rec.check))
-            if state is not None:
-                check = [*base, ("tier", rec.tier), ("check", rec.check)]
-                add("pop3mon_check_state_since_timestamp_seconds", check, round(state.since, 3))
-                add(
-                    "pop3mon_check_consecutive_runs",
-                    [*check, ("verdict", state.verdict), ("hardness", state.hardness)],
-                    state.runs,
+def _total(result: ProbeResult) -> float:
+    total = result.phase("total")
+    if total is None:
+        total = sum(secs for name, secs in result.phases if name != "total")
+    return total
+
+
+def _connection(out: _Collector, report: RunReport, conn: ConnectionReport) -> None:
+    base = _conn_labels(conn)
+    probe = [conn.ct.id, module_of(conn.ct)]
+    result = conn.result
+    out.add("pop3mon_probe_success", base, 0 if conn.worst in (Verdict.CRIT, Verdict.ERROR) else 1)
+    if result is not None:
+        greeting = result.stage("greeting")
+        out.add("pop3mon_up", base, 1 if greeting is not None and greeting.status == "ok" else 0)
+        total = _total(result)
+        out.add("pop3mon_probe_duration_seconds", base, total)
+        for phase, secs in result.phases:
+            if phase != "total":
+                out.add("pop3mon_phase_seconds", [*base, phase], secs)
+        out.add("pop3mon_probe_start_timestamp_seconds", base, result.started_at)
+        tls = result.tls
+        cert = tls.cert if tls is not None else None
+        if cert is not None:
+            out.add("pop3mon_cert_not_after_timestamp_seconds", base, cert.not_after_epoch)
+            # From the probe's own clock, exact (days_left is rounded to 0.01 days).
+            left = cert.not_after_epoch - result.started_at
+            out.add("pop3mon_cert_expires_in_seconds", base, round(left, 3))
+        # result.auth exists once the probe reached the login (engine/session.py): a
+        # connect or TLS failure, `auth: none` or a run without a login tier (-m tls) is
+        # no login failure, and must not page as one.
+        if result.auth is not None:
+            out.add("pop3mon_auth_success", base, 1 if result.auth.success else 0)
+        if result.mailbox is not None:
+            out.add("pop3mon_mailbox_messages", base, result.mailbox.count)
+            out.add("pop3mon_mailbox_size_bytes", base, result.mailbox.size)
+        out.add("probe_success", probe, 1 if result.ok else 0)
+        out.add("probe_duration_seconds", probe, total)
+        dns = result.phase("dns")
+        if dns is not None:
+            out.add("probe_dns_lookup_time_seconds", probe, dns)
+        if tls is not None and _handshake_completed(result):
+            if tls.chain_earliest_expiry is not None:
+                out.add("probe_ssl_earliest_cert_expiry", probe, tls.chain_earliest_expiry)
+            elif cert is not None:
+                out.add("probe_ssl_earliest_cert_expiry", probe, cert.not_after_epoch)
+            if tls.verified_chain_earliest_expiry is not None:
+                out.add(
+                    "probe_ssl_last_chain_expiry_timestamp_seconds",
+                    probe,
+                    tls.verified_chain_earliest_expiry,
                 )
-        for window, ratio in report.history.availability.get(conn.ct.id, {}).items():
-            if ratio is not None:
-                add("pop3mon_availability_ratio", [*base, ("window", window)], ratio)
-        if report.history.ok:
-            add("pop3mon_flapping", base, 1 if report.history.flapping.get(conn.ct.id) else 0)
-    _host_samples(report, add)
-    counts: Mapping[Verdict, int] = report.counts()
-    for verdict, number in counts.items():
-        add("pop3mon_checks", [("verdict", verdict)], number)
-    add("pop3mon_run_start_timestamp_seconds", [], round(report.info.started, 3))
-    add("pop3mon_run_complete", [], 0 if report.info.stopped else 1)
-    if report.history.status != "off":
-        add("pop3mon_history_ok", [], 1 if report.history.ok else 0)
-    return out
+            version = _TLS_VERSION_LABELS.get(tls.protocol, "unknown")
+            out.add("probe_tls_version_info", [*probe, version], 1)
+    for rec in conn.records:
+        check = [*base, rec.tier, rec.check]
+        out.add("pop3mon_check_verdict", check, VERDICT_CODES[rec.verdict])
+        state = report.states.get((conn.ct.id, rec.check))
+        if state is not None:
+            out.add("pop3mon_check_state_verdict", check, VERDICT_CODES[state.verdict])
+            out.add("pop3mon_check_state_hard", check, 1 if state.hardness == "hard" else 0)
+            out.add("pop3mon_check_state_since_timestamp_seconds", check, round(state.since, 3))
+            out.add("pop3mon_check_consecutive_runs", check, state.runs)
+    for window, ratio in report.history.availability.get(conn.ct.id, {}).items():
+        if ratio is not None:
+            out.add("pop3mon_availability_ratio", [*base, window], ratio)
+    if report.history.ok:
+        out.add("pop3mon_flapping", base, 1 if report.history.flapping.get(conn.ct.id) else 0)
 
 
-def _host_samples(
-    report: RunReport, add: Callable[[str, list[tuple[str, str]], float], None]
-) -> None:
-    for hrep in report.hosts:
-        base = [("server", hrep.host.name), ("host", hrep.host.host)]
-        if hrep.result is not None:
-            add("pop3mon_host_up", base, 1 if hrep.result.up else 0)
-            cts = [i for i in hrep.blocked if not i.startswith(HOST_ID_PREFIX)]
-            if hrep.result.status == "down":
-                add("pop3mon_host_blocked_connections", base, len(cts))
-        for rec in hrep.records:
-            labels = [*base, ("check", rec.check), ("verdict", rec.verdict)]
-            add("pop3mon_host_check_verdict", labels, VERDICT_CODES[rec.verdict])
+def _run_health(out: _Collector, started: float, finished: float, valid: bool) -> None:
+    out.add("pop3mon_last_run_timestamp_seconds", (), round(finished, 3))
+    out.add("pop3mon_run_duration_seconds", (), round(max(0.0, finished - started), 3))
+    out.add("pop3mon_config_valid", (), 1 if valid else 0)
+
+
+def _host(out: _Collector, hrep: HostReport) -> None:
+    base = [hrep.host.name, hrep.host.host]
+    if hrep.result is not None:
+        out.add("pop3mon_host_up", base, 1 if hrep.result.up else 0)
+        cts = [i for i in hrep.blocked if not i.startswith(HOST_ID_PREFIX)]
+        out.add("pop3mon_host_blocked_connections", base, len(cts))
+    for rec in hrep.records:
+        out.add("pop3mon_host_check_verdict", [*base, rec.check], VERDICT_CODES[rec.verdict])
 
 
 def metrics_text(report: RunReport) -> str:
-    """The exposition text, ending with ``# EOF`` and a line feed."""
-    samples = _samples(report)
-    lines: list[str] = []
-    for name, help_text in _FAMILIES:
-        if not samples[name]:
-            continue
-        lines.append(f"# HELP {name} {help_text}")
-        lines.append(f"# TYPE {name} gauge")
-        lines.extend(samples[name])
-    lines.append("# EOF")
-    return "\n".join(lines) + "\n"
+    """The exposition text of a run (Prometheus text format 0.0.4)."""
+    out = _Collector()
+    for conn in report.connections:
+        _connection(out, report, conn)
+    for hrep in report.hosts:
+        _host(out, hrep)
+    counts: Mapping[Verdict, int] = report.counts()
+    # Every verdict, zeros included: a count series that vanished would read as stale.
+    for verdict in VERDICT_CODES:
+        out.add("pop3mon_checks", [verdict], counts.get(verdict, 0))
+    out.add("pop3mon_run_start_timestamp_seconds", (), round(report.info.started, 3))
+    out.add("pop3mon_run_complete", (), 0 if report.info.stopped else 1)
+    if report.history.status != "off":
+        out.add("pop3mon_history_ok", (), 1 if report.history.ok else 0)
+    _run_health(out, report.info.started, report.info.finished, valid=True)
+    return out.text()
 
 
 def write_metrics(report: RunReport, path: Path) -> Path:
@@ -234,3 +403,47 @@ def write_metrics(report: RunReport, path: Path) -> Path:
     renames it into place with the other files (:mod:`.reportset`)."""
     path.write_text(metrics_text(report), encoding="utf-8")
     return path
+
+
+def _previous_families(text: str) -> list[Metric]:
+    """The families of a previous ``metrics.prom`` except the run-health ones; none when it
+    cannot be parsed (then only this run's health is written)."""
+    try:
+        families = list(text_string_to_metric_families(text))
+    except Exception:  # noqa: BLE001 - a damaged file is replaced, never a traceback
+        return []
+    return [f for f in families if f.name not in RUN_HEALTH]
+
+
+def config_invalid_text(previous: str | None, started: float, finished: float) -> str:
+    """The text for a run that failed on its configuration: ``previous``'s samples (the
+    last valid run's) with this run's health and ``pop3mon_config_valid 0``."""
+    out = _Collector()
+    out.carried = _previous_families(previous) if previous else []
+    _run_health(out, started, finished, valid=False)
+    return out.text()
+
+
+def mark_config_invalid(directory: Path, started: float, finished: float | None = None) -> str:
+    """Rewrite ``directory/metrics.prom`` after a run whose targets file was invalid (see
+    :func:`config_invalid_text`), atomically through a one-file :class:`ReportSet`.
+
+    Never raises: returns "" when written, else why not (one line for the terminal), so
+    the configuration error stays the message the user sees first.
+    """
+    files = ReportSet(new_run_id(started))
+    final = directory / METRICS_NAME
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        previous: str | None = None
+        with contextlib.suppress(FileNotFoundError):
+            previous = final.read_text(encoding="utf-8", errors="replace")
+        text = config_invalid_text(previous, started, time.time() if finished is None else finished)
+        files.stage("OpenMetrics", final).write_text(text, encoding="utf-8")
+        files.commit()
+    except OSError as exc:
+        files.discard()
+        return f"{final} not updated: {exc.strerror or exc}"
+    except ReportSetError as exc:
+        return f"{final} not updated: {exc}"
+    return ""

@@ -43,6 +43,7 @@ from typing import Any
 import pytest
 
 from .. import checks, notify
+from ..engine.hosts import HostResult
 from ..engine.result import ProbeResult
 from ..engine.stages import HOST_ID_PREFIX, HOST_TIER, TIERS
 from ..probestore import ProbeStore
@@ -52,13 +53,13 @@ from . import junit
 from .html_hosts import hosts_html
 from .json_report import write_json
 from .keys import STORE_KEY
-from .metrics import write_metrics
+from .metrics import METRICS_NAME, write_metrics
 from .model import RunInfo, RunReport, build_run_report, new_run_id, pop3mon_version, scrub
 from .paths import DEFAULT_DIR, reports_dir, reports_enabled
 from .recorder import Recorder
 from .reportset import ReportSet, ReportSetError
 from .stop import StopControl, install_worker_handlers
-from .terminal import write_history, write_hosts, write_summary
+from .terminal import adapt_short_summary, shows_summary, write_summary
 
 __all__ = ["REPORT_KEY", "ReportPlugin"]
 
@@ -66,7 +67,6 @@ REPORT_KEY = pytest.StashKey["ReportPlugin"]()
 HTML_NAME = "report.html"
 JUNIT_NAME = "junit.xml"
 JSON_NAME = "results.json"
-METRICS_NAME = "metrics.prom"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -85,11 +85,37 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="write no pop3mon report files (an explicit --html/--junitxml still works)",
     )
+    group.addoption(
+        "--junit-classname",
+        choices=junit.CLASSNAMES,
+        default=None,
+        help="the JUnit testcases' classname: 'module' (pytest's, one group per tier) or "
+        "'connection' (the connection type id, one group per connection type) "
+        "(default: ini pop3mon_junit_classname, else module)",
+    )
+    group.addoption(
+        "--junit-strict",
+        action="store_true",
+        default=None,
+        help="write JUnit XML valid against the Ant/Jenkins junit-10 schema: testcase "
+        "properties go into <system-out> (default: ini pop3mon_junit_strict)",
+    )
     history_glue.add_options(group, parser)
     parser.addini(
         "pop3mon_reports_dir",
         "directory for pop3mon's report files (relative to the rootdir)",
         default=DEFAULT_DIR,
+    )
+    parser.addini(
+        "pop3mon_junit_classname",
+        f"the JUnit testcases' classname: {' or '.join(junit.CLASSNAMES)}",
+        default="module",
+    )
+    parser.addini(
+        "pop3mon_junit_strict",
+        "write JUnit XML valid against the junit-10 schema",
+        type="bool",
+        default=False,
     )
 
 
@@ -134,6 +160,7 @@ class ReportPlugin:
         self.directory = reports_dir(config)
         self.run_id = new_run_id()
         self.own_junit = False
+        self.junit = self.junit_options()
         self.info: RunInfo | None = None
         self.started = time.time()
         self.recorder = Recorder(self._server_of)
@@ -152,6 +179,7 @@ class ReportPlugin:
         #: Why writing the reports failed (said on the terminal), or "".
         self.problem = ""
         self._results: dict[str, ProbeResult] = {}
+        self._host_results: dict[str, HostResult] = {}
 
     # -- wiring ----------------------------------------------------------------------------
     def enable_writers(self) -> None:
@@ -193,6 +221,23 @@ class ReportPlugin:
         from _pytest.junitxml import xml_key  # private, but the documented way in
 
         return self.config.stash.get(xml_key, None)
+
+    def junit_options(self) -> junit.JUnitOptions:
+        """``--junit-classname``/``--junit-strict``, else their ini values (checked at
+        start-up: a bad ini value is a usage error, not a traceback at the end)."""
+        name = self.config.getoption("junit_classname", None)
+        if name is None:
+            name = str(self.config.getini("pop3mon_junit_classname")).strip()
+        classname = next((c for c in junit.CLASSNAMES if c == name), None)
+        if classname is None:
+            raise pytest.UsageError(
+                f"pop3mon: ini pop3mon_junit_classname = {name!r} is not one of "
+                f"{', '.join(junit.CLASSNAMES)}"
+            )
+        strict = self.config.getoption("junit_strict", None)
+        if strict is None:
+            strict = bool(self.config.getini("pop3mon_junit_strict"))
+        return junit.JUnitOptions(classname=classname, strict=bool(strict))
 
     def _html_path(self) -> Path | None:
         raw = getattr(self.config.option, "htmlpath", None)
@@ -265,6 +310,18 @@ class ReportPlugin:
                 self._results.update(store.load_all())
         return self._results.get(ct_id)
 
+    def _host_result(self, name: str) -> HostResult | None:
+        """The host check result of server ``name``, read once (under xdist a worker wrote
+        it to the run directory) rather than once per host testcase."""
+        store = self.store
+        if store is None:
+            return None
+        if name not in self._host_results:
+            self._host_results.update(store.host_results)
+            if name not in self._host_results:
+                self._host_results.update(store.load_hosts())
+        return self._host_results.get(name)
+
     # -- session -------------------------------------------------------------------------
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
@@ -305,11 +362,9 @@ class ReportPlugin:
                 name = rec.ct.removeprefix(HOST_ID_PREFIX)
                 if name in store.hosts:
                     report.user_properties.extend(
-                        junit.host_testcase_properties(
-                            store.hosts[name], store.load_hosts().get(name)
-                        )
+                        junit.host_testcase_properties(store.hosts[name], self._host_result(name))
                     )
-        elif report.when == "call" and self._html_path() is not None:
+        elif report.when == "call" and self._html_path() is not None and html_parts.keeps_row(rec):
             extras = list(getattr(report, "extras", []) or [])
             extras.append(
                 {
@@ -426,10 +481,14 @@ class ReportPlugin:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_html_results_table_row(self, report: pytest.TestReport, cells: list[str]) -> None:
-        """Fill our columns; setup/teardown rows get the verdict only when they failed."""
+        """Fill our columns; setup/teardown rows get the verdict only when they did not
+        pass. A check's row is dropped (no cells) unless :func:`html.keeps_row` keeps it."""
         rec = None
-        if report.when == "call" or report.failed:
+        if report.when == "call" or not report.passed:
             rec = self.recorder.records.get(report.nodeid)
+        if not html_parts.keeps_row(rec):
+            cells.clear()
+            return
         html_parts.row_cells(cells, rec)
 
     @pytest.hookimpl(optionalhook=True)
@@ -443,6 +502,16 @@ class ReportPlugin:
         prefix.append(html_parts.overview_html(report))
         prefix.append(hosts_html(report))
         summary.extend(html_parts.details_html(report))
+        # pytest-html's data (4.x, private): a test whose rows were all dropped still
+        # leaves an empty list under its node id (its teardown looks the id up); those ids
+        # alone were ~80 bytes per check in the page.
+        writer = self._html_writer()
+        data = getattr(getattr(writer, "_report", None), "data", {})
+        tests = data.get("tests", {})
+        for nodeid in [n for n, rows in tests.items() if not rows]:
+            del tests[nodeid]
+        rows = sum(len(r) for r in tests.values())
+        postfix.append(html_parts.results_table_note(rows, len(report.records)))
 
     # -- terminal ----------------------------------------------------------------------------
     @pytest.hookimpl(trylast=True)
@@ -480,17 +549,29 @@ def _display(path: Path, config: pytest.Config) -> str:
 
 
 class _Summary:
-    """The pop3mon terminal summary, before pytest's own short summary and the paths."""
+    """The pop3mon summary, the last thing a monitoring run prints, and pop3mon's lines of
+    pytest's short test summary (see :mod:`.terminal`)."""
 
     def __init__(self, owner: ReportPlugin) -> None:
         self.owner = owner
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        write_summary(terminalreporter, self.owner.recorder.by_connection())
-        if self.owner.report is not None:
-            write_hosts(terminalreporter, self.owner.report)
-        if self.owner.report is not None:
-            write_history(terminalreporter, self.owner.report)
+        # Runs inside pytest's own terminal summary, before its short test summary.
+        if self.owner.store is not None:
+            adapt_short_summary(terminalreporter, self.owner.recorder.records)
+
+    # tryfirst makes this the outermost wrapper: its second half runs after pytest's
+    # terminal reporter wrote its final "N failed, M passed" line.
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_sessionfinish(
+        self, session: pytest.Session, exitstatus: int
+    ) -> Generator[None, object, object]:
+        result = yield
+        tr = session.config.pluginmanager.get_plugin("terminalreporter")
+        report = self.owner.report
+        if tr is not None and report is not None and shows_summary(session.config, exitstatus):
+            write_summary(tr, report, verbose=session.config.get_verbosity() >= 1)
+        return result
 
 
 class _ReportFiles:
@@ -586,7 +667,12 @@ class _ReportFiles:
                 path = files.temp(label)
                 if path is not None and path.exists():
                     text = path.read_text(encoding="utf-8")
-                    clean = scrub(text)
+                    clean = text
+                    if label == "JUnit XML" and report is not None:
+                        clean = junit.finish(text, report, owner.junit)
+                    clean = scrub(clean)
+                    if label == "HTML":
+                        clean = html_parts.finish_page(clean)
                     if clean != text:
                         path.write_text(clean, encoding="utf-8")
             owner.written = files.commit(last="JSON")

@@ -1,102 +1,299 @@
-"""The terminal summary: a verdict matrix, each root cause once, then the WARNs; then what
-the run history makes of it (new, recovered, still failing, flapping, the history's WARN)."""
+"""The terminal summary and pop3mon's lines of pytest's short test summary.
+
+The pop3mon summary is the last thing a monitoring run prints (after pytest's own
+"8 failed, 152 skipped" line): most severe first, each root cause once with the connection
+types it hit folded into one entry (:mod:`.fold`), OK connection types as a count (listed
+with ``-v``), then what the run history makes of it. Every line fits the terminal width
+(80 columns when it is not a terminal); a long reason wraps with indentation and is never
+cut. With 1,000 connection types it stays short: every CRIT/ERROR root cause is named, but
+the ids of a group, the WARN and SKIP groups and the history's lists are capped with
+"and N more" unless ``-v``.
+"""
 
 from __future__ import annotations
 
+import copy
+import os
+import textwrap
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
 import pytest
 
-from ..engine.stages import HOST_ID_PREFIX, TIERS
 from ..history.record import iso
-from ..history.states import BAD
-from ..verdict import Verdict, count, worst
+from ..history.states import BAD as HISTORY_BAD
+from ..verdict import Verdict, count
+from .fold import BAD, CauseGroup, Folded, fold_causes
 from .model import RunReport
-from .recorder import NOT_RUN, CheckRecord, verdicts
+from .recorder import CheckRecord
 
-__all__ = ["history_lines", "write_history", "write_hosts", "write_summary"]
+__all__ = [
+    "adapt_short_summary",
+    "history_lines",
+    "summary_lines",
+    "write_hosts",
+    "write_summary",
+]
 
-_BAD = (Verdict.CRIT, Verdict.ERROR)
+#: Without ``-v``: how many ids one group names, how many WARN/SKIP groups and how many
+#: entries of each history list are shown before "and N more".
+MAX_IDS: Final = 6
+MAX_GROUPS: Final = 10
+MAX_HISTORY: Final = 10
+#: pytest's exit statuses after which it prints its terminal summary (and so do we).
+_SUMMARY_EXITS: Final = (
+    pytest.ExitCode.OK,
+    pytest.ExitCode.TESTS_FAILED,
+    pytest.ExitCode.INTERRUPTED,
+    pytest.ExitCode.USAGE_ERROR,
+    pytest.ExitCode.NO_TESTS_COLLECTED,
+)
+
+#: (colour, text) of one summary entry before wrapping; colour "" is the default.
+Line = tuple[str, str]
 
 
-def write_summary(tr: pytest.TerminalReporter, grouped: dict[str, list[CheckRecord]]) -> None:
-    """Write the pop3mon summary for records grouped by connection type."""
-    if not grouped:
-        return
-    tr.section("pop3mon summary")
-    width = max(len("connection type"), *(len(c) for c in grouped)) + 2
-    tr.write_line("connection type".ljust(width) + "".join(t.ljust(14) for t in TIERS))
-    for ct, recs in grouped.items():
-        if ct.startswith(HOST_ID_PREFIX):
-            continue  # the host checks have their own lines (write_hosts)
-        cells = []
-        for tier in TIERS:
-            mine = [r for r in recs if r.tier == tier]
-            cells.append(worst(verdicts(mine)).ljust(14) if mine else "-".ljust(14))
-        bad = worst(verdicts(recs))
-        markup = (
-            {"red": True}
-            if bad in _BAD
-            else ({"yellow": True} if bad == Verdict.WARN else {"green": True})
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _more(items: Sequence[str], limit: int | None) -> str:
+    """``a, b, c`` or ``a, b and 7 more`` when ``limit`` is set and exceeded."""
+    if limit is None or len(items) <= limit:
+        return ", ".join(items)
+    return ", ".join(items[:limit]) + f" and {len(items) - limit} more"
+
+
+def _group_text(group: CauseGroup) -> str:
+    label = "ERROR " if group.verdict == Verdict.ERROR else ""
+    if len(group.ids) == 1:
+        return f"{label}{group.ids[0]} {group.where}: {group.reason}"
+    on = f" on {group.host}" if group.host else ""
+    n = len(group.ids) or 1
+    return f"{label}{_plural(n, 'connection type')}{on}: {group.where}: {group.reason}"
+
+
+def _group_detail(group: CauseGroup, limit: int | None, list_ids: bool) -> str:
+    """The second line of a group: its ids (several) and the checks it blocked."""
+    parts = []
+    if len(group.ids) > 1 and list_ids:
+        parts.append(_more(group.ids, limit))
+    if group.blocked:
+        checks = _plural(group.blocked, "dependent check")
+        parts.append(f"{checks} skipped because of {'it' if len(group.ids) <= 1 else 'them'}")
+    return "; ".join(parts)
+
+
+def _section(
+    out: list[tuple[str, str, bool]],
+    colour: str,
+    title: str,
+    groups: Sequence[CauseGroup],
+    verbose: bool,
+    kind: Verdict,
+) -> None:
+    """A section's title and groups. Without -v: every CRIT/ERROR group but at most
+    MAX_GROUPS WARN or SKIP groups, and MAX_IDS ids per group (a SKIP group names only
+    its host and count)."""
+    out.append((colour, title, True))
+    capped = not verbose and kind != Verdict.CRIT
+    shown = groups[:MAX_GROUPS] if capped else groups
+    for group in shown:
+        out.append((colour, "  " + _group_text(group), False))
+        ids = verbose or kind != Verdict.SKIP
+        detail = _group_detail(group, None if verbose else MAX_IDS, list_ids=ids)
+        if detail:
+            out.append(("", "    " + detail, False))
+    if len(shown) < len(groups):
+        rest = len(groups) - len(shown)
+        also = ", -rs every skip" if kind == Verdict.SKIP else ""
+        out.append(("", f"  and {rest} more (-v lists them{also})", False))
+
+
+def summary_lines(report: RunReport, verbose: bool = False) -> list[tuple[str, str, bool]]:
+    """The pop3mon summary as ``(colour, text, bold)`` entries, not yet wrapped: CRIT (and
+    ERROR) root causes, WARN, SKIP root causes, the OK count, the verdict counts."""
+    folded: Folded = fold_causes(report)
+    out: list[tuple[str, str, bool]] = []
+    bad = folded.of(*BAD)
+    if bad:
+        failing = {i for g in bad for i in g.ids}
+        title = (
+            f"CRIT ({_plural(len(failing), 'connection type')}, {_plural(len(bad), 'root cause')}):"
         )
-        tr.write_line(ct.ljust(width) + "".join(cells), **markup)
-    _root_causes(tr, grouped)
-    warns = [r for recs in grouped.values() for r in recs if r.verdict == Verdict.WARN]
+        _section(out, "red", title, bad, verbose, Verdict.CRIT)
+    warns = folded.of(Verdict.WARN)
     if warns:
-        tr.write_line("")
-        tr.write_line(f"WARN ({len(warns)}):", yellow=True, bold=True)
-        for rec in warns:
-            tr.write_line(f"  {rec.ct} {rec.tier}/{rec.check}: {rec.reason}", yellow=True)
-    counts = count(r.verdict for recs in grouped.values() for r in recs)
+        n = sum(1 for r in report.records if r.verdict == Verdict.WARN)
+        _section(out, "yellow", f"WARN ({n}):", warns, verbose, Verdict.WARN)
+    skips = folded.of(Verdict.SKIP)
+    if skips:
+        title = f"SKIP ({_plural(len(skips), 'root cause')}):"
+        _section(out, "", title, skips, verbose, Verdict.SKIP)
+    ok = f"OK: {_plural(len(folded.ok), 'connection type')}"
+    if folded.ok and verbose:
+        ok += ": " + ", ".join(folded.ok)
+    elif folded.ok:
+        ok += " (-v lists them)"
+    if folded.only_skipped:
+        skipped = ", ".join(folded.only_skipped) if verbose else ""
+        ok += f"; every check skipped: {_plural(len(folded.only_skipped), 'connection type')}"
+        ok += f" ({skipped})" if skipped else ""
+    out.append(("green" if folded.ok else "", ok, True))
+    counts = count(r.verdict for r in report.records)
     line = "verdicts: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n)
-    not_run = sum(1 for recs in grouped.values() for r in recs if r.outcome == NOT_RUN)
+    not_run = report.not_run()
     if not_run:
         line += f" (of the SKIPs {not_run} not run: the run ended first)"
-    tr.write_line(line, bold=True)
+    out.append(("", line, True))
+    return out
 
 
-def _root_causes(tr: pytest.TerminalReporter, grouped: dict[str, list[CheckRecord]]) -> None:
-    """One block per failing connection type: what failed, and how many checks that
-    failure made impossible, so 12 dependency skips read as one root cause."""
-    failing = {
-        ct: recs
-        for ct, recs in grouped.items()
-        if any(r.verdict in _BAD for r in recs) and not ct.startswith(HOST_ID_PREFIX)
-    }
-    if not failing:
+def _wrap(text: str, width: int) -> list[str]:
+    """``text`` in lines of at most ``width`` columns, continuation lines indented two more
+    than the first; nothing dropped. A word longer than a line (a path, a URL) gets a line
+    of its own and stays whole, so it can still be copied."""
+    stripped = text.lstrip(" ")
+    indent = " " * (len(text) - len(stripped))
+    return textwrap.wrap(
+        stripped,
+        width=max(width, 20),
+        initial_indent=indent,
+        subsequent_indent=indent + "  ",
+        break_on_hyphens=False,
+        break_long_words=False,
+        replace_whitespace=False,
+    ) or [text]
+
+
+def terminal_width(tr: pytest.TerminalReporter) -> int:
+    """The width pytest draws its separators at (COLUMNS, else the terminal, else 80)."""
+    # TerminalReporter has no public accessor for its writer's width.
+    return int(tr._tw.fullwidth)
+
+
+def write_summary(tr: pytest.TerminalReporter, report: RunReport, verbose: bool) -> None:
+    """Write the pop3mon summary (and the history's lines) of ``report``."""
+    if not report.records:
         return
-    tr.write_line("")
-    tr.write_line(f"CRIT ({len(failing)} connection types):", red=True, bold=True)
-    for ct, recs in failing.items():
-        for rec in recs:
-            if rec.verdict in _BAD:
-                tr.write_line(f"  {ct} {rec.tier}/{rec.check}: {rec.reason}", red=True)
-        blocked = sum(1 for r in recs if r.blocked_by)
-        if blocked:
-            tr.write_line(f"    ({blocked} dependent checks skipped because of it)")
+    width = terminal_width(tr)
+    tr.write_sep("=", "pop3mon summary", bold=True)
+    for colour, text, bold in summary_lines(report, verbose):
+        markup = {colour: True} if colour else {}
+        for line in _wrap(text, width):
+            tr.write_line(line, bold=bold, **markup)
+    write_hosts(tr, report, width, verbose)
+    lines = history_lines(report, None if verbose else MAX_HISTORY)
+    if lines:
+        tr.write_line("")
+    for colour, text in lines:
+        for line in _wrap(text, width):
+            tr.write_line(line, **({colour: True} if colour else {}))
 
 
-def write_hosts(tr: pytest.TerminalReporter, report: RunReport) -> None:
-    """The host checks: each host that is down once, with what it took down (connection
-    types and hosts behind it), then one line for the hosts that are up."""
+def write_hosts(tr: pytest.TerminalReporter, report: RunReport, width: int, verbose: bool) -> None:
+    """One line on the host checks (their CRITs are root causes of the summary above):
+    each host that is down with what it blocked, then how many hosts are up."""
     if not report.hosts:
         return
-    tr.write_line("")
-    down = [h for h in report.hosts if any(r.verdict in _BAD for r in h.records)]
-    if down:
-        tr.write_line(f"CRIT ({len(down)} hosts):", red=True, bold=True)
-    for hrep in down:
-        for rec in hrep.records:
-            if rec.verdict in _BAD:
-                tr.write_line(f"  {hrep.host.id} {rec.check}: {rec.reason}", red=True)
-        if hrep.blocked:
-            tr.write_line(f"    (skipped because of it: {', '.join(hrep.blocked)})")
-    up = [h.host.id for h in report.hosts if h.status == "up"]
+    limit = None if verbose else MAX_IDS
+    parts = []
+    for hrep in report.hosts:
+        if hrep.status == "down":
+            blocked = list(hrep.blocked)
+            parts.append(f"{hrep.host.name} down, blocking {_more(blocked, limit) or 'nothing'}")
+    up = [h.host.name for h in report.hosts if h.status == "up"]
     if up:
-        tr.write_line(f"hosts up: {', '.join(up)}", green=True)
+        parts.append(f"{len(up)} up" + (": " + ", ".join(up) if verbose else ""))
+    colour = {"red": True} if any(h.status == "down" for h in report.hosts) else {"green": True}
+    for line in _wrap(f"hosts: {'; '.join(parts) or 'none checked'}", width):
+        tr.write_line(line, **colour)
 
 
-def history_lines(report: RunReport) -> list[tuple[str, str]]:
+def shows_summary(config: pytest.Config, exitstatus: int) -> bool:
+    """True when pytest printed its terminal summary, so the pop3mon summary follows it."""
+    return exitstatus in _SUMMARY_EXITS and not config.option.no_summary
+
+
+def adapt_short_summary(tr: pytest.TerminalReporter, records: Mapping[str, CheckRecord]) -> None:
+    """Make pytest's short test summary (``-r``) carry the connection id and never cut.
+
+    * Skips are listed unfolded (as ``--no-fold-skipped`` does): a folded line names the
+      test file and line only, which is the same for every connection type.
+    * A FAILED/ERROR line of a pop3mon check carries ``VERDICT: reason`` (the node id names
+      the connection type and check already) when that fits the terminal width, else the
+      node id alone: pytest would cut the message to the width ("- Failed: CR..."), and
+      the pop3mon summary below has every reason in full. Where pytest never cuts (``-vv``,
+      CI) the message is always there.
+
+    The reports in ``tr.stats`` are replaced by copies; the originals, which the JUnit and
+    HTML writers have already used, are left alone.
+    """
+    tr.foldskipped = False
+    if tr.stats.get("skipped"):
+        tr.stats["skipped"] = [_skip_reason(rep, records) for rep in tr.stats["skipped"]]
+    config = tr.config
+    never_cut = config.option.verbose >= 2 or _running_on_ci()
+    never_cut = never_cut and not getattr(config.option, "force_short_summary", False)
+    width = terminal_width(tr)
+    for stat in ("failed", "error"):
+        reports = tr.stats.get(stat)
+        if not reports:
+            continue
+        tr.stats[stat] = [
+            _short_message(rep, records.get(getattr(rep, "nodeid", "")), width, never_cut, tr)
+            for rep in reports
+        ]
+
+
+def _skip_reason(rep: Any, records: Mapping[str, CheckRecord]) -> Any:
+    """A check's skip without pytest's "Skipped: " (its folded lines drop it too)."""
+    longrepr = getattr(rep, "longrepr", None)
+    if getattr(rep, "nodeid", "") not in records or not isinstance(longrepr, tuple):
+        return rep
+    if len(longrepr) != 3 or not str(longrepr[2]).startswith("Skipped: "):
+        return rep
+    new = copy.copy(rep)
+    new.longrepr = (longrepr[0], longrepr[1], str(longrepr[2]).removeprefix("Skipped: "))
+    return new
+
+
+def _running_on_ci() -> bool:
+    # pytest's own test (_pytest.compat.running_on_ci): there it prints messages whole.
+    return any(os.environ.get(var) for var in ("CI", "BUILD_NUMBER"))
+
+
+def _short_message(
+    rep: Any, rec: CheckRecord | None, width: int, never_cut: bool, tr: pytest.TerminalReporter
+) -> Any:
+    crash = getattr(getattr(rep, "longrepr", None), "reprcrash", None)
+    if rec is None or crash is None or not isinstance(getattr(crash, "message", None), str):
+        return rep
+    message = crash.message.removeprefix("Failed: ").split("\n", 1)[0]
+    prefix = f"{rec.verdict} {rec.ct} {rec.check}: "
+    if message.startswith(prefix):
+        message = f"{rec.verdict}: {message.removeprefix(prefix)}"
+    word = "ERROR" if rep.when != "call" else "FAILED"
+    head = f"{word} {tr.config.cwd_relative_nodeid(rep.nodeid)}"
+    if not never_cut and len(head) + len(" - ") + len(message) > width:
+        # The verdict alone, or nothing, rather than pytest's cut "CRIT: TCP conn...".
+        message = str(rec.verdict)
+        fits = len(head) + len(" - ") + len(message) <= width
+    else:
+        fits = True
+    new_crash = copy.copy(crash)
+    new_crash.message = message
+    longrepr = copy.copy(rep.longrepr)
+    longrepr.reprcrash = new_crash if fits else None
+    new = copy.copy(rep)
+    new.longrepr = longrepr
+    return new
+
+
+def history_lines(report: RunReport, limit: int | None = None) -> list[tuple[str, str]]:
     """The history's lines as ``(colour, text)``: the WARN or new-baseline note, then new,
-    recovered, still failing (N runs, since when) and flapping connection types."""
+    recovered, still failing (N runs, since when) and flapping connection types; each
+    list capped at ``limit`` entries with "and N more" (``None``: all)."""
     hist = report.history
     out: list[tuple[str, str]] = [("yellow", f"notify: WARN {w}") for w in report.notify_warnings]
     if hist.status == "warn":
@@ -108,38 +305,30 @@ def history_lines(report: RunReport) -> list[tuple[str, str]]:
     states = hist.states
     order = [(c.ct.id, r.check) for c in report.connections for r in c.records]
     shown = [states[k] for k in order if k in states]
-    new = [s for s in shown if s.new and s.verdict in BAD]
+    new = [s for s in shown if s.new and s.verdict in HISTORY_BAD]
     if new:
+        items = [f"{s.ct} {s.check} ({s.verdict})" for s in new]
+        out.append(("red", "new since last run: " + _more(items, limit)))
+    recovered = [
+        s for s in shown if s.new and s.verdict == Verdict.OK and s.previous in HISTORY_BAD
+    ]
+    if recovered:
+        out.append(
+            ("green", "recovered: " + _more([f"{s.ct} {s.check}" for s in recovered], limit))
+        )
+    still = [s for s in shown if not s.new and s.verdict in HISTORY_BAD]
+    for s in still if limit is None else still[:limit]:
+        soft = " soft" if s.hardness == "soft" else ""
         out.append(
             (
-                "red",
-                "new since last run: " + ", ".join(f"{s.ct} {s.check} ({s.verdict})" for s in new),
+                "red" if s.verdict != Verdict.WARN else "yellow",
+                f"still failing: {s.ct} {s.check} ({s.verdict}{soft}, {s.runs} runs, "
+                f"since {iso(s.since)})",
             )
         )
-    recovered = [s for s in shown if s.new and s.verdict == Verdict.OK and s.previous in BAD]
-    if recovered:
-        out.append(("green", "recovered: " + ", ".join(f"{s.ct} {s.check}" for s in recovered)))
-    for s in shown:
-        if not s.new and s.verdict in BAD:
-            soft = " soft" if s.hardness == "soft" else ""
-            out.append(
-                (
-                    "red" if s.verdict != Verdict.WARN else "yellow",
-                    f"still failing: {s.ct} {s.check} ({s.verdict}{soft}, {s.runs} runs, "
-                    f"since {iso(s.since)})",
-                )
-            )
+    if limit is not None and len(still) > limit:
+        out.append(("red", f"still failing: and {len(still) - limit} more checks (-v lists them)"))
     flapping = sorted(ct for ct, on in hist.flapping.items() if on)
     if flapping:
-        out.append(("yellow", "flapping (changes held): " + ", ".join(flapping)))
+        out.append(("yellow", "flapping (changes held): " + _more(flapping, limit)))
     return out
-
-
-def write_history(tr: pytest.TerminalReporter, report: RunReport) -> None:
-    """Write the history's lines under the pop3mon summary."""
-    lines = history_lines(report)
-    if not lines:
-        return
-    tr.write_line("")
-    for colour, text in lines:
-        tr.write_line(text, **({colour: True} if colour else {}))

@@ -1,0 +1,274 @@
+"""Self-tests of junit.xml as CI views read it, on real suite runs against the Dovecot lab.
+
+Three connection types on ``127.0.0.1`` (an address: the DNS check SKIPs, so it does no
+work and must show none):
+
+========  ===========================================================  ==============
+id        configuration                                                 expected
+========  ===========================================================  ==============
+tls       implicit TLS, certificate warn_days 400 (the lab's is 365)   expiry WARN
+starttls  STARTTLS, a wrong password (the secret sentinel)             login CRIT
+closed    a port nothing listens on                                    tcp CRIT
+========  ===========================================================  ==============
+
+The suite runs twice: with the defaults (read with junitparser, as the GitHub reporters
+do), and under xdist with ``--junit-classname=connection --junit-strict --strict-warn``
+(validated against the unmodified Ant/Jenkins junit-10.xsd in ``tests/data``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from test_reports import REPO, XSD, Run, run_suite
+
+from pop3mon_lab.dovecot import DovecotLab
+
+PW_ENV = "POP3MON_JUNIT_PW"
+SENTINEL_ENV = "POP3MON_JUNIT_SENTINEL"
+SENTINEL = "junit-sentinel-Qx7wK2"
+# Rounding: pytest and pop3mon write testcase times with three decimals.
+ROUNDING = 0.0005
+
+
+@dataclass(frozen=True)
+class Runs:
+    """The two runs of the module docstring and the lab's facts."""
+
+    default: Run
+    strict: Run
+    password: str
+
+
+@pytest.fixture(scope="module")
+def closed_port() -> Iterator[int]:
+    """A port that refuses connections: bound (so nobody else takes it), never listening."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    try:
+        yield int(sock.getsockname()[1])
+    finally:
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def runs(dovecot: DovecotLab, closed_port: int, tmp_path_factory: pytest.TempPathFactory) -> Runs:
+    """The suite against the lab, with the default JUnit shape and the strict one."""
+    work = tmp_path_factory.mktemp("junit")
+    user = dovecot.demo_user
+    targets = work / "targets.yaml"
+    data = {
+        "version": 1,
+        "defaults": {
+            "ca_file": str(dovecot.ca_file),
+            "account": {"username": user, "password_env": PW_ENV},
+            "login_pacing": "parallel",
+            "latency": {"total": {"warn": 30, "crit": 60}},
+        },
+        "servers": [
+            {
+                "name": "lab",
+                "host": "127.0.0.1",
+                "connections": [
+                    {
+                        "id": "tls",
+                        "port": dovecot.port("pop3s"),
+                        "security": "tls",
+                        "cert": {"warn_days": 400, "crit_days": 7},
+                    },
+                    {
+                        "id": "starttls",
+                        "port": dovecot.port("pop3"),
+                        "security": "starttls",
+                        "account": {"username": user, "password_env": SENTINEL_ENV},
+                    },
+                    {"id": "closed", "port": closed_port, "security": "tls", "timeout": 5},
+                ],
+            }
+        ],
+    }
+    targets.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    env = {PW_ENV: dovecot.demo_password, SENTINEL_ENV: SENTINEL}
+    default = run_suite(targets, work / "default", env=env)
+    strict = run_suite(
+        targets,
+        work / "strict",
+        "--junit-classname=connection",
+        "--junit-strict",
+        "--strict-warn",
+        "-n",
+        "2",
+        env=env,
+    )
+    return Runs(default=default, strict=strict, password=dovecot.demo_password)
+
+
+def cases(run: Run) -> list[ET.Element]:
+    """Every testcase of the run's junit.xml."""
+    return list(ET.parse(run.path("junit.xml")).getroot().iter("testcase"))
+
+
+def props(case: ET.Element) -> dict[str, str]:
+    """A testcase's properties (default shape)."""
+    return {p.get("name", ""): p.get("value", "") for p in case.iter("property")}
+
+
+def out_facts(case: ET.Element) -> dict[str, str]:
+    """A strict testcase's properties, read back from its ``name: value`` output lines."""
+    facts = {}
+    for line in (case.findtext("system-out") or "").splitlines():
+        name, sep, value = line.partition(": ")
+        if sep and name.startswith("pop3mon_"):
+            facts[name] = value
+    return facts
+
+
+def json_doc(run: Run) -> dict[str, Any]:
+    """results.json of the run."""
+    doc: dict[str, Any] = json.loads(run.path("results.json").read_text("utf-8"))
+    return doc
+
+
+def test_warn_is_visible_where_ci_views_look(runs: Runs) -> None:
+    """A WARN check passes, and its name (all GitLab and the GitHub reporters show of a
+    passing testcase) ends in [WARN]; its <system-out> starts with the reason."""
+    from junitparser.xunit2 import JUnitXml
+
+    suite = next(iter(JUnitXml.fromfile(str(runs.default.path("junit.xml")))))
+    by_name = {case.name: case for case in suite}
+    warn = by_name["test_expiry[tls] [WARN]"]
+    assert not warn.result, "WARN must stay a pass without --strict-warn"
+    assert (warn.system_out or "").startswith("WARN: certificate expires ")
+    # Only WARN is marked: OK, CRIT and SKIP names are pytest's.
+    marked = {name for name in by_name if name.endswith(" [WARN]")}
+    verdicts = {
+        c["pop3mon_ct"] + "/" + c["pop3mon_check"]: c for c in map(props, cases(runs.default))
+    }
+    warned = {k for k, c in verdicts.items() if c["pop3mon_verdict"] == "WARN"}
+    assert len(marked) == len(warned) >= 1, (marked, warned)
+    assert "test_tcp[closed]" in by_name and "test_login[starttls]" in by_name
+    # Under --strict-warn the same check fails, named the same way.
+    strict = {c.get("name"): c for c in cases(runs.strict)}
+    failure = strict["test_expiry[tls] [WARN]"].find("failure")
+    assert failure is not None and "--strict-warn" in failure.get("message", "")
+
+
+def test_testcase_time_is_the_checks_own(runs: Runs) -> None:
+    """Each check's time is the phases it owns: the skipped DNS check (the first test, in
+    which the whole probe runs) shows 0, and a connection type's times add up to at most
+    its probe total."""
+    for run in (runs.default, runs.strict):
+        doc = json_doc(run)
+        probes = {c["id"]: c["probe"] for c in doc["connections"]}
+        times: dict[str, list[float]] = {}
+        for case in cases(run):
+            facts = props(case) or out_facts(case)
+            ct, check, verdict = (
+                facts["pop3mon_ct"],
+                facts["pop3mon_check"],
+                facts["pop3mon_verdict"],
+            )
+            seconds = float(case.get("time", "nan"))
+            times.setdefault(ct, []).append(seconds)
+            phases = dict(probes[ct]["phases"])
+            if check == "dns":
+                assert verdict == "SKIP" and seconds == 0.0, (ct, case.get("time"))
+            if verdict == "SKIP" or check.startswith("latency-"):
+                assert seconds == 0.0, (ct, check, seconds)
+            elif check == "tcp":
+                assert abs(seconds - phases["connect"]) <= ROUNDING, (ct, seconds, phases)
+            elif check == "login":
+                assert abs(seconds - phases["auth"]) <= ROUNDING, (ct, seconds, phases)
+            elif check == "handshake" and ct == "tls":
+                assert abs(seconds - phases["tls"]) <= ROUNDING, (ct, seconds, phases)
+        for ct, values in times.items():
+            total = dict(probes[ct]["phases"])["total"]
+            assert sum(values) <= total + ROUNDING * len(values), (ct, values, total)
+        # A refused connect can take under half a millisecond; a TLS session cannot.
+        assert max(times["tls"]) > 0.0 and max(times["starttls"]) > 0.0, times
+
+
+def test_classname_groups_by_connection_type(runs: Runs) -> None:
+    """--junit-classname=connection: classname is the connection type id; the default keeps
+    pytest's module path (one group per tier)."""
+    strict = cases(runs.strict)
+    assert {c.get("classname") for c in strict} == {"tls", "starttls", "closed"}
+    for case in strict:
+        assert case.get("classname") == out_facts(case)["pop3mon_ct"]
+    default = {c.get("classname") for c in cases(runs.default)}
+    assert "tests_targets.test_connectivity" in default and "tls" not in default
+
+
+def test_strict_is_schema_valid_and_default_parses(runs: Runs) -> None:
+    """--junit-strict validates against the unmodified junit-10.xsd, keeping every fact in
+    <system-out>; the default output (testcase properties) is not valid there, and
+    junitparser reads it with its properties."""
+    import xmlschema
+    from junitparser.xunit2 import JUnitXml
+
+    schema = xmlschema.XMLSchema(str(XSD))
+    strict_path = runs.strict.path("junit.xml")
+    schema.validate(str(strict_path))
+    assert not ET.parse(strict_path).getroot().findall(".//testcase/properties")
+    login = next(c for c in cases(runs.strict) if c.get("name") == "test_login[starttls]")
+    facts = out_facts(login)
+    assert facts["pop3mon_verdict"] == "CRIT" and facts["pop3mon_host"] == "127.0.0.1"
+    assert login.find("failure") is not None
+
+    default_path = runs.default.path("junit.xml")
+    assert not schema.is_valid(str(default_path))
+    suite = next(iter(JUnitXml.fromfile(str(default_path))))
+    parsed = {case.name: {p.name: p.value for p in case.properties()} for case in suite}  # type: ignore[attr-defined]
+    assert parsed["test_login[starttls]"]["pop3mon_verdict"] == "CRIT"
+    assert len(parsed) == len(cases(runs.strict))
+
+
+def test_no_secret_in_junit(runs: Runs) -> None:
+    """Neither the refused sentinel password nor the real one reaches either JUnit file."""
+    for run in (runs.default, runs.strict):
+        text = run.path("junit.xml").read_text("utf-8")
+        assert SENTINEL not in text and runs.password not in text
+        assert "test_login[starttls]" in text
+
+
+def test_bad_classname_ini_is_one_line(tmp_path: Path) -> None:
+    """A wrong ini pop3mon_junit_classname stops the run at start with one line."""
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(
+        "version: 1\nservers:\n  - name: s\n    host: 127.0.0.1\n"
+        "    connections: [{port: 1, security: tls}]\n",
+        encoding="utf-8",
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            f"--targets={targets}",
+            f"--reports-dir={tmp_path / 'reports'}",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "pop3mon_junit_classname=tier",
+        ],
+        cwd=REPO,
+        env={k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == pytest.ExitCode.USAGE_ERROR, proc.stdout + proc.stderr
+    assert "pop3mon_junit_classname = 'tier' is not one of module, connection" in proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
