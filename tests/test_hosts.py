@@ -212,9 +212,14 @@ def test_eight_connection_types_on_a_dead_host_are_one_crit(tmp_path: Path) -> N
         or c.reason.startswith("skipped: host dead is down:")
         for c in cts
     )
-    assert "CRIT (1 hosts):" in run.stdout and "CRIT (" not in run.stdout.replace(
-        "CRIT (1 hosts):", ""
-    ), run.describe()
+    # The terminal names the host once, as the one root cause of every skipped check.
+    summary = run.stdout.split("pop3mon summary", 1)[1]
+    assert "CRIT (1 host, 1 root cause):" in summary, run.describe()
+    assert summary.count("host:dead host/tcp: none of the 8 ports") == 1, run.describe()
+    assert "160 dependent checks skipped because of it" in summary, run.describe()
+    # The skipped connection types are no root causes of their own: the one SKIP root
+    # cause left is the host's PING, off for this server.
+    assert "SKIP (1 root cause):\n  host:dead host/ping: PING disabled" in summary, run.describe()
 
 
 def test_depends_on_gateway_down_skips_the_mail_host(dovecot: DovecotLab, tmp_path: Path) -> None:
@@ -235,7 +240,7 @@ def test_depends_on_gateway_down_skips_the_mail_host(dovecot: DovecotLab, tmp_pa
     assert mail.reason.startswith("skipped: host gw is down (mail depends on it)")
     cts = _ct_cases(run)
     assert cts and all(c.verdict == "SKIP" and "host gw is down" in c.reason for c in cts)
-    assert "(skipped because of it: host:mail, mail:" in run.stdout, run.describe()
+    assert "hosts: gw down, blocking host:mail, mail:" in run.stdout, run.describe()
     assert dovecot.login_counts() == before  # nothing was sent to the mail host
 
 

@@ -20,6 +20,7 @@ from typing import Any, Final
 
 import pytest
 
+from ..engine.stages import HOST_ID_PREFIX
 from ..history.record import iso
 from ..history.states import BAD as HISTORY_BAD
 from ..verdict import Verdict, count
@@ -118,9 +119,12 @@ def summary_lines(report: RunReport, verbose: bool = False) -> list[tuple[str, s
     bad = folded.of(*BAD)
     if bad:
         failing = {i for g in bad for i in g.ids}
-        title = (
-            f"CRIT ({_plural(len(failing), 'connection type')}, {_plural(len(bad), 'root cause')}):"
-        )
+        # A host check's id is host:<name>: a host, not a connection type.
+        hosts = {i for i in failing if i.startswith(HOST_ID_PREFIX)}
+        what = [_plural(len(hosts), "host")] if hosts else []
+        if len(failing) > len(hosts) or not hosts:
+            what.append(_plural(len(failing) - len(hosts), "connection type"))
+        title = f"CRIT ({', '.join(what)}, {_plural(len(bad), 'root cause')}):"
         _section(out, "red", title, bad, verbose, Verdict.CRIT)
     warns = folded.of(Verdict.WARN)
     if warns:
