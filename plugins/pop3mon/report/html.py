@@ -443,7 +443,24 @@ def _groups(report: RunReport) -> list[tuple[str, list[ConnectionReport]]]:
     return list(groups.items())
 
 
-def _group_head(server: str, conns: Sequence[ConnectionReport]) -> str:
+def _host_note(report: RunReport, server: str) -> str:
+    """The server's host check in its group head: verdict, status, why it is down or
+    which host it is behind ("" for a server without a host check)."""
+    hrep = next((h for h in report.hosts if h.host.name == server), None)
+    if hrep is None:
+        return ""
+    note = f" · host check {badge(hrep.worst, hint=False)} {esc(hrep.status)}"
+    failed = next((r for r in hrep.records if r.verdict in (Verdict.CRIT, Verdict.ERROR)), None)
+    if failed is not None:
+        note += f" ({esc(failed.check)}: {esc(failed.reason)})"
+    elif hrep.result is not None and hrep.result.root:
+        note += f" behind <b>{esc(hrep.result.root)}</b>"
+    if hrep.host.depends_on:
+        note += f" · depends on {esc(', '.join(hrep.host.depends_on))}"
+    return note
+
+
+def _group_head(report: RunReport, server: str, conns: Sequence[ConnectionReport]) -> str:
     hosts = sorted({c.ct.host for c in conns})
     where = ", ".join(hosts[:3]) + (f" and {len(hosts) - 3} more" if len(hosts) > 3 else "")
     tally = " · ".join(
@@ -453,7 +470,7 @@ def _group_head(server: str, conns: Sequence[ConnectionReport]) -> str:
     return (
         f'<tr class="p3m-group-head"><th colspan="{len(TIERS) + 4}" scope="rowgroup">'
         f"Server <b>{esc(server)}</b> · {esc(where)} · {len(conns)} connection type{plural}: "
-        f"{esc(tally)}</th></tr>"
+        f"{esc(tally)}{_host_note(report, server)}</th></tr>"
     )
 
 
@@ -471,7 +488,7 @@ def overview_html(report: RunReport) -> str:
         rows = "".join(_matrix_row(report, conn) for conn in conns)
         bodies.append(
             f'<tbody class="p3m-group" data-server="{esc(server)}">'
-            f"{_group_head(server, conns)}{rows}</tbody>"
+            f"{_group_head(report, server, conns)}{rows}</tbody>"
         )
     if not bodies:
         bodies.append(
@@ -484,6 +501,8 @@ def overview_html(report: RunReport) -> str:
         f"<code>{esc(info.targets_sha256[:16])}…</code>) · pop3mon {esc(info.version)} · "
         f"{len(report.records)} checks on {len(report.connections)} connection types"
     )
+    if report.hosts:
+        facts += f" and {len(report.hosts)} hosts (host checks: PING, TCP)"
     if report.not_selected:
         facts += f" · {len(report.not_selected)} connection types not selected in this run"
     if info.stopped:

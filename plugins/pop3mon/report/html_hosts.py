@@ -1,19 +1,23 @@
-"""The HTML report's dependency tree: gateway → host → connection types, each with its
-verdict, so a host that is down reads as one root with everything it took down under it."""
+"""The HTML report's dependency tree: gateway → host → its connection types (a count per
+verdict; each connection type is in the matrix, whose server group heads carry the host
+check too), so a host that is down reads as one root with everything it took down under it.
+Drawn only when a server has ``depends_on``: without one the group heads say it all."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .html import anchor, badge, esc
+from ..verdict import VERDICT_CODES
+from .html import badge, esc
 from .model import ConnectionReport, HostReport, RunReport
 
 __all__ = ["hosts_html"]
 
 
 def hosts_html(report: RunReport) -> str:
-    """A nested list of the host checks, dependencies outermost ("" without hosts)."""
-    if not report.hosts:
+    """A nested list of the host checks, dependencies outermost ("" without a
+    ``depends_on``)."""
+    if not any(h.host.depends_on for h in report.hosts):
         return ""
     by_name = {h.host.name: h for h in report.hosts}
     children: dict[str, list[HostReport]] = {}
@@ -52,12 +56,14 @@ def _node(
         f"{esc(hrep.status)}</span>{why}"
     )
     inner = "".join(_node(c, children, conns, seen) for c in children.get(host.name, []))
-    for ct_id in host.connections:
-        conn = conns.get(ct_id)
-        if conn is None:
-            continue
+    mine = [conns[i] for i in host.connections if i in conns]
+    if mine:
+        tally = ", ".join(
+            f"{n} {v}" for v in VERDICT_CODES if (n := sum(1 for c in mine if c.worst == v))
+        )
+        plural = "s" if len(mine) != 1 else ""
         inner += (
-            f'<li data-connection="{esc(ct_id)}">{badge(conn.worst)} '
-            f'<a href="#{anchor(ct_id)}">{esc(ct_id)}</a></li>'
+            f'<li class="p3m-sub">{len(mine)} connection type{plural} ({esc(tally)}): '
+            f'<a href="#pop3mon-matrix">matrix</a></li>'
         )
     return f"{label}<ul>{inner}</ul></li>" if inner else f"{label}</li>"
