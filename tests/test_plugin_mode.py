@@ -444,3 +444,27 @@ def test_nagios_command_definition_runs(
                           text=True, timeout=60, check=False, env=_env(**lab_env))  # fmt: skip
     out = parse(proc)
     assert out.status == "OK" and out.text.startswith("mail1:995-tls: "), proc.stdout
+
+
+def test_a_dead_host_is_one_critical_naming_it(installed: Installed, tmp_path: Path) -> None:
+    """Three connection types on a host none of whose ports accepts: the host check is the
+    one CRITICAL (as in a pytest run), the connection types SKIP naming it, never probed."""
+    from test_hosts import closed_port
+
+    with closed_port() as a, closed_port() as b, closed_port() as c:
+        path = tmp_path / "dead.yaml"
+        conns = "".join(
+            f"      - {{id: {name}, port: {port}, security: none, auth: none}}\n"
+            for name, port in (("d1", a), ("d2", b), ("d3", c))
+        )
+        path.write_text(
+            f"servers:\n  - name: dead\n    host: 127.0.0.1\n    connections:\n{conns}",
+            encoding="utf-8",
+        )
+        proc = installed.run(f"--targets={path}", "--id=d1", "--id=d2", "--id=d3")
+    out = parse(proc)
+    assert out.status == "CRITICAL", proc.stdout
+    assert out.text.startswith("d1 tcp: host dead is down: none of the 3 ports"), out.text
+    assert "more" not in out.text, out.text  # one problem, not three
+    crits = [m for m in out.long if m[1] == "CRITICAL"]
+    assert [(m[2], m[3], m[4]) for m in crits] == [("d1", "host", "tcp")], proc.stdout

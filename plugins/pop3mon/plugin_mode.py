@@ -311,15 +311,18 @@ def judge(
     from .engine.runner import run_probes
 
     by_id = {c.id: _fit(c, timeout) for c in selected}
-    specs = [c.to_probe_spec() for c in by_id.values()]
+    results, host_crits = _gate_by_host(targets, by_id, timeout)
+    specs = [c.to_probe_spec() for i, c in by_id.items() if i not in results]
     pacer = LoginPacer(max_wait=DEFAULTS.login_wait_max)
-    results = run_probes(specs, DEFAULTS.concurrency, pacer=pacer)
+    results.update(run_probes(specs, DEFAULTS.concurrency, pacer=pacer))
     store, why_none = _open_history(targets, history, no_history)
     out: list[Judged] = []
     try:
         for ct in selected:
             result = results[ct.id]
-            verdicts: list[CheckResult] = []
+            # A host that is down is one CRIT, on the first connection type it blocked;
+            # its other checks (and the other connection types') SKIP naming it.
+            verdicts: list[CheckResult] = host_crits.pop(result.blocked_host, [])
             for name in check_names(ct):
                 baseline = None
                 if store is not None and is_drift_check(name):
@@ -333,6 +336,47 @@ def judge(
         if store is not None:
             store.close()
     return out
+
+
+def _gate_by_host(
+    targets: Targets, by_id: Mapping[str, ConnectionType], timeout: float | None
+) -> tuple[dict[str, ProbeResult], dict[str, list[CheckResult]]]:
+    """The host checks of the selected connection types, as a pytest run makes them (each
+    host and the hosts it depends on once): the results of the connection types whose
+    host is down (never probed) and the one CRIT of each host that is down."""
+    import dataclasses
+
+    from .checks import CheckResult
+    from .checks.base import CRIT
+    from .checks.hosts import host_down_reason, not_probed
+    from .engine.defaults import DEFAULTS
+    from .engine.hosts import probe_hosts
+    from .engine.stages import HOST_TIER
+
+    host_of = {c: h.name for h in targets.hosts for c in h.connections if c in by_id}
+    if not host_of:
+        return {}, {}
+    specs = {h.name: h.to_spec() for h in targets.hosts}
+    if timeout is not None:
+        specs = {
+            n: dataclasses.replace(s, timeout=min(s.timeout, timeout)) for n, s in specs.items()
+        }
+    found = probe_hosts(specs, sorted(set(host_of.values())), DEFAULTS.concurrency)
+    results: dict[str, ProbeResult] = {}
+    crits: dict[str, list[CheckResult]] = {}
+    for ct_id, name in host_of.items():
+        host = found[name]
+        if host.up:
+            continue
+        ct = by_id[ct_id]
+        results[ct_id] = not_probed(ct_id, ct.host, ct.port, ct.security, host)
+        root = host.root or name
+        if root not in crits:
+            # Owned by the root host's check that failed (ping or tcp), named as every
+            # report names a host that is down.
+            why = host_down_reason(root, found[root])
+            crits[root] = [CheckResult(HOST_TIER, found[root].failed or "tcp", CRIT, why)]
+    return results, crits
 
 
 def _fit(ct: ConnectionType, timeout: float | None) -> ConnectionType:
