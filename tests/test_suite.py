@@ -654,10 +654,15 @@ def test_ping_without_permission_skips_only_ping(dovecot: DovecotLab, workdir: P
     skipped = [
         c for c in run.cases.values() if c.outcome == "skipped" and "test_drift" not in c.nodeid
     ]
+    # ping: true gives the server a host check; its PING SKIPs the same way, once, and the
+    # connection type's ping check reads that one echo's result.
     assert {c.nodeid.split("::")[1].split("[")[0] for c in skipped} == {
+        "test_host_ping",
         "test_ping",
         "test_stls",
     }
+    host_ping = run.case("host_ping", "host:lab")
+    assert host_ping.message.startswith("this runner may not send ICMP echo"), host_ping
     assert run.case("stls", f"lab:{dovecot.port('pop3s')}-tls").message.startswith("not applicable")
     # A POP3 connection type has no relay check (SMTP's), not even a SKIP row.
     assert not [c for c in run.cases.values() if "test_relay[" in c.nodeid]
@@ -892,6 +897,9 @@ class FaultLab:
 
 
 SLOW_TYPES = 3
+#: Connections the fault lab's host check (server "fault": four connection types) opens to
+#: each of its two ports: one TCP connect, closed without a byte.
+HOST_CONNECTS = 1
 RESPONSE_DELAY = 0.1  # seconds before every response line: a probe takes ~0.8 s
 
 
@@ -988,7 +996,9 @@ def test_probes_overlap(fault_run: FaultRun) -> None:
         assert run.case("login", ct).outcome == "passed", run.case("login", ct)
     connects = slow.log.events("connect")
     quits = [e for e in slow.log.entries() if e.verb == "QUIT"]
-    assert len(connects) == SLOW_TYPES and len(quits) == SLOW_TYPES
+    # One more connect than connection types: the host check's TCP connect to the port
+    # (four connection types on one server share one host check), which sends nothing.
+    assert len(connects) == SLOW_TYPES + HOST_CONNECTS and len(quits) == SLOW_TYPES
     assert max(e.time for e in connects) < min(e.time for e in quits)
     assert slow.logins == SLOW_TYPES
 
@@ -999,7 +1009,11 @@ def test_probe_concurrency_one_is_serial(lab_certs: LabCerts, workdir: Path) -> 
     with _fault_run(lab_certs, workdir, "fault-serial", "--probe-concurrency=1") as got:
         slow = got.lab.slow
         quit_at = {e.conn: e.time for e in slow.log.entries() if e.verb == "QUIT"}
-        connects = sorted(slow.log.events("connect"), key=lambda e: e.time)
+        every = sorted(slow.log.events("connect"), key=lambda e: e.time)
+        # The host check's TCP connect (no command, no QUIT) comes before every probe.
+        host_check = [e for e in every if e.conn not in quit_at]
+        assert len(host_check) == HOST_CONNECTS and host_check[0] == every[0]
+        connects = [e for e in every if e.conn in quit_at]
         assert len(connects) == SLOW_TYPES == len(quit_at)
         for earlier, later in itertools.pairwise(connects):
             assert later.time > quit_at[earlier.conn]
@@ -1011,10 +1025,11 @@ def test_fault_server_sees_one_login_per_type_with_xdist(
 ) -> None:
     """Under ``-n 2`` the fault server also sees exactly one login per connection type,
     and the outcomes per test id equal those without xdist."""
+    # Plus the host check's one TCP connect per port: once per run, not once per worker.
     assert fault_run_xdist.lab.slow.logins == SLOW_TYPES
-    assert fault_run_xdist.lab.slow.connections == SLOW_TYPES
-    assert fault_run_xdist.lab.nostls.connections == 1
-    assert fault_run.lab.nostls.connections == 1
+    assert fault_run_xdist.lab.slow.connections == SLOW_TYPES + HOST_CONNECTS
+    assert fault_run_xdist.lab.nostls.connections == 1 + HOST_CONNECTS
+    assert fault_run.lab.nostls.connections == 1 + HOST_CONNECTS
     assert _portless(fault_run_xdist) == _portless(fault_run)
 
 
@@ -1047,7 +1062,8 @@ def test_collect_only_probes_nothing_and_ids_are_stable(
     assert ids
     params = {_param(i) for i in ids if "::test_latency[" not in i}
     derived = f"fault:{lab.nostls.port}-starttls"
-    assert params == {derived, *lab.slow_ids}
+    # The server's host check (host:<server name>) besides its connection types.
+    assert params == {derived, *lab.slow_ids, "host:fault"}
     assert DERIVED_ID.fullmatch(derived)
     assert FAULT_PASSWORD not in run.stdout + run.stderr
     # The same targets (but other server ports) in a real run gave the same ids.
@@ -1067,6 +1083,7 @@ def test_ids_are_readable_for_dovecot_types(mixed_run: LabRun, mixed: Mixed) -> 
         "expired",
         "wrong-password",
         "no-password",
+        "host:lab",  # the server's host check (PING, TCP), shared by these
     }
     assert DERIVED_ID.fullmatch(mixed.tls_id) and DERIVED_ID.fullmatch(mixed.starttls_id)
 

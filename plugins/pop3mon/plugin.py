@@ -479,17 +479,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         callspec = getattr(item, "callspec", None)
         params: dict[str, object] = callspec.params if callspec is not None else {}
-        # A check test nothing of this file has (test_relay without an SMTP connection
-        # type, the host tests without a host check) gets pytest's empty-parameter-set
-        # item: it is not a check of this run, not even a SKIP; drop it.
-        for param in ("host", "ct"):
-            if param in getattr(item, "fixturenames", ()) and param not in params:
-                break
-        else:
-            kept.append(item)
         host_id, ct_id = params.get("host"), params.get("ct")
         host = hosts.get(host_id) if isinstance(host_id, str) else None
         ct = state.by_id.get(ct_id) if isinstance(ct_id, str) else None
+        # A check test nothing of this file has (test_relay without an SMTP connection
+        # type, the host tests without a host check) gets pytest's empty-parameter-set
+        # item (its parameter NOTSET): not a check of this run, not even a SKIP; drop it.
+        if ("host" in params and host is None) or ("ct" in params and ct is None):
+            continue
+        kept.append(item)
         for tag in (*(host.tags if host else ()), *(ct.tags if ct else ())):
             item.add_marker(tag)
     items[:] = kept
