@@ -206,11 +206,14 @@ def run(request: pytest.FixtureRequest, runs: dict[str, Run]) -> Run:
 
 # --------------------------------------------------------------------------- readers
 def json_verdicts(doc: Mapping[str, Any]) -> dict[tuple[str, str], str]:
-    """(connection id, check) → verdict from results.json, asserting uniqueness."""
+    """(connection id, check) → verdict from results.json, asserting uniqueness; the host
+    checks as (``host:<server>``, ping/tcp)."""
     out: dict[tuple[str, str], str] = {}
-    for conn in doc["connections"]:
-        for chk in conn["checks"]:
-            key = (conn["id"], chk["check"])
+    entries = [(c["id"], c["checks"]) for c in doc["connections"]]
+    entries += [(h["host"]["id"], h["checks"]) for h in doc.get("hosts", [])]
+    for ct_id, checks in entries:
+        for chk in checks:
+            key = (ct_id, chk["check"])
             assert key not in out, f"duplicate check in JSON: {key}"
             out[key] = chk["verdict"]
     return out
@@ -352,6 +355,12 @@ def test_json_one_record_per_connection_type(run: Run, lab: Lab) -> None:
     assert by["closed"]["login"]["verdict"] == "SKIP"
     assert "TCP connect" in by["closed"]["login"]["reason"]
     assert by["evil"]["login"]["verdict"] == "CRIT"
+    # The lab's server has several connection types: one host check for them all, up
+    # (one closed port among open ones is that connection type's own CRIT, not the host's).
+    (host,) = doc["hosts"]
+    assert (host["host"]["id"], host["status"]) == ("host:lab", "up")
+    assert sorted(host["host"]["connections"]) == lab.ids
+    assert {c["check"]: c["verdict"] for c in host["checks"]} == {"ping": "SKIP", "tcp": "OK"}
 
 
 def test_junit_valid_and_complete(run: Run, lab: Lab) -> None:
@@ -387,7 +396,10 @@ def test_junit_valid_and_complete(run: Run, lab: Lab) -> None:
         seen[key] = case["pop3mon_verdict"]
         for prop in ("pop3mon_server", "pop3mon_tier", "pop3mon_reason", "pop3mon_host"):
             assert prop in case, (key, prop)
-        if case["pop3mon_ct"] != "closed":
+        if case["pop3mon_ct"].startswith("host:"):
+            # A host check has no POP3 session: its host, ports and status instead.
+            assert case["pop3mon_tier"] == "host" and case["pop3mon_host_status"] == "up", key
+        elif case["pop3mon_ct"] != "closed":
             assert "pop3mon_phase_total_ms" in case, key
         expected = {"CRIT": "Failure", "SKIP": "Skipped"}.get(case["pop3mon_verdict"], "Passed")
         assert case["__result__"] == expected, (key, case["__result__"])
@@ -427,7 +439,13 @@ def test_metrics_valid_and_complete(run: Run, lab: Lab) -> None:
         verdicts[key] = METRIC_VERDICTS[int(s.value)]
         labels = {"connection", "server", "host", "port", "security", "tier", "check"}
         assert set(s.labels) == labels
+    # The host checks: their own family, no label that changes with the verdict.
+    for s in by_name["pop3mon_host_check_verdict"]:
+        assert set(s.labels) == {"server", "host", "check"}
+        verdicts["host:" + s.labels["server"], s.labels["check"]] = METRIC_VERDICTS[int(s.value)]
     assert verdicts == json_verdicts(doc)
+    host = {s.name: s.value for s in samples if s.name.startswith("pop3mon_host_")}
+    assert host["pop3mon_host_up"] == 1 and host["pop3mon_host_blocked_connections"] == 0
     up = {s.labels["connection"]: s.value for s in by_name["pop3mon_up"]}
     assert up == {"healthy": 1, "warn": 1, "nostls": 1, "closed": 0, "evil": 1}
     success = {s.labels["connection"]: s.value for s in by_name["pop3mon_probe_success"]}
@@ -491,7 +509,11 @@ def test_html_matrix_details_and_environment(run: Run, lab: Lab) -> None:
         assert canary not in text
     assert blob["tests"] == {}
     checks = sum(len(c["checks"]) for c in doc["connections"])
+    checks += sum(len(h["checks"]) for h in doc["hosts"])  # in the server group heads
     assert f"Every one of the {checks} checks is in the matrix" in text
+    head = re.search(r'<tr class="p3m-group-head">.*?</tr>', text)
+    assert head and "Server <b>lab</b>" in head[0], head
+    assert re.search(r"host check <span[^>]*>OK</span> up", head[0]), head[0]
     # Hostile server text: escaped everywhere, never live markup; no raw escape byte.
     assert EVIL not in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
@@ -517,7 +539,7 @@ def test_counts_agree_across_artifacts(run: Run) -> None:
     metric_counts = Counter(
         METRIC_VERDICTS[int(s.value)]
         for s in metric_samples(run.path("metrics.prom"))
-        if s.name == "pop3mon_check_verdict"
+        if s.name in ("pop3mon_check_verdict", "pop3mon_host_check_verdict")
     )
     page = parse_html(run.path("report.html"))
     html_counts: Counter[str] = Counter()
