@@ -239,19 +239,22 @@ def test_no_reason_is_cut(lab_run: TermRun) -> None:
 
 
 def test_closed_port_types_fold_into_one_entry(lab_run: TermRun) -> None:
-    """The eight connection types on the closed port are one CRIT entry naming the host,
-    the reason once and all eight ids."""
+    """The eight connection types on the closed port are one CRIT entry: their host's
+    (mail1's only port accepts nothing), with the reason once and every check it blocked;
+    the hosts line names the eight ids."""
     summary = lab_run.summary()
     text = "\n".join(summary)
-    heads = [line for line in summary if "connection types on 127.0.0.1: connectivity/tcp" in line]
-    assert len(heads) == 1, summary
-    assert heads[0].strip().startswith("8 connection types on 127.0.0.1:"), heads
-    assert text.count("TCP connect to 127.0.0.1") == 1, text
+    heads = [line for line in summary if "host:mail1 host/tcp: 127.0.0.1 does not" in line]
+    assert len(heads) == 1, text
+    assert text.count("does not accept TCP connections") == 1, text
+    assert "CRIT (1 host, 1 connection type, 2 root causes):" in text, text
     entry = _entry(summary, heads[0])
-    assert "126 dependent checks skipped" in " ".join(entry.split()), entry
+    # Every check of the eight connection types: none of them was probed.
+    assert "160 dependent checks skipped" in " ".join(entry.split()), entry
+    hosts = _entry(summary, next(line for line in summary if line.startswith("hosts: ")))
     for ct in CLOSED_IDS[:6]:
-        assert ct in entry, (ct, entry)
-    assert "and 2 more" in entry, entry
+        assert ct in hosts, (ct, hosts)
+    assert "and 2 more; 1 up" in " ".join(hosts.split()), hosts
     # Severity first: CRIT, then WARN, then SKIP, then the OK count.
     order = [text.index(h) for h in ("\nCRIT (", "\nWARN (", "\nSKIP (", "\nOK: ")]
     assert order == sorted(order), text
@@ -274,7 +277,7 @@ def test_skip_lines_carry_the_connection_id(lab_run: TermRun) -> None:
     """Every -rs line names its test with the connection id, never only file and line."""
     skipped = [line for line in lab_run.lines if line.startswith("SKIPPED")]
     assert skipped, lab_run.describe()
-    ids = ("ok-tls", "ok-stls", "warn-apop", LONG_ID, *CLOSED_IDS)
+    ids = ("ok-tls", "ok-stls", "warn-apop", LONG_ID, *CLOSED_IDS, "host:lab", "host:mail1")
     for line in skipped:
         assert re.search(r"\[(" + "|".join(map(re.escape, ids)) + r")[\]-]", line), line
         assert "Skipped: " not in line, line
@@ -284,8 +287,9 @@ def test_failed_lines_are_never_cut(lab_run: TermRun) -> None:
     """A FAILED line carries the verdict and reason when they fit, else less, never a cut
     message: the long id leaves no room for the expired certificate's reason."""
     failed = [line for line in lab_run.lines if line.startswith("FAILED")]
-    # The expired certificate fails two checks (certificate, expiry).
-    assert len(failed) == 2 + len(CLOSED_IDS), lab_run.describe()
+    # The expired certificate fails two checks (certificate, expiry); the closed port is
+    # its host's one CRIT (host:mail1 tcp).
+    assert len(failed) == 2 + 1, lab_run.describe()
     for line in failed:
         assert not line.rstrip().endswith(("...", "…")), line
         assert len(line) <= WIDTH, line
@@ -294,7 +298,8 @@ def test_failed_lines_are_never_cut(lab_run: TermRun) -> None:
         if LONG_ID in line:
             assert line.endswith(f"[{LONG_ID}] - CRIT"), line
         else:
-            assert re.search(r" - CRIT(: TCP connect to .* connection refused\))?$", line), line
+            tcp = r"127\.0\.0\.1 does not accept TCP connections on its port \(.*\)"
+            assert re.search(r" - CRIT(: " + tcp + ")?$", line), line
 
 
 # --------------------------------------------------------------------------- at scale
@@ -302,19 +307,25 @@ def test_failed_lines_are_never_cut(lab_run: TermRun) -> None:
 
 @pytest.fixture(scope="module")
 def scale_run(closed_ports: list[int], workdir: Path) -> TermRun:
-    """1,000 connection types, 100 on each of ten closed ports, ``test_tcp`` only."""
+    """1,000 connection types, 100 on each of ten closed ports, ``test_tcp`` only. The host
+    check tries a port that listens (``tcp_ports``), so the host is up and each connection
+    type's own TCP check fails, 1,000 CRITs to fold (a host none of whose ports answers
+    would be one CRIT: tests/test_hosts.py)."""
     connections = [
         {"id": f"p{p}-c{n:03d}", "port": port, "security": "tls"}
         for p, port in enumerate(closed_ports)
         for n in range(100)
     ]
-    data = {
-        "version": 1,
-        "defaults": {"account": {"username": "u", "password_env": PW_ENV}},
-        "servers": [{"name": "big", "host": "127.0.0.1", "connections": connections}],
-    }
-    targets = write_targets(workdir / "scale.yaml", data)
-    result = run(targets, workdir, "-k", "test_tcp", "-q", "--tb=no", env={PW_ENV: "unused"})
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        server = {"name": "big", "host": "127.0.0.1", "connections": connections}
+        server["tcp_ports"] = [listener.getsockname()[1]]
+        data = {
+            "version": 1,
+            "defaults": {"account": {"username": "u", "password_env": PW_ENV}},
+            "servers": [server],
+        }
+        targets = write_targets(workdir / "scale.yaml", data)
+        result = run(targets, workdir, "-k", "test_tcp", "-q", "--tb=no", env={PW_ENV: "unused"})
     assert result.proc.returncode == pytest.ExitCode.TESTS_FAILED, result.describe()
     return result
 

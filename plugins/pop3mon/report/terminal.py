@@ -31,8 +31,8 @@ from .recorder import CheckRecord
 __all__ = [
     "adapt_short_summary",
     "history_lines",
+    "host_lines",
     "summary_lines",
-    "write_hosts",
     "write_summary",
 ]
 
@@ -134,6 +134,7 @@ def summary_lines(report: RunReport, verbose: bool = False) -> list[tuple[str, s
     if skips:
         title = f"SKIP ({_plural(len(skips), 'root cause')}):"
         _section(out, "", title, skips, verbose, Verdict.SKIP)
+    out += host_lines(report, verbose)
     ok = f"OK: {_plural(len(folded.ok), 'connection type')}"
     if folded.ok and verbose:
         ok += ": " + ", ".join(folded.ok)
@@ -186,7 +187,6 @@ def write_summary(tr: pytest.TerminalReporter, report: RunReport, verbose: bool)
         markup = {colour: True} if colour else {}
         for line in _wrap(text, width):
             tr.write_line(line, bold=bold, **markup)
-    write_hosts(tr, report, width, verbose)
     lines = history_lines(report, None if verbose else MAX_HISTORY)
     if lines:
         tr.write_line("")
@@ -195,23 +195,22 @@ def write_summary(tr: pytest.TerminalReporter, report: RunReport, verbose: bool)
             tr.write_line(line, **({colour: True} if colour else {}))
 
 
-def write_hosts(tr: pytest.TerminalReporter, report: RunReport, width: int, verbose: bool) -> None:
-    """One line on the host checks (their CRITs are root causes of the summary above):
-    each host that is down with what it blocked, then how many hosts are up."""
+def host_lines(report: RunReport, verbose: bool) -> list[tuple[str, str, bool]]:
+    """The host checks in one entry (their CRITs are root causes above): each host that is
+    down with what it blocked, then how many hosts are up; none without host checks."""
     if not report.hosts:
-        return
+        return []
     limit = None if verbose else MAX_IDS
     parts = []
     for hrep in report.hosts:
         if hrep.status == "down":
-            blocked = list(hrep.blocked)
-            parts.append(f"{hrep.host.name} down, blocking {_more(blocked, limit) or 'nothing'}")
+            blocked = _more(list(hrep.blocked), limit) or "nothing"
+            parts.append(f"{hrep.host.name} down, blocking {blocked}")
     up = [h.host.name for h in report.hosts if h.status == "up"]
     if up:
         parts.append(f"{len(up)} up" + (": " + ", ".join(up) if verbose else ""))
-    colour = {"red": True} if any(h.status == "down" for h in report.hosts) else {"green": True}
-    for line in _wrap(f"hosts: {'; '.join(parts) or 'none checked'}", width):
-        tr.write_line(line, **colour)
+    colour = "red" if any(h.status == "down" for h in report.hosts) else "green"
+    return [(colour, f"hosts: {'; '.join(parts) or 'none checked'}", False)]
 
 
 def shows_summary(config: pytest.Config, exitstatus: int) -> bool:
