@@ -63,6 +63,9 @@ scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
+#: Postfix's delivery agent into maildirs, for a lab that delivers (``deliver=``).
+_VIRTUAL_SERVICE: Final = "virtual   unix  -       n       n       -       -       virtual\n"
+
 
 def find_postfix() -> Path:
     """The ``postfix`` command, or :class:`LabUnavailable` saying what is missing."""

@@ -177,6 +177,7 @@ def test_cleanup_deletes_only_own_signed_messages(
     forged tag without an HMAC, a right-looking tag with a wrong HMAC and an unrelated
     message all survive."""
     key = Secret(HMAC_KEY, source="test")
+    other_key = Secret("another-monitors-key-123", source="test")
     old_tag = "pop3mon/1 ct=mailbox run=0123456789abcdef sent=1700000000"
     looks = {
         "same-subject": _foreign("pop3mon mail round trip"),
@@ -189,8 +190,7 @@ def test_cleanup_deletes_only_own_signed_messages(
         ),
         "other-key": _foreign(
             "pop3mon mail round trip",
-            f"{TAG_HEADER}: {old_tag}\r\n"
-            f"{MAC_HEADER}: {message_mac(Secret('another-monitors-key-123', source='t'), old_tag)}\r\n",
+            f"{TAG_HEADER}: {old_tag}\r\n{MAC_HEADER}: {message_mac(other_key, old_tag)}\r\n",
         ),
         "unrelated": _foreign("lunch"),
     }

@@ -50,7 +50,8 @@ class FaultServer:
     ``response_delay`` is slept before every response line (latency tests);
     ``drip_interval`` paces drip-greeting; ``huge_size`` sizes huge-line's line;
     ``challenge_delay`` is slept before scram-slow-key's SCRAM challenge;
-    ``messages`` is the mailbox size (``mailbox``: the messages themselves, as lines); ``allow_plaintext_auth=False`` refuses USER and
+    ``messages`` is the mailbox size (``mailbox``: the messages themselves, as lines);
+    ``allow_plaintext_auth=False`` refuses USER and
     PLAIN/LOGIN before TLS (like Dovecot's ``disable_plaintext_auth``);
     ``sasl_mechanisms`` overrides the offered SASL list; ``flaky_first`` is how many
     connections (the first ones this server accepts) flaky-first resets. ``host`` is the
