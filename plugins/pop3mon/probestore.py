@@ -157,7 +157,11 @@ class ProbeStore:
     def _spec(self, ct_id: str, login: bool) -> ProbeSpec:
         """The probe spec; without a login when no selected test needs one (``-m tls``,
         ``-m connectivity``): deselected tiers must not cost the server a login."""
-        spec = self.by_id[ct_id].to_probe_spec()
+        ct = self.by_id[ct_id]
+        spec = ct.to_probe_spec()
+        if login and ct.round_trip is not None and ct.round_trip.via in self.by_id:
+            # The round trip (opt-in) needs the login; a run without one makes none.
+            spec = ct.with_round_trip(spec, self.by_id[ct.round_trip.via])
         if login or spec.auth == "none":
             return spec
         return dataclasses.replace(spec, auth="none", secret=None, secret_problem="")
