@@ -64,7 +64,7 @@ class ProbeSpec:
     login is wanted or when the secret could not be loaded; then ``secret_problem`` says
     why and auth is reported as failed without any byte of a credential being sent.
     ``retries`` is how many more times a transient failure before the login is probed
-    again, ``retry_backoff`` seconds apart (:mod:`.retry`; :func:`~.session.probe` itself
+    again, ``retry_backoff`` seconds apart (:mod:`.retry`; :func:`~.dispatch.probe` itself
     always probes once).
 
     Defaults come from :data:`~pop3mon.engine.defaults.DEFAULTS`, as config's do; the

@@ -175,7 +175,7 @@ def _has(caps: tuple[str, ...] | None, keyword: str) -> bool:
 
 
 class SmtpProbe(_Probe):
-    """One SMTP probe. Use :func:`.session.probe` with ``protocol="smtp"``."""
+    """One SMTP probe. Use :func:`.dispatch.probe` with ``protocol="smtp"``."""
 
     def __init__(self, spec: ProbeSpec, pacer: LoginPacer | None = None) -> None:
         super().__init__(spec, pacer)
