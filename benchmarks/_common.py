@@ -24,9 +24,9 @@ for _path in (REPO, REPO / "plugins"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+from pop3mon.engine.dispatch import probe  # noqa: E402
 from pop3mon.engine.result import ProbeResult, ProbeSpec  # noqa: E402
 from pop3mon.engine.runner import run_probes  # noqa: E402
-from pop3mon.engine.session import probe  # noqa: E402
 from pop3mon.secrets import Secret  # noqa: E402
 
 from pop3mon_lab.dovecot import DovecotLab  # noqa: E402

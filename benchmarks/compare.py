@@ -145,7 +145,7 @@ ONE_SHOT = """
 import sys
 sys.path[:0] = [{repo!r}, {repo!r} + "/plugins"]
 from pop3mon.engine.result import ProbeSpec
-from pop3mon.engine.session import probe
+from pop3mon.engine.dispatch import probe
 from pop3mon.secrets import Secret
 import os
 secret = os.environ.get("POP3MON_BENCH_PASSWORD")

@@ -16,6 +16,9 @@ other, and prints min / median / max wall seconds of the whole process next to:
 * ``import only``: the process importing what a check imports, and probing nothing;
 * the probe's own ``total`` phase (from the perfdata): the network part.
 
+Each case runs twice: with the validated-targets cache (``pop3mon.config.cache``, in a
+directory of the benchmark's own, filled by the warm-up) and with ``--no-cache``.
+
 Cases: the implicit TLS port with a USER login (``tls``), STLS with SCRAM-SHA-256
 (``starttls``), and the banner only (``banner``: TLS, no login).
 """
@@ -99,7 +102,11 @@ def main() -> None:
             ignore=shutil.ignore_patterns("__pycache__"),
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith("POP3MON_")}
-        env.update(PYTHONPATH=str(base / "pkg"), BENCH_PW=running.demo_password)
+        env.update(
+            PYTHONPATH=str(base / "pkg"),
+            BENCH_PW=running.demo_password,
+            POP3MON_CACHE_DIR=str(base / "cache"),
+        )
         if args.no_bytecode:
             env["PYTHONDONTWRITEBYTECODE"] = "1"
         else:
@@ -116,8 +123,11 @@ def main() -> None:
         _row("python -c pass", walls)
         walls, _ = _time([py, "-c", IMPORTS], env, args.n, args.warmup)
         _row("import only (no probe)", walls)
-        for ident in CASES:
+        runs = [(ident, cache) for ident in CASES for cache in ("cached", "--no-cache")]
+        for ident, cache in runs:
             cmd = [py, "-m", "pop3mon.cli", "check", f"--targets={targets}", f"--id={ident}"]
+            if cache != "cached":
+                cmd.append(cache)
             totals: list[float] = []
             walls = []
             for _ in range(args.warmup + args.n):
@@ -131,7 +141,7 @@ def main() -> None:
                 totals.append(float(found[1]))
             walls, totals = walls[args.warmup :], totals[args.warmup :]
             note = f"{statistics.median(totals) * 1000:.1f} ms"
-            _row(f"pop3mon check --id={ident}", walls, note)
+            _row(f"pop3mon check --id={ident} ({cache})", walls, note)
 
 
 if __name__ == "__main__":

@@ -548,6 +548,32 @@ class DovecotLab(LabBase):
         messages = self._mailboxes[user or self.demo_user]
         return MailboxInfo(count=len(messages), size=sum(len(m) for m in messages))
 
+    def maildir(self, user: str | None = None) -> Path:
+        """The maildir of ``user`` (default :attr:`demo_user`), shared by every instance:
+        where a Postfix lab delivers (``PostfixLab(deliver=...)``)."""
+        if self._shared_root is None:
+            raise LabError("the lab is not started")
+        return self._shared_root / "home" / (user or self.demo_user) / "Maildir"
+
+    @property
+    def mail_owner(self) -> tuple[int, int]:
+        """``(uid, gid)`` the maildir files belong to."""
+        return self._accounts.mail_uid, self._accounts.mail_gid
+
+    def add_message(self, data: bytes, user: str | None = None) -> Path:
+        """Put one message into ``user``'s maildir ``new/`` as a delivery agent would (the
+        self-tests seed look-alike messages this way)."""
+        maildir = self.maildir(user)
+        message = _crlf(data)
+        name = f"{time.time_ns()}.M{os.getpid()}P{threading.get_ident() % 100000}.lab"
+        tmp = maildir / "tmp" / name
+        tmp.write_bytes(message)
+        if self._accounts.as_root:
+            os.chown(tmp, *self.mail_owner)
+        final = maildir / "new" / name
+        os.replace(tmp, final)
+        return final
+
     def pids(self) -> list[int]:
         """Live processes started by this lab (masters and all their children)."""
         pids: list[int] = []

@@ -28,6 +28,7 @@ import ssl
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Final, Literal, Self
@@ -61,6 +62,9 @@ anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 """
+
+#: Postfix's delivery agent into maildirs, for a lab that delivers (``deliver=``).
+_VIRTUAL_SERVICE: Final = "virtual   unix  -       n       n       -       -       virtual\n"
 
 
 def find_postfix() -> Path:
@@ -100,8 +104,19 @@ class PostfixLab(LabBase):
         cert: str = "valid",
         workdir: str | os.PathLike[str] | None = None,
         startup_timeout: float = 20.0,
+        deliver: Mapping[str, Path] | None = None,
+        mail_owner: tuple[int, int] | None = None,
+        smtp_port: int | None = None,
     ) -> None:
+        """``deliver`` maps addresses to maildirs this Postfix delivers into (its
+        ``virtual`` agent, as ``mail_owner`` uid/gid): the mail round trip's path into a
+        Dovecot lab's mailbox (:meth:`~.dovecot.DovecotLab.maildir`). Without it the lab
+        delivers nothing. ``smtp_port``: the STARTTLS listener's port, when a Dovecot
+        submission lab that relays to it must know it first (default: a free one)."""
+        self._smtp_port = smtp_port
         self.binary = find_postfix()
+        self._deliver = dict(deliver or {})
+        self._mail_owner = mail_owner
         self.users = MappingProxyType({})
         self._certs = certs
         self._cert_variant = cert
@@ -150,6 +165,8 @@ class PostfixLab(LabBase):
         if self._certs is None:
             self._certs = generate_lab_certs(workdir / "certs")
         smtp, smtps = free_ports(2)
+        if self._smtp_port is not None:
+            smtp = self._smtp_port
         self._ports = {"smtp": smtp, "smtps": smtps}
         conf = self.config_dir
         conf.mkdir(exist_ok=True)
@@ -254,15 +271,39 @@ class PostfixLab(LabBase):
                 "smtp_dns_support_level = disabled",
                 "biff = no",
                 "smtputf8_enable = no",
+                *self._virtual_cf(),
                 "",
             ]
         )
+
+    def _virtual_cf(self) -> list[str]:
+        if not self._deliver:
+            return []
+        uid, gid = self._mail_owner or (65534, 65534)
+        domains = sorted({address.rpartition("@")[2] for address in self._deliver})
+        maps = ", ".join(f"{a}={p}/" for a, p in sorted(self._deliver.items()))
+        return [
+            # Straight into the maildirs Dovecot serves: no LMTP, no local(8).
+            f"virtual_mailbox_domains = {' '.join(domains)}",
+            "virtual_mailbox_base = /",
+            f"virtual_mailbox_maps = inline:{{ {maps} }}",
+            f"virtual_uid_maps = static:{uid}",
+            f"virtual_gid_maps = static:{gid}",
+            "virtual_minimum_uid = 1",
+            "virtual_transport = virtual",
+        ]
 
     def _master_cf(self) -> str:
         smtp, smtps = self.port("smtp"), self.port("smtps")
         return (
             f"{HOST}:{smtp} inet n - n - - smtpd\n"
-            f"{HOST}:{smtps} inet n - n - - smtpd -o smtpd_tls_wrappermode=yes\n" + _MASTER_SERVICES
+            f"{HOST}:{smtps} inet n - n - - smtpd -o smtpd_tls_wrappermode=yes\n"
+            + _MASTER_SERVICES
+            + (
+                "virtual   unix  -       n       n       -       -       virtual\n"
+                if self._deliver
+                else ""
+            )
         )
 
 

@@ -185,7 +185,7 @@ CASES: dict[str, tuple[str, list[str]]] = {
         conn('        "ti\\x1bmeout\\n": 1\n        "\\x1b]0;pwn\\x07": 2\n'),
         [
             "control_characters_in_keys.yaml:8: servers[0].connections[0].'ti\\x1bmeout\\n': unknown key — did you mean 'timeout'?",
-            "control_characters_in_keys.yaml:9: servers[0].connections[0].'\\x1b]0;pwn\\x07': unknown key — allowed here: account, address_family, allow_cleartext, auth, ca_file, cert, collect_uidl, confirm, drift, id, latency, login_pacing, mailbox, min_tls_version, ping, ping_timeout, port, retries, retry_backoff, security, tags, timeout, verify_tls",
+            "control_characters_in_keys.yaml:9: servers[0].connections[0].'\\x1b]0;pwn\\x07': unknown key — allowed here: account, address_family, allow_cleartext, auth, ca_file, cert, collect_uidl, confirm, drift, id, latency, login_pacing, mailbox, min_tls_version, ping, ping_timeout, port, retries, retry_backoff, round_trip, security, tags, timeout, verify_tls",
         ],
     ),
     "bidi_override_in_key_and_duplicate": (
@@ -198,7 +198,7 @@ CASES: dict[str, tuple[str, list[str]]] = {
     "long_explicit_key": (
         conn("        ? " + "k" * 100_000 + "\n        : 1\n"),
         [
-            "long_explicit_key.yaml:8: servers[0].connections[0].'kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk...': unknown key — allowed here: account, address_family, allow_cleartext, auth, ca_file, cert, collect_uidl, confirm, drift, id, latency, login_pacing, mailbox, min_tls_version, ping, ping_timeout, port, retries, retry_backoff, security, tags, timeout, verify_tls"
+            "long_explicit_key.yaml:8: servers[0].connections[0].'kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk...': unknown key — allowed here: account, address_family, allow_cleartext, auth, ca_file, cert, collect_uidl, confirm, drift, id, latency, login_pacing, mailbox, min_tls_version, ping, ping_timeout, port, retries, retry_backoff, round_trip, security, tags, timeout, verify_tls"
         ],
     ),
     "python_object_tag_on_a_value": (

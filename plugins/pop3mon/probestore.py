@@ -291,11 +291,15 @@ class ProbeStore:
     def _spec(self, ct_id: str, login: bool) -> ProbeSpec:
         """The probe spec; without a login when no selected test needs one (``-m tls``,
         ``-m connectivity``): deselected tiers must not cost the server a login."""
-        spec = self.by_id[ct_id].to_probe_spec()
+        ct = self.by_id[ct_id]
+        spec = ct.to_probe_spec()
         host = self.host_results.get(self.host_of.get(ct_id, ""))
         if spec.ping and host is not None and host.ping is not None:
             # One echo per host and run: the connection type reads the host check's.
             spec = dataclasses.replace(spec, ping_result=host.ping)
+        if login and ct.round_trip is not None and ct.round_trip.via in self.by_id:
+            # The round trip (opt-in) needs the login; a run without one makes none.
+            spec = ct.with_round_trip(spec, self.by_id[ct.round_trip.via])
         if login or spec.auth == "none":
             return spec
         return dataclasses.replace(spec, auth="none", secret=None, secret_problem="")

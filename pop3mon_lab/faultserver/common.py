@@ -82,6 +82,8 @@ class Options:
     allow_plaintext_auth: bool
     sasl_mechanisms: tuple[str, ...]
     flaky_first: int = 1
+    #: The mailbox's messages as lines (replaces the generated ``messages``; round trip).
+    mailbox: tuple[tuple[str, ...], ...] = ()
 
 
 class Conn:

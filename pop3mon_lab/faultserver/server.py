@@ -21,7 +21,7 @@ import ssl
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
 
 from .common import (
@@ -50,7 +50,8 @@ class FaultServer:
     ``response_delay`` is slept before every response line (latency tests);
     ``drip_interval`` paces drip-greeting; ``huge_size`` sizes huge-line's line;
     ``challenge_delay`` is slept before scram-slow-key's SCRAM challenge;
-    ``messages`` is the mailbox size; ``allow_plaintext_auth=False`` refuses USER and
+    ``messages`` is the mailbox size (``mailbox``: the messages themselves, as lines);
+    ``allow_plaintext_auth=False`` refuses USER and
     PLAIN/LOGIN before TLS (like Dovecot's ``disable_plaintext_auth``);
     ``sasl_mechanisms`` overrides the offered SASL list; ``flaky_first`` is how many
     connections (the first ones this server accepts) flaky-first resets. ``host`` is the
@@ -77,6 +78,7 @@ class FaultServer:
         sasl_mechanisms: Iterable[str] = DEFAULT_SASL,
         hostname: str = "pop3mon.test",
         flaky_first: int = 1,
+        mailbox: Iterable[Sequence[str]] = (),
         port: int = 0,
         host: str = HOST,
     ) -> None:
@@ -108,6 +110,7 @@ class FaultServer:
             allow_plaintext_auth=allow_plaintext_auth,
             sasl_mechanisms=tuple(m.upper() for m in sasl_mechanisms),
             flaky_first=flaky_first,
+            mailbox=tuple(tuple(m) for m in mailbox),
         )
         self.log = ServerLog()
         self.stop_event = threading.Event()

@@ -275,6 +275,8 @@ class Session(Channel, SaslMechanisms):
     def message(self, number: int) -> list[str]:
         """Lines of message ``number`` (1-based); one line starts with a dot on purpose so
         clients' dot-unstuffing is exercised."""
+        if self.opts.mailbox:
+            return list(self.opts.mailbox[number - 1])
         return [
             "From: lab@pop3mon.test",
             f"To: {self.user or 'nobody'}@pop3mon.test",
@@ -291,7 +293,8 @@ class Session(Channel, SaslMechanisms):
 
     def live_messages(self) -> list[int]:
         """Message numbers not marked deleted."""
-        return [n for n in range(1, self.opts.messages + 1) if n not in self.deleted]
+        count = len(self.opts.mailbox) if self.opts.mailbox else self.opts.messages
+        return [n for n in range(1, count + 1) if n not in self.deleted]
 
     def parse_msg(self, arg: str) -> int | None:
         """Validate a message-number argument; answers -ERR itself when invalid."""

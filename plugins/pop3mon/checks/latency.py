@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from ..engine.result import ProbeResult
-from ..engine.stages import LATENCY_PHASES, PHASE_LABELS, stage_index, stages_of
+from ..engine.stages import DELIVERY_PHASE, LATENCY_PHASES, PHASE_LABELS, stage_index, stages_of
 from ..verdict import Verdict
 from .base import CRIT, OK, SKIP, WARN, CheckResult, Thresholds, blocked, failed_stage, ms
 
@@ -20,6 +20,8 @@ _EXPOSED_PHASES = frozenset({"auth", "total"})
 def latency(result: ProbeResult, t: Thresholds, phase: str) -> CheckResult:
     """Verdict for one phase's duration against its (warn, crit) seconds."""
     check = PREFIX + phase
+    if phase == DELIVERY_PHASE:
+        return delivery(result, t)
     limits = t.latency.get(phase)
     label = PHASE_LABELS.get(phase, phase)
     value = result.phase(phase)
@@ -91,4 +93,45 @@ def latency_phases(t: Thresholds) -> list[str]:
     if t.auth == "none":
         never |= {"auth", "stat"}
     keys = (set(t.latency) | {"total"}) - never
+    if getattr(t, "round_trip", None) is not None and t.auth != "none":
+        keys.add(DELIVERY_PHASE)  # sorts after every stage: the round trip runs last
     return sorted(keys, key=lambda p: (p != "total", stage_index(p)))
+
+
+def delivery(result: ProbeResult, t: Thresholds) -> CheckResult:
+    """The mail round trip (``latency-delivery``): CRIT when the message could not be
+    sent, a poll failed or it did not arrive within the deadline; else its delivery time
+    against the round trip's own warn/crit seconds. The reason says what cleanup did."""
+    check = PREFIX + DELIVERY_PHASE
+    rt = result.round_trip
+    settings = getattr(t, "round_trip", None)
+    failed = failed_stage(result)
+    if failed is not None:
+        return blocked("latency", check, failed)
+    if rt is None:
+        return CheckResult("latency", check, SKIP, "no mail round trip in this run")
+    if rt.status == "not-run":
+        return CheckResult("latency", check, SKIP, f"mail round trip {rt.reason}")
+    tidy = ""
+    if rt.cleanup != "off":
+        tidy = f"; cleanup deleted {rt.deleted} own message(s)"
+    if rt.kept:
+        tidy += f"; {rt.kept} tagged look-alike(s) without a valid HMAC left alone"
+    logins = f"{rt.logins} login{'s' if rt.logins != 1 else ''}"
+    if rt.status != "delivered" or rt.delivery is None:
+        return CheckResult("latency", check, CRIT, f"mail round trip: {rt.reason} ({logins}{tidy})")
+    value = rt.delivery
+    took = ms(value)
+    warn = float(getattr(settings, "warn", 0.0) or 0.0)
+    crit = float(getattr(settings, "crit", 0.0) or 0.0)
+    seen = f"delivered through {rt.via} in {value:.2f} s (seen by poll {rt.polls}, {logins}{tidy})"
+    if not crit:
+        return CheckResult("latency", check, OK, f"{seen} (no threshold)", took, "ms")
+    verdict: Verdict
+    if value >= crit:
+        verdict, note = CRIT, f"≥ critical {crit:g} s"
+    elif value >= warn:
+        verdict, note = WARN, f"≥ warning {warn:g} s"
+    else:
+        verdict, note = OK, f"< warning {warn:g} s"
+    return CheckResult("latency", check, verdict, f"{seen} {note}", took, "ms")

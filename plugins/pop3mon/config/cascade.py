@@ -18,12 +18,13 @@ from typing import Any, Final
 from ..engine.defaults import DEFAULTS, DriftPolicy
 from ..engine.dns import family_of
 from ..engine.stages import FAMILY_LABELS, LATENCY_PHASES
-from .model import TOKEN_MECHANISMS, ConnectionType, Host, LatencyThresholds
+from .model import TOKEN_MECHANISMS, ConnectionType, Host, LatencyThresholds, RoundTrip
 from .schema import (
     _Account,
     _Connection,
     _File,
     _resolve_path,
+    _RoundTrip,
     _Server,
     _Settings,
     _SmtpConnection,
@@ -303,6 +304,7 @@ def _build(
     out: list[ConnectionType] = []
     id_lines: dict[str, int] = {}
     server_lines: dict[str, int] = {}
+    round_trips: list[tuple[str, Loc, _RoundTrip]] = []
     for si, server in enumerate(model.servers):
         sloc: Loc = ("servers", si)
         name_line = tree.line((*sloc, "name"))
@@ -391,6 +393,8 @@ def _build(
                 else:
                     source = f"env:{ref}"
             ca_file: str | None = eff.get("ca_file")
+            if isinstance(conn, _Connection) and conn.round_trip is not None:
+                round_trips.append((cid, (*cloc, "round_trip"), conn.round_trip))
             out.append(
                 ConnectionType(
                     id=cid,
@@ -438,7 +442,93 @@ def _build(
                     ehlo_name=(conn.ehlo_name or "") if isinstance(conn, _SmtpConnection) else "",
                 )
             )
+    if round_trips:
+        out = _with_round_trips(out, round_trips, tree, base_dir, problems)
     return out
+
+
+def _with_round_trips(
+    built: list[ConnectionType],
+    round_trips: list[tuple[str, Loc, _RoundTrip]],
+    tree: _YamlTree,
+    base_dir: Path,
+    problems: _Problems,
+) -> list[ConnectionType]:
+    """Each ``round_trip:`` checked against the connection types it pairs (its ``via``
+    must be an SMTP connection type that logs in; the POP3 side must log in too, and have
+    a recipient) and attached as a :class:`RoundTrip`."""
+    by_id = {c.id: c for c in built}
+    attached: dict[str, RoundTrip] = {}
+    for cid, rloc, rt in round_trips:
+        pop3 = by_id.get(cid)
+        if pop3 is None:
+            continue  # its own problems are already reported
+        vloc = (*rloc, "via")
+        vline = tree.line(vloc)
+        via = by_id.get(rt.via)
+        if via is None:
+            smtp_ids = sorted(c.id for c in built if c.protocol == "smtp")
+            known = ", ".join(smtp_ids) if smtp_ids else "none: add a server's smtp: entry"
+            problems.add(
+                vline, vloc, f"no connection type has id {_show(rt.via)} — SMTP ids: {known}"
+            )
+            continue
+        if via.protocol != "smtp":
+            problems.add(
+                vline,
+                vloc,
+                f"{_show(rt.via)} is a POP3 connection type — via names an smtp: entry "
+                "(submission on 587 or 465) that sends the message",
+            )
+            continue
+        if via.auth == "none" or not via.secret_source:
+            problems.add(
+                vline,
+                vloc,
+                f"{_show(rt.via)} does not log in (auth: none or no account) — the round "
+                "trip submits with the technical account: give that smtp: entry auth: and "
+                "account:",
+            )
+            continue
+        if pop3.auth == "none" or not pop3.secret_source:
+            problems.add(
+                tree.line(rloc),
+                rloc,
+                "needs a login on this connection type (auth: and account:) — the round "
+                "trip looks for the message in its mailbox",
+            )
+            continue
+        recipient = rt.recipient or ""
+        if not recipient:
+            name = pop3.username or ""
+            if "@" not in name:
+                problems.add(
+                    tree.line(rloc),
+                    rloc,
+                    f"has no recipient: and the account name {_show(name)} is not a mail "
+                    "address — add recipient: (the address delivering to this mailbox)",
+                )
+                continue
+            recipient = name
+        source = ""
+        if rt.hmac_key_env is not None:
+            source = f"env:{rt.hmac_key_env}"
+        elif rt.hmac_key_file is not None:
+            source = f"file:{_resolve_path(base_dir, rt.hmac_key_file)}"
+        attached[cid] = RoundTrip(
+            via=rt.via,
+            recipient=recipient,
+            sender=rt.sender or recipient,
+            warn=float(rt.warn),
+            crit=float(rt.crit),
+            timeout=float(rt.timeout),
+            cleanup=rt.cleanup,
+            key_source=source,
+            line=tree.line(rloc),
+        )
+    return [
+        dataclasses.replace(c, round_trip=attached[c.id]) if c.id in attached else c for c in built
+    ]
 
 
 def _cert_pair(eff: _Effective, problems: _Problems) -> tuple[int, int] | None:

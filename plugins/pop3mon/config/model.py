@@ -20,11 +20,12 @@ from typing import Any, Final, Literal, get_args
 from ..engine.defaults import DEFAULTS, DriftPolicy
 from ..engine.hosts import HostSpec
 from ..engine.mechanisms import MECHANISMS
-from ..engine.result import ProbeSpec
+from ..engine.result import ProbeSpec, RoundTripSpec
 from ..engine.stages import (
     HOST_ID_PREFIX,
     LATENCY_PHASES,
     AddressFamily,
+    Cleanup,
     Pacing,
     Protocol,
     Security,
@@ -96,6 +97,24 @@ class LatencyThresholds(Mapping[str, tuple[float, float]]):
 
 
 @dataclass(frozen=True)
+class RoundTrip:
+    """A POP3 connection type's opt-in mail round trip (``round_trip:``): the SMTP
+    connection type ``via`` that submits the message, the envelope, the delivery-time
+    thresholds and deadline in seconds, what cleanup may delete and the *reference*
+    (``env:NAME``/``file:/abs/path``, "" for none) to the key that signs the tag."""
+
+    via: str
+    recipient: str
+    sender: str
+    warn: float
+    crit: float
+    timeout: float
+    cleanup: Cleanup
+    key_source: str
+    line: int
+
+
+@dataclass(frozen=True)
 class ConnectionType:
     """One thing to probe: a server, a port, a security mode and an auth mechanism.
 
@@ -146,6 +165,8 @@ class ConnectionType:
     protocol: Protocol = "pop3"
     relay_check: str = ""
     ehlo_name: str = ""
+    #: The opt-in mail round trip (POP3 only); None: not configured.
+    round_trip: RoundTrip | None = None
 
     def resolve_secret(self, environ: Mapping[str, str] | None = None) -> tuple[Secret | None, str]:
         """Load the referenced secret now: ``(Secret, "")`` or ``(None, problem)``.
@@ -194,9 +215,42 @@ class ConnectionType:
             ehlo_name=self.ehlo_name,
         )
 
+    def with_round_trip(
+        self,
+        spec: ProbeSpec,
+        via: ConnectionType,
+        environ: Mapping[str, str] | None = None,
+    ) -> ProbeSpec:
+        """``spec`` (this connection type's) with its round trip: ``via``'s spec (its
+        secret resolved now) and the HMAC key read now; an unreadable key is a
+        ``key_problem`` sentence, never an exception or any of its content."""
+        rt = self.round_trip
+        if rt is None:
+            return spec
+        key: Secret | None = None
+        problem = ""
+        if rt.key_source:
+            key, problem = read_reference(rt.key_source, "password", environ, what="HMAC key")
+        return dataclasses.replace(
+            spec,
+            round_trip=RoundTripSpec(
+                via=via.to_probe_spec(environ),
+                recipient=rt.recipient,
+                sender=rt.sender,
+                warn=rt.warn,
+                crit=rt.crit,
+                timeout=rt.timeout,
+                cleanup=rt.cleanup,
+                hmac_key=key,
+                key_problem=problem,
+            ),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready plain data (for reports); contains no secret value."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if self.round_trip is not None:
+            data["round_trip"] = dataclasses.asdict(self.round_trip)
         data["latency"] = {phase: list(pair) for phase, pair in self.latency.items()}
         data["tags"] = list(self.tags)
         data["drift"] = dataclasses.asdict(self.drift)

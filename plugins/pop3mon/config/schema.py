@@ -34,6 +34,7 @@ from ..engine.mechanisms import AUTH_SETTINGS, MECHANISMS
 from ..engine.smtp import relay_recipient_problem
 from ..engine.stages import (
     ADDRESS_FAMILIES,
+    CLEANUP_MODES,
     DRIFT_CHECKS,
     DRIFT_LEVELS,
     LATENCY_PHASES,
@@ -41,6 +42,7 @@ from ..engine.stages import (
     SECURITY_MODES,
     TLS_VERSIONS,
     AddressFamily,
+    Cleanup,
     DriftLevel,
     Pacing,
     Security,
@@ -592,10 +594,70 @@ def _ca_problem(path: Path, given: str) -> str | None:
     return None
 
 
+def _v_cleanup(value: object) -> Cleanup:
+    # YAML 1.1 reads a bare `off` as false: take it for what was meant.
+    chosen = _choice("off" if value is False else value, CLEANUP_MODES)
+    return next(mode for mode in CLEANUP_MODES if mode == chosen)
+
+
+def _v_mail_address(value: str) -> str:
+    local, at, domain = value.rpartition("@")
+    if (
+        not at
+        or not local
+        or not domain
+        or any(c in value for c in '<> \r\n\t,"')
+        or (not value.isascii() or not value.isprintable())
+    ):
+        raise _bad(f"{_show(value)} is not a plain mail address local@domain")
+    return value
+
+
+_MailAddress = Annotated[str, AfterValidator(_v_mail_address)]
+
+
+class _RoundTrip(_Model):
+    """A POP3 connection's ``round_trip:``: send one tagged message through the SMTP
+    connection type ``via`` and wait for it in this mailbox (engine/roundtrip.py). Its
+    defaults are read: a round trip is one block, not cascaded."""
+
+    via: Annotated[str, AfterValidator(_v_id)]
+    recipient: _MailAddress | None = None
+    sender: _MailAddress | None = None
+    warn: _Seconds = DEFAULTS.round_trip_warn
+    crit: _Seconds = DEFAULTS.round_trip_crit
+    timeout: _Seconds = DEFAULTS.round_trip_timeout
+    cleanup: Annotated[Cleanup, BeforeValidator(_v_cleanup)] = "off"
+    hmac_key_env: _EnvName | None = None
+    hmac_key_file: _FileName | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> _RoundTrip:
+        if self.warn >= self.crit:
+            raise _bad(
+                f"warn ({_num(self.warn)}) must be less than crit ({_num(self.crit)}) — "
+                "warn is the smaller, earlier alarm"
+            )
+        if self.crit > self.timeout:
+            raise _bad(
+                f"crit ({_num(self.crit)}) must not be greater than timeout "
+                f"({_num(self.timeout)}) — the round trip stops waiting at timeout"
+            )
+        if self.hmac_key_env is not None and self.hmac_key_file is not None:
+            raise _bad("gives hmac_key_env and hmac_key_file — use exactly one")
+        if self.cleanup != "off" and self.hmac_key_env is None and self.hmac_key_file is None:
+            raise _bad(
+                f"cleanup: {self.cleanup} needs hmac_key_env or hmac_key_file — only messages "
+                "signed with a key only this monitor knows are ever deleted"
+            )
+        return self
+
+
 class _Connection(_Settings):
     id: Annotated[str, AfterValidator(_v_id)] | None = None
     port: Annotated[int, AfterValidator(_v_port)] | None = None
     security: Annotated[Security, BeforeValidator(_v_security)]
+    round_trip: _RoundTrip | None = None
 
 
 def _v_one_or_list(value: object) -> object:

@@ -4,9 +4,9 @@
 ``run_probes(specs)`` probes many at once with bounded concurrency.
 """
 
+from .dispatch import probe
 from .errors import ProbeError
 from .result import ProbeResult, ProbeSpec
 from .runner import run_probes
-from .session import probe
 
 __all__ = ["ProbeError", "ProbeResult", "ProbeSpec", "probe", "run_probes"]

@@ -81,6 +81,10 @@ class Defaults:
     flapping_changes: int  # `history: {flapping: {changes}}`: more changes than this ...
     flapping_runs: int  # `history: {flapping: {runs}}`: ... in this many runs is flapping
     drift: DriftPolicy  # `drift: {certificate_changed: warn, ..., mailbox_ratio}`
+    round_trip_warn: float  # `round_trip: {warn}` seconds of delivery time
+    round_trip_crit: float  # `round_trip: {crit}`
+    round_trip_timeout: float  # `round_trip: {timeout}` seconds to wait for the message
+    round_trip_polls: int  # most POP3 poll logins one round trip makes (not configurable)
 
 
 DEFAULTS: Final = Defaults(
@@ -136,4 +140,11 @@ DEFAULTS: Final = Defaults(
         mailbox_changed="warn",
         mailbox_ratio=0.5,
     ),
+    # A submission server hands a message to the mailbox within seconds; minutes is a queue.
+    round_trip_warn=30.0,
+    round_trip_crit=120.0,
+    round_trip_timeout=180.0,
+    # Each poll is a login (a POP3 session never sees mail that arrives after its login):
+    # backing off 0.25 s -> 15 s, a 180 s deadline needs 17; the cap bounds any deadline.
+    round_trip_polls=20,
 )

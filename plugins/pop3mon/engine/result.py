@@ -15,7 +15,7 @@ from typing import Any, Literal
 from ..secrets import Secret
 from .defaults import DEFAULTS
 from .mechanisms import MECHANISMS
-from .stages import AddressFamily, Pacing, Protocol, Security
+from .stages import AddressFamily, Cleanup, Pacing, Protocol, Security
 
 __all__ = [
     "AuthInfo",
@@ -24,10 +24,34 @@ __all__ = [
     "PingInfo",
     "ProbeResult",
     "ProbeSpec",
+    "RoundTripInfo",
+    "RoundTripSpec",
     "StageOutcome",
     "TLSInfo",
     "TranscriptLine",
 ]
+
+
+@dataclass(frozen=True)
+class RoundTripSpec:
+    """The opt-in mail round trip of a POP3 connection type (engine/roundtrip.py).
+
+    ``via`` is the SMTP submission connection type's spec (its own login); the message goes
+    from ``sender`` to ``recipient`` and must appear in the POP3 mailbox within
+    ``timeout`` seconds; ``warn``/``crit`` judge the delivery time. ``hmac_key`` signs the
+    tag (``None``: no key, or it could not be read: ``key_problem`` says why); cleanup
+    deletes only messages whose tag carries a valid HMAC made with it.
+    """
+
+    via: ProbeSpec
+    recipient: str
+    sender: str
+    warn: float = DEFAULTS.round_trip_warn
+    crit: float = DEFAULTS.round_trip_crit
+    timeout: float = DEFAULTS.round_trip_timeout
+    cleanup: Cleanup = "off"
+    hmac_key: Secret | None = field(default=None, repr=False, compare=False)
+    key_problem: str = ""
 
 
 @dataclass(frozen=True)
@@ -40,7 +64,7 @@ class ProbeSpec:
     login is wanted or when the secret could not be loaded; then ``secret_problem`` says
     why and auth is reported as failed without any byte of a credential being sent.
     ``retries`` is how many more times a transient failure before the login is probed
-    again, ``retry_backoff`` seconds apart (:mod:`.retry`; :func:`~.session.probe` itself
+    again, ``retry_backoff`` seconds apart (:mod:`.retry`; :func:`~.dispatch.probe` itself
     always probes once).
 
     Defaults come from :data:`~pop3mon.engine.defaults.DEFAULTS`, as config's do; the
@@ -77,6 +101,8 @@ class ProbeSpec:
     protocol: Protocol = "pop3"
     relay_check: str = ""
     ehlo_name: str = ""
+    # The opt-in mail round trip (POP3 only; engine/roundtrip.py), None: not configured.
+    round_trip: RoundTripSpec | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         # The one secret rule holds for every spec, not only those built from a targets
@@ -172,6 +198,33 @@ class MailboxInfo:
     uidl_count: int | None = None
 
 
+#: How a round trip ended: delivered (seen in the mailbox), timeout (not seen within its
+#: deadline), send-failed (the SMTP session did not hand the message over), poll-failed
+#: (a POP3 poll session failed), not-run (the POP3 login of the run failed first).
+RoundTripStatus = Literal["delivered", "timeout", "send-failed", "poll-failed", "not-run"]
+
+
+@dataclass(frozen=True)
+class RoundTripInfo:
+    """What the round trip found. ``delivery`` is seconds from the server's 250 to the
+    message's end of DATA until the poll that saw it in the mailbox (an upper bound: polls
+    are spaced); ``logins`` counts its own logins (1 SMTP + the POP3 polls); ``deleted`` the
+    messages cleanup removed (own, HMAC verified); ``kept`` the tagged look-alikes whose
+    HMAC did not verify (never deleted)."""
+
+    status: RoundTripStatus
+    via: str
+    reason: str = ""
+    tag: str = ""
+    delivery: float | None = None
+    polls: int = 0
+    logins: int = 0
+    deleted: int = 0
+    kept: int = 0
+    cleanup: str = "off"
+    transcript: tuple[TranscriptLine, ...] = ()
+
+
 @dataclass(frozen=True)
 class TranscriptLine:
     """One redacted line of the dialogue. ``direction`` is C (client) or S (server)."""
@@ -232,6 +285,8 @@ class ProbeResult:
     protocol: str = "pop3"
     relay_open: bool | None = None
     relay_reply: str = ""
+    # The opt-in mail round trip (engine/roundtrip.py); None: not configured for this one.
+    round_trip: RoundTripInfo | None = None
 
     # -- convenience -------------------------------------------------------------------
     @property
@@ -289,6 +344,10 @@ class ProbeResult:
             d["auth"] = AuthInfo(**auth)
         if d.get("mailbox") is not None:
             d["mailbox"] = MailboxInfo(**d["mailbox"])
+        if d.get("round_trip") is not None:
+            rt = dict(d["round_trip"])
+            rt["transcript"] = tuple(TranscriptLine(**t) for t in rt.get("transcript", ()))
+            d["round_trip"] = RoundTripInfo(**rt)
         return cls(**d)
 
     @classmethod

@@ -28,10 +28,10 @@ import time
 from collections.abc import Callable
 from typing import Final
 
+from .dispatch import probe
 from .errors import ErrorKind
 from .pacing import LoginPacer
 from .result import ProbeResult, ProbeSpec, StageOutcome
-from .session import probe
 from .stages import STAGES, Stage, stage_index
 
 __all__ = ["RETRY_STAGES", "TRANSIENT_KINDS", "probe_with_retries", "retry_decision"]
@@ -79,7 +79,7 @@ def probe_with_retries(
     *,
     sleep: Callable[[float], None] = time.sleep,
 ) -> ProbeResult:
-    """:func:`~.session.probe`, probed again up to ``spec.retries`` times after a transient
+    """:func:`~.dispatch.probe`, probed again up to ``spec.retries`` times after a transient
     failure before the login (see the module). Never raises for anything the server does.
 
     The result is the last attempt's, with ``attempts``, the failing stage of each earlier

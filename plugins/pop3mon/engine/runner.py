@@ -2,18 +2,38 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 from .defaults import DEFAULTS
 from .pacing import LoginPacer, server_key
-from .result import ProbeResult, ProbeSpec
+from .result import ProbeResult, ProbeSpec, RoundTripInfo
 from .retry import probe_with_retries
+from .roundtrip import run_round_trip
 
-__all__ = ["DEFAULT_CONCURRENCY", "run_probes"]
+__all__ = ["DEFAULT_CONCURRENCY", "run_probes", "with_round_trip"]
 
 # The name predates the defaults table; plugin.py imports it for its option help.
 DEFAULT_CONCURRENCY = DEFAULTS.concurrency
+
+
+def with_round_trip(result: ProbeResult, spec: ProbeSpec, pacer: LoginPacer) -> ProbeResult:
+    """``result`` with the connection type's mail round trip (engine/roundtrip.py), made
+    after its own session ended (so the polls never overlap it) and only when that
+    session's login succeeded: without a working login there is nothing to poll with, and
+    no message is sent."""
+    if result.auth is None or not result.auth.success:
+        assert spec.round_trip is not None
+        info = RoundTripInfo(
+            status="not-run",
+            via=spec.round_trip.via.id,
+            reason="not made: this connection type's own POP3 login did not succeed",
+            cleanup=spec.round_trip.cleanup,
+        )
+    else:
+        info = run_round_trip(spec, pacer)
+    return dataclasses.replace(result, round_trip=info)
 
 
 def run_probes(
@@ -44,6 +64,8 @@ def run_probes(
 
     def one(spec: ProbeSpec) -> ProbeResult:
         result = probe_with_retries(spec, pacer)
+        if spec.round_trip is not None:
+            result = with_round_trip(result, spec, pacer)
         # Hand each result over as soon as it exists (not in input order), so a consumer
         # can work on finished connection types while slower ones are still in flight.
         if on_result is not None:

@@ -44,7 +44,7 @@ from .result import (
 from .tls import cert_info, chain_expiries, client_context, handshake, unverified_context
 from .wire import Deadline, Wire, parse_status, sanitize
 
-__all__ = ["probe"]
+__all__ = ["QUIT_WAIT"]
 
 QUIT_WAIT = 2.0  # a server that never answers QUIT should not eat the whole deadline
 
@@ -575,17 +575,3 @@ def _session_usable(err: ProbeError) -> bool:
     if isinstance(err, StartTLSError):
         return err.kind in ("stls-not-offered", "stls-refused")
     return False
-
-
-def probe(spec: ProbeSpec, pacer: LoginPacer | None = None) -> ProbeResult:
-    """Probe one connection type once. Never raises for anything the server does.
-
-    ``pacer`` coordinates this probe's login with the other probes of the run (see
-    :mod:`.pacing`); without one the login goes ahead at once.
-    """
-    if spec.protocol == "smtp":
-        # Imported here: engine/smtp.py builds on this module's _Probe.
-        from .smtp import SmtpProbe
-
-        return SmtpProbe(spec, pacer).run()
-    return _Probe(spec, pacer).run()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from . import auth as auth_mod
-from .errors import ProbeError, ProtocolError, StartTLSError
+from .errors import PolicyError, ProbeError, ProtocolError, StartTLSError
 from .pacing import LoginPacer
 from .result import ProbeSpec
 from .session import QUIT_WAIT, _peek, _Probe
@@ -29,6 +29,7 @@ from .wire import Deadline, Status, Wire, sanitize
 
 __all__ = [
     "RELAY_COMMANDS",
+    "ROUND_TRIP_COMMANDS",
     "SMTP_COMMANDS",
     "Reply",
     "SmtpProbe",
@@ -41,6 +42,9 @@ SMTP_COMMANDS: Final = frozenset({"EHLO", "STARTTLS", "AUTH", "QUIT"})
 #: Added to :data:`SMTP_COMMANDS` only for a connection type with ``relay_check``: an
 #: envelope that is reset before any DATA could follow it.
 RELAY_COMMANDS: Final = frozenset({"MAIL", "RCPT", "RSET"})
+#: Added only for the opt-in mail round trip's own submission session
+#: (engine/roundtrip.py): the one place pop3mon sends DATA, one message per run.
+ROUND_TRIP_COMMANDS: Final = frozenset({"MAIL", "RCPT", "DATA", "RSET"})
 
 REPLY_LINE_MAX = 512  # RFC 5321 §4.5.3.1.5: a reply line, CRLF included
 REPLY_MAX_LINES = 100  # an EHLO answer has a dozen; more is a broken or hostile server
@@ -100,10 +104,30 @@ class SmtpWire(Wire):
         started: float,
         cleartext_allowed: bool = False,
         relay: bool = False,
+        send: bool = False,
     ) -> None:
         super().__init__(sock, deadline, started=started, cleartext_allowed=cleartext_allowed)
         # Per connection type: MAIL/RCPT/RSET exist only where a relay check asks for them.
         self.allowed = SMTP_COMMANDS | RELAY_COMMANDS if relay else SMTP_COMMANDS
+        if send:
+            # Only the round trip's own session (engine/roundtrip.py) is built with send.
+            self.allowed = self.allowed | ROUND_TRIP_COMMANDS
+
+    def message(self, data: bytes, stage: str) -> None:
+        """The message after ``354``: dot-stuffed, CRLF lines, ended by ``.``. Refused
+        unless this wire may send DATA and DATA was the last command sent."""
+        if "DATA" not in self.allowed or self.sent_verbs[-1:] != ["DATA"]:
+            raise PolicyError(
+                "pop3mon sends a message only in the round trip's session, right after DATA",
+                kind="command-refused",
+                stage=stage,
+            )
+        lines = data.replace(b"\r\n", b"\n").split(b"\n")
+        body = b"".join(
+            (b"." + line if line.startswith(b".") else line) + b"\r\n" for line in lines
+        )
+        self.note("C", f"(message, {len(body)} octets)")
+        self._write(body + b".\r\n", stage)
 
     def reply(self, stage: str) -> Reply:
         """Read one (possibly multi-line) reply within the deadline; a line that is not
@@ -151,7 +175,7 @@ def _has(caps: tuple[str, ...] | None, keyword: str) -> bool:
 
 
 class SmtpProbe(_Probe):
-    """One SMTP probe. Use :func:`.session.probe` with ``protocol="smtp"``."""
+    """One SMTP probe. Use :func:`.dispatch.probe` with ``protocol="smtp"``."""
 
     def __init__(self, spec: ProbeSpec, pacer: LoginPacer | None = None) -> None:
         super().__init__(spec, pacer)

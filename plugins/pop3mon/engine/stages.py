@@ -15,6 +15,8 @@ from typing import Final, Literal, get_args
 __all__ = [
     "ADDRESS_FAMILIES",
     "CHECKS",
+    "CLEANUP_MODES",
+    "DELIVERY_PHASE",
     "DRIFT_CHECKS",
     "DRIFT_LEVELS",
     "FAMILY_LABELS",
@@ -33,6 +35,7 @@ __all__ = [
     "AddressFamily",
     "CheckName",
     "CheckSpec",
+    "Cleanup",
     "DriftCheck",
     "DriftLevel",
     "HostCheck",
@@ -64,6 +67,11 @@ PACING_MODES: Final[tuple[Pacing, ...]] = get_args(Pacing)
 TLS_SECURITY: Final[frozenset[Security]] = frozenset({"starttls", "starttls-optional", "tls"})
 
 TLS_VERSIONS: Final[tuple[str, ...]] = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+
+#: What the opt-in mail round trip may delete (``round_trip: {cleanup}``): nothing, or only
+#: messages carrying this monitor's tag with a valid HMAC of it (engine/roundtrip.py).
+Cleanup = Literal["off", "own-probe-messages"]
+CLEANUP_MODES: Final[tuple[Cleanup, ...]] = get_args(Cleanup)
 
 #: Which IP version a connection type may use (the ``address_family:`` key): ``auto``
 #: races every resolved address (RFC 8305), the others resolve and connect in one family.
@@ -219,9 +227,14 @@ assert tuple(s.name for s in STAGES) == get_args(Stage), "STAGES must list every
 
 #: Every latency phase a targets file may set thresholds for: the stages, then ``total``.
 LATENCY_PHASES: Final[tuple[Phase, ...]] = (*get_args(Stage), "total")
+#: The round trip's delivery time (send to seen in the mailbox): a latency check
+#: (``latency-delivery``) of a POP3 connection type with ``round_trip:``, judged against the
+#: round trip's own warn/crit; not a stage of the session, so not in LATENCY_PHASES.
+DELIVERY_PHASE: Final = "delivery"
 PHASE_LABELS: Final[Mapping[str, str]] = {
     **{s.name: s.label for s in STAGES},
     "total": "total",
+    DELIVERY_PHASE: "mail round trip delivery",
 }
 _INDEX: Final[Mapping[str, int]] = {s.name: i for i, s in enumerate(STAGES)}
 
