@@ -205,6 +205,7 @@ def test_report_in_a_real_browser(browser: Any, report: tuple[Path, Lab, dict[st
     # pytest-html's environment is rendered by its (inline) script; its table is hidden
     # (no test broke) and so is its "N tests took" line, which counted other things.
     checks = sum(len(c["checks"]) for c in doc["connections"])
+    checks += sum(len(h["checks"]) for h in doc["hosts"])  # the server's host check
     assert not page.locator("#results-table").is_visible()
     assert not page.locator(".run-count").is_visible()
     assert f"Every one of the {checks} checks" in page.locator("#pop3mon-tests").inner_text()

@@ -68,8 +68,9 @@ def test_plugin_works_in_a_fresh_project(project: Project) -> None:
     result = pytester.runpytest_subprocess("-rA")
     # 20 checks per connection type (the 4 drift checks SKIP: no history, no baseline; a
     # POP3 connection type has no SMTP relay check at all); the STLS-less server fails its
-    # STLS check only and everything that needs TLS is skipped naming it.
-    result.assert_outcomes(passed=17, failed=1, skipped=22)
+    # STLS check only and everything that needs TLS is skipped naming it. Plus the host
+    # check of the server (two connection types): its TCP check passes (PING is off).
+    result.assert_outcomes(passed=18, failed=1, skipped=22)
     result.stdout.fnmatch_lines(
         [
             "*CRIT nostls stls: server did not offer STLS*",
@@ -77,6 +78,7 @@ def test_plugin_works_in_a_fresh_project(project: Project) -> None:
             "CRIT (1 connection type, 1 root cause):",
             "  nostls tls/stls: server did not offer STLS*",
             "*13 dependent checks skipped because of it",
+            "hosts: 1 up",
             "OK: 1 connection type (-v lists them)",
         ]
     )
