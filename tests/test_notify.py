@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -737,6 +738,67 @@ def test_two_runs_notify_the_change_once(webhook: Webhook, tmp_path: Path) -> No
     for secret in (good, changed, HOOK_TOKEN):
         assert secret not in text
     assert HOOK_TOKEN not in run.proc.stdout + run.proc.stderr
+
+
+def test_a_host_going_down_is_one_change_and_one_notification(
+    webhook: Webhook, tmp_path: Path
+) -> None:
+    """Three real runs with a history and a webhook: a healthy host (the baseline), the
+    same host with its port closed (one change, host:lab tcp CRIT, in one message; its two
+    connection types' checks SKIP, which carries their last finding forward: no change of
+    theirs), then the host back (one recovery). The target selects the connection types
+    by pattern only, and hears of their host."""
+    from test_hosts import closed_port
+    from test_reports import run_suite as run_reported
+    from test_suite import write_targets
+
+    from pop3mon_lab.faultserver import FaultServer
+
+    (tmp_path / "hook.url").write_text(webhook.url() + "\n", encoding="utf-8")
+    reports = tmp_path / "reports"
+    sent: list[int] = []
+    for up in (True, False, True):
+        with ExitStack() as stack:
+            if up:
+                srv = stack.enter_context(FaultServer("healthy", users={"alice": "pw"}))
+                port = srv.port
+            else:
+                port = stack.enter_context(closed_port())
+            targets = write_targets(
+                tmp_path / "targets.yaml",
+                {
+                    "version": 1,
+                    "defaults": {"allow_cleartext": True, "auth": "none"},
+                    "notify": {
+                        "targets": [
+                            {"name": "hook", "url_file": "hook.url", "connections": ["pop*"]}
+                        ]
+                    },
+                    "servers": [
+                        {
+                            "name": "lab",
+                            "host": "127.0.0.1",
+                            "connections": [
+                                {"id": "pop1", "port": port, "security": "none"},
+                                {"id": "pop2", "port": port, "security": "none"},
+                            ],
+                        }
+                    ],
+                },
+            )
+            run = run_reported(targets, reports)
+        assert "notify: WARN" not in run.proc.stdout, run.proc.stdout[-3000:]
+        sent.append(len(webhook.payloads()))
+    doc = run.json()
+    assert sent == [0, 1, 2], sent
+    down, back = (p["message"] for p in webhook.payloads())
+    assert "host:lab tcp" in down and "CRIT" in down, down
+    assert "pop1" not in down and "pop2" not in down, down
+    assert "host:lab tcp" in back and "pop1" not in back, back
+    # The history tracks the host check like a connection type.
+    (host,) = doc["hosts"]
+    assert host["status"] == "up"
+    assert {c["check"]: c["state"]["verdict"] for c in host["checks"]} == {"tcp": "OK"}
 
 
 def test_the_commented_notify_example_in_targets_yaml_loads(tmp_path: Path) -> None:

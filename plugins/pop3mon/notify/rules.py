@@ -1,7 +1,9 @@
 """Which changes a notification target hears of: the rules of ``on:`` and the selection.
 
 A change maps to at most one rule (:func:`rule_of`); a target hears of the changes whose
-rule is in its ``on:`` and whose connection type it selects (``tags:``/``connections:``).
+rule is in its ``on:`` and whose connection type it selects (``tags:``/``connections:``; a
+host check's change, ``host:<server>``, reaches a target that selects one of that host's
+connection types).
 While a connection type flaps its changes are held: only the ``flapping``/``settled``
 change itself may be told (Nagios' flap detection), so a flapping server does not notify
 on every run.
@@ -37,6 +39,9 @@ class RunSummary:
     flapping: frozenset[str] = frozenset()
     #: Connection id -> its tags, for a target's ``tags:`` selection.
     tags: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    #: Host check id (``host:<server>``) -> its connection ids: a target hears of a host
+    #: whose connection types it selects (it is their root cause).
+    members: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
 
     @classmethod
     def build(
@@ -56,7 +61,13 @@ class RunSummary:
                 if s.verdict == Verdict.CRIT and s.hardness == "soft"
             ),
             flapping=frozenset(s.ct for s in states if s.flapping),
-            tags=MappingProxyType({c.id: c.tags for c in targets.connections}),
+            tags=MappingProxyType(
+                {
+                    **{c.id: c.tags for c in targets.connections},
+                    **{h.id: h.tags for h in targets.hosts},
+                }
+            ),
+            members=MappingProxyType({h.id: h.connections for h in targets.hosts}),
         )
 
 
@@ -91,7 +102,14 @@ def rule_of(change: Change, soft: frozenset[tuple[str, str]] = frozenset()) -> N
     return None
 
 
-def _selects(target: NotifyTarget, ct: str, tags: Mapping[str, tuple[str, ...]]) -> bool:
+def _selects(
+    target: NotifyTarget,
+    ct: str,
+    tags: Mapping[str, tuple[str, ...]],
+    members: Mapping[str, tuple[str, ...]] = MappingProxyType({}),
+) -> bool:
+    if any(_selects(target, m, tags) for m in members.get(ct, ())):
+        return True  # a host check: selected with any of its connection types
     if target.tags and not set(target.tags) & set(tags.get(ct, ())):
         return False
     return not target.connections or any(fnmatchcase(ct, p) for p in target.connections)
@@ -108,6 +126,6 @@ def select(target: NotifyTarget, changes: Sequence[Change], run: RunSummary) -> 
         rule = rule_of(change, run.soft)
         if rule is None or rule not in target.on:
             continue
-        if _selects(target, change.ct, run.tags):
+        if _selects(target, change.ct, run.tags, run.members):
             out.append(change)
     return out

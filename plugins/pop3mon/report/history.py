@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from ..checks.facts import Facts
+from ..engine.defaults import DEFAULTS
 from ..engine.result import ProbeResult
 from ..history.record import OFF, HistoryOutcome, record_run
 from ..history.store import CheckRow, CtRow, HistoryStore, RunRow, open_history_readonly
@@ -127,9 +128,24 @@ def record(config: pytest.Config, report: RunReport, path: Path | None) -> Histo
             CheckRow(conn.ct.id, r.check, r.tier, r.verdict, scrub(r.reason), r.figure, r.unit)
             for r in ran
         )
+    # The host checks are tracked like a connection type (id host:<server>): a host going
+    # down is one change (and one notification); its connection types' checks SKIP, which
+    # carries their last finding forward and is no change of theirs.
+    confirm = {c.ct.id: c.ct.confirm for c in report.connections}
+    for hrep in report.hosts:
+        ran = [r for r in hrep.records if r.outcome != NOT_RUN]
+        if not ran:
+            continue
+        cts.append(CtRow(ct=hrep.host.id, worst=hrep.worst, phases={}, facts=None, peer=""))
+        rows.extend(
+            CheckRow(hrep.host.id, r.check, r.tier, r.verdict, scrub(r.reason), r.figure, r.unit)
+            for r in ran
+        )
+        # As soon as the most eager of its connection types would call a CRIT hard.
+        mine = [c.ct.confirm for c in report.connections if c.ct.id in hrep.host.connections]
+        confirm[hrep.host.id] = min(mine, default=DEFAULTS.confirm)
     if not rows:
         return OFF
-    confirm = {c.ct.id: c.ct.confirm for c in report.connections}
     return record_run(path, store.targets.history, run, cts, rows, confirm)
 
 

@@ -22,6 +22,7 @@ Schema ``pop3mon/results/v1`` (keys are sorted, so diffs between runs stay small
          "probe": {...} | null}      # ProbeResult.to_dict(): phases, TLS, transcript ...
       ],
       "hosts": [{"host": {"id", "name", "host", "ports", "depends_on", "connections", ...},
+                 "availability": {...} | null,  # as a connection's (id host:<server>)
                  "status",                # up | down | blocked | not checked
                  "result": {...} | null,  # engine.hosts.HostResult: ping, ports, root
                  "checks": [{...}],       # ping, tcp: as a connection's checks
@@ -138,13 +139,18 @@ def _connection(conn: ConnectionReport, report: RunReport) -> dict[str, Any]:
     }
 
 
-def _host(hrep: HostReport) -> dict[str, Any]:
-    """One host check: its configuration, what it found, its checks and what it blocked."""
+def _host(hrep: HostReport, report: RunReport) -> dict[str, Any]:
+    """One host check: its configuration, what it found, its checks (with their history
+    states, tracked under the id ``host:<server>``) and what it blocked."""
+    hid = hrep.host.id
+    hist = report.history
+    avail = hist.availability.get(hid)
     return {
+        "availability": dict(avail) if avail is not None else None,
         "host": hrep.host.to_dict(),
         "status": hrep.status,
         "result": dataclasses.asdict(hrep.result) if hrep.result is not None else None,
-        "checks": [_check(r) for r in hrep.records],
+        "checks": [_check(r, report.states.get((hid, r.check))) for r in hrep.records],
         "blocked": list(hrep.blocked),
     }
 
@@ -170,7 +176,7 @@ def results_document(report: RunReport) -> dict[str, Any]:
         },
         "counts": {**counts, "total": sum(counts.values())},
         "connections": [_connection(c, report) for c in report.connections],
-        "hosts": [_host(h) for h in report.hosts],
+        "hosts": [_host(h, report) for h in report.hosts],
         "changes": [_change(c) for c in report.changes],
         "history": {
             "status": report.history.status,
