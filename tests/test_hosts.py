@@ -304,3 +304,35 @@ def test_single_connection_server_has_no_host_check(tmp_path: Path) -> None:
     hosts = load_targets(path).hosts
     assert [h.name for h in hosts] == ["pinged"]
     assert hosts[0].ports == (995,) and hosts[0].connections == ("pinged:995-tls",)
+
+
+def test_smtp_connection_types_count_toward_the_host(tmp_path: Path) -> None:
+    """A POP3 and an SMTP connection type on one server: one host check whose TCP tries
+    both ports; an SMTP-only server with two ports has one too."""
+    path = write_targets(
+        tmp_path / "t.yaml",
+        {
+            "version": 1,
+            "defaults": {"auth": "none"},
+            "servers": [
+                {
+                    "name": "mixed",
+                    "host": "127.0.0.1",
+                    "connections": [{"security": "tls"}],
+                    "smtp": [{"port": 25, "security": "starttls-optional"}],
+                },
+                {
+                    "name": "mx",
+                    "host": "127.0.0.1",
+                    "smtp": [
+                        {"port": 25, "security": "starttls-optional"},
+                        {"port": 465, "security": "tls"},
+                    ],
+                },
+            ],
+        },
+    )
+    hosts = {h.name: h for h in load_targets(path).hosts}
+    assert sorted(hosts) == ["mixed", "mx"]
+    assert sorted(hosts["mixed"].ports) == [25, 995] and len(hosts["mixed"].connections) == 2
+    assert sorted(hosts["mx"].ports) == [25, 465]
