@@ -501,7 +501,12 @@ def suite_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SuiteRun]:
                     "retry_backoff": BACKOFF,
                     "account": {"username": USER, "password_env": "POP3MON_RETRY_PW"},
                 },
-                "servers": [{"name": "fault", "host": "127.0.0.1", "connections": connections}],
+                # One server entry per fault server: a server with several connection
+                # types gets a host check, whose TCP connect would be the first connection
+                # flaky-first refuses, and the probe would never need its retry.
+                "servers": [
+                    {"name": c["id"], "host": "127.0.0.1", "connections": [c]} for c in connections
+                ],
             },
         )
         run = run_reports(targets, workdir / "reports", env={"POP3MON_RETRY_PW": PASSWORD})
