@@ -144,3 +144,20 @@ def test_scram_with_an_initial_response_too_long_for_the_auth_line(
     # The long initial response really was deferred (not inline on the AUTH line).
     sent = [line.text for line in result.transcript if line.direction == "C"]
     assert f"AUTH {mechanism.upper()}" in sent
+
+
+# -- plugin mode: an empty --id (an unset macro) checked every connection type ------------
+@pytest.mark.parametrize("option", ["--id=", "--id=,", "--id= "])
+def test_plugin_empty_id_is_unknown(
+    option: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--id=$ARG2$` with the argument missing probed the whole file and reported its
+    worst state under this service's name; it is a usage error (UNKNOWN) before any probe."""
+    from pop3mon.plugin_mode import main
+
+    path = tmp_path / "targets.yaml"
+    path.write_text(TARGETS.format(tag="eu"), encoding="utf-8")
+    code = main([f"--targets={path}", option, "--no-cache"])
+    out = capsys.readouterr().out
+    assert code == 3, out
+    assert out == "POP3 UNKNOWN - --id names no connection type (empty)\n"

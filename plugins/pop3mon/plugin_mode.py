@@ -263,6 +263,10 @@ def _select(targets: Targets, ids: Sequence[str], tags: Sequence[str]) -> list[C
     """The connection types named by ``--id`` and ``--tag``, in the file's order; every one
     of the file when neither is given."""
     wanted = [i.strip() for raw in ids for i in raw.split(",") if i.strip()]
+    if ids and not wanted:
+        # A macro that expanded to nothing (--id=$ARG2$): checking the whole file instead
+        # would report another service's state under this one's name.
+        raise PluginUnknown("--id names no connection type (empty)")
     known = set(targets.ids)
     for ct_id in wanted:
         if ct_id not in known:
