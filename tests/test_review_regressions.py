@@ -161,3 +161,26 @@ def test_plugin_empty_id_is_unknown(
     out = capsys.readouterr().out
     assert code == 3, out
     assert out == "POP3 UNKNOWN - --id names no connection type (empty)\n"
+
+
+# -- report.html: an SMTP session's transcript ended with POP3's "+OK" -------------------
+def test_html_smtp_session_end_says_221() -> None:
+    """The transcript's last line of a healthy SMTP session said "QUIT answered +OK" and
+    its capabilities "After STLS": SMTP answers QUIT with 221 and its verb is STARTTLS."""
+    from pop3mon.report.html import _caps, end_reason
+
+    with FaultServer("smtp-healthy") as srv:
+        spec = ProbeSpec(
+            id="mx",
+            host="localhost",
+            address="127.0.0.1",
+            port=srv.port,
+            protocol="smtp",
+            security="starttls-optional",
+            auth="none",
+            timeout=5.0,
+        )
+        result = probe(spec)
+    assert result.protocol == "smtp" and result.stage("quit") is not None
+    assert end_reason(result) == "QUIT answered 221, connection closed"
+    assert "After STLS" not in _caps(result)
