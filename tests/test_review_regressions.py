@@ -184,3 +184,44 @@ def test_html_smtp_session_end_says_221() -> None:
     assert result.protocol == "smtp" and result.stage("quit") is not None
     assert end_reason(result) == "QUIT answered 221, connection closed"
     assert "After STLS" not in _caps(result)
+
+
+# -- plugin mode: a run past --timeout answered UNKNOWN but the process lived on ----------
+def test_plugin_overrun_exits_with_its_answer(tmp_path: Path) -> None:
+    """The watchdog printed "no result within 1 s" at once, but the process then waited for
+    the stuck probe thread (the pool's workers are joined at exit), so a scheduler killed
+    it at its own timeout instead of reading UNKNOWN. The process ends with the answer."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "targets.yaml"
+    path.write_text(
+        "servers:\n  - name: fs\n    host: 127.0.0.1\n    connections:\n"
+        "      - {id: stuck, port: 1, security: none, auth: none}\n",
+        encoding="utf-8",
+    )
+    # A probe stuck beyond its deadlines (what the watchdog is for), injected.
+    code = (
+        "import sys, time\n"
+        "import pop3mon.engine.runner as r\n"
+        "r.probe_with_retries = lambda *a, **k: time.sleep(60)\n"
+        "import pop3mon.plugin_mode as m\n"
+        "sys.exit(m.main(sys.argv[1:]))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": f"{root / 'plugins'}", "POP3MON_CACHE_DIR": ""}
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", code, f"--targets={path}", "--timeout=1"],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+        env=env,
+    )
+    took = time.monotonic() - start
+    assert proc.stdout == "POP3 UNKNOWN - no result within 1 s (--timeout)\n", proc
+    assert proc.returncode == 3
+    assert took < 1 + 1 + 10, took  # the deadline, the grace, the interpreter's start
