@@ -33,6 +33,7 @@ history only when there is one.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 from collections.abc import Mapping, Sequence
@@ -77,6 +78,10 @@ _GRACE: Final = 1.0
 
 class PluginUnknown(Exception):
     """A run that cannot give a state: a usage error, a bad targets file, an unknown id."""
+
+
+class _Overran(PluginUnknown):
+    """The run outlived ``--timeout`` and its grace; its probe threads may still be busy."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -176,6 +181,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         state, text = _run(args)
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0
+    except _Overran as exc:
+        _emit(f"{SERVICE} UNKNOWN - {exc}")
+        # The interpreter's exit would join the engine's probe threads (ThreadPoolExecutor
+        # workers are not daemons) and so wait for the stuck probe: the scheduler would
+        # kill the check at its own timeout instead of reading this answer.
+        sys.stderr.flush()
+        os._exit(EXIT_CODES["UNKNOWN"])
     except PluginUnknown as exc:
         state, text = "UNKNOWN", f"{SERVICE} UNKNOWN - {exc}"
     except KeyboardInterrupt:
@@ -234,7 +246,7 @@ def _run(args: argparse.Namespace) -> tuple[Status, str]:
     worker.start()
     worker.join(timeout + _GRACE)
     if not box:
-        raise PluginUnknown(f"no result within {timeout:g} s (--timeout)")
+        raise _Overran(f"no result within {timeout:g} s (--timeout)")
     outcome = box[0]
     if isinstance(outcome, BaseException):
         raise outcome
@@ -263,6 +275,10 @@ def _select(targets: Targets, ids: Sequence[str], tags: Sequence[str]) -> list[C
     """The connection types named by ``--id`` and ``--tag``, in the file's order; every one
     of the file when neither is given."""
     wanted = [i.strip() for raw in ids for i in raw.split(",") if i.strip()]
+    if ids and not wanted:
+        # A macro that expanded to nothing (--id=$ARG2$): checking the whole file instead
+        # would report another service's state under this one's name.
+        raise PluginUnknown("--id names no connection type (empty)")
     known = set(targets.ids)
     for ct_id in wanted:
         if ct_id not in known:
