@@ -50,7 +50,16 @@ if TYPE_CHECKING:  # the run imports these itself, when it needs them
     from .engine.result import ProbeResult
     from .history.store import HistoryStore
 
-__all__ = ["EXIT_CODES", "PROG", "Status", "add_arguments", "main", "render", "status_of"]
+__all__ = [
+    "EXIT_CODES",
+    "PROG",
+    "Status",
+    "add_arguments",
+    "main",
+    "render",
+    "service_of",
+    "status_of",
+]
 
 PROG: Final = "pop3mon check"
 #: The service name that starts the first line (``POP3 OK - ...``).
@@ -401,13 +410,21 @@ def status_of(verdicts: Sequence[Verdict]) -> Status:
     return _STATUS[worst(verdicts)]
 
 
+def service_of(judged: Sequence[Judged]) -> str:
+    """The status line's service name: ``SMTP`` when every checked connection type is an
+    SMTP one, else ``POP3`` (also for UNKNOWN lines, which name no connection type)."""
+    if judged and all(j.ct.protocol == "smtp" for j in judged):
+        return "SMTP"
+    return SERVICE
+
+
 def render(judged: Sequence[Judged], *, verbose: int = 0) -> tuple[Status, str]:
     """The plugin state and output: the status line with the perfdata after ``|``, then
     the long output (problems; every check with ``verbose``)."""
     many = len(judged) > 1
     every = [(j.ct.id, c) for j in judged for c in j.checks]
     state = status_of([c.verdict for _, c in every])
-    line = f"{SERVICE} {state} - {_summary(judged, every)}"
+    line = f"{service_of(judged)} {state} - {_summary(judged, every)}"
     perf = " ".join(m for j in judged for m in perfdata(j, prefix=f"{j.ct.id}:" if many else ""))
     out = [f"{line} | {perf}" if perf else line]
     for ct_id, c in every:
