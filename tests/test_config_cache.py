@@ -11,6 +11,8 @@ import pytest
 from pop3mon.config import ConfigError, load_targets
 from pop3mon.config.cache import cache_dir, load_targets_cached
 
+from pop3mon_lab.certs import LabCerts
+
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "cache-sentinel-Zq8yW2"
 
@@ -115,3 +117,48 @@ def test_the_cache_can_be_turned_off(tmp_path: Path) -> None:
     assert load_targets_cached(path, {"POP3MON_CACHE_DIR": ""}).ids == ("one",)
     assert cache_dir({"XDG_CACHE_HOME": "/x"}) == Path("/x/pop3mon")
     assert cache_dir({"HOME": "/h"}) == Path("/h/.cache/pop3mon")
+
+
+def test_a_changed_ca_file_is_validated_again(
+    tmp_path: Path, env: dict[str, str], lab_certs: LabCerts
+) -> None:
+    """The validator reads ca_file too: a CA bundle broken after the entry was written is
+    the config error it is without the cache (plugin mode: UNKNOWN), not a CRIT handshake
+    blamed on the server."""
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(lab_certs.ca_file.read_bytes())
+    path = tmp_path / "targets.yaml"
+    path.write_text(TARGETS.replace("    account:", "    ca_file: ca.pem\n    account:"))
+    assert load_targets_cached(path, env).ids == ("one",)
+    assert load_targets_cached(path, env).ids == ("one",)  # a hit
+    ca.write_text("not a certificate\n")
+    with pytest.raises(ConfigError) as cached:
+        load_targets_cached(path, env)
+    with pytest.raises(ConfigError) as plain:
+        load_targets(path)
+    assert cached.value.problems == plain.value.problems
+    ca.unlink()
+    with pytest.raises(ConfigError):
+        load_targets_cached(path, env)
+
+
+def test_a_retargeted_symlink_is_validated_again(
+    tmp_path: Path, env: dict[str, str], lab_certs: LabCerts
+) -> None:
+    """A deployment that swaps a symlink to another release directory: the same bytes
+    there mean other relative paths (ca_file), so the entry of the old target is not used."""
+    for release in ("r1", "r2"):
+        (tmp_path / release).mkdir()
+        (tmp_path / release / "targets.yaml").write_text(
+            TARGETS.replace("    account:", "    ca_file: ca.pem\n    account:")
+        )
+        (tmp_path / release / "ca.pem").write_bytes(lab_certs.ca_file.read_bytes())
+    link = tmp_path / "targets.yaml"
+    link.symlink_to(tmp_path / "r1" / "targets.yaml")
+    first = load_targets_cached(link, env)
+    assert first.connections[0].ca_file == str(tmp_path / "r1" / "ca.pem")
+    link.unlink()
+    link.symlink_to(tmp_path / "r2" / "targets.yaml")
+    second = load_targets_cached(link, env)
+    assert second.connections[0].ca_file == str(tmp_path / "r2" / "ca.pem")
+    assert second == load_targets(link)

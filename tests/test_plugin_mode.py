@@ -38,7 +38,7 @@ BAD_ENV = "PLUGIN_MODE_BAD_PW"
 COPY_IGNORE = shutil.ignore_patterns(
     ".git", ".venv", "reports", "build", "dist", "*.egg-info", "__pycache__", ".*_cache"
 )
-FIRST = re.compile(r"^POP3 (OK|WARNING|CRITICAL|UNKNOWN) - (\S.*?)(?: \| (.+))?$")
+FIRST = re.compile(r"^(?:POP3|SMTP) (OK|WARNING|CRITICAL|UNKNOWN) - (\S.*?)(?: \| (.+))?$")
 LONG = re.compile(r"^\[(OK|WARNING|CRITICAL|UNKNOWN|SKIP)\] (?:(\S+) )?(\w+)/([\w-]+): \S.*$")
 EXIT = {"OK": 0, "WARNING": 1, "CRITICAL": 2, "UNKNOWN": 3}
 #: The plugin's validated-targets cache for this test process (checks after the first one
@@ -321,6 +321,28 @@ def test_hostile_server_text_and_an_echoed_secret(
         out = parse(proc)
         assert out.status == "CRITICAL", out
         assert "\x1b" not in proc.stdout
+
+
+def test_smtp_connection_types_are_an_smtp_service(installed: Installed, tmp_path: Path) -> None:
+    """An SMTP connection type is checked by the same command and named SMTP on the
+    status line (an open relay is CRITICAL); a mixed selection stays POP3."""
+    with FaultServer("smtp-open-relay") as relay, FaultServer("healthy") as pop:
+        path = tmp_path / "smtp.yaml"
+        path.write_text(
+            "servers:\n  - name: mx\n    host: 127.0.0.1\n"
+            f"    connections:\n      - {{id: pop, port: {pop.port}, security: none, "
+            "auth: none}\n"
+            f"    smtp:\n      - {{id: relay, port: {relay.port}, security: none, "
+            "relay_check: relay-test@pop3mon.invalid}\n",
+            encoding="utf-8",
+        )
+        proc = installed.run(f"--targets={path}", "--id=relay", "-v")
+        both = installed.run(f"--targets={path}", "--id=relay,pop")
+    out = parse(proc)
+    assert proc.stdout.startswith("SMTP CRITICAL - relay relay: open relay"), proc.stdout
+    assert out.status == "CRITICAL"
+    assert any(m[3] == "auth" and m[4] == "relay" and m[1] == "CRITICAL" for m in out.long)
+    assert both.stdout.startswith("POP3 CRITICAL - relay relay: open relay"), both.stdout
 
 
 def test_timeout_bounds_the_run(installed: Installed, tmp_path: Path) -> None:

@@ -144,3 +144,84 @@ def test_scram_with_an_initial_response_too_long_for_the_auth_line(
     # The long initial response really was deferred (not inline on the AUTH line).
     sent = [line.text for line in result.transcript if line.direction == "C"]
     assert f"AUTH {mechanism.upper()}" in sent
+
+
+# -- plugin mode: an empty --id (an unset macro) checked every connection type ------------
+@pytest.mark.parametrize("option", ["--id=", "--id=,", "--id= "])
+def test_plugin_empty_id_is_unknown(
+    option: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--id=$ARG2$` with the argument missing probed the whole file and reported its
+    worst state under this service's name; it is a usage error (UNKNOWN) before any probe."""
+    from pop3mon.plugin_mode import main
+
+    path = tmp_path / "targets.yaml"
+    path.write_text(TARGETS.format(tag="eu"), encoding="utf-8")
+    code = main([f"--targets={path}", option, "--no-cache"])
+    out = capsys.readouterr().out
+    assert code == 3, out
+    assert out == "POP3 UNKNOWN - --id names no connection type (empty)\n"
+
+
+# -- report.html: an SMTP session's transcript ended with POP3's "+OK" -------------------
+def test_html_smtp_session_end_says_221() -> None:
+    """The transcript's last line of a healthy SMTP session said "QUIT answered +OK" and
+    its capabilities "After STLS": SMTP answers QUIT with 221 and its verb is STARTTLS."""
+    from pop3mon.report.html import _caps, end_reason
+
+    with FaultServer("smtp-healthy") as srv:
+        spec = ProbeSpec(
+            id="mx",
+            host="localhost",
+            address="127.0.0.1",
+            port=srv.port,
+            protocol="smtp",
+            security="starttls-optional",
+            auth="none",
+            timeout=5.0,
+        )
+        result = probe(spec)
+    assert result.protocol == "smtp" and result.stage("quit") is not None
+    assert end_reason(result) == "QUIT answered 221, connection closed"
+    assert "After STLS" not in _caps(result)
+
+
+# -- plugin mode: a run past --timeout answered UNKNOWN but the process lived on ----------
+def test_plugin_overrun_exits_with_its_answer(tmp_path: Path) -> None:
+    """The watchdog printed "no result within 1 s" at once, but the process then waited for
+    the stuck probe thread (the pool's workers are joined at exit), so a scheduler killed
+    it at its own timeout instead of reading UNKNOWN. The process ends with the answer."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "targets.yaml"
+    path.write_text(
+        "servers:\n  - name: fs\n    host: 127.0.0.1\n    connections:\n"
+        "      - {id: stuck, port: 1, security: none, auth: none}\n",
+        encoding="utf-8",
+    )
+    # A probe stuck beyond its deadlines (what the watchdog is for), injected.
+    code = (
+        "import sys, time\n"
+        "import pop3mon.engine.runner as r\n"
+        "r.probe_with_retries = lambda *a, **k: time.sleep(60)\n"
+        "import pop3mon.plugin_mode as m\n"
+        "sys.exit(m.main(sys.argv[1:]))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": f"{root / 'plugins'}", "POP3MON_CACHE_DIR": ""}
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", code, f"--targets={path}", "--timeout=1"],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+        env=env,
+    )
+    took = time.monotonic() - start
+    assert proc.stdout == "POP3 UNKNOWN - no result within 1 s (--timeout)\n", proc
+    assert proc.returncode == 3
+    assert took < 1 + 1 + 10, took  # the deadline, the grace, the interpreter's start

@@ -33,6 +33,7 @@ history only when there is one.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 from collections.abc import Mapping, Sequence
@@ -49,7 +50,16 @@ if TYPE_CHECKING:  # the run imports these itself, when it needs them
     from .engine.result import ProbeResult
     from .history.store import HistoryStore
 
-__all__ = ["EXIT_CODES", "PROG", "Status", "add_arguments", "main", "render", "status_of"]
+__all__ = [
+    "EXIT_CODES",
+    "PROG",
+    "Status",
+    "add_arguments",
+    "main",
+    "render",
+    "service_of",
+    "status_of",
+]
 
 PROG: Final = "pop3mon check"
 #: The service name that starts the first line (``POP3 OK - ...``).
@@ -77,6 +87,10 @@ _GRACE: Final = 1.0
 
 class PluginUnknown(Exception):
     """A run that cannot give a state: a usage error, a bad targets file, an unknown id."""
+
+
+class _Overran(PluginUnknown):
+    """The run outlived ``--timeout`` and its grace; its probe threads may still be busy."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -176,6 +190,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         state, text = _run(args)
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0
+    except _Overran as exc:
+        _emit(f"{SERVICE} UNKNOWN - {exc}")
+        # The interpreter's exit would join the engine's probe threads (ThreadPoolExecutor
+        # workers are not daemons) and so wait for the stuck probe: the scheduler would
+        # kill the check at its own timeout instead of reading this answer.
+        sys.stderr.flush()
+        os._exit(EXIT_CODES["UNKNOWN"])
     except PluginUnknown as exc:
         state, text = "UNKNOWN", f"{SERVICE} UNKNOWN - {exc}"
     except KeyboardInterrupt:
@@ -234,7 +255,7 @@ def _run(args: argparse.Namespace) -> tuple[Status, str]:
     worker.start()
     worker.join(timeout + _GRACE)
     if not box:
-        raise PluginUnknown(f"no result within {timeout:g} s (--timeout)")
+        raise _Overran(f"no result within {timeout:g} s (--timeout)")
     outcome = box[0]
     if isinstance(outcome, BaseException):
         raise outcome
@@ -263,6 +284,10 @@ def _select(targets: Targets, ids: Sequence[str], tags: Sequence[str]) -> list[C
     """The connection types named by ``--id`` and ``--tag``, in the file's order; every one
     of the file when neither is given."""
     wanted = [i.strip() for raw in ids for i in raw.split(",") if i.strip()]
+    if ids and not wanted:
+        # A macro that expanded to nothing (--id=$ARG2$): checking the whole file instead
+        # would report another service's state under this one's name.
+        raise PluginUnknown("--id names no connection type (empty)")
     known = set(targets.ids)
     for ct_id in wanted:
         if ct_id not in known:
@@ -429,13 +454,21 @@ def status_of(verdicts: Sequence[Verdict]) -> Status:
     return _STATUS[worst(verdicts)]
 
 
+def service_of(judged: Sequence[Judged]) -> str:
+    """The status line's service name: ``SMTP`` when every checked connection type is an
+    SMTP one, else ``POP3`` (also for UNKNOWN lines, which name no connection type)."""
+    if judged and all(j.ct.protocol == "smtp" for j in judged):
+        return "SMTP"
+    return SERVICE
+
+
 def render(judged: Sequence[Judged], *, verbose: int = 0) -> tuple[Status, str]:
     """The plugin state and output: the status line with the perfdata after ``|``, then
     the long output (problems; every check with ``verbose``)."""
     many = len(judged) > 1
     every = [(j.ct.id, c) for j in judged for c in j.checks]
     state = status_of([c.verdict for _, c in every])
-    line = f"{SERVICE} {state} - {_summary(judged, every)}"
+    line = f"{service_of(judged)} {state} - {_summary(judged, every)}"
     perf = " ".join(m for j in judged for m in perfdata(j, prefix=f"{j.ct.id}:" if many else ""))
     out = [f"{line} | {perf}" if perf else line]
     for ct_id, c in every:

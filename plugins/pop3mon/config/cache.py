@@ -6,11 +6,14 @@ PyYAML and running both (0.15–0.2 s of a 0.3 s check for a small file, more fo
 so the first check stores the resulting :class:`~.model.Targets` and the next ones read it
 back when nothing it depends on changed.
 
-What a cached entry depends on is its key: the file's bytes, its path as given and the
-working directory (the path shown in messages and reports), and the pop3mon code that
-validated it (name, size and modification time of every module of the package) on this
-Python. Any change is a miss; a miss loads and validates the file as always
-(:func:`~.load.load_targets`) and replaces the entry.
+What a cached entry depends on is its key: the file's bytes, its path as given, the path it
+resolves to (relative ``ca_file`` paths start at that directory) and the working directory
+(the path shown in messages and reports), and the pop3mon code that validated it (name,
+size and modification time of every module of the package) on this Python. The validator
+also reads every ``ca_file``, so an entry keeps their identity (inode, size, modification
+time) and is used only while they are unchanged: a CA bundle broken after the first check
+is a config error (UNKNOWN), as without the cache. Any change is a miss; a miss loads and
+validates the file as always (:func:`~.load.load_targets`) and replaces the entry.
 
 A :class:`~.model.Targets` holds configuration and secret *references* only, never a
 secret value, so an entry holds nothing a ``ps`` or ``cat targets.yaml`` would not show.
@@ -69,6 +72,25 @@ def _code_stamp() -> bytes:
     return h.digest()
 
 
+#: A file the validation read, as ``(path, inode, size, mtime_ns)``; ``None`` fields: it
+#: could not be stat()ed then (the validator reported that, so the entry was never written).
+_FileStamp = tuple[str, int | None, int | None, int | None]
+
+
+def _file_stamps(targets: Targets) -> tuple[_FileStamp, ...]:
+    """The identity of every file besides the targets file that the validation read: the
+    ``ca_file`` of each connection type (the validator checks it is a PEM CA bundle)."""
+    out: list[_FileStamp] = []
+    for name in sorted({c.ca_file for c in targets.connections if c.ca_file}):
+        try:
+            info = os.stat(name)
+        except OSError:
+            out.append((name, None, None, None))
+        else:
+            out.append((name, info.st_ino, info.st_size, info.st_mtime_ns))
+    return tuple(out)
+
+
 def _private(directory: Path) -> bool:
     """Whether ``directory`` is this user's and nobody else may write to it."""
     try:
@@ -97,8 +119,15 @@ def _read_entry(entry: Path, digest: str) -> Targets | None:
         return None
     finally:
         os.close(fd)
-    if isinstance(value, Targets) and value.sha256 == digest:
-        return value
+    if not (isinstance(value, tuple) and len(value) == 2):
+        return None
+    targets, stamps = value
+    if (
+        isinstance(targets, Targets)
+        and targets.sha256 == digest
+        and stamps == _file_stamps(targets)
+    ):
+        return targets
     return None
 
 
@@ -110,7 +139,7 @@ def _write_entry(directory: Path, entry: Path, targets: Targets) -> None:
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
         try:
             with os.fdopen(fd, "wb") as fh:
-                pickle.dump(targets, fh, protocol=pickle.HIGHEST_PROTOCOL)
+                pickle.dump((targets, _file_stamps(targets)), fh, protocol=pickle.HIGHEST_PROTOCOL)
             os.replace(tmp, entry)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -146,6 +175,8 @@ def load_targets_cached(
         key = hashlib.sha256(
             _code_stamp()
             + os.fsencode(str(file))
+            + b"\0"
+            + os.fsencode(os.path.realpath(file))
             + b"\0"
             + os.fsencode(os.getcwd())
             + b"\0"

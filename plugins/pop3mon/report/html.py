@@ -642,7 +642,8 @@ def _caps(result: ProbeResult) -> str:
     first = "Plaintext (no TLS)" if result.security == "none" else "Before TLS"
     out = f"<h4>{first}</h4>" + listing(before, after, "gone")
     if after is not None or result.security in ("starttls", "starttls-optional"):
-        out += "<h4>After STLS</h4>" + listing(after, before, "new")
+        verb = "STARTTLS" if result.protocol == "smtp" else "STLS"
+        out += f"<h4>After {verb}</h4>" + listing(after, before, "new")
         if before is not None and after is not None:
             out += (
                 '<p class="p3m-muted">Struck through: offered only before TLS; bold: only '
@@ -664,7 +665,8 @@ def end_reason(result: ProbeResult) -> str:
     if quit_ is None:
         return "connection closed without QUIT"
     if quit_.status == "ok":
-        return "QUIT answered +OK, connection closed"
+        said = "221" if result.protocol == "smtp" else "+OK"
+        return f"QUIT answered {said}, connection closed"
     return f"{quit_.reason or 'QUIT not answered cleanly'}; connection closed"
 
 

@@ -91,7 +91,7 @@ _FAMILIES: Final[tuple[tuple[str, str, tuple[str, ...]], ...]] = (
     # -- per connection type, pop3mon's own --------------------------------------------
     (
         "pop3mon_up",
-        "1 when the POP3 server greeted with +OK (after the handshake with security tls), "
+        "1 when the server greeted: POP3 +OK, SMTP 220 (after the handshake with security tls), "
         "0 when the probe ran and got no greeting: DNS, connect, TLS or greeting failed.",
         _CONN,
     ),

@@ -78,7 +78,8 @@ def _group_detail(group: CauseGroup, limit: int | None, list_ids: bool) -> str:
     """The second line of a group: its ids (several) and the checks it blocked."""
     parts = []
     if len(group.ids) > 1 and list_ids:
-        parts.append(_more(group.ids, limit))
+        cut = limit is not None and len(group.ids) > limit
+        parts.append(_more(group.ids, limit) + (" (-v lists them)" if cut else ""))
     if group.blocked:
         checks = _plural(group.blocked, "dependent check")
         parts.append(f"{checks} skipped because of {'it' if len(group.ids) <= 1 else 'them'}")
@@ -135,7 +136,7 @@ def summary_lines(report: RunReport, verbose: bool = False) -> list[tuple[str, s
         title = f"SKIP ({_plural(len(skips), 'root cause')}):"
         _section(out, "", title, skips, verbose, Verdict.SKIP)
     out += host_lines(report, verbose)
-    ok = f"OK: {_plural(len(folded.ok), 'connection type')}"
+    ok = f"OK: {_plural(len(folded.ok), 'connection type') if folded.ok else 'none'}"
     if folded.ok and verbose:
         ok += ": " + ", ".join(folded.ok)
     elif folded.ok:
