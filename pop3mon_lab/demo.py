@@ -658,8 +658,13 @@ def targets_yaml(
     ca_file: str,
     wrong_password_file: str,
     connections: Sequence[DemoConnection] = ORIGINAL_CONNECTIONS,
+    hmac_key_file: str = "",
 ) -> str:
-    """The demo's targets file; secrets are references only (env vars and a file)."""
+    """The demo's targets file; secrets are references only (env vars and a file).
+
+    ``hmac_key_file``: the round trip reads its key from this file (``--serve``, where a
+    shell must give it) instead of :data:`HMAC_KEY_ENV`.
+    """
     lines = [
         "# pop3mon demo targets, written by `python -m pop3mon_lab.demo`.",
         f"# The lab ({lab.backend}) listens on 127.0.0.1 only and is gone after the demo.",
@@ -695,11 +700,13 @@ def targets_yaml(
             if group:
                 lines.append(f"    {key}:")
             for conn in group:
-                lines += _connection_yaml(lab, conn, wrong_password_file)
+                lines += _connection_yaml(lab, conn, wrong_password_file, hmac_key_file)
     return "\n".join(lines) + "\n"
 
 
-def _connection_yaml(lab: DemoLab, conn: DemoConnection, wrong_password_file: str) -> list[str]:
+def _connection_yaml(
+    lab: DemoLab, conn: DemoConnection, wrong_password_file: str, hmac_key_file: str
+) -> list[str]:
     lines = [
         f"      - id: {conn.id}  # {conn.what}",
         f"        port: {lab.ports[conn.endpoint]}",
@@ -718,7 +725,9 @@ def _connection_yaml(lab: DemoLab, conn: DemoConnection, wrong_password_file: st
             "          crit: 15",
             "          timeout: 20  # a lost message ends the demo's run in time",
             "          cleanup: own-probe-messages  # deletes only messages signed with the key",
-            f"          hmac_key_env: {HMAC_KEY_ENV}",
+            f"          hmac_key_file: {hmac_key_file}"
+            if hmac_key_file
+            else f"          hmac_key_env: {HMAC_KEY_ENV}",
         ]
     if conn.account == "wrong":
         lines.append(
@@ -1205,6 +1214,7 @@ def _demo(args: argparse.Namespace, say: _Say) -> int:
     for stale in (
         *demo_dir.glob("dovecot-*.log"),
         demo_dir / "postfix.log",
+        demo_dir / "hmac-key",  # an interrupted --serve's
         *(r.log for r in runs if r.log),
     ):
         stale.unlink(missing_ok=True)
@@ -1241,8 +1251,14 @@ def _demo(args: argparse.Namespace, say: _Say) -> int:
             )
         (demo_dir / "ca.crt").write_bytes(b"".join(p.read_bytes() for p in lab.ca_files))
 
+        key_file = ""
+        if args.serve:  # a shell gives the password; the key is read from a file
+            _write_secret(demo_dir / "hmac-key", hmac_key)
+            stack.callback((demo_dir / "hmac-key").unlink, True)
+            key_file = "demo/hmac-key"
+
         def write_targets() -> None:
-            text = targets_yaml(lab, "demo/ca.crt", "demo/wrong-password", conns)
+            text = targets_yaml(lab, "demo/ca.crt", "demo/wrong-password", conns, key_file)
             targets.write_text(text, encoding="utf-8")
 
         write_targets()
@@ -1259,7 +1275,7 @@ def _demo(args: argparse.Namespace, say: _Say) -> int:
         env["POP3MON_PYTHON"] = sys.executable
         env["POP3MON_NO_INSTALL"] = "1"
         if args.serve:
-            return _serve(targets, passwords[DEMO_USER], hmac_key, demo_dir, say)
+            return _serve(targets, passwords[DEMO_USER], demo_dir, say)
         extra = list(args.pytest_args)
         if two:
             for name in _HISTORY_FILES:
@@ -1307,24 +1323,24 @@ def _keep_logs(lab: DemoLab, demo_dir: Path) -> None:
             shutil.copyfile(log, demo_dir / name)
 
 
-def _serve(targets: Path, password: str, hmac_key: str, demo_dir: Path, say: _Say) -> int:
-    files = {demo_dir / "password": password, demo_dir / "hmac-key": hmac_key}
-    for path, value in files.items():
-        path.write_text(value + "\n", encoding="utf-8")
-        path.chmod(0o600)
-    secret, key = files
+def _write_secret(path: Path, value: str) -> None:
+    path.write_text(value + "\n", encoding="utf-8")
+    path.chmod(0o600)
+
+
+def _serve(targets: Path, password: str, demo_dir: Path, say: _Say) -> int:
+    secret = demo_dir / "password"
+    _write_secret(secret, password)
     try:
         say.line(f"targets file: {_rel(targets)}")
         say.line("The lab runs until Ctrl-C. Monitor it from another terminal, e.g.:")
         say.line(
-            f'  {PASSWORD_ENV}="$(cat {_rel(secret)})" {HMAC_KEY_ENV}="$(cat {_rel(key)})" '
-            f"pytest --targets={_rel(targets)} -k healthy"
+            f'  {PASSWORD_ENV}="$(cat {_rel(secret)})" pytest --targets={_rel(targets)} -k healthy'
         )
         while True:
             time.sleep(3600)
     finally:
-        for path in files:
-            path.unlink(missing_ok=True)
+        secret.unlink(missing_ok=True)
 
 
 def _collect(run: _Run, say: _Say) -> _Run | None:
