@@ -11,14 +11,26 @@ What it does:
 1. Generates a private CA and certificates (:mod:`.certs`), a second CA, and starts the lab:
    real Dovecot (:class:`.dovecot.DovecotLab`) with one master per certificate variant
    (``valid``, ``expired``, ``wrong_host``) plus three for the incident, listening on free
-   ports of 127.0.0.1 only. Where Dovecot is not installed (or does not start) it says so and
-   uses the project's reference server (:class:`.faultserver.FaultServer`, ``healthy``).
+   ports of 127.0.0.1 only. With Dovecot, also the mail lab where Postfix and Dovecot's
+   submission service are installed (else it says so and leaves the SMTP part out): the
+   ``valid`` Dovecot offers submission (STARTTLS + AUTH) and relays to a Postfix
+   (:class:`.postfix.PostfixLab`) whose STARTTLS listener is the demo's MX and whose
+   implicit-TLS listener serves the expired certificate; Postfix delivers the round trip's
+   message straight into the demo account's maildir. Where Dovecot is not installed (or
+   does not start) it says so and uses the project's reference server
+   (:class:`.faultserver.FaultServer`, ``healthy``), without the SMTP part.
 2. Writes ``DIR/demo-targets.yaml`` (see :data:`DEMO_CONNECTIONS`): three healthy connection
    types (implicit TLS, STLS with SCRAM-SHA-256, plaintext with APOP), four broken on purpose
-   (expired certificate, wrong host name, closed port, wrong password) and four the incident
-   will change (``incident-*``). Passwords are random per demo and reach pytest through
-   environment variables (``POP3MON_DEMO_PASSWORD``, ``POP3MON_DEMO_INCIDENT_PASSWORD``); the
-   wrong password is read from a file (``password_file``). None is in the YAML.
+   (expired certificate, wrong host name, closed port, wrong password), with the mail lab
+   four more (:data:`MAIL_CONNECTIONS`: a healthy MX whose relay check must be refused, a
+   healthy submission listener, an implicit-TLS SMTP listener with the expired certificate,
+   and a POP3 connection type with a mail round trip through that submission listener,
+   cleanup ``own-probe-messages``), and four the incident will change (``incident-*``).
+   Passwords and the round trip's HMAC key are random per demo (or taken from the
+   environment when set there) and reach pytest through environment variables
+   (``POP3MON_DEMO_PASSWORD``, ``POP3MON_DEMO_INCIDENT_PASSWORD``,
+   ``POP3MON_DEMO_HMAC_KEY``); the wrong password is read from a file (``password_file``).
+   None is in the YAML.
 3. Run 1: ``ci/run-monitor --targets=DIR/demo-targets.yaml --reports=DIR/run1``, the same
    entry point scheduled runs use (pytest's output: ``DIR/run1/demo-pytest.log``).
 4. The incident, done to the running lab as it happens to real servers: ``incident-cert``'s
@@ -33,8 +45,8 @@ What it does:
    one-screen summary, run 1 beside run 2, checks them against :data:`DEMO_CONNECTIONS`'
    expectations, and stops everything it started, also on Ctrl-C, SIGTERM or an error.
 
-``--once`` makes one run of the seven original connection types (no incident) with reports
-in ``DIR``, for quick use. The incident needs Dovecot: with the reference server both runs
+``--once`` makes one run of the seven original connection types (and the mail lab's four)
+without the incident, with reports in ``DIR``, for quick use. The incident needs Dovecot: with the reference server both runs
 see the same lab, and the demo says so.
 
 Exit status:
@@ -50,7 +62,8 @@ Exit status:
 * 130 - interrupted.
 
 ``--serve`` starts the lab, writes the targets file and waits for Ctrl-C instead of running
-the suite, for trying ``pytest --targets=...`` options by hand.
+the suite, for trying ``pytest --targets=...`` options by hand (the round trip then reads
+its key from ``DIR/demo/hmac-key``, 0600, removed at the end).
 """
 
 from __future__ import annotations
@@ -349,7 +362,7 @@ DEMO_CONNECTIONS: Final[tuple[DemoConnection, ...]] = (
         ),
         round_trip="healthy-submission",
     ),
-    # The incident's own connection types, so the seven above keep their meaning.
+    # The incident's own connection types, so the ones above keep their meaning.
     DemoConnection(
         "incident-cert",
         "implicit TLS; its certificate is re-issued by another CA",
@@ -1130,7 +1143,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--once",
         action="store_true",
-        help="one run of the seven original connection types, no incident (quicker)",
+        help="one run without the incident (quicker)",
     )
     parser.add_argument(
         "--serve",
