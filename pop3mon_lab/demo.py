@@ -46,8 +46,8 @@ What it does:
    expectations, and stops everything it started, also on Ctrl-C, SIGTERM or an error.
 
 ``--once`` makes one run of the seven original connection types (and the mail lab's four)
-without the incident, with reports in ``DIR``, for quick use. The incident needs Dovecot: with the reference server both runs
-see the same lab, and the demo says so.
+without the incident, with reports in ``DIR``, for quick use. The incident and the mail lab
+need Dovecot: with the reference server both runs see the same lab, and the demo says so.
 
 Exit status:
 

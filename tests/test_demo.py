@@ -44,7 +44,7 @@ from pop3mon_lab.demo import (
     start_lab,
     targets_yaml,
 )
-from pop3mon_lab.dovecot import LabUnavailable, find_dovecot
+from pop3mon_lab.dovecot import DEFAULT_MAILBOXES, LabUnavailable, find_dovecot
 from pop3mon_lab.postfix import find_postfix, find_submission
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -260,6 +260,12 @@ def _check_mail_part(reports: Path) -> None:
     assert delivery["verdict"] == "OK", delivery
     assert delivery["reason"].startswith("delivered through healthy-submission in "), delivery
     assert "cleanup deleted 1 own message(s)" in delivery["reason"], delivery
+    trip = conns["healthy-round-trip"]["probe"]["round_trip"]
+    assert trip["status"] == "delivered" and trip["deleted"] == 1, trip
+    # Cleanup deleted its own message and nothing else: the seeded messages are all there.
+    seeded = len(DEFAULT_MAILBOXES["demo"])
+    for cid in ("healthy-tls", "healthy-starttls", "healthy-round-trip"):
+        assert conns[cid]["probe"]["mailbox"]["count"] >= seeded, conns[cid]["probe"]["mailbox"]
     metrics = (reports / "metrics.prom").read_text(encoding="utf-8")
     assert re.search(r'probe_success\{module="smtp_tls",target="broken-smtps-expired"\} 0', metrics)
 
