@@ -449,6 +449,7 @@ class DovecotLab(LabBase):
         startup_timeout: float = 20.0,
         extra_config: str = "",
         extra_instances: Mapping[str, str] | None = None,
+        instance_config: Mapping[str, str] | None = None,
     ) -> None:
         """Prepare (but do not start) a lab.
 
@@ -466,6 +467,8 @@ class DovecotLab(LabBase):
         ``extra_instances``: more instances, name -> certificate variant, for tests that change
         one server while the others keep serving (:meth:`restart`, :meth:`reissue_certificate`);
         a name must not be a certificate variant. They share the users and maildirs.
+        ``instance_config``: instance name -> settings appended to that instance only (a
+        listener on a fixed port, e.g. the demo's submission service on the ``valid`` one).
         Raises :class:`LabUnavailable` when Dovecot is not installed.
         """
         self.binary = find_dovecot(dovecot)
@@ -499,6 +502,10 @@ class DovecotLab(LabBase):
         self._certs_arg = certs
         self._fast = fast_auth_failures
         self._extra = extra_config
+        self._instance_config: Mapping[str, str] = MappingProxyType(dict(instance_config or {}))
+        unknown = set(self._instance_config) - {*self.variants, *extra}
+        if unknown:
+            raise ValueError(f"instance_config for unknown instances: {', '.join(sorted(unknown))}")
         self._instances: dict[str, DovecotInstance] = {}
         self._lock = threading.Lock()
         self._started = False
@@ -825,6 +832,7 @@ class DovecotLab(LabBase):
                 ports=Listeners(next(ports), next(ports)),
                 cert_variant=cert_variant,
                 cert=self.certs.variant(cert_variant),
+                extra_config=self._instance_config.get(name, ""),
             )
             self._instances[name] = inst
 

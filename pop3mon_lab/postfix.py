@@ -36,11 +36,21 @@ from typing import Final, Literal, Self
 from .certs import CertPair, LabCerts, generate_lab_certs
 from .dovecot import HOST, LabBase, LabStartError, LabUnavailable, free_ports
 
-__all__ = ["SMTP_HOSTNAME", "PostfixLab", "SmtpListener", "find_postfix", "submission_config"]
+__all__ = [
+    "SMTP_HOSTNAME",
+    "SUBMISSION_BINARY",
+    "PostfixLab",
+    "SmtpListener",
+    "find_postfix",
+    "find_submission",
+    "submission_config",
+]
 
 #: What the lab's Postfix calls itself (greeting, EHLO).
 SMTP_HOSTNAME: Final = "mx.pop3mon.test"
 SmtpListener = Literal["smtp", "smtps"]
+#: Dovecot's submission service binary (Debian package dovecot-submissiond).
+SUBMISSION_BINARY: Final = "/usr/lib/dovecot/submission"
 
 # The services a Postfix that accepts no mail still needs; every one without chroot.
 _MASTER_SERVICES: Final = """\
@@ -83,6 +93,15 @@ def find_postfix() -> Path:
     return Path(found)
 
 
+def find_submission() -> Path:
+    """Dovecot's submission service, or :class:`LabUnavailable` saying what is missing."""
+    if not os.path.exists(SUBMISSION_BINARY):
+        raise LabUnavailable(
+            "Dovecot's submission service is not installed (Debian package: dovecot-submissiond)"
+        )
+    return Path(SUBMISSION_BINARY)
+
+
 class PostfixLab(LabBase):
     """One Postfix instance with an STARTTLS ``smtpd`` and an implicit-TLS ``smtpd``.
 
@@ -107,12 +126,15 @@ class PostfixLab(LabBase):
         deliver: Mapping[str, Path] | None = None,
         mail_owner: tuple[int, int] | None = None,
         smtp_port: int | None = None,
+        smtps_cert: str | None = None,
     ) -> None:
         """``deliver`` maps addresses to maildirs this Postfix delivers into (its
         ``virtual`` agent, as ``mail_owner`` uid/gid): the mail round trip's path into a
         Dovecot lab's mailbox (:meth:`~.dovecot.DovecotLab.maildir`). Without it the lab
         delivers nothing. ``smtp_port``: the STARTTLS listener's port, when a Dovecot
-        submission lab that relays to it must know it first (default: a free one)."""
+        submission lab that relays to it must know it first (default: a free one).
+        ``smtps_cert``: another certificate variant for the implicit-TLS listener alone (the
+        demo's broken 465-style listener serves ``expired``); default: ``cert``."""
         self._smtp_port = smtp_port
         self.binary = find_postfix()
         self._deliver = dict(deliver or {})
@@ -120,6 +142,7 @@ class PostfixLab(LabBase):
         self.users = MappingProxyType({})
         self._certs = certs
         self._cert_variant = cert
+        self._smtps_variant = smtps_cert
         self._workdir_arg = Path(workdir) if workdir is not None else None
         self._workdir: Path | None = None
         self._own_workdir = workdir is None
@@ -295,9 +318,13 @@ class PostfixLab(LabBase):
 
     def _master_cf(self) -> str:
         smtp, smtps = self.port("smtp"), self.port("smtps")
+        own = ""
+        if self._smtps_variant is not None and self._smtps_variant != self._cert_variant:
+            pair = self.certs.variant(self._smtps_variant)
+            own = f" -o smtpd_tls_cert_file={pair.cert} -o smtpd_tls_key_file={pair.key}"
         return (
             f"{HOST}:{smtp} inet n - n - - smtpd\n"
-            f"{HOST}:{smtps} inet n - n - - smtpd -o smtpd_tls_wrappermode=yes\n"
+            f"{HOST}:{smtps} inet n - n - - smtpd -o smtpd_tls_wrappermode=yes{own}\n"
             + _MASTER_SERVICES
             + (
                 "virtual   unix  -       n       n       -       -       virtual\n"

@@ -19,10 +19,7 @@ import pytest
 from pop3mon_lab.certs import VARIANTS, LabCerts, generate_lab_certs
 from pop3mon_lab.courier import CourierLab
 from pop3mon_lab.dovecot import DovecotLab, LabUnavailable, free_port
-from pop3mon_lab.postfix import PostfixLab, submission_config
-
-#: Dovecot's submission service binary (Debian package dovecot-submissiond).
-SUBMISSION_BINARY = "/usr/lib/dovecot/submission"
+from pop3mon_lab.postfix import SUBMISSION_BINARY, PostfixLab, submission_config
 
 
 def _unavailable(why: object) -> None:

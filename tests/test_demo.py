@@ -9,6 +9,7 @@ that nothing the demo started is still running.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -24,16 +25,27 @@ from typing import Any
 
 import pytest
 
+from pop3mon_lab.certs import LabCerts
 from pop3mon_lab.demo import (
     DEMO_CONNECTIONS,
+    HMAC_KEY_ENV,
+    INCIDENT_PASSWORD_ENV,
+    MAIL_CONNECTIONS,
     ORIGINAL_CONNECTIONS,
+    PASSWORD_ENV,
     CheckExpect,
     ConnFacts,
+    DemoLab,
     Expect,
+    _Say,
     changed_facts,
+    demo_connections,
     evaluate,
+    start_lab,
+    targets_yaml,
 )
-from pop3mon_lab.dovecot import LabUnavailable, find_dovecot
+from pop3mon_lab.dovecot import DEFAULT_MAILBOXES, LabUnavailable, find_dovecot
+from pop3mon_lab.postfix import find_postfix, find_submission
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_TIMEOUT = 240
@@ -49,6 +61,25 @@ def _dovecot_available() -> bool:
 
 def _require_dovecot() -> bool:
     return os.environ.get("POP3MON_REQUIRE_DOVECOT", "") not in ("", "0")
+
+
+def _mail_lab_available() -> bool:
+    """Postfix (and root) and Dovecot's submission service: the demo's SMTP part."""
+    try:
+        find_dovecot()
+        find_postfix()
+        find_submission()
+    except LabUnavailable:
+        return False
+    return True
+
+
+#: Known secrets for the end-to-end run, to look for in every artifact it leaves.
+SECRETS = {
+    PASSWORD_ENV: "demo-pw-SENTINEL-3c9e1f0a",
+    INCIDENT_PASSWORD_ENV: "incident-pw-SENTINEL-77ab02",
+    HMAC_KEY_ENV: "demo-hmac-SENTINEL-5d1e8b4427c0",
+}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -198,6 +229,47 @@ def _check_original_seven(reports: Path) -> dict[str, ET.Element]:
     return cases
 
 
+def _check_mail_part(reports: Path) -> None:
+    """The SMTP rows and the round trip in one run's reports: the healthy MX refuses to
+    relay, submission logs in, the implicit-TLS listener's expired certificate is CRIT, and
+    the round trip's message was delivered into the demo mailbox and cleaned up again."""
+    cases = junit_cases(reports / "junit.xml")
+    conns = {c["id"]: c for c in results(reports)["connections"]}
+    checks = {
+        cid: {k["check"]: k for k in conns[cid]["checks"]}
+        for cid in (c.id for c in MAIL_CONNECTIONS)
+    }
+    for conn in MAIL_CONNECTIONS:
+        assert conns[conn.id]["verdict"] == ("CRIT" if not conn.healthy else "OK"), (
+            conn.id,
+            conns[conn.id]["checks"],
+        )
+        if conn.protocol == "smtp":
+            probe = conns[conn.id]["probe"]
+            assert probe["protocol"] == "smtp"
+            # A probe sends no mail: never DATA on an SMTP connection type.
+            assert "DATA" not in {t["text"].split(" ")[0] for t in probe["transcript"]}
+    mx = checks["healthy-smtp-mx"]
+    assert mx["relay"]["verdict"] == "OK" and "Relay access denied" in mx["relay"]["reason"]
+    assert mx["stls"]["reason"].startswith("STARTTLS offered")
+    assert checks["healthy-submission"]["login"]["verdict"] == "OK"
+    assert not _failures(cases, "healthy-submission")
+    failure = cases["test_certificate[broken-smtps-expired]"].find("failure")
+    assert failure is not None and "expired" in (failure.get("message") or "")
+    delivery = checks["healthy-round-trip"]["latency-delivery"]
+    assert delivery["verdict"] == "OK", delivery
+    assert delivery["reason"].startswith("delivered through healthy-submission in "), delivery
+    assert "cleanup deleted 1 own message(s)" in delivery["reason"], delivery
+    trip = conns["healthy-round-trip"]["probe"]["round_trip"]
+    assert trip["status"] == "delivered" and trip["deleted"] == 1, trip
+    # Cleanup deleted its own message and nothing else: the seeded messages are all there.
+    seeded = len(DEFAULT_MAILBOXES["demo"])
+    for cid in ("healthy-tls", "healthy-starttls", "healthy-round-trip"):
+        assert conns[cid]["probe"]["mailbox"]["count"] >= seeded, conns[cid]["probe"]["mailbox"]
+    metrics = (reports / "metrics.prom").read_text(encoding="utf-8")
+    assert re.search(r'probe_success\{module="smtp_tls",target="broken-smtps-expired"\} 0', metrics)
+
+
 def results(reports: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((reports / "results.json").read_text(encoding="utf-8"))
     return data
@@ -219,9 +291,11 @@ def test_demo_end_to_end(repo_copy: Path, tmp_path: Path) -> None:
     runs' reports with the right verdicts (the incident's in run 2), nothing left running."""
     if _require_dovecot() and not _dovecot_available():
         pytest.fail("POP3MON_REQUIRE_DOVECOT is set but Dovecot is not installed")
+    if _require_dovecot() and not _mail_lab_available():
+        pytest.fail("POP3MON_REQUIRE_DOVECOT is set but Postfix or dovecot-submissiond is not")
     reports = tmp_path / "reports"
     workdir = tmp_path / "lab"
-    proc = run_demo(repo_copy, "--reports", str(reports), "--workdir", str(workdir))
+    proc = run_demo(repo_copy, "--reports", str(reports), "--workdir", str(workdir), **SECRETS)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "demo result: as designed" in out
@@ -231,7 +305,10 @@ def test_demo_end_to_end(repo_copy: Path, tmp_path: Path) -> None:
     else:
         assert "Falling back to pop3mon's own reference POP3 server" in out, out
         assert "the incident needs Dovecot" in out, out
-    shown = DEMO_CONNECTIONS if dovecot else ORIGINAL_CONNECTIONS
+    mail = dovecot and _mail_lab_available()
+    shown = demo_connections(incident=dovecot, mail=mail)
+    if dovecot and not mail:
+        assert "the SMTP part of the demo is left out" in out, out
     for conn in shown:
         assert re.search(rf"^{re.escape(conn.id)} .* as expected$", out, re.M), out
     assert "run 1 of 2" in out and "run 2 of 2" in out
@@ -239,6 +316,11 @@ def test_demo_end_to_end(repo_copy: Path, tmp_path: Path) -> None:
     # Run 1's reports are kept aside, run 2's are the ones to open: both right for the seven.
     run1 = _check_original_seven(reports / "run1")
     run2 = _check_original_seven(reports)
+    if mail:
+        for run_reports in (reports / "run1", reports):
+            _check_mail_part(run_reports)
+    else:
+        assert "smtp:" not in (reports / "demo-targets.yaml").read_text(encoding="utf-8")
 
     if dovecot:
         # Before the incident: three incident types healthy, the fourth's server is down.
@@ -282,17 +364,25 @@ def test_demo_end_to_end(repo_copy: Path, tmp_path: Path) -> None:
         assert drift[("incident-stls", "capabilities_changed")]["verdict"] == "WARN"
         assert "recovered: incident-recovers tcp" in out, out
 
-    # The demo's secrets are references only, and no value reached a report.
+    # The demo's secrets are references only, and no value reached any artifact: reports,
+    # targets file, pytest logs, the kept server logs, the history, the demo's terminal.
     targets = (reports / "demo-targets.yaml").read_text(encoding="utf-8")
     assert "password_env: POP3MON_DEMO_PASSWORD" in targets
     assert "password_file: demo/wrong-password" in targets
-    assert not re.search(r"^\s*password\s*:", targets, re.M)
+    assert not re.search(r"^\s*(password|hmac_key)\s*:", targets, re.M)
     assert "password_env: POP3MON_DEMO_INCIDENT_PASSWORD" in targets or not dovecot
-    wrong = (reports / "demo" / "wrong-password").read_text(encoding="utf-8").strip()
-    for name in ("report.html", "junit.xml", "results.json", "metrics.prom", "demo-pytest.log"):
-        for path in (reports / name, reports / "run1" / name):
-            if path.exists():
-                assert wrong not in path.read_text(encoding="utf-8", errors="replace"), path
+    assert f"hmac_key_env: {HMAC_KEY_ENV}" in targets or not mail
+    wrong_file = reports / "demo" / "wrong-password"
+    wrong = wrong_file.read_text(encoding="utf-8").strip()
+    secrets = [wrong, *SECRETS.values()]
+    artifacts = [p for p in reports.rglob("*") if p.is_file() and p != wrong_file]
+    assert any(p.name == "postfix.log" for p in artifacts) or not mail
+    for path in artifacts:
+        data = path.read_bytes()
+        for secret in secrets:
+            assert secret.encode() not in data, (path, secret[:8])
+    for secret in secrets:
+        assert secret not in out
 
     # Everything stopped: no Dovecot (or anything else) running from the lab directory.
     assert wait_no_processes(str(workdir)) == []
@@ -316,7 +406,9 @@ def test_demo_rerun_falls_back_without_dovecot(repo_copy: Path, tmp_path: Path) 
         assert "Dovecot is not available" in out
         assert "Falling back to pop3mon's own reference POP3 server" in out
         assert "demo result: as designed" in out
-        assert "incident-" not in (reports / "demo-targets.yaml").read_text(encoding="utf-8")
+        targets = (reports / "demo-targets.yaml").read_text(encoding="utf-8")
+        assert "incident-" not in targets
+        assert "smtp:" not in targets and "round_trip" not in targets  # needs Dovecot too
         if mode == "--once":
             assert "run 1 of 2" not in out and "running: ci/run-monitor" in out, out
             assert not (reports / "run1").exists()
@@ -397,6 +489,7 @@ def test_demo_serves_on_loopback_only_and_stops_on_ctrl_c(repo_copy: Path, tmp_p
     assert "interrupted; everything the demo started has been stopped" in out
     assert wait_no_processes(str(workdir)) == []
     assert not (tmp_path / "r" / "demo" / "password").exists()
+    assert not (tmp_path / "r" / "demo" / "hmac-key").exists()
 
 
 # --------------------------------------------------------------------------- verdict logic
@@ -444,7 +537,8 @@ def test_run_two_expectations_come_from_the_table() -> None:
     assert password.expected(1).healthy and password.expected(2).crit == ("auth", "login")
     assert any(c.tier == "drift" for c in HEALTHY.expected(1).checks)
     assert not any(c.tier == "drift" for c in HEALTHY.expected(2).checks)
-    assert {c.id for c in DEMO_CONNECTIONS} - {c.id for c in ORIGINAL_CONNECTIONS} == {
+    others = {c.id for c in DEMO_CONNECTIONS} - {c.id for c in ORIGINAL_CONNECTIONS}
+    assert others - {c.id for c in MAIL_CONNECTIONS} == {
         "incident-cert",
         "incident-password",
         "incident-stls",
@@ -502,3 +596,103 @@ def test_changed_facts() -> None:
     assert "in both runs" in changed_facts(cert, one, one)[1]
     assert "run 2" in changed_facts(cert, one, ConnFacts({}, {}))[1]
     assert changed_facts(HEALTHY, one, one) == ([], "")
+
+
+# --------------------------------------------------------------------------- the mail lab
+
+
+MX = next(c for c in DEMO_CONNECTIONS if c.id == "healthy-smtp-mx")
+SUBMISSION = next(c for c in DEMO_CONNECTIONS if c.id == "healthy-submission")
+
+
+def test_mail_connections_need_the_mail_lab() -> None:
+    """The SMTP rows and the round trip are their own part: without the mail lab the demo
+    runs the seven original connection types (and the incident's) unchanged."""
+    assert {c.id for c in MAIL_CONNECTIONS} == {
+        "healthy-smtp-mx",
+        "healthy-submission",
+        "broken-smtps-expired",
+        "healthy-round-trip",
+    }
+    assert len(ORIGINAL_CONNECTIONS) == 7 and not any(c.mail for c in ORIGINAL_CONNECTIONS)
+    assert demo_connections(incident=False, mail=True) == ORIGINAL_CONNECTIONS + MAIL_CONNECTIONS
+    assert set(demo_connections(incident=True, mail=True)) == set(DEMO_CONNECTIONS)
+    # One healthy and one broken SMTP listener at least, and a round trip through the
+    # healthy submission listener.
+    smtp = [c for c in MAIL_CONNECTIONS if c.protocol == "smtp"]
+    assert any(c.healthy for c in smtp) and any(not c.healthy for c in smtp)
+    trip = next(c for c in MAIL_CONNECTIONS if c.round_trip)
+    assert trip.round_trip == SUBMISSION.id and SUBMISSION.healthy
+
+
+def test_evaluate_smtp_without_login() -> None:
+    """An MX takes no login (auth: none): its SKIP login is healthy; a submission
+    listener's is not."""
+    checks = _checks(
+        connectivity__greeting="OK", tls__certificate="OK", auth__login="SKIP", auth__relay="OK"
+    )
+    checks[("auth", "relay")] = ("OK", "relaying refused: ... 554 5.7.1 Relay access denied")
+    assert evaluate(MX, checks).expected
+    refused = dict(checks)
+    refused[("auth", "relay")] = ("CRIT", "open relay")
+    assert not evaluate(MX, refused).expected
+    assert "successful login" in evaluate(SUBMISSION, checks).why
+
+
+def test_demo_targets_with_the_mail_lab_load(tmp_path: Path, lab_certs: LabCerts) -> None:
+    """The targets file with the SMTP part loads: smtp: entries with the demo's ids, the
+    round trip through the healthy submission listener with cleanup keyed by an
+    environment variable; no secret value in it."""
+    from pop3mon.config import load_targets
+
+    names = ("tls", "stls", "expired", "wrong_host", "closed", "smtp", "submission")
+    ports = {name: 20000 + i for i, name in enumerate((*names, "smtps_expired"))}
+    lab = DemoLab("dovecot", "test", lab_certs, ports, mail=True)
+    (tmp_path / "demo").mkdir()
+    shutil.copyfile(lab_certs.ca_file, tmp_path / "demo" / "ca.crt")
+    (tmp_path / "demo" / "wrong-password").write_text("x\n", encoding="utf-8")
+    text = targets_yaml(
+        lab, "demo/ca.crt", "demo/wrong-password", demo_connections(incident=False, mail=True)
+    )
+    path = tmp_path / "demo-targets.yaml"
+    path.write_text(text, encoding="utf-8")
+    targets = load_targets(path)
+    by_id = {c.id: c for c in targets.connections}
+    assert set(by_id) == {c.id for c in demo_connections(incident=False, mail=True)}
+    assert by_id["healthy-smtp-mx"].relay_check == "relay-test@demo.invalid"
+    trip = by_id["healthy-round-trip"].round_trip
+    assert trip is not None and trip.via == "healthy-submission"
+    assert trip.cleanup == "own-probe-messages"
+    assert f"hmac_key_env: {HMAC_KEY_ENV}" in text
+    assert not re.search(r"^\s*(password|hmac_key)\s*:", text, re.M)
+
+
+def test_demo_without_postfix_leaves_the_smtp_part_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Dovecot without Postfix: the demo says the SMTP part is left out and why, and its
+    lab offers the POP3 ports only (the real Dovecot lab; only Postfix is hidden)."""
+    if not _dovecot_available():
+        if _require_dovecot():
+            pytest.fail("POP3MON_REQUIRE_DOVECOT is set but Dovecot is not installed")
+        pytest.skip("Dovecot is not installed")
+
+    def missing() -> Path:
+        raise LabUnavailable("Postfix is not installed (Debian package: postfix)")
+
+    monkeypatch.setattr("pop3mon_lab.demo.find_postfix", missing)
+    monkeypatch.setenv("NO_COLOR", "1")
+    with contextlib.ExitStack() as stack:
+        lab = start_lab(
+            stack,
+            "auto",
+            tmp_path,
+            {"demo": "pw-1234567", "incident": "pw-7654321"},
+            _Say(),
+            incident=False,
+        )
+        assert lab.backend == "dovecot" and not lab.mail
+        assert not {"smtp", "submission", "smtps_expired"} & set(lab.ports)
+    out = capsys.readouterr().out
+    assert "the SMTP part of the demo is left out: Postfix is not installed" in out, out
+    assert "postfix and dovecot-submissiond" in out
