@@ -251,7 +251,7 @@ def test_overview_readable_without_javascript(
 def test_filter_narrows_rows(browser: Any, report: tuple[Path, Lab, dict[str, Any]]) -> None:
     """The filter box keeps the connection types whose id, server, endpoint or verdict
     holds every word typed (their details too); clearing it shows all again."""
-    path, lab, _doc = report
+    path, lab, doc = report
     context, page, guard = _open(browser, path)
     box = page.locator("#p3m-filter")
     assert box.is_visible()
@@ -264,6 +264,22 @@ def test_filter_narrows_rows(browser: Any, report: tuple[Path, Lab, dict[str, An
     assert page.locator("#p3m-shown").inner_text() == f"{len(expected)} of {len(lab.ids)} shown"
     box.fill("crit closed")  # every word must match
     assert _visible_rows(page) == ["closed"]
+    # A verdict word also finds a check with that verdict under a worse one, and a check
+    # name finds the connection types with a problem there.
+    for word, verdicts, check in (("warn", {"WARN"}, None), ("stls", {"WARN", "CRIT"}, "stls")):
+        box.fill(word)
+        expected = sorted(
+            c["id"]
+            for c in doc["connections"]
+            if c["verdict"] in {v for v in verdicts if check is None}
+            or any(
+                k["verdict"] in verdicts and (check is None or k["check"] == check)
+                for k in c["checks"]
+            )
+            or word in c["id"]
+        )
+        assert expected, word
+        assert sorted(_visible_rows(page)) == expected, word
     box.fill("")
     assert sorted(_visible_rows(page)) == lab.ids
     context.close()

@@ -266,6 +266,14 @@ def _figures(conn: ConnectionReport) -> str:
     return "<br>".join(esc(p) for p in parts) or '<span class="p3m-muted">–</span>'
 
 
+def _find(conn: ConnectionReport) -> str:
+    """What the filter box matches besides id, server, endpoint and worst verdict: every
+    problem as ``verdict:tier/check`` (``warn`` finds a WARN under a worse CRIT, ``expiry``
+    an expiry problem), as an attribute (empty when there is none)."""
+    words = sorted({f"{r.verdict}:{r.tier}/{r.check}".lower() for r in conn.problems()})
+    return f' data-find="{esc(" ".join(words))}"' if words else ""
+
+
 def _problems(conn: ConnectionReport) -> str:
     problems = conn.problems()
     if not problems:
@@ -422,7 +430,8 @@ def _matrix_row(report: RunReport, conn: ConnectionReport) -> str:
     mode = f"{ct.security} · auth {ct.auth}"
     cells = "".join(_cell(ct.id, t, conn.tier_records(t)) for t in TIERS)
     return (
-        f'<tr class="p3m-row" data-connection="{esc(ct.id)}" data-verdict="{esc(conn.worst)}">'
+        f'<tr class="p3m-row" data-connection="{esc(ct.id)}" data-verdict="{esc(conn.worst)}"'
+        f"{_find(conn)}>"
         f'<th scope="row"><a href="#{anchor(ct.id)}">{esc(ct.id)}</a>'
         f'<span class="p3m-sub">{badge(conn.worst, hint=False)}'
         f"{change_mark(report, conn)}</span></th>"

@@ -149,7 +149,8 @@ SCRIPT = """
         group: row.parentNode,
         details: link && document.getElementById(link.getAttribute("href").slice(1)),
         text: [row.getAttribute("data-connection"), row.parentNode.getAttribute("data-server"),
-               end ? end.textContent : "", row.getAttribute("data-verdict")]
+               end ? end.textContent : "", row.getAttribute("data-verdict"),
+               row.getAttribute("data-find") || ""]
           .join(" ").toLowerCase()
       };
     });
