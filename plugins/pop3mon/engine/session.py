@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from . import auth as auth_mod
@@ -289,61 +289,94 @@ class _Probe:
         return caps
 
     def starttls(self, wire: Wire, sock: socket.socket) -> None:
-        spec = self.spec
         caps = self.caps_before
-        self.stls_offered = (
-            None if caps is None else any(c.upper().split()[:1] == ["STLS"] for c in caps)
-        )
-        if self.stls_offered is False:
-            if spec.security == "starttls":
+        offered = None if caps is None else any(c.upper().split()[:1] == ["STLS"] for c in caps)
+
+        def answer() -> tuple[bool, str]:
+            status = wire.status("stls")
+            return status.ok, status.text or "(no text)"
+
+        if self.upgrade_to_tls(
+            wire,
+            sock,
+            stage="stls",
+            command="STLS",
+            offered=offered,
+            listed_in="CAPA",
+            answer=answer,
+            ok_word="+OK",
+        ):
+            # Capabilities learnt in plaintext may have been forged: ask again (RFC 2595 §4).
+            self.caps_after = self.capa(wire, "capa_tls")
+
+    def upgrade_to_tls(
+        self,
+        wire: Wire,
+        sock: socket.socket,
+        *,
+        stage: str,
+        command: str,
+        offered: bool | None,
+        listed_in: str,
+        answer: Callable[[], tuple[bool, str]],
+        ok_word: str,
+    ) -> bool:
+        """The plaintext-to-TLS step both protocols share (POP3 STLS, SMTP STARTTLS):
+        ``offered`` is whether the capabilities (``listed_in``) listed ``command`` (None:
+        unknown, try it); ``answer`` reads the server's reply as (accepted, text shown).
+        Not offered or refused: an error with ``security: starttls``, else a downgradable
+        WARN. Any byte the server sent after accepting and before the handshake is an
+        answer to something injected into the plaintext stream (CVE-2011-0411 class).
+        Returns whether the session now runs over TLS."""
+        self.stls_offered = offered
+        required = self.spec.security == "starttls"
+        if offered is False:
+            if required:
                 raise StartTLSError(
-                    "server did not offer STLS (not in CAPA); refusing to continue without TLS",
+                    f"server did not offer {command} (not in {listed_in}); refusing to "
+                    "continue without TLS",
                     kind="stls-not-offered",
-                    stage="stls",
+                    stage=stage,
                 )
             self.downgradable = True
             self.mark(
-                "stls",
+                stage,
                 "warn",
-                "server does not offer STLS; session continued in plaintext (downgradable)",
+                f"server does not offer {command}; session continued in plaintext (downgradable)",
                 "stls-not-offered",
             )
-            return
+            return False
         extra = 0
-        with self.phase("stls"):
-            wire.command("STLS", stage="stls")
-            status = wire.status("stls")
-            if status.ok:
+        with self.phase(stage):
+            wire.command(command, stage=stage)
+            accepted, shown = answer()
+            if accepted:
                 extra = wire.pending() + _peek(sock)
-        if not status.ok:
-            if spec.security == "starttls":
+        if not accepted:
+            if required:
                 raise StartTLSError(
-                    f"server refused STLS: {status.text or '(no text)'}",
-                    kind="stls-refused",
-                    stage="stls",
+                    f"server refused {command}: {shown}", kind="stls-refused", stage=stage
                 )
             self.downgradable = True
             self.mark(
-                "stls",
+                stage,
                 "warn",
-                f"server refused STLS ({status.text}); session continued in plaintext "
+                f"server refused {command} ({shown}); session continued in plaintext "
                 "(downgradable)",
                 "stls-refused",
             )
-            return
+            return False
         if extra:
             self.injection = True
             raise StartTLSError(
-                f"STARTTLS injection: server sent {extra} byte(s) after '+OK' to STLS before "
-                "the TLS handshake (CVE-2011-0411 class); session aborted",
+                f"STARTTLS injection: server sent {extra} byte(s) after '{ok_word}' to "
+                f"{command} before the TLS handshake (CVE-2011-0411 class); session aborted",
                 kind="stls-injection",
-                stage="stls",
+                stage=stage,
             )
-        self.ok("stls")
-        tls = self.tls_handshake(sock, "tls_handshake")
-        wire.upgrade(tls)
-        # Capabilities learnt in plaintext may have been forged: ask again (RFC 2595 §4).
-        self.caps_after = self.capa(wire, "capa_tls")
+        self.ok(stage)
+        wire.upgrade(self.tls_handshake(sock, "tls_handshake"))
+        return True
 
     def authenticate(self, wire: Wire) -> bool:
         spec = self.spec

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from typing import Final
 
 from . import auth as auth_mod
-from .errors import PolicyError, ProbeError, ProtocolError, StartTLSError
+from .errors import PolicyError, ProbeError, ProtocolError
 from .pacing import LoginPacer
 from .result import ProbeSpec
-from .session import QUIT_WAIT, _peek, _Probe
+from .session import QUIT_WAIT, _Probe
 from .wire import Deadline, Status, Wire, sanitize
 
 __all__ = [
@@ -263,62 +263,26 @@ class SmtpProbe(_Probe):
         return _ehlo_keywords(reply)
 
     def smtp_starttls(self, wire: SmtpWire, sock: socket.socket) -> None:
-        """RFC 3207, with the STARTTLS command-injection check the POP3 probe makes: any
-        byte the server sent after its 220 and before the handshake is an answer to
-        something injected into the plaintext stream (CVE-2011-0411 class)."""
-        spec = self.spec
-        self.stls_offered = _has(self.caps_before, "STARTTLS")
-        if not self.stls_offered:
-            if spec.security == "starttls":
-                raise StartTLSError(
-                    "server did not offer STARTTLS (not in EHLO); refusing to continue without TLS",
-                    kind="stls-not-offered",
-                    stage="starttls",
-                )
-            self.downgradable = True
-            self.mark(
-                "starttls",
-                "warn",
-                "server does not offer STARTTLS; session continued in plaintext (downgradable)",
-                "stls-not-offered",
-            )
-            return
-        extra = 0
-        with self.phase("starttls"):
-            wire.command("STARTTLS", stage="starttls")
+        """RFC 3207, with the STARTTLS command-injection check the POP3 probe makes
+        (:meth:`~.session._Probe.upgrade_to_tls`)."""
+
+        def answer() -> tuple[bool, str]:
             reply = wire.reply("starttls")
-            if reply.code == 220:
-                extra = wire.pending() + _peek(sock)
-        if reply.code != 220:
-            if spec.security == "starttls":
-                raise StartTLSError(
-                    f"server refused STARTTLS: {reply.shown()}",
-                    kind="stls-refused",
-                    stage="starttls",
-                )
-            self.downgradable = True
-            self.mark(
-                "starttls",
-                "warn",
-                f"server refused STARTTLS ({reply.shown()}); session continued in plaintext "
-                "(downgradable)",
-                "stls-refused",
-            )
-            return
-        if extra:
-            self.injection = True
-            raise StartTLSError(
-                f"STARTTLS injection: server sent {extra} byte(s) after '220' to STARTTLS "
-                "before the TLS handshake (CVE-2011-0411 class); session aborted",
-                kind="stls-injection",
-                stage="starttls",
-            )
-        self.ok("starttls")
-        tls = self.tls_handshake(sock, "tls_handshake")
-        wire.upgrade(tls)
-        # RFC 3207 §4.2: forget everything learnt before TLS and ask again.
-        self.stage = "ehlo_tls"
-        self.caps_after = self.ehlo(wire, "ehlo_tls")
+            return reply.code == 220, reply.shown()
+
+        if self.upgrade_to_tls(
+            wire,
+            sock,
+            stage="starttls",
+            command="STARTTLS",
+            offered=_has(self.caps_before, "STARTTLS"),
+            listed_in="EHLO",
+            answer=answer,
+            ok_word="220",
+        ):
+            # RFC 3207 §4.2: forget everything learnt before TLS and ask again.
+            self.stage = "ehlo_tls"
+            self.caps_after = self.ehlo(wire, "ehlo_tls")
 
     def relay(self, wire: SmtpWire) -> None:
         """MAIL FROM:<> / RCPT TO:<relay_check> / RSET, before any login: a 2xx to the RCPT
