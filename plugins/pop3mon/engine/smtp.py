@@ -232,9 +232,14 @@ class SmtpProbe(_Probe):
             self.stage = "relay"
             self.relay(wire)
         self.stage = "auth"
-        self.authenticate(wire)
+        if self.authenticate(wire):
+            self.after_login(wire)
         self.stage = "quit"
         self.quit(wire)
+
+    def after_login(self, wire: SmtpWire) -> None:
+        """What the session does once logged in, before QUIT: nothing here (the round
+        trip's sender sends its one message)."""
 
     def smtp_greeting(self, wire: SmtpWire) -> None:
         with self.phase("greeting"):
