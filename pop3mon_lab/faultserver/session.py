@@ -202,6 +202,48 @@ class Session(Channel, SaslMechanisms):
             ok = hmac.compare_digest(hashlib.md5(data).hexdigest(), digest)
         self.finish_login(SaslOutcome(user, ok, digest))
 
+    def sasl_rounds(
+        self,
+        mech: str,
+        first: bytes | None,
+        *,
+        challenge: str,
+        aborted: str,
+        bad_base64: str,
+        too_many: str,
+    ) -> SaslOutcome | None:
+        """The SASL exchange of ``mech`` on the wire, both protocols' way: each challenge
+        after ``challenge`` (POP3 "+ ", SMTP "334 "), base64 responses; the outcome, or None
+        once it answered one of the error lines (or the client went away)."""
+        exchange = self.sasl_exchange(mech, first)
+        rounds = 0
+        try:
+            text = next(exchange)
+            while True:
+                rounds += 1
+                if self.max_sasl_rounds is not None and rounds > self.max_sasl_rounds:
+                    self.reply(too_many)
+                    return None
+                if not self.reply(challenge + text):
+                    return None
+                raw = self.readline()
+                if raw is None:
+                    return None
+                self.log.add_line(self.conn.id, "sasl", raw, self.conn.tls)
+                line = as_text(raw.rstrip(b"\r\n"))
+                if line == "*":
+                    self.reply(aborted)
+                    return None
+                try:
+                    response = base64.b64decode(line, validate=True)
+                except binascii.Error:
+                    self.reply(bad_base64)
+                    return None
+                text = exchange.send(response)
+        except StopIteration as done:
+            outcome: SaslOutcome = done.value
+            return outcome
+
     def cmd_auth(self, arg: str) -> None:
         """AUTH mech [initial-response] (RFC 5034); bare AUTH lists mechanisms."""
         if not arg.strip():
@@ -225,33 +267,16 @@ class Session(Channel, SaslMechanisms):
                 except binascii.Error:
                     self.reply("-ERR Invalid base64 data in initial response.")
                     return
-        exchange = self.sasl_exchange(mech, first)
-        rounds = 0
-        try:
-            challenge = next(exchange)
-            while True:
-                rounds += 1
-                if self.max_sasl_rounds is not None and rounds > self.max_sasl_rounds:
-                    self.reply("-ERR Too many SASL rounds.")
-                    return
-                if not self.reply("+ " + challenge):
-                    return
-                raw = self.readline()
-                if raw is None:
-                    return
-                self.log.add_line(self.conn.id, "sasl", raw, self.conn.tls)
-                text = as_text(raw.rstrip(b"\r\n"))
-                if text == "*":
-                    self.reply("-ERR Authentication aborted.")
-                    return
-                try:
-                    response = base64.b64decode(text, validate=True)
-                except binascii.Error:
-                    self.reply("-ERR Invalid base64 data in continued response.")
-                    return
-                challenge = exchange.send(response)
-        except StopIteration as done:
-            outcome: SaslOutcome = done.value
+        outcome = self.sasl_rounds(
+            mech,
+            first,
+            challenge="+ ",
+            aborted="-ERR Authentication aborted.",
+            bad_base64="-ERR Invalid base64 data in continued response.",
+            too_many="-ERR Too many SASL rounds.",
+        )
+        if outcome is None:
+            return
         self.finish_login(outcome)
 
     def finish_login(self, outcome: SaslOutcome) -> None:

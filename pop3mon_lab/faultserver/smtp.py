@@ -111,30 +111,16 @@ class SmtpSession(Session):
             except binascii.Error:
                 self.reply("501 5.5.2 Invalid base64 data in initial response")
                 return
-        exchange = self.sasl_exchange(mech, first)
-        try:
-            challenge = next(exchange)
-            for _round in range(16):
-                if not self.reply("334 " + challenge):
-                    return
-                raw = self.readline()
-                if raw is None:
-                    return
-                self.log.add_line(self.conn.id, "sasl", raw, self.conn.tls)
-                text = as_text(raw.rstrip(b"\r\n"))
-                if text == "*":
-                    self.reply("501 5.7.0 Authentication aborted")
-                    return
-                try:
-                    response = base64.b64decode(text, validate=True)
-                except binascii.Error:
-                    self.reply("501 5.5.2 Invalid base64 data in continued response")
-                    return
-                challenge = exchange.send(response)
-            self.reply("535 5.7.8 Too many SASL rounds")
+        outcome = self.sasl_rounds(
+            mech,
+            first,
+            challenge="334 ",
+            aborted="501 5.7.0 Authentication aborted",
+            bad_base64="501 5.5.2 Invalid base64 data in continued response",
+            too_many="535 5.7.8 Too many SASL rounds",
+        )
+        if outcome is None:
             return
-        except StopIteration as done:
-            outcome: SaslOutcome = done.value
         self.finish_login(outcome)
 
     def finish_login(self, outcome: SaslOutcome) -> None:
