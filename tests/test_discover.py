@@ -16,12 +16,17 @@ The test zone ``example.test``:
 from __future__ import annotations
 
 import os
+import shlex
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pop3mon.config import load_targets
+from pop3mon.config.draft import draft_yaml
 from pop3mon.engine import autoconfig as ac
 from pop3mon.engine.discovery import Discovery, DiscoverySpec, discover
 
@@ -36,6 +41,8 @@ from pop3mon_lab.dnsmasq import DnsLab, Srv
 from pop3mon_lab.dovecot import DovecotLab, LabUnavailable
 from pop3mon_lab.faultserver import FaultServer
 
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 ZONE = "example.test"
 MAIL1 = f"mail1.{ZONE}"
 MAIL2 = f"mail2.{ZONE}"
@@ -268,3 +275,86 @@ def test_dripping_autoconfig_is_bounded_by_the_deadline(zone: Zone) -> None:
         found = discover(zone.spec(autoconfig_port=http.port, ports=(), timeout=2.0))
         assert time.monotonic() - start < 2.0 + 1.0
     assert any("autoconfig" in p for p in found.problems)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``pop3mon`` of this checkout (not an installed copy), as a subprocess."""
+    code = "import sys; from pop3mon.cli import main; sys.exit(main())"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "plugins")},
+    )
+
+
+def test_the_draft_loads_and_says_where_each_connection_was_found(
+    zone: Zone, tmp_path: Path
+) -> None:
+    found = discover(zone.spec())
+    text = draft_yaml(found, ca_file=str(zone.certs.ca_file))
+    path = tmp_path / "draft.yaml"
+    path.write_text(text, encoding="utf-8")
+    targets = load_targets(path)
+    by_port = {(ct.host, ct.port): ct for ct in targets.connections}
+    assert by_port[(MAIL1, zone.plain)].security == "starttls"
+    assert by_port[(MAIL1, zone.tls)].security == "tls"
+    assert by_port[(MAIL2, zone.wrong)].security == "tls"
+    assert (MAIL1, zone.hidden) in by_port
+    assert f"# found: SRV _pop3s._tcp.{ZONE} SRV 0 1 {zone.tls} {MAIL1}." in text
+    assert f"# found: autoconfig http://autoconfig.{ZONE}:{zone.http.port}" in text
+    assert f"port probe {zone.hidden} (CAPA:" in text
+    assert "# WARNING: CLEARTEXT LOGIN BEFORE TLS: offers SASL PLAIN, SASL LOGIN, USER" in text
+    assert "# WARNING: TLS not verified: certificate does not match" in text
+    assert "password_env: POP3MON_PASSWORD" in text
+    assert "smtp:" in text and "port: 587" in text
+
+
+def test_readme_discover_commands(zone: Zone, tmp_path: Path) -> None:
+    """The README's `pop3mon discover` commands, run against the lab zone: example.com
+    becomes the test zone, the standard ports the lab's, and the lab's DNS server,
+    autoconfig port and CA are added."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Discovering connection types", 1)[1].split("\n## ", 1)[0]
+    lines = [ln for ln in section.splitlines() if ln.startswith("pop3mon discover ")]
+    assert len(lines) == 3, lines
+    for line in lines:
+        argv = shlex.split(line)[1:]
+        argv = [
+            a.replace("example.com", ZONE)
+            .replace("--port=110", f"--port={zone.plain}")
+            .replace("--port=995", f"--tls-port={zone.tls}")
+            for a in argv
+        ]
+        argv += [
+            f"--nameserver={zone.dns.nameserver}",
+            f"--autoconfig-port={zone.http.port}",
+            f"--ca-file={zone.certs.ca_file}",
+            "--timeout=15",
+        ]
+        proc = subprocess.run(
+            [sys.executable, "-c", "import sys; from pop3mon.cli import main; sys.exit(main())",
+             *argv],
+            capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT / "plugins")},
+        )  # fmt: skip
+        assert proc.returncode == 0, (line, proc.stdout, proc.stderr)
+        assert "PROTO  HOST" in proc.stdout or "--output" in line, proc.stdout
+        assert "the draft does not load" not in proc.stdout
+        if "--output=" in line:
+            load_targets(tmp_path / "discovered-targets.yaml")
+    assert "CLEARTEXT LOGIN BEFORE TLS" in proc.stdout
+
+
+def test_discover_usage_and_nothing_found(zone: Zone) -> None:
+    assert _cli("discover").returncode == 2
+    assert _cli("discover", "--host=x", "--timeout=0").returncode == 2
+    assert _cli("discover", "--host=x", "--nameserver=nonsense").returncode == 2
+    nothing = _cli(
+        "discover", f"dot.{ZONE}", f"--nameserver={zone.dns.nameserver}", "--timeout=3",
+        "--autoconfig-port=1",
+    )  # fmt: skip
+    assert nothing.returncode == 1, nothing.stdout
+    assert "Traceback" not in nothing.stderr

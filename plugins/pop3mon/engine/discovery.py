@@ -199,7 +199,7 @@ def _cleartext_offers(caps: tuple[str, ...] | None, greeting: str) -> tuple[str,
     for mech in MECHANISMS.values():
         if mech.sends_secret and offer.offers(mech.name):
             out.append(f"SASL {mech.sasl}" if mech.sasl else mech.name.upper())
-    return tuple(sorted(out, key=lambda w: (w.startswith("SASL"), w)))
+    return tuple(out)
 
 
 def probe_port(
