@@ -358,3 +358,25 @@ def test_discover_usage_and_nothing_found(zone: Zone) -> None:
     )  # fmt: skip
     assert nothing.returncode == 1, nothing.stdout
     assert "Traceback" not in nothing.stderr
+
+
+def test_a_silent_port_of_unknown_security_is_tried_with_implicit_tls(
+    lab_certs: LabCerts,
+) -> None:
+    with FaultServer(
+        "healthy", certfile=lab_certs.valid.cert, keyfile=lab_certs.valid.key, implicit_tls=True
+    ) as srv:
+        found = discover(
+            DiscoverySpec(
+                domain=None,
+                hosts=("localhost",),
+                ports=(srv.port,),
+                tls_ports=(),
+                timeout=8.0,
+                ca_file=str(lab_certs.ca_file),
+            )
+        )
+        srv.wait_idle()
+        assert set(srv.commands()) <= {"CAPA", "STLS", "QUIT"}, srv.commands()
+    (offered,) = found.offered
+    assert offered.answered and offered.security == "tls" and offered.tls_ok, offered
