@@ -281,10 +281,6 @@ def _accepted_table(rows: Sequence[Any]) -> str:
     return "\n".join(line.rstrip() for line in out)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
-
-
 # ----------------------------------------------------------------------------- discover
 
 #: Default deadline of the whole discovery, seconds.
@@ -445,3 +441,7 @@ def _discovery_table(found: Any, problems: Sequence[str]) -> str:
     lines = [head, *(line.rstrip() for line in lines)]
     lines += [f"problem: {p}" for p in problems]
     return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
