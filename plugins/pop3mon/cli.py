@@ -11,6 +11,11 @@ Subcommands, one :mod:`argparse` sub-parser each, so later ones (``check``, ``me
   check with ``ID:CHECK``), recorded with the note;
 * ``pop3mon history --history PATH [--targets FILE] accepted [ID ...]``: the recorded
   acceptances (when, who, note, connection type, check);
+* ``pop3mon discover [DOMAIN] [--host H ...] [--port P ...] [--nameserver IP[:PORT]]
+  [--timeout S] [--format table|yaml|both] [--output FILE]``: what a mail domain publishes
+  (RFC 6186 SRV, client autoconfig) and what its hosts' POP3 ports offer (CAPA/STLS/QUIT
+  only, never a login), as a table and a ``targets.yaml`` draft (exit 0: something found,
+  1: nothing found, 2: usage);
 * ``pop3mon check --targets FILE [--id ID] [--tag TAG] ...`` (also ``pop3mon-check``):
   the monitoring-plugin mode, :mod:`pop3mon.plugin_mode` (its own exit codes: 0 OK,
   1 WARNING, 2 CRITICAL, 3 UNKNOWN, also for its usage errors).
@@ -108,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=plugin_mode.build_parser().description,
     )
     plugin_mode.add_arguments(check)
+    _add_discover(commands)
     return parser
 
 
@@ -123,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "history":
             return _history(args)
+        if args.command == "discover":
+            return _discover(args)
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
@@ -271,6 +279,168 @@ def _accepted_table(rows: Sequence[Any]) -> str:
     if len(lines) == 1:
         out.append("(no acceptance recorded)")
     return "\n".join(line.rstrip() for line in out)
+
+
+# ----------------------------------------------------------------------------- discover
+
+#: Default deadline of the whole discovery, seconds.
+DISCOVER_TIMEOUT: Final = 20.0
+_MAX_TIMEOUT: Final = 300.0
+
+
+def _add_discover(commands: Any) -> None:
+    discover = commands.add_parser(
+        "discover",
+        help="what a mail domain publishes (SRV, autoconfig) and its hosts offer: a table "
+        "and a targets.yaml draft",
+        description="Discover a mail domain's POP3 connection types: RFC 6186 SRV records, "
+        "the client autoconfig document, and a probe of the POP3 ports (110, 995 and every "
+        "published one) on the hosts named with --host or by the domain's own records. Only "
+        "CAPA, STLS and QUIT are sent: never a login; no address range is scanned. Exit "
+        "0: something found; 1: nothing found; 2: usage error.",
+    )
+    discover.add_argument("domain", nargs="?", metavar="DOMAIN", help="the mail domain")
+    discover.add_argument(
+        "--host", action="append", default=[], metavar="HOST", help="a host to probe (repeat)"
+    )
+    discover.add_argument(
+        "--port",
+        action="append",
+        type=int,
+        default=[],
+        metavar="PORT",
+        help="POP3 ports to probe on every host instead of 110 and 995 (repeat); "
+        "published ports are probed as well",
+    )
+    discover.add_argument(
+        "--tls-port",
+        action="append",
+        type=int,
+        default=[],
+        metavar="PORT",
+        help="a --port that speaks implicit TLS (995 always does)",
+    )
+    discover.add_argument(
+        "--nameserver", metavar="IP[:PORT]", help="ask this DNS server (default: the system's)"
+    )
+    discover.add_argument(
+        "--autoconfig-port", type=int, metavar="PORT", help="HTTP(S) port of the autoconfig"
+    )
+    discover.add_argument(
+        "--email", metavar="ADDRESS", help="an address of the domain (?emailaddress=)"
+    )
+    discover.add_argument("--ca-file", metavar="PEM", help="CAs to trust instead of the system's")
+    discover.add_argument(
+        "--timeout",
+        type=float,
+        default=DISCOVER_TIMEOUT,
+        metavar="S",
+        help=f"one deadline for the whole discovery (default {DISCOVER_TIMEOUT:g} s)",
+    )
+    discover.add_argument(
+        "--format",
+        choices=("table", "yaml", "both"),
+        default="both",
+        help="table, the targets.yaml draft, or both (default)",
+    )
+    discover.add_argument(
+        "--output", metavar="FILE", help="write the targets.yaml draft to FILE (not stdout)"
+    )
+
+
+def _discover(args: argparse.Namespace) -> int:
+    from .config import draft as draft_mod
+    from .config.load import load_targets
+    from .engine.discovery import DiscoverySpec, discover
+    from .engine.discovery_dns import parse_nameserver
+
+    if not args.domain and not args.host:
+        raise UsageError("discover needs a DOMAIN or at least one --host")
+    if not 0 < args.timeout <= _MAX_TIMEOUT:
+        raise UsageError(f"--timeout must be between 0 and {_MAX_TIMEOUT:g} seconds")
+    for port in (
+        *args.port,
+        *args.tls_port,
+        *([args.autoconfig_port] if args.autoconfig_port else []),
+    ):
+        if not 0 < port < 65536:
+            raise UsageError(f"port {port} is not 1-65535")
+    for name in (args.domain, *args.host):
+        if name and (len(name) > 253 or not all(c.isalnum() or c in ".-_:" for c in name)):
+            raise UsageError(f"{name[:80]!r} is not a host or domain name")
+    if args.nameserver:
+        try:
+            parse_nameserver(args.nameserver)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    ports = tuple(dict.fromkeys([*args.port, *args.tls_port])) or (110, 995)
+    spec = DiscoverySpec(
+        domain=args.domain,
+        hosts=tuple(args.host),
+        ports=ports,
+        tls_ports=(995, *args.tls_port),
+        nameserver=args.nameserver,
+        autoconfig_port=args.autoconfig_port,
+        timeout=args.timeout,
+        ca_file=args.ca_file,
+        email=args.email,
+    )
+    found = discover(spec)
+    text = draft_mod.draft_yaml(found, ca_file=args.ca_file)
+    problems = list(found.problems)
+    try:
+        load_targets("discovered-targets.yaml", raw=text.encode())
+    except ConfigError as exc:  # a bug of the draft writer: say so, never hide it
+        problems.append(f"the draft does not load: {exc}")
+    if args.format in ("table", "both"):
+        print(_discovery_table(found, problems))
+    if args.output:
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+        print(f"targets.yaml draft written to {args.output}")
+    elif args.format in ("yaml", "both"):
+        if args.format == "both":
+            print()
+        print(text, end="")
+    return 0 if found.found else 1
+
+
+def _discovery_table(found: Any, problems: Sequence[str]) -> str:
+    from .config.draft import findings
+
+    rows = [("PROTO", "HOST", "PORT", "SECURITY", "FOUND BY", "POP3", "STLS", "TLS", "NOTE")]
+    for f in findings(found):
+        o = f.offered
+        by = ",".join(dict.fromkeys(p.source for p in f.published))
+        if o is not None and o.answered:
+            by = f"{by},port" if by else "port"
+        answered = "-" if o is None else ("yes" if o.answered else "no")
+        stls = "-" if o is None or f.security == "tls" else ("yes" if o.stls_offered else "no")
+        tls = "-" if o is None or o.tls_ok is None else ("ok" if o.tls_ok else "FAIL")
+        rows.append(
+            (
+                f.protocol,
+                f.host,
+                str(f.port),
+                f.security,
+                by,
+                answered,
+                stls,
+                tls,
+                "; ".join(f.warnings) or ("not probed (SMTP)" if o is None else ""),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
+        for row in rows
+    ]
+    head = f"discovery of {found.domain or ', '.join(found.hosts)}: {found.elapsed:.2f} s"
+    lines = [head, *(line.rstrip() for line in lines)]
+    lines += [f"problem: {p}" for p in problems]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,382 @@
+"""Discovery (issue 15): SRV records from a real DNS server (dnsmasq), the client autoconfig
+document from a real HTTP server, and a port probe of real Dovecot listeners and the fault
+server, all on loopback.
+
+The test zone ``example.test``:
+
+* ``_pop3._tcp`` → mail1 : Dovecot ``valid`` plaintext/STLS port; ``_pop3s._tcp`` → mail1 :
+  Dovecot ``valid`` implicit-TLS port; ``_submission._tcp`` is "." (not offered);
+  ``_submissions._tcp`` → mail2 : 465 (published, never probed: SMTP);
+* autoconfig (``autoconfig.example.test``): POP3 on mail2 at Dovecot's ``wrong_host``
+  implicit-TLS port (certificate for another name), SMTP on mail2 : 587 STARTTLS;
+* an unpublished Dovecot listener (the ``hidden`` instance's plaintext port), found only by
+  the port probe (``ports=``).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from pop3mon.config import load_targets
+from pop3mon.config.draft import draft_yaml
+from pop3mon.engine import autoconfig as ac
+from pop3mon.engine.discovery import Discovery, DiscoverySpec, discover
+
+from pop3mon_lab.autoconfig_http import (
+    AUTOCONFIG_PATH,
+    WELLKNOWN_PATH,
+    AutoconfigServer,
+    config_xml,
+)
+from pop3mon_lab.certs import LabCerts, generate_lab_certs
+from pop3mon_lab.dnsmasq import DnsLab, Srv
+from pop3mon_lab.dovecot import DovecotLab, LabUnavailable
+from pop3mon_lab.faultserver import FaultServer
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+ZONE = "example.test"
+MAIL1 = f"mail1.{ZONE}"
+MAIL2 = f"mail2.{ZONE}"
+
+
+def _strict() -> bool:
+    return os.environ.get("POP3MON_REQUIRE_DOVECOT", "") not in ("", "0")
+
+
+def _unavailable(why: object) -> None:
+    if _strict():
+        pytest.fail(f"POP3MON_REQUIRE_DOVECOT is set but {why}", pytrace=False)
+    pytest.skip(str(why))
+
+
+@dataclass
+class Zone:
+    """The started lab: Dovecot, dnsmasq and the autoconfig HTTP server."""
+
+    lab: DovecotLab
+    dns: DnsLab
+    http: AutoconfigServer
+    certs: LabCerts
+
+    @property
+    def plain(self) -> int:
+        return self.lab.port("pop3")
+
+    @property
+    def tls(self) -> int:
+        return self.lab.port("pop3s")
+
+    @property
+    def wrong(self) -> int:
+        return self.lab.port("pop3s", "wrong_host")
+
+    @property
+    def hidden(self) -> int:
+        return self.lab.port("pop3", "hidden")
+
+    def spec(self, **kw: object) -> DiscoverySpec:
+        base: dict[str, object] = {
+            "domain": ZONE,
+            "ports": (self.hidden,),
+            "tls_ports": (),
+            "nameserver": self.dns.nameserver,
+            "autoconfig_port": self.http.port,
+            "autoconfig_schemes": ("http",),
+            "timeout": 15.0,
+            "ca_file": str(self.certs.ca_file),
+        }
+        base.update(kw)
+        return DiscoverySpec(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def zone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Zone]:
+    certs = generate_lab_certs(
+        tmp_path_factory.mktemp("zone-certs"), hostname=MAIL1, extra_names=[MAIL2]
+    )
+    try:
+        lab = DovecotLab(
+            certs,
+            variants=("wrong_host",),
+            extra_instances={"hidden": "valid"},
+            workdir=tmp_path_factory.mktemp("zone-dovecot"),
+        )
+    except LabUnavailable as exc:
+        _unavailable(exc)
+    with lab:
+        records = [
+            Srv(f"_pop3._tcp.{ZONE}", MAIL1, lab.port("pop3")),
+            Srv(f"_pop3s._tcp.{ZONE}", MAIL1, lab.port("pop3s")),
+            Srv(f"_submission._tcp.{ZONE}"),
+            Srv(f"_submissions._tcp.{ZONE}", MAIL2, 465),
+            Srv(f"_pop3._tcp.dot.{ZONE}"),
+            Srv(f"_pop3s._tcp.dot.{ZONE}"),
+        ]
+        hosts = {
+            MAIL1: "127.0.0.1",
+            MAIL2: "127.0.0.1",
+            f"autoconfig.{ZONE}": "127.0.0.1",
+            ZONE: "127.0.0.1",
+        }
+        document = config_xml(
+            ZONE,
+            incoming=[("mail2.%EMAILDOMAIN%", lab.port("pop3s", "wrong_host"), "SSL")],
+            outgoing=[(MAIL2, 587, "STARTTLS")],
+        )
+        try:
+            dns = DnsLab(zones=[ZONE], srv=records, hosts=hosts)
+        except LabUnavailable as exc:
+            _unavailable(exc)
+        with dns, AutoconfigServer({AUTOCONFIG_PATH: document}) as http:
+            yield Zone(lab, dns, http, certs)
+
+
+def _offered(found: Discovery, host: str, port: int) -> object:
+    matches = [o for o in found.offered if o.host == host and o.port == port]
+    assert len(matches) == 1, found.offered
+    return matches[0]
+
+
+def test_discovery_finds_published_and_offered_connection_types(zone: Zone) -> None:
+    found = discover(zone.spec())
+    published = {(p.source, p.protocol, p.host, p.port, p.security) for p in found.published}
+    assert published == {
+        ("srv", "pop3", MAIL1, zone.plain, "starttls"),
+        ("srv", "pop3", MAIL1, zone.tls, "tls"),
+        ("srv", "smtp", MAIL2, 465, "tls"),
+        ("autoconfig", "pop3", MAIL2, zone.wrong, "tls"),
+        ("autoconfig", "smtp", MAIL2, 587, "starttls"),
+    }
+    auto = next(p for p in found.published if p.source == "autoconfig" and p.protocol == "pop3")
+    assert auto.authentication == "password-cleartext"
+    assert auto.where == f"http://autoconfig.{ZONE}:{zone.http.port}{AUTOCONFIG_PATH}"
+    assert found.hosts == (MAIL1, MAIL2)
+
+    # STLS offered on the plaintext port, with USER / SASL PLAIN offered before TLS
+    # (Dovecot counts loopback as secured), and the certificate verified for mail1.
+    plain = _offered(found, MAIL1, zone.plain)
+    assert plain.answered and plain.stls_offered and plain.security == "starttls"
+    assert "USER" in plain.cleartext_login_before_tls
+    assert "SASL PLAIN" in plain.cleartext_login_before_tls
+    assert plain.tls_ok is True and plain.error is None
+
+    tls = _offered(found, MAIL1, zone.tls)
+    assert tls.answered and tls.security == "tls" and tls.tls_ok is True
+    assert tls.cleartext_login_before_tls == ()
+
+    # The autoconfig's POP3 port answers, but its certificate is for another name.
+    wrong = _offered(found, MAIL2, zone.wrong)
+    assert wrong.answered and wrong.tls_ok is False
+    assert wrong.error is not None and "certificate does not match" in wrong.error
+
+    # The unpublished listener is found by the port probe on both hosts.
+    for host in (MAIL1, MAIL2):
+        assert _offered(found, host, zone.hidden).answered
+    assert found.found
+
+
+def test_a_dot_target_means_not_offered(zone: Zone) -> None:
+    found = discover(zone.spec(domain=f"dot.{ZONE}", autoconfig_port=None, timeout=3.0))
+    assert found.published == ()
+    assert found.hosts == ()
+    assert any("no host to probe" in p for p in found.problems)
+    assert not found.found
+
+
+def test_autoconfig_missing_404_and_hostile(zone: Zone, tmp_path: Path) -> None:
+    bomb = (
+        b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaaaaaaaa">'
+        b'<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]><clientConfig>&b;</clientConfig>'
+    )
+    huge = b"<clientConfig>" + b" " * (ac.MAX_DOCUMENT + 10) + b"</clientConfig>"
+    docs: dict[str, bytes | int] = {AUTOCONFIG_PATH: bomb, WELLKNOWN_PATH: 404}
+    with AutoconfigServer(docs) as http:
+        found = discover(zone.spec(autoconfig_port=http.port, hosts=(), ports=(), timeout=5.0))
+        problems = " | ".join(found.problems)
+        assert "DOCTYPE" in problems
+        assert "HTTP 404" in problems
+        assert not any(p.source.startswith("autoconfig") for p in found.published)
+    with AutoconfigServer({AUTOCONFIG_PATH: huge, WELLKNOWN_PATH: 301}) as http:
+        found = discover(zone.spec(autoconfig_port=http.port, ports=(), timeout=5.0))
+        problems = " | ".join(found.problems)
+        assert "larger than" in problems
+        assert "redirect" in problems and "not followed" in problems
+    # Nothing listens: the fetch fails, SRV still answers.
+    found = discover(zone.spec(autoconfig_port=1, ports=(), timeout=5.0))
+    assert any(p.startswith("autoconfig:") for p in found.problems)
+    assert any(p.source == "srv" for p in found.published)
+
+
+def test_autoconfig_parse_placeholders_and_bad_entries() -> None:
+    doc = config_xml(
+        "ex.test",
+        incoming=[("pop.%EMAILDOMAIN%", 995, "SSL"), ("%BOGUS%.ex.test", 110, "plain")],
+        outgoing=[("smtp.ex.test", 99999, "SSL")],
+    )
+    servers, problems = ac.parse(doc, "ex.test", "a@ex.test")
+    assert [(s.host, s.port, s.security, s.username) for s in servers] == [
+        ("pop.ex.test", 995, "tls", "a@ex.test")
+    ]
+    assert len(problems) == 2
+    assert ac.parse(b"<clientConfig>", "ex.test", None)[1][0].startswith("not well-formed")
+
+
+def test_only_capa_stls_quit_are_sent(lab_certs: LabCerts) -> None:
+    for scenario in ("healthy", "no-stls"):
+        with FaultServer(
+            scenario, certfile=lab_certs.valid.cert, keyfile=lab_certs.valid.key
+        ) as srv:
+            found = discover(
+                DiscoverySpec(
+                    domain=None,
+                    hosts=("127.0.0.1",),
+                    ports=(srv.port,),
+                    tls_ports=(),
+                    timeout=5.0,
+                    ca_file=str(lab_certs.ca_file),
+                )
+            )
+            srv.wait_idle()
+            assert set(srv.commands()) <= {"CAPA", "STLS", "QUIT"}, srv.commands()
+            assert srv.logins == 0
+            (offered,) = found.offered
+            assert offered.answered
+            if scenario == "no-stls":
+                # Cleartext login before TLS on a plaintext port that offers USER.
+                assert not offered.stls_offered and offered.security == "none"
+                assert "USER" in offered.cleartext_login_before_tls
+            else:
+                assert offered.stls_offered and "STLS" in srv.commands()
+
+
+def test_one_deadline_bounds_a_dripping_server(lab_certs: LabCerts) -> None:
+    with FaultServer("drip-greeting", drip_interval=0.2) as srv:
+        start = time.monotonic()
+        found = discover(
+            DiscoverySpec(domain=None, hosts=("127.0.0.1",), ports=(srv.port, 995), timeout=2.0)
+        )
+        assert time.monotonic() - start < 2.0 + 1.0
+    drip = next(o for o in found.offered if o.port == srv.port)
+    assert not drip.answered and drip.error
+
+
+def test_dripping_autoconfig_is_bounded_by_the_deadline(zone: Zone) -> None:
+    with AutoconfigServer({AUTOCONFIG_PATH: b"x" * 200}, drip=0.05) as http:
+        start = time.monotonic()
+        found = discover(zone.spec(autoconfig_port=http.port, ports=(), timeout=2.0))
+        assert time.monotonic() - start < 2.0 + 1.0
+    assert any("autoconfig" in p for p in found.problems)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``pop3mon`` of this checkout (not an installed copy), as a subprocess."""
+    code = "import sys; from pop3mon.cli import main; sys.exit(main())"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "plugins")},
+    )
+
+
+def test_the_draft_loads_and_says_where_each_connection_was_found(
+    zone: Zone, tmp_path: Path
+) -> None:
+    found = discover(zone.spec())
+    text = draft_yaml(found, ca_file=str(zone.certs.ca_file))
+    path = tmp_path / "draft.yaml"
+    path.write_text(text, encoding="utf-8")
+    targets = load_targets(path)
+    by_port = {(ct.host, ct.port): ct for ct in targets.connections}
+    assert by_port[(MAIL1, zone.plain)].security == "starttls"
+    assert by_port[(MAIL1, zone.tls)].security == "tls"
+    assert by_port[(MAIL2, zone.wrong)].security == "tls"
+    assert (MAIL1, zone.hidden) in by_port
+    assert f"# found: SRV _pop3s._tcp.{ZONE} SRV 0 1 {zone.tls} {MAIL1}." in text
+    assert f"# found: autoconfig http://autoconfig.{ZONE}:{zone.http.port}" in text
+    assert f"port probe {zone.hidden} (CAPA:" in text
+    assert "# WARNING: CLEARTEXT LOGIN BEFORE TLS: offers SASL PLAIN, SASL LOGIN, USER" in text
+    assert "# WARNING: TLS not verified: certificate does not match" in text
+    assert "password_env: POP3MON_PASSWORD" in text
+    assert "smtp:" in text and "port: 587" in text
+
+
+def test_readme_discover_commands(zone: Zone, tmp_path: Path) -> None:
+    """The README's `pop3mon discover` commands, run against the lab zone: example.com
+    becomes the test zone, the standard ports the lab's, and the lab's DNS server,
+    autoconfig port and CA are added."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Discovering connection types", 1)[1].split("\n## ", 1)[0]
+    lines = [ln for ln in section.splitlines() if ln.startswith("pop3mon discover ")]
+    assert len(lines) == 3, lines
+    for line in lines:
+        argv = shlex.split(line)[1:]
+        argv = [
+            a.replace("example.com", ZONE)
+            .replace("--port=110", f"--port={zone.plain}")
+            .replace("--port=995", f"--tls-port={zone.tls}")
+            for a in argv
+        ]
+        argv += [
+            f"--nameserver={zone.dns.nameserver}",
+            f"--autoconfig-port={zone.http.port}",
+            f"--ca-file={zone.certs.ca_file}",
+            "--timeout=15",
+        ]
+        proc = subprocess.run(
+            [sys.executable, "-c", "import sys; from pop3mon.cli import main; sys.exit(main())",
+             *argv],
+            capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT / "plugins")},
+        )  # fmt: skip
+        assert proc.returncode == 0, (line, proc.stdout, proc.stderr)
+        assert "PROTO  HOST" in proc.stdout or "--output" in line, proc.stdout
+        assert "the draft does not load" not in proc.stdout
+        if "--output=" in line:
+            load_targets(tmp_path / "discovered-targets.yaml")
+    assert "CLEARTEXT LOGIN BEFORE TLS" in proc.stdout
+
+
+def test_discover_usage_and_nothing_found(zone: Zone) -> None:
+    assert _cli("discover").returncode == 2
+    assert _cli("discover", "--host=x", "--timeout=0").returncode == 2
+    assert _cli("discover", "--host=x", "--nameserver=nonsense").returncode == 2
+    nothing = _cli(
+        "discover", f"dot.{ZONE}", f"--nameserver={zone.dns.nameserver}", "--timeout=3",
+        "--autoconfig-port=1",
+    )  # fmt: skip
+    assert nothing.returncode == 1, nothing.stdout
+    assert "Traceback" not in nothing.stderr
+
+
+def test_a_silent_port_of_unknown_security_is_tried_with_implicit_tls(
+    lab_certs: LabCerts,
+) -> None:
+    with FaultServer(
+        "healthy", certfile=lab_certs.valid.cert, keyfile=lab_certs.valid.key, implicit_tls=True
+    ) as srv:
+        found = discover(
+            DiscoverySpec(
+                domain=None,
+                hosts=("localhost",),
+                ports=(srv.port,),
+                tls_ports=(),
+                timeout=8.0,
+                ca_file=str(lab_certs.ca_file),
+            )
+        )
+        srv.wait_idle()
+        assert set(srv.commands()) <= {"CAPA", "STLS", "QUIT"}, srv.commands()
+    (offered,) = found.offered
+    assert offered.answered and offered.security == "tls" and offered.tls_ok, offered
