@@ -121,9 +121,7 @@ class DiscoverySpec:
     ca_file: str | None = None
     email: str | None = None  # sent as ?emailaddress= and fills %EMAILADDRESS% placeholders
     # Which autoconfig schemes to try, in order (https first, like Thunderbird).
-    autoconfig_schemes: tuple[Literal["https", "http"], ...] = field(
-        default=("https", "http")
-    )
+    autoconfig_schemes: tuple[Literal["https", "http"], ...] = field(default=("https", "http"))
 
 
 def discover(spec: DiscoverySpec) -> Discovery:
