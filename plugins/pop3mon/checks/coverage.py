@@ -214,7 +214,9 @@ def _autoconfig(settings: CoverageSettings, discovery: Discovery) -> CheckResult
         )
     findings: list[tuple[Verdict, str]] = []
     fine: list[str] = []
-    for p in dict.fromkeys(advertised):
+    # The same server advertised at both autoconfig locations is one finding.
+    unique = {(_norm(p.host), p.port, p.security): p for p in reversed(advertised)}
+    for p in reversed(unique.values()):
         said = f"autoconfig ({p.where}) advertises {_security(p.security)} on {p.host}:{p.port}"
         o = _offered(discovery, p.host, p.port)
         if o is None or not o.answered:

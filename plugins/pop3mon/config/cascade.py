@@ -30,7 +30,6 @@ from .model import (
 from .schema import (
     _Account,
     _Connection,
-    _Coverage,
     _File,
     _resolve_path,
     _RoundTrip,
@@ -642,11 +641,9 @@ def _coverage(
     )
     out: list[Coverage] = []
     for si, server in enumerate(model.servers):
-        given = server.coverage
-        if given is False:
+        cov = server.coverage
+        if cov is None:
             continue
-        # `coverage: true` is the mapping with every default.
-        cov = given if isinstance(given, _Coverage) else _Coverage()
         sloc: Loc = ("servers", si)
         eff = _Effective(tree)
         eff.apply(model.defaults, ("defaults",))
@@ -661,6 +658,7 @@ def _coverage(
                 cleartext_unmonitored=cov.cleartext_unmonitored,
                 nameserver=cov.nameserver,
                 ports=tuple(cov.ports),
+                autoconfig_port=cov.autoconfig_port,
                 timeout=float(eff.get("timeout")),
                 ca_file=str(_resolve_path(base_dir, ca_file)) if ca_file else None,
                 monitored=monitored,

@@ -341,6 +341,7 @@ class Coverage:
     cleartext_unmonitored: CoverageLevel
     nameserver: str | None
     ports: tuple[int, ...]
+    autoconfig_port: int | None
     timeout: float
     ca_file: str | None
     monitored: tuple[Monitored, ...]
@@ -359,6 +360,7 @@ class Coverage:
             hosts=(self.host,),
             ports=tuple(dict.fromkeys((*DEFAULTS.coverage_ports, *self.ports))),
             nameserver=self.nameserver,
+            autoconfig_port=self.autoconfig_port,
             timeout=self.timeout,
             ca_file=self.ca_file,
         )

@@ -759,6 +759,22 @@ class _Coverage(_Model):
     )
     nameserver: Annotated[str, AfterValidator(_v_nameserver)] | None = None
     ports: Annotated[list[_Port], AfterValidator(_v_unique_ports)] = []
+    # The autoconfig server's port when not the standard 443/80 (a lab, a test).
+    autoconfig_port: _Port | None = None
+
+
+def _v_coverage(value: object) -> object:
+    # `coverage: true` is the mapping with every default; false (or null) is off.
+    if value is True:
+        return {}
+    if value is False or value is None:
+        return None
+    if isinstance(value, Mapping):
+        return value
+    raise _bad(
+        f"{_show(value)} is not true, false or a mapping — write coverage: true, or "
+        "coverage: {domain: example.com, unmonitored: warn}"
+    )
 
 
 class _Server(_Settings):
@@ -774,7 +790,7 @@ class _Server(_Settings):
     # POP3 and SMTP).
     tcp_ports: Annotated[list[_Port], AfterValidator(_v_unique_ports)] | None = None
     # Opt-in coverage tier (checks/coverage.py): true, false or a _Coverage mapping.
-    coverage: bool | _Coverage = False
+    coverage: Annotated[_Coverage | None, BeforeValidator(_v_coverage)] = None
     # tcp_ports and smtp before connections: the check of an empty connections: list reads them.
     smtp: list[_SmtpConnection] = []
     connections: list[_Connection] = []
