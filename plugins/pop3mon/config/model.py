@@ -349,6 +349,10 @@ class Coverage:
     line: int
 
     @property
+    def _host(self) -> str:
+        return self.host.lower().rstrip(".")
+
+    @property
     def id(self) -> str:
         """The coverage tests' parameter and its records' id: ``server:<name>``."""
         return COVERAGE_ID_PREFIX + self.name
@@ -359,6 +363,18 @@ class Coverage:
             domain=self.domain,
             hosts=(self.host,),
             ports=tuple(dict.fromkeys((*DEFAULTS.coverage_ports, *self.ports))),
+            # A port the file monitors with implicit TLS is probed with TLS at once, not
+            # after discovery's wait for a plaintext greeting that never comes.
+            tls_ports=tuple(
+                sorted(
+                    {995}
+                    | {
+                        m.port
+                        for m in self.monitored
+                        if m.security == "tls" and m.protocol == "pop3" and m.host == self._host
+                    }
+                )
+            ),
             nameserver=self.nameserver,
             autoconfig_port=self.autoconfig_port,
             timeout=self.timeout,
