@@ -517,6 +517,9 @@ def start_dovecot_lab(
         "stls": lab.port("pop3"),
         "expired": lab.port("pop3s", "expired"),
         "wrong_host": lab.port("pop3s", "wrong_host"),
+        # The coverage finding: a listener no connection type monitors, offering USER
+        # before TLS (the expired instance's plaintext one, running anyway).
+        "unmonitored": lab.port("pop3", "expired"),
     }
     logs = [lab.instance(v).log_path for v in lab.instance_names]
     postfix: PostfixLab | None = None
@@ -605,6 +608,7 @@ def start_fault_lab(
             "stls": server("valid", False),
             "expired": server("expired", True),
             "wrong_host": server("wrong_host", True),
+            "unmonitored": server("valid", False),  # the coverage finding (USER before TLS)
         },
         ca_files=(certs.ca_file,),
     )
@@ -659,6 +663,13 @@ def start_lab(
 # --------------------------------------------------------------------------- targets
 
 
+#: The demo server whose coverage tier is on, its tests' id, and the check that finds the
+#: lab's unmonitored listener (``ports["unmonitored"]``) offering a cleartext login: CRIT.
+COVERAGE_SERVER: Final = "broken"
+COVERAGE_ID: Final = f"server:{COVERAGE_SERVER}"
+COVERAGE_EXPECT: Final = ("coverage", "coverage-unmonitored", "CRIT")
+
+
 def _group(conn: DemoConnection) -> str:
     """The demo server (targets file group) a connection type belongs to."""
     if conn.incident:
@@ -706,6 +717,12 @@ def targets_yaml(
             f"    address: {HOST}  # connect here; never resolve or leave loopback",
             f"    tags: [{server}]",
         ]
+        if server == COVERAGE_SERVER and "unmonitored" in lab.ports:
+            lines += [
+                "    # Coverage: each run re-discovers this host's POP3 ports (CAPA only, no",
+                "    # login) and reports the ones no connection type here monitors.",
+                f"    coverage: {{ports: [{lab.ports['unmonitored']}]}}",
+            ]
         for key, group in (
             ("connections", [c for c in mine if c.protocol == "pop3"]),
             ("smtp", [c for c in mine if c.protocol == "smtp"]),
@@ -1382,6 +1399,23 @@ def _collect(run: _Run, say: _Say) -> _Run | None:
     )
 
 
+def _coverage_summary(run: _Run, say: _Say) -> bool:
+    """The coverage finding of the last run (the broken server's unmonitored listener):
+    each coverage check's verdict and reason; False when the expected CRIT is missing."""
+    checks = run.verdicts.get(COVERAGE_ID, {})
+    tier, check, want = COVERAGE_EXPECT
+    got = checks.get((tier, check), ("-", "not in the report"))
+    good = got[0] == want
+    say.line()
+    mark = say.paint("as expected", "32") if good else say.paint("UNEXPECTED", "31;1")
+    say.line(f"coverage of server {COVERAGE_SERVER} ({COVERAGE_ID}): {mark}")
+    for (t, name), (verdict, reason) in sorted(checks.items()):
+        say.line(" " * 4 + say.paint(_clip(f"{verdict} {t}/{name}: {reason}"), "2"))
+    if not good:
+        say.line(" " * 4 + say.paint(f"expected {want} {tier}/{check}, got {got[0]}", "31"))
+    return good
+
+
 def _report(runs: list[_Run], conns: Sequence[DemoConnection], reports: Path, say: _Say) -> int:
     rows: list[Row] = []
     for conn in conns:
@@ -1404,6 +1438,7 @@ def _report(runs: list[_Run], conns: Sequence[DemoConnection], reports: Path, sa
         rows.append(row)
     say.line()
     _summary(rows, say)
+    coverage_ok = _coverage_summary(runs[-1], say)
     unchecked = sorted({u for r in rows for o in r.runs for u in o.unchecked})
     if unchecked:
         say.line()
@@ -1441,6 +1476,15 @@ def _report(runs: list[_Run], conns: Sequence[DemoConnection], reports: Path, sa
             say.line(f"  {_rel(path):34} {what}")
     unexpected = [r for r in rows if not r.expected]
     say.line()
+    if not coverage_ok:
+        unexpected_ids = ", ".join([*(r.conn.id for r in unexpected), COVERAGE_ID])
+        say.line(
+            say.paint(
+                f"demo result: did NOT behave as designed: {unexpected_ids}",
+                "31;1",
+            )
+        )
+        return EXIT_UNEXPECTED
     if unexpected:
         say.line(
             say.paint(

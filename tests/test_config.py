@@ -682,6 +682,7 @@ def test_root_targets_yaml_mentions_every_option() -> None:
         schema._SecondsPair,
         schema._Notify,
         schema._NotifyTarget,
+        schema._Coverage,
     )
     for model in models:
         for key in model.model_fields:

@@ -313,6 +313,19 @@ def test_demo_end_to_end(repo_copy: Path, tmp_path: Path) -> None:
         assert re.search(rf"^{re.escape(conn.id)} .* as expected$", out, re.M), out
     assert "run 1 of 2" in out and "run 2 of 2" in out
 
+    # The coverage finding: the lab's one unmonitored listener, offering USER before TLS.
+    assert re.search(r"^coverage of server broken \(server:broken\): as expected$", out, re.M), out
+    found = re.search(
+        r"coverage: \{ports: \[(\d+)\]\}", (reports / "demo-targets.yaml").read_text()
+    )
+    assert found is not None
+    doc = json.loads((reports / "results.json").read_text(encoding="utf-8"))
+    cov = {c["coverage"]["id"]: c for c in doc["coverage"]}["server:broken"]
+    unmonitored = {c["check"]: c for c in cov["checks"]}["coverage-unmonitored"]
+    assert unmonitored["verdict"] == "CRIT", unmonitored
+    assert f":{found.group(1)} " in unmonitored["reason"], unmonitored
+    assert "cleartext login before TLS" in unmonitored["reason"], unmonitored
+
     # Run 1's reports are kept aside, run 2's are the ones to open: both right for the seven.
     run1 = _check_original_seven(reports / "run1")
     run2 = _check_original_seven(reports)

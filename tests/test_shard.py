@@ -66,6 +66,8 @@ def _fleet(path: Path, port: int = 110, servers: int = 24) -> Path:
                 "host": "127.0.0.1",
                 "auth": "none",
                 "connections": [{"port": port + j, "security": "none"} for j in range(1 + i % 3)],
+                # Every third server has the coverage tier on (its checks follow the server).
+                **({"coverage": True} if i % 3 == 0 else {}),
             }
         )
     chain = [("core", []), ("edge1", ["core"]), ("edge2", ["edge1"])]
@@ -97,11 +99,16 @@ def test_shards_partition_the_file(fleet: Targets, total: int) -> None:
     assert sorted(ids) == sorted(fleet.ids) and len(ids) == len(set(ids))
     hosts = [h.name for s in shards for h in s.hosts]
     assert sorted(hosts) == sorted(h.name for h in fleet.hosts)
+    covered = [c.name for s in shards for c in s.coverage]
+    assert fleet.coverage and sorted(covered) == sorted(c.name for c in fleet.coverage)
     where = shard_servers(fleet, total)
     assert where["edge1"] == where["edge2"] == where["core"]
     assert where["resolver1"] == where["resolver2"] == where["dns"]
     for k, shard in enumerate(shards, start=1):
         assert {c.server for c in shard.connections} <= {s for s, n in where.items() if n == k}
+        assert {c.name for c in shard.coverage} <= {s for s, n in where.items() if n == k}
+        # ... and still compares with the whole file's connection types.
+        assert all(len(c.monitored) == len(fleet.connections) for c in shard.coverage)
         # A shard's host checks depend only on hosts of the same shard.
         names = {h.name for h in shard.hosts}
         assert all(set(h.depends_on) <= names for h in shard.hosts)

@@ -27,9 +27,10 @@ import pytest
 
 from . import checks
 from .checks import hosts as host_checks
+from .checks.coverage import coverage_check as judge_coverage
 from .checks.drift import NO_BASELINE, BaselineSource, is_drift_check, parse_accept
 from .checks.facts import Baseline
-from .config import ConfigError, ConnectionType, Host, load_targets
+from .config import ConfigError, ConnectionType, Coverage, Host, load_targets
 from .config.shard import (
     RUN_ID_ENV,
     SHARD_ENV,
@@ -39,10 +40,21 @@ from .config.shard import (
     resolve_identity,
     select_shard,
 )
+from .engine.discovery import Discovery
 from .engine.hosts import HostResult, ancestors
 from .engine.result import ProbeResult
 from .engine.runner import DEFAULT_CONCURRENCY
-from .engine.stages import CHECKS, HOST_CHECKS, HOST_ID_PREFIX, HOST_TIER, TIERS, DriftCheck
+from .engine.stages import (
+    CHECKS,
+    COVERAGE_CHECKS,
+    COVERAGE_ID_PREFIX,
+    COVERAGE_TIER,
+    HOST_CHECKS,
+    HOST_ID_PREFIX,
+    HOST_TIER,
+    TIERS,
+    DriftCheck,
+)
 from .history.record import streak_note
 from .history.store import HistoryError, HistoryStore
 from .probestore import ProbeStore
@@ -198,7 +210,7 @@ def _add_bundled_tests(config: pytest.Config) -> None:
         return
     # The tier markers are declared in this repository's pytest.ini; a project that runs
     # the bundled tests (also by naming them) has none, and --strict-markers rejects those.
-    for tier in (HOST_TIER, *TIERS):
+    for tier in (HOST_TIER, *TIERS, COVERAGE_TIER):
         config.addinivalue_line("markers", f"{tier}: pop3mon's {tier} tier")
     if config.args_source == pytest.Config.ArgsSource.ARGS or not config.getini(
         "pop3mon_bundled_tests"
@@ -223,6 +235,8 @@ class RunState:
         self.selected_checks: dict[str, set[str]] = {}
         #: Host name -> its host checks a selected test runs.
         self.selected_hosts: dict[str, set[str]] = {}
+        #: Servers whose coverage tests a selected test runs.
+        self.selected_coverage: set[str] = set()
         self.accept_drift: list[tuple[str, DriftCheck | None]] = []
         opt = config.getoption("strict_warn")
         self.strict_warn = (
@@ -232,13 +246,29 @@ class RunState:
     def result_for(self, ct: ConnectionType, session: pytest.Session) -> ProbeResult:
         """The probe result for ``ct``, probing every selected connection type on first use."""
         return self.store.result_for(
-            ct.id, lambda: self._selected(session), lambda: self.selected_hosts
+            ct.id,
+            lambda: self._selected(session),
+            lambda: self.selected_hosts,
+            lambda: self.selected_coverage,
         )
 
     def host_result_for(self, host: Host, session: pytest.Session) -> HostResult:
         """The host check result of ``host``, starting the run's one batch on first use."""
         return self.store.host_result_for(
-            host.name, lambda: self._selected(session), lambda: self.selected_hosts
+            host.name,
+            lambda: self._selected(session),
+            lambda: self.selected_hosts,
+            lambda: self.selected_coverage,
+        )
+
+    def coverage_result_for(self, cov: Coverage, session: pytest.Session) -> Discovery:
+        """What discovery found for ``cov``'s server, starting the run's one batch (whose
+        discoveries run beside its probes) on first use."""
+        return self.store.coverage_result_for(
+            cov.name,
+            lambda: self._selected(session),
+            lambda: self.selected_hosts,
+            lambda: self.selected_coverage,
         )
 
     def root_selected(self, name: str) -> bool:
@@ -276,8 +306,13 @@ class RunState:
         ids: dict[str, bool] = {}
         self.selected_checks = {}
         self.selected_hosts = {}
+        self.selected_coverage = set()
         for item in session.items:
             callspec = getattr(item, "callspec", None)
+            server = callspec.params.get("server") if callspec is not None else None
+            if isinstance(server, str) and server.startswith(COVERAGE_ID_PREFIX):
+                self.selected_coverage.add(server.removeprefix(COVERAGE_ID_PREFIX))
+                continue
             host = callspec.params.get("host") if callspec is not None else None
             if isinstance(host, str) and host.startswith(HOST_ID_PREFIX):
                 name = host.removeprefix(HOST_ID_PREFIX)
@@ -507,6 +542,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         ids = [h.id for h in state.targets.hosts if h.ping or not ping]
         metafunc.parametrize("host", ids, ids=ids)
         return
+    if "server" in metafunc.fixturenames:
+        # The coverage tests: one set per server with coverage: on.
+        ids = [c.id for c in state.targets.coverage]
+        metafunc.parametrize("server", ids, ids=ids)
+        return
     if "ct" not in metafunc.fixturenames:
         return
     cts = state.targets.connections
@@ -530,6 +570,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if state is None:
         return
     hosts = {h.id: h for h in state.targets.hosts}
+    servers = {c.id: c for c in state.targets.coverage}
     kept: list[pytest.Item] = []
     for item in items:
         callspec = getattr(item, "callspec", None)
@@ -540,10 +581,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         # A check test nothing of this file has (test_relay without an SMTP connection
         # type, the host tests without a host check) gets pytest's empty-parameter-set
         # item (its parameter NOTSET): not a check of this run, not even a SKIP; drop it.
-        if ("host" in params and host is None) or ("ct" in params and ct is None):
+        server_id = params.get("server")
+        cov = servers.get(server_id) if isinstance(server_id, str) else None
+        if (
+            ("host" in params and host is None)
+            or ("ct" in params and ct is None)
+            or ("server" in params and cov is None)
+        ):
             continue
         kept.append(item)
-        for tag in (*(host.tags if host else ()), *(ct.tags if ct else ())):
+        tags = (*(host.tags if host else ()), *(ct.tags if ct else ()), *(cov.tags if cov else ()))
+        for tag in tags:
             item.add_marker(tag)
     items[:] = kept
     # Run the tiers in their logical order (connectivity, TLS, auth, mailbox, latency)
@@ -555,6 +603,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         # The host checks first: they gate every connection type on their host.
         if item.get_closest_marker(HOST_TIER) is not None:
             return -1
+        # The coverage checks last: a server's, after every connection type's.
+        if item.get_closest_marker(COVERAGE_TIER) is not None:
+            return len(rank)
         for marker in item.iter_markers():
             if marker.name in rank:
                 return rank[marker.name]
@@ -650,5 +701,22 @@ def host_check(
             entry.to_spec(), result, check, selected, pop3mon_state.root_selected(root)
         )
         return _outcome(request, pop3mon_state, entry.id, entry.name, res)
+
+    return run
+
+
+@pytest.fixture
+def coverage_check(
+    server: str, pop3mon_state: RunState, request: pytest.FixtureRequest
+) -> Callable[[str], checks.CheckResult]:
+    """Evaluate one coverage check of the server ``server`` names (``server:<name>``),
+    on what this run's one discovery of it found."""
+    cov = pop3mon_state.store.coverage[server.removeprefix(COVERAGE_ID_PREFIX)]
+    found = pop3mon_state.coverage_result_for(cov, request.session)
+
+    def run(name: str) -> checks.CheckResult:
+        check = next(c for c in COVERAGE_CHECKS if c == name)
+        res = judge_coverage(cov, found, check)
+        return _outcome(request, pop3mon_state, cov.id, cov.name, res)
 
     return run

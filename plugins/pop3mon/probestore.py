@@ -13,7 +13,10 @@ Either way a batch checks the hosts first (:mod:`pop3mon.engine.hosts`: the host
 selected connection types, the hosts whose host tests are selected, and every host they
 depend on, each once), then probes only the connection types whose host is up, reusing the
 host's PING; a connection type whose host is down gets a result that names the host and
-was never sent a byte (:func:`pop3mon.checks.hosts.not_probed`).
+was never sent a byte (:func:`pop3mon.checks.hosts.not_probed`). The same batch runs the
+discovery of every server whose coverage tests are selected (:mod:`pop3mon.engine.discovery`,
+once per server and run, alongside the probes: no login, so no pacing), shared under xdist
+through ``coverage-*.json`` like the host results.
 """
 
 from __future__ import annotations
@@ -21,20 +24,25 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import hashlib
+import json
 import os
 import threading
+import time
 from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from .checks.hosts import not_probed
-from .config import ConnectionType, Host, Targets
+from .config import ConnectionType, Coverage, Host, Targets
 from .engine.defaults import DEFAULTS
+from .engine.discovery import Discovery, Offered, Published, discover
 from .engine.hosts import HostResult, probe_hosts
 from .engine.pacing import Ledger, LoginPacer
 from .engine.result import ProbeResult, ProbeSpec
 from .engine.runner import run_probes
 
-__all__ = ["ProbeStore", "Selection"]
+__all__ = ["ProbeStore", "Selection", "discovery_from_json", "discovery_to_json"]
 
 #: Selected connection type ids -> whether a selected test of theirs needs a login.
 Selection = Mapping[str, bool]
@@ -70,55 +78,91 @@ class ProbeStore:
         self.host_of: dict[str, str] = {c: h.name for h in targets.hosts for c in h.connections}
         self.host_results: dict[str, HostResult] = {}
         self._host_pending: dict[str, threading.Event] = {}
+        self.coverage: dict[str, Coverage] = {c.name: c for c in targets.coverage}
+        self.coverage_results: dict[str, Discovery] = {}
+        self._coverage_pending: dict[str, threading.Event] = {}
 
     def result_for(
         self,
         ct_id: str,
         selection: Callable[[], Selection],
         hosts: Callable[[], Collection[str]] = tuple,
+        coverage: Callable[[], Collection[str]] = tuple,
     ) -> ProbeResult:
         """The probe result for ``ct_id``; the first call probes everything ``selection``
         returns (called once, lazily: the glue computes it from the collected items), after
-        the hosts it involves and the ones ``hosts`` names (selected host tests)."""
+        the hosts it involves and the ones ``hosts`` names (selected host tests), and
+        discovers the servers ``coverage`` names (selected coverage tests) meanwhile."""
         if ct_id in self.results:
             return self.results[ct_id]
         if not self.shared:
-            event = self._start(selection, hosts, ct_id=ct_id)
+            event = self._start(selection, hosts, coverage, ct_id=ct_id)
             event.wait()
             result = self.results.get(ct_id)
             if result is None:
                 raise RuntimeError(f"pop3mon: probing {ct_id} produced no result")
             return result
-        self._probe_shared(selection, hosts, ct_id=ct_id)
+        self._probe_shared(selection, hosts, coverage, ct_id=ct_id)
         return self.results[ct_id]
 
     def host_result_for(
-        self, name: str, selection: Callable[[], Selection], hosts: Callable[[], Collection[str]]
+        self,
+        name: str,
+        selection: Callable[[], Selection],
+        hosts: Callable[[], Collection[str]],
+        coverage: Callable[[], Collection[str]] = tuple,
     ) -> HostResult:
         """The host check result of server ``name``; the first call starts the same one
         batch as :meth:`result_for` (hosts first)."""
         if name not in self.host_results:
             if self.shared:
-                self._probe_shared(selection, hosts, host=name)
+                self._probe_shared(selection, hosts, coverage, host=name)
             else:
-                self._start(selection, hosts, host=name).wait()
+                self._start(selection, hosts, coverage, host=name).wait()
         result = self.host_results.get(name)
         if result is None:
             raise RuntimeError(f"pop3mon: checking host {name} produced no result")
         return result
 
+    def coverage_result_for(
+        self,
+        name: str,
+        selection: Callable[[], Selection],
+        hosts: Callable[[], Collection[str]],
+        coverage: Callable[[], Collection[str]],
+    ) -> Discovery:
+        """What discovery found for server ``name``'s coverage tests; the first call starts
+        the same one batch as :meth:`result_for` (its discoveries run beside the probes)."""
+        if name not in self.coverage_results:
+            if self.shared:
+                self._probe_shared(selection, hosts, coverage, server=name)
+            else:
+                self._start(selection, hosts, coverage, server=name).wait()
+        found = self.coverage_results.get(name)
+        if found is None:
+            raise RuntimeError(f"pop3mon: discovering server {name} produced no result")
+        return found
+
     def _start(
         self,
         selection: Callable[[], Selection],
         hosts: Callable[[], Collection[str]],
+        coverage: Callable[[], Collection[str]] = tuple,
         *,
         ct_id: str = "",
         host: str = "",
+        server: str = "",
     ) -> threading.Event:
-        """The event to wait on for ``ct_id`` (or host ``host``), starting a batch of
-        everything not probed or pending yet when the item is neither."""
+        """The event to wait on for ``ct_id`` (or host ``host``, or the discovery of
+        ``server``), starting a batch of everything not probed or pending yet when the item
+        is neither."""
         with self._lock:
-            event = self._pending.get(ct_id) if ct_id else self._host_pending.get(host)
+            if ct_id:
+                event = self._pending.get(ct_id)
+            elif server:
+                event = self._coverage_pending.get(server)
+            else:
+                event = self._host_pending.get(host)
             if event is None:
                 # The first test that needs a result starts one batch of every selected
                 # connection type not probed yet; later ones just wait for theirs.
@@ -137,11 +181,55 @@ class ProbeStore:
                     self._pending[i] = threading.Event()
                 for n in names:
                     self._host_pending[n] = threading.Event()
+                servers = self._coverage_wanted({*coverage(), *([server] if server else [])})
+                servers = [n for n in servers if n not in self._coverage_pending]
+                for n in servers:
+                    self._coverage_pending[n] = threading.Event()
                 threading.Thread(
-                    target=self._run_batch, args=(todo, names), name="pop3mon-batch", daemon=True
+                    target=self._run_batch,
+                    args=(todo, names, servers),
+                    name="pop3mon-batch",
+                    daemon=True,
                 ).start()
-                event = self._pending[ct_id] if ct_id else self._host_pending[host]
+                if ct_id:
+                    event = self._pending[ct_id]
+                elif server:
+                    event = self._coverage_pending[server]
+                else:
+                    event = self._host_pending[host]
         return event
+
+    def _coverage_wanted(self, names: Collection[str]) -> list[str]:
+        """The servers among ``names`` with coverage on and not discovered yet."""
+        return [n for n in sorted(names) if n in self.coverage and n not in self.coverage_results]
+
+    def _discover(
+        self, names: Collection[str], on_result: Callable[[str, Discovery], None]
+    ) -> threading.Thread | None:
+        """Discover ``names`` in the background (each within its own one deadline, beside
+        the batch's probes); join the thread returned to wait for all of them."""
+        if not names:
+            return None
+
+        def one(name: str) -> None:
+            started = time.perf_counter()
+            try:
+                found = discover(self.coverage[name].to_spec())
+            except Exception as exc:  # noqa: BLE001 - a coverage test must get a result
+                found = Discovery(
+                    None, (), (), (), (f"discovery failed: {type(exc).__name__}",), 0.0
+                )
+                found = dataclasses.replace(found, elapsed=time.perf_counter() - started)
+            on_result(name, found)
+
+        def run() -> None:
+            workers = max(1, min(self.concurrency, len(names)))
+            with ThreadPoolExecutor(workers, thread_name_prefix="pop3mon-discover") as pool:
+                list(pool.map(one, names))
+
+        thread = threading.Thread(target=run, name="pop3mon-discovery", daemon=True)
+        thread.start()
+        return thread
 
     def _hosts_wanted(self, cts: Collection[str], hosts: Collection[str]) -> list[str]:
         """The host checks a batch needs: of its connection types, and those named."""
@@ -203,7 +291,10 @@ class ProbeStore:
         except OSError:
             pass  # pacing memory is an optimisation; never a reason to fail the run
 
-    def _run_batch(self, todo: Mapping[str, bool], hosts: Collection[str]) -> None:
+    def _run_batch(
+        self, todo: Mapping[str, bool], hosts: Collection[str], servers: Collection[str] = ()
+    ) -> None:
+        discovering = self._discover(servers, self._coverage_arrived)
         try:
             self._check_hosts(hosts, self._host_arrived)
             specs, down = self._gated(todo)
@@ -216,6 +307,16 @@ class ProbeStore:
                 self._host_pending[name].set()
             for ct_id in todo:
                 self._pending[ct_id].set()
+            if discovering is not None:
+                discovering.join()
+            for name in servers:
+                self._coverage_pending[name].set()
+
+    def _coverage_arrived(self, name: str, found: Discovery) -> None:
+        self.coverage_results[name] = found
+        event = self._coverage_pending.get(name)
+        if event is not None:
+            event.set()
 
     def _arrived(self, result: ProbeResult) -> None:
         self.results[result.id] = result
@@ -231,20 +332,28 @@ class ProbeStore:
         self,
         selection: Callable[[], Selection],
         hosts: Callable[[], Collection[str]],
+        coverage: Callable[[], Collection[str]] = tuple,
         *,
         ct_id: str = "",
         host: str = "",
+        server: str = "",
     ) -> None:
         selected = {**selection()}
         if ct_id:
             selected.setdefault(ct_id, True)
         names = self._hosts_wanted(selected, {*hosts(), *([host] if host else [])})
+        servers = self._coverage_wanted({*coverage(), *([server] if server else [])})
         # xdist workers all compute the same selection; the first to take the lock checks
         # the hosts and probes the whole batch concurrently, the others find the results on
         # disk. Each host and each connection type is probed once per run.
         with (self.rundir / "probe.lock").open("a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
+            discovering = None
             try:
+                discovering = self._discover(
+                    [n for n in servers if not self._coverage_file(n).exists()],
+                    self._write_coverage,
+                )
                 for path in self.rundir.glob("host-*.json"):
                     found = HostResult.from_json(path.read_text(encoding="utf-8"))
                     self.host_results.setdefault(found.name, found)
@@ -262,10 +371,40 @@ class ProbeStore:
                         self._write(result)
                     self._probe(specs, self._write)
             finally:
+                if discovering is not None:
+                    discovering.join()
                 fcntl.flock(handle, fcntl.LOCK_UN)
         for i in selected:
             if i not in self.results:
                 self.results[i] = self._read(i)
+        for n in servers:
+            if n not in self.coverage_results and self._coverage_file(n).exists():
+                text = self._coverage_file(n).read_text(encoding="utf-8")
+                self.coverage_results[n] = discovery_from_json(text)
+
+    def _coverage_file(self, name: str) -> Path:
+        return self.rundir / (
+            "coverage-" + hashlib.sha256(name.encode()).hexdigest()[:24] + ".json"
+        )
+
+    def _write_coverage(self, name: str, found: Discovery) -> None:
+        path = self._coverage_file(name)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(discovery_to_json(found), encoding="utf-8")
+        tmp.replace(path)
+        self.coverage_results[name] = found
+
+    def load_coverage(self) -> dict[str, Discovery]:
+        """What discovery found for each server's coverage this run (memory, else the
+        xdist run directory); a server whose coverage tests did not run is absent."""
+        out: dict[str, Discovery] = {}
+        for name in self.coverage:
+            if name in self.coverage_results:
+                out[name] = self.coverage_results[name]
+            elif self._coverage_file(name).exists():
+                text = self._coverage_file(name).read_text(encoding="utf-8")
+                out[name] = discovery_from_json(text)
+        return out
 
     def _host_file(self, name: str) -> Path:
         return self.rundir / ("host-" + hashlib.sha256(name.encode()).hexdigest()[:24] + ".json")
@@ -327,3 +466,31 @@ class ProbeStore:
             elif self._file(ct.id).exists():
                 out[ct.id] = self._read(ct.id)
         return out
+
+
+def discovery_to_json(found: Discovery) -> str:
+    """A :class:`~pop3mon.engine.discovery.Discovery` as JSON text (the xdist run
+    directory)."""
+    return json.dumps(dataclasses.asdict(found), sort_keys=True)
+
+
+def discovery_from_json(text: str) -> Discovery:
+    """Inverse of :func:`discovery_to_json`."""
+    data: dict[str, Any] = json.loads(text)
+    return Discovery(
+        domain=data["domain"],
+        hosts=tuple(data["hosts"]),
+        published=tuple(Published(**p) for p in data["published"]),
+        offered=tuple(
+            Offered(
+                **{
+                    **o,
+                    "capabilities": tuple(o["capabilities"]),
+                    "cleartext_login_before_tls": tuple(o["cleartext_login_before_tls"]),
+                }
+            )
+            for o in data["offered"]
+        ),
+        problems=tuple(data["problems"]),
+        elapsed=float(data["elapsed"]),
+    )

@@ -15,6 +15,7 @@ from ..engine.stages import (
     PHASE_LABELS,
     STAGES,
     CheckName,
+    CoverageTier,
     HostTier,
     Security,
     Tier,
@@ -89,7 +90,7 @@ class CheckResult:
     SKIP); reports count and group root causes by it, never by the reason's wording.
     """
 
-    tier: Tier | HostTier
+    tier: Tier | HostTier | CoverageTier
     check: str
     verdict: Verdict
     reason: str

@@ -18,7 +18,15 @@ from typing import Any, Final
 from ..engine.defaults import DEFAULTS, DriftPolicy
 from ..engine.dns import family_of
 from ..engine.stages import FAMILY_LABELS, LATENCY_PHASES
-from .model import TOKEN_MECHANISMS, ConnectionType, Host, LatencyThresholds, RoundTrip
+from .model import (
+    TOKEN_MECHANISMS,
+    ConnectionType,
+    Coverage,
+    Host,
+    LatencyThresholds,
+    Monitored,
+    RoundTrip,
+)
 from .schema import (
     _Account,
     _Connection,
@@ -609,6 +617,53 @@ def _hosts(
                 connections=tuple(c.id for c in mine),
                 tags=tuple(eff.tags),
                 line=tree.line(sloc),
+            )
+        )
+    return out
+
+
+def _coverage(
+    model: _File, tree: _YamlTree, base_dir: Path, connections: list[ConnectionType]
+) -> list[Coverage]:
+    """The coverage tier of each server that turns it on (``coverage: true`` or a mapping),
+    with what it compares against: every connection type of the file, of any server (a
+    listener of mail1 may be monitored under another server entry or an address)."""
+    monitored = tuple(
+        Monitored(
+            host=c.host.lower().rstrip("."),
+            address=c.address,
+            port=c.port,
+            protocol=c.protocol,
+            security=c.security,
+            id=c.id,
+        )
+        for c in sorted(connections, key=lambda c: c.id)
+    )
+    out: list[Coverage] = []
+    for si, server in enumerate(model.servers):
+        cov = server.coverage
+        if cov is None:
+            continue
+        sloc: Loc = ("servers", si)
+        eff = _Effective(tree)
+        eff.apply(model.defaults, ("defaults",))
+        eff.apply(server, sloc)
+        ca_file: str | None = eff.get("ca_file")
+        out.append(
+            Coverage(
+                name=server.name,
+                host=server.host,
+                domain=cov.domain.rstrip(".").lower() if cov.domain else None,
+                unmonitored=cov.unmonitored,
+                cleartext_unmonitored=cov.cleartext_unmonitored,
+                nameserver=cov.nameserver,
+                ports=tuple(cov.ports),
+                autoconfig_port=cov.autoconfig_port,
+                timeout=float(eff.get("timeout")),
+                ca_file=str(_resolve_path(base_dir, ca_file)) if ca_file else None,
+                monitored=monitored,
+                tags=tuple(eff.tags),
+                line=tree.line((*sloc, "coverage")),
             )
         )
     return out

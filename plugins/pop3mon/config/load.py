@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from .cascade import _build, _hosts
+from .cascade import _build, _coverage, _hosts
 from .files import _display_name, _read
 from .messages import _allowed, _schema_message
 from .model import ConfigError, HistorySettings, NotifySettings, NotifyTarget, Targets
@@ -112,6 +112,7 @@ def _load(path: str | os.PathLike[str], raw: bytes | None = None) -> Targets:
 
     connections = _build(model, tree, base_dir, problems)
     hosts = _hosts(model, tree, connections, problems)
+    coverage = _coverage(model, tree, base_dir, connections)
     notify = _notify(model.notify, tree, base_dir, problems) if model.notify else None
     problems.raise_if_any()
     hist = model.history
@@ -121,6 +122,7 @@ def _load(path: str | os.PathLike[str], raw: bytes | None = None) -> Targets:
         connections=tuple(sorted(connections, key=lambda c: c.id)),
         notify=notify,
         hosts=tuple(hosts),
+        coverage=tuple(coverage),
         history=HistorySettings(
             path=_resolve_path(base_dir, hist.path) if hist.path is not None else None,
             retention_days=hist.retention_days,

@@ -18,14 +18,17 @@ from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
 from ..engine.defaults import DEFAULTS, DriftPolicy
+from ..engine.discovery import DiscoverySpec
 from ..engine.hosts import HostSpec
 from ..engine.mechanisms import MECHANISMS
 from ..engine.result import ProbeSpec, RoundTripSpec
 from ..engine.stages import (
+    COVERAGE_ID_PREFIX,
     HOST_ID_PREFIX,
     LATENCY_PHASES,
     AddressFamily,
     Cleanup,
+    CoverageLevel,
     Pacing,
     Protocol,
     Security,
@@ -310,6 +313,85 @@ class Host:
 
 
 @dataclass(frozen=True)
+class Monitored:
+    """One connection type of the targets file as coverage compares it: where it connects
+    (``host`` lower-case without a trailing dot, and the pinned ``address`` if any), its
+    port, protocol, security and id."""
+
+    host: str
+    address: str | None
+    port: int
+    protocol: Protocol
+    security: Security
+    id: str
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """A server's opt-in coverage tier (``coverage:``): re-discover its connection types
+    each run (its ``host``, the standard POP3 ports plus ``ports``, and with ``domain``
+    what the domain's SRV records and client autoconfig publish) and compare them with
+    ``monitored``, every connection type of the whole targets file. ``timeout`` is the
+    one deadline of that discovery (the server's ``timeout:``)."""
+
+    name: str
+    host: str
+    domain: str | None
+    unmonitored: CoverageLevel
+    cleartext_unmonitored: CoverageLevel
+    nameserver: str | None
+    ports: tuple[int, ...]
+    autoconfig_port: int | None
+    timeout: float
+    ca_file: str | None
+    monitored: tuple[Monitored, ...]
+    tags: tuple[str, ...]
+    line: int
+
+    @property
+    def _host(self) -> str:
+        return self.host.lower().rstrip(".")
+
+    @property
+    def id(self) -> str:
+        """The coverage tests' parameter and its records' id: ``server:<name>``."""
+        return COVERAGE_ID_PREFIX + self.name
+
+    def to_spec(self) -> DiscoverySpec:
+        """The discovery engine's :class:`~pop3mon.engine.discovery.DiscoverySpec`."""
+        return DiscoverySpec(
+            domain=self.domain,
+            hosts=(self.host,),
+            ports=tuple(dict.fromkeys((*DEFAULTS.coverage_ports, *self.ports))),
+            # A port the file monitors with implicit TLS is probed with TLS at once, not
+            # after discovery's wait for a plaintext greeting that never comes.
+            tls_ports=tuple(
+                sorted(
+                    {995}
+                    | {
+                        m.port
+                        for m in self.monitored
+                        if m.security == "tls" and m.protocol == "pop3" and m.host == self._host
+                    }
+                )
+            ),
+            nameserver=self.nameserver,
+            autoconfig_port=self.autoconfig_port,
+            timeout=self.timeout,
+            ca_file=self.ca_file,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready plain data (for reports; the monitored list is the file's own)."""
+        data = dataclasses.asdict(self)
+        del data["monitored"]
+        data["ports"] = list(self.ports)
+        data["tags"] = list(self.tags)
+        data["id"] = self.id
+        return data
+
+
+@dataclass(frozen=True)
 class HistorySettings:
     """The targets file's top-level ``history:`` (see :mod:`pop3mon.history`).
 
@@ -337,6 +419,8 @@ class Targets:
     #: The host checks, in file order (servers whose host check says nothing more than
     #: their one connection type's checks have none).
     hosts: tuple[Host, ...] = ()
+    #: The servers with the coverage tier on, in file order.
+    coverage: tuple[Coverage, ...] = ()
 
     @property
     def ids(self) -> tuple[str, ...]:

@@ -35,6 +35,7 @@ from ..engine.smtp import relay_recipient_problem
 from ..engine.stages import (
     ADDRESS_FAMILIES,
     CLEANUP_MODES,
+    COVERAGE_LEVELS,
     DRIFT_CHECKS,
     DRIFT_LEVELS,
     LATENCY_PHASES,
@@ -43,6 +44,7 @@ from ..engine.stages import (
     TLS_VERSIONS,
     AddressFamily,
     Cleanup,
+    CoverageLevel,
     DriftLevel,
     Pacing,
     Security,
@@ -80,6 +82,7 @@ _RESERVED_TAGS: Final = frozenset(
         "latency",
         "drift",
         "host",
+        "coverage",
         "and",
         "or",
         "not",
@@ -128,6 +131,11 @@ def _v_drift_level(value: object) -> DriftLevel:
     # YAML 1.1 reads a bare `off` as false: take it for what was meant.
     chosen = _choice("off" if value is False else value, DRIFT_LEVELS)
     return next(level for level in DRIFT_LEVELS if level == chosen)
+
+
+def _v_coverage_level(value: object) -> CoverageLevel:
+    chosen = _choice(value, COVERAGE_LEVELS)
+    return next(level for level in COVERAGE_LEVELS if level == chosen)
 
 
 def _v_pacing(value: object) -> Pacing:
@@ -717,6 +725,58 @@ class _SmtpConnection(_Settings):
         return value
 
 
+def _v_nameserver(value: str) -> str:
+    # "IP" or "IP:PORT" ("[v6]:PORT" for IPv6 with a port): the resolver coverage asks.
+    host, port = value, ""
+    if value.startswith("[") and "]:" in value:
+        host, _, port = value[1:].partition("]:")
+    elif value.count(":") == 1:
+        host, _, port = value.partition(":")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise _bad(
+            f"{_show(value)} is not a name server address — give an IP, IP:PORT or "
+            "[IPv6]:PORT (no name: it would need a resolver to find the resolver)"
+        ) from None
+    if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise _bad(f"{_show(value)} has a bad port — a port is between 1 and 65535")
+    return value
+
+
+class _Coverage(_Model):
+    """A server's ``coverage:`` mapping (``coverage: true`` is this with every default):
+    the domain whose SRV records and client autoconfig to compare with the targets file,
+    the verdicts of unmonitored connection types, the resolver and extra ports to probe.
+    Its defaults are read: coverage is one block of one server, not cascaded."""
+
+    domain: Annotated[str, AfterValidator(_v_host)] | None = None
+    unmonitored: Annotated[CoverageLevel, BeforeValidator(_v_coverage_level)] = (
+        DEFAULTS.coverage_unmonitored
+    )
+    cleartext_unmonitored: Annotated[CoverageLevel, BeforeValidator(_v_coverage_level)] = (
+        DEFAULTS.coverage_cleartext_unmonitored
+    )
+    nameserver: Annotated[str, AfterValidator(_v_nameserver)] | None = None
+    ports: Annotated[list[_Port], AfterValidator(_v_unique_ports)] = []
+    # The autoconfig server's port when not the standard 443/80 (a lab, a test).
+    autoconfig_port: _Port | None = None
+
+
+def _v_coverage(value: object) -> object:
+    # `coverage: true` is the mapping with every default; false (or null) is off.
+    if value is True:
+        return {}
+    if value is False or value is None:
+        return None
+    if isinstance(value, Mapping):
+        return value
+    raise _bad(
+        f"{_show(value)} is not true, false or a mapping — write coverage: true, or "
+        "coverage: {domain: example.com, unmonitored: warn}"
+    )
+
+
 class _Server(_Settings):
     name: Annotated[str, AfterValidator(_v_name)]
     host: Annotated[str, AfterValidator(_v_host)]
@@ -729,6 +789,8 @@ class _Server(_Settings):
     # The ports the host check tries (default: the distinct ports of the connection types,
     # POP3 and SMTP).
     tcp_ports: Annotated[list[_Port], AfterValidator(_v_unique_ports)] | None = None
+    # Opt-in coverage tier (checks/coverage.py): true, false or a _Coverage mapping.
+    coverage: Annotated[_Coverage | None, BeforeValidator(_v_coverage)] = None
     # tcp_ports and smtp before connections: the check of an empty connections: list reads them.
     smtp: list[_SmtpConnection] = []
     connections: list[_Connection] = []

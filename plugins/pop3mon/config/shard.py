@@ -105,7 +105,7 @@ def shard_servers(targets: Targets, total: int) -> dict[str, int]:
 
 
 def select_shard(targets: Targets, shard: Shard) -> Targets:
-    """``targets`` narrowed to the connection types and host checks of shard ``shard``.
+    """``targets`` narrowed to the connection types, host and coverage checks of shard ``shard``.
 
     The path and sha256 stay the file's (shards of one file are told apart from shards of
     another by them); notify and history settings stay as they are.
@@ -116,6 +116,9 @@ def select_shard(targets: Targets, shard: Shard) -> Targets:
         targets,
         connections=tuple(c for c in targets.connections if c.server in mine),
         hosts=tuple(h for h in targets.hosts if h.name in mine),
+        # A coverage check still compares with every connection type of the file
+        # (Coverage.monitored), so a port monitored by another shard is not "unmonitored".
+        coverage=tuple(c for c in targets.coverage if c.name in mine),
     )
 
 

@@ -16,7 +16,15 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Final
 
-from .stages import DRIFT_CHECKS, AddressFamily, DriftCheck, DriftLevel, Pacing, Security
+from .stages import (
+    DRIFT_CHECKS,
+    AddressFamily,
+    CoverageLevel,
+    DriftCheck,
+    DriftLevel,
+    Pacing,
+    Security,
+)
 
 __all__ = ["DEFAULTS", "Defaults", "DriftPolicy"]
 
@@ -85,6 +93,9 @@ class Defaults:
     round_trip_crit: float  # `round_trip: {crit}`
     round_trip_timeout: float  # `round_trip: {timeout}` seconds to wait for the message
     round_trip_polls: int  # most POP3 poll logins one round trip makes (not configurable)
+    coverage_unmonitored: CoverageLevel  # `coverage: {unmonitored}`
+    coverage_cleartext_unmonitored: CoverageLevel  # `coverage: {cleartext_unmonitored}`
+    coverage_ports: tuple[int, ...]  # the POP3 ports coverage always probes (+ `ports:`)
 
 
 DEFAULTS: Final = Defaults(
@@ -147,4 +158,9 @@ DEFAULTS: Final = Defaults(
     # Each poll is a login (a POP3 session never sees mail that arrives after its login):
     # backing off 0.25 s -> 15 s, a 180 s deadline needs 17; the cap bounds any deadline.
     round_trip_polls=20,
+    # A forgotten listener is news; one that takes a password in clear is the hazard the
+    # brief warns about ("one monitor per every POP3 connection type").
+    coverage_unmonitored="warn",
+    coverage_cleartext_unmonitored="crit",
+    coverage_ports=(110, 995),
 )

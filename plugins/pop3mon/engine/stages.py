@@ -16,6 +16,10 @@ __all__ = [
     "ADDRESS_FAMILIES",
     "CHECKS",
     "CLEANUP_MODES",
+    "COVERAGE_CHECKS",
+    "COVERAGE_ID_PREFIX",
+    "COVERAGE_LEVELS",
+    "COVERAGE_TIER",
     "DELIVERY_PHASE",
     "DRIFT_CHECKS",
     "DRIFT_LEVELS",
@@ -36,6 +40,9 @@ __all__ = [
     "CheckName",
     "CheckSpec",
     "Cleanup",
+    "CoverageCheck",
+    "CoverageLevel",
+    "CoverageTier",
     "DriftCheck",
     "DriftLevel",
     "HostCheck",
@@ -98,6 +105,20 @@ HostCheck = Literal["ping", "tcp"]
 HOST_CHECKS: Final[tuple[HostCheck, ...]] = get_args(HostCheck)
 #: How a host test's parameter (and its records' ``ct``) names its server: ``host:mail1``.
 HOST_ID_PREFIX: Final = "host:"
+
+#: The coverage checks (checks/coverage.py): one set per server with ``coverage:`` on, run
+#: once per run on what the discovery engine (engine/discovery.py) finds for it, compared
+#: with the whole targets file. Their own tier, apart from ``TIERS`` like the host checks
+#: (a server's, not a connection type's; reports list it after the other tiers).
+CoverageTier = Literal["coverage"]
+COVERAGE_TIER: Final[CoverageTier] = "coverage"
+CoverageCheck = Literal["coverage-unmonitored", "coverage-published", "coverage-autoconfig"]
+COVERAGE_CHECKS: Final[tuple[CoverageCheck, ...]] = get_args(CoverageCheck)
+#: How a coverage test's parameter (and its records' ``ct``) names its server.
+COVERAGE_ID_PREFIX: Final = "server:"
+#: What a coverage finding gives (``coverage: {unmonitored, cleartext_unmonitored}``).
+CoverageLevel = Literal["warn", "crit"]
+COVERAGE_LEVELS: Final[tuple[CoverageLevel, ...]] = get_args(CoverageLevel)
 
 #: Every check of the tiers except latency (whose checks are ``latency-<phase>``).
 CheckName = Literal[

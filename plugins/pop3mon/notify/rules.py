@@ -65,9 +65,19 @@ class RunSummary:
                 {
                     **{c.id: c.tags for c in targets.connections},
                     **{h.id: h.tags for h in targets.hosts},
+                    **{c.id: c.tags for c in targets.coverage},
                 }
             ),
-            members=MappingProxyType({h.id: h.connections for h in targets.hosts}),
+            members=MappingProxyType(
+                {
+                    **{h.id: h.connections for h in targets.hosts},
+                    # A server's coverage findings: told to whoever hears of its servers.
+                    **{
+                        c.id: tuple(x.id for x in targets.connections if x.server == c.name)
+                        for c in targets.coverage
+                    },
+                }
+            ),
         )
 
 

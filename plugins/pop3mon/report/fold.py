@@ -133,6 +133,8 @@ def fold_causes(report: RunReport) -> Folded:
         (h.host.id, h.host.host, h.records, False) for h in report.hosts
     ]
     per_ct += [(c.ct.id, c.ct.host, c.records, True) for c in report.connections]
+    # A server's coverage findings are root causes of their own (id server:<name>).
+    per_ct += [(c.coverage.id, c.coverage.host, c.records, False) for c in report.coverage]
     if report.unattributed:
         per_ct.append(("", "", report.unattributed, False))
     for ct_id, host, records, is_ct in per_ct:

@@ -145,6 +145,20 @@ def record(config: pytest.Config, report: RunReport, path: Path | None) -> Histo
         # As soon as the most eager of its connection types would call a CRIT hard.
         mine = [c.ct.confirm for c in report.connections if c.ct.id in hrep.host.connections]
         confirm[hrep.host.id] = min(mine, default=DEFAULTS.confirm)
+    # The coverage checks likewise (id server:<name>): an unmonitored listener appearing is
+    # one change and one notification.
+    for crep in report.coverage:
+        ran = [r for r in crep.records if r.outcome != NOT_RUN]
+        if not ran:
+            continue
+        cid = crep.coverage.id
+        cts.append(CtRow(ct=cid, worst=crep.worst, phases={}, facts=None, peer=""))
+        rows.extend(
+            CheckRow(cid, r.check, r.tier, r.verdict, scrub(r.reason), r.figure, r.unit)
+            for r in ran
+        )
+        mine = [c.ct.confirm for c in report.connections if c.ct.server == crep.coverage.name]
+        confirm[cid] = min(mine, default=DEFAULTS.confirm)
     if not rows:
         return OFF
     return record_run(path, store.targets.history, run, cts, rows, confirm)

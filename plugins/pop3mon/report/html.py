@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
 from ..engine.result import CertInfo, ProbeResult, TLSInfo
-from ..engine.stages import PHASE_LABELS, TIERS
+from ..engine.stages import COVERAGE_TIER, PHASE_LABELS, TIERS
 from ..history.model import CheckState
 from ..verdict import VERDICT_CODES, Verdict, worst
 from .html_style import SCRIPT, STYLE
@@ -63,6 +63,7 @@ TIER_LABELS: Mapping[str, str] = {
     "mailbox": "Mailbox",
     "latency": "Latency",
     "drift": "Drift",
+    "coverage": "Coverage",
 }
 VERDICT_HINTS: Mapping[str, str] = {
     Verdict.OK: "passed",
@@ -471,6 +472,25 @@ def _host_note(report: RunReport, server: str) -> str:
     return note
 
 
+def _coverage_row(report: RunReport, server: str) -> str:
+    """The server's coverage checks (``coverage:`` on) as one row under its group head:
+    each check's verdict and reason, which names every unmonitored host:port ("" when the
+    server has none)."""
+    crep = next((c for c in report.coverage if c.coverage.name == server), None)
+    if crep is None or not crep.records:
+        return ""
+    items = "".join(
+        f"<li>{badge(r.verdict, hint=False)} <strong>{esc(r.check)}</strong>: {esc(r.reason)}</li>"
+        for r in crep.records
+    )
+    return (
+        f'<tr class="p3m-coverage" data-coverage="{esc(crep.coverage.id)}" '
+        f'data-verdict="{esc(crep.worst)}"><th scope="row">{esc(TIER_LABELS[COVERAGE_TIER])}'
+        f'<span class="p3m-sub">{badge(crep.worst, hint=False)}</span></th>'
+        f'<td colspan="{len(TIERS) + 3}"><ul class="p3m-coverage-list">{items}</ul></td></tr>'
+    )
+
+
 def _group_head(report: RunReport, server: str, conns: Sequence[ConnectionReport]) -> str:
     hosts = sorted({c.ct.host for c in conns})
     where = ", ".join(hosts[:3]) + (f" and {len(hosts) - 3} more" if len(hosts) > 3 else "")
@@ -499,7 +519,7 @@ def overview_html(report: RunReport) -> str:
         rows = "".join(_matrix_row(report, conn) for conn in conns)
         bodies.append(
             f'<tbody class="p3m-group" data-server="{esc(server)}">'
-            f"{_group_head(report, server, conns)}{rows}</tbody>"
+            f"{_group_head(report, server, conns)}{_coverage_row(report, server)}{rows}</tbody>"
         )
     if not bodies:
         bodies.append(
@@ -514,6 +534,8 @@ def overview_html(report: RunReport) -> str:
     )
     if report.hosts:
         facts += f" and {len(report.hosts)} hosts (host checks: PING, TCP)"
+    if report.coverage:
+        facts += f" · coverage checked on {len(report.coverage)} servers"
     if report.not_selected:
         facts += f" · {len(report.not_selected)} connection types not selected in this run"
     if info.stopped:

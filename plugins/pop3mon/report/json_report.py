@@ -31,6 +31,12 @@ Schema ``pop3mon/results/v1`` (keys are sorted, so diffs between runs stay small
                  "result": {...} | null,  # engine.hosts.HostResult: ping, ports, root
                  "checks": [{...}],       # ping, tcp: as a connection's checks
                  "blocked": [...]}],      # ids it was the root cause for (when down)
+      "coverage": [{"coverage": {"id", "name", "host", "domain", "unmonitored", ...},
+                    "availability": {...} | null,  # as a connection's (id server:<name>)
+                    "verdict",
+                    "discovery": {...} | null,  # engine.discovery.Discovery: published,
+                                                # offered, problems (null: not run)
+                    "checks": [{...}]}],        # coverage-unmonitored, -published, -autoconfig
       "changes": [{"kind", "connection", "check", "before", "after", "reason",
                    "since", "detail"}],   # since: null when not known (after a flap)
                                           # kind: new worse better recovered hard drift
@@ -56,7 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from ..history.model import Change, CheckState
-from .model import ConnectionReport, HostReport, RunReport, scrub
+from .model import ConnectionReport, CoverageReport, HostReport, RunReport, scrub
 from .recorder import CheckRecord
 
 __all__ = ["SCHEMA", "results_document", "write_json"]
@@ -159,6 +165,20 @@ def _host(hrep: HostReport, report: RunReport) -> dict[str, Any]:
     }
 
 
+def _coverage(crep: CoverageReport, report: RunReport) -> dict[str, Any]:
+    """One server's coverage checks: its settings, what discovery found, its checks (with
+    their history states, tracked under the id ``server:<name>``)."""
+    cid = crep.coverage.id
+    avail = report.history.availability.get(cid)
+    return {
+        "availability": dict(avail) if avail is not None else None,
+        "coverage": crep.coverage.to_dict(),
+        "verdict": crep.worst,
+        "discovery": dataclasses.asdict(crep.result) if crep.result is not None else None,
+        "checks": [_check(r, report.states.get((cid, r.check))) for r in crep.records],
+    }
+
+
 def results_document(report: RunReport) -> dict[str, Any]:
     """The JSON document as plain data (already scrubbed of secrets)."""
     info = report.info
@@ -186,6 +206,7 @@ def results_document(report: RunReport) -> dict[str, Any]:
         "counts": {**counts, "total": sum(counts.values())},
         "connections": [_connection(c, report) for c in report.connections],
         "hosts": [_host(h, report) for h in report.hosts],
+        "coverage": [_coverage(c, report) for c in report.coverage],
         "changes": [_change(c) for c in report.changes],
         "history": {
             "status": report.history.status,

@@ -186,6 +186,12 @@ def finish(text: str, report: RunReport, options: JUnitOptions) -> str:
         return text  # not pytest's writer's file: leave it as it was written
     by_key = {(c.ct.id, r.check): (r, c.result) for c in report.connections for r in c.records}
     hosts = {(h.host.id, r.check): (r, h.result) for h in report.hosts for r in h.records}
+    # A coverage check's own time is its server's one discovery.
+    covered = {
+        (c.coverage.id, r.check): (r, c.result.elapsed if c.result is not None else 0.0)
+        for c in report.coverage
+        for r in c.records
+    }
     for case in list(root.iter("testcase")):
         holder = case.find("properties")
         props = (
@@ -201,6 +207,8 @@ def finish(text: str, report: RunReport, options: JUnitOptions) -> str:
         elif key in hosts:
             rec, host_result = hosts[key]
             found = rec, host_own_seconds(host_result, rec)
+        elif key in covered:
+            found = covered[key]
         lines: list[str] = []
         if found is not None:
             rec, seconds = found

@@ -41,7 +41,7 @@ from ..config import ConnectionType
 from ..engine.result import ProbeResult
 from ..engine.stages import HOST_ID_PREFIX, Security
 from ..verdict import VERDICT_CODES, Verdict
-from .model import ConnectionReport, HostReport, RunReport, new_run_id, scrub
+from .model import ConnectionReport, CoverageReport, HostReport, RunReport, new_run_id, scrub
 from .reportset import ReportSet, ReportSetError
 
 __all__ = [
@@ -241,6 +241,19 @@ _FAMILIES: Final[tuple[tuple[str, str, tuple[str, ...]], ...]] = (
         "Connection types not probed because this host is down (0 when it is up).",
         _HOST,
     ),
+    # -- per server with the coverage tier on ---------------------------------------------
+    (
+        "pop3mon_coverage_check_verdict",
+        "Verdict of each coverage check (coverage-unmonitored, coverage-published, "
+        f"coverage-autoconfig) as a code: {_VERDICT_HELP}.",
+        (*_HOST, "check"),
+    ),
+    (
+        "pop3mon_coverage_findings",
+        "Connection types each coverage check found unmonitored, failing or not as "
+        "advertised (0: none).",
+        (*_HOST, "check"),
+    ),
 )
 
 #: The families every run writes anew, even one that failed on its configuration.
@@ -378,6 +391,14 @@ def _host(out: _Collector, hrep: HostReport) -> None:
         out.add("pop3mon_host_check_verdict", [*base, rec.check], VERDICT_CODES[rec.verdict])
 
 
+def _coverage(out: _Collector, crep: CoverageReport) -> None:
+    base = [crep.coverage.name, crep.coverage.host]
+    for rec in crep.records:
+        out.add("pop3mon_coverage_check_verdict", [*base, rec.check], VERDICT_CODES[rec.verdict])
+        if rec.figure is not None:
+            out.add("pop3mon_coverage_findings", [*base, rec.check], rec.figure)
+
+
 def metrics_text(report: RunReport) -> str:
     """The exposition text of a run (Prometheus text format 0.0.4)."""
     out = _Collector()
@@ -385,6 +406,8 @@ def metrics_text(report: RunReport) -> str:
         _connection(out, report, conn)
     for hrep in report.hosts:
         _host(out, hrep)
+    for crep in report.coverage:
+        _coverage(out, crep)
     counts: Mapping[Verdict, int] = report.counts()
     # Every verdict, zeros included: a count series that vanished would read as stale.
     for verdict in VERDICT_CODES:

@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Final
 
 from .. import checks
-from ..config import ConnectionType, Host
+from ..config import ConnectionType, Coverage, Host
+from ..engine.discovery import Discovery
 from ..engine.hosts import HostResult
 from ..engine.result import ProbeResult
-from ..engine.stages import CHECKS, HOST_CHECKS, HOST_ID_PREFIX, TIERS
+from ..engine.stages import CHECKS, COVERAGE_CHECKS, HOST_CHECKS, HOST_ID_PREFIX, TIERS
 from ..history.model import Change, CheckState
 from ..history.record import OFF, HistoryOutcome
 from ..probestore import ProbeStore
@@ -38,6 +39,7 @@ from .recorder import NOT_RUN, CheckRecord, Recorder, verdicts
 
 __all__ = [
     "ConnectionReport",
+    "CoverageReport",
     "HostReport",
     "RunInfo",
     "RunReport",
@@ -201,6 +203,21 @@ class HostReport:
 
 
 @dataclass(frozen=True)
+class CoverageReport:
+    """One server's coverage checks (checks/coverage.py): its settings, what this run's
+    discovery found (``None``: not run) and its check records."""
+
+    coverage: Coverage
+    result: Discovery | None
+    records: tuple[CheckRecord, ...]
+
+    @property
+    def worst(self) -> Verdict:
+        """The worst verdict of its checks."""
+        return worst(verdicts(self.records))
+
+
+@dataclass(frozen=True)
 class RunReport:
     """Everything the writers need; built once per run by :func:`build_run_report`."""
 
@@ -221,6 +238,8 @@ class RunReport:
     #: The connection ids this run was responsible for, sorted: the targets file's, or its
     #: shard's under ``--shard`` (``not_selected`` is what ``-k``/``-m`` left of them).
     connection_ids: tuple[str, ...] = ()
+    #: The coverage checks of the servers that have them on (file order).
+    coverage: tuple[CoverageReport, ...] = ()
 
     @property
     def states(self) -> Mapping[tuple[str, str], CheckState]:
@@ -243,6 +262,7 @@ class RunReport:
         """Every check of the run."""
         out = [r for h in self.hosts for r in h.records]
         out += [r for c in self.connections for r in c.records]
+        out += [r for c in self.coverage for r in c.records]
         return (*out, *self.unattributed)
 
     def not_run(self) -> int:
@@ -273,7 +293,7 @@ def build_run_report(
     grouped: dict[str, list[CheckRecord]] = {}
     unattributed: list[CheckRecord] = []
     records: Sequence[CheckRecord] = list(recorder.records.values()) if recorder else []
-    host_ids = {h.id for h in store.targets.hosts}
+    host_ids = {h.id for h in store.targets.hosts} | {c.id for c in store.targets.coverage}
     for rec in records:
         if rec.ct in store.by_id or rec.ct in host_ids:
             grouped.setdefault(rec.ct, []).append(rec)
@@ -298,7 +318,25 @@ def build_run_report(
         not_selected=tuple(not_selected),
         hosts=_host_reports(store, grouped, results),
         connection_ids=tuple(sorted(store.targets.ids)),
+        coverage=_coverage_reports(store, grouped),
     )
+
+
+def _coverage_reports(
+    store: ProbeStore, grouped: Mapping[str, list[CheckRecord]]
+) -> tuple[CoverageReport, ...]:
+    """Each server's coverage checks with what its discovery found, when they ran or
+    were selected."""
+    found = store.load_coverage()
+    order: dict[str, int] = {name: i for i, name in enumerate(COVERAGE_CHECKS)}
+    out: list[CoverageReport] = []
+    for cov in store.targets.coverage:
+        mine = sorted(grouped.get(cov.id, []), key=lambda r: order.get(r.check, len(order)))
+        result = found.get(cov.name)
+        if result is None and not mine:
+            continue
+        out.append(CoverageReport(cov, result, tuple(mine)))
+    return tuple(out)
 
 
 def _host_reports(

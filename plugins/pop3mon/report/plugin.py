@@ -47,7 +47,7 @@ import pytest
 from .. import checks, notify
 from ..engine.hosts import HostResult
 from ..engine.result import ProbeResult
-from ..engine.stages import HOST_ID_PREFIX, HOST_TIER, TIERS
+from ..engine.stages import COVERAGE_ID_PREFIX, COVERAGE_TIER, HOST_ID_PREFIX, HOST_TIER, TIERS
 from ..probestore import ProbeStore
 from . import history as history_glue
 from . import html as html_parts
@@ -217,6 +217,8 @@ class ReportPlugin:
         ct = store.by_id.get(ct_id) if store is not None else None
         if ct is None and store is not None and ct_id.startswith(HOST_ID_PREFIX):
             return ct_id.removeprefix(HOST_ID_PREFIX)
+        if ct is None and store is not None and ct_id.startswith(COVERAGE_ID_PREFIX):
+            return ct_id.removeprefix(COVERAGE_ID_PREFIX)
         return ct.server if ct is not None else ""
 
     def _logxml(self) -> Any:
@@ -440,7 +442,7 @@ class ReportPlugin:
     def _is_check(self, nodeid: str) -> bool:
         """True for a pop3mon tier test of a configured connection type."""
         ct, tier, _ = self._describe(nodeid)
-        if tier == HOST_TIER:
+        if tier in (HOST_TIER, COVERAGE_TIER):
             return True
         return tier in TIERS and self.store is not None and ct in self.store.by_id
 
@@ -456,6 +458,9 @@ class ReportPlugin:
         store = self.store
         if store is not None and param in {h.id for h in store.targets.hosts}:
             return param, HOST_TIER, check.removeprefix("host_")
+        if store is not None and param in {c.id for c in store.targets.coverage}:
+            # test_coverage_unmonitored -> coverage-unmonitored
+            return param, COVERAGE_TIER, check.replace("_", "-")
         if store is None or param in store.by_id:
             return param, tier, check
         for ct in store.targets.connections:
