@@ -41,6 +41,7 @@ __all__ = [
     "HostReport",
     "RunInfo",
     "RunReport",
+    "VantageView",
     "build_run_report",
     "new_run_id",
     "pop3mon_version",
@@ -125,12 +126,30 @@ def _check_key(ct: ConnectionType, rec: CheckRecord) -> tuple[int, int, str]:
 
 
 @dataclass(frozen=True)
+class VantageView:
+    """What one vantage point (``--vantage``) saw of a connection type, in a report merged
+    from several (``pop3mon merge``): its checks as that vantage's run recorded them."""
+
+    vantage: str
+    records: tuple[CheckRecord, ...]
+    result: ProbeResult | None = None
+
+    @property
+    def worst(self) -> Verdict:
+        """The worst verdict this vantage saw."""
+        return worst(verdicts(self.records))
+
+
+@dataclass(frozen=True)
 class ConnectionReport:
     """One connection type of the run: configuration, probe result and check verdicts."""
 
     ct: ConnectionType
     result: ProbeResult | None
     records: tuple[CheckRecord, ...]
+    #: Per vantage point, by name, when the report was merged from several vantages (then
+    #: ``records`` hold each check's worst verdict over them); empty otherwise.
+    vantages: Mapping[str, VantageView] = field(default_factory=dict)
 
     @property
     def worst(self) -> Verdict:
