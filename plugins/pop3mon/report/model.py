@@ -48,6 +48,7 @@ __all__ = [
     "scrub",
 ]
 
+_FAILING: Final = frozenset({Verdict.CRIT, Verdict.ERROR})
 _CHECK_ORDER: Final[Mapping[str, int]] = {c.name: i for i, c in enumerate(CHECKS)}
 
 
@@ -176,6 +177,27 @@ class ConnectionReport:
         """Days until the certificate expires, when one was seen."""
         tls = self.result.tls if self.result is not None else None
         return tls.cert.days_left if tls is not None and tls.cert is not None else None
+
+    def seen_from(self) -> str:
+        """What each vantage point saw, worst first: "CRIT from eu-west · OK from us-east"
+        ("" unless merged from several vantages)."""
+        views = sorted(self.vantages.values(), key=lambda v: (-rank(v.worst), v.vantage))
+        return " · ".join(f"{v.worst} from {v.vantage}" for v in views)
+
+    def vantage_finding(self) -> str:
+        """The conclusion the vantages allow: a connection type that fails (CRIT, ERROR)
+        from some vantage points and not from others has a problem on the network path,
+        not on the server ("" when they agree, or with fewer than two vantages)."""
+        if len(self.vantages) < 2:
+            return ""
+        failing = sorted(n for n, v in self.vantages.items() if v.worst in _FAILING)
+        fine = [n for n, v in self.vantages.items() if v.worst in (Verdict.OK, Verdict.WARN)]
+        if failing and fine:
+            return f"fails only from {', '.join(failing)}: network path, not the server"
+        warn = sorted(n for n, v in self.vantages.items() if v.worst == Verdict.WARN)
+        if warn and any(v.worst == Verdict.OK for v in self.vantages.values()):
+            return f"WARN only from {', '.join(warn)}"
+        return ""
 
 
 @dataclass(frozen=True)
