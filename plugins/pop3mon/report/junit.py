@@ -249,16 +249,18 @@ def junit_text(report: RunReport, options: JUnitOptions) -> str:
         ET.SubElement(props, "property", name=name, value=value)
     cases: list[tuple[CheckRecord, float, list[tuple[str, object]]]] = []
     for hrep in report.hosts:
-        extra = host_testcase_properties(hrep.host, hrep.result)
-        cases += [(r, host_own_seconds(hrep.result, r), [*extra]) for r in hrep.records]
-    order = {tier: i for i, tier in enumerate(TIERS)}
+        host_extra: list[tuple[str, object]] = [*host_testcase_properties(hrep.host, hrep.result)]
+        cases += [(r, host_own_seconds(hrep.result, r), host_extra) for r in hrep.records]
+    order: dict[str, int] = {tier: i for i, tier in enumerate(TIERS)}
     conns = sorted(
         ((r, c) for c in report.connections for r in c.records),
         key=lambda rc: (order.get(rc[0].tier, len(order)), rc[0].nodeid.split("::")[0]),
     )
     for rec, conn in conns:
-        extra = testcase_properties(conn.ct, conn.result, rec.tier, rec.check)
-        cases.append((rec, own_seconds(conn.result, rec), [*extra]))
+        ct_extra: list[tuple[str, object]] = [
+            *testcase_properties(conn.ct, conn.result, rec.tier, rec.check)
+        ]
+        cases.append((rec, own_seconds(conn.result, rec), ct_extra))
     cases += [(r, 0.0, []) for r in report.unattributed]
     tally = {"failures": 0, "errors": 0, "skipped": 0}
     for rec, seconds, extra in cases:
@@ -267,8 +269,8 @@ def junit_text(report: RunReport, options: JUnitOptions) -> str:
         classname, _, name = _split_nodeid(rec.nodeid)
         case = ET.SubElement(suite, "testcase", classname=classname, name=name)
         holder = ET.SubElement(case, "properties")
-        for key, value in [*record_properties(rec), *extra]:
-            ET.SubElement(holder, "property", name=key, value=str(value))
+        for prop, shown in [*record_properties(rec), *extra]:
+            ET.SubElement(holder, "property", name=prop, value=str(shown))
         if rec.verdict == Verdict.ERROR:
             ET.SubElement(case, "error", message=rec.reason).text = rec.reason
             tally["errors"] += 1

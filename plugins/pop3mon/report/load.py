@@ -21,7 +21,7 @@ import calendar
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Final
 
@@ -47,17 +47,20 @@ class LoadError(Exception):
 
 @dataclass(frozen=True)
 class LoadedRun:
-    """One run's results.json: the report, and the run facts ``merge`` checks."""
+    """One run's results.json and the report it was written from."""
 
     path: Path
     report: RunReport
-    #: ``run.shard`` as (index, total), None for an unsharded run.
-    shard: tuple[int, int] | None = None
-    vantage: str | None = None
-    #: ``run.connection_ids``: the ids the run was responsible for (None: not recorded,
-    #: a run before sharding existed; then the ids it reported).
-    connection_ids: tuple[str, ...] | None = None
-    document: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def shard(self) -> tuple[int, int] | None:
+        """``run.shard`` as (index, total); None for an unsharded run."""
+        return self.report.info.shard
+
+    @property
+    def vantage(self) -> str | None:
+        """``run.vantage``: where the run probed from, or None."""
+        return self.report.info.vantage
 
 
 def find_results(arg: Path) -> list[Path]:
@@ -87,18 +90,7 @@ def load_results(path: Path) -> LoadedRun:
         found = doc.get("schema") if isinstance(doc, dict) else None
         raise LoadError(f"{path}: not a pop3mon results file (schema {found!r}, want {SCHEMA!r})")
     try:
-        report = report_from_document(doc)
-        run = doc["run"]
-        shard = run.get("shard")
-        ids = run.get("connection_ids")
-        return LoadedRun(
-            path=path,
-            report=report,
-            shard=(int(shard["index"]), int(shard["total"])) if shard else None,
-            vantage=run.get("vantage") or None,
-            connection_ids=tuple(str(i) for i in ids) if ids is not None else None,
-            document=doc,
-        )
+        return LoadedRun(path=path, report=report_from_document(doc))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         what = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
         raise LoadError(f"{path}: malformed results file ({what})") from None
@@ -172,6 +164,7 @@ def report_from_document(doc: Mapping[str, Any]) -> RunReport:
     """The :class:`RunReport` a results.json document was written from (see the module
     docstring for the little it cannot restore)."""
     run = doc["run"]
+    shard = run.get("shard")
     info = RunInfo(
         run_id=str(run["id"]),
         started=float(run["started_epoch"]),
@@ -180,6 +173,8 @@ def report_from_document(doc: Mapping[str, Any]) -> RunReport:
         targets_sha256=str(run["targets"]["sha256"]),
         version=str(run["pop3mon_version"]),
         stopped=str(run.get("stopped") or ""),
+        shard=(int(shard["index"]), int(shard["total"])) if shard else None,
+        vantage=str(run["vantage"]) if run.get("vantage") else None,
         python=str(run["python"]),
         platform=str(run["platform"]),
     )
@@ -262,4 +257,5 @@ def report_from_document(doc: Mapping[str, Any]) -> RunReport:
         history=history,
         notify_warnings=tuple((doc.get("notify") or {}).get("warnings", ())),
         hosts=tuple(hosts),
+        connection_ids=tuple(str(i) for i in run.get("connection_ids", ())),
     )

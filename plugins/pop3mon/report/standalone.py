@@ -36,7 +36,7 @@ _PAGE_STYLE: Final = (
 
 
 def vantages_html(report: RunReport) -> str:
-    """"Seen from": every connection type whose vantage points disagree, with each
+    """ "Seen from": every connection type whose vantage points disagree, with each
     vantage's verdict and the finding ("fails only from eu-west: network path, not the
     server"), then the rest in one line ("" unless merged from several vantages)."""
     names = sorted({n for c in report.connections for n in c.vantages})
@@ -128,4 +128,3 @@ def write_report_set(
             files.discard()
         raise ReportSetError(f"{exc.strerror or exc} ({exc.filename or directory})") from None
     return files.commit(last="JSON")
-
