@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 from _common import REPO, lab, print_machine
-
 from pop3mon.config.shard import shard_of
 
 PASSWORD_ENV = "POP3MON_BENCH_PASSWORD"
