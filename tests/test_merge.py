@@ -538,3 +538,46 @@ def test_merged_page_in_a_real_browser(merged: Path) -> None:
             test_browser._clean(guard)
         finally:
             chromium.close()
+
+
+# --------------------------------------------------------------------------- README
+def _readme_merge_commands() -> list[str]:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Merging shards and vantage points", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"^```sh\n(.*?)^```", section, re.M | re.S)
+    return [line for b in blocks for line in b.splitlines() if line.startswith("pop3mon merge ")]
+
+
+def test_readme_merge_commands_run_as_written(
+    runs: dict[str, Path], vantages: tuple[Path, str], tmp_path: Path
+) -> None:
+    """Each ``pop3mon merge`` line of the README runs as written (a shell, ``pop3mon`` on
+    PATH) in a directory laid out as its paths say: the three shards as ``reports/shard-*``
+    and under ``reports/shards/``, the two vantages as ``reports/us-east`` and ``eu-west``."""
+    commands = _readme_merge_commands()
+    assert len(commands) == 3, commands
+    work = tmp_path / "checkout"
+    for k in range(1, SHARDS + 1):
+        shutil.copytree(runs[f"shard-{k}"], work / "reports" / f"shard-{k}")
+        shutil.copytree(runs[f"shard-{k}"], work / "reports" / "shards" / f"shard-{k}")
+    base = vantages[0].parent
+    for name in ("us-east", "eu-west"):
+        shutil.copytree(base / name, work / "reports" / name)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shim = bin_dir / "pop3mon"
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m pop3mon.cli "$@"\n', "utf-8")
+    shim.chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "PYTHONPATH": str(PLUGINS),
+    }
+    for line in commands:
+        shutil.rmtree(work / "reports" / "merged", ignore_errors=True)
+        proc = subprocess.run(
+            ["sh", "-c", line], cwd=work, env=env, capture_output=True, text=True, check=False
+        )
+        assert proc.returncode == 0, (line, proc.stdout, proc.stderr)
+        assert {p.name for p in (work / "reports" / "merged").iterdir()} == set(REPORTS), line
+        assert len(doc(work / "reports" / "merged")["connections"]) == 6, line
