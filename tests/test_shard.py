@@ -254,8 +254,10 @@ def _run(
     reports: Path,
     *args: str,
     env: Mapping[str, str] | None = None,
+    cache: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m pytest`` in the repository root writing its reports to ``reports``."""
+    """``python -m pytest`` in the repository root writing its reports to ``reports`` (no
+    pytest cache unless ``cache``)."""
     environ = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
     environ.update(env or {})
     environ["COLUMNS"] = "160"
@@ -266,8 +268,7 @@ def _run(
             "pytest",
             f"--targets={targets}",
             f"--reports-dir={reports}",
-            "-p",
-            "no:cacheprovider",
+            *(("-o", f"cache_dir={cache}") if cache else ("-p", "no:cacheprovider")),
             "-p",
             "no:hypothesispytest",
             "-p",
@@ -445,3 +446,15 @@ def test_run_id_from_github_and_unsharded_ids(dovecot: DovecotLab, tmp_path: Pat
     assert doc["run"]["id"] == "555-3" and doc["run"]["shard"] is None
     assert doc["run"]["vantage"] is None and doc["run"]["connection_ids"] == ids
     assert sorted(doc["not_selected"]) == [i for i in ids if not i.startswith("alpha:")]
+
+
+def test_each_shard_keeps_its_own_pacing_ledger(dovecot: DovecotLab, tmp_path: Path) -> None:
+    """Shards on one machine may share pytest's cache; each rewrites its whole login ledger,
+    so each has its own file rather than overwriting the others' refusals."""
+    path = _lab_fleet(tmp_path / "targets.yaml", dovecot)
+    where = shard_servers(load_targets(path), 2)
+    k = where["alpha"]
+    proc = _run(path, tmp_path / "reports", f"--shard={k}/2", cache=tmp_path / "cache")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    ledgers = [p.name for p in (tmp_path / "cache").rglob("login-ledger-*.json")]
+    assert len(ledgers) == 1 and ledgers[0].endswith(f"-shard-{k}-of-2.json"), ledgers

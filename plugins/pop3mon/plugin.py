@@ -307,14 +307,19 @@ def _check_name(item: pytest.Item) -> str:
     return name
 
 
-def _ledger_path(config: pytest.Config, targets: Path) -> Path | None:
+def _ledger_path(
+    config: pytest.Config, targets: Path, shard: tuple[int, int] | None = None
+) -> Path | None:
     """Where login pacing remembers this targets file's refused logins between runs: in
-    pytest's cache (``-p no:cacheprovider``: nowhere, and each run starts afresh)."""
+    pytest's cache (``-p no:cacheprovider``: nowhere, and each run starts afresh). One file
+    per shard: shards on one machine may share the cache, each rewrites its whole ledger,
+    and a shard's servers are the same from run to run."""
     cache = getattr(config, "cache", None)
     if cache is None:
         return None
     digest = hashlib.sha256(str(targets.resolve()).encode()).hexdigest()[:16]
-    return Path(cache.mkdir("pop3mon")) / f"login-ledger-{digest}.json"
+    part = f"-shard-{shard[0]}-of-{shard[1]}" if shard is not None else ""
+    return Path(cache.mkdir("pop3mon")) / f"login-ledger-{digest}{part}.json"
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -374,7 +379,7 @@ def pytest_configure(config: pytest.Config) -> None:
         shared=not owner,
         concurrency=conc,
         # Asked later: pytest's cache plugin is configured after this hook.
-        ledger=lambda: _ledger_path(config, path),
+        ledger=lambda: _ledger_path(config, path, identity.shard),
     )
     state = RunState(config, store, owner)
     for spec in config.getoption("accept_drift") or ():
