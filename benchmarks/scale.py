@@ -24,6 +24,16 @@ Dovecot gets ``mail_max_userip_connections = 5000`` (all probes log in as one us
 IP). The proxy runs in a child process (``latency_proxy.spawn_proxies``) without spin.
 
     python benchmarks/scale.py [--sizes 1 10 100 1000] [--repeat 3] [--probe-concurrency 64]
+
+Sharded (issue 14): ``--shards 10 --sizes 10000`` spreads the connection types over many
+servers (``--cts-per-server``, default 10: 1,000 servers for 10,000), runs the suite as 10
+shard processes (``--shard=K/10``, one run id) one after another and 2 at a time
+(``--parallel 1 2``), then ``pop3mon merge --out=DIR`` over the shards' report
+directories, and reports each schedule's total CPU (all shards), its wall, the slowest
+shard's wall, the balance (connection types per shard), the merge's wall and CPU and the
+merged reports' sizes::
+
+    python benchmarks/scale.py --shards 10 --sizes 10000 [--parallel 1 2]
 """
 
 from __future__ import annotations
@@ -43,6 +53,8 @@ from typing import Any
 
 from _common import MODES, REPO, DovecotLab, fmt, lab, print_machine, print_table
 from latency_proxy import spawn_proxies
+from pop3mon.config import load_targets
+from pop3mon.config.shard import select_shard
 
 PASSWORD_ENV = "POP3MON_BENCH_PASSWORD"
 BENCH_DIR = Path(__file__).resolve().parent
@@ -75,6 +87,40 @@ def targets_yaml(size: int, running: DovecotLab, ports: dict[str, int], mechanis
             f"        security: {mode.security}",
             f"        auth: {auth}",
         ]
+    return "\n".join(lines) + "\n"
+
+
+def sharded_targets_yaml(
+    size: int, per_server: int, running: DovecotLab, ports: dict[str, int], mechanism: str
+) -> str:
+    """``size`` connection types, ``per_server`` to a server name (all of them the lab
+    through the proxy ports), so that the split by server group has many units; each
+    server with two or more gets its host check, as in a real fleet."""
+    lines = [
+        f"# pop3mon sharded scale benchmark: {size} connection types, {per_server} a server",
+        "version: 1",
+        "defaults:",
+        "  timeout: 20",
+        "  login_pacing: parallel",
+        f"  ca_file: {running.ca_file}",
+        f"  account: {{username: {running.demo_user}, password_env: {PASSWORD_ENV}}}",
+        "servers:",
+    ]
+    for i in range(size):
+        if i % per_server == 0:
+            lines += [
+                f"  - name: srv{i // per_server:05d}",
+                f"    host: {running.hostname}",
+                "    address: 127.0.0.1",
+                "    connections:",
+            ]
+        mode = MODES[i % len(MODES)]
+        auth = mode.auth.replace("{mech}", mechanism)
+        # One flow mapping a line: 10,000 of them must stay under the 1 MiB file limit.
+        lines.append(
+            f"      - {{id: c{i:05d}, port: {ports[mode.listener]}, "
+            f"security: {mode.security}, auth: {auth}}}"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -226,6 +272,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="extra pytest argument for what-if runs (repeat; e.g. --extra=--no-reports)",
     )
     parser.add_argument(
+        "--shards",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run each size as N shard processes and merge them (see the docstring)",
+    )
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="with --shards: shard processes at once, one schedule per value (default 1 2)",
+    )
+    parser.add_argument(
+        "--cts-per-server",
+        type=int,
+        default=10,
+        help="with --shards: connection types per server name (default 10)",
+    )
+    parser.add_argument(
         "--repo",
         type=Path,
         action="append",
@@ -247,6 +313,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.keep_logs is not None:
         args.keep_logs.mkdir(parents=True, exist_ok=True)
     repos = [p.resolve() for p in args.repo] or [REPO]
+    if args.shards:
+        return sharded_main(args, repos[0])
     runs: list[Run] = []
     with lab() as running, tempfile.TemporaryDirectory(prefix="pop3mon-scale-t-") as tdir:
         upstreams = [("127.0.0.1", running.port("pop3")), ("127.0.0.1", running.port("pop3s"))]
@@ -372,6 +440,264 @@ def _tables(runs: list[Run]) -> None:
             )
     print("### per process (from _runstats)")
     print_table(["connection types", "xdist", "process", "CPU s", "peak RSS MB"], rows)
+
+
+# ---------------------------------------------------------------------------------------
+# Sharded runs and the merge (issue 14)
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class ShardRun:
+    """One shard process: its figures and where its reports are."""
+
+    index: int
+    wall: float
+    cpu: float
+    maxrss_mb: float
+    rc: int
+    summary: str
+    reports: Path
+
+
+@dataclass
+class Schedule:
+    """The N shards of one size run ``parallel`` at a time, then merged."""
+
+    size: int
+    parallel: int
+    wall: float
+    shards: list[ShardRun]
+    merge_wall: float | None
+    merge_cpu: float | None
+    merge_rc: int | None
+    merge_note: str
+    merged_bytes: dict[str, int]
+
+
+def _env(password: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env[PASSWORD_ENV] = password
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(BENCH_DIR), str(REPO / "plugins"), env.get("PYTHONPATH", "")) if p
+    )
+    return env
+
+
+def _measured(
+    cmd: Sequence[str], cwd: Path, env: dict[str, str], log: Path
+) -> tuple[float, Any, int]:
+    """Run ``cmd`` as a child; (wall, its rusage from wait4, exit code)."""
+    with log.open("wb") as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        # wait4 on this pid only: other shards (and the proxy) are children too.
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+    return wall, usage, os.waitstatus_to_exitcode(status)
+
+
+def run_shard(
+    repo: Path,
+    targets: Path,
+    index: int,
+    total: int,
+    work: Path,
+    args: argparse.Namespace,
+    password: str,
+) -> ShardRun:
+    """Shard ``index`` of ``total`` as a user's shard job runs it."""
+    reports = work / f"shard-{index:02d}"
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        f"--targets={targets}",
+        f"--reports-dir={reports}",
+        f"--probe-concurrency={args.probe_concurrency}",
+        f"--shard={index}/{total}",
+        "--run-id=bench-shards",
+        "--no-history",
+        "-o",
+        f"cache_dir={work / f'cache-{index}'}",
+        *args.extra,
+    ]
+    log = work / f"shard-{index:02d}.log"
+    wall, usage, rc = _measured(cmd, repo, _env(password), log)
+    lines = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    finals = [ln for ln in lines if ln.startswith("=") and (" in " in ln or "no tests" in ln)]
+    return ShardRun(
+        index=index,
+        wall=wall,
+        cpu=usage.ru_utime + usage.ru_stime,
+        maxrss_mb=usage.ru_maxrss / 1024,
+        rc=rc,
+        summary=(finals[-1] if finals else (lines[-1] if lines else "")).strip("= "),
+        reports=reports,
+    )
+
+
+def run_schedule(
+    repo: Path, targets: Path, size: int, args: argparse.Namespace, parallel: int, password: str
+) -> Schedule:
+    """All shards, ``parallel`` at a time, then ``pop3mon merge`` over their directories."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    total = args.shards
+    work = Path(tempfile.mkdtemp(prefix="pop3mon-shards-"))
+    try:
+        start = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=parallel) as pool:
+            shards = list(
+                pool.map(
+                    lambda k: run_shard(repo, targets, k, total, work, args, password),
+                    range(1, total + 1),
+                )
+            )
+        wall = time.perf_counter() - start
+        out = work / "merged"
+        cmd = [
+            sys.executable,
+            "-m",
+            "pop3mon.cli",
+            "merge",
+            f"--out={out}",
+            f"--expect-shards={total}",
+            *(str(s.reports) for s in shards),
+        ]
+        log = work / "merge.log"
+        merge_wall, usage, merge_rc = _measured(cmd, repo, _env(password), log)
+        note = log.read_text(encoding="utf-8", errors="replace").strip()
+        sizes = {
+            name: (out / name).stat().st_size
+            for name in ("report.html", "junit.xml", "results.json", "metrics.prom")
+            if (out / name).exists()
+        }
+        if args.keep_logs is not None:
+            for path in (*work.glob("*.log"),):
+                shutil.copy(path, args.keep_logs / f"{size}-p{parallel}-{path.name}")
+        return Schedule(
+            size=size,
+            parallel=parallel,
+            wall=wall,
+            shards=shards,
+            merge_wall=merge_wall,
+            merge_cpu=usage.ru_utime + usage.ru_stime,
+            merge_rc=merge_rc,
+            merge_note=note.splitlines()[-1] if note else "",
+            merged_bytes=sizes,
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def sharded_main(args: argparse.Namespace, repo: Path) -> int:
+    """``--shards N``: every size as N shards under each ``--parallel`` schedule."""
+    schedules: list[Schedule] = []
+    balance: list[list[str]] = []
+    with lab() as running, tempfile.TemporaryDirectory(prefix="pop3mon-scale-t-") as tdir:
+        upstreams = [("127.0.0.1", running.port("pop3")), ("127.0.0.1", running.port("pop3s"))]
+        with spawn_proxies(upstreams, args.delay) as proxy_ports:
+            ports = {"pop3": proxy_ports[0], "pop3s": proxy_ports[1]}
+            for size in args.sizes:
+                targets = Path(tdir) / f"targets-{size}.yaml"
+                targets.write_text(
+                    sharded_targets_yaml(size, args.cts_per_server, running, ports, args.mechanism),
+                    encoding="utf-8",
+                )
+                loaded = load_targets(targets)
+                counts = [
+                    len(select_shard(loaded, (k, args.shards)).connections)
+                    for k in range(1, args.shards + 1)
+                ]
+                mean = size / args.shards
+                balance.append(
+                    [
+                        str(size),
+                        str(args.shards),
+                        str(-(-size // args.cts_per_server)),
+                        " ".join(map(str, counts)),
+                        str(min(counts)),
+                        str(max(counts)),
+                        fmt(max(counts) / mean if mean else None, 2),
+                    ]
+                )
+                for parallel in args.parallel:
+                    sched = run_schedule(repo, targets, size, args, parallel, running.demo_password)
+                    print(
+                        f"size {size} in {args.shards} shards, {parallel} at a time: "
+                        f"wall {sched.wall:.1f} s; CPU {sum(s.cpu for s in sched.shards):.1f} s; "
+                        f"merge rc {sched.merge_rc}: {sched.merge_note}; "
+                        f"load {os.getloadavg()[0]:.2f}",
+                        flush=True,
+                    )
+                    schedules.append(sched)
+    print()
+    print("### balance (connection types per shard; split by server group)")
+    print_table(
+        ["connection types", "shards", "servers", "per shard", "min", "max", "max / mean"],
+        balance,
+    )
+    rows = []
+    for sc in schedules:
+        slowest = max(sc.shards, key=lambda s: s.wall)
+        rows.append(
+            [
+                str(sc.size),
+                str(sc.parallel),
+                fmt(sc.wall),
+                fmt(sum(s.cpu for s in sc.shards)),
+                f"{fmt(slowest.wall)} (shard {slowest.index})",
+                fmt(max(s.maxrss_mb for s in sc.shards), 0),
+                fmt(sc.merge_wall),
+                fmt(sc.merge_cpu),
+                str(sc.merge_rc),
+                ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in sc.merged_bytes.items()) or "-",
+            ]
+        )
+    print("### sharded runs + merge")
+    print_table(
+        [
+            "connection types",
+            "shards at once",
+            "all shards wall s",
+            "total CPU s (all shards)",
+            "slowest shard wall s",
+            "peak RSS MB (largest shard)",
+            "merge wall s",
+            "merge CPU s",
+            "merge rc",
+            "merged reports",
+        ],
+        rows,
+    )
+    rows = [
+        [
+            str(sc.size),
+            str(sc.parallel),
+            str(s.index),
+            fmt(s.wall),
+            fmt(s.cpu),
+            fmt(s.maxrss_mb, 0),
+            f"{s.summary} (rc {s.rc})",
+        ]
+        for sc in schedules
+        for s in sc.shards
+    ]
+    print("### per shard")
+    print_table(
+        [
+            "connection types",
+            "shards at once",
+            "shard",
+            "wall s",
+            "CPU s",
+            "peak RSS MB",
+            "pytest summary",
+        ],
+        rows,
+    )
+    return 0
 
 
 if __name__ == "__main__":

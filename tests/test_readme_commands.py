@@ -14,6 +14,7 @@ temporary directory); ``--serve``'s commands against the running demo.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import select
@@ -56,6 +57,9 @@ RUN_BY: dict[str, str] = {
     "pytest --probe-concurrency=8": OPTIONS,
     "pytest --targets=other.yaml": OPTIONS,
     "pytest --accept-drift=mail1:995-tls": OPTIONS,
+    "pytest --shard=3/10 --run-id=nightly-42 --vantage=eu-west --reports-dir=reports/shard-3": (
+        OPTIONS
+    ),
     "ci/run-monitor --targets=/etc/pop3mon/targets.yaml --reports=/var/lib/pop3mon/reports": (
         OPTIONS
     ),
@@ -292,6 +296,10 @@ def test_readme_option_and_scheduling_commands(
             assert "mail2" not in proc.stdout.split("pop3mon summary")[-1], (command, out)
         if "eu and not legacy" in command:
             assert "deselected" in out, out
+        if "--shard=3/10" in command:
+            run = json.loads((repo / "reports" / "shard-3" / "results.json").read_text("utf-8"))
+            assert run["run"]["shard"] == {"index": 3, "total": 10}, run["run"]
+            assert (run["run"]["id"], run["run"]["vantage"]) == ("nightly-42", "eu-west")
     assert (base / "var" / "lib" / "pop3mon" / "reports" / "junit.xml").is_file()
 
     # systemd: ExecStart with the unit's Environment=, from its WorkingDirectory.

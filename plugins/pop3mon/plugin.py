@@ -30,6 +30,15 @@ from .checks import hosts as host_checks
 from .checks.drift import NO_BASELINE, BaselineSource, is_drift_check, parse_accept
 from .checks.facts import Baseline
 from .config import ConfigError, ConnectionType, Host, load_targets
+from .config.shard import (
+    RUN_ID_ENV,
+    SHARD_ENV,
+    SHARD_TOTAL_ENV,
+    VANTAGE_ENV,
+    ShardError,
+    resolve_identity,
+    select_shard,
+)
 from .engine.hosts import HostResult, ancestors
 from .engine.result import ProbeResult
 from .engine.runner import DEFAULT_CONCURRENCY
@@ -38,7 +47,7 @@ from .history.record import streak_note
 from .history.store import HistoryError, HistoryStore
 from .probestore import ProbeStore
 from .report.history import history_for, history_path
-from .report.keys import HISTORY_KEY, STORE_KEY
+from .report.keys import HISTORY_KEY, IDENTITY_KEY, STORE_KEY
 from .report.metrics import mark_config_invalid
 from .report.paths import reports_dir, reports_enabled
 from .report.recorder import verdict_properties
@@ -90,6 +99,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="ID[:CHECK]",
         help="after the run, accept connection type ID's current facts as the drift "
         "baseline (of one drift check with ID:CHECK); repeatable; needs the history",
+    )
+    group.addoption(
+        "--shard",
+        metavar="K/N",
+        default=None,
+        help=f"probe only shard K of N of the targets (servers linked by depends_on stay "
+        f"together; default: ${SHARD_ENV}, GitLab's CI_NODE_INDEX/CI_NODE_TOTAL, Kubernetes' "
+        f"JOB_COMPLETION_INDEX with ${SHARD_TOTAL_ENV}); `pop3mon merge` joins the shards",
+    )
+    group.addoption(
+        "--vantage",
+        metavar="NAME",
+        default=None,
+        help=f"name the place this run probes from, e.g. eu-west (default: ${VANTAGE_ENV})",
+    )
+    group.addoption(
+        "--run-id",
+        metavar="ID",
+        default=None,
+        help=f"the run's id, shared by its shards (default: ${RUN_ID_ENV}, else "
+        "GITHUB_RUN_ID-GITHUB_RUN_ATTEMPT, else CI_PIPELINE_ID, else a generated one)",
     )
     # Empty default: an unset ini value must be told apart from one naming targets.yaml.
     parser.addini("pop3mon_targets", f"default targets file ({DEFAULT_TARGETS})", default="")
@@ -277,14 +307,19 @@ def _check_name(item: pytest.Item) -> str:
     return name
 
 
-def _ledger_path(config: pytest.Config, targets: Path) -> Path | None:
+def _ledger_path(
+    config: pytest.Config, targets: Path, shard: tuple[int, int] | None = None
+) -> Path | None:
     """Where login pacing remembers this targets file's refused logins between runs: in
-    pytest's cache (``-p no:cacheprovider``: nowhere, and each run starts afresh)."""
+    pytest's cache (``-p no:cacheprovider``: nowhere, and each run starts afresh). One file
+    per shard: shards on one machine may share the cache, each rewrites its whole ledger,
+    and a shard's servers are the same from run to run."""
     cache = getattr(config, "cache", None)
     if cache is None:
         return None
     digest = hashlib.sha256(str(targets.resolve()).encode()).hexdigest()[:16]
-    return Path(cache.mkdir("pop3mon")) / f"login-ledger-{digest}.json"
+    part = f"-shard-{shard[0]}-of-{shard[1]}" if shard is not None else ""
+    return Path(cache.mkdir("pop3mon")) / f"login-ledger-{digest}{part}.json"
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -301,6 +336,15 @@ def pytest_configure(config: pytest.Config) -> None:
     path = _targets_path(config)
     started = time.time()
     try:
+        identity = resolve_identity(
+            os.environ,
+            shard=config.getoption("shard"),
+            vantage=config.getoption("vantage"),
+            run_id=config.getoption("run_id"),
+        )
+    except ShardError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    try:
         targets = load_targets(path)
     except ConfigError as exc:
         message = f"pop3mon: invalid targets file\n{exc}"
@@ -312,6 +356,14 @@ def pytest_configure(config: pytest.Config) -> None:
                 message += f"\npop3mon: {problem}"
         raise pytest.UsageError(message) from None
     _add_bundled_tests(config)
+    # The file's own ids and tags, before a shard narrows it: --accept-drift and -m take
+    # any of them in every shard.
+    all_ids, all_tags = targets.ids, {t for c in targets.connections for t in c.tags}
+    if identity.shard is not None:
+        # A selection of the configuration, not of tests: the other shards' servers are
+        # never parametrized, probed or host-checked here, and no report lists them.
+        targets = select_shard(targets, identity.shard)
+    config.stash[IDENTITY_KEY] = identity
     if _is_worker(config):
         rundir = Path(config.workerinput["pop3mon_rundir"])  # type: ignore[attr-defined]
         owner = False
@@ -327,15 +379,15 @@ def pytest_configure(config: pytest.Config) -> None:
         shared=not owner,
         concurrency=conc,
         # Asked later: pytest's cache plugin is configured after this hook.
-        ledger=lambda: _ledger_path(config, path),
+        ledger=lambda: _ledger_path(config, path, identity.shard),
     )
     state = RunState(config, store, owner)
     for spec in config.getoption("accept_drift") or ():
         try:
-            state.accept_drift.append(parse_accept(spec, targets.ids))
+            state.accept_drift.append(parse_accept(spec, all_ids))
         except ValueError as exc:
             raise pytest.UsageError(f"pop3mon: --accept-drift={spec}: {exc}") from None
-    for tag in sorted({t for c in targets.connections for t in c.tags}):
+    for tag in sorted(all_tags):
         config.addinivalue_line("markers", f"{tag}: tag from the targets file")
     config.stash[STATE_KEY] = state
     config.stash[STORE_KEY] = store

@@ -26,8 +26,8 @@ from ..engine.defaults import DEFAULTS
 from ..engine.result import ProbeResult
 from ..history.record import OFF, HistoryOutcome, record_run
 from ..history.store import CheckRow, CtRow, HistoryStore, RunRow, open_history_readonly
-from .keys import HISTORY_KEY, STORE_KEY
-from .model import RunReport, scrub
+from .keys import HISTORY_KEY, IDENTITY_KEY, STORE_KEY
+from .model import RunInfo, RunReport, new_run_id, scrub
 from .recorder import NOT_RUN
 
 __all__ = ["HISTORY_NAME", "add_options", "history_for", "history_path", "record"]
@@ -98,8 +98,9 @@ def record(config: pytest.Config, report: RunReport, path: Path | None) -> Histo
         reader.close()
         config.stash[HISTORY_KEY] = None
     info = report.info
+    identity = config.stash.get(IDENTITY_KEY, None)
     run = RunRow(
-        run_id=info.run_id,
+        run_id=history_run_id(info, given=identity is not None and identity.run_id is not None),
         started=info.started,
         finished=info.finished,
         targets_name=info.targets_name,
@@ -147,6 +148,23 @@ def record(config: pytest.Config, report: RunReport, path: Path | None) -> Histo
     if not rows:
         return OFF
     return record_run(path, store.targets.history, run, cts, rows, confirm)
+
+
+def history_run_id(info: RunInfo, given: bool) -> str:
+    """The run's row id in the history, unique as the history's ``runs`` table wants it.
+
+    The shards of one run share its id, and on one machine they may share one history
+    file (each records its own connection types: states are per check, so they never
+    overlap); the shard and vantage tell their rows apart (``123-1 shard 3/10 @eu-west``).
+    An id that was given (``--run-id``, the CI's) may come again (a fixed
+    ``POP3MON_RUN_ID``); the process's own generated id keeps such a row unique too.
+    """
+    key = info.run_id
+    if info.shard is not None:
+        key += f" shard {info.shard[0]}/{info.shard[1]}"
+    if info.vantage is not None:
+        key += f" @{info.vantage}"
+    return f"{key} {new_run_id(info.started)}" if given else key
 
 
 def _scrubbed_facts(result: ProbeResult) -> Facts | None:

@@ -331,6 +331,8 @@ def _banner(report: RunReport) -> str:
         head += f"; {len(warn)} more with warnings"
     info = report.info
     sub = f"{_when(info.started)} · run took {_duration(info.duration)} · run id {info.run_id}"
+    if info.label():
+        sub += f" · {info.label()}"
     news = _news(report)
     lead = f'<span class="p3m-news">{esc(news)}</span>' if news else ""
     return (

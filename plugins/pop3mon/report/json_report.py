@@ -6,7 +6,11 @@ Schema ``pop3mon/results/v1`` (keys are sorted, so diffs between runs stay small
       "schema": "pop3mon/results/v1",
       "run": {"id", "started", "finished", "duration_seconds", "pop3mon_version",
               "python", "platform", "targets": {"file", "sha256"},
-              "stopped"},             # why the run ended early ("stopped by SIGTERM"), or null
+              "stopped",              # why the run ended early ("stopped by SIGTERM"), or null
+              "shard": {"index", "total"} | null,   # --shard=K/N (K from 1); null: unsharded
+              "vantage",              # --vantage NAME, or null
+              "connection_ids": [...]},  # the ids this run was responsible for (its
+                                         # shard's under --shard), sorted
       "counts": {"OK", "WARN", "CRIT", "SKIP", "ERROR", "total"},
       "connections": [
         {"id", "server", "host", "port", "security", "auth", "tags", "verdict",
@@ -33,7 +37,7 @@ Schema ``pop3mon/results/v1`` (keys are sorted, so diffs between runs stay small
                                           # flapping settled (check "" for the last two)
       "history": {"status", "path", "note"},   # status ok | new | warn | off
       "notify": {"warnings": [...]},          # notifications that failed (run-level WARN)
-      "not_selected": [...],        # configured ids that no selected test touched
+      "not_selected": [...],        # ids of run.connection_ids no selected test touched
       "unattributed_checks": [...]  # checks whose connection type could not be told
     }
 
@@ -173,6 +177,11 @@ def results_document(report: RunReport) -> dict[str, Any]:
             "platform": info.platform,
             "targets": {"file": info.targets_name, "sha256": info.targets_sha256},
             "stopped": info.stopped or None,
+            "shard": (
+                {"index": info.shard[0], "total": info.shard[1]} if info.shard is not None else None
+            ),
+            "vantage": info.vantage,
+            "connection_ids": list(report.connection_ids),
         },
         "counts": {**counts, "total": sum(counts.values())},
         "connections": [_connection(c, report) for c in report.connections],

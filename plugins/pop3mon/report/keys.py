@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import pytest
 
+from ..config.shard import RunIdentity
 from ..history.store import HistoryStore
 from ..probestore import ProbeStore
 
-__all__ = ["HISTORY_KEY", "STORE_KEY"]
+__all__ = ["HISTORY_KEY", "IDENTITY_KEY", "STORE_KEY"]
 
 #: Where the monitoring glue puts the run's probe store (absent when the targets file
 #: failed to load or no targets are configured).
@@ -22,3 +23,7 @@ STORE_KEY = pytest.StashKey[ProbeStore]()
 #: :func:`pop3mon.report.history.history_for`, which the drift checks and the failure
 #: messages call. Only the controller writes the history, at session end.
 HISTORY_KEY = pytest.StashKey[HistoryStore | None]()
+
+#: The run's identity (run id, shard, vantage: :mod:`pop3mon.config.shard`), put there by
+#: the monitoring glue next to the store; absent when the store is.
+IDENTITY_KEY = pytest.StashKey[RunIdentity]()

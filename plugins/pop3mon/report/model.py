@@ -94,6 +94,10 @@ class RunInfo:
     #: Why the run ended before every selected check ran ("stopped by SIGTERM",
     #: "interrupted", pytest's "stopping after 1 failures"), "" when all ran.
     stopped: str = ""
+    #: (K, N): this run was shard K of N (``--shard``); None: unsharded.
+    shard: tuple[int, int] | None = None
+    #: Where the run probed from (``--vantage``), or None.
+    vantage: str | None = None
     python: str = field(default_factory=platform.python_version)
     platform: str = field(default_factory=platform.platform)
 
@@ -104,7 +108,7 @@ class RunInfo:
 
     def environment(self) -> dict[str, str]:
         """The allow-listed environment table (pytest-html, JSON ``run``)."""
-        return {
+        table = {
             "Python": self.python,
             "Platform": self.platform,
             "pop3mon": self.version,
@@ -112,6 +116,21 @@ class RunInfo:
             "Targets sha256": self.targets_sha256,
             "Run id": self.run_id,
         }
+        if self.shard is not None:
+            table["Shard"] = f"{self.shard[0]}/{self.shard[1]}"
+        if self.vantage is not None:
+            table["Vantage"] = self.vantage
+        return table
+
+    def label(self) -> str:
+        """``shard 3/10 · vantage eu-west``, or "" for an unsharded run from no named
+        place (the terminal summary's line)."""
+        parts = []
+        if self.shard is not None:
+            parts.append(f"shard {self.shard[0]}/{self.shard[1]}")
+        if self.vantage is not None:
+            parts.append(f"vantage {self.vantage}")
+        return " · ".join(parts)
 
 
 def _check_key(ct: ConnectionType, rec: CheckRecord) -> tuple[int, int, str]:
@@ -199,6 +218,9 @@ class RunReport:
     notify_warnings: tuple[str, ...] = ()
     #: The host checks (file order); empty when the targets file has none.
     hosts: tuple[HostReport, ...] = ()
+    #: The connection ids this run was responsible for, sorted: the targets file's, or its
+    #: shard's under ``--shard`` (``not_selected`` is what ``-k``/``-m`` left of them).
+    connection_ids: tuple[str, ...] = ()
 
     @property
     def states(self) -> Mapping[tuple[str, str], CheckState]:
@@ -275,6 +297,7 @@ def build_run_report(
         unattributed=tuple(unattributed),
         not_selected=tuple(not_selected),
         hosts=_host_reports(store, grouped, results),
+        connection_ids=tuple(sorted(store.targets.ids)),
     )
 
 

@@ -52,7 +52,7 @@ from . import html as html_parts
 from . import junit
 from .html_hosts import hosts_html
 from .json_report import write_json
-from .keys import STORE_KEY
+from .keys import IDENTITY_KEY, STORE_KEY
 from .metrics import METRICS_NAME, write_metrics
 from .model import RunInfo, RunReport, build_run_report, new_run_id, pop3mon_version, scrub
 from .paths import DEFAULT_DIR, reports_dir, reports_enabled
@@ -246,17 +246,36 @@ class ReportPlugin:
         # pytest-html resolves a relative --html path against the working directory.
         return Path.cwd() / os.path.expandvars(os.path.expanduser(str(raw)))
 
+    @property
+    def empty_shard(self) -> bool:
+        """True for a shard the split gave nothing: a normal, successful run whose reports
+        (empty, with the shard's identity) ``pop3mon merge`` needs like any other's."""
+        identity = self.config.stash.get(IDENTITY_KEY, None)
+        store = self.store
+        return (
+            identity is not None
+            and identity.shard is not None
+            and store is not None
+            and not store.targets.connections
+            and not store.targets.hosts
+        )
+
     def _run_info(self, finished: float | None = None) -> RunInfo:
         store = self.store
         if self.info is None:
             assert store is not None
+            identity = self.config.stash.get(IDENTITY_KEY, None)
             self.info = RunInfo(
-                run_id=self.run_id,
+                # The id given (or the CI's) names the run all shards share; else this
+                # process's own, which also names the report set's temporary files.
+                run_id=(identity.run_id if identity is not None else None) or self.run_id,
                 started=self.started,
                 finished=self.started,
                 targets_name=store.targets.path.name,
                 targets_sha256=store.targets.sha256,
                 version=pop3mon_version(self.config.rootpath),
+                shard=identity.shard if identity is not None else None,
+                vantage=identity.vantage if identity is not None else None,
             )
         if finished is None:
             return self.info
@@ -613,7 +632,13 @@ class _ReportFiles:
             owner.files.discard()
             raise
         self._restore()
-        if session.testscollected == 0 and not owner.recorder.records:
+        if owner.empty_shard:
+            self._commit(session)
+            # pytest's "no tests ran" (5) is the normal outcome of a shard with nothing in
+            # it, not a failed selection: the run succeeded, its reports say so.
+            if session.exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and not owner.problem:
+                session.exitstatus = pytest.ExitCode.OK
+        elif session.testscollected == 0 and not owner.recorder.records:
             self._keep(session)
         else:
             self._commit(session)

@@ -180,10 +180,16 @@ def terminal_width(tr: pytest.TerminalReporter) -> int:
 
 def write_summary(tr: pytest.TerminalReporter, report: RunReport, verbose: bool) -> None:
     """Write the pop3mon summary (and the history's lines) of ``report``."""
+    label = report.info.label()
     if not report.records:
+        if label and not report.connection_ids:
+            tr.write_sep("=", "pop3mon summary", bold=True)
+            tr.write_line(f"{label}: no connection type falls in this shard (nothing to probe)")
         return
     width = terminal_width(tr)
     tr.write_sep("=", "pop3mon summary", bold=True)
+    if label:
+        tr.write_line(label, bold=True)
     for colour, text, bold in summary_lines(report, verbose):
         markup = {colour: True} if colour else {}
         for line in _wrap(text, width):

@@ -1,0 +1,254 @@
+"""Sharded runs: which part of a targets file one run of N takes, and the run's identity.
+
+A fleet too large for one runner (or watched from several places) runs as N shards on the
+CI engine the user already has (a GitHub Actions matrix, GitLab ``parallel:``, a
+Kubernetes Indexed Job); ``pop3mon merge`` joins their ``results.json`` into one report.
+
+The split is a pure function of the targets file, so every shard (and ``merge``, and the
+benchmark) computes the same one, on any machine and under any ``PYTHONHASHSEED``. Its unit
+is a *server group*: the servers linked by ``depends_on`` (a connected component), so all
+connection types of one server (one login pacer's turns, one host check) and the hosts it
+is reached through land in the same shard. A group goes to shard :func:`shard_of` of its
+smallest server name.
+
+Where the shard comes from (first that applies): ``--shard=K/N``; ``POP3MON_SHARD=K/N``;
+GitLab's ``CI_NODE_INDEX`` (1-based) with ``CI_NODE_TOTAL``; Kubernetes'
+``JOB_COMPLETION_INDEX`` (0-based) with ``POP3MON_SHARD_TOTAL`` (Kubernetes does not export
+the total; setting it is what opts an Indexed Job in). A bad value is a :class:`ShardError`
+whose message is one line naming the option or variable and the fix.
+
+The run identity: ``--run-id``/``POP3MON_RUN_ID``, else GitHub's
+``GITHUB_RUN_ID``-``GITHUB_RUN_ATTEMPT``, else GitLab's ``CI_PIPELINE_ID``, else none (the
+reports generate one); all shards of one run share it. ``--vantage``/``POP3MON_VANTAGE``
+names the place a run probes from. No pytest here: ``merge`` and the benchmark import it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from .model import Targets
+
+__all__ = [
+    "RunIdentity",
+    "Shard",
+    "ShardError",
+    "group_keys",
+    "resolve_identity",
+    "select_shard",
+    "shard_of",
+    "shard_servers",
+]
+
+#: (K, N): this run is shard K (1-based) of N.
+Shard = tuple[int, int]
+
+SHARD_ENV: Final = "POP3MON_SHARD"
+SHARD_TOTAL_ENV: Final = "POP3MON_SHARD_TOTAL"
+VANTAGE_ENV: Final = "POP3MON_VANTAGE"
+RUN_ID_ENV: Final = "POP3MON_RUN_ID"
+#: More shards than this is a typo, not a fleet (each shard is a CI job of its own).
+MAX_SHARDS: Final = 10_000
+_VANTAGE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+#: A run id names files and rows: no path separators, spaces or control characters.
+_RUN_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}")
+_SHARD: Final = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
+
+
+class ShardError(ValueError):
+    """A bad ``--shard``/``--vantage``/``--run-id`` value or environment variable: one
+    line naming it and the fix."""
+
+
+def shard_of(group_key: str, total: int) -> int:
+    """The shard (1-based, of ``total``) of the server group whose smallest server name
+    is ``group_key``: ``1 + sha256(name) mod total``, the same in every process."""
+    digest = hashlib.sha256(group_key.encode("utf-8")).hexdigest()
+    return 1 + int(digest, 16) % total
+
+
+def group_keys(targets: Targets) -> dict[str, str]:
+    """Every server of ``targets`` (of a connection type or a host check) → its group's
+    key, the smallest server name among the servers ``depends_on`` links it with."""
+    parent: dict[str, str] = {}
+
+    def find(name: str) -> str:
+        parent.setdefault(name, name)
+        while parent[name] != name:
+            parent[name] = parent[parent[name]]  # path halving
+            name = parent[name]
+        return name
+
+    def union(a: str, b: str) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            # The smaller name is the root, so a root is its group's key.
+            parent[max(ra, rb)] = min(ra, rb)
+
+    for ct in targets.connections:
+        find(ct.server)
+    for host in targets.hosts:
+        find(host.name)
+        for dep in host.depends_on:
+            union(host.name, dep)
+    return {name: find(name) for name in sorted(parent)}
+
+
+def shard_servers(targets: Targets, total: int) -> dict[str, int]:
+    """Every server of ``targets`` → the shard (1-based, of ``total``) that probes it."""
+    return {name: shard_of(key, total) for name, key in group_keys(targets).items()}
+
+
+def select_shard(targets: Targets, shard: Shard) -> Targets:
+    """``targets`` narrowed to the connection types and host checks of shard ``shard``.
+
+    The path and sha256 stay the file's (shards of one file are told apart from shards of
+    another by them); notify and history settings stay as they are.
+    """
+    index, total = shard
+    mine = {name for name, k in shard_servers(targets, total).items() if k == index}
+    return dataclasses.replace(
+        targets,
+        connections=tuple(c for c in targets.connections if c.server in mine),
+        hosts=tuple(h for h in targets.hosts if h.name in mine),
+    )
+
+
+def _parse_shard(text: str, name: str, example: str) -> Shard:
+    """``K/N`` from option or variable ``name`` (``--shard`` or ``POP3MON_SHARD``)."""
+    shown = f"{name}={text}"
+    match = _SHARD.fullmatch(text)
+    if match is None:
+        raise ShardError(
+            f"pop3mon: {shown}: not K/N — give this run's shard and the total, e.g. {example}"
+        )
+    index, total = int(match[1]), int(match[2])
+    return _checked(index, total, shown, example)
+
+
+def _checked(index: int, total: int, shown: str, example: str) -> Shard:
+    if not 1 <= total <= MAX_SHARDS:
+        raise ShardError(
+            f"pop3mon: {shown}: the number of shards must be between 1 and {MAX_SHARDS}, "
+            f"e.g. {example}"
+        )
+    if not 1 <= index <= total:
+        raise ShardError(
+            f"pop3mon: {shown}: the shard must be between 1 and {total} (it counts from 1), "
+            f"e.g. {example}"
+        )
+    return index, total
+
+
+def _int(environ: Mapping[str, str], name: str, fix: str) -> int:
+    raw = environ[name].strip()
+    if not raw.isdigit():
+        raise ShardError(f"pop3mon: {name}={environ[name]}: not a whole number — {fix}")
+    return int(raw)
+
+
+def _shard(option: str | None, environ: Mapping[str, str]) -> tuple[Shard | None, str]:
+    """This run's shard and where it came from ("" when unsharded)."""
+    if option is not None:
+        return _parse_shard(option, "--shard", "--shard=2/10"), "--shard"
+    if environ.get(SHARD_ENV, "").strip():
+        return _parse_shard(environ[SHARD_ENV], SHARD_ENV, f"{SHARD_ENV}=2/10"), SHARD_ENV
+    if environ.get("CI_NODE_INDEX", "").strip():
+        fix = "GitLab sets CI_NODE_INDEX and CI_NODE_TOTAL in a job with parallel: N"
+        if not environ.get("CI_NODE_TOTAL", "").strip():
+            raise ShardError(f"pop3mon: CI_NODE_INDEX is set but CI_NODE_TOTAL is not — {fix}")
+        index, total = _int(environ, "CI_NODE_INDEX", fix), _int(environ, "CI_NODE_TOTAL", fix)
+        shown = f"CI_NODE_INDEX={index} CI_NODE_TOTAL={total}"
+        return _checked(index, total, shown, "parallel: 10"), "CI_NODE_INDEX"
+    if environ.get(SHARD_TOTAL_ENV, "").strip():
+        fix = (
+            "in a Kubernetes Indexed Job (completionMode: Indexed) JOB_COMPLETION_INDEX is "
+            f"set; elsewhere use {SHARD_ENV}=K/N"
+        )
+        if not environ.get("JOB_COMPLETION_INDEX", "").strip():
+            raise ShardError(
+                f"pop3mon: {SHARD_TOTAL_ENV} is set but JOB_COMPLETION_INDEX is not — {fix}"
+            )
+        index = _int(environ, "JOB_COMPLETION_INDEX", fix) + 1
+        total = _int(environ, SHARD_TOTAL_ENV, "set it to the Job's completions, e.g. 10")
+        shown = f"JOB_COMPLETION_INDEX={index - 1} {SHARD_TOTAL_ENV}={total}"
+        return _checked(index, total, shown, "completions: 10 and POP3MON_SHARD_TOTAL=10"), (
+            "JOB_COMPLETION_INDEX"
+        )
+    return None, ""
+
+
+def _vantage(option: str | None, environ: Mapping[str, str]) -> str | None:
+    name, value = "--vantage", option
+    if value is None:
+        name, value = VANTAGE_ENV, environ.get(VANTAGE_ENV) or None
+    if value is None:
+        return None
+    if not _VANTAGE.fullmatch(value):
+        raise ShardError(
+            f"pop3mon: {name}={value}: a vantage name is 1-63 letters, digits, '.', '_' or "
+            f"'-', starting with a letter or digit, e.g. {name}=eu-west"
+        )
+    return value
+
+
+def _run_id(option: str | None, environ: Mapping[str, str]) -> str | None:
+    candidates: Iterable[tuple[str, str | None]] = (
+        ("--run-id", option),
+        (RUN_ID_ENV, environ.get(RUN_ID_ENV) or None),
+    )
+    for name, value in candidates:
+        if value is None:
+            continue
+        if not _RUN_ID.fullmatch(value):
+            raise ShardError(
+                f"pop3mon: {name}={value}: a run id is 1-128 letters, digits, '.', '_', ':', "
+                f"'+' or '-', starting with a letter or digit, e.g. {name}=nightly-2024-06-01"
+            )
+        return value
+    if environ.get("GITHUB_RUN_ID"):
+        attempt = environ.get("GITHUB_RUN_ATTEMPT") or "1"
+        value = f"{environ['GITHUB_RUN_ID']}-{attempt}"
+    elif environ.get("CI_PIPELINE_ID"):
+        value = environ["CI_PIPELINE_ID"]
+    else:
+        return None
+    # CI engines set these; should one ever hold something odd, it is not a usage error
+    # of the user's, so it is not the run id either.
+    return value if _RUN_ID.fullmatch(value) else None
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """Who this run is among others: its run id (``None``: none given, the reports
+    generate one), its shard (``None``: unsharded) and vantage (``None``: not named)."""
+
+    run_id: str | None = None
+    shard: Shard | None = None
+    vantage: str | None = None
+    #: Where the shard came from: "--shard", "POP3MON_SHARD", "CI_NODE_INDEX",
+    #: "JOB_COMPLETION_INDEX", or "" when unsharded.
+    shard_source: str = ""
+
+
+def resolve_identity(
+    environ: Mapping[str, str],
+    *,
+    shard: str | None = None,
+    vantage: str | None = None,
+    run_id: str | None = None,
+) -> RunIdentity:
+    """This run's identity from the options given (``None``: not given) and the
+    environment; raises :class:`ShardError` on a bad value."""
+    found, source = _shard(shard, environ)
+    return RunIdentity(
+        run_id=_run_id(run_id, environ),
+        shard=found,
+        vantage=_vantage(vantage, environ),
+        shard_source=source,
+    )
