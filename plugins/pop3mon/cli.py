@@ -11,6 +11,11 @@ Subcommands, one :mod:`argparse` sub-parser each, so later ones (``check``, ``me
   check with ``ID:CHECK``), recorded with the note;
 * ``pop3mon history --history PATH [--targets FILE] accepted [ID ...]``: the recorded
   acceptances (when, who, note, connection type, check);
+* ``pop3mon merge --out=DIR [--if-complete] [--expect-shards=N] INPUT...``: N shards'
+  (and several vantage points') ``results.json`` into one ``report.html``, ``junit.xml``,
+  ``results.json`` and ``metrics.prom`` in DIR (:mod:`pop3mon.report.merge`); a refusal is
+  one line per problem and exit 2 with nothing written; ``--if-complete`` makes missing
+  shards exit 0 (not yet: another shard's job merges);
 * ``pop3mon check --targets FILE [--id ID] [--tag TAG] ...`` (also ``pop3mon-check``):
   the monitoring-plugin mode, :mod:`pop3mon.plugin_mode` (its own exit codes: 0 OK,
   1 WARNING, 2 CRITICAL, 3 UNKNOWN, also for its usage errors).
@@ -101,6 +106,35 @@ def build_parser() -> argparse.ArgumentParser:
         description="Every recorded acceptance of a drift baseline (of the IDs given).",
     )
     accepted.add_argument("ids", nargs="*", metavar="ID", help="only these connection types")
+    merge = commands.add_parser(
+        "merge",
+        help="merge the results.json of shards (--shard) and vantage points (--vantage) "
+        "into one set of reports",
+        description="Merge the results.json of the shards of one run (and of runs from "
+        "several vantage points) into one report.html, junit.xml, results.json and "
+        "metrics.prom, written into DIR as one set. Refuses (exit 2, nothing written) "
+        "inputs from different targets files or runs and names every missing or "
+        "duplicated shard.",
+    )
+    merge.add_argument("--out", metavar="DIR", required=True, help="the reports directory")
+    merge.add_argument(
+        "--if-complete",
+        action="store_true",
+        help="when shards are missing, say which and exit 0 writing nothing (every shard's "
+        "job may try; the last one to finish merges)",
+    )
+    merge.add_argument(
+        "--expect-shards",
+        metavar="N",
+        type=_positive,
+        help="the number of shards the run must have (a check against a wrong total)",
+    )
+    merge.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="a results.json, or a directory with one in it or in its subdirectories",
+    )
     check = commands.add_parser(
         "check",
         help="monitoring-plugin mode (Nagios, Icinga, Checkmk): one status line, perfdata, "
@@ -123,8 +157,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "history":
             return _history(args)
+        if args.command == "merge":
+            return _merge(args)
     except UsageError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():
+            print(f"{PROG}: error: {line}", file=sys.stderr)
         return 2
     except HistoryUnavailable as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
@@ -134,6 +171,76 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `pop3mon history states | head`
         return 0
     parser.error(f"unknown command {args.command!r}")
+
+
+# ----------------------------------------------------------------------------- merge
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
+def _merge(args: argparse.Namespace) -> int:
+    """``merge``: load every input, check them, write the merged set (see the module
+    docstring of :mod:`pop3mon.report.merge`)."""
+    # The report writers only where this command needs them (``history`` stays light).
+    from .report.load import LoadedRun, LoadError, find_results, load_results
+    from .report.merge import MergeProblems, merge_runs
+    from .report.reportset import ReportSetError
+    from .report.standalone import write_report_set
+
+    problems: list[str] = []
+    runs: list[LoadedRun] = []
+    for arg in args.inputs:
+        try:
+            paths = find_results(Path(arg).expanduser())
+        except LoadError as exc:
+            problems.append(str(exc))
+            continue
+        for path in paths:
+            if any(path.resolve() == r.path.resolve() for r in runs):
+                continue  # named twice (a directory and a file in it): one input
+            try:
+                runs.append(load_results(path))
+            except LoadError as exc:
+                problems.append(str(exc))
+    if problems:
+        raise UsageError("\n".join(problems))
+    try:
+        merged = merge_runs(runs, args.expect_shards)
+    except MergeProblems as exc:
+        if args.if_complete and exc.only_missing:
+            for line in exc.missing:
+                print(f"{PROG} merge: not yet: {line}")
+            print(f"{PROG} merge: nothing written (--if-complete); {args.out} is unchanged")
+            return 0
+        raise UsageError("\n".join(exc.lines())) from None
+    out = Path(args.out).expanduser()
+    try:
+        written = write_report_set(
+            merged.report, out, vantages=merged.vantages, merged_from=merged.summary
+        )
+    except ReportSetError as exc:
+        print(f"{PROG}: the merged reports were not written to {out}: {exc}", file=sys.stderr)
+        return 1
+    report = merged.report
+    counts = " · ".join(f"{n} {v}" for v, n in report.counts().items() if n)
+    print(
+        f"merged {merged.summary}: {len(report.connections)} connection types, "
+        f"{counts or 'no checks'}"
+    )
+    for conn in report.by_severity():
+        finding = conn.vantage_finding()
+        if finding:
+            print(f"  {conn.ct.id}: {conn.seen_from()} — {finding}")
+    print("wrote " + ", ".join(str(path) for _, path in written))
+    return 0
 
 
 # ----------------------------------------------------------------------------- history

@@ -17,14 +17,16 @@ Schema ``pop3mon/results/v1`` (keys are sorted, so diffs between runs stay small
          "config": {...},            # the connection type's settings (never a secret value)
          "checks": [{"tier", "check", "verdict", "reason", "figure", "unit",
                      "outcome", "nodeid", "duration_seconds",   # outcome "not run":
+                     "blocked_by",       # the check whose failure made it a SKIP, or null
                                                                  # the run ended first
                      "state": {"verdict", "hardness",            # "soft" | "hard"
                                "since", "since_epoch",           # start of the streak
                                "runs", "previous", "new", "flapping"} | null}],
          "availability": {"24h", "7d", "30d"} | null,   # share of runs without CRIT/ERROR
          "flapping": bool | null,
-         "probe": {...} | null}      # ProbeResult.to_dict(): phases, TLS, transcript ...
-      ],
+         "probe": {...} | null,      # ProbeResult.to_dict(): phases, TLS, transcript ...
+         "vantages": {NAME: {"verdict", "checks": [{...}]}} | null}  # a merge of several
+      ],                             # --vantage runs: what each saw (checks as above)
       "hosts": [{"host": {"id", "name", "host", "ports", "depends_on", "connections", ...},
                  "availability": {...} | null,  # as a connection's (id host:<server>)
                  "status",                # up | down | blocked | not checked
@@ -119,6 +121,7 @@ def _check(rec: CheckRecord, state: CheckState | None = None) -> dict[str, Any]:
         "outcome": rec.outcome,
         "nodeid": rec.nodeid,
         "duration_seconds": round(rec.duration, 6),
+        "blocked_by": rec.blocked_by or None,
     }
 
 
@@ -140,6 +143,11 @@ def _connection(conn: ConnectionReport, report: RunReport) -> dict[str, Any]:
         "config": ct.to_dict(),
         "checks": [_check(r, report.states.get((ct.id, r.check))) for r in conn.records],
         "probe": conn.result.to_dict() if conn.result is not None else None,
+        "vantages": {
+            name: {"verdict": view.worst, "checks": [_check(r) for r in view.records]}
+            for name, view in sorted(conn.vantages.items())
+        }
+        or None,
     }
 
 

@@ -42,10 +42,10 @@ from ..checks.base import own_phases
 from ..config import ConnectionType, Host
 from ..engine.hosts import HostResult
 from ..engine.result import ProbeResult
-from ..engine.stages import HOST_ID_PREFIX
+from ..engine.stages import HOST_ID_PREFIX, TIERS
 from ..verdict import Verdict
 from .model import RunInfo, RunReport
-from .recorder import CheckRecord
+from .recorder import NOT_RUN, CheckRecord, record_properties
 
 __all__ = [
     "CLASSNAMES",
@@ -56,7 +56,9 @@ __all__ = [
     "finish",
     "host_own_seconds",
     "host_testcase_properties",
+    "junit_text",
     "own_seconds",
+    "shape_testcase",
     "suite_properties_finish",
     "suite_properties_start",
     "testcase_properties",
@@ -201,21 +203,101 @@ def finish(text: str, report: RunReport, options: JUnitOptions) -> str:
         elif key in hosts:
             rec, host_result = hosts[key]
             found = rec, host_own_seconds(host_result, rec)
-        lines: list[str] = []
-        if found is not None:
-            rec, seconds = found
-            case.set("time", f"{seconds:.3f}")
-            if options.classname == "connection":
-                case.set("classname", rec.ct)
-            if rec.verdict == Verdict.WARN:
-                case.set("name", case.get("name", "") + WARN_SUFFIX)
-                lines.append(f"WARN: {rec.reason}")
-        if options.strict and holder is not None:
-            case.remove(holder)
-            lines += [f"{name}: {value}" for name, value in props]
-        if lines:
-            _prepend_output(case, lines)
+        shape_testcase(case, found, options)
     return _DECLARATION + ET.tostring(root, encoding="unicode")
+
+
+def shape_testcase(
+    case: ET.Element, found: tuple[CheckRecord, float] | None, options: JUnitOptions
+) -> None:
+    """pop3mon's shape of one ``<testcase>`` (in place), for pytest's file (:func:`finish`)
+    and for one written without pytest (:func:`junit_text`): ``found`` is the check's
+    record and own time (None: not a check of the run); see the module docstring."""
+    holder = case.find("properties")
+    props = (
+        []
+        if holder is None
+        else [(p.get("name", ""), p.get("value", "")) for p in holder.iter("property")]
+    )
+    lines: list[str] = []
+    if found is not None:
+        rec, seconds = found
+        case.set("time", f"{seconds:.3f}")
+        if options.classname == "connection":
+            case.set("classname", rec.ct)
+        if rec.verdict == Verdict.WARN:
+            case.set("name", case.get("name", "") + WARN_SUFFIX)
+            lines.append(f"WARN: {rec.reason}")
+    if options.strict and holder is not None:
+        case.remove(holder)
+        lines += [f"{name}: {value}" for name, value in props]
+    if lines:
+        _prepend_output(case, lines)
+
+
+def junit_text(report: RunReport, options: JUnitOptions) -> str:
+    """The JUnit XML of ``report`` written without pytest (``pop3mon merge``): what
+    pytest's writer and :func:`finish` make of a run, one testcase per check that ran, in
+    tier order. ``classname`` and ``name`` come from each check's pytest node id, the
+    properties are the test's and :func:`testcase_properties`, a failure's message is
+    ``CRIT <id> <check>: <reason>`` as the ``check`` fixture words it (without the history's
+    "new since the last run" note) and a SKIP's is its reason."""
+    root = ET.Element("testsuites", name="pop3mon")
+    suite = ET.SubElement(root, "testsuite", name="pop3mon")
+    props = ET.SubElement(suite, "properties")
+    for name, value in suite_properties_start(report.info) + suite_properties_finish(report):
+        ET.SubElement(props, "property", name=name, value=value)
+    cases: list[tuple[CheckRecord, float, list[tuple[str, object]]]] = []
+    for hrep in report.hosts:
+        host_extra: list[tuple[str, object]] = [*host_testcase_properties(hrep.host, hrep.result)]
+        cases += [(r, host_own_seconds(hrep.result, r), host_extra) for r in hrep.records]
+    order: dict[str, int] = {tier: i for i, tier in enumerate(TIERS)}
+    conns = sorted(
+        ((r, c) for c in report.connections for r in c.records),
+        key=lambda rc: (order.get(rc[0].tier, len(order)), rc[0].nodeid.split("::")[0]),
+    )
+    for rec, conn in conns:
+        ct_extra: list[tuple[str, object]] = [
+            *testcase_properties(conn.ct, conn.result, rec.tier, rec.check)
+        ]
+        cases.append((rec, own_seconds(conn.result, rec), ct_extra))
+    cases += [(r, 0.0, []) for r in report.unattributed]
+    tally = {"failures": 0, "errors": 0, "skipped": 0}
+    for rec, seconds, extra in cases:
+        if rec.outcome == NOT_RUN:
+            continue  # as in pytest's file: a check that never ran is no testcase
+        classname, _, name = _split_nodeid(rec.nodeid)
+        case = ET.SubElement(suite, "testcase", classname=classname, name=name)
+        holder = ET.SubElement(case, "properties")
+        for prop, shown in [*record_properties(rec), *extra]:
+            ET.SubElement(holder, "property", name=prop, value=str(shown))
+        if rec.verdict == Verdict.ERROR:
+            ET.SubElement(case, "error", message=rec.reason).text = rec.reason
+            tally["errors"] += 1
+        elif rec.outcome == "failed":
+            text = f"{rec.verdict} {rec.ct} {rec.check}: {rec.reason}"
+            ET.SubElement(case, "failure", message=f"Failed: {text}").text = text
+            tally["failures"] += 1
+        elif rec.outcome == "skipped":
+            ET.SubElement(case, "skipped", type="pytest.skip", message=rec.reason).text = rec.reason
+            tally["skipped"] += 1
+        shape_testcase(case, (rec, seconds), options)
+    suite.set("errors", str(tally["errors"]))
+    suite.set("failures", str(tally["failures"]))
+    suite.set("skipped", str(tally["skipped"]))
+    suite.set("tests", str(len(suite.findall("testcase"))))
+    suite.set("time", f"{report.info.duration:.3f}")
+    suite.set("timestamp", _iso(report.info.started))
+    return _DECLARATION + ET.tostring(root, encoding="unicode")
+
+
+def _split_nodeid(nodeid: str) -> tuple[str, str, str]:
+    """(classname, "", name) as pytest's junitxml makes them of a node id:
+    ``tests_targets/test_tls.py::test_expiry[x]`` → ``tests_targets.test_tls``,
+    ``test_expiry[x]``."""
+    parts = nodeid.split("::")
+    module = parts[0].removesuffix(".py").replace("/", ".")
+    return ".".join([module, *parts[1:-1]]), "", parts[-1] if len(parts) > 1 else nodeid
 
 
 def _key(props: Iterable[tuple[str, str]]) -> tuple[str, str]:

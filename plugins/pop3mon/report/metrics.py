@@ -256,15 +256,30 @@ RUN_HEALTH: Final[frozenset[str]] = frozenset(
 class _Collector:
     """The families of one file; a ``prometheus_client`` collector (``collect``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, by_vantage: bool = False) -> None:
+        #: Families that get the ``vantage`` label (a merge of several vantage points):
+        #: those of a connection type, which each vantage saw for itself.
+        self.with_vantage: frozenset[str] = frozenset(
+            name
+            for name, _, labels in _FAMILIES
+            if by_vantage and labels[:1] in (_CONN[:1], _PROBE[:1])
+        )
         self.families: dict[str, GaugeMetricFamily] = {
-            name: GaugeMetricFamily(name, help_text, labels=labels)
+            name: GaugeMetricFamily(
+                name,
+                help_text,
+                labels=(*labels, "vantage") if name in self.with_vantage else labels,
+            )
             for name, help_text, labels in _FAMILIES
         }
         #: Families carried over from a previous file (see :func:`mark_config_invalid`).
         self.carried: list[Metric] = []
+        #: The vantage the samples being added were seen from (with ``by_vantage``).
+        self.vantage = ""
 
     def add(self, name: str, labels: Sequence[str], value: float) -> None:
+        if name in self.with_vantage:
+            labels = [*labels, self.vantage]
         # Secrets never reach a label, but the report's last pass scrubs everything.
         self.families[name].add_metric([scrub(v) for v in labels], float(value))
 
@@ -378,11 +393,22 @@ def _host(out: _Collector, hrep: HostReport) -> None:
         out.add("pop3mon_host_check_verdict", [*base, rec.check], VERDICT_CODES[rec.verdict])
 
 
-def metrics_text(report: RunReport) -> str:
-    """The exposition text of a run (Prometheus text format 0.0.4)."""
-    out = _Collector()
-    for conn in report.connections:
-        _connection(out, report, conn)
+def metrics_text(report: RunReport, vantages: Mapping[str, RunReport] | None = None) -> str:
+    """The exposition text of a run (Prometheus text format 0.0.4).
+
+    ``vantages`` (a merge of several vantage points, ``pop3mon merge``): each vantage's
+    report; every connection type's families then carry a ``vantage`` label, one series
+    per vantage, as that vantage saw it (the run-level and host families stay the merged
+    report's)."""
+    out = _Collector(by_vantage=bool(vantages))
+    if vantages:
+        for name, seen in sorted(vantages.items()):
+            out.vantage = name
+            for conn in seen.connections:
+                _connection(out, seen, conn)
+    else:
+        for conn in report.connections:
+            _connection(out, report, conn)
     for hrep in report.hosts:
         _host(out, hrep)
     counts: Mapping[Verdict, int] = report.counts()
@@ -397,11 +423,13 @@ def metrics_text(report: RunReport) -> str:
     return out.text()
 
 
-def write_metrics(report: RunReport, path: Path) -> Path:
+def write_metrics(
+    report: RunReport, path: Path, vantages: Mapping[str, RunReport] | None = None
+) -> Path:
     """Write ``metrics.prom`` to ``path``: a temporary name of the report set (ending in
     ``.tmp``: the textfile collector reads only ``*.prom``, so never half a file), which
     renames it into place with the other files (:mod:`.reportset`)."""
-    path.write_text(metrics_text(report), encoding="utf-8")
+    path.write_text(metrics_text(report, vantages), encoding="utf-8")
     return path
 
 

@@ -41,12 +41,14 @@ __all__ = [
     "HostReport",
     "RunInfo",
     "RunReport",
+    "VantageView",
     "build_run_report",
     "new_run_id",
     "pop3mon_version",
     "scrub",
 ]
 
+_FAILING: Final = frozenset({Verdict.CRIT, Verdict.ERROR})
 _CHECK_ORDER: Final[Mapping[str, int]] = {c.name: i for i, c in enumerate(CHECKS)}
 
 
@@ -144,12 +146,30 @@ def _check_key(ct: ConnectionType, rec: CheckRecord) -> tuple[int, int, str]:
 
 
 @dataclass(frozen=True)
+class VantageView:
+    """What one vantage point (``--vantage``) saw of a connection type, in a report merged
+    from several (``pop3mon merge``): its checks as that vantage's run recorded them."""
+
+    vantage: str
+    records: tuple[CheckRecord, ...]
+    result: ProbeResult | None = None
+
+    @property
+    def worst(self) -> Verdict:
+        """The worst verdict this vantage saw."""
+        return worst(verdicts(self.records))
+
+
+@dataclass(frozen=True)
 class ConnectionReport:
     """One connection type of the run: configuration, probe result and check verdicts."""
 
     ct: ConnectionType
     result: ProbeResult | None
     records: tuple[CheckRecord, ...]
+    #: Per vantage point, by name, when the report was merged from several vantages (then
+    #: ``records`` hold each check's worst verdict over them); empty otherwise.
+    vantages: Mapping[str, VantageView] = field(default_factory=dict)
 
     @property
     def worst(self) -> Verdict:
@@ -176,6 +196,27 @@ class ConnectionReport:
         """Days until the certificate expires, when one was seen."""
         tls = self.result.tls if self.result is not None else None
         return tls.cert.days_left if tls is not None and tls.cert is not None else None
+
+    def seen_from(self) -> str:
+        """What each vantage point saw, worst first: "CRIT from eu-west · OK from us-east"
+        ("" unless merged from several vantages)."""
+        views = sorted(self.vantages.values(), key=lambda v: (-rank(v.worst), v.vantage))
+        return " · ".join(f"{v.worst} from {v.vantage}" for v in views)
+
+    def vantage_finding(self) -> str:
+        """The conclusion the vantages allow: a connection type that fails (CRIT, ERROR)
+        from some vantage points and not from others has a problem on the network path,
+        not on the server ("" when they agree, or with fewer than two vantages)."""
+        if len(self.vantages) < 2:
+            return ""
+        failing = sorted(n for n, v in self.vantages.items() if v.worst in _FAILING)
+        fine = [n for n, v in self.vantages.items() if v.worst in (Verdict.OK, Verdict.WARN)]
+        if failing and fine:
+            return f"fails only from {', '.join(failing)}: network path, not the server"
+        warn = sorted(n for n, v in self.vantages.items() if v.worst == Verdict.WARN)
+        if warn and any(v.worst == Verdict.OK for v in self.vantages.values()):
+            return f"WARN only from {', '.join(warn)}"
+        return ""
 
 
 @dataclass(frozen=True)

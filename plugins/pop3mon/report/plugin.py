@@ -57,16 +57,13 @@ from .metrics import METRICS_NAME, write_metrics
 from .model import RunInfo, RunReport, build_run_report, new_run_id, pop3mon_version, scrub
 from .paths import DEFAULT_DIR, reports_dir, reports_enabled
 from .recorder import Recorder
-from .reportset import ReportSet, ReportSetError
+from .reportset import HTML_NAME, JSON_NAME, JUNIT_NAME, ReportSet, ReportSetError
 from .stop import StopControl, install_worker_handlers
 from .terminal import adapt_short_summary, shows_summary, write_summary
 
 __all__ = ["REPORT_KEY", "ReportPlugin"]
 
 REPORT_KEY = pytest.StashKey["ReportPlugin"]()
-HTML_NAME = "report.html"
-JUNIT_NAME = "junit.xml"
-JSON_NAME = "results.json"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

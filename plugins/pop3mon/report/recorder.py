@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final
-
-import pytest
+from typing import TYPE_CHECKING, Final
 
 from ..checks import CheckResult
 from ..verdict import Verdict
 
-__all__ = ["NOT_RUN", "CheckRecord", "Recorder", "verdict_properties"]
+if TYPE_CHECKING:  # the annotations only: `pop3mon merge` builds records without pytest
+    import pytest
+
+__all__ = ["NOT_RUN", "CheckRecord", "Recorder", "record_properties", "verdict_properties"]
 
 _P: Final = "pop3mon_"
 #: The outcome of a selected check the run ended before (SIGTERM, Ctrl-C, ``-x``).
@@ -46,18 +47,58 @@ class CheckRecord:
 def verdict_properties(ct: str, server: str, res: CheckResult) -> list[tuple[str, object]]:
     """The ``user_properties`` a tier test carries its verdict in (plain str/float, so they
     survive xdist's report serialisation)."""
+    return _properties(
+        ct,
+        server,
+        res.tier,
+        res.check,
+        res.verdict,
+        res.reason,
+        res.blocked_by or "",
+        res.figure,
+        res.unit,
+    )
+
+
+def record_properties(rec: CheckRecord) -> list[tuple[str, object]]:
+    """The same properties for a record (a report written without pytest, ``pop3mon
+    merge``: its JUnit testcases carry what a test's ``user_properties`` would have)."""
+    return _properties(
+        rec.ct,
+        rec.server,
+        rec.tier,
+        rec.check,
+        rec.verdict,
+        rec.reason,
+        rec.blocked_by,
+        rec.figure,
+        rec.unit,
+    )
+
+
+def _properties(
+    ct: str,
+    server: str,
+    tier: str,
+    check: str,
+    verdict: Verdict,
+    reason: str,
+    blocked_by: str,
+    figure: float | None,
+    unit: str,
+) -> list[tuple[str, object]]:
     props: list[tuple[str, object]] = [
         (_P + "ct", ct),
         (_P + "server", server),
-        (_P + "tier", res.tier),
-        (_P + "check", res.check),
-        (_P + "verdict", str(res.verdict)),
-        (_P + "reason", res.reason),
+        (_P + "tier", tier),
+        (_P + "check", check),
+        (_P + "verdict", str(verdict)),
+        (_P + "reason", reason),
     ]
-    if res.blocked_by:
-        props.append((_P + "blocked_by", res.blocked_by))
-    if res.figure is not None:
-        props += [(_P + "figure", float(res.figure)), (_P + "unit", res.unit)]
+    if blocked_by:
+        props.append((_P + "blocked_by", blocked_by))
+    if figure is not None:
+        props += [(_P + "figure", float(figure)), (_P + "unit", unit)]
     return props
 
 

@@ -25,8 +25,14 @@ import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
-__all__ = ["ReportSet", "ReportSetError"]
+__all__ = ["HTML_NAME", "JSON_NAME", "JUNIT_NAME", "ReportSet", "ReportSetError"]
+
+#: The set's file names in a reports directory (``metrics.prom``: :mod:`.metrics`).
+HTML_NAME: Final = "report.html"
+JUNIT_NAME: Final = "junit.xml"
+JSON_NAME: Final = "results.json"
 
 #: Suffix of the temporary names (also how stale ones of a killed run are recognised).
 TEMP_SUFFIX = ".tmp"

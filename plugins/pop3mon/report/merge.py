@@ -1,0 +1,349 @@
+"""``pop3mon merge``: N shards' (and several vantage points') results into one report.
+
+Each input is one run's ``results.json`` read back (:mod:`.load`). The merge refuses, one
+line per problem and nothing written, what would make a silently wrong report:
+
+* inputs from different targets files (``run.targets.sha256``);
+* per vantage point: shards from different run ids, different ``shard.total``, a shard
+  index twice, a connection id in two shards, sharded and unsharded inputs together;
+* ``--expect-shards=N`` that is not the shards' total;
+* a missing shard: "shard 3/10 of run 123 (vantage eu-west) is missing" — the one refusal
+  ``--if-complete`` turns into "not yet" (:attr:`MergeProblems.only_missing`).
+
+Shards of one vantage are joined (:func:`join_shards`): connection types and host checks
+in a whole run's order (connection types by id, hosts by file line), the run from the
+first start to the last end, the history's states, changes and availability as each
+shard recorded them (each shard ran its own connection types against the history, so
+they never overlap).
+
+Several vantages (:func:`join_vantages`): each connection type once, each check's record
+the worst any vantage saw (its reason saying which vantage and what the others saw), and
+per vantage what it saw (:class:`~.model.VantageView`), so the reports can tell a network
+path problem ("fails only from eu-west") from a server problem (failing from all).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Final
+
+from ..history.model import Change, CheckState
+from ..history.record import HistoryOutcome
+from ..verdict import Verdict, rank
+from .load import LoadedRun
+from .model import ConnectionReport, HostReport, RunInfo, RunReport, VantageView
+from .recorder import CheckRecord
+
+__all__ = ["MergeProblems", "Merged", "join_shards", "join_vantages", "merge_runs"]
+
+#: How a vantage without a name is called in messages and the per-vantage breakdown.
+NO_VANTAGE: Final = "(none)"
+#: Worst first: the history status a merge reports when its inputs differ.
+_HISTORY_ORDER: Final = ("warn", "new", "ok", "off")
+
+
+class MergeProblems(Exception):
+    """Why the inputs cannot be merged: one line per problem. ``missing`` are the
+    missing-shard lines; the rest (``problems``) are refusals whatever ``--if-complete``."""
+
+    def __init__(self, problems: Sequence[str], missing: Sequence[str]) -> None:
+        self.problems = tuple(problems)
+        self.missing = tuple(missing)
+        super().__init__("\n".join([*self.problems, *self.missing]))
+
+    @property
+    def only_missing(self) -> bool:
+        """True when the inputs are fine but some shards have not arrived yet."""
+        return not self.problems and bool(self.missing)
+
+    def lines(self) -> list[str]:
+        """Every problem, refusals first."""
+        return [*self.problems, *self.missing]
+
+
+@dataclass(frozen=True)
+class Merged:
+    """The merged report, each vantage's report (several vantages only: the metrics'
+    ``vantage`` label) and a line saying what was merged."""
+
+    report: RunReport
+    vantages: Mapping[str, RunReport]
+    summary: str
+
+
+def _name(vantage: str | None) -> str:
+    return vantage if vantage is not None else NO_VANTAGE
+
+
+def _of(run_id: str, vantage: str | None) -> str:
+    where = f" (vantage {vantage})" if vantage is not None else ""
+    return f"run {run_id}{where}"
+
+
+def check_inputs(runs: Sequence[LoadedRun], expect_shards: int | None = None) -> None:
+    """Raise :class:`MergeProblems` unless ``runs`` are complete, consistent shards."""
+    problems: list[str] = []
+    missing: list[str] = []
+    targets = {r.report.info.targets_sha256 for r in runs}
+    if len(targets) > 1:
+        seen = ", ".join(
+            f"{r.path} ({r.report.info.targets_name}, sha256 {r.report.info.targets_sha256[:12]})"
+            for r in runs
+        )
+        problems.append(f"the inputs come from {len(targets)} different targets files: {seen}")
+    by_vantage: dict[str | None, list[LoadedRun]] = {}
+    for run in runs:
+        by_vantage.setdefault(run.vantage, []).append(run)
+    for vantage, group in by_vantage.items():
+        where = f" of vantage {vantage}" if vantage is not None else ""
+        ids = sorted({r.report.info.run_id for r in group})
+        sharded = [r for r in group if r.shard is not None]
+        if sharded and len(sharded) != len(group):
+            plain = ", ".join(str(r.path) for r in group if r.shard is None)
+            problems.append(f"sharded and unsharded runs{where} together (unsharded: {plain})")
+            continue
+        if len(ids) > 1:
+            problems.append(
+                f"the shards{where} come from {len(ids)} different runs ("
+                + ", ".join(f"{r.report.info.run_id} in {r.path}" for r in group)
+                + "): merge the shards of one run"
+            )
+            continue
+        run_id = ids[0]
+        totals = sorted({r.shard[1] for r in sharded if r.shard is not None})
+        if len(totals) > 1:
+            problems.append(
+                f"the shards of {_of(run_id, vantage)} disagree on the number of shards ("
+                + ", ".join(f"{r.shard[0]}/{r.shard[1]} in {r.path}" for r in sharded if r.shard)
+                + ")"
+            )
+            continue
+        total = totals[0] if totals else 1
+        if expect_shards is not None and expect_shards != total:
+            problems.append(
+                f"--expect-shards={expect_shards}, but {_of(run_id, vantage)} has {total} "
+                f"shard{'s' if total != 1 else ''}"
+            )
+        index: dict[int, LoadedRun] = {}
+        for run in group:
+            k = run.shard[0] if run.shard is not None else 1
+            if k in index:
+                what = f"shard {k}/{total}" if run.shard is not None else "the unsharded run"
+                problems.append(
+                    f"{what} of {_of(run_id, vantage)} is there twice: {index[k].path} and "
+                    f"{run.path}"
+                )
+            else:
+                index[k] = run
+        owner: dict[str, LoadedRun] = {}
+        for run in index.values():
+            for ct in run.report.connections:
+                if ct.ct.id in owner:
+                    problems.append(
+                        f"connection type {ct.ct.id} is in two shards of {_of(run_id, vantage)}: "
+                        f"{owner[ct.ct.id].path} and {run.path}"
+                    )
+                owner.setdefault(ct.ct.id, run)
+        missing += [
+            f"shard {k}/{total} of {_of(run_id, vantage)} is missing"
+            for k in range(1, total + 1)
+            if k not in index
+        ]
+    if problems or missing:
+        raise MergeProblems(tuple(problems), tuple(missing))
+
+
+def merge_runs(runs: Sequence[LoadedRun], expect_shards: int | None = None) -> Merged:
+    """Check ``runs`` (:func:`check_inputs`) and merge them into one report."""
+    check_inputs(runs, expect_shards)
+    by_vantage: dict[str | None, list[LoadedRun]] = {}
+    for run in runs:
+        by_vantage.setdefault(run.vantage, []).append(run)
+    joined = {
+        vantage: join_shards([r.report for r in group]) for vantage, group in by_vantage.items()
+    }
+    shards = sum(len(g) for g in by_vantage.values())
+    if len(joined) == 1:
+        report = next(iter(joined.values()))
+        return Merged(
+            report, {}, f"{shards} result file(s) of {_of(report.info.run_id, report.info.vantage)}"
+        )
+    named = {_name(v): rep for v, rep in joined.items()}
+    report = join_vantages(named)
+    runs_of = ", ".join(f"{n}: run {rep.info.run_id}" for n, rep in sorted(named.items()))
+    return Merged(report, named, f"{shards} result file(s) of {len(named)} vantages ({runs_of})")
+
+
+def _in_file_order(items: Iterable[ConnectionReport]) -> list[ConnectionReport]:
+    # The order a whole run reports them in: Targets.connections is sorted by id.
+    return sorted(items, key=lambda c: c.ct.id)
+
+
+def _history(outcomes: Sequence[HistoryOutcome]) -> HistoryOutcome:
+    """The shards' history outcomes as one: the worst status, the notes once each, and
+    states, changes and availability of every shard (their connection types differ)."""
+    if not outcomes:
+        return HistoryOutcome("off")
+    status = min((o.status for o in outcomes), key=_HISTORY_ORDER.index)
+    notes = list(dict.fromkeys(o.note for o in outcomes if o.note))
+    paths = {o.path for o in outcomes}
+    states: dict[tuple[str, str], CheckState] = {}
+    availability: dict[str, Mapping[str, float | None]] = {}
+    flapping: dict[str, bool] = {}
+    changes: list[Change] = []
+    series: dict[str, tuple[tuple[float, float | None, str], ...]] = {}
+    for o in outcomes:
+        for key, state in o.states.items():
+            states.setdefault(key, state)
+        for ct, avail in o.availability.items():
+            availability.setdefault(ct, avail)
+        for ct, flap in o.flapping.items():
+            flapping.setdefault(ct, flap)
+        for ct, points in o.series.items():
+            series.setdefault(ct, points)
+        seen = {(c.kind, c.ct, c.check) for c in changes}
+        changes += [c for c in o.changes if (c.kind, c.ct, c.check) not in seen]
+    return HistoryOutcome(
+        status,
+        next(iter(paths)) if len(paths) == 1 else None,
+        "; ".join(notes),
+        states,
+        tuple(changes),
+        availability,
+        flapping,
+        series,
+    )
+
+
+def _info(infos: Sequence[RunInfo], run_id: str, vantage: str | None) -> RunInfo:
+    first = infos[0]
+    stopped = [
+        (f"shard {i.shard[0]}/{i.shard[1]}: " if i.shard else "") + i.stopped
+        for i in infos
+        if i.stopped
+    ]
+    return RunInfo(
+        run_id=run_id,
+        started=min(i.started for i in infos),
+        finished=max(i.finished for i in infos),
+        targets_name=first.targets_name,
+        targets_sha256=first.targets_sha256,
+        version=first.version,
+        stopped="; ".join(stopped),
+        shard=None,
+        vantage=vantage,
+        python=first.python,
+        platform=first.platform,
+    )
+
+
+def join_shards(reports: Sequence[RunReport]) -> RunReport:
+    """The shards of one run (one vantage) as one report, as if run unsharded."""
+    if len(reports) == 1 and reports[0].info.shard is None:
+        return reports[0]
+    ordered = sorted(reports, key=lambda r: r.info.shard or (1, 1))
+    connections = _in_file_order(c for r in ordered for c in r.connections)
+    present = {c.ct.id for c in connections}
+    hosts = sorted((h for r in ordered for h in r.hosts), key=lambda h: h.host.line)
+    return RunReport(
+        info=_info([r.info for r in ordered], ordered[0].info.run_id, ordered[0].info.vantage),
+        connections=tuple(connections),
+        unattributed=tuple(u for r in ordered for u in r.unattributed),
+        not_selected=tuple(sorted({i for r in ordered for i in r.not_selected} - present)),
+        history=_history([r.history for r in ordered]),
+        notify_warnings=tuple(dict.fromkeys(w for r in ordered for w in r.notify_warnings)),
+        hosts=tuple(hosts),
+        connection_ids=tuple(sorted({i for r in ordered for i in r.connection_ids})),
+    )
+
+
+def _worst_records(
+    views: Mapping[str, Sequence[CheckRecord]],
+) -> tuple[list[CheckRecord], str]:
+    """Per check, the record of the vantage that saw it worst (its reason telling the
+    others when they differ), in the check order of the first vantage; and the vantage
+    whose records were chosen most (the probe result shown)."""
+    order: dict[str, CheckRecord] = {}
+    chosen: dict[str, tuple[str, CheckRecord]] = {}
+    seen: dict[str, dict[str, Verdict]] = {}
+    for name in sorted(views):
+        for rec in views[name]:
+            order.setdefault(rec.check, rec)
+            seen.setdefault(rec.check, {})[name] = rec.verdict
+            best = chosen.get(rec.check)
+            if best is None or rank(rec.verdict) > rank(best[1].verdict):
+                chosen[rec.check] = (name, rec)
+    out: list[CheckRecord] = []
+    tally: dict[str, int] = {}
+    for check in order:
+        name, rec = chosen[check]
+        tally[name] = tally.get(name, 0) + 1
+        verdicts = seen[check]
+        if len(set(verdicts.values())) > 1:
+            others = " · ".join(f"{v} from {n}" for n, v in sorted(verdicts.items()) if n != name)
+            rec = replace(rec, reason=f"{rec.reason} [seen from {name}; {others}]")
+        out.append(rec)
+    lead = max(sorted(tally), key=lambda n: tally[n]) if tally else ""
+    return out, lead
+
+
+def join_vantages(reports: Mapping[str, RunReport]) -> RunReport:
+    """Several vantages' reports (each already one whole run) as one (module docstring)."""
+    names = sorted(reports)
+    conns: dict[str, dict[str, ConnectionReport]] = {}
+    for name in names:
+        for conn in reports[name].connections:
+            conns.setdefault(conn.ct.id, {})[name] = conn
+    merged: list[ConnectionReport] = []
+    for views in conns.values():
+        records, lead = _worst_records({n: c.records for n, c in views.items()})
+        base = views.get(lead) or next(iter(views.values()))
+        # The probe result of the vantage that saw it worst: its transcript explains the
+        # verdict; each vantage's own is in its VantageView.
+        worst_name = max(sorted(views), key=lambda n: rank(views[n].worst))
+        merged.append(
+            ConnectionReport(
+                ct=base.ct,
+                result=views[worst_name].result,
+                records=tuple(records),
+                vantages={n: VantageView(n, c.records, c.result) for n, c in sorted(views.items())},
+            )
+        )
+    hosts: dict[str, dict[str, HostReport]] = {}
+    for name in names:
+        for hrep in reports[name].hosts:
+            hosts.setdefault(hrep.host.id, {})[name] = hrep
+    merged_hosts: list[HostReport] = []
+    for views_h in hosts.values():
+        records, _ = _worst_records({n: h.records for n, h in views_h.items()})
+        worst_name = max(sorted(views_h), key=lambda n: rank(views_h[n].worst))
+        top = views_h[worst_name]
+        merged_hosts.append(HostReport(top.host, top.result, tuple(records), top.blocked))
+    # The history: each vantage recorded its own (the worst vantage's first, so a state
+    # shown next to a failing check is the failing vantage's).
+    ranked = sorted(names, key=lambda n: -rank(_worst(reports[n])))
+    infos = [reports[n].info for n in names]
+    run_ids = sorted({i.run_id for i in infos})
+    run_id = (
+        run_ids[0]
+        if len(run_ids) == 1
+        else "merge-" + hashlib.sha256(" ".join(run_ids).encode()).hexdigest()[:12]
+    )
+    return RunReport(
+        info=_info(infos, run_id, None),
+        connections=tuple(_in_file_order(merged)),
+        unattributed=tuple(u for n in names for u in reports[n].unattributed),
+        not_selected=tuple(
+            sorted({i for n in names for i in reports[n].not_selected} - set(conns))
+        ),
+        history=_history([reports[n].history for n in ranked]),
+        notify_warnings=tuple(dict.fromkeys(w for n in names for w in reports[n].notify_warnings)),
+        hosts=tuple(sorted(merged_hosts, key=lambda h: h.host.line)),
+        connection_ids=tuple(sorted({i for n in names for i in reports[n].connection_ids})),
+    )
+
+
+def _worst(report: RunReport) -> Verdict:
+    return max((c.worst for c in report.connections), key=rank, default=Verdict.SKIP)

@@ -1,0 +1,130 @@
+"""The four reports written from a :class:`~.model.RunReport` alone, without pytest.
+
+``pop3mon merge`` has no pytest session: no pytest-html page to extend and no junitxml
+file to finish. It writes the same set from the merged report with the same pieces:
+
+* ``report.html``: a self-contained page of :mod:`.html`'s banner, matrix, filter script
+  and details (their style inline, nothing fetched), the run's allow-listed environment
+  table in place of pytest-html's, and, for a merge of several vantage points, what each
+  saw (:func:`vantages_html`);
+* ``junit.xml``: :func:`.junit.junit_text`, shaped like a run's (:func:`.junit.finish`);
+* ``results.json`` and ``metrics.prom``: :mod:`.json_report` and :mod:`.metrics`.
+
+Written as one set (:mod:`.reportset`): all four new files, or the previous ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Final
+
+from .html import VIEWPORT, badge, details_html, esc, overview_html
+from .json_report import write_json
+from .junit import JUnitOptions, junit_text
+from .metrics import METRICS_NAME, write_metrics
+from .model import RunReport, scrub
+from .reportset import HTML_NAME, JSON_NAME, JUNIT_NAME, ReportSet, ReportSetError
+
+__all__ = ["html_page", "vantages_html", "write_report_set"]
+
+_PAGE_STYLE: Final = (
+    "<style>body { font-family: Helvetica, Arial, sans-serif; margin: 12px 18px; }"
+    " .p3m-env td, .p3m-env th { text-align: left; padding: 1px 8px 1px 0; }</style>"
+)
+
+
+def vantages_html(report: RunReport) -> str:
+    """ "Seen from": every connection type whose vantage points disagree, with each
+    vantage's verdict and the finding ("fails only from eu-west: network path, not the
+    server"), then the rest in one line ("" unless merged from several vantages)."""
+    names = sorted({n for c in report.connections for n in c.vantages})
+    if len(names) < 2:
+        return ""
+    head = "".join(f"<th>{esc(n)}</th>" for n in names)
+    rows = []
+    agree = 0
+    for conn in report.by_severity():
+        views = conn.vantages
+        if len({v.worst for v in views.values()}) <= 1:
+            agree += 1
+            continue
+        cells = "".join(
+            f"<td>{badge(views[n].worst, hint=False)}</td>" if n in views else "<td>–</td>"
+            for n in names
+        )
+        rows.append(
+            f'<tr data-connection="{esc(conn.ct.id)}"><th scope="row">{esc(conn.ct.id)}</th>'
+            f"{cells}<td>{esc(conn.vantage_finding() or conn.seen_from())}</td></tr>"
+        )
+    table = (
+        '<div class="p3m-scroll"><table class="p3m-checks" id="pop3mon-vantage-table">'
+        f"<thead><tr><th>Connection type</th>{head}<th>Finding</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+        if rows
+        else ""
+    )
+    plural = "s" if agree != 1 else ""
+    return (
+        '<section class="p3m" id="pop3mon-vantages"><h3>Seen from</h3>'
+        f'<p class="p3m-facts">Merged from {len(names)} vantage points ({esc(", ".join(names))})'
+        "; each connection type's verdict is the worst any of them saw. "
+        f"{agree} connection type{plural} looked the same from all of them.</p>"
+        f"{table}</section>"
+    )
+
+
+def html_page(report: RunReport, merged_from: str = "") -> str:
+    """A self-contained ``report.html`` for ``report`` (scrubbed of secrets)."""
+    info = report.info
+    env = "".join(
+        f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in info.environment().items()
+    )
+    if merged_from:
+        env += f"<tr><th>Merged from</th><td>{esc(merged_from)}</td></tr>"
+    title = f"pop3mon report: {info.targets_name}"
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"{VIEWPORT}<title>{esc(title)}</title>{_PAGE_STYLE}</head><body>"
+        f"<h1>{esc(title)}</h1>"
+        + overview_html(report)
+        + vantages_html(report)
+        + "".join(details_html(report))
+        + '<section class="p3m" id="environment"><h3>Environment</h3>'
+        + f'<table class="p3m-env">{env}</table></section>'
+        + "</body></html>\n"
+    )
+    return scrub(page)
+
+
+def write_report_set(
+    report: RunReport,
+    directory: Path,
+    junit: JUnitOptions | None = None,
+    vantages: Mapping[str, RunReport] | None = None,
+    merged_from: str = "",
+) -> list[tuple[str, Path]]:
+    """Write report.html, junit.xml, metrics.prom and results.json of ``report`` into
+    ``directory`` as one set (``vantages``: each vantage's report, for the metrics'
+    ``vantage`` label). Raises :class:`ReportSetError` when any file could not be
+    written; the previous set is then in place."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReportSetError(f"{exc.strerror or exc} ({directory})") from None
+    files = ReportSet(report.info.run_id)
+    html_tmp = files.stage("HTML", directory / HTML_NAME)
+    junit_tmp = files.stage("JUnit XML", directory / JUNIT_NAME)
+    metrics_tmp = files.stage("OpenMetrics", directory / METRICS_NAME)
+    json_tmp = files.stage("JSON", directory / JSON_NAME)
+    try:
+        html_tmp.write_text(html_page(report, merged_from), encoding="utf-8")
+        junit_tmp.write_text(scrub(junit_text(report, junit or JUnitOptions())), "utf-8")
+        write_metrics(report, metrics_tmp, vantages)
+        write_json(report, json_tmp)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            files.discard()
+        raise ReportSetError(f"{exc.strerror or exc} ({exc.filename or directory})") from None
+    return files.commit(last="JSON")
