@@ -1142,3 +1142,45 @@ def test_kubernetes_pods_run_as_written(sharded_repo: Path, fleet: Path, tmp_pat
         # Not complete before the last pod: nothing merged, and that is no failure.
         assert (reports / "results.json").is_file() == (index == n - 1), out
     _check_merged(reports, "pop3mon-29410245")
+
+
+def test_sharded_github_keepalive_is_pop3mon_ymls() -> None:
+    """The sharded workflow keeps its schedule alive with the same job and crons as
+    pop3mon.yml (whose script test_github_keepalive_job runs)."""
+    sharded, plain = _load(GITHUB_SHARDED), _load(GITHUB)
+    assert sharded["jobs"]["keepalive"] == plain["jobs"]["keepalive"]
+    assert (
+        sharded.get("on", sharded.get(True))["schedule"]
+        == plain.get("on", plain.get(True))["schedule"]
+    )
+
+
+def _readme_sharded_block() -> list[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Sharded and multi-vantage runs in CI", 1)[1].split("\n## ", 1)[0]
+    body = re.search(r"^```sh\n(.*?)^```", section, re.M | re.S)
+    assert body, "the section has no sh block"
+    return [re.split(r"\s{2,}#", line)[0].strip() for line in body.group(1).splitlines()]
+
+
+def test_readme_sharded_commands(sharded_repo: Path, fleet: Path) -> None:
+    """The README's by-hand sharded run, line by line in a checkout whose targets.yaml is
+    the lab fleet: four shards, the merge, the merged verdict (CRIT: one server is down)."""
+    shards, merge, verdict = _readme_sharded_block()
+    repo = sharded_repo
+    _fresh(repo)
+    shutil.copy(fleet, repo / "targets.yaml")
+    n = _expect_shards(merge)
+    assert f"--shard=$k/{n}" in shards and f"for k in {' '.join(map(str, range(1, n + 1)))};" in (
+        shards
+    )
+    # As typed in an interactive shell (no -e): a CRIT shard does not stop the loop, whose
+    # status is its last shard's.
+    ran = _bash(f"set +e\n{shards}", repo)
+    assert ran.returncode == (1 if _down_shard(n) == n else 0), ran.stdout[-3000:] + ran.stderr
+    assert ran.stderr.count("pop3mon: exit ") == n
+    merged = _bash(merge, repo)
+    assert merged.returncode == 0, merged.stdout + merged.stderr
+    _check_merged(repo / "reports", "run-1")
+    proc = _bash(verdict, repo)
+    assert proc.returncode == 1 and "1 CRIT" in proc.stderr, proc.stderr
