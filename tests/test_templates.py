@@ -10,7 +10,12 @@
   pytest's exit 5;
 * the templates' scripts run as written (GitLab's script and after_script, GitHub's Monitor
   and keepalive steps) in a copy of the checkout. The cron line: tests/test_cron.py; which
-  test runs which shown command: tests/test_readme_commands.py.
+  test runs which shown command: tests/test_readme_commands.py;
+* the sharded templates (GitHub matrix, GitLab ``parallel:``, the Kubernetes CronJob): their
+  structure (every shard 1..N, one run id, the merge needs them all, the interface's
+  environment names), their validators (jactionlint, the GitHub and GitLab schemas,
+  kubernetes-validate) with a broken copy each, ``ci/verdict``, and each template's shard and
+  merge commands run as written against the Dovecot lab.
 """
 
 from __future__ import annotations
