@@ -138,6 +138,7 @@ NOT_RUN: dict[str, tuple[str, str]] = {
 RUN_BY_PREFIX: dict[str, str] = {
     "pop3mon-check ": "test_plugin_mode.py::test_readme_commands_run_as_documented",
     "pop3mon check ": "test_plugin_mode.py::test_readme_commands_run_as_documented",
+    "pop3mon merge ": "test_merge.py::test_readme_merge_commands_run_as_written",
 }
 
 

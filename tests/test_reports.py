@@ -810,13 +810,27 @@ def test_no_secret_in_any_output(secret_lab: Path, tmp_path: Path, args: tuple[s
     # The echo server did send the password back; the reports show it redacted.
     assert "[REDACTED]" in login["echo-user"]["reason"], login["echo-user"]
     assert "[REDACTED]" in login["echo-plain"]["reason"], login["echo-plain"]
-    files = [p for p in (*reports.rglob("*"), *cache.rglob("*")) if p.is_file()]
+    # `pop3mon merge` writes its reports from results.json alone: searched too.
+    merged = tmp_path / "merged"
+    merging = subprocess.run(
+        [sys.executable, "-m", "pop3mon.cli", "merge", f"--out={merged}", str(reports)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO / "plugins")},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert merging.returncode == 0, merging.stderr
+    files = [p for p in (*reports.rglob("*"), *cache.rglob("*"), *merged.iterdir()) if p.is_file()]
     assert {p.name for p in files} >= {"report.html", "junit.xml", "results.json", "metrics.prom"}
+    assert len([p for p in files if p.is_relative_to(merged)]) == 4
     assert any(p.is_relative_to(cache) for p in files), "cache was not written"
     # The run history (next to the reports) holds every check's reason and the probe's
     # facts: its raw bytes, and any WAL left beside it, are searched too.
     assert "history.sqlite" in {p.name for p in files}
-    texts = {"terminal": run.output} | {str(p): p.read_text("utf-8", "replace") for p in files}
+    texts = {"terminal": run.output + merging.stdout + merging.stderr} | {
+        str(p): p.read_text("utf-8", "replace") for p in files
+    }
     hits = [
         f"{kind} in {where}"
         for where, text in texts.items()

@@ -31,6 +31,7 @@ from ..engine.hosts import HostResult
 from ..engine.result import ProbeResult
 from ..history.model import Change, CheckState
 from ..history.record import HistoryOutcome
+from ..history.store import WINDOWS
 from ..verdict import Verdict
 from .json_report import SCHEMA
 from .model import ConnectionReport, HostReport, RunInfo, RunReport, VantageView
@@ -125,6 +126,17 @@ def _record(data: Mapping[str, Any], ct: str, server: str) -> CheckRecord:
     )
 
 
+def _windows(data: Mapping[str, float | None]) -> dict[str, float | None]:
+    """Availability in the history's window order (the JSON has its keys sorted)."""
+    order = [label for label, _ in WINDOWS]
+    return {
+        k: data[k]
+        for k in sorted(
+            data, key=lambda k: (k not in order, order.index(k) if k in order else 0, k)
+        )
+    }
+
+
 def _state(ct: str, check: str, data: Mapping[str, Any]) -> CheckState:
     return CheckState(
         ct=ct,
@@ -189,7 +201,7 @@ def report_from_document(doc: Mapping[str, Any]) -> RunReport:
             if chk.get("state") is not None:
                 states[(ct.id, chk["check"])] = _state(ct.id, chk["check"], chk["state"])
         if conn.get("availability") is not None:
-            availability[ct.id] = dict(conn["availability"])
+            availability[ct.id] = _windows(conn["availability"])
         if conn.get("flapping") is not None:
             flapping[ct.id] = bool(conn["flapping"])
         vantages = {
@@ -215,7 +227,7 @@ def report_from_document(doc: Mapping[str, Any]) -> RunReport:
             if chk.get("state") is not None:
                 states[(host.id, chk["check"])] = _state(host.id, chk["check"], chk["state"])
         if entry.get("availability") is not None:
-            availability[host.id] = dict(entry["availability"])
+            availability[host.id] = _windows(entry["availability"])
         result = entry.get("result")
         hosts.append(
             HostReport(

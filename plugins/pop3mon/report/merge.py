@@ -7,6 +7,8 @@ line per problem and nothing written, what would make a silently wrong report:
 * per vantage point: shards from different run ids, different ``shard.total``, a shard
   index twice, a connection id in two shards, sharded and unsharded inputs together;
 * ``--expect-shards=N`` that is not the shards' total;
+* an input that is itself a merge of several vantages (its per-vantage records are not a
+  run's);
 * a missing shard: "shard 3/10 of run 123 (vantage eu-west) is missing" — the one refusal
   ``--if-complete`` turns into "not yet" (:attr:`MergeProblems.only_missing`).
 
@@ -29,6 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Final
 
+from ..engine.stages import HOST_TIER
 from ..history.model import Change, CheckState
 from ..history.record import HistoryOutcome
 from ..verdict import Verdict, rank
@@ -93,6 +96,11 @@ def check_inputs(runs: Sequence[LoadedRun], expect_shards: int | None = None) ->
             for r in runs
         )
         problems.append(f"the inputs come from {len(targets)} different targets files: {seen}")
+    problems += [
+        f"{r.path} is itself a merge of several vantage points: merge the runs it was merged from"
+        for r in runs
+        if any(c.vantages for c in r.report.connections)
+    ]
     by_vantage: dict[str | None, list[LoadedRun]] = {}
     for run in runs:
         by_vantage.setdefault(run.vantage, []).append(run)
@@ -293,9 +301,14 @@ def join_vantages(reports: Mapping[str, RunReport]) -> RunReport:
     """Several vantages' reports (each already one whole run) as one (module docstring)."""
     names = sorted(reports)
     conns: dict[str, dict[str, ConnectionReport]] = {}
+    blocked: dict[tuple[str, str], Verdict] = {}  # (vantage, ct id) → its host's verdict
     for name in names:
         for conn in reports[name].connections:
             conns.setdefault(conn.ct.id, {})[name] = conn
+        for hrep in reports[name].hosts:
+            if hrep.status in ("down", "blocked"):
+                for ct_id in hrep.host.connections:
+                    blocked[(name, ct_id)] = hrep.worst
     merged: list[ConnectionReport] = []
     for views in conns.values():
         records, lead = _worst_records({n: c.records for n, c in views.items()})
@@ -308,7 +321,10 @@ def join_vantages(reports: Mapping[str, RunReport]) -> RunReport:
                 ct=base.ct,
                 result=views[worst_name].result,
                 records=tuple(records),
-                vantages={n: VantageView(n, c.records, c.result) for n, c in sorted(views.items())},
+                vantages={
+                    n: VantageView(n, c.records, c.result, _host_block(blocked, n, c))
+                    for n, c in sorted(views.items())
+                },
             )
         )
     hosts: dict[str, dict[str, HostReport]] = {}
@@ -343,6 +359,15 @@ def join_vantages(reports: Mapping[str, RunReport]) -> RunReport:
         hosts=tuple(sorted(merged_hosts, key=lambda h: h.host.line)),
         connection_ids=tuple(sorted({i for n in names for i in reports[n].connection_ids})),
     )
+
+
+def _host_block(
+    blocked: Mapping[tuple[str, str], Verdict], vantage: str, conn: ConnectionReport
+) -> Verdict | None:
+    """The host check's verdict when it blocked ``conn`` from ``vantage``, else None."""
+    if any(r.blocked_by == HOST_TIER for r in conn.records):
+        return blocked.get((vantage, conn.ct.id))
+    return None
 
 
 def _worst(report: RunReport) -> Verdict:

@@ -153,11 +153,15 @@ class VantageView:
     vantage: str
     records: tuple[CheckRecord, ...]
     result: ProbeResult | None = None
+    #: The verdict of the server's host check when it blocked this connection type from
+    #: this vantage (its checks are then SKIP, but the vantage did not reach the server).
+    host: Verdict | None = None
 
     @property
     def worst(self) -> Verdict:
-        """The worst verdict this vantage saw."""
-        return worst(verdicts(self.records))
+        """The worst verdict this vantage saw (its host check's, when that blocked it)."""
+        seen = list(verdicts(self.records))
+        return worst([*seen, self.host] if self.host is not None else seen)
 
 
 @dataclass(frozen=True)
@@ -173,8 +177,12 @@ class ConnectionReport:
 
     @property
     def worst(self) -> Verdict:
-        """The worst verdict of all its checks."""
-        return worst(verdicts(self.records))
+        """The worst verdict of all its checks (and, merged from several vantages, the
+        worst any of them saw: one whose host check blocked it counts that)."""
+        own = worst(verdicts(self.records))
+        if not self.vantages:
+            return own
+        return worst([own, *(v.worst for v in self.vantages.values())])
 
     def tier_records(self, tier: str) -> tuple[CheckRecord, ...]:
         """Its checks of one tier, in check order."""

@@ -20,7 +20,9 @@ created stops the run at start-up with one line.
 The files of a run are replaced as a set (:mod:`.reportset`): every writer writes a
 temporary name, and only when all of them succeeded are they renamed into place; a failed
 write (a full disk) leaves the previous set and says so. A run that selected no check
-(``-k``/``-m`` matching nothing) leaves the previous reports alone. SIGTERM and SIGINT end
+(``-k``/``-m`` matching nothing) leaves the previous reports alone; a shard the split gave
+nothing (``--shard``) is a successful run and writes its empty set, which ``pop3mon
+merge`` needs. SIGTERM and SIGINT end
 the run with the reports of what finished, every selected check that did not run marked
 "not run" (:mod:`.stop`).
 

@@ -1,0 +1,583 @@
+"""``pop3mon merge`` on real runs: shards of the Dovecot lab (plus fault servers for the
+failing connection types) merged into one report set that equals the unsharded run's.
+
+The fleet: four servers with a mix of outcomes, so the three shards of ``--shard=K/3`` get
+different parts of it (an empty shard is a normal one):
+
+============  ==========================================  ========
+server        connection types                            worst
+============  ==========================================  ========
+dove          Dovecot implicit TLS and STLS, logging in   OK
+slow          Dovecot implicit TLS, a tiny latency warn   WARN
+expired       Dovecot, expired certificate                CRIT
+faulty        fault server refusing STLS; a closed port   CRIT
+============  ==========================================  ========
+
+Two vantage points: the same targets run again with ``--vantage=eu-west`` inside a fresh
+network namespace (``unshare -n``: its own loopback, on which none of the lab's servers
+listen), a real network path that fails, beside ``--vantage=us-east`` on the host's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pop3mon_lab.certs import LabCerts
+from pop3mon_lab.dovecot import DovecotLab, free_port
+from pop3mon_lab.faultserver import FaultServer
+
+REPO = Path(__file__).resolve().parent.parent
+PLUGINS = REPO / "plugins"
+PW_ENV = "POP3MON_MERGE_PW"
+SHARDS = 3
+RUN_ID = "merge-run-1"
+REPORTS = ("report.html", "junit.xml", "results.json", "metrics.prom")
+_NUMBER = re.compile(r"\d+(\.\d+)?")
+#: A greeting's APOP challenge (Dovecot's, the fault server's) differs on every connect.
+_CHALLENGE = re.compile(r"<[^<>]*@[^<>]*>")
+
+
+# --------------------------------------------------------------------------- helpers
+def pytest_run(
+    targets: Path, reports: Path, *args: str, env: Mapping[str, str], netns: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """The suite as a process (``netns``: in a new network namespace, its loopback up)."""
+    cmd = [sys.executable, "-m", "pytest", f"--targets={targets}", f"--reports-dir={reports}"]
+    cmd += ["-p", "no:cacheprovider", "-p", "no:randomly", *args]
+    if netns:
+        cmd = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *cmd]
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("POP3MON_", "PYTEST_"))}
+    proc = subprocess.run(
+        cmd,
+        cwd=REPO,
+        env={**environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def merge(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """``pop3mon merge ARGS`` as a process."""
+    env = {**os.environ, "PYTHONPATH": str(PLUGINS)}
+    return subprocess.run(
+        [sys.executable, "-m", "pop3mon.cli", "merge", *map(str, args)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def doc(directory: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((directory / "results.json").read_text("utf-8"))
+    return data
+
+
+def facts(document: Mapping[str, Any]) -> dict[tuple[str, str, str], tuple[str, str]]:
+    """(id, tier, check) → (verdict, reason with its numbers blanked: timings differ
+    between two runs, and the fault server's greeting carries a timestamp)."""
+    out = {}
+    for conn in document["connections"]:
+        for chk in conn["checks"]:
+            key = (conn["id"], chk["tier"], chk["check"])
+            assert key not in out, f"{key} twice in results.json"
+            reason = _CHALLENGE.sub("<challenge>", chk["reason"])
+            out[key] = (chk["verdict"], _NUMBER.sub("#", reason))
+    return out
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+# --------------------------------------------------------------------------- the lab
+@dataclass
+class Fleet:
+    targets: Path
+    env: dict[str, str]
+    worst: dict[str, str]  # expected worst verdict per connection type
+    stack: ExitStack
+
+
+@pytest.fixture(scope="module")
+def fleet(
+    dovecot: DovecotLab, lab_certs: LabCerts, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Fleet]:
+    directory = tmp_path_factory.mktemp("merge-fleet")
+    with ExitStack() as stack:
+        cert = lab_certs.variant("valid")
+        nostls = stack.enter_context(
+            FaultServer("no-stls", users={"alice": "pw"}, certfile=cert.cert, keyfile=cert.key)
+        )
+        account = f"{{username: {dovecot.demo_user}, password_env: {PW_ENV}}}"
+        targets = directory / "targets.yaml"
+        targets.write_text(
+            f"""version: 1
+defaults:
+  ca_file: {dovecot.ca_file}
+  timeout: 5
+  login_pacing: parallel
+  account: {account}
+servers:
+  - name: dove
+    host: {dovecot.hostname}
+    connections:
+      - {{id: dove-tls, port: {dovecot.port("pop3s")}, security: tls}}
+      - {{id: dove-stls, port: {dovecot.port("pop3")}, security: starttls}}
+  - name: slow
+    host: {dovecot.hostname}
+    connections:
+      - id: slow-tls
+        port: {dovecot.port("pop3s")}
+        security: tls
+        latency: {{total: {{warn: 0.000001, crit: 60}}}}
+  - name: expired
+    host: {dovecot.hostname}
+    connections:
+      - {{id: expired-tls, port: {dovecot.port("pop3s", "expired")}, security: tls}}
+  - name: faulty
+    host: localhost
+    connections:
+      - {{id: faulty-nostls, port: {nostls.port}, security: starttls, auth: none}}
+      - {{id: faulty-closed, port: {free_port()}, security: tls, auth: none}}
+""",
+            encoding="utf-8",
+        )
+        yield Fleet(
+            targets=targets,
+            env={PW_ENV: dovecot.demo_password},
+            worst={
+                "dove-tls": "OK",
+                "dove-stls": "OK",
+                "slow-tls": "WARN",
+                "expired-tls": "CRIT",
+                "faulty-nostls": "CRIT",
+                "faulty-closed": "CRIT",
+            },
+            stack=stack,
+        )
+
+
+@pytest.fixture(scope="module")
+def runs(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The fleet unsharded, and as three shards of one run (each with its own history)."""
+    base = tmp_path_factory.mktemp("merge-runs")
+    out = {"whole": base / "whole"}
+    pytest_run(fleet.targets, out["whole"], env=fleet.env)
+    for k in range(1, SHARDS + 1):
+        out[f"shard-{k}"] = base / "shards" / f"shard-{k}"
+        pytest_run(
+            fleet.targets,
+            out[f"shard-{k}"],
+            f"--shard={k}/{SHARDS}",
+            f"--run-id={RUN_ID}",
+            env=fleet.env,
+        )
+    return out
+
+
+@pytest.fixture(scope="module")
+def merged(runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The three shards merged (the shards' parent directory as the one INPUT)."""
+    out = tmp_path_factory.mktemp("merged") / "reports"
+    proc = merge(f"--out={out}", "--expect-shards=3", runs["shard-1"].parent)
+    assert proc.returncode == 0, proc.stderr
+    assert f"merged {SHARDS} result file(s) of run {RUN_ID}" in proc.stdout
+    return out
+
+
+# --------------------------------------------------------------------------- round trip
+def test_results_json_round_trips_into_the_same_reports(runs: dict[str, Path]) -> None:
+    """A run's results.json read back (report/load.py) writes the same results.json, the
+    same metrics.prom and JUnit testcases equal to pytest's (names, classnames, times,
+    properties, failure and skip messages, WARN suffix), plus the suite's properties."""
+    from pop3mon.report.json_report import results_document
+    from pop3mon.report.junit import JUnitOptions, junit_text
+    from pop3mon.report.load import load_results
+    from pop3mon.report.metrics import metrics_text
+
+    whole = runs["whole"]
+    report = load_results(whole / "results.json").report
+    again = json.loads(json.dumps(results_document(report)))
+    original = doc(whole)
+    # The documented difference: the run's epochs are stored to 1 ms, so its duration,
+    # recomputed from them, may differ in the last digit.
+    duration = again["run"].pop("duration_seconds") - original["run"].pop("duration_seconds")
+    assert abs(duration) <= 0.0015
+    assert again == original
+    assert _same_run_duration(metrics_text(report)) == _same_run_duration(
+        (whole / "metrics.prom").read_text("utf-8")
+    )
+    ours = _junit(junit_text(report, JUnitOptions()))
+    theirs = _junit((whole / "junit.xml").read_text("utf-8"))
+    skip = "pop3mon_duration_seconds"
+    assert [p for p in ours[0] if p[0] != skip] == [p for p in theirs[0] if p[0] != skip]
+    assert ours[1] == theirs[1]  # every testcase
+    assert any(name.endswith(" [WARN]") for _, name in ours[1])
+
+
+def _same_run_duration(text: str) -> str:
+    return re.sub(r"(?m)^pop3mon_run_duration_seconds .*$", "", text)
+
+
+def _junit(text: str) -> tuple[list[tuple[str, str]], dict[tuple[str, str], Any]]:
+    root = ET.fromstring(text.split("?>", 1)[-1])
+    suite = root.find("testsuite")
+    assert suite is not None
+    holder = suite.find("properties")
+    props = [(p.get("name", ""), p.get("value", "")) for p in (holder or [])]
+    cases = {}
+    for case in root.iter("testcase"):
+        key = (case.get("classname", ""), case.get("name", ""))
+        assert key not in cases, f"{key} twice in junit.xml"
+        cases[key] = (
+            case.get("time"),
+            [(p.get("name"), p.get("value")) for p in case.iter("property")],
+            [(e.tag, e.get("message")) for e in case if e.tag in ("failure", "skipped", "error")],
+            case.findtext("system-out"),
+        )
+    return props, cases
+
+
+# --------------------------------------------------------------------------- shards
+def test_merged_shards_equal_the_unsharded_run(runs: dict[str, Path], merged: Path) -> None:
+    """Same connection types, verdicts and reasons as the unsharded run; the counts too;
+    the shards' histories carried (every check has its state, as each shard recorded)."""
+    whole, mine = doc(runs["whole"]), doc(merged)
+    shard_ids = [doc(runs[f"shard-{k}"])["run"]["connection_ids"] for k in (1, 2, 3)]
+    assert sum(1 for ids in shard_ids if ids) >= 2, f"the split put all in one shard: {shard_ids}"
+    assert [c["id"] for c in mine["connections"]] == [c["id"] for c in whole["connections"]]
+    assert facts(mine) == facts(whole)
+    assert mine["counts"] == whole["counts"]
+    assert {c["id"]: c["verdict"] for c in mine["connections"]} == {
+        c["id"]: c["verdict"] for c in whole["connections"]
+    }
+    assert mine["run"]["id"] == RUN_ID and mine["run"]["shard"] is None
+    assert mine["run"]["connection_ids"] == whole["run"]["connection_ids"]
+    assert mine["history"]["status"] == "new"
+    assert all(chk["state"] is not None for c in mine["connections"] for chk in c["checks"])
+    assert {p.name for p in merged.iterdir()} == set(REPORTS)
+
+
+def test_every_check_appears_once_in_every_merged_report(merged: Path) -> None:
+    """Each (connection type, tier, check) once in results.json, junit.xml and
+    metrics.prom; every connection type in every tier."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    document = doc(merged)
+    in_json = Counter(facts(document).keys())
+    _, cases = _junit((merged / "junit.xml").read_text("utf-8"))
+    in_junit = Counter(
+        (dict(c[1])["pop3mon_ct"], dict(c[1])["pop3mon_tier"], dict(c[1])["pop3mon_check"])
+        for c in cases.values()
+        if not dict(c[1])["pop3mon_ct"].startswith("host:")
+    )
+    text = (merged / "metrics.prom").read_text("utf-8")
+    in_metrics = Counter(
+        (s.labels["connection"], s.labels["tier"], s.labels["check"])
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name == "pop3mon_check_verdict"
+    )
+    assert set(in_json.values()) == {1}
+    assert in_junit == in_json
+    assert in_metrics == in_json
+    tiers = {(ct, tier) for ct, tier, _ in in_json}
+    ids = {c["id"] for c in document["connections"]}
+    for tier in ("connectivity", "tls", "auth", "mailbox", "latency", "drift"):
+        assert {(i, tier) for i in ids} <= tiers
+
+
+def test_merged_html_is_one_self_contained_page(merged: Path, runs: dict[str, Path]) -> None:
+    """Every connection type once in the matrix and once in the details, no pytest-html,
+    nothing loaded from elsewhere."""
+    page = (merged / "report.html").read_text("utf-8")
+    for ct in doc(runs["whole"])["connections"]:
+        assert page.count(f'data-connection="{ct["id"]}"') == 1
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page), "fetches from elsewhere"
+    assert 'id="pop3mon-matrix"' in page and 'id="pop3mon-details"' in page
+    assert f"<td>{RUN_ID}</td>" in page
+
+
+# --------------------------------------------------------------------------- refusals
+@pytest.fixture
+def previous(tmp_path: Path, runs: dict[str, Path]) -> tuple[Path, dict[str, bytes]]:
+    """A reports directory holding an earlier merge (which a refusal must leave alone)."""
+    out = tmp_path / "out"
+    assert merge(f"--out={out}", runs["shard-1"].parent).returncode == 0
+    return out, snapshot(out)
+
+
+def _refused(
+    out: Path, before: Mapping[str, bytes], proc: subprocess.CompletedProcess[str]
+) -> list[str]:
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert snapshot(out) == before, "a refused merge changed the reports"
+    return proc.stderr.splitlines()
+
+
+def test_a_missing_shard_is_named(
+    previous: tuple[Path, dict[str, bytes]], runs: dict[str, Path]
+) -> None:
+    out, before = previous
+    lines = _refused(out, before, merge(f"--out={out}", runs["shard-1"], runs["shard-3"]))
+    assert lines == [f"pop3mon: error: shard 2/3 of run {RUN_ID} is missing"]
+
+
+def test_if_complete_waits_for_missing_shards(
+    previous: tuple[Path, dict[str, bytes]], runs: dict[str, Path]
+) -> None:
+    """Missing shards: exit 0, which ones, nothing written; other refusals stay exit 2."""
+    out, before = previous
+    proc = merge("--if-complete", f"--out={out}", runs["shard-2"])
+    assert proc.returncode == 0, proc.stderr
+    assert f"not yet: shard 1/3 of run {RUN_ID} is missing" in proc.stdout
+    assert f"not yet: shard 3/3 of run {RUN_ID} is missing" in proc.stdout
+    assert snapshot(out) == before
+    proc = merge("--if-complete", "--expect-shards=4", f"--out={out}", runs["shard-2"])
+    lines = _refused(out, before, proc)
+    assert f"pop3mon: error: --expect-shards=4, but run {RUN_ID} has 3 shards" in lines
+
+
+def test_a_duplicated_shard_is_refused(
+    previous: tuple[Path, dict[str, bytes]], runs: dict[str, Path], tmp_path: Path
+) -> None:
+    out, before = previous
+    copy = tmp_path / "downloaded-again"
+    shutil.copytree(runs["shard-2"], copy)
+    lines = _refused(out, before, merge(f"--out={out}", runs["shard-1"].parent, copy))
+    assert len(lines) >= 1
+    assert lines[0].startswith(f"pop3mon: error: shard 2/3 of run {RUN_ID} is there twice: ")
+    assert str(copy / "results.json") in lines[0]
+    # The same connection types twice are named as well (when shard 2 has any).
+    if doc(runs["shard-2"])["connections"]:
+        assert any("is in two shards" in line for line in lines) or len(lines) == 1
+
+
+def test_shards_of_another_targets_file_or_run_are_refused(
+    previous: tuple[Path, dict[str, bytes]],
+    runs: dict[str, Path],
+    fleet: Fleet,
+    tmp_path: Path,
+) -> None:
+    """A shard of another targets file (one comment more: another sha256) and a shard of
+    another run id: each refusal names the problem and the files."""
+    out, before = previous
+    other = tmp_path / "other.yaml"
+    other.write_text(fleet.targets.read_text("utf-8") + "# changed\n", encoding="utf-8")
+    foreign = tmp_path / "foreign"
+    # The shard of the fleet with the fewest connection types keeps these runs short.
+    k = min((1, 2, 3), key=lambda i: len(doc(runs[f"shard-{i}"])["connections"]))
+    pytest_run(other, foreign, f"--shard={k}/3", f"--run-id={RUN_ID}", env=fleet.env)
+    mixed = [runs[f"shard-{i}"] for i in (1, 2, 3) if i != k]
+    lines = _refused(out, before, merge(f"--out={out}", *mixed, foreign))
+    assert len(lines) == 1
+    assert lines[0].startswith("pop3mon: error: the inputs come from 2 different targets files:")
+    assert str(foreign / "results.json") in lines[0] and "other.yaml" in lines[0]
+    later = tmp_path / "later"
+    pytest_run(fleet.targets, later, f"--shard={k}/3", "--run-id=merge-run-2", env=fleet.env)
+    lines = _refused(out, before, merge(f"--out={out}", *mixed, later))
+    assert len(lines) == 1
+    assert "come from 2 different runs" in lines[0]
+    assert f"merge-run-2 in {later / 'results.json'}" in lines[0]
+
+
+def test_unusable_inputs_are_one_line_each(
+    previous: tuple[Path, dict[str, bytes]], tmp_path: Path
+) -> None:
+    out, before = previous
+    (tmp_path / "empty").mkdir()
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json", encoding="utf-8")
+    other = tmp_path / "other.json"
+    other.write_text('{"schema": "something/else"}', encoding="utf-8")
+    proc = merge(f"--out={out}", tmp_path / "empty", broken, other, tmp_path / "nowhere")
+    lines = _refused(out, before, proc)
+    assert len(lines) == 4, lines
+    assert "no results.json in it" in lines[0]
+    assert "not JSON" in lines[1]
+    assert "not a pop3mon results file" in lines[2]
+    assert "no such file or directory" in lines[3]
+
+
+def test_the_merge_imports_no_pytest(merged: Path, tmp_path: Path) -> None:
+    """``pop3mon merge`` writes its reports without pytest (test_layers.py's rule for the
+    command)."""
+    code = (
+        "import sys\n"
+        "from pop3mon import cli\n"
+        f"assert cli.main(['merge', '--out={tmp_path / 'again'}', '{merged}']) == 0\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('pytest', '_pytest'))\n"
+        "print('PYTEST:' + ','.join(bad))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={"PYTHONPATH": str(PLUGINS), "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "PYTEST:\n" in out.stdout, out.stdout
+    # A merged report merges again into the same report (it is one whole run).
+    assert facts(doc(tmp_path / "again")) == facts(doc(merged))
+
+
+# --------------------------------------------------------------------------- vantages
+def _netns_works() -> bool:
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        return False
+    probe = ["unshare", "-n", "sh", "-c", "ip link set lo up"]
+    return subprocess.run(probe, capture_output=True, check=False).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def vantages(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """us-east on the host's network, eu-west in a network namespace where nothing of the
+    lab is reachable, merged: the merged reports and the merge's output."""
+    if not _netns_works():
+        pytest.skip("needs unshare -n and ip (a network namespace) for the failing vantage")
+    base = tmp_path_factory.mktemp("vantages")
+    pytest_run(fleet.targets, base / "us-east", "--vantage=us-east", env=fleet.env)
+    pytest_run(fleet.targets, base / "eu-west", "--vantage=eu-west", env=fleet.env, netns=True)
+    out = base / "merged"
+    proc = merge(f"--out={out}", base / "us-east", base / "eu-west")
+    assert proc.returncode == 0, proc.stderr
+    return out, proc.stdout
+
+
+def test_two_vantages_tell_the_network_path_from_the_server(
+    vantages: tuple[Path, str], fleet: Fleet
+) -> None:
+    """What is healthy from us-east and fails from eu-west "fails only from eu-west"; what
+    fails from both (a server problem) has no such finding; each verdict is the worst."""
+    out, stdout = vantages
+    document = doc(out)
+    by_id = {c["id"]: c for c in document["connections"]}
+    assert set(by_id) == set(fleet.worst)
+    finding = "fails only from eu-west: network path, not the server"
+    for ct, expected in fleet.worst.items():
+        conn = by_id[ct]
+        seen = {name: view["verdict"] for name, view in conn["vantages"].items()}
+        assert seen["us-east"] == expected, (ct, seen)
+        assert seen["eu-west"] == "CRIT", (ct, seen)
+        assert conn["verdict"] == "CRIT"  # the worst over both
+        line = next((x for x in stdout.splitlines() if x.strip().startswith(f"{ct}:")), "")
+        if expected in ("OK", "WARN"):
+            assert finding in line, stdout
+        else:
+            assert line == "", stdout
+    page = (out / "report.html").read_text("utf-8")
+    assert 'id="pop3mon-vantages"' in page and finding in page
+    assert document["run"]["vantage"] is None
+    assert "us-east" in document["run"]["id"] or document["run"]["id"].startswith("merge-")
+    # Metrics: one series per vantage for a connection type's families.
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = (out / "metrics.prom").read_text("utf-8")
+    tcp = {
+        (s.labels["connection"], s.labels["vantage"]): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name == "pop3mon_check_verdict" and s.labels["check"] == "tcp"
+    }
+    assert len(tcp) == 2 * len(fleet.worst)
+    assert tcp[("dove-tls", "us-east")] == 0  # OK
+    assert tcp[("dove-tls", "eu-west")] != 0  # not OK: blocked or refused
+    # A multi-vantage merge is no run to merge again.
+    proc = merge(f"--out={out.parent / 'again'}", out, out.parent / "us-east")
+    assert proc.returncode == 2
+    assert "is itself a merge of several vantage points" in proc.stderr
+
+
+# --------------------------------------------------------------------------- browser
+def test_merged_page_in_a_real_browser(merged: Path) -> None:
+    """Headless Chromium opens the merged report offline, without console errors, and
+    its filter works (the script came along without pytest-html)."""
+    pytest.importorskip("playwright.sync_api")
+    import test_browser  # the browser fixture's launch options and request guard
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(
+            executable_path=str(test_browser.CHROMIUM), headless=True, args=test_browser.ARGS
+        )
+        try:
+            page = chromium.new_page()
+            guard = test_browser._Guard(page)
+            page.goto((merged / "report.html").as_uri(), wait_until="load")
+            assert page.locator("#p3m-search").is_visible()
+            everything = test_browser._visible_rows(page)
+            assert len(everything) == 6
+            page.fill("#p3m-filter", "CRIT")
+            shown = test_browser._visible_rows(page)
+            crit = {c["id"] for c in doc(merged)["connections"] if c["verdict"] == "CRIT"}
+            assert set(shown) == crit
+            assert page.locator("#p3m-shown").inner_text() == f"{len(crit)} of 6 shown"
+            test_browser._clean(guard)
+        finally:
+            chromium.close()
+
+
+# --------------------------------------------------------------------------- README
+def _readme_merge_commands() -> list[str]:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Merging shards and vantage points", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"^```sh\n(.*?)^```", section, re.M | re.S)
+    return [line for b in blocks for line in b.splitlines() if line.startswith("pop3mon merge ")]
+
+
+def test_readme_merge_commands_run_as_written(
+    runs: dict[str, Path], vantages: tuple[Path, str], tmp_path: Path
+) -> None:
+    """Each ``pop3mon merge`` line of the README runs as written (a shell, ``pop3mon`` on
+    PATH) in a directory laid out as its paths say: the three shards as ``reports/shard-*``
+    and under ``reports/shards/``, the two vantages as ``reports/us-east`` and ``eu-west``."""
+    commands = _readme_merge_commands()
+    assert len(commands) == 3, commands
+    work = tmp_path / "checkout"
+    for k in range(1, SHARDS + 1):
+        shutil.copytree(runs[f"shard-{k}"], work / "reports" / f"shard-{k}")
+        shutil.copytree(runs[f"shard-{k}"], work / "reports" / "shards" / f"shard-{k}")
+    base = vantages[0].parent
+    for name in ("us-east", "eu-west"):
+        shutil.copytree(base / name, work / "reports" / name)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shim = bin_dir / "pop3mon"
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m pop3mon.cli "$@"\n', "utf-8")
+    shim.chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "PYTHONPATH": str(PLUGINS),
+    }
+    for line in commands:
+        shutil.rmtree(work / "reports" / "merged", ignore_errors=True)
+        proc = subprocess.run(
+            ["sh", "-c", line], cwd=work, env=env, capture_output=True, text=True, check=False
+        )
+        assert proc.returncode == 0, (line, proc.stdout, proc.stderr)
+        assert {p.name for p in (work / "reports" / "merged").iterdir()} == set(REPORTS), line
+        assert len(doc(work / "reports" / "merged")["connections"]) == 6, line
