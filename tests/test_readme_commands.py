@@ -39,6 +39,9 @@ PASSWORD = DEFAULT_USERS[USER]
 OPTIONS = "test_readme_commands.py::test_readme_option_and_scheduling_commands"
 SERVE = "test_readme_commands.py::test_readme_serve_commands"
 CRON = "test_cron.py::test_the_readme_cron_line_runs_as_an_unprivileged_user"
+SHARDED = "test_templates.py::test_readme_sharded_commands"
+SHARDED_GITHUB = "test_templates.py::test_github_sharded_jobs_run_as_written"
+SHARDED_GITLAB = "test_templates.py::test_gitlab_sharded_pipeline_runs_as_written"
 
 #: command as written -> the self-test that runs it.
 RUN_BY: dict[str, str] = {
@@ -75,6 +78,23 @@ RUN_BY: dict[str, str] = {
     "gitlab: script": "test_templates.py::test_gitlab_job_runs_as_written",
     "gitlab: after_script": "test_templates.py::test_gitlab_job_runs_as_written",
     "systemd: pop3mon.service": OPTIONS,
+    "for k in 1 2 3 4; do ci/run-monitor --shard=$k/4 --run-id=run-1 --reports=shards/$k; done": (
+        SHARDED
+    ),
+    "ci/pop3mon merge --expect-shards=4 --out=reports shards": SHARDED,
+    "ci/verdict reports/results.json": SHARDED,
+    "github sharded: Monitor": SHARDED_GITHUB,
+    "github sharded: Merge": SHARDED_GITHUB,
+    "github sharded: Verdict": SHARDED_GITHUB,
+    # the same job as pop3mon.yml's, whose script test_github_keepalive_job runs
+    "github sharded: Keep the schedule alive": (
+        "test_templates.py::test_sharded_github_keepalive_is_pop3mon_ymls"
+    ),
+    "gitlab sharded: pop3mon script": SHARDED_GITLAB,
+    "gitlab sharded: pop3mon after_script": SHARDED_GITLAB,
+    "gitlab sharded: pop3mon-merge script": SHARDED_GITLAB,
+    "gitlab sharded: pop3mon-merge after_script": SHARDED_GITLAB,
+    "kubernetes: pop3mon": "test_templates.py::test_kubernetes_pods_run_as_written",
 }
 
 #: command as written -> (why no self-test runs it, the test that checks what it can).
@@ -157,6 +177,18 @@ def template_commands() -> list[str]:
     for job in gitlab.values():
         if isinstance(job, dict):
             keys += [f"gitlab: {part}" for part in ("script", "after_script") if part in job]
+    sharded = yaml.safe_load((ROOT / "ci" / "github" / "pop3mon-sharded.yml").read_text("utf-8"))
+    for job in sharded["jobs"].values():
+        keys += [f"github sharded: {step['name']}" for step in job["steps"] if "run" in step]
+    path = ROOT / "ci" / "gitlab" / "pop3mon-sharded.gitlab-ci.yml"
+    for name, job in yaml.safe_load(path.read_text("utf-8")).items():
+        if isinstance(job, dict):
+            keys += [f"gitlab sharded: {name} {p}" for p in ("script", "after_script") if p in job]
+    path = ROOT / "ci" / "kubernetes" / "pop3mon-cronjob.yaml"
+    for doc in yaml.safe_load_all(path.read_text("utf-8")):
+        if doc["kind"] == "CronJob":
+            pod = doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+            keys += [f"kubernetes: {c['name']}" for c in pod["containers"]]
     for unit in sorted((ROOT / "ci" / "systemd").glob("*.service")):
         if re.search(r"^ExecStart=", unit.read_text(encoding="utf-8"), re.M):
             keys.append(f"systemd: {unit.name}")

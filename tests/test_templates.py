@@ -10,11 +10,17 @@
   pytest's exit 5;
 * the templates' scripts run as written (GitLab's script and after_script, GitHub's Monitor
   and keepalive steps) in a copy of the checkout. The cron line: tests/test_cron.py; which
-  test runs which shown command: tests/test_readme_commands.py.
+  test runs which shown command: tests/test_readme_commands.py;
+* the sharded templates (GitHub matrix, GitLab ``parallel:``, the Kubernetes CronJob): their
+  structure (every shard 1..N, one run id, the merge needs them all, the interface's
+  environment names), their validators (jactionlint, the GitHub and GitLab schemas,
+  kubernetes-validate) with a broken copy each, ``ci/verdict``, and each template's shard and
+  merge commands run as written against the Dovecot lab.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -619,3 +625,567 @@ def test_github_keepalive_job(tmp_path: Path) -> None:
     )
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "60 days without repository activity" in readme
+
+
+# --------------------------------------------------------------------------- sharded templates
+# The sharded templates (issue 14): a GitHub matrix, GitLab `parallel:`, a Kubernetes Indexed
+# Job. Each runs the suite as N shards sharing one run id and merges their results.json with
+# `pop3mon merge` (ci/pop3mon in a checkout); the GitHub and GitLab merge jobs end with
+# ci/verdict, the merged run's exit status.
+
+GITHUB_SHARDED = ROOT / "ci" / "github" / "pop3mon-sharded.yml"
+GITLAB_SHARDED = ROOT / "ci" / "gitlab" / "pop3mon-sharded.gitlab-ci.yml"
+KUBERNETES = ROOT / "ci" / "kubernetes" / "pop3mon-cronjob.yaml"
+VERDICT = ROOT / "ci" / "verdict"
+
+
+def _step(steps: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    return next(s for s in steps if s.get("name") == name)
+
+
+def _expect_shards(script: str) -> int:
+    found = re.findall(r"--expect-shards=(\d+)", script)
+    assert len(found) == 1, script
+    return int(found[0])
+
+
+def _k8s() -> dict[str, dict[str, Any]]:
+    """The manifest's documents by kind."""
+    docs = list(yaml.safe_load_all(KUBERNETES.read_text(encoding="utf-8")))
+    by_kind = {d["kind"]: d for d in docs}
+    assert len(by_kind) == len(docs)
+    return by_kind
+
+
+def _k8s_version() -> str:
+    """The Kubernetes version ci/selftest validates the manifest against (defined there)."""
+    found = re.search(r"^K8S_VERSION=([0-9.]+)$", (ROOT / "ci" / "selftest").read_text(), re.M)
+    assert found, "ci/selftest defines no K8S_VERSION"
+    return found.group(1)
+
+
+def _validate(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=120, check=False)
+
+
+def _jactionlint(path: Path) -> subprocess.CompletedProcess[str]:
+    jactionlint = _need("jactionlint")
+    return _validate(jactionlint, "--no-online", "--no-color", "--ignore=unpinned-uses", str(path))
+
+
+def _kubernetes_validate(path: Path) -> subprocess.CompletedProcess[str]:
+    checker = _need("kubernetes-validate")
+    return _validate(checker, "-k", _k8s_version(), "--strict", str(path))
+
+
+def test_sharded_github_workflow_structure() -> None:
+    wf = _load(GITHUB_SHARDED)
+    monitor = wf["jobs"]["monitor"]
+    strategy = monitor["strategy"]
+    assert strategy["fail-fast"] is False
+    shards = strategy["matrix"]["shard"]
+    n = len(shards)
+    assert n >= 2 and shards == list(range(1, n + 1)), "every shard index 1..N, once"
+    steps = monitor["steps"]
+    step = _step(steps, "Monitor")
+    assert '--shard="$SHARD"' in step["run"] and '--run-id="$RUN_ID"' in step["run"]
+    env = step["env"]
+    # K/N with N the matrix's size; one run id for every shard and every re-run attempt.
+    assert env["SHARD"] == "${{ matrix.shard }}/${{ strategy.job-total }}"
+    assert env["RUN_ID"] == "${{ github.run_id }}"
+    for name in _env_secrets():
+        assert env.get(name) == f"${{{{ secrets.{name} }}}}", name
+    upload = _step(steps, "Upload shard reports")
+    assert "cancelled()" in upload["if"] and upload["with"]["overwrite"] is True
+    assert set(upload["with"]["path"].split()) == {f"reports/{r}" for r in REPORTS}
+    names = [upload["with"]["name"].replace("${{ matrix.shard }}", str(k)) for k in shards]
+    assert len(set(names)) == n, "each shard uploads under its own name"
+    # Each shard keeps its own history, keyed by K and N.
+    restore, save = _step(steps, "Restore history"), _step(steps, "Save history")
+    for key in (restore["with"]["key"], save["with"]["key"], restore["with"]["restore-keys"]):
+        assert "${{ matrix.shard }}of${{ strategy.job-total }}-" in key
+    assert "cancelled()" in save["if"]
+
+    merge = wf["jobs"]["merge"]
+    assert merge["needs"] in ("monitor", ["monitor"]) and "cancelled()" in merge["if"]
+    steps = merge["steps"]
+    download = next(s for s in steps if s.get("uses") == "actions/download-artifact@v4")
+    assert all(fnmatch.fnmatch(name, download["with"]["pattern"]) for name in names)
+    merged = _step(steps, "Merge")["run"]
+    assert merged.startswith("ci/pop3mon merge ") and _expect_shards(merged) == n
+    assert merged.split()[-1] == download["with"]["path"] and "--out=reports" in merged
+    assert _step(steps, "Verdict")["run"] == "ci/verdict reports/results.json"
+    publish = next(s for s in steps if str(s.get("uses", "")).startswith("mikepenz/"))
+    assert publish["with"]["report_paths"] == "reports/junit.xml"
+    uploaded = _step(steps, "Upload reports")
+    assert set(uploaded["with"]["path"].split()) == {f"reports/{r}" for r in REPORTS}
+    assert "keepalive" in wf["jobs"]
+
+
+def test_sharded_github_workflow_passes_validators() -> None:
+    lint = _jactionlint(GITHUB_SHARDED)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    schema = _validate(
+        _need("check-jsonschema"),
+        "--builtin-schema",
+        "vendor.github-workflows",
+        str(GITHUB_SHARDED),
+    )
+    assert schema.returncode == 0, schema.stdout + schema.stderr
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "finding"),
+    [
+        ("needs: monitor", "needs: monitr", "undefined-job-needs"),
+        ("SHARD: ${{ matrix.shard }}/", "SHARD: ${{ matrix.shards }}/", "undefined-property"),
+        ("fail-fast: false", "fail-fast: sometimes", "workflow-syntax"),
+    ],
+)
+def test_actionlint_rejects_a_broken_sharded_workflow(
+    tmp_path: Path, old: str, new: str, finding: str
+) -> None:
+    text = GITHUB_SHARDED.read_text(encoding="utf-8")
+    assert old in text
+    broken = tmp_path / "pop3mon-sharded.yml"
+    broken.write_text(text.replace(old, new, 1), encoding="utf-8")
+    lint = _jactionlint(broken)
+    assert lint.returncode == 1, lint.stdout + lint.stderr
+    assert f"[{finding}]" in lint.stdout, lint.stdout
+
+
+def test_github_schema_rejects_a_broken_sharded_workflow(tmp_path: Path) -> None:
+    broken = tmp_path / "pop3mon-sharded.yml"
+    text = GITHUB_SHARDED.read_text(encoding="utf-8")
+    assert "timeout-minutes: 10" in text
+    broken.write_text(text.replace("timeout-minutes: 10", "timeout-minutes: ten"), "utf-8")
+    bad = _validate(
+        _need("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(broken)
+    )
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "$.jobs.merge" in bad.stdout and "'ten'" in bad.stdout, bad.stdout
+
+
+def test_sharded_gitlab_pipeline_structure() -> None:
+    ci = _load(GITLAB_SHARDED)
+    assert ci["stages"] == ["monitor", "merge"]
+    job = ci["pop3mon"]
+    n = job["parallel"]
+    assert isinstance(n, int) and n >= 2
+    # A resource_group would run the parallel jobs one at a time.
+    assert "resource_group" not in job
+    (script,) = job["script"]
+    # The shard comes from CI_NODE_INDEX/CI_NODE_TOTAL (no --shard); one run id for all.
+    assert script.startswith("ci/run-monitor ") and "--shard" not in script
+    assert '--run-id="$CI_PIPELINE_ID"' in script and "--reports=reports" in script
+    history = job["cache"][1]
+    assert "$CI_NODE_INDEX-of-$CI_NODE_TOTAL" in history["key"] and history["when"] == "always"
+    assert set(history["paths"]) == {"reports/history.sqlite", "reports/.pytest_cache"}
+    # Each shard's reports in its own directory, also after a CRIT.
+    after = "\n".join(job["after_script"])
+    assert '"shards/$CI_NODE_INDEX/"' in after
+    for name in REPORTS:
+        assert f"reports/{name}" in after
+    assert job["artifacts"]["when"] == "always" and job["artifacts"]["paths"] == ["shards/"]
+
+    merge = ci["pop3mon-merge"]
+    assert merge["stage"] == "merge"
+    assert merge["needs"] == [{"job": "pop3mon", "artifacts": True}]
+    assert all(rule["when"] == "always" for rule in merge["rules"])
+    assert [r["if"] for r in merge["rules"]] == [r["if"] for r in job["rules"]]
+    merged, verdict = merge["script"]
+    assert merged.startswith("ci/pop3mon merge ") and _expect_shards(merged) == n
+    assert merged.split()[-1] == "shards" and "--out=reports" in merged
+    assert verdict == "ci/verdict reports/results.json"
+    assert merge["artifacts"]["when"] == "always"
+    for name in REPORTS:
+        assert f"reports/{name}" in merge["artifacts"]["paths"]
+    text = GITLAB_SHARDED.read_text(encoding="utf-8")
+    assert "Masked" in text or "masked" in text
+
+
+def test_sharded_gitlab_pipeline_schema(tmp_path: Path) -> None:
+    checker = _need("check-jsonschema")
+    ok = _validate(checker, "--builtin-schema", "vendor.gitlab-ci", str(GITLAB_SHARDED))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    broken = tmp_path / ".gitlab-ci.yml"
+    text = GITLAB_SHARDED.read_text(encoding="utf-8")
+    # GitLab allows at most 200 parallel jobs.
+    broken.write_text(re.sub(r"parallel: \d+", "parallel: 201", text), encoding="utf-8")
+    bad = _validate(checker, "--builtin-schema", "vendor.gitlab-ci", str(broken))
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "201" in bad.stdout or "parallel" in bad.stdout, bad.stdout
+
+
+def _k8s_container() -> dict[str, Any]:
+    job = _k8s()["CronJob"]["spec"]["jobTemplate"]["spec"]
+    (container,) = job["template"]["spec"]["containers"]
+    assert isinstance(container, dict)
+    return container
+
+
+def test_kubernetes_manifest_structure() -> None:
+    from pop3mon.config import shard
+
+    docs = _k8s()
+    cron = docs["CronJob"]["spec"]
+    assert cron["concurrencyPolicy"] == "Forbid"
+    job = cron["jobTemplate"]["spec"]
+    assert job["completionMode"] == "Indexed"
+    n = job["completions"]
+    assert isinstance(n, int) and n >= 2 and job["parallelism"] == n
+    # A CRIT (exit 1) fails its index at once; no verdict (exit 2) is retried.
+    (rule,) = job["podFailurePolicy"]["rules"]
+    assert rule["action"] == "FailIndex" and rule["onExitCodes"]["values"] == [1]
+    pod = job["template"]["spec"]
+    assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    container = _k8s_container()
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    env = {e["name"]: e for e in container["env"]}
+    # The names the shard module reads (Kubernetes sets JOB_COMPLETION_INDEX itself).
+    assert env[shard.SHARD_TOTAL_ENV]["value"] == str(n)
+    run_id = env[shard.RUN_ID_ENV]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert run_id == "metadata.labels['batch.kubernetes.io/job-name']"
+    assert shard.VANTAGE_ENV in KUBERNETES.read_text(encoding="utf-8")
+    # Secrets by reference to the Secret, never a value in the manifest.
+    for name in _env_secrets():
+        ref = env[name]["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == "pop3mon-secrets" and ref["key"] == name and "value" not in env[name]
+    (script,) = container["args"]
+    assert "$((JOB_COMPLETION_INDEX + 1))" in script and "--if-complete" in script
+    assert f'--expect-shards="${shard.SHARD_TOTAL_ENV}"' in script
+    # The shared volume: ReadWriteMany, mounted where the script writes.
+    pvc = docs["PersistentVolumeClaim"]
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["data"]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["data"] == env["POP3MON_DATA"]["value"]
+    assert "/tmp" in mounts.values()
+
+
+def test_kubernetes_manifest_validates(tmp_path: Path) -> None:
+    ok = _kubernetes_validate(KUBERNETES)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    broken = tmp_path / "pop3mon-cronjob.yaml"
+    text = KUBERNETES.read_text(encoding="utf-8")
+    broken.write_text(
+        text.replace("readOnlyRootFilesystem:", "readOnlyRootFileSystem:"), encoding="utf-8"
+    )
+    bad = _kubernetes_validate(broken)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "readOnlyRootFileSystem" in bad.stdout + bad.stderr
+
+
+def test_verdict_is_run_monitors_exit_status(tmp_path: Path) -> None:
+    """ci/verdict on a results.json: 0 without CRIT/ERROR, 1 with one (or a WARN when
+    strict), 2 for no verdict; the counts in one line."""
+
+    def results(**counts: int) -> Path:
+        path = tmp_path / f"r{len(list(tmp_path.iterdir()))}.json"
+        full = dict.fromkeys(("OK", "WARN", "CRIT", "SKIP", "ERROR"), 0) | counts
+        path.write_text(json.dumps({"schema": "pop3mon/results/v1", "counts": full}), "utf-8")
+        return path
+
+    def verdict(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return _bash(" ".join(["ci/verdict", *args]), ROOT, **env)
+
+    cases: list[tuple[tuple[str, ...], dict[str, str], int]] = [
+        ((str(results(OK=3, WARN=1)),), {}, 0),
+        ((str(results(OK=3, WARN=1)),), {"POP3MON_STRICT_WARN": "1"}, 1),
+        (("--strict-warn", str(results(OK=3, WARN=1))), {}, 1),
+        ((str(results(OK=3, CRIT=1)),), {}, 1),
+        ((str(results(OK=3, ERROR=1)),), {}, 1),
+        ((str(results(OK=0, SKIP=2)),), {}, 0),
+        ((str(tmp_path / "missing.json"),), {}, 2),
+    ]
+    not_ours = tmp_path / "other.json"
+    not_ours.write_text('{"counts": {}}', encoding="utf-8")
+    cases.append(((str(not_ours),), {}, 2))
+    for args, env, rc in cases:
+        proc = verdict(*args, **env)
+        assert proc.returncode == rc, (args, env, proc.stderr)
+        assert f"exit {rc}" in proc.stderr and "Traceback" not in proc.stderr
+    assert "3 OK, 0 WARN, 1 CRIT, 0 SKIP, 0 ERROR" in verdict(str(results(OK=3, CRIT=1))).stderr
+    assert verdict().returncode == 2
+
+
+# --------------------------------------------------------------------------- sharded, run
+
+#: Servers of the sharded runs on the Dovecot lab: healthy ones and one whose port is closed.
+FLEET_OK = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot")
+FLEET_DOWN = "down"
+
+
+@pytest.fixture(scope="module")
+def fleet(dovecot: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A targets file of several servers on the one Dovecot lab (no login), one of them
+    down (CRIT), so the shards differ and the merged verdict is CRIT."""
+    from pop3mon_lab.dovecot import DovecotLab
+
+    assert isinstance(dovecot, DovecotLab)
+
+    def server(name: str, port: int) -> dict[str, Any]:
+        return {
+            "name": name,
+            "host": dovecot.hostname,
+            "address": "127.0.0.1",
+            "auth": "none",
+            "connections": [{"id": f"{name}:pop3s", "port": port, "security": "tls"}],
+        }
+
+    data = {
+        "version": 1,
+        "defaults": {"ca_file": str(dovecot.ca_file), "timeout": 5},
+        "servers": [server(n, dovecot.port("pop3s")) for n in FLEET_OK]
+        + [server(FLEET_DOWN, free_port())],
+    }
+    path = tmp_path_factory.mktemp("fleet") / "targets.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def sharded_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkout of its own for the sharded runs (they write reports/ and shards/)."""
+    from test_demo import copy_repo
+
+    return copy_repo(tmp_path_factory.mktemp("sharded") / "checkout")
+
+
+def _fresh(repo: Path, *dirs: str) -> None:
+    """Another job on another runner: nothing of the previous job's output is left."""
+    for name in ("reports", "shards", *dirs):
+        shutil.rmtree(repo / name, ignore_errors=True)
+
+
+def _down_shard(total: int) -> int:
+    from pop3mon.config.shard import shard_of
+
+    return shard_of(FLEET_DOWN, total)
+
+
+def _check_merged(reports: Path, run_id: str) -> dict[str, Any]:
+    """The merged results.json: one run id, every connection type of the fleet once, the
+    down one CRIT and no other."""
+    doc: dict[str, Any] = json.loads((reports / "results.json").read_text(encoding="utf-8"))
+    assert doc["run"]["id"] == run_id
+    ids = [c["id"] for c in doc["connections"]]
+    assert sorted(ids) == sorted(f"{n}:pop3s" for n in (*FLEET_OK, FLEET_DOWN))
+    verdicts = {c["id"]: c["verdict"] for c in doc["connections"]}
+    assert verdicts.pop(f"{FLEET_DOWN}:pop3s") == "CRIT"
+    assert "CRIT" not in verdicts.values() and "ERROR" not in verdicts.values(), verdicts
+    for name in REPORTS:
+        assert (reports / name).is_file(), name
+    return doc
+
+
+def test_github_sharded_jobs_run_as_written(sharded_repo: Path, fleet: Path) -> None:
+    """Every matrix job's Monitor step (its env as GitHub fills it in), the artifacts moved
+    as upload/download-artifact move them, then the merge job's Merge and Verdict steps."""
+    wf = _load(GITHUB_SHARDED)
+    shards = wf["jobs"]["monitor"]["strategy"]["matrix"]["shard"]
+    n = len(shards)
+    steps = wf["jobs"]["monitor"]["steps"]
+    monitor = _step(steps, "Monitor")
+    upload = _step(steps, "Upload shard reports")["with"]
+    merge_steps = wf["jobs"]["merge"]["steps"]
+    download = next(s for s in merge_steps if s.get("uses") == "actions/download-artifact@v4")
+    repo = sharded_repo
+    artifacts = repo.parent / "github-artifacts"
+    _fresh(repo)
+    shutil.rmtree(artifacts, ignore_errors=True)
+    shutil.copy(fleet, repo / "targets.yaml")
+    run_id = "7002"
+    for k in shards:
+        env = {
+            name: value.replace("${{ matrix.shard }}", str(k))
+            .replace("${{ strategy.job-total }}", str(n))
+            .replace("${{ github.run_id }}", run_id)
+            for name, value in monitor["env"].items()
+            if "secrets." not in value and "inputs." not in value
+        }
+        env["POP3MON_STRICT_WARN"] = "0"
+        proc = _bash(monitor["run"], repo, **env)
+        want = 1 if k == _down_shard(n) else 0
+        assert proc.returncode == want, (k, proc.stdout[-3000:] + proc.stderr[-2000:])
+        # upload-artifact: the listed files, under the artifact's name.
+        name = upload["name"].replace("${{ matrix.shard }}", str(k))
+        (artifacts / name).mkdir(parents=True)
+        for path in upload["path"].split():
+            shutil.copy(repo / path, artifacts / name)
+        _fresh(repo)
+    # download-artifact: every artifact matching the pattern, each in its own directory.
+    shutil.copytree(artifacts, repo / download["with"]["path"])
+    merged = _bash(_step(merge_steps, "Merge")["run"], repo)
+    assert merged.returncode == 0, merged.stdout + merged.stderr
+    _check_merged(repo / "reports", run_id)
+    verdict = _bash(_step(merge_steps, "Verdict")["run"], repo, POP3MON_STRICT_WARN="0")
+    assert verdict.returncode == 1, verdict.stdout + verdict.stderr
+    assert "1 CRIT" in verdict.stderr
+    # One shard's artifact missing (its job never ran): the merge names it and fails.
+    _fresh(repo)
+    missing = _down_shard(n) % n + 1
+    shutil.copytree(artifacts, repo / download["with"]["path"])
+    shutil.rmtree(repo / download["with"]["path"] / f"pop3mon-shard-{missing}")
+    refused = _bash(_step(merge_steps, "Merge")["run"], repo)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert f"shard {missing}/{n}" in refused.stdout + refused.stderr
+    assert not (repo / "reports" / "results.json").exists()
+
+
+def test_gitlab_sharded_pipeline_runs_as_written(sharded_repo: Path, fleet: Path) -> None:
+    """Each parallel job's script and after_script with the CI_NODE_INDEX/CI_NODE_TOTAL and
+    CI_PIPELINE_ID GitLab sets, its artifacts (shards/) collected as the merge job receives
+    them, then the merge job's script (merge, then the verdict) and after_script."""
+    ci = _load(GITLAB_SHARDED)
+    job, merge = ci["pop3mon"], ci["pop3mon-merge"]
+    n = job["parallel"]
+    repo = sharded_repo
+    collected = repo.parent / "gitlab-artifacts"
+    _fresh(repo)
+    shutil.rmtree(collected, ignore_errors=True)
+    collected.mkdir()
+    pipeline = "4242"
+    for k in range(1, n + 1):
+        env = {
+            **{name: str(v) for name, v in job["variables"].items()},
+            "CI_PROJECT_DIR": str(repo),
+            "CI_NODE_INDEX": str(k),
+            "CI_NODE_TOTAL": str(n),
+            "CI_PIPELINE_ID": pipeline,
+            "POP3MON_TARGETS": str(fleet),  # a schedule variable overrides the job's
+        }
+        proc = _bash("\n".join(job["script"]), repo, **env)
+        want = 1 if k == _down_shard(n) else 0
+        assert proc.returncode == want, (k, proc.stdout[-3000:] + proc.stderr[-2000:])
+        after = _bash("\n".join(job["after_script"]), repo, **env)
+        assert after.returncode == 0, after.stdout + after.stderr
+        for path in job["artifacts"]["paths"]:
+            shutil.copytree(repo / path, collected / path, dirs_exist_ok=True)
+        assert (repo / job["artifacts"]["reports"]["junit"]).is_file()
+        _fresh(repo)
+    assert sorted(p.name for p in (collected / "shards").iterdir()) == [
+        str(k) for k in range(1, n + 1)
+    ]
+    shutil.copytree(collected, repo, dirs_exist_ok=True)
+    job_url = "https://gitlab.example/ops/pop3mon/-/jobs/43"
+    env = {"CI_PROJECT_DIR": str(repo), "CI_JOB_URL": job_url}
+    env.update({name: str(v) for name, v in merge.get("variables", {}).items()})
+    merged = merge["script"][0]
+    proc = _bash(merged, repo, **env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _check_merged(repo / "reports", pipeline)
+    # The whole script as the runner runs it: the verdict fails the job (a CRIT).
+    whole = _bash("\n".join(merge["script"]), repo, **env)
+    assert whole.returncode == 1 and "1 CRIT" in whole.stderr, whole.stdout + whole.stderr
+    after = _bash("\n".join(merge["after_script"]), repo, **env)
+    assert after.returncode == 0, after.stdout + after.stderr
+    assert f"pop3mon report: {job_url}/artifacts/file/reports/report.html" in after.stdout
+    for path in [*merge["artifacts"]["paths"], *merge["artifacts"]["reports"].values()]:
+        assert (repo / path).is_file(), path
+
+
+def _k8s_expand(text: str, env: dict[str, str]) -> str:
+    """Kubernetes' expansion of a container's command and args: ``$(NAME)`` of a variable
+    the container defines becomes its value, ``$$`` a ``$``; anything else stays."""
+
+    def one(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        return env.get(match.group(1), match.group(0))
+
+    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)", one, text)
+
+
+def test_kubernetes_pods_run_as_written(sharded_repo: Path, fleet: Path, tmp_path: Path) -> None:
+    """The CronJob's container command in each of its N pods, one after another, as
+    Kubernetes starts them (JOB_COMPLETION_INDEX 0..N-1, the env of the manifest, the Job's
+    name as run id, the targets ConfigMap's path and the volume moved here): every pod
+    writes its shard; only the last one finds the run complete and merges."""
+    container = _k8s_container()
+    job = _k8s()["CronJob"]["spec"]["jobTemplate"]["spec"]
+    n = job["completions"]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    data = tmp_path / "data"
+    env.update(POP3MON_DATA=str(data), POP3MON_RUN_ID="pop3mon-29410245", HOME=str(tmp_path))
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    shutil.copy(fleet, etc / "targets.yaml")
+    command = [*container["command"], *container["args"]]
+    assert command[:2] == ["/bin/bash", "-c"]
+    script = _k8s_expand(command[2], env).replace(mounts["targets"], str(etc))
+    assert container["workingDir"] == "/opt/pop3mon"  # the image's checkout: here, this copy
+    repo = sharded_repo
+    _fresh(repo)
+    reports = data / "reports"
+    for index in range(n):
+        pod = {**env, "JOB_COMPLETION_INDEX": str(index)}
+        proc = subprocess.run(
+            ["/bin/bash", "-c", script],
+            cwd=repo,
+            env={k: v for k, v in os.environ.items() if not k.startswith("POP3MON_")}
+            | {"POP3MON_PYTHON": sys.executable}
+            | pod,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        out = proc.stdout[-3000:] + proc.stderr[-2000:]
+        want = 1 if index + 1 == _down_shard(n) else 0
+        assert proc.returncode == want, (index, out)
+        shard_dir = data / "runs" / "pop3mon-29410245" / f"shard-{index + 1}"
+        assert (shard_dir / "results.json").is_file(), out
+        # The history and the login ledger outlive the run's directory.
+        state = data / "state" / f"shard-{index + 1}-of-{n}"
+        assert (state / ".pytest_cache").is_dir() and not (shard_dir / ".pytest_cache").exists()
+        # Not complete before the last pod: nothing merged, and that is no failure.
+        assert (reports / "results.json").is_file() == (index == n - 1), out
+    _check_merged(reports, "pop3mon-29410245")
+
+
+def test_sharded_github_keepalive_is_pop3mon_ymls() -> None:
+    """The sharded workflow keeps its schedule alive with the same job and crons as
+    pop3mon.yml (whose script test_github_keepalive_job runs)."""
+    sharded, plain = _load(GITHUB_SHARDED), _load(GITHUB)
+    assert sharded["jobs"]["keepalive"] == plain["jobs"]["keepalive"]
+    assert (
+        sharded.get("on", sharded.get(True))["schedule"]
+        == plain.get("on", plain.get(True))["schedule"]
+    )
+
+
+def _readme_sharded_block() -> list[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Sharded and multi-vantage runs in CI", 1)[1].split("\n## ", 1)[0]
+    body = re.search(r"^```sh\n(.*?)^```", section, re.M | re.S)
+    assert body, "the section has no sh block"
+    return [re.split(r"\s{2,}#", line)[0].strip() for line in body.group(1).splitlines()]
+
+
+def test_readme_sharded_commands(sharded_repo: Path, fleet: Path) -> None:
+    """The README's by-hand sharded run, line by line in a checkout whose targets.yaml is
+    the lab fleet: four shards, the merge, the merged verdict (CRIT: one server is down)."""
+    shards, merge, verdict = _readme_sharded_block()
+    repo = sharded_repo
+    _fresh(repo)
+    shutil.copy(fleet, repo / "targets.yaml")
+    n = _expect_shards(merge)
+    assert f"--shard=$k/{n}" in shards and f"for k in {' '.join(map(str, range(1, n + 1)))};" in (
+        shards
+    )
+    # As typed in an interactive shell (no -e): a CRIT shard does not stop the loop, whose
+    # status is its last shard's.
+    ran = _bash(f"set +e\n{shards}", repo)
+    assert ran.returncode == (1 if _down_shard(n) == n else 0), ran.stdout[-3000:] + ran.stderr
+    assert ran.stderr.count("pop3mon: exit ") == n
+    merged = _bash(merge, repo)
+    assert merged.returncode == 0, merged.stdout + merged.stderr
+    _check_merged(repo / "reports", "run-1")
+    proc = _bash(verdict, repo)
+    assert proc.returncode == 1 and "1 CRIT" in proc.stderr, proc.stderr
