@@ -45,6 +45,8 @@ PLUGINS = REPO / "plugins"
 PW_ENV = "POP3MON_MERGE_PW"
 SHARDS = 3
 RUN_ID = "merge-run-1"
+#: The coverage checks' id of the fleet's server with ``coverage:`` on.
+COVERAGE = "server:dove"
 REPORTS = ("report.html", "junit.xml", "results.json", "metrics.prom")
 _NUMBER = re.compile(r"\d+(\.\d+)?")
 #: A greeting's APOP challenge (Dovecot's, the fault server's) differs on every connect.
@@ -74,9 +76,9 @@ def pytest_run(
     return proc
 
 
-def merge(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    """``pop3mon merge ARGS`` as a process."""
-    env = {**os.environ, "PYTHONPATH": str(PLUGINS)}
+def merge(*args: str | Path, **extra: str) -> subprocess.CompletedProcess[str]:
+    """``pop3mon merge ARGS`` as a process (``extra``: more environment)."""
+    env = {**os.environ, "PYTHONPATH": str(PLUGINS), "COLUMNS": "100", **extra}
     return subprocess.run(
         [sys.executable, "-m", "pop3mon.cli", "merge", *map(str, args)],
         cwd=REPO,
@@ -95,15 +97,29 @@ def doc(directory: Path) -> dict[str, Any]:
 
 def facts(document: Mapping[str, Any]) -> dict[tuple[str, str, str], tuple[str, str]]:
     """(id, tier, check) → (verdict, reason with its numbers blanked: timings differ
-    between two runs, and the fault server's greeting carries a timestamp)."""
+    between two runs, and the fault server's greeting carries a timestamp), for every
+    check: connection types', host checks' (id host:<server>) and coverage checks' (id
+    server:<name>)."""
     out = {}
-    for conn in document["connections"]:
-        for chk in conn["checks"]:
-            key = (conn["id"], chk["tier"], chk["check"])
+    entries = [(c["id"], c["checks"]) for c in document["connections"]]
+    entries += [(h["host"]["id"], h["checks"]) for h in document["hosts"]]
+    entries += [(c["coverage"]["id"], c["checks"]) for c in document["coverage"]]
+    for ident, checks in entries:
+        for chk in checks:
+            key = (ident, chk["tier"], chk["check"])
             assert key not in out, f"{key} twice in results.json"
             reason = _CHALLENGE.sub("<challenge>", chk["reason"])
             out[key] = (chk["verdict"], _NUMBER.sub("#", reason))
     return out
+
+
+def summary(stdout: str) -> str:
+    """The root causes of a pop3mon summary (from its CRIT line to its OK line), words
+    joined by one space (the two may wrap differently) and numbers blanked."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("CRIT ("))
+    end = next(i for i, line in enumerate(lines) if line.startswith("OK: "))
+    return _NUMBER.sub("#", " ".join(" ".join(lines[start:end]).split()))
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:
@@ -141,6 +157,11 @@ defaults:
 servers:
   - name: dove
     host: {dovecot.hostname}
+    # The coverage tier: the expired instance's plaintext listener is monitored by no
+    # connection type (a cleartext finding); its implicit TLS one is, by another server
+    # (another shard, perhaps: a shard still compares with the whole file).
+    coverage:
+      ports: [{dovecot.port("pop3s", "expired")}, {dovecot.port("pop3", "expired")}]
     connections:
       - {{id: dove-tls, port: {dovecot.port("pop3s")}, security: tls}}
       - {{id: dove-stls, port: {dovecot.port("pop3")}, security: starttls}}
@@ -183,7 +204,8 @@ def runs(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pa
     """The fleet unsharded, and as three shards of one run (each with its own history)."""
     base = tmp_path_factory.mktemp("merge-runs")
     out = {"whole": base / "whole"}
-    pytest_run(fleet.targets, out["whole"], env=fleet.env)
+    proc = pytest_run(fleet.targets, out["whole"], env={**fleet.env, "COLUMNS": "100"})
+    (base / "whole.stdout").write_text(proc.stdout, encoding="utf-8")
     for k in range(1, SHARDS + 1):
         out[f"shard-{k}"] = base / "shards" / f"shard-{k}"
         pytest_run(
@@ -203,6 +225,7 @@ def merged(runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> P
     proc = merge(f"--out={out}", "--expect-shards=3", runs["shard-1"].parent)
     assert proc.returncode == 0, proc.stderr
     assert f"merged {SHARDS} result file(s) of run {RUN_ID}" in proc.stdout
+    (out.parent / "merge.stdout").write_text(proc.stdout, encoding="utf-8")
     return out
 
 
@@ -277,6 +300,35 @@ def test_merged_shards_equal_the_unsharded_run(runs: dict[str, Path], merged: Pa
     assert mine["history"]["status"] == "new"
     assert all(chk["state"] is not None for c in mine["connections"] for chk in c["checks"])
     assert {p.name for p in merged.iterdir()} == set(REPORTS)
+    # The host checks and the coverage tier came along (facts() holds their checks too):
+    # the coverage finding, what its discovery found and its history states.
+    assert {h["host"]["id"] for h in mine["hosts"]} == {"host:dove", "host:faulty"}
+    cov = (COVERAGE, "coverage", "coverage-unmonitored")
+    assert facts(whole)[cov][0] == "CRIT"
+    assert "cleartext login before TLS" in facts(whole)[cov][1]
+    assert _coverage_found(mine) == _coverage_found(whole)
+    assert all(chk["state"] is not None for c in mine["coverage"] for chk in c["checks"])
+    # The merge's output names the root causes as the unsharded run's summary does.
+    merge_out = (merged.parent / "merge.stdout").read_text("utf-8")
+    whole_out = (runs["whole"].parent / "whole.stdout").read_text("utf-8")
+    assert summary(merge_out) == summary(whole_out)
+    assert f"{COVERAGE} coverage/coverage-unmonitored" in summary(merge_out)
+
+
+def _coverage_found(document: Mapping[str, Any]) -> list[Any]:
+    """Each coverage entry: settings, verdict and what discovery found, without timings
+    (``elapsed``) and greetings (an APOP challenge differs on every connect)."""
+
+    def untimed(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: untimed(v) for k, v in value.items() if k != "elapsed"}
+        if isinstance(value, list):
+            return [untimed(v) for v in value]
+        return _CHALLENGE.sub("<challenge>", value) if isinstance(value, str) else value
+
+    return [
+        (e["coverage"], e["verdict"], untimed(e["discovery"])) for e in document["coverage"]
+    ]
 
 
 def test_every_check_appears_once_in_every_merged_report(merged: Path) -> None:
@@ -290,15 +342,25 @@ def test_every_check_appears_once_in_every_merged_report(merged: Path) -> None:
     in_junit = Counter(
         (dict(c[1])["pop3mon_ct"], dict(c[1])["pop3mon_tier"], dict(c[1])["pop3mon_check"])
         for c in cases.values()
-        if not dict(c[1])["pop3mon_ct"].startswith("host:")
     )
     text = (merged / "metrics.prom").read_text("utf-8")
+    samples = [s for fam in text_string_to_metric_families(text) for s in fam.samples]
     in_metrics = Counter(
         (s.labels["connection"], s.labels["tier"], s.labels["check"])
-        for fam in text_string_to_metric_families(text)
-        for s in fam.samples
+        for s in samples
         if s.name == "pop3mon_check_verdict"
     )
+    in_metrics += Counter(
+        (f"host:{s.labels['server']}", "host", s.labels["check"])
+        for s in samples
+        if s.name == "pop3mon_host_check_verdict"
+    )
+    in_metrics += Counter(
+        (f"server:{s.labels['server']}", "coverage", s.labels["check"])
+        for s in samples
+        if s.name == "pop3mon_coverage_check_verdict"
+    )
+    assert {k[0] for k in in_json} >= {"host:dove", COVERAGE}
     assert set(in_json.values()) == {1}
     assert in_junit == in_json
     assert in_metrics == in_json
@@ -314,6 +376,13 @@ def test_merged_html_is_one_self_contained_page(merged: Path, runs: dict[str, Pa
     page = (merged / "report.html").read_text("utf-8")
     for ct in doc(runs["whole"])["connections"]:
         assert page.count(f'data-connection="{ct["id"]}"') == 1
+    # The coverage row under its server's group head, as in the unsharded run's page.
+    whole = (runs["whole"] / "report.html").read_text("utf-8")
+    row = re.compile(r'<tr class="p3m-coverage" data-coverage="server:dove".*?</tr>', re.S)
+    found = [_NUMBER.sub("#", m) for m in row.findall(page)]
+    assert len(found) == 1
+    assert found == [_NUMBER.sub("#", m) for m in row.findall(whole)]
+    assert page.index('data-server="dove"') < page.index('data-coverage="server:dove"')
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page), "fetches from elsewhere"
     assert 'id="pop3mon-matrix"' in page and 'id="pop3mon-details"' in page
     assert f"<td>{RUN_ID}</td>" in page
@@ -490,6 +559,21 @@ def test_two_vantages_tell_the_network_path_from_the_server(
             assert line == "", stdout
     page = (out / "report.html").read_text("utf-8")
     assert 'id="pop3mon-vantages"' in page and finding in page
+    # The unmonitored listener answers only on us-east's network: a finding seen from one
+    # vantage is the merged report's finding (JSON, JUnit, metrics, page and output).
+    checks = facts(document)
+    verdict, reason = checks[(COVERAGE, "coverage", "coverage-unmonitored")]
+    assert verdict == "CRIT" and "[seen from us-east; " in reason, reason
+    assert "cleartext login before TLS" in reason
+    assert f"{COVERAGE} coverage/coverage-unmonitored" in stdout
+    assert 'data-coverage="server:dove"' in page
+    _, cases = _junit((out / "junit.xml").read_text("utf-8"))
+    assert any(
+        dict(c[1])["pop3mon_ct"] == COVERAGE and dict(c[1])["pop3mon_verdict"] == "CRIT"
+        for c in cases.values()
+    )
+    # The host checks likewise: down from eu-west (nothing listens there), so CRIT.
+    assert checks[("host:dove", "host", "tcp")][0] == "CRIT"
     assert document["run"]["vantage"] is None
     assert "us-east" in document["run"]["id"] or document["run"]["id"].startswith("merge-")
     # Metrics: one series per vantage for a connection type's families.
@@ -505,6 +589,13 @@ def test_two_vantages_tell_the_network_path_from_the_server(
     assert len(tcp) == 2 * len(fleet.worst)
     assert tcp[("dove-tls", "us-east")] == 0  # OK
     assert tcp[("dove-tls", "eu-west")] != 0  # not OK: blocked or refused
+    coverage = {
+        s.labels["check"]: s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name == "pop3mon_coverage_check_verdict"
+    }
+    assert coverage["coverage-unmonitored"] == 2  # CRIT
     # A multi-vantage merge is no run to merge again.
     proc = merge(f"--out={out.parent / 'again'}", out, out.parent / "us-east")
     assert proc.returncode == 2

@@ -16,11 +16,13 @@ Subcommands, one :mod:`argparse` sub-parser each, so later ones (``check``, ``me
   (RFC 6186 SRV, client autoconfig) and what its hosts' POP3 ports offer (CAPA/STLS/QUIT
   only, never a login), as a table and a ``targets.yaml`` draft (exit 0: something found,
   1: nothing found, 2: usage);
-* ``pop3mon merge --out=DIR [--if-complete] [--expect-shards=N] INPUT...``: N shards'
-  (and several vantage points') ``results.json`` into one ``report.html``, ``junit.xml``,
-  ``results.json`` and ``metrics.prom`` in DIR (:mod:`pop3mon.report.merge`); a refusal is
-  one line per problem and exit 2 with nothing written; ``--if-complete`` makes missing
-  shards exit 0 (not yet: another shard's job merges);
+* ``pop3mon merge --out=DIR [--if-complete] [--expect-shards=N] [--exit-status
+  [--strict-warn]] INPUT...``: N shards' (and several vantage points') ``results.json``
+  into one ``report.html``, ``junit.xml``, ``results.json`` and ``metrics.prom`` in DIR
+  (:mod:`pop3mon.report.merge`); a refusal is one line per problem and exit 2 with nothing
+  written; ``--if-complete`` makes missing shards exit 0 (not yet: another shard's job
+  merges); ``--exit-status`` exits 1 when the merged report fails as a run would
+  (:func:`pop3mon.verdict.fails`: CRIT or ERROR, WARN with ``--strict-warn``);
 * ``pop3mon check --targets FILE [--id ID] [--tag TAG] ...`` (also ``pop3mon-check``):
   the monitoring-plugin mode, :mod:`pop3mon.plugin_mode` (its own exit codes: 0 OK,
   1 WARNING, 2 CRITICAL, 3 UNKNOWN, also for its usage errors).
@@ -33,9 +35,11 @@ cannot be read is one line and exit status 1; never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
@@ -44,7 +48,7 @@ from .checks.drift import parse_accept
 from .config import ConfigError
 from .history.model import CheckState
 from .history.store import Acceptance, HistoryError, HistoryStore, open_history_readonly
-from .verdict import Verdict
+from .verdict import Verdict, fails, rank
 
 __all__ = ["main"]
 
@@ -135,6 +139,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="the number of shards the run must have (a check against a wrong total)",
     )
     merge.add_argument(
+        "--exit-status",
+        action="store_true",
+        help="exit 1 when a check of the merged report is CRIT or ERROR (or WARN with "
+        "--strict-warn), as a run's exit status says (ci/run-monitor); the reports are "
+        "written either way",
+    )
+    merge.add_argument(
+        "--strict-warn",
+        action="store_true",
+        default=None,
+        help="with --exit-status, a WARN fails too (also POP3MON_STRICT_WARN=1)",
+    )
+    merge.add_argument(
         "inputs",
         nargs="+",
         metavar="INPUT",
@@ -202,6 +219,7 @@ def _merge(args: argparse.Namespace) -> int:
     from .report.merge import MergeProblems, merge_runs
     from .report.reportset import ReportSetError
     from .report.standalone import write_report_set
+    from .report.terminal import summary_text
 
     problems: list[str] = []
     runs: list[LoadedRun] = []
@@ -229,6 +247,7 @@ def _merge(args: argparse.Namespace) -> int:
             print(f"{PROG} merge: nothing written (--if-complete); {args.out} is unchanged")
             return 0
         raise UsageError("\n".join(exc.lines())) from None
+    strict = _strict_warn(args.strict_warn, os.environ) if args.exit_status else False
     out = Path(args.out).expanduser()
     try:
         written = write_report_set(
@@ -238,17 +257,42 @@ def _merge(args: argparse.Namespace) -> int:
         print(f"{PROG}: the merged reports were not written to {out}: {exc}", file=sys.stderr)
         return 1
     report = merged.report
-    counts = " · ".join(f"{n} {v}" for v, n in report.counts().items() if n)
+    counts = report.counts()
+    shown = " · ".join(f"{n} {v}" for v, n in counts.items() if n)
     print(
         f"merged {merged.summary}: {len(report.connections)} connection types, "
-        f"{counts or 'no checks'}"
+        f"{shown or 'no checks'}"
     )
     for conn in report.by_severity():
         finding = conn.vantage_finding()
         if finding:
             print(f"  {conn.ct.id}: {conn.seen_from()} — {finding}")
+    # The root causes (host, coverage and connection type checks) as a run prints them.
+    width = shutil.get_terminal_size().columns
+    for line, _ in summary_text(report, verbose=False, width=width):
+        print(line)
     print("wrote " + ", ".join(str(path) for _, path in written))
+    if not args.exit_status:
+        return 0
+    failing = sorted({v for v, n in counts.items() if n and fails(v, strict)}, key=rank)
+    if failing:
+        what = " and ".join(failing)
+        print(f"{PROG} merge: exit 1: the merged report has {what}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _strict_warn(option: bool | None, environ: Mapping[str, str]) -> bool:
+    """``--strict-warn``, else ``POP3MON_STRICT_WARN`` (1/true/yes/on or 0/false/no/off,
+    as ci/run-monitor reads it)."""
+    if option is not None:
+        return option
+    value = environ.get("POP3MON_STRICT_WARN", "").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise UsageError(f"POP3MON_STRICT_WARN must be 1 or 0, not {value!r}")
 
 
 # ----------------------------------------------------------------------------- history

@@ -64,7 +64,7 @@ from .report.metrics import mark_config_invalid
 from .report.paths import reports_dir, reports_enabled
 from .report.recorder import verdict_properties
 from .spaced_options import stray_option_value
-from .verdict import Verdict
+from .verdict import Verdict, fails
 
 __all__ = ["RunState"]
 
@@ -672,15 +672,10 @@ def _outcome(
         # Report the skip at the test's location (not this fixture's) so -rs groups
         # skips per check instead of lumping them under plugin.py.
         raise pytest.skip.Exception(res.reason, _use_item_location=True)
-    if res.verdict == Verdict.CRIT:
+    if fails(res.verdict, state.strict_warn):
         note = _streak(request.config, ct_id, res.check, res.verdict)
-        pytest.fail(f"CRIT {ct_id} {res.check}: {res.reason}{note}", pytrace=False)
-    if res.verdict == Verdict.WARN and state.strict_warn:
-        note = _streak(request.config, ct_id, res.check, res.verdict)
-        pytest.fail(
-            f"WARN {ct_id} {res.check}: {res.reason} (--strict-warn){note}",
-            pytrace=False,
-        )
+        strict = " (--strict-warn)" if res.verdict == Verdict.WARN else ""
+        pytest.fail(f"{res.verdict} {ct_id} {res.check}: {res.reason}{strict}{note}", pytrace=False)
     return res
 
 

@@ -42,7 +42,13 @@ from .engine.pacing import Ledger, LoginPacer
 from .engine.result import ProbeResult, ProbeSpec
 from .engine.runner import run_probes
 
-__all__ = ["ProbeStore", "Selection", "discovery_from_json", "discovery_to_json"]
+__all__ = [
+    "ProbeStore",
+    "Selection",
+    "discovery_from_dict",
+    "discovery_from_json",
+    "discovery_to_json",
+]
 
 #: Selected connection type ids -> whether a selected test of theirs needs a login.
 Selection = Mapping[str, bool]
@@ -476,7 +482,12 @@ def discovery_to_json(found: Discovery) -> str:
 
 def discovery_from_json(text: str) -> Discovery:
     """Inverse of :func:`discovery_to_json`."""
-    data: dict[str, Any] = json.loads(text)
+    return discovery_from_dict(json.loads(text))
+
+
+def discovery_from_dict(data: Mapping[str, Any]) -> Discovery:
+    """A :class:`~pop3mon.engine.discovery.Discovery` from its ``dataclasses.asdict`` form
+    (the run directory's JSON, results.json ``coverage[].discovery``)."""
     return Discovery(
         domain=data["domain"],
         hosts=tuple(data["hosts"]),

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Final
 
-__all__ = ["VERDICT_CODES", "Verdict", "count", "rank", "worst"]
+__all__ = ["FAILING", "VERDICT_CODES", "Verdict", "count", "fails", "rank", "worst"]
 
 
 class Verdict(StrEnum):
@@ -67,3 +67,16 @@ def count(verdicts: Iterable[Verdict]) -> dict[Verdict, int]:
     for verdict in verdicts:
         out[verdict] += 1
     return out
+
+
+#: The verdicts that fail a run whatever ``--strict-warn`` says.
+FAILING: Final = frozenset({Verdict.CRIT, Verdict.ERROR})
+
+
+def fails(verdict: Verdict, strict_warn: bool = False) -> bool:
+    """Whether ``verdict`` fails the run: CRIT and ERROR, and WARN under ``--strict-warn``.
+
+    The one rule of a run's exit status: a check's test outcome (the ``check`` fixture, so
+    pytest's and ``ci/run-monitor``'s exit status 1) and ``pop3mon merge --exit-status``
+    of a merged report."""
+    return verdict in FAILING or (strict_warn and verdict == Verdict.WARN)

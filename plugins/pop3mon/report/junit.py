@@ -269,6 +269,10 @@ def junit_text(report: RunReport, options: JUnitOptions) -> str:
             *testcase_properties(conn.ct, conn.result, rec.tier, rec.check)
         ]
         cases.append((rec, own_seconds(conn.result, rec), ct_extra))
+    for crep in report.coverage:
+        # As finish() times them: the server's one discovery.
+        elapsed = crep.result.elapsed if crep.result is not None else 0.0
+        cases += [(r, elapsed, []) for r in crep.records]
     cases += [(r, 0.0, []) for r in report.unattributed]
     tally = {"failures": 0, "errors": 0, "skipped": 0}
     for rec, seconds, extra in cases:

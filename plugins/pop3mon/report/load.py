@@ -5,7 +5,7 @@ alone: no pytest, no targets file, no run directory. So the document has to carr
 everything a writer reads, and this module is its inverse (:func:`load_results`): the
 connection types' configuration (``config``), the probe results (``probe``), the check
 records, the host checks and the history's states, changes and availability as the run
-recorded them.
+recorded them, and the coverage checks with what their discovery found.
 
 What the document does not carry, and a report written from a loaded run therefore lacks
 (documented in README.md, "Merging shards and vantage points"): the history's latency
@@ -25,16 +25,24 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Final
 
-from ..config.model import ConnectionType, Host, LatencyThresholds, RoundTrip
+from ..config.model import ConnectionType, Coverage, Host, LatencyThresholds, RoundTrip
 from ..engine.defaults import DriftPolicy
 from ..engine.hosts import HostResult
 from ..engine.result import ProbeResult
 from ..history.model import Change, CheckState
 from ..history.record import HistoryOutcome
 from ..history.store import WINDOWS
+from ..probestore import discovery_from_dict
 from ..verdict import Verdict
 from .json_report import SCHEMA
-from .model import ConnectionReport, HostReport, RunInfo, RunReport, VantageView
+from .model import (
+    ConnectionReport,
+    CoverageReport,
+    HostReport,
+    RunInfo,
+    RunReport,
+    VantageView,
+)
 from .recorder import CheckRecord
 
 __all__ = ["LoadError", "LoadedRun", "find_results", "load_results", "report_from_document"]
@@ -172,6 +180,15 @@ def _host(data: Mapping[str, Any]) -> Host:
     return Host(**d)
 
 
+def _coverage(data: Mapping[str, Any]) -> Coverage:
+    """Inverse of :meth:`Coverage.to_dict`, without ``monitored`` (the targets file's
+    connection types, which only the rules read; a report reads the records)."""
+    d = {f.name: data[f.name] for f in fields(Coverage) if f.name != "monitored"}
+    d["ports"] = tuple(d["ports"])
+    d["tags"] = tuple(d["tags"])
+    return Coverage(monitored=(), **d)
+
+
 def report_from_document(doc: Mapping[str, Any]) -> RunReport:
     """The :class:`RunReport` a results.json document was written from (see the module
     docstring for the little it cannot restore)."""
@@ -237,6 +254,19 @@ def report_from_document(doc: Mapping[str, Any]) -> RunReport:
                 blocked=tuple(entry.get("blocked", ())),
             )
         )
+    coverage: list[CoverageReport] = []
+    for entry in doc.get("coverage", ()):
+        cov = _coverage(entry["coverage"])
+        records = tuple(_record(c, cov.id, cov.name) for c in entry["checks"])
+        for chk in entry["checks"]:
+            if chk.get("state") is not None:
+                states[(cov.id, chk["check"])] = _state(cov.id, chk["check"], chk["state"])
+        if entry.get("availability") is not None:
+            availability[cov.id] = _windows(entry["availability"])
+        found = entry.get("discovery")
+        coverage.append(
+            CoverageReport(cov, discovery_from_dict(found) if found is not None else None, records)
+        )
     hist = doc.get("history") or {"status": "off"}
     changes = tuple(
         Change(
@@ -270,4 +300,5 @@ def report_from_document(doc: Mapping[str, Any]) -> RunReport:
         notify_warnings=tuple((doc.get("notify") or {}).get("warnings", ())),
         hosts=tuple(hosts),
         connection_ids=tuple(str(i) for i in run.get("connection_ids", ())),
+        coverage=tuple(coverage),
     )

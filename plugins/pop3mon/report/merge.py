@@ -12,16 +12,18 @@ line per problem and nothing written, what would make a silently wrong report:
 * a missing shard: "shard 3/10 of run 123 (vantage eu-west) is missing" — the one refusal
   ``--if-complete`` turns into "not yet" (:attr:`MergeProblems.only_missing`).
 
-Shards of one vantage are joined (:func:`join_shards`): connection types and host checks
-in a whole run's order (connection types by id, hosts by file line), the run from the
-first start to the last end, the history's states, changes and availability as each
-shard recorded them (each shard ran its own connection types against the history, so
-they never overlap).
+Shards of one vantage are joined (:func:`join_shards`): connection types, host checks and
+coverage checks in a whole run's order (connection types by id, the others by file line),
+the run from the first start to the last end, the history's states, changes and
+availability as each shard recorded them (each shard ran its own connection types against
+the history, so they never overlap).
 
 Several vantages (:func:`join_vantages`): each connection type once, each check's record
 the worst any vantage saw (its reason saying which vantage and what the others saw), and
 per vantage what it saw (:class:`~.model.VantageView`), so the reports can tell a network
-path problem ("fails only from eu-west") from a server problem (failing from all).
+path problem ("fails only from eu-west") from a server problem (failing from all). Host
+and coverage checks likewise once, each check the worst any vantage saw (a coverage
+finding seen from one vantage only is a finding).
 """
 
 from __future__ import annotations
@@ -36,7 +38,14 @@ from ..history.model import Change, CheckState
 from ..history.record import HistoryOutcome
 from ..verdict import Verdict, rank
 from .load import LoadedRun
-from .model import ConnectionReport, HostReport, RunInfo, RunReport, VantageView
+from .model import (
+    ConnectionReport,
+    CoverageReport,
+    HostReport,
+    RunInfo,
+    RunReport,
+    VantageView,
+)
 from .recorder import CheckRecord
 
 __all__ = ["MergeProblems", "Merged", "join_shards", "join_vantages", "merge_runs"]
@@ -154,6 +163,13 @@ def check_inputs(runs: Sequence[LoadedRun], expect_shards: int | None = None) ->
                         f"{owner[ct.ct.id].path} and {run.path}"
                     )
                 owner.setdefault(ct.ct.id, run)
+            for crep in run.report.coverage:
+                if crep.coverage.id in owner:
+                    problems.append(
+                        f"the coverage checks {crep.coverage.id} are in two shards of "
+                        f"{_of(run_id, vantage)}: {owner[crep.coverage.id].path} and {run.path}"
+                    )
+                owner.setdefault(crep.coverage.id, run)
         missing += [
             f"shard {k}/{total} of {_of(run_id, vantage)} is missing"
             for k in range(1, total + 1)
@@ -255,6 +271,7 @@ def join_shards(reports: Sequence[RunReport]) -> RunReport:
     connections = _in_file_order(c for r in ordered for c in r.connections)
     present = {c.ct.id for c in connections}
     hosts = sorted((h for r in ordered for h in r.hosts), key=lambda h: h.host.line)
+    coverage = sorted((c for r in ordered for c in r.coverage), key=lambda c: c.coverage.line)
     return RunReport(
         info=_info([r.info for r in ordered], ordered[0].info.run_id, ordered[0].info.vantage),
         connections=tuple(connections),
@@ -264,6 +281,7 @@ def join_shards(reports: Sequence[RunReport]) -> RunReport:
         notify_warnings=tuple(dict.fromkeys(w for r in ordered for w in r.notify_warnings)),
         hosts=tuple(hosts),
         connection_ids=tuple(sorted({i for r in ordered for i in r.connection_ids})),
+        coverage=tuple(coverage),
     )
 
 
@@ -337,6 +355,18 @@ def join_vantages(reports: Mapping[str, RunReport]) -> RunReport:
         worst_name = max(sorted(views_h), key=lambda n: rank(views_h[n].worst))
         top = views_h[worst_name]
         merged_hosts.append(HostReport(top.host, top.result, tuple(records), top.blocked))
+    # A server's coverage checks likewise: each the worst any vantage saw (a listener
+    # found from one vantage only is still a finding), with that vantage's discovery.
+    covs: dict[str, dict[str, CoverageReport]] = {}
+    for name in names:
+        for crep in reports[name].coverage:
+            covs.setdefault(crep.coverage.id, {})[name] = crep
+    merged_coverage: list[CoverageReport] = []
+    for views_c in covs.values():
+        records, _ = _worst_records({n: c.records for n, c in views_c.items()})
+        worst_name = max(sorted(views_c), key=lambda n: rank(views_c[n].worst))
+        top_c = views_c[worst_name]
+        merged_coverage.append(CoverageReport(top_c.coverage, top_c.result, tuple(records)))
     # The history: each vantage recorded its own (the worst vantage's first, so a state
     # shown next to a failing check is the failing vantage's).
     ranked = sorted(names, key=lambda n: -rank(_worst(reports[n])))
@@ -358,6 +388,7 @@ def join_vantages(reports: Mapping[str, RunReport]) -> RunReport:
         notify_warnings=tuple(dict.fromkeys(w for n in names for w in reports[n].notify_warnings)),
         hosts=tuple(sorted(merged_hosts, key=lambda h: h.host.line)),
         connection_ids=tuple(sorted({i for n in names for i in reports[n].connection_ids})),
+        coverage=tuple(sorted(merged_coverage, key=lambda c: c.coverage.line)),
     )
 
 

@@ -16,9 +16,10 @@ import copy
 import os
 import textwrap
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import pytest
+if TYPE_CHECKING:  # `pop3mon merge` prints this summary without pytest
+    import pytest
 
 from ..engine.stages import HOST_ID_PREFIX
 from ..history.record import iso
@@ -33,6 +34,7 @@ __all__ = [
     "history_lines",
     "host_lines",
     "summary_lines",
+    "summary_text",
     "write_summary",
 ]
 
@@ -41,14 +43,6 @@ __all__ = [
 MAX_IDS: Final = 6
 MAX_GROUPS: Final = 10
 MAX_HISTORY: Final = 10
-#: pytest's exit statuses after which it prints its terminal summary (and so do we).
-_SUMMARY_EXITS: Final = (
-    pytest.ExitCode.OK,
-    pytest.ExitCode.TESTS_FAILED,
-    pytest.ExitCode.INTERRUPTED,
-    pytest.ExitCode.USAGE_ERROR,
-    pytest.ExitCode.NO_TESTS_COLLECTED,
-)
 
 #: (colour, text) of one summary entry before wrapping; colour "" is the default.
 Line = tuple[str, str]
@@ -178,28 +172,35 @@ def terminal_width(tr: pytest.TerminalReporter) -> int:
     return int(tr._tw.fullwidth)
 
 
-def write_summary(tr: pytest.TerminalReporter, report: RunReport, verbose: bool) -> None:
-    """Write the pop3mon summary (and the history's lines) of ``report``."""
+def summary_text(report: RunReport, verbose: bool, width: int) -> list[tuple[str, dict[str, bool]]]:
+    """The pop3mon summary (and the history's lines) of ``report`` as the terminal shows
+    it: lines of at most ``width`` columns with their markup (``bold``, a colour); empty
+    when the run has no checks. What a run prints after pytest's summary and what
+    ``pop3mon merge`` prints of the merged report."""
     label = report.info.label()
     if not report.records:
         if label and not report.connection_ids:
-            tr.write_sep("=", "pop3mon summary", bold=True)
-            tr.write_line(f"{label}: no connection type falls in this shard (nothing to probe)")
-        return
-    width = terminal_width(tr)
-    tr.write_sep("=", "pop3mon summary", bold=True)
-    if label:
-        tr.write_line(label, bold=True)
+            return [(f"{label}: no connection type falls in this shard (nothing to probe)", {})]
+        return []
+    out: list[tuple[str, dict[str, bool]]] = [(label, {"bold": True})] if label else []
     for colour, text, bold in summary_lines(report, verbose):
-        markup = {colour: True} if colour else {}
-        for line in _wrap(text, width):
-            tr.write_line(line, bold=bold, **markup)
+        markup = {"bold": bold, **({colour: True} if colour else {})}
+        out += [(line, markup) for line in _wrap(text, width)]
     lines = history_lines(report, None if verbose else MAX_HISTORY)
     if lines:
-        tr.write_line("")
+        out.append(("", {}))
     for colour, text in lines:
-        for line in _wrap(text, width):
-            tr.write_line(line, **({colour: True} if colour else {}))
+        out += [(line, {colour: True} if colour else {}) for line in _wrap(text, width)]
+    return out
+
+
+def write_summary(tr: pytest.TerminalReporter, report: RunReport, verbose: bool) -> None:
+    """Write the pop3mon summary (and the history's lines) of ``report``."""
+    lines = summary_text(report, verbose, terminal_width(tr))
+    if lines:
+        tr.write_sep("=", "pop3mon summary", bold=True)
+    for line, markup in lines:
+        tr.write_line(line, **markup)
 
 
 def host_lines(report: RunReport, verbose: bool) -> list[tuple[str, str, bool]]:
@@ -222,7 +223,17 @@ def host_lines(report: RunReport, verbose: bool) -> list[tuple[str, str, bool]]:
 
 def shows_summary(config: pytest.Config, exitstatus: int) -> bool:
     """True when pytest printed its terminal summary, so the pop3mon summary follows it."""
-    return exitstatus in _SUMMARY_EXITS and not config.option.no_summary
+    import pytest
+
+    # pytest's exit statuses after which it prints its terminal summary (and so do we).
+    exits = (
+        pytest.ExitCode.OK,
+        pytest.ExitCode.TESTS_FAILED,
+        pytest.ExitCode.INTERRUPTED,
+        pytest.ExitCode.USAGE_ERROR,
+        pytest.ExitCode.NO_TESTS_COLLECTED,
+    )
+    return exitstatus in exits and not config.option.no_summary
 
 
 def adapt_short_summary(tr: pytest.TerminalReporter, records: Mapping[str, CheckRecord]) -> None:
