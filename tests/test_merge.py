@@ -326,9 +326,7 @@ def _coverage_found(document: Mapping[str, Any]) -> list[Any]:
             return [untimed(v) for v in value]
         return _CHALLENGE.sub("<challenge>", value) if isinstance(value, str) else value
 
-    return [
-        (e["coverage"], e["verdict"], untimed(e["discovery"])) for e in document["coverage"]
-    ]
+    return [(e["coverage"], e["verdict"], untimed(e["discovery"])) for e in document["coverage"]]
 
 
 def test_every_check_appears_once_in_every_merged_report(merged: Path) -> None:
@@ -386,6 +384,49 @@ def test_merged_html_is_one_self_contained_page(merged: Path, runs: dict[str, Pa
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page), "fetches from elsewhere"
     assert 'id="pop3mon-matrix"' in page and 'id="pop3mon-details"' in page
     assert f"<td>{RUN_ID}</td>" in page
+
+
+def _with_verdicts(document: Mapping[str, Any], change: Mapping[str, str], path: Path) -> Path:
+    """``document`` with every check's verdict mapped by ``change``, written to ``path``."""
+    data = json.loads(json.dumps(document))
+    entries = [*data["connections"], *data["hosts"], *data["coverage"]]
+    for chk in (c for e in entries for c in e["checks"]):
+        chk["verdict"] = change.get(chk["verdict"], chk["verdict"])
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def test_exit_status_is_the_runs_rule(merged: Path, tmp_path: Path) -> None:
+    """``--exit-status``: 1 when the merged report has CRIT or ERROR (or WARN with
+    ``--strict-warn`` or POP3MON_STRICT_WARN=1), as a run's exit status; written either
+    way. Without it a merge exits 0 whatever the verdicts."""
+    document = doc(merged)
+    assert document["counts"]["CRIT"] and document["counts"]["WARN"]
+    out = tmp_path / "out"
+    plain = merge(f"--out={out}", merged)
+    assert plain.returncode == 0, plain.stderr
+    failing = merge("--exit-status", f"--out={out}", merged)
+    assert failing.returncode == 1, failing.stdout + failing.stderr
+    assert "pop3mon merge: exit 1: the merged report has CRIT" in failing.stderr
+    assert doc(out)["counts"] == document["counts"], "written before the exit status"
+    warn_only = _with_verdicts(document, {"CRIT": "OK", "ERROR": "OK"}, tmp_path / "w.json")
+    error = _with_verdicts(document, {"CRIT": "ERROR"}, tmp_path / "e.json")
+    cases: list[tuple[tuple[str, ...], dict[str, str], int]] = [
+        (("--exit-status", str(warn_only)), {}, 0),
+        (("--exit-status", "--strict-warn", str(warn_only)), {}, 1),
+        (("--exit-status", str(warn_only)), {"POP3MON_STRICT_WARN": "1"}, 1),
+        (("--exit-status", str(warn_only)), {"POP3MON_STRICT_WARN": "off"}, 0),
+        (("--exit-status", str(error)), {}, 1),
+        ((str(error),), {}, 0),
+    ]
+    for args, env, rc in cases:
+        proc = merge(f"--out={out}", *args, **env)
+        assert proc.returncode == rc, (args, env, proc.stdout + proc.stderr)
+        assert "Traceback" not in proc.stderr
+    before = snapshot(out)
+    bad = merge("--exit-status", f"--out={out}", warn_only, POP3MON_STRICT_WARN="maybe")
+    assert bad.returncode == 2 and "POP3MON_STRICT_WARN must be 1 or 0" in bad.stderr
+    assert snapshot(out) == before
 
 
 # --------------------------------------------------------------------------- refusals

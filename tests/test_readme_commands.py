@@ -81,11 +81,9 @@ RUN_BY: dict[str, str] = {
     "for k in 1 2 3 4; do ci/run-monitor --shard=$k/4 --run-id=run-1 --reports=shards/$k; done": (
         SHARDED
     ),
-    "ci/pop3mon merge --expect-shards=4 --out=reports shards": SHARDED,
-    "ci/verdict reports/results.json": SHARDED,
+    "ci/pop3mon merge --exit-status --expect-shards=4 --out=reports shards": SHARDED,
     "github sharded: Monitor": SHARDED_GITHUB,
     "github sharded: Merge": SHARDED_GITHUB,
-    "github sharded: Verdict": SHARDED_GITHUB,
     # the same job as pop3mon.yml's, whose script test_github_keepalive_job runs
     "github sharded: Keep the schedule alive": (
         "test_templates.py::test_sharded_github_keepalive_is_pop3mon_ymls"

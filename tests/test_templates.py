@@ -14,8 +14,9 @@
 * the sharded templates (GitHub matrix, GitLab ``parallel:``, the Kubernetes CronJob): their
   structure (every shard 1..N, one run id, the merge needs them all, the interface's
   environment names), their validators (jactionlint, the GitHub and GitLab schemas,
-  kubernetes-validate) with a broken copy each, ``ci/verdict``, and each template's shard and
-  merge commands run as written against the Dovecot lab.
+  kubernetes-validate) with a broken copy each, and each template's shard and merge commands
+  run as written against the Dovecot lab (the merge jobs end on ``pop3mon merge
+  --exit-status``, tested in tests/test_merge.py).
 """
 
 from __future__ import annotations
@@ -630,13 +631,12 @@ def test_github_keepalive_job(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- sharded templates
 # The sharded templates (issue 14): a GitHub matrix, GitLab `parallel:`, a Kubernetes Indexed
 # Job. Each runs the suite as N shards sharing one run id and merges their results.json with
-# `pop3mon merge` (ci/pop3mon in a checkout); the GitHub and GitLab merge jobs end with
-# ci/verdict, the merged run's exit status.
+# `pop3mon merge` (ci/pop3mon in a checkout); the GitHub and GitLab merge jobs fail on the
+# merged run's exit status (`--exit-status`).
 
 GITHUB_SHARDED = ROOT / "ci" / "github" / "pop3mon-sharded.yml"
 GITLAB_SHARDED = ROOT / "ci" / "gitlab" / "pop3mon-sharded.gitlab-ci.yml"
 KUBERNETES = ROOT / "ci" / "kubernetes" / "pop3mon-cronjob.yaml"
-VERDICT = ROOT / "ci" / "verdict"
 
 
 def _step(steps: list[dict[str, Any]], name: str) -> dict[str, Any]:
@@ -711,10 +711,17 @@ def test_sharded_github_workflow_structure() -> None:
     steps = merge["steps"]
     download = next(s for s in steps if s.get("uses") == "actions/download-artifact@v4")
     assert all(fnmatch.fnmatch(name, download["with"]["pattern"]) for name in names)
-    merged = _step(steps, "Merge")["run"]
+    merge_step = _step(steps, "Merge")
+    merged = merge_step["run"]
     assert merged.startswith("ci/pop3mon merge ") and _expect_shards(merged) == n
     assert merged.split()[-1] == download["with"]["path"] and "--out=reports" in merged
-    assert _step(steps, "Verdict")["run"] == "ci/verdict reports/results.json"
+    # The merged verdict fails the job (as an unsharded run's), strict WARN as in Monitor;
+    # the steps after it still publish and upload the merged reports.
+    assert "--exit-status" in merged.split()
+    assert merge_step["env"]["POP3MON_STRICT_WARN"] == monitor["env"]["POP3MON_STRICT_WARN"]
+    assert not any(s.get("name") == "Verdict" for s in steps)
+    later = steps[steps.index(merge_step) + 1 :]
+    assert later and all("cancelled()" in s["if"] for s in later), later
     publish = next(s for s in steps if str(s.get("uses", "")).startswith("mikepenz/"))
     assert publish["with"]["report_paths"] == "reports/junit.xml"
     uploaded = _step(steps, "Upload reports")
@@ -793,10 +800,10 @@ def test_sharded_gitlab_pipeline_structure() -> None:
     assert merge["needs"] == [{"job": "pop3mon", "artifacts": True}]
     assert all(rule["when"] == "always" for rule in merge["rules"])
     assert [r["if"] for r in merge["rules"]] == [r["if"] for r in job["rules"]]
-    merged, verdict = merge["script"]
+    (merged,) = merge["script"]
     assert merged.startswith("ci/pop3mon merge ") and _expect_shards(merged) == n
     assert merged.split()[-1] == "shards" and "--out=reports" in merged
-    assert verdict == "ci/verdict reports/results.json"
+    assert "--exit-status" in merged.split()  # the merged verdict fails the job
     assert merge["artifacts"]["when"] == "always"
     for name in REPORTS:
         assert f"reports/{name}" in merge["artifacts"]["paths"]
@@ -878,39 +885,6 @@ def test_kubernetes_manifest_validates(tmp_path: Path) -> None:
     bad = _kubernetes_validate(broken)
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "readOnlyRootFileSystem" in bad.stdout + bad.stderr
-
-
-def test_verdict_is_run_monitors_exit_status(tmp_path: Path) -> None:
-    """ci/verdict on a results.json: 0 without CRIT/ERROR, 1 with one (or a WARN when
-    strict), 2 for no verdict; the counts in one line."""
-
-    def results(**counts: int) -> Path:
-        path = tmp_path / f"r{len(list(tmp_path.iterdir()))}.json"
-        full = dict.fromkeys(("OK", "WARN", "CRIT", "SKIP", "ERROR"), 0) | counts
-        path.write_text(json.dumps({"schema": "pop3mon/results/v1", "counts": full}), "utf-8")
-        return path
-
-    def verdict(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return _bash(" ".join(["ci/verdict", *args]), ROOT, **env)
-
-    cases: list[tuple[tuple[str, ...], dict[str, str], int]] = [
-        ((str(results(OK=3, WARN=1)),), {}, 0),
-        ((str(results(OK=3, WARN=1)),), {"POP3MON_STRICT_WARN": "1"}, 1),
-        (("--strict-warn", str(results(OK=3, WARN=1))), {}, 1),
-        ((str(results(OK=3, CRIT=1)),), {}, 1),
-        ((str(results(OK=3, ERROR=1)),), {}, 1),
-        ((str(results(OK=0, SKIP=2)),), {}, 0),
-        ((str(tmp_path / "missing.json"),), {}, 2),
-    ]
-    not_ours = tmp_path / "other.json"
-    not_ours.write_text('{"counts": {}}', encoding="utf-8")
-    cases.append(((str(not_ours),), {}, 2))
-    for args, env, rc in cases:
-        proc = verdict(*args, **env)
-        assert proc.returncode == rc, (args, env, proc.stderr)
-        assert f"exit {rc}" in proc.stderr and "Traceback" not in proc.stderr
-    assert "3 OK, 0 WARN, 1 CRIT, 0 SKIP, 0 ERROR" in verdict(str(results(OK=3, CRIT=1))).stderr
-    assert verdict().returncode == 2
 
 
 # --------------------------------------------------------------------------- sharded, run
@@ -1020,12 +994,11 @@ def test_github_sharded_jobs_run_as_written(sharded_repo: Path, fleet: Path) -> 
         _fresh(repo)
     # download-artifact: every artifact matching the pattern, each in its own directory.
     shutil.copytree(artifacts, repo / download["with"]["path"])
-    merged = _bash(_step(merge_steps, "Merge")["run"], repo)
-    assert merged.returncode == 0, merged.stdout + merged.stderr
+    # The Merge step writes the merged reports and fails on their CRIT (--exit-status).
+    merged = _bash(_step(merge_steps, "Merge")["run"], repo, POP3MON_STRICT_WARN="0")
+    assert merged.returncode == 1, merged.stdout + merged.stderr
+    assert "exit 1: the merged report has CRIT" in merged.stderr
     _check_merged(repo / "reports", run_id)
-    verdict = _bash(_step(merge_steps, "Verdict")["run"], repo, POP3MON_STRICT_WARN="0")
-    assert verdict.returncode == 1, verdict.stdout + verdict.stderr
-    assert "1 CRIT" in verdict.stderr
     # One shard's artifact missing (its job never ran): the merge names it and fails.
     _fresh(repo)
     missing = _down_shard(n) % n + 1
@@ -1075,13 +1048,12 @@ def test_gitlab_sharded_pipeline_runs_as_written(sharded_repo: Path, fleet: Path
     job_url = "https://gitlab.example/ops/pop3mon/-/jobs/43"
     env = {"CI_PROJECT_DIR": str(repo), "CI_JOB_URL": job_url}
     env.update({name: str(v) for name, v in merge.get("variables", {}).items()})
-    merged = merge["script"][0]
-    proc = _bash(merged, repo, **env)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    _check_merged(repo / "reports", pipeline)
-    # The whole script as the runner runs it: the verdict fails the job (a CRIT).
+    # The script as the runner runs it: the merged reports, then the verdict fails the job
+    # (a CRIT).
     whole = _bash("\n".join(merge["script"]), repo, **env)
-    assert whole.returncode == 1 and "1 CRIT" in whole.stderr, whole.stdout + whole.stderr
+    assert whole.returncode == 1, whole.stdout + whole.stderr
+    assert "exit 1: the merged report has CRIT" in whole.stderr
+    _check_merged(repo / "reports", pipeline)
     after = _bash("\n".join(merge["after_script"]), repo, **env)
     assert after.returncode == 0, after.stdout + after.stderr
     assert f"pop3mon report: {job_url}/artifacts/file/reports/report.html" in after.stdout
@@ -1170,8 +1142,8 @@ def _readme_sharded_block() -> list[str]:
 
 def test_readme_sharded_commands(sharded_repo: Path, fleet: Path) -> None:
     """The README's by-hand sharded run, line by line in a checkout whose targets.yaml is
-    the lab fleet: four shards, the merge, the merged verdict (CRIT: one server is down)."""
-    shards, merge, verdict = _readme_sharded_block()
+    the lab fleet: four shards, then the merge and its verdict (CRIT: one server is down)."""
+    shards, merge = _readme_sharded_block()
     repo = sharded_repo
     _fresh(repo)
     shutil.copy(fleet, repo / "targets.yaml")
@@ -1185,7 +1157,6 @@ def test_readme_sharded_commands(sharded_repo: Path, fleet: Path) -> None:
     assert ran.returncode == (1 if _down_shard(n) == n else 0), ran.stdout[-3000:] + ran.stderr
     assert ran.stderr.count("pop3mon: exit ") == n
     merged = _bash(merge, repo)
-    assert merged.returncode == 0, merged.stdout + merged.stderr
+    assert merged.returncode == 1, merged.stdout + merged.stderr
+    assert "exit 1: the merged report has CRIT" in merged.stderr
     _check_merged(repo / "reports", "run-1")
-    proc = _bash(verdict, repo)
-    assert proc.returncode == 1 and "1 CRIT" in proc.stderr, proc.stderr
