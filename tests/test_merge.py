@@ -20,12 +20,14 @@ listen), a real network path that fails, beside ``--vantage=us-east`` on the hos
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -427,6 +429,56 @@ def test_exit_status_is_the_runs_rule(merged: Path, tmp_path: Path) -> None:
     bad = merge("--exit-status", f"--out={out}", warn_only, POP3MON_STRICT_WARN="maybe")
     assert bad.returncode == 2 and "POP3MON_STRICT_WARN must be 1 or 0" in bad.stderr
     assert snapshot(out) == before
+
+
+def _merge_at_once(barrier: Any, out: Path, inputs: Path) -> None:
+    """One writer of :func:`test_concurrent_merges_into_one_directory` (a forked child)."""
+    from pop3mon import cli
+
+    barrier.wait()
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+        code = cli.main(["merge", f"--out={out}", str(inputs)])
+    os._exit(code)
+
+
+def test_concurrent_merges_into_one_directory(merged: Path, tmp_path: Path) -> None:
+    """Several merges into one --out at the same moment (the Kubernetes template's last
+    pods finishing together): each succeeds, and the directory holds one complete set of
+    one run and no temporary file. A killed writer's temporary, once old, is removed; a
+    fresh one (a writer still at work) is not."""
+    import multiprocessing
+
+    from pop3mon.report.reportset import STALE_AFTER
+
+    out = tmp_path / "reports"
+    out.mkdir()
+    killed = out / ".results.json.some-run.1234-deadbeef.tmp"
+    killed.write_text("half a file", encoding="utf-8")
+    old = time.time() - STALE_AFTER - 60
+    os.utime(killed, (old, old))
+    working = out / ".junit.xml.other-run.5678-cafe.tmp"
+    working.write_text("being written", encoding="utf-8")
+    ctx = multiprocessing.get_context("fork")
+    writers = 4
+    for _ in range(5):
+        barrier = ctx.Barrier(writers)
+        procs = [
+            ctx.Process(target=_merge_at_once, args=(barrier, out, merged)) for _ in range(writers)
+        ]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join(60)
+        assert [p.exitcode for p in procs] == [0] * writers
+        assert sorted(p.name for p in out.iterdir()) == sorted([*REPORTS, working.name]), (
+            "a temporary file was left, or one of another writer removed"
+        )
+        document = doc(out)
+        assert facts(document) == facts(doc(merged))
+        run_id = document["run"]["id"]
+        assert f'name="pop3mon_run_id" value="{run_id}"' in (out / "junit.xml").read_text("utf-8")
+        assert f"<td>{run_id}</td>" in (out / "report.html").read_text("utf-8")
+        assert "pop3mon_run_start_timestamp_seconds" in (out / "metrics.prom").read_text("utf-8")
 
 
 # --------------------------------------------------------------------------- refusals

@@ -718,7 +718,7 @@ def test_sharded_github_workflow_structure() -> None:
     # The merged verdict fails the job (as an unsharded run's), strict WARN as in Monitor;
     # the steps after it still publish and upload the merged reports.
     assert "--exit-status" in merged.split()
-    assert merge_step["env"]["POP3MON_STRICT_WARN"] == monitor["env"]["POP3MON_STRICT_WARN"]
+    assert merge_step["env"]["POP3MON_STRICT_WARN"] == env["POP3MON_STRICT_WARN"]
     assert not any(s.get("name") == "Verdict" for s in steps)
     later = steps[steps.index(merge_step) + 1 :]
     assert later and all("cancelled()" in s["if"] for s in later), later

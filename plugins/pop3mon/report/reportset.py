@@ -1,11 +1,18 @@
 """The report files of one run, replaced as a set: all of the new run's, or the previous ones.
 
 Every writer (pytest-html, junitxml, :mod:`.json_report`, :mod:`.metrics`) writes to a
-temporary name next to its final file (``.report.html.<run id>.tmp``: same directory, so
-the same file system, and a name no consumer globs for — node_exporter reads ``*.prom``
-only). Only when *every* file of the set was written completely are they flushed to disk
-and renamed into place, one ``rename(2)`` each; if any writer failed (a full disk, a second
-signal, a bug) the temporary files are removed and the previous set stays as it was.
+temporary name next to its final file (``.report.html.<run id>.<pid>-<token>.tmp``: same
+directory, so the same file system, and a name no consumer globs for — node_exporter reads
+``*.prom`` only). The name is the writer's own (process id and a random token): two writers
+of one directory at once (two ``pop3mon merge`` of one run, the Kubernetes template's last
+pods finishing together) never write or rename each other's files. Only when *every* file
+of the set was written completely are they flushed to disk and renamed into place, one
+``rename(2)`` each; if any writer failed (a full disk, a second signal, a bug) the temporary
+files are removed and the previous set stays as it was.
+
+A writer killed mid-write (SIGKILL, power loss) leaves its temporary files; a later commit
+removes those older than :data:`STALE_AFTER` (a writer's files are that old only when it
+is gone: it renames them within seconds of writing them), never a running writer's.
 
 What a reader sees:
 
@@ -23,6 +30,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -36,6 +45,9 @@ JSON_NAME: Final = "results.json"
 
 #: Suffix of the temporary names (also how stale ones of a killed run are recognised).
 TEMP_SUFFIX = ".tmp"
+#: Seconds after its last write from which another writer's temporary file is a killed
+#: writer's leftover (removed at the next commit); a live writer commits long before.
+STALE_AFTER: Final = 3600.0
 
 
 class ReportSetError(Exception):
@@ -54,11 +66,14 @@ class ReportSet:
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
+        #: This writer's part of the temporary names: unique per process and set, since
+        #: the run id is shared (the shards of a run, two merges of it).
+        self.writer = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._members: dict[str, _Member] = {}
 
     def stage(self, label: str, final: Path) -> Path:
         """Register ``final`` under ``label``; returns the temporary path to write instead."""
-        temp = final.with_name(f".{final.name}.{self.run_id}{TEMP_SUFFIX}")
+        temp = final.with_name(f".{final.name}.{self.run_id}.{self.writer}{TEMP_SUFFIX}")
         self._members[label] = _Member(label, final, temp)
         return temp
 
@@ -112,12 +127,15 @@ class ReportSet:
                 member.temp.unlink(missing_ok=True)
 
     def _remove_stale(self) -> None:
-        """Temporary files left by a run that was killed (SIGKILL, power loss) mid-write."""
+        """Temporary files left by a writer that was killed (SIGKILL, power loss) mid-write:
+        another writer's older than :data:`STALE_AFTER` (a younger one may be at work)."""
+        before = time.time() - STALE_AFTER
         for member in self._members.values():
             pattern = f".{member.final.name}.*{TEMP_SUFFIX}"
             for stale in member.final.parent.glob(pattern):
                 with contextlib.suppress(OSError):
-                    stale.unlink()
+                    if stale.stat().st_mtime < before:
+                        stale.unlink()
 
 
 def _describe(exc: OSError) -> str:
