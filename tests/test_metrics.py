@@ -277,6 +277,43 @@ def test_up_and_auth_success_mean_what_they_say(run: Run) -> None:
     assert success == {"tls": 1, "starttls": 1, "plain": 1, "expired": 0, "wrong": 0, "closed": 0}
 
 
+def test_a_host_down_is_no_probe_success(tmp_path: Path) -> None:
+    """A connection type its host check blocked (the host is down: every check SKIP, not
+    probed) is no success: pop3mon_probe_success and blackbox's probe_success are 0, as a
+    blackbox user alerting on ``probe_success == 0`` expects of a dead host, pop3mon_up is
+    0, and no probe duration is made up (absent, not 0)."""
+    data = {
+        "version": 1,
+        "defaults": {"timeout": 2, "auth": "none"},
+        "servers": [
+            {
+                "name": "gone",
+                "host": "127.0.0.1",
+                "connections": [
+                    {"id": "gone-tls", "port": free_port(), "security": "tls"},
+                    {"id": "gone-plain", "port": free_port(), "security": "none"},
+                ],
+            }
+        ],
+    }
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    done = run_suite(targets, tmp_path / "reports", {})
+    assert done.returncode == 1, done.output[-3000:]
+    document = done.json()
+    assert [h["status"] for h in document["hosts"]] == ["down"]
+    ids = {"gone-tls", "gone-plain"}
+    for conn in document["connections"]:
+        assert {c["verdict"] for c in conn["checks"]} == {"SKIP"}, conn["checks"]
+    by = done.by_name()
+    assert _by_label(by["pop3mon_host_up"], "server") == {"gone": 0}
+    assert _by_label(by["pop3mon_probe_success"], "connection") == dict.fromkeys(ids, 0)
+    assert _by_label(by["probe_success"], "target") == dict.fromkeys(ids, 0)
+    assert _by_label(by["pop3mon_up"], "connection") == dict.fromkeys(ids, 0)
+    for name in ("pop3mon_probe_duration_seconds", "probe_duration_seconds"):
+        assert not by.get(name), (name, by.get(name))
+
+
 def test_mailbox_gauges_and_run_health(run: Run, lab: Lab) -> None:
     """STAT's count and size per connection type that logged in; the run's health gauges."""
     by = run.by_name()

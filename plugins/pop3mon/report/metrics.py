@@ -40,7 +40,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ..config import ConnectionType
 from ..engine.result import ProbeResult
 from ..engine.stages import HOST_ID_PREFIX, Security
-from ..verdict import VERDICT_CODES, Verdict
+from ..verdict import VERDICT_CODES, Verdict, fails
 from .model import ConnectionReport, CoverageReport, HostReport, RunReport, new_run_id, scrub
 from .reportset import ReportSet, ReportSetError
 
@@ -92,15 +92,21 @@ _FAMILIES: Final[tuple[tuple[str, str, tuple[str, ...]], ...]] = (
     (
         "pop3mon_up",
         "1 when the server greeted: POP3 +OK, SMTP 220 (after the handshake with security tls), "
-        "0 when the probe ran and got no greeting: DNS, connect, TLS or greeting failed.",
+        "0 when it did not: DNS, connect, TLS or greeting failed, or its host check found the "
+        "host down (not probed).",
         _CONN,
     ),
     (
         "pop3mon_probe_success",
-        "1 when no check of the connection type ended CRIT or ERROR, else 0.",
+        "1 when no check of the connection type ended CRIT or ERROR, else 0; 0 also when "
+        "its host check found the host down (its checks are SKIP, not probed).",
         _CONN,
     ),
-    ("pop3mon_probe_duration_seconds", "Wall-clock duration of the whole probe.", _CONN),
+    (
+        "pop3mon_probe_duration_seconds",
+        "Wall-clock duration of the whole probe (absent when the host was down: not probed).",
+        _CONN,
+    ),
     ("pop3mon_phase_seconds", "Time spent in each probe phase.", (*_CONN, "phase")),
     (
         "pop3mon_probe_start_timestamp_seconds",
@@ -168,10 +174,16 @@ _FAMILIES: Final[tuple[tuple[str, str, tuple[str, ...]], ...]] = (
     (
         "probe_success",
         "1 when the POP3 session completed: every stage the probe ran succeeded, "
-        "certificate verification included (thresholds do not count), else 0.",
+        "certificate verification included (thresholds do not count), else 0 (also when "
+        "the host was down and the connection type not probed).",
         _PROBE,
     ),
-    ("probe_duration_seconds", "Returns how long the probe took to complete in seconds", _PROBE),
+    (
+        "probe_duration_seconds",
+        "Returns how long the probe took to complete in seconds (absent when not probed: the "
+        "host was down)",
+        _PROBE,
+    ),
     (
         "probe_dns_lookup_time_seconds",
         "Returns the time taken for probe dns lookup in seconds",
@@ -331,12 +343,17 @@ def _connection(out: _Collector, report: RunReport, conn: ConnectionReport) -> N
     base = _conn_labels(conn)
     probe = [conn.ct.id, module_of(conn.ct)]
     result = conn.result
-    out.add("pop3mon_probe_success", base, 0 if conn.worst in (Verdict.CRIT, Verdict.ERROR) else 1)
+    # Not probed because its host check found the host down: every check is SKIP, which
+    # must not read as success, and no probe ran whose duration could be 0.
+    blocked = result is not None and bool(result.blocked_host)
+    success = not blocked and not fails(conn.worst)
+    out.add("pop3mon_probe_success", base, 1 if success else 0)
     if result is not None:
         greeting = result.stage("greeting")
         out.add("pop3mon_up", base, 1 if greeting is not None and greeting.status == "ok" else 0)
         total = _total(result)
-        out.add("pop3mon_probe_duration_seconds", base, total)
+        if not blocked:
+            out.add("pop3mon_probe_duration_seconds", base, total)
         for phase, secs in result.phases:
             if phase != "total":
                 out.add("pop3mon_phase_seconds", [*base, phase], secs)
@@ -356,8 +373,9 @@ def _connection(out: _Collector, report: RunReport, conn: ConnectionReport) -> N
         if result.mailbox is not None:
             out.add("pop3mon_mailbox_messages", base, result.mailbox.count)
             out.add("pop3mon_mailbox_size_bytes", base, result.mailbox.size)
-        out.add("probe_success", probe, 1 if result.ok else 0)
-        out.add("probe_duration_seconds", probe, total)
+        out.add("probe_success", probe, 1 if result.ok and not blocked else 0)
+        if not blocked:
+            out.add("probe_duration_seconds", probe, total)
         dns = result.phase("dns")
         if dns is not None:
             out.add("probe_dns_lookup_time_seconds", probe, dns)
