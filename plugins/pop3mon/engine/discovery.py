@@ -117,6 +117,7 @@ class Offered:
     error: str | None  # why not (refused, timeout, not POP3, certificate for other name)
     elapsed: float
     address: str = ""  # the address that answered
+    error_kind: str = ""  # the engine's error kind (errors.ErrorKind), "" when none
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,10 @@ LOOKUP_SHARE: Final = 0.5
 _MARGIN: Final = 0.2
 
 _T = TypeVar("_T")
+
+#: A probe's error kinds that say its host's name could not be looked up (the DNS server
+#: timed out or failed), as opposed to NXDOMAIN: a :class:`Failure`.
+_LOOKUP_FAILED: Final = frozenset({"dns-timeout", "dns-failed", "dns-temporary"})
 
 
 class _Resolving(_Probe):
@@ -381,6 +386,11 @@ def _offered(result: ProbeResult, unverified: ProbeResult | None, elapsed: float
         error=result.error_reason or None,
         elapsed=round(elapsed, 3),
         address=result.peer,
+        error_kind=(
+            "dns-timeout"
+            if result.error_stage == "dns" and result.error_kind == "timeout"
+            else result.error_kind
+        ),
     )
 
 
@@ -616,6 +626,10 @@ def discover(spec: DiscoverySpec) -> Discovery:
                 error=why,
                 elapsed=round(time.perf_counter() - t0, 3),
             )
+        elif got.error_kind in _LOOKUP_FAILED:
+            # Its host's name did not resolve for a reason other than "no such name":
+            # whether something listens there is unknown, not "nothing answers".
+            failures.append(Failure("probe", f"{protocol.upper()} {host}:{port}: {got.error}"))
         results.append(got)
     return Discovery(
         domain=domain,
