@@ -5,13 +5,15 @@ monitor, what its domain publishes (SRV, autoconfig) and whether the autoconfig 
 Real components only: the Dovecot lab (one instance more, ``spare``, whose listeners are
 the deliberately unmonitored ones), dnsmasq serving the test zone's SRV and A records, an
 HTTP server (the standard library's) serving the autoconfig document, and the fault
-server's ``no-stls`` scenario.
+server's ``no-stls`` and ``smtp-no-starttls`` scenarios, the Postfix lab for published
+submission entries, and a UDP socket that never answers as a DNS server that drops queries.
 """
 
 from __future__ import annotations
 
 import http.server
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +28,7 @@ from pop3mon_lab.certs import LabCerts
 from pop3mon_lab.dnsmasq import DnsLab, Srv
 from pop3mon_lab.dovecot import DovecotLab, LabUnavailable
 from pop3mon_lab.faultserver import FaultServer
+from pop3mon_lab.postfix import PostfixLab
 
 ZONE = "example.test"
 MAIL = f"mail.{ZONE}"
@@ -233,3 +236,137 @@ def test_rules_json_round_trip_of_a_discovery(lab: DovecotLab, tmp_path: Path) -
     assert again == found
     assert coverage_check(cov, again, "coverage-unmonitored").verdict == "CRIT"
     assert json.loads(discovery_to_json(found))["offered"]
+
+
+# -- a coverage check that could not look is never OK -----------------------------------------
+def test_a_dns_server_that_drops_queries_is_could_not_check(
+    lab: DovecotLab, tmp_path: Path
+) -> None:
+    """The domain's DNS server never answers (a real UDP socket that reads nothing): SRV,
+    autoconfig and the server's own host name are unknown, so every coverage check WARNs
+    "could not check" instead of calling an empty result OK."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as drop:
+        drop.bind(("127.0.0.1", 0))
+        nameserver = f"127.0.0.1:{drop.getsockname()[1]}"
+        coverage = {"domain": ZONE, "nameserver": nameserver, "ports": []}
+        run = _run(tmp_path, _server(lab, coverage, host=MAIL))
+    for test, said in (
+        ("coverage_published", f"SRV _pop3._tcp.{ZONE}"),
+        ("coverage_autoconfig", "autoconfig"),
+        ("coverage_unmonitored", f"POP3 {MAIL}:110"),
+    ):
+        case = run.case(test, "server:mail")
+        assert case.verdict == "WARN", (test, run.describe())
+        assert case.reason.startswith("could not check: "), case.reason
+        assert said in case.reason, case.reason
+
+
+def test_published_smtp_is_probed_and_judged(
+    lab: DovecotLab, postfix: PostfixLab, lab_certs: LabCerts, tmp_path: Path
+) -> None:
+    """Published submission entries (SRV, autoconfig outgoingServer) are probed with EHLO,
+    STARTTLS and QUIT only and judged against the targets' ``smtp:`` connection types:
+    unmonitored, published but failing, advertised STARTTLS that EHLO does not offer."""
+    closed = _closed_port()
+    with FaultServer(
+        "smtp-no-starttls", certfile=lab_certs.valid.cert, keyfile=lab_certs.valid.key
+    ) as fault:
+        srv = [
+            Srv(f"_submission._tcp.{ZONE}", MAIL, postfix.port("smtp")),
+            Srv(f"_submission._tcp.{ZONE}", MAIL, closed, 1),
+            Srv(f"_submissions._tcp.{ZONE}", MAIL, postfix.port("smtps")),
+        ]
+        document = (
+            '<?xml version="1.0"?><clientConfig version="1.1">'
+            f'<emailProvider id="{ZONE}"><domain>{ZONE}</domain>'
+            f'<outgoingServer type="smtp"><hostname>{MAIL}</hostname><port>{fault.port}</port>'
+            "<socketType>STARTTLS</socketType></outgoingServer>"
+            "</emailProvider></clientConfig>"
+        )
+        web = _Autoconfig(document)
+        try:
+            dns = DnsLab(
+                zones=[ZONE], srv=srv, hosts={MAIL: "127.0.0.1", f"autoconfig.{ZONE}": "127.0.0.1"}
+            )
+        except LabUnavailable as exc:
+            pytest.skip(str(exc))
+        try:
+            with dns.start():
+                server = _server(lab, None, host=MAIL)
+                server["smtp"] = [
+                    {"port": postfix.port("smtp"), "security": "starttls"},
+                    {"port": closed, "security": "starttls"},
+                    {"port": fault.port, "security": "none"},
+                ]
+                server["coverage"] = {
+                    "domain": ZONE,
+                    "nameserver": dns.nameserver,
+                    "autoconfig_port": web.port,
+                    "ports": [],
+                }
+                run = _run(tmp_path, server)
+        finally:
+            web.shutdown()
+            web.server_close()
+        fault.wait_idle()
+        verbs = {v for v in fault.commands() if v.isalpha()}
+    assert verbs and verbs <= {"EHLO", "STARTTLS", "QUIT"}, verbs
+    assert fault.logins == 0
+    published = run.case("coverage_published", "server:mail")
+    assert published.verdict == "WARN", run.describe()
+    assert f"published but unmonitored: SMTP {MAIL}:{postfix.port('smtps')}" in published.reason
+    assert f"published but failing: SMTP {MAIL}:{closed}" in published.reason
+    assert f"{MAIL}:{postfix.port('smtp')} " not in published.reason  # monitored, answers
+    auto = run.case("coverage_autoconfig", "server:mail")
+    assert auto.verdict == "CRIT", run.describe()
+    assert f"SMTP STARTTLS on {MAIL}:{fault.port}, but STARTTLS is not offered (EHLO:" in (
+        auto.reason
+    )
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- xdist: one discovery per server and run, shared through the run directory ---------------
+def test_xdist_discovers_each_server_once_with_the_same_findings(
+    lab: DovecotLab, tmp_path: Path
+) -> None:
+    zones = ("a.test", "b.test")
+    srv = [Srv(f"_pop3s._tcp.{z}", f"mail.{z}", _spare(lab, "pop3s")) for z in zones]
+    try:
+        dns = DnsLab(zones=list(zones), srv=srv, hosts={f"mail.{z}": "127.0.0.1" for z in zones})
+    except LabUnavailable as exc:
+        pytest.skip(str(exc))
+    findings: dict[str, dict[str, tuple[str, str]]] = {}
+    with dns.start():
+        servers = []
+        for z in zones:
+            coverage = {
+                "domain": z,
+                "nameserver": dns.nameserver,
+                "ports": [],
+                "autoconfig_port": 1,
+            }
+            server = _server(lab, coverage, host=f"mail.{z}")
+            server["name"] = f"mail-{z[0]}"
+            servers.append(server)
+        targets = write_targets(tmp_path / "targets.yaml", {"servers": servers})
+        for workers in ("0", "2"):
+            before = dns.queries()
+            run = run_suite(targets, "-m", "coverage", "-n", workers, workdir=tmp_path / workers)
+            log = dns.queries()[len(before) :]
+            for z in zones:
+                asked = log.count(f"query[SRV] _pop3s._tcp.{z} ")
+                assert asked == 1, (workers, z, log)
+            findings[workers] = {
+                c.nodeid: (c.verdict, c.reason)
+                for c in run.cases.values()
+                if "coverage" in c.nodeid
+            }
+            assert len(findings[workers]) == 6, run.describe()
+    assert findings["2"] == findings["0"]
+    published = [v for k, v in findings["2"].items() if "coverage_published" in k]
+    assert all(v[0] == "WARN" and "published but unmonitored" in v[1] for v in published)

@@ -6,7 +6,8 @@ The test zone ``example.test``:
 
 * ``_pop3._tcp`` → mail1 : Dovecot ``valid`` plaintext/STLS port; ``_pop3s._tcp`` → mail1 :
   Dovecot ``valid`` implicit-TLS port; ``_submission._tcp`` is "." (not offered);
-  ``_submissions._tcp`` → mail2 : 465 (published, never probed: SMTP);
+  ``_submissions._tcp`` → mail2 : 465 (published, probed with EHLO/STARTTLS/QUIT: nothing
+  listens there on loopback);
 * autoconfig (``autoconfig.example.test``): POP3 on mail2 at Dovecot's ``wrong_host``
   implicit-TLS port (certificate for another name), SMTP on mail2 : 587 STARTTLS;
 * an unpublished Dovecot listener (the ``hidden`` instance's plaintext port), found only by
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import socket
 import subprocess
 import sys
 import time
@@ -28,7 +30,14 @@ import pytest
 from pop3mon.config import load_targets
 from pop3mon.config.draft import draft_yaml
 from pop3mon.engine import autoconfig as ac
-from pop3mon.engine.discovery import Discovery, DiscoverySpec, discover
+from pop3mon.engine.discovery import (
+    GREETING_WAIT_FLOOR,
+    Discovery,
+    DiscoverySpec,
+    discover,
+    probe_port,
+)
+from pop3mon.engine.wire import Deadline
 
 from pop3mon_lab.autoconfig_http import (
     AUTOCONFIG_PATH,
@@ -40,6 +49,7 @@ from pop3mon_lab.certs import LabCerts, generate_lab_certs
 from pop3mon_lab.dnsmasq import DnsLab, Srv
 from pop3mon_lab.dovecot import DovecotLab, LabUnavailable
 from pop3mon_lab.faultserver import FaultServer
+from pop3mon_lab.postfix import PostfixLab
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -380,3 +390,152 @@ def test_a_silent_port_of_unknown_security_is_tried_with_implicit_tls(
         assert set(srv.commands()) <= {"CAPA", "STLS", "QUIT"}, srv.commands()
     (offered,) = found.offered
     assert offered.answered and offered.security == "tls" and offered.tls_ok, offered
+
+
+# -- what could not be looked at (issue 15 fix: failures are not "nothing published") --------
+def _parts(found: Discovery) -> set[str]:
+    return {f.part for f in found.failures}
+
+
+def test_a_dns_server_that_drops_queries_is_a_failure(zone: Zone) -> None:
+    """A DNS server that never answers (a real UDP socket that reads nothing) is "could not
+    look", and the SRV/autoconfig look-ups leave the port probes of the named host time."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as drop:
+        drop.bind(("127.0.0.1", 0))
+        start = time.monotonic()
+        found = discover(
+            zone.spec(hosts=("127.0.0.1",), ports=(zone.plain,), nameserver=_ns(drop), timeout=4.0)
+        )
+        assert time.monotonic() - start < 4.0 + 1.0
+    assert _parts(found) == {"srv", "autoconfig"}, found.failures
+    assert any("_pop3._tcp" in f.reason for f in found.failures)
+    # Every failure is also a problem (the table and the draft show it).
+    assert {f.reason for f in found.failures} <= set(found.problems)
+    assert _offered(found, "127.0.0.1", zone.plain).answered
+
+
+def test_a_stopped_dns_server_is_a_failure_nxdomain_is_not(zone: Zone) -> None:
+    dns = DnsLab(zones=[ZONE])
+    with dns:
+        nameserver = dns.nameserver
+    # dnsmasq stopped: nothing listens on its port any more.
+    found = discover(zone.spec(ports=(), nameserver=nameserver, timeout=3.0))
+    assert "srv" in _parts(found), found.problems
+    # A domain under the zone that publishes nothing: NXDOMAIN for every SRV name and for
+    # both autoconfig hosts means "nothing published", not "could not look".
+    found = discover(zone.spec(domain=f"empty.{ZONE}", ports=(), timeout=5.0))
+    assert found.failures == (), found.failures
+    assert found.published == ()
+
+
+def test_autoconfig_not_there_versus_failing(zone: Zone) -> None:
+    """Thunderbird's reading: 404 (and 3xx, and a refused connection) says no document is
+    published there; a 5xx or a server that does not answer is a failure to look."""
+    with AutoconfigServer({AUTOCONFIG_PATH: 404, WELLKNOWN_PATH: 301}) as http:
+        found = discover(zone.spec(autoconfig_port=http.port, ports=(), timeout=5.0))
+    assert "autoconfig" not in _parts(found), found.failures
+    found = discover(zone.spec(autoconfig_port=1, ports=(), timeout=5.0))  # refused
+    assert "autoconfig" not in _parts(found), found.failures
+    with AutoconfigServer({AUTOCONFIG_PATH: 503, WELLKNOWN_PATH: 404}) as http:
+        found = discover(zone.spec(autoconfig_port=http.port, ports=(), timeout=5.0))
+    assert "autoconfig" in _parts(found), found.problems
+    assert any("HTTP 503" in f.reason for f in found.failures)
+    # One location serving the document: a client gets it, the other's failure hides nothing.
+    document = config_xml(ZONE, incoming=[(MAIL1, zone.tls, "SSL")])
+    with AutoconfigServer({AUTOCONFIG_PATH: document, WELLKNOWN_PATH: 503}) as http:
+        found = discover(zone.spec(autoconfig_port=http.port, ports=(), timeout=5.0))
+    assert "autoconfig" not in _parts(found), found.failures
+
+
+def _ns(sock: socket.socket) -> str:
+    return f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+# -- published SMTP entries are probed, EHLO/STARTTLS/QUIT only ------------------------------
+def test_smtp_probe_sends_only_ehlo_starttls_quit(lab_certs: LabCerts) -> None:
+    for scenario in ("smtp-healthy", "smtp-no-starttls"):
+        with FaultServer(
+            scenario, certfile=lab_certs.valid.cert, keyfile=lab_certs.valid.key
+        ) as srv:
+            offered = probe_port(
+                "localhost",
+                srv.port,
+                "starttls",
+                protocol="smtp",
+                deadline=Deadline(5.0),
+                ca_file=str(lab_certs.ca_file),
+            )
+            srv.wait_idle()
+            verbs = {v for v in srv.commands() if v.isalpha()}
+        assert verbs <= {"EHLO", "STARTTLS", "QUIT"}, verbs
+        assert srv.logins == 0
+        assert offered.protocol == "smtp" and offered.answered, offered
+        if scenario == "smtp-healthy":
+            assert "STARTTLS" in verbs
+            assert offered.stls_offered and offered.security == "starttls" and offered.tls_ok
+        else:
+            assert not offered.stls_offered and offered.security == "none"
+
+
+def test_smtp_probe_of_postfix(postfix: PostfixLab) -> None:
+    ca = str(postfix.ca_file)
+    starttls = probe_port(
+        "localhost", postfix.port("smtp"), "starttls", protocol="smtp",
+        deadline=Deadline(8.0), ca_file=ca,
+    )  # fmt: skip
+    assert starttls.answered and starttls.security == "starttls" and starttls.tls_ok, starttls
+    implicit = probe_port(
+        "localhost", postfix.port("smtps"), "tls", protocol="smtp",
+        deadline=Deadline(8.0), ca_file=ca,
+    )  # fmt: skip
+    assert implicit.answered and implicit.security == "tls" and implicit.tls_ok, implicit
+
+
+# -- the greeting wait of a port of unknown security -----------------------------------------
+def test_an_implicit_tls_port_of_unknown_security_fits_a_short_deadline(
+    lab_certs: LabCerts,
+) -> None:
+    """On loopback the wait for a plaintext greeting is the floor (0.5 s), not 2 s: an
+    implicit-TLS port of unknown security is found within a 1.8 s deadline."""
+    with FaultServer(
+        "healthy", certfile=lab_certs.valid.cert, keyfile=lab_certs.valid.key, implicit_tls=True
+    ) as srv:
+        found = discover(
+            DiscoverySpec(
+                domain=None,
+                hosts=("localhost",),
+                ports=(srv.port,),
+                tls_ports=(),
+                timeout=1.8,
+                ca_file=str(lab_certs.ca_file),
+            )
+        )
+    (offered,) = found.offered
+    assert offered.answered and offered.security == "tls" and offered.tls_ok, offered
+
+
+def test_a_plaintext_greeting_slower_than_the_wait_is_still_plaintext(
+    lab_certs: LabCerts,
+) -> None:
+    """A plaintext server greeting after the short wait answers the ClientHello in
+    plaintext: the port is probed in plaintext again and found to be POP3 with STLS."""
+    with FaultServer(
+        "slow-greeting",
+        certfile=lab_certs.valid.cert,
+        keyfile=lab_certs.valid.key,
+        drip_interval=GREETING_WAIT_FLOOR + 0.4,
+    ) as srv:
+        found = discover(
+            DiscoverySpec(
+                domain=None,
+                hosts=("localhost",),
+                ports=(srv.port,),
+                tls_ports=(),
+                timeout=8.0,
+                ca_file=str(lab_certs.ca_file),
+            )
+        )
+        srv.wait_idle()
+        assert {v for v in srv.commands() if v.isalpha()} <= {"CAPA", "STLS", "QUIT"}
+    (offered,) = found.offered
+    assert offered.answered and offered.security == "starttls" and offered.tls_ok, offered

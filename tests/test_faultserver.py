@@ -630,6 +630,7 @@ def test_every_scenario_is_registered_and_documented() -> None:
         "rst-on-connect",
         "no-greeting",
         "drip-greeting",
+        "slow-greeting",
         "err-greeting",
         "garbage-greeting",
         "lowercase-ok",

@@ -561,7 +561,8 @@ def _discover(args: argparse.Namespace) -> int:
 def _discovery_table(found: Any, problems: Sequence[str]) -> str:
     from .config.draft import findings
 
-    rows = [("PROTO", "HOST", "PORT", "SECURITY", "FOUND BY", "POP3", "STLS", "TLS", "NOTE")]
+    # ANSWERS: it spoke its protocol; STARTTLS: POP3 STLS in CAPA, SMTP STARTTLS in EHLO.
+    rows = [("PROTO", "HOST", "PORT", "SECURITY", "FOUND BY", "ANSWERS", "STARTTLS", "TLS", "NOTE")]
     for f in findings(found):
         o = f.offered
         by = ",".join(dict.fromkeys(p.source for p in f.published))
@@ -580,7 +581,7 @@ def _discovery_table(found: Any, problems: Sequence[str]) -> str:
                 answered,
                 stls,
                 tls,
-                "; ".join(f.warnings) or ("not probed (SMTP)" if o is None else ""),
+                "; ".join(f.warnings),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]

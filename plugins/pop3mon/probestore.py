@@ -36,7 +36,14 @@ from typing import Any
 from .checks.hosts import not_probed
 from .config import ConnectionType, Coverage, Host, Targets
 from .engine.defaults import DEFAULTS
-from .engine.discovery import Discovery, Offered, Published, discover
+from .engine.discovery import (
+    Discovery,
+    DiscoveryPart,
+    Failure,
+    Offered,
+    Published,
+    discover,
+)
 from .engine.hosts import HostResult, probe_hosts
 from .engine.pacing import Ledger, LoginPacer
 from .engine.result import ProbeResult, ProbeSpec
@@ -222,8 +229,10 @@ class ProbeStore:
             try:
                 found = discover(self.coverage[name].to_spec())
             except Exception as exc:  # noqa: BLE001 - a coverage test must get a result
+                why = f"discovery failed: {type(exc).__name__}"
+                parts: tuple[DiscoveryPart, ...] = ("srv", "autoconfig", "probe")
                 found = Discovery(
-                    None, (), (), (), (f"discovery failed: {type(exc).__name__}",), 0.0
+                    None, (), (), (), (why,), 0.0, tuple(Failure(p, why) for p in parts)
                 )
                 found = dataclasses.replace(found, elapsed=time.perf_counter() - started)
             on_result(name, found)
@@ -504,4 +513,5 @@ def discovery_from_dict(data: Mapping[str, Any]) -> Discovery:
         ),
         problems=tuple(data["problems"]),
         elapsed=float(data["elapsed"]),
+        failures=tuple(Failure(**f) for f in data.get("failures", ())),
     )

@@ -66,6 +66,13 @@ class _DripGreeting(Session):
         return False
 
 
+class _SlowGreeting(Session):
+    def greet(self) -> bool:
+        # drip_interval doubles as the delay: a healthy server whose greeting comes late
+        # (what discovery's short wait for a plaintext greeting must not misjudge).
+        return self.pause(self.opts.drip_interval) and super().greet()
+
+
 class _ErrGreeting(Session):
     def greet(self) -> bool:
         if self.reply("-ERR go away"):
@@ -409,6 +416,7 @@ _register(
 )
 _register("no-greeting", "accept, never send; logs what the client sends", _NoGreeting)
 _register("drip-greeting", "'+OK dripping...' one byte per drip_interval, no CRLF", _DripGreeting)
+_register("slow-greeting", "healthy, but greets only after drip_interval seconds", _SlowGreeting)
 _register("err-greeting", "'-ERR go away' then FIN", _ErrGreeting)
 _register("garbage-greeting", "binary greeting with NUL/0xFF/ESC bytes", _GarbageGreeting)
 _register("lowercase-ok", "'+ok hello' greeting, healthy afterwards", _LowercaseOk)

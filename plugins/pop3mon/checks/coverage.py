@@ -8,11 +8,18 @@ one deadline) is :func:`pop3mon.engine.discovery.discover`, run once per server 
   ``cleartext_unmonitored`` level (CRIT) when it offers a cleartext login (USER, SASL
   PLAIN/LOGIN) before TLS: the forgotten port the brief warns about.
 * ``coverage-published``: every connection type the domain publishes (RFC 6186 SRV, client
-  autoconfig) that the file does not monitor, or that does not answer: ``unmonitored``.
+  autoconfig; POP3 and SMTP submission) that the file does not monitor (its connection
+  types or its ``smtp:`` ones), or that does not answer: ``unmonitored``.
 * ``coverage-autoconfig``: what the client autoconfig advertises against what the server
-  does: SSL whose certificate is not for the advertised name, STARTTLS where STLS is not
-  offered, a port that does not answer: CRIT (every mail client set up from it fails);
-  an advertised plaintext connection: WARN.
+  does, for POP3 and SMTP: SSL whose certificate is not for the advertised name, STARTTLS
+  where STLS (POP3) or STARTTLS (SMTP EHLO) is not offered, a port that does not answer:
+  CRIT (every mail client set up from it fails); an advertised plaintext connection: WARN.
+
+A check that could not look (the domain's DNS server timed out or failed, the autoconfig
+host failed other than by saying "no document here", a probe did not end in time; see
+:class:`~pop3mon.engine.discovery.Failure`) is never OK: WARN ``could not check: ...``,
+as an inconclusive relay check is WARN, since SKIP in this suite means "not applicable"
+or "blocked by another check's failure".
 
 A connection type is monitored when some connection type of the file (any server) has the
 same protocol and port and the same host name (case and a trailing dot aside) or the same
@@ -24,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from ..engine.discovery import Discovery, Offered, Published
+from ..engine.discovery import Discovery, DiscoveryPart, Offered, Published
 from ..engine.stages import COVERAGE_TIER, CoverageCheck, CoverageLevel
 from ..verdict import Verdict, worst
 from .base import CRIT, OK, SKIP, WARN, CheckResult
@@ -101,12 +108,20 @@ def found_where(discovery: Discovery, host: str, port: int) -> str:
     return "; ".join(dict.fromkeys(said)) or "port probe"
 
 
-def _offered(discovery: Discovery, host: str, port: int) -> Offered | None:
+def _offered(discovery: Discovery, host: str, port: int, protocol: str = "pop3") -> Offered | None:
     name = _norm(host)
-    return next(
-        (o for o in discovery.offered if _norm(o.host) == name and o.port == port and o.answered),
-        next((o for o in discovery.offered if _norm(o.host) == name and o.port == port), None),
-    )
+    mine = [
+        o
+        for o in discovery.offered
+        if _norm(o.host) == name and o.port == port and o.protocol == protocol
+    ]
+    return next((o for o in mine if o.answered), next(iter(mine), None))
+
+
+def _could_not(discovery: Discovery, *parts: DiscoveryPart) -> list[tuple[Verdict, str]]:
+    """One WARN finding naming what discovery could not look at for ``parts``."""
+    reasons = discovery.failed(*parts)
+    return [(WARN, "could not check: " + "; ".join(reasons))] if reasons else []
 
 
 def _security(word: str) -> str:
@@ -149,6 +164,7 @@ def _unmonitored(settings: CoverageSettings, discovery: Discovery) -> CheckResul
             )
         else:
             findings.append((_LEVEL[settings.unmonitored], f"{what} — add it to the targets file"))
+    findings += _could_not(discovery, "probe")
     probed = sorted({f"{o.host}:{o.port}" for o in discovery.offered})
     if covered:
         ok = f"every POP3 connection type that answers is monitored: {', '.join(covered)}"
@@ -166,7 +182,7 @@ def _published(settings: CoverageSettings, discovery: Discovery) -> CheckResult:
             "no domain to look up — set coverage: {domain: ...} to compare what it publishes",
         )
     level = _LEVEL[settings.unmonitored]
-    findings: list[tuple[Verdict, str]] = []
+    findings = _could_not(discovery, "srv", "autoconfig")
     seen: dict[tuple[str, int, str], Published] = {}
     for p in discovery.published:
         seen.setdefault((_norm(p.host), p.port, p.protocol), p)
@@ -174,7 +190,7 @@ def _published(settings: CoverageSettings, discovery: Discovery) -> CheckResult:
     for (host, port, protocol), p in seen.items():
         where = found_where(discovery, host, port)
         label = f"{protocol.upper()} {host}:{port} ({_security(p.security)}, published by {where})"
-        probe = _offered(discovery, host, port) if protocol == "pop3" else None
+        probe = _offered(discovery, host, port, protocol)
         m = monitor_of(settings, host, port, protocol, probe.address if probe else "")
         if m is None:
             findings.append((level, f"published but unmonitored: {label} — add it"))
@@ -201,36 +217,45 @@ def _autoconfig(settings: CoverageSettings, discovery: Discovery) -> CheckResult
             "no domain to look up — set coverage: {domain: ...} to check its client autoconfig",
         )
     advertised = [
-        p
-        for p in discovery.published
-        if p.source in ("autoconfig", "autoconfig-wellknown") and p.protocol == "pop3"
+        p for p in discovery.published if p.source in ("autoconfig", "autoconfig-wellknown")
     ]
     if not advertised:
+        could_not = _could_not(discovery, "autoconfig")
+        if could_not:
+            return _result(check, could_not, "")
         return CheckResult(
             COVERAGE_TIER,
             check,
             SKIP,
-            f"{settings.domain} publishes no client autoconfig for POP3{_problems(discovery)}",
+            f"{settings.domain} publishes no client autoconfig{_problems(discovery)}",
         )
     findings: list[tuple[Verdict, str]] = []
     fine: list[str] = []
     # The same server advertised at both autoconfig locations is one finding.
-    unique = {(_norm(p.host), p.port, p.security): p for p in reversed(advertised)}
+    unique = {(_norm(p.host), p.port, p.protocol, p.security): p for p in reversed(advertised)}
     for p in reversed(unique.values()):
-        said = f"autoconfig ({p.where}) advertises {_security(p.security)} on {p.host}:{p.port}"
-        o = _offered(discovery, p.host, p.port)
+        proto = p.protocol.upper()
+        said = (
+            f"autoconfig ({p.where}) advertises {proto} {_security(p.security)} "
+            f"on {p.host}:{p.port}"
+        )
+        o = _offered(discovery, p.host, p.port, p.protocol)
         if o is None or not o.answered:
             why = o.error if o is not None and o.error else "not probed"
-            findings.append((CRIT, f"{said}, but it does not answer POP3: {why}"))
+            findings.append((CRIT, f"{said}, but it does not answer {proto}: {why}"))
         elif p.security == "tls" and o.tls_ok is False:
             findings.append((CRIT, f"{said}, but its certificate fails: {o.error}"))
         elif p.security == "starttls" and not o.stls_offered:
-            capa = " ".join(o.capabilities) or "none"
-            findings.append((CRIT, f"{said}, but STLS is not offered (CAPA: {capa})"))
+            caps = " ".join(o.capabilities) or "none"
+            if p.protocol == "smtp":
+                what = f"STARTTLS is not offered (EHLO: {caps})"
+            else:
+                what = f"STLS is not offered (CAPA: {caps})"
+            findings.append((CRIT, f"{said}, but {what}"))
         elif p.security == "none":
             findings.append((WARN, f"{said}: mail clients set up from it send passwords in clear"))
         else:
-            fine.append(f"{p.host}:{p.port} {_security(p.security)}")
+            fine.append(f"{proto} {p.host}:{p.port} {_security(p.security)}")
     ok = "what the client autoconfig advertises works: " + ", ".join(fine)
     return _result(check, findings, ok)
 

@@ -2,11 +2,12 @@
 
 One server per discovered host, one connection per POP3 connection type found (published
 by SRV/autoconfig or answering the port probe), one ``smtp:`` entry per published SMTP
-one. Comments say where each was found and flag what needs a look: a cleartext login
-offered before TLS, a certificate that did not verify, a published port that did not
-answer. Secrets are references only (``password_env: POP3MON_PASSWORD``); the draft is
-meant to load with :func:`~pop3mon.config.load_targets` as written (``pop3mon discover``
-checks that it does).
+one (its security as probed when it answered; EHLO, STARTTLS and QUIT only). Comments say
+where each was found and flag what needs a look: a cleartext login offered before TLS, a
+certificate that did not verify, a published port that did not answer, an advertised
+STARTTLS the server does not offer. Secrets are references only
+(``password_env: POP3MON_PASSWORD``); the draft is meant to load with
+:func:`~pop3mon.config.load_targets` as written (``pop3mon discover`` checks that it does).
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ class ConnectionFinding:
             caps = " ".join(
                 c.split()[0] if not c.upper().startswith("SASL") else c for c in o.capabilities[:12]
             )
-            out.append(f"port probe {o.port} (CAPA: {caps or 'none'})")
+            said = "EHLO" if self.protocol == "smtp" else "CAPA"
+            out.append(f"port probe {o.port} ({said}: {caps or 'none'})")
         return out
 
     @property
@@ -68,11 +70,13 @@ class ConnectionFinding:
             )
         if o is not None and o.tls_ok is False:
             out.append(f"TLS not verified: {o.error or 'certificate did not verify'}")
+        proto = self.protocol.upper()
         if o is not None and not o.answered and self.published:
-            out.append(f"published but not answering POP3: {o.error or 'no answer'}")
+            out.append(f"published but not answering {proto}: {o.error or 'no answer'}")
+        upgrade = "STARTTLS" if self.protocol == "smtp" else "STLS"
         for p in self.published:
             if o is not None and o.answered and p.security == "starttls" and not o.stls_offered:
-                out.append(f"published as STARTTLS ({p.source}) but STLS is not offered")
+                out.append(f"published as STARTTLS ({p.source}) but {upgrade} is not offered")
         return out
 
 

@@ -68,13 +68,25 @@ class AutoconfigServer:
     username: str | None
 
 
+#: Fetch failures that mean "no document is published here", as a mail client sees it
+#: (Thunderbird moves on to the next location and never gets a document from such a
+#: place): no such host, nothing listening, a certificate no client accepts. Any other
+#: failure (a timeout, a DNS server failing, a reset, a 5xx, an answer that is not HTTP)
+#: means discovery could not look.
+_ABSENT_KINDS: Final = frozenset({"dns-nxdomain", "connection-refused"})
+
+
 @dataclass(frozen=True)
 class Fetched:
-    """One URL's answer: the body on HTTP 200, else ``problem`` says why not."""
+    """One URL's answer: the body on HTTP 200, else ``problem`` says why not, and
+    ``absent`` whether that answer says there is no document here (HTTP 3xx/4xx, no such
+    host, connection refused, a certificate no client accepts) rather than that the fetch
+    failed (timeout, DNS failure, HTTP 5xx, a reset, not HTTP)."""
 
     url: str
     body: bytes | None
     problem: str
+    absent: bool = False
 
 
 def locations(
@@ -122,10 +134,10 @@ def fetch(
         sock.settimeout(deadline.budget("autoconfig"))
         sock.sendall(request.encode("ascii"))
         raw = _read_all(sock, deadline)
-    except ProbeError as exc:
-        return Fetched(url, None, exc.reason)
     except Exception as exc:  # noqa: BLE001 - mapped into a reason, never raised
-        return Fetched(url, None, map_exception(exc, "autoconfig").reason)
+        err = exc if isinstance(exc, ProbeError) else map_exception(exc, "autoconfig")
+        absent = err.kind in _ABSENT_KINDS or err.kind.startswith("cert-")
+        return Fetched(url, None, err.reason, absent=absent)
     finally:
         if sock is not None:
             sock.close()
@@ -165,7 +177,8 @@ def _response(url: str, raw: bytes) -> Fetched:
             "",
         )
         moved = f" (redirect to {sanitize(location, 120)} not followed)" if location else ""
-        return Fetched(url, None, f"HTTP {code}{moved}")
+        # 3xx/4xx: the server says no document is here; 5xx: it failed to say.
+        return Fetched(url, None, f"HTTP {code}{moved}", absent=code < 500)
     if len(body) > MAX_DOCUMENT:
         return Fetched(url, None, f"document larger than {MAX_DOCUMENT // 1024} KiB; not read")
     return Fetched(url, body, "")

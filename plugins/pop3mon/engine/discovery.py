@@ -8,18 +8,28 @@ Three sources, all within one deadline:
 * a probe of the POP3 ports (110, 995 and every published one) on every host the user
   named or the domain's own records name: greeting, CAPA, STLS, certificate. The probe is
   the engine's own :class:`~.session._Probe` with ``auth: none`` and a wire whose
-  allowlist is CAPA, STLS and QUIT only, so discovery cannot log in or read mail.
+  allowlist is CAPA, STLS and QUIT only, so discovery cannot log in or read mail;
+* a probe of every published SMTP submission entry (``_submission(s)._tcp``, autoconfig
+  ``outgoingServer``): the engine's :class:`~.smtp.SmtpProbe` with ``auth: none`` on a
+  wire whose allowlist is EHLO, STARTTLS and QUIT only (never AUTH, MAIL, RCPT, DATA).
+
+What discovery could not look at (a DNS server that timed out or failed, an autoconfig
+host that failed other than by saying "no document here", a probe that did not end in
+time) is in :attr:`Discovery.failures` as well as in the problems, so a coverage check
+can say "could not check" instead of OK.
 
 Safety rules (issue 15 item 3): only the hosts named by the user or by the domain's own
 SRV/autoconfig records are contacted, at most :data:`MAX_HOSTS` of them and
 :data:`MAX_PORTS` ports each; no address range is ever enumerated; only CAPA, STLS and
-QUIT are sent; everything ends by one deadline. A published host is contacted whatever
-address it resolves to (a private 10.x address included): the domain's own DNS named it,
-and the user asked to discover that domain.
+QUIT (POP3) and EHLO, STARTTLS and QUIT (SMTP) are sent; everything ends by one
+deadline. A published host is contacted whatever address it resolves to (a private 10.x
+address included): the domain's own DNS named it, and the user asked to discover that
+domain.
 """
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
 import time
@@ -32,10 +42,11 @@ from . import autoconfig as ac
 from .auth import offer_from
 from .discovery_dns import SRV_SERVICES, SrvRecord, SrvService, resolve_host, srv
 from .dns import is_ip
-from .errors import ProbeError
+from .errors import DeadlineExceeded, ProbeError
 from .mechanisms import MECHANISMS
 from .result import ProbeResult, ProbeSpec
 from .session import _Probe
+from .smtp import SmtpProbe, SmtpWire, smtp_offer
 from .stages import Protocol, Security
 from .wire import Deadline, Wire
 
@@ -44,7 +55,9 @@ __all__ = [
     "MAX_PORTS",
     "STANDARD_PORTS",
     "Discovery",
+    "DiscoveryPart",
     "DiscoverySpec",
+    "Failure",
     "Offered",
     "Published",
     "Source",
@@ -53,6 +66,8 @@ __all__ = [
 
 #: Where a connection type was found.
 Source = Literal["srv", "autoconfig", "autoconfig-wellknown", "port"]
+#: The part of discovery that could not look (:class:`Failure`).
+DiscoveryPart = Literal["srv", "autoconfig", "probe"]
 
 #: The standard POP3 ports: 110 (plaintext, STLS) and 995 (implicit TLS).
 STANDARD_PORTS: Final[tuple[int, ...]] = (110, 995)
@@ -102,6 +117,18 @@ class Offered:
     error: str | None  # why not (refused, timeout, not POP3, certificate for other name)
     elapsed: float
     address: str = ""  # the address that answered
+    error_kind: str = ""  # the engine's error kind (errors.ErrorKind), "" when none
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Something discovery could not look at, as opposed to found absent: an SRV query
+    that timed out or failed (not NXDOMAIN or an empty answer), an autoconfig location
+    whose fetch failed other than by saying "no document here" (not HTTP 404 or a refused
+    connection), a port probe that could not resolve its host or did not end in time."""
+
+    part: DiscoveryPart
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -114,6 +141,12 @@ class Discovery:
     offered: tuple[Offered, ...]
     problems: tuple[str, ...]  # e.g. "autoconfig: HTTP 404 at http://autoconfig.example/..."
     elapsed: float
+    # What could not be looked at (each also in problems): a check must not call it OK.
+    failures: tuple[Failure, ...] = ()
+
+    def failed(self, *parts: DiscoveryPart) -> tuple[str, ...]:
+        """The reasons of the failures of ``parts``."""
+        return tuple(f.reason for f in self.failures if f.part in parts)
 
     @property
     def found(self) -> bool:
@@ -142,27 +175,36 @@ class DiscoverySpec:
 
 #: Commands discovery may send: capabilities, the way to TLS, goodbye. No login, no mail.
 DISCOVERY_COMMANDS: Final = frozenset({"CAPA", "STLS", "QUIT"})
-#: How long a port of unknown security gets to send a plaintext greeting before discovery
+#: The same for a published SMTP entry: no AUTH, no envelope (MAIL, RCPT), no DATA.
+DISCOVERY_SMTP_COMMANDS: Final = frozenset({"EHLO", "STARTTLS", "QUIT"})
+#: The longest a port of unknown security gets to send its first byte before discovery
 #: tries implicit TLS on it instead (a TLS server waits for our ClientHello in silence).
 PLAIN_GREETING_WAIT: Final = 2.0
+#: Within that, the wait is this many TCP connect times (one round trip each), and at
+#: least :data:`GREETING_WAIT_FLOOR`: a POP3 server greets as soon as it accepts, so its
+#: first byte is one round trip away plus its own scheduling. A slower plaintext greeting
+#: is not misjudged, only slower to find: it answers our ClientHello in plaintext
+#: (``tls-not-spoken``) and the port is probed in plaintext again without the short wait.
+GREETING_WAIT_RTTS: Final = 10
+#: The shortest greeting wait, for loopback and LAN round trips of a fraction of a ms.
+GREETING_WAIT_FLOOR: Final = 0.5
+#: The SRV and autoconfig look-ups get at most this share of the deadline, so a DNS or
+#: web server that never answers leaves the port probes time to run.
+LOOKUP_SHARE: Final = 0.5
 #: Time kept back from the deadline for joining the workers and building the answer.
 _MARGIN: Final = 0.2
 
 _T = TypeVar("_T")
 
-
-class _DiscoveryWire(Wire):
-    """The POP3 wire with discovery's allowlist: CAPA, STLS and QUIT only."""
-
-    allowed = DISCOVERY_COMMANDS
+#: A probe's error kinds that say its host's name could not be looked up (the DNS server
+#: timed out or failed), as opposed to NXDOMAIN: a :class:`Failure`.
+_LOOKUP_FAILED: Final = frozenset({"dns-timeout", "dns-failed", "dns-temporary"})
 
 
-class _DiscoveryProbe(_Probe):
-    """The engine's POP3 probe (``auth: none``) on discovery's wire and nameserver."""
+class _Resolving(_Probe):
+    """A discovery probe: names through discovery's nameserver when one is given."""
 
-    def __init__(self, spec: ProbeSpec, nameserver: str | None) -> None:
-        super().__init__(spec)
-        self.nameserver = nameserver
+    nameserver: str | None = None
 
     def do_resolve(self) -> None:
         if self.nameserver is None or is_ip(self.spec.host):
@@ -174,6 +216,21 @@ class _DiscoveryProbe(_Probe):
             )
         self.ok("dns")
 
+
+class _DiscoveryWire(Wire):
+    """The POP3 wire with discovery's allowlist: CAPA, STLS and QUIT only."""
+
+    allowed = DISCOVERY_COMMANDS
+
+
+class _DiscoveryProbe(_Resolving):
+    """The engine's POP3 probe (``auth: none``) on discovery's wire and nameserver. With
+    ``greeting_wait`` (a port of unknown security) it waits for the first byte of the
+    greeting only :func:`_greeting_wait` long and then says the port is ``silent``."""
+
+    greeting_wait = False
+    silent = False
+
     def make_wire(self, sock: socket.socket) -> Wire:
         return _DiscoveryWire(sock, self.deadline, started=self.t0)
 
@@ -183,18 +240,59 @@ class _DiscoveryProbe(_Probe):
         wire.command("STLS", stage="tls")
         return wire.status("tls").ok
 
+    def read_greeting(self, wire: Wire) -> None:
+        if self.greeting_wait and not wire.pending():
+            connect = next((s for name, s in self.phases if name == "connect"), 0.0)
+            wait = min(_greeting_wait(connect), max(0.0, self.deadline.remaining()))
+            # Only the first byte is awaited this briefly: a server that has begun to
+            # greet is plaintext, and the rest of its greeting gets the whole deadline.
+            readable, _, _ = select.select([wire.sock], [], [], wait)
+            if not readable:
+                self.silent = True
+                raise DeadlineExceeded(
+                    f"no plaintext greeting within {wait:.2f}s", stage="greeting"
+                )
+        super().read_greeting(wire)
 
-def _run(spec: ProbeSpec, nameserver: str | None) -> ProbeResult:
-    return _DiscoveryProbe(spec, nameserver).run()
+
+def _greeting_wait(connect: float) -> float:
+    """How long a port of unknown security gets to start its plaintext greeting, after a
+    TCP connect that took ``connect`` seconds."""
+    return min(PLAIN_GREETING_WAIT, max(GREETING_WAIT_FLOOR, GREETING_WAIT_RTTS * connect))
+
+
+class _DiscoverySmtpProbe(_Resolving, SmtpProbe):
+    """The engine's SMTP probe (``auth: none``) on a wire whose allowlist is EHLO,
+    STARTTLS and QUIT: it learns what a published submission port does, sends no mail."""
+
+    def make_wire(self, sock: socket.socket) -> Wire:
+        wire = super().make_wire(sock)
+        wire.allowed = DISCOVERY_SMTP_COMMANDS
+        return wire
+
+    def plaintext_to_tls(self, sock: socket.socket) -> bool:
+        wire = SmtpWire(sock, self.deadline, started=self.t0)
+        wire.allowed = DISCOVERY_SMTP_COMMANDS
+        if wire.reply("tls").code != 220:
+            return False
+        wire.command("EHLO", self.ehlo_name, stage="tls")
+        if wire.reply("tls").code != 250:
+            return False
+        wire.command("STARTTLS", stage="tls")
+        return wire.reply("tls").code == 220
 
 
 def _stage_ok(result: ProbeResult, stage: str) -> bool:
     return any(s.stage == stage and s.status in ("ok", "warn") for s in result.stages)
 
 
-def _cleartext_offers(caps: tuple[str, ...] | None, greeting: str) -> tuple[str, ...]:
+def _cleartext_offers(result: ProbeResult) -> tuple[str, ...]:
     """The mechanisms offered before TLS that put the password itself on the wire."""
-    offer = offer_from(caps, greeting.encode())
+    caps = result.capabilities_before
+    if result.protocol == "smtp":
+        offer = smtp_offer(caps)
+    else:
+        offer = offer_from(caps, result.greeting.encode())
     out = []
     for mech in MECHANISMS.values():
         if mech.sends_secret and offer.offers(mech.name):
@@ -210,14 +308,17 @@ def probe_port(
     deadline: Deadline,
     nameserver: str | None = None,
     ca_file: str | None = None,
+    protocol: Protocol = "pop3",
 ) -> Offered:
-    """Probe one POP3 port of ``host`` (CAPA/STLS/QUIT only). ``security`` is ``tls`` for
-    implicit TLS, ``none``/``starttls`` for a plaintext port, ``None``: unknown (plaintext
-    first, implicit TLS when no greeting came within :data:`PLAIN_GREETING_WAIT`)."""
+    """Probe one port of ``host``: POP3 (CAPA/STLS/QUIT only) or SMTP (EHLO/STARTTLS/QUIT
+    only). ``security`` is ``tls`` for implicit TLS, ``none``/``starttls`` for a plaintext
+    port, ``None``: unknown (POP3: plaintext first, implicit TLS when no greeting began
+    within :func:`_greeting_wait`)."""
     t0 = time.perf_counter()
 
-    def spec(mode: Security, seconds: float, verify: bool = True) -> ProbeSpec:
-        return ProbeSpec(
+    def run(mode: Security, verify: bool = True, wait: bool = False) -> tuple[ProbeResult, bool]:
+        """One probe; and whether it found the port silent (no greeting began)."""
+        spec = ProbeSpec(
             id=f"discover:{host}:{port}",
             host=host,
             port=port,
@@ -225,23 +326,38 @@ def probe_port(
             auth="none",
             ca_file=ca_file or "",
             verify_tls=verify,
-            timeout=max(0.05, seconds),
+            timeout=max(0.05, deadline.remaining() - _MARGIN),
+            protocol=protocol,
         )
+        if protocol == "smtp":
+            smtp = _DiscoverySmtpProbe(spec)
+            smtp.nameserver = nameserver
+            return smtp.run(), False
+        pop3 = _DiscoveryProbe(spec)
+        pop3.nameserver = nameserver
+        pop3.greeting_wait = wait
+        return pop3.run(), pop3.silent
 
-    left = deadline.remaining() - _MARGIN
-    if security is None:
-        first = _run(spec("starttls-optional", min(left, PLAIN_GREETING_WAIT)), nameserver)
-        silent = not _stage_ok(first, "greeting") and first.error_stage == "greeting"
-        if not silent or deadline.remaining() - _MARGIN <= 0.05:
+    def time_left() -> bool:
+        return deadline.remaining() - _MARGIN > 0.05
+
+    if security is None and protocol == "pop3":
+        first, silent = run("starttls-optional", wait=True)
+        if not silent or not time_left():
             return _offered(first, None, time.perf_counter() - t0)
-        security = "tls"
-    mode: Security = "tls" if security == "tls" else "starttls-optional"
-    result = _run(spec(mode, deadline.remaining() - _MARGIN), nameserver)
+        result, _ = run("tls")
+        if result.error_kind == "tls-not-spoken" and time_left():
+            # It answered our ClientHello in plaintext: a greeting slower than the wait.
+            result, _ = run("starttls-optional")
+    else:
+        result, _ = run("tls" if security == "tls" else "starttls-optional")
     unverified = None
     if result.tls is not None and not result.tls.verified and result.error_kind.startswith("cert-"):
         # The certificate failed: learn what the port speaks anyway, without verifying,
         # so the table can say "POP3, but the certificate is for another name".
-        unverified = _run(spec(mode, deadline.remaining() - _MARGIN, verify=False), nameserver)
+        unverified, _ = run(
+            "tls" if result.security == "tls" else "starttls-optional", verify=False
+        )
     return _offered(result, unverified, time.perf_counter() - t0)
 
 
@@ -260,20 +376,21 @@ def _offered(result: ProbeResult, unverified: ProbeResult | None, elapsed: float
         host=result.host,
         port=result.port,
         security="tls" if not plain_port else ("starttls" if stls else "none"),
-        protocol="pop3",
+        protocol="smtp" if result.protocol == "smtp" else "pop3",
         answered=answered,
         greeting=seen.greeting or None,
         capabilities=tuple(caps),
         stls_offered=stls,
-        cleartext_login_before_tls=(
-            _cleartext_offers(seen.capabilities_before, seen.greeting)
-            if plain_port and answered
-            else ()
-        ),
+        cleartext_login_before_tls=(_cleartext_offers(seen) if plain_port and answered else ()),
         tls_ok=tls_ok,
         error=result.error_reason or None,
         elapsed=round(elapsed, 3),
         address=result.peer,
+        error_kind=(
+            "dns-timeout"
+            if result.error_stage == "dns" and result.error_kind == "timeout"
+            else result.error_kind
+        ),
     )
 
 
@@ -295,25 +412,26 @@ def _parallel(jobs: list[Callable[[], _T]], deadline: Deadline) -> list[_T | Non
     return list(box)
 
 
-def _srv_published(
-    domain: str, nameserver: str | None, deadline: Deadline
-) -> tuple[list[Published], list[str]]:
+_Found = tuple[list[Published], list[str], list[Failure]]
+
+
+def _srv_published(domain: str, nameserver: str | None, deadline: Deadline) -> _Found:
     def ask(service: SrvService) -> tuple[tuple[SrvRecord, ...], str]:
         try:
             return srv(domain, service, nameserver, deadline), ""
         except ProbeError as exc:
+            # NXDOMAIN and an empty answer return (): only a failure to answer gets here.
             return (), f"SRV {service.label}.{domain}: {exc.reason}"
 
     answers = _parallel([partial(ask, s) for s in SRV_SERVICES], deadline)
     published: list[Published] = []
-    problems: list[str] = []
+    failures: list[Failure] = []
     for service, answer in zip(SRV_SERVICES, answers, strict=True):
         if answer is None:
-            problems.append(f"SRV {service.label}.{domain}: no answer within the deadline")
-            continue
+            answer = (), f"SRV {service.label}.{domain}: no answer within the deadline"
         records, problem = answer
         if problem:
-            problems.append(problem)
+            failures.append(Failure("srv", problem))
         for record in records:
             if not record.target:
                 continue  # RFC 6186 §3.4: "." says the service is not offered
@@ -327,19 +445,20 @@ def _srv_published(
                     security=service.security,
                 )
             )
-    return published, problems
+    return published, [f.reason for f in failures], failures
 
 
-def _autoconfig_published(
-    spec: DiscoverySpec, domain: str, deadline: Deadline
-) -> tuple[list[Published], list[str]]:
+def _autoconfig_published(spec: DiscoverySpec, domain: str, deadline: Deadline) -> _Found:
     tries = ac.locations(domain, spec.autoconfig_port, spec.email, spec.autoconfig_schemes)
     by_location: dict[ac.Location, list[tuple[ac.Scheme, str, str, str]]] = {}
     for location, scheme, host, path, url in tries:
         by_location.setdefault(location, []).append((scheme, host, path, url))
 
-    def one(location: ac.Location) -> tuple[list[Published], list[str]]:
+    def one(location: ac.Location) -> tuple[list[Published], list[str], bool]:
+        """What ``location`` publishes, its problems, and whether its fetch failed (as
+        opposed to every scheme saying there is no document)."""
         failures: list[str] = []
+        failed = False
         for scheme, host, path, url in by_location[location]:
             got = ac.fetch(
                 scheme,
@@ -353,6 +472,7 @@ def _autoconfig_published(
             )
             if got.body is None:
                 failures.append(f"{url}: {got.problem}")
+                failed = failed or not got.absent
                 continue
             servers, problems = ac.parse(got.body, domain, spec.email)
             found = [
@@ -371,26 +491,36 @@ def _autoconfig_published(
             notes = [f"autoconfig {url}: {p}" for p in problems]
             if not servers and not problems:
                 notes.append(f"autoconfig {url}: no POP3 or SMTP server in the document")
-            return found, notes
-        return [], [f"autoconfig: {'; '.join(failures)}"]
+            return found, notes, False
+        return [], [f"autoconfig: {'; '.join(failures)}"], failed
 
     locations = list(by_location)
     answers = _parallel([partial(one, loc) for loc in locations], deadline)
     published: list[Published] = []
     problems: list[str] = []
+    failed: list[Failure] = []
     for location, answer in zip(locations, answers, strict=True):
         if answer is None:
-            problems.append(f"autoconfig ({location}): no answer within the deadline")
-            continue
+            answer = [], [f"autoconfig ({location}): no answer within the deadline"], True
         published += answer[0]
         problems += answer[1]
-    return published, problems
+        if answer[2]:
+            failed += [Failure("autoconfig", p) for p in answer[1]]
+    if published:
+        # A mail client takes the document of the location that answered: a failure of
+        # the other one hides nothing from it.
+        failed = []
+    return published, problems, failed
+
+
+_Job = tuple[str, int, Protocol, Security | None]
 
 
 def _targets(
     spec: DiscoverySpec, published: list[Published]
-) -> tuple[tuple[str, ...], list[tuple[str, int, Security | None]], list[str]]:
-    """The hosts to probe (user-named first), and (host, port, security hint) per probe."""
+) -> tuple[tuple[str, ...], list[_Job], list[str]]:
+    """The hosts to probe (user-named first), and (host, port, protocol, security hint)
+    per probe: the POP3 ports asked for, and every published POP3 and SMTP entry."""
     problems: list[str] = []
     hosts: list[str] = []
     for host in (*spec.hosts, *(p.host for p in published)):
@@ -403,51 +533,60 @@ def _targets(
             f"({', '.join(hosts[MAX_HOSTS:])} not contacted)"
         )
         hosts = hosts[:MAX_HOSTS]
-    jobs: list[tuple[str, int, Security | None]] = []
+    jobs: list[_Job] = []
     for host in hosts:
-        hints: dict[int, Security | None] = {}
+        hints: dict[tuple[Protocol, int], Security | None] = {}
         for port in spec.ports:
-            hints[port] = "tls" if port in spec.tls_ports else (None if port != 110 else "none")
-        for p in published:
-            if p.protocol == "pop3" and p.host == host:
-                hints[p.port] = p.security
-        ports = list(hints)
-        if len(ports) > MAX_PORTS:
-            problems.append(
-                f"{host}: {len(ports)} ports named; only {MAX_PORTS} probed "
-                f"({', '.join(map(str, ports[MAX_PORTS:]))} not contacted)"
+            hint: Security | None = (
+                "tls" if port in spec.tls_ports else (None if port != 110 else "none")
             )
-            ports = ports[:MAX_PORTS]
-        jobs += [(host, port, hints[port]) for port in ports]
+            hints["pop3", port] = hint
+        for p in published:
+            if p.host == host:
+                hints[p.protocol, p.port] = p.security
+        keys = list(hints)
+        if len(keys) > MAX_PORTS:
+            problems.append(
+                f"{host}: {len(keys)} ports named; only {MAX_PORTS} probed "
+                f"({', '.join(str(port) for _, port in keys[MAX_PORTS:])} not contacted)"
+            )
+            keys = keys[:MAX_PORTS]
+        jobs += [(host, port, protocol, hints[protocol, port]) for protocol, port in keys]
     return tuple(hosts), jobs, problems
 
 
 def discover(spec: DiscoverySpec) -> Discovery:
     """Discover ``spec.domain``'s published connection types and probe its hosts' ports.
 
-    Only CAPA, STLS and QUIT are sent, only to the hosts the user named or the domain's
-    own SRV/autoconfig records name, all within ``spec.timeout`` seconds. Never raises for
-    anything the network or a server does: problems go into :attr:`Discovery.problems`.
+    Only CAPA, STLS and QUIT (POP3) and EHLO, STARTTLS and QUIT (published SMTP) are
+    sent, only to the hosts the user named or the domain's own SRV/autoconfig records
+    name, all within ``spec.timeout`` seconds. Never raises for anything the network or a
+    server does: problems go into :attr:`Discovery.problems`, and what could not be
+    looked at into :attr:`Discovery.failures` too.
     """
     t0 = time.perf_counter()
     deadline = Deadline(spec.timeout)
     domain = spec.domain.lower().rstrip(".") if spec.domain else None
     published: list[Published] = []
     problems: list[str] = []
+    failures: list[Failure] = []
     if domain:
+        lookups = Deadline(max(0.0, min(deadline.remaining(), spec.timeout * LOOKUP_SHARE)))
         both = _parallel(
             [
-                lambda: _srv_published(domain, spec.nameserver, deadline),
-                lambda: _autoconfig_published(spec, domain, deadline),
+                lambda: _srv_published(domain, spec.nameserver, lookups),
+                lambda: _autoconfig_published(spec, domain, lookups),
             ],
             deadline,
         )
-        for part, label in zip(both, ("SRV", "autoconfig"), strict=True):
+        parts: tuple[DiscoveryPart, DiscoveryPart] = ("srv", "autoconfig")
+        for part, label in zip(both, parts, strict=True):
             if part is None:
-                problems.append(f"{label}: no answer within the deadline")
-            else:
-                published += part[0]
-                problems += part[1]
+                part = [], [], [Failure(label, f"{label}: no answer within the deadline")]
+                problems.append(part[2][0].reason)
+            published += part[0]
+            problems += part[1]
+            failures += part[2]
     hosts, jobs, more = _targets(spec, published)
     problems += more
     if not hosts:
@@ -462,28 +601,35 @@ def discover(spec: DiscoverySpec) -> Discovery:
                 deadline=deadline,
                 nameserver=spec.nameserver,
                 ca_file=spec.ca_file,
+                protocol=protocol,
             )
-            for host, port, hint in jobs
+            for host, port, protocol, hint in jobs
         ],
         deadline,
     )
     results: list[Offered] = []
-    for (host, port, hint), got in zip(jobs, offered, strict=True):
+    for (host, port, protocol, hint), got in zip(jobs, offered, strict=True):
         if got is None:
+            why = f"no answer within the deadline of {spec.timeout:g}s"
+            failures.append(Failure("probe", f"{protocol.upper()} {host}:{port}: {why}"))
             got = Offered(
                 host=host,
                 port=port,
                 security=hint or "none",
-                protocol="pop3",
+                protocol=protocol,
                 answered=False,
                 greeting=None,
                 capabilities=(),
                 stls_offered=False,
                 cleartext_login_before_tls=(),
                 tls_ok=None,
-                error=f"no answer within the deadline of {spec.timeout:g}s",
+                error=why,
                 elapsed=round(time.perf_counter() - t0, 3),
             )
+        elif got.error_kind in _LOOKUP_FAILED:
+            # Its host's name did not resolve for a reason other than "no such name":
+            # whether something listens there is unknown, not "nothing answers".
+            failures.append(Failure("probe", f"{protocol.upper()} {host}:{port}: {got.error}"))
         results.append(got)
     return Discovery(
         domain=domain,
@@ -492,4 +638,5 @@ def discover(spec: DiscoverySpec) -> Discovery:
         offered=tuple(results),
         problems=tuple(problems),
         elapsed=round(time.perf_counter() - t0, 3),
+        failures=tuple(failures),
     )

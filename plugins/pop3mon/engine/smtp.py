@@ -35,6 +35,7 @@ __all__ = [
     "SmtpProbe",
     "SmtpWire",
     "relay_recipient_problem",
+    "smtp_offer",
 ]
 
 #: What an SMTP probe may send; DATA never (pop3mon sends no mail).
@@ -174,6 +175,24 @@ def _has(caps: tuple[str, ...] | None, keyword: str) -> bool:
     return any(c.upper().split()[:1] == [keyword] for c in caps or ())
 
 
+def smtp_offer(caps: tuple[str, ...] | None) -> auth_mod.Offer:
+    """What an EHLO answer (its extension lines) offers to log in with."""
+    sasl: set[str] = set()
+    for line in caps or ():
+        # "AUTH=PLAIN LOGIN" is the pre-RFC 4954 spelling some servers still add.
+        words = line.upper().replace("AUTH=", "AUTH ", 1).split()
+        if words[:1] == ["AUTH"]:
+            sasl.update(words[1:])
+    return auth_mod.Offer(
+        sasl=frozenset(sasl),
+        user=False,
+        capa_known=caps is not None,
+        timestamp=None,
+        timestamp_seen=False,
+        stls=_has(caps, "STARTTLS"),
+    )
+
+
 class SmtpProbe(_Probe):
     """One SMTP probe. Use :func:`.dispatch.probe` with ``protocol="smtp"``."""
 
@@ -203,20 +222,7 @@ class SmtpProbe(_Probe):
         return wire.reply("tls").code == 220
 
     def login_offer(self, caps: tuple[str, ...] | None) -> auth_mod.Offer:
-        sasl: set[str] = set()
-        for line in caps or ():
-            # "AUTH=PLAIN LOGIN" is the pre-RFC 4954 spelling some servers still add.
-            words = line.upper().replace("AUTH=", "AUTH ", 1).split()
-            if words[:1] == ["AUTH"]:
-                sasl.update(words[1:])
-        return auth_mod.Offer(
-            sasl=frozenset(sasl),
-            user=False,
-            capa_known=caps is not None,
-            timestamp=None,
-            timestamp_seen=False,
-            stls=_has(caps, "STARTTLS"),
-        )
+        return smtp_offer(caps)
 
     # -- the SMTP dialogue -----------------------------------------------------------------
     def dialogue(self, wire: Wire, sock: socket.socket) -> None:
