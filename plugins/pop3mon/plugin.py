@@ -34,6 +34,7 @@ from .engine.hosts import HostResult, ancestors
 from .engine.result import ProbeResult
 from .engine.runner import DEFAULT_CONCURRENCY
 from .engine.stages import CHECKS, HOST_CHECKS, HOST_ID_PREFIX, HOST_TIER, TIERS, DriftCheck
+from .granularity import GRANULARITIES, TierGrouping, TierItem, granularity
 from .history.record import streak_note
 from .history.store import HistoryError, HistoryStore
 from .probestore import ProbeStore
@@ -90,6 +91,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="ID[:CHECK]",
         help="after the run, accept connection type ID's current facts as the drift "
         "baseline (of one drift check with ID:CHECK); repeatable; needs the history",
+    )
+    group.addoption(
+        "--granularity",
+        choices=GRANULARITIES,
+        default=None,
+        help="'check': one test per check of each connection type (the default); 'tier': one "
+        "test per tier of each connection type, for very large fleets (the reports still "
+        "list every check) (default: ini pop3mon_granularity, else check)",
+    )
+    parser.addini(
+        "pop3mon_granularity",
+        f"tests per connection type: {' or '.join(GRANULARITIES)} (see --granularity)",
+        default="check",
     )
     # Empty default: an unset ini value must be told apart from one naming targets.yaml.
     parser.addini("pop3mon_targets", f"default targets file ({DEFAULT_TARGETS})", default="")
@@ -211,6 +225,18 @@ class RunState:
             host.name, lambda: self._selected(session), lambda: self.selected_hosts
         )
 
+    def evaluate(
+        self, connection: ConnectionType, probe_result: ProbeResult, name: str
+    ) -> checks.CheckResult:
+        """The verdict of check ``name`` of ``connection`` in this run (its selection, its
+        drift baseline)."""
+        selected = self.selected_checks.get(connection.id, set())
+        baseline = self.baseline(connection.id, name)
+        res = checks.evaluate_selected(probe_result, connection, name, selected, baseline)
+        if res.reason == NO_BASELINE and self.no_baseline_reason:
+            res = dataclasses.replace(res, reason=self.no_baseline_reason)
+        return res
+
     def root_selected(self, name: str) -> bool:
         """Whether a selected host test reports host ``name`` and everything it depends on
         (else the first check that a failure there blocks reports it)."""
@@ -247,6 +273,10 @@ class RunState:
         self.selected_checks = {}
         self.selected_hosts = {}
         for item in session.items:
+            if isinstance(item, TierItem):
+                ids[item.ct] = ids.get(item.ct, False) or item.tier in LOGIN_TIERS
+                self.selected_checks.setdefault(item.ct, set()).update(item.check_names)
+                continue
             callspec = getattr(item, "callspec", None)
             host = callspec.params.get("host") if callspec is not None else None
             if isinstance(host, str) and host.startswith(HOST_ID_PREFIX):
@@ -342,6 +372,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(state), "pop3mon-xdist")
     config.pluginmanager.register(_GcFreezer(), "pop3mon-gc")
+    if granularity(config) == "tier":
+        config.pluginmanager.register(
+            TierGrouping(state, _check_name, failure_message), "pop3mon-granularity"
+        )
 
 
 class _GcFreezer:
@@ -546,11 +580,7 @@ def check(
     probe_result = pop3mon_state.result_for(connection, request.session)
 
     def run(name: str) -> checks.CheckResult:
-        selected = pop3mon_state.selected_checks.get(connection.id, set())
-        baseline = pop3mon_state.baseline(connection.id, name)
-        res = checks.evaluate_selected(probe_result, connection, name, selected, baseline)
-        if res.reason == NO_BASELINE and pop3mon_state.no_baseline_reason:
-            res = dataclasses.replace(res, reason=pop3mon_state.no_baseline_reason)
+        res = pop3mon_state.evaluate(connection, probe_result, name)
         return _outcome(request, pop3mon_state, connection.id, connection.server, res)
 
     return run
@@ -569,16 +599,24 @@ def _outcome(
         # Report the skip at the test's location (not this fixture's) so -rs groups
         # skips per check instead of lumping them under plugin.py.
         raise pytest.skip.Exception(res.reason, _use_item_location=True)
-    if res.verdict == Verdict.CRIT:
-        note = _streak(request.config, ct_id, res.check, res.verdict)
-        pytest.fail(f"CRIT {ct_id} {res.check}: {res.reason}{note}", pytrace=False)
-    if res.verdict == Verdict.WARN and state.strict_warn:
-        note = _streak(request.config, ct_id, res.check, res.verdict)
-        pytest.fail(
-            f"WARN {ct_id} {res.check}: {res.reason} (--strict-warn){note}",
-            pytrace=False,
-        )
+    failure = failure_message(request.config, state, ct_id, res)
+    if failure is not None:
+        pytest.fail(failure, pytrace=False)
     return res
+
+
+def failure_message(
+    config: pytest.Config, state: RunState, ct_id: str, res: checks.CheckResult
+) -> str | None:
+    """The failure message of a check whose verdict fails its test (CRIT; WARN with
+    ``--strict-warn``), else None."""
+    if res.verdict == Verdict.CRIT:
+        note = _streak(config, ct_id, res.check, res.verdict)
+        return f"CRIT {ct_id} {res.check}: {res.reason}{note}"
+    if res.verdict == Verdict.WARN and state.strict_warn:
+        note = _streak(config, ct_id, res.check, res.verdict)
+        return f"WARN {ct_id} {res.check}: {res.reason} (--strict-warn){note}"
+    return None
 
 
 @pytest.fixture

@@ -45,7 +45,7 @@ from ..engine.result import ProbeResult
 from ..engine.stages import HOST_ID_PREFIX
 from ..verdict import Verdict
 from .model import RunInfo, RunReport
-from .recorder import CheckRecord
+from .recorder import GROUP_PROPERTY, NOT_RUN, CheckRecord
 
 __all__ = [
     "CLASSNAMES",
@@ -184,6 +184,7 @@ def finish(text: str, report: RunReport, options: JUnitOptions) -> str:
         root = ET.fromstring(text)
     except ET.ParseError:
         return text  # not pytest's writer's file: leave it as it was written
+    _expand_tier_tests(root, report)
     by_key = {(c.ct.id, r.check): (r, c.result) for c in report.connections for r in c.records}
     hosts = {(h.host.id, r.check): (r, h.result) for h in report.hosts for r in h.records}
     for case in list(root.iter("testcase")):
@@ -216,6 +217,93 @@ def finish(text: str, report: RunReport, options: JUnitOptions) -> str:
         if lines:
             _prepend_output(case, lines)
     return _DECLARATION + ET.tostring(root, encoding="unicode")
+
+
+def _expand_tier_tests(root: ET.Element, report: RunReport) -> None:
+    """Replace each tier test's testcase (``--granularity=tier``: ``tls[<id>]``) by one
+    testcase per check it evaluated, as ``--granularity=check`` writes them: the check's
+    own name, properties, failure or skip. The suites' counts follow."""
+    conns = {c.ct.id: c for c in report.connections}
+    changed: list[ET.Element] = []
+    for suite in root.iter("testsuite"):
+        cases = list(suite)
+        for case in cases:
+            holder = case.find("properties") if case.tag == "testcase" else None
+            if holder is None or not any(
+                p.get("name") == GROUP_PROPERTY for p in holder.iter("property")
+            ):
+                continue
+            tier, _, rest = case.get("name", "").partition("[")
+            conn = conns.get(rest.removesuffix("]"))
+            if conn is None:
+                continue
+            at = list(suite).index(case)
+            suite.remove(case)
+            messages = _failure_lines(case)
+            extra = [e for e in case if e.tag in ("system-out", "system-err")]
+            records = [r for r in conn.records if r.tier == tier]
+            for n, rec in enumerate(records):
+                new = _check_case(case.get("classname", ""), rec, conn.ct, conn.result, messages)
+                if n == 0:  # what the tier test printed: on its first check
+                    new.extend(extra)
+                suite.insert(at + n, new)
+            changed.append(suite)
+    for suite in changed:
+        cases = suite.findall("testcase")
+        suite.set("tests", str(len(cases)))
+        for tag, attr in (("failure", "failures"), ("error", "errors"), ("skipped", "skipped")):
+            suite.set(attr, str(sum(1 for c in cases if c.find(tag) is not None)))
+
+
+def _failure_lines(case: ET.Element) -> dict[str, str]:
+    """A tier test's failure message, one line per failed check, by check name."""
+    failure = case.find("failure")
+    out: dict[str, str] = {}
+    if failure is None:
+        return out
+    for line in failure.get("message", "").splitlines():
+        # "CRIT <id> <check>: <reason>" (plugin.failure_message)
+        words = line.split(" ", 2)
+        if len(words) == 3:
+            out.setdefault(words[2].split(":", 1)[0], line)
+    return out
+
+
+def _check_case(
+    classname: str,
+    rec: CheckRecord,
+    ct: ConnectionType,
+    result: ProbeResult | None,
+    messages: dict[str, str],
+) -> ET.Element:
+    """One check's testcase, as pytest writes a check test's (before :func:`finish`)."""
+    case = ET.Element(
+        "testcase", {"classname": classname, "name": rec.nodeid.rpartition("::")[2]}
+    )
+    props: list[tuple[str, object]] = [
+        (PREFIX + "ct", rec.ct),
+        (PREFIX + "server", rec.server),
+        (PREFIX + "tier", rec.tier),
+        (PREFIX + "check", rec.check),
+        (PREFIX + "verdict", str(rec.verdict)),
+        (PREFIX + "reason", rec.reason),
+    ]
+    if rec.blocked_by:
+        props.append((PREFIX + "blocked_by", rec.blocked_by))
+    if rec.figure is not None:
+        props += [(PREFIX + "figure", rec.figure), (PREFIX + "unit", rec.unit)]
+    props += testcase_properties(ct, result, rec.tier, rec.check)
+    holder = ET.SubElement(case, "properties")
+    for name, value in props:
+        ET.SubElement(holder, "property", {"name": name, "value": str(value)})
+    if rec.outcome == "failed":
+        text = messages.get(rec.check, f"{rec.verdict} {rec.ct} {rec.check}: {rec.reason}")
+        ET.SubElement(case, "failure", {"message": text}).text = text
+    elif rec.outcome in ("skipped", NOT_RUN):
+        ET.SubElement(case, "skipped", {"type": "pytest.skip", "message": rec.reason}).text = (
+            rec.reason
+        )
+    return case
 
 
 def _key(props: Iterable[tuple[str, str]]) -> tuple[str, str]:

@@ -379,7 +379,9 @@ class ReportPlugin:
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         """Remember the selected tests (without xdist the controller collects them)."""
-        self.expected.update(dict.fromkeys(item.nodeid for item in session.items))
+        for item in session.items:
+            # A tier test (--granularity=tier) stands for the checks it evaluates.
+            self.expected.update(dict.fromkeys(getattr(item, "member_nodeids", (item.nodeid,))))
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
@@ -400,7 +402,12 @@ class ReportPlugin:
     def mark_not_run(self, session: pytest.Session) -> None:
         """Record every selected check that did not report as "not run", with the cause."""
         # Only pop3mon's own checks carry a verdict: a project's other tests never count.
-        missing = [n for n in self.expected if n not in self.recorder.records and self._is_check(n)]
+        recorder = self.recorder
+        missing = [
+            n
+            for n in self.expected
+            if n not in recorder.records and n not in recorder.groups and self._is_check(n)
+        ]
         if self.stop.stopped_by:
             self.stopped = f"stopped by {self.stop.stopped_by}"
         elif not missing:
@@ -485,7 +492,7 @@ class ReportPlugin:
         pass. A check's row is dropped (no cells) unless :func:`html.keeps_row` keeps it."""
         rec = None
         if report.when == "call" or not report.passed:
-            rec = self.recorder.records.get(report.nodeid)
+            rec = self.recorder.lookup(report.nodeid)
         if not html_parts.keeps_row(rec):
             cells.clear()
             return
