@@ -224,31 +224,31 @@ def _expand_tier_tests(root: ET.Element, report: RunReport) -> None:
     testcase per check it evaluated, as ``--granularity=check`` writes them: the check's
     own name, properties, failure or skip. The suites' counts follow."""
     conns = {c.ct.id: c for c in report.connections}
-    changed: list[ET.Element] = []
     for suite in root.iter("testsuite"):
-        cases = list(suite)
-        for case in cases:
+        kept: list[ET.Element] = []
+        expanded = False
+        for case in suite:
             holder = case.find("properties") if case.tag == "testcase" else None
-            if holder is None or not any(
-                p.get("name") == GROUP_PROPERTY for p in holder.iter("property")
-            ):
-                continue
             tier, _, rest = case.get("name", "").partition("[")
             conn = conns.get(rest.removesuffix("]"))
-            if conn is None:
+            if (
+                holder is None
+                or conn is None
+                or not any(p.get("name") == GROUP_PROPERTY for p in holder.iter("property"))
+            ):
+                kept.append(case)
                 continue
-            at = list(suite).index(case)
-            suite.remove(case)
+            expanded = True
             messages = _failure_lines(case)
             extra = [e for e in case if e.tag in ("system-out", "system-err")]
-            records = [r for r in conn.records if r.tier == tier]
-            for n, rec in enumerate(records):
+            for n, rec in enumerate(r for r in conn.records if r.tier == tier):
                 new = _check_case(case.get("classname", ""), rec, conn.ct, conn.result, messages)
                 if n == 0:  # what the tier test printed: on its first check
                     new.extend(extra)
-                suite.insert(at + n, new)
-            changed.append(suite)
-    for suite in changed:
+                kept.append(new)
+        if not expanded:
+            continue
+        suite[:] = kept
         cases = suite.findall("testcase")
         suite.set("tests", str(len(cases)))
         for tag, attr in (("failure", "failures"), ("error", "errors"), ("skipped", "skipped")):
