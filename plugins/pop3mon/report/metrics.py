@@ -36,6 +36,7 @@ from typing import Final
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.utils import floatToGoString
 
 from ..config import ConnectionType
 from ..engine.result import ProbeResult
@@ -263,10 +264,18 @@ class _Collector:
         }
         #: Families carried over from a previous file (see :func:`mark_config_invalid`).
         self.carried: list[Metric] = []
+        # A connection type's labels recur in each of its ~120 samples: scrub each once.
+        self._clean: dict[str, str] = {}
 
     def add(self, name: str, labels: Sequence[str], value: float) -> None:
         # Secrets never reach a label, but the report's last pass scrubs everything.
-        self.families[name].add_metric([scrub(v) for v in labels], float(value))
+        clean = self._clean
+        values = []
+        for v in labels:
+            if v not in clean:
+                clean[v] = scrub(v)
+            values.append(clean[v])
+        self.families[name].add_metric(values, float(value))
 
     def collect(self) -> Iterator[Metric]:
         """Every family with at least one sample, in table order."""
@@ -275,10 +284,54 @@ class _Collector:
             if family.samples:
                 yield family
 
-    def text(self) -> str:
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(self)
-        return generate_latest(registry).decode("utf-8")
+    def text(self, *, fast: bool = True) -> str:
+        """The exposition text of :meth:`collect`: prometheus_client's ``generate_latest``,
+        except that this run's own families go through :func:`_gauge_text` (the same
+        bytes, ``tests/test_metrics.py`` compares them) unless ``fast`` is False."""
+        if not fast:
+            return _generate_latest(self)
+        parts = [_generate_latest(_Carried(self.carried))] if self.carried else []
+        parts += [_gauge_text(f) for f in self.families.values() if f.samples]
+        return "".join(parts)
+
+
+class _Carried:
+    """A collector of the families carried over from a previous file."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.families
+
+
+def _generate_latest(collector: _Collector | _Carried) -> str:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)  # type: ignore[arg-type]  # duck-typed: collect()
+    return generate_latest(registry).decode("utf-8")
+
+
+def _escape_value(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"')
+
+
+def _gauge_text(family: GaugeMetricFamily) -> str:
+    """``generate_latest``'s text of one of :data:`_FAMILIES` (Prometheus text format
+    0.0.4), without its per-sample checks and escaping of label *names*: ours are fixed
+    identifiers of the table, so only values need escaping. At 1,000 connection types
+    (120,000 samples) this takes a fraction of ``generate_latest``'s time."""
+    doc = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
+    lines = [f"# HELP {family.name} {doc}\n", f"# TYPE {family.name} {family.type}\n"]
+    order: list[str] | None = None
+    for sample in family.samples:
+        if order is None:
+            order = sorted(sample.labels)
+        if order:
+            labels = ",".join(f'{k}="{_escape_value(sample.labels[k])}"' for k in order)
+            lines.append(f"{sample.name}{{{labels}}} {floatToGoString(sample.value)}\n")
+        else:
+            lines.append(f"{sample.name} {floatToGoString(sample.value)}\n")
+    return "".join(lines)
 
 
 def _conn_labels(conn: ConnectionReport) -> list[str]:
