@@ -177,17 +177,122 @@ def suite_properties_finish(report: RunReport) -> list[tuple[str, str]]:
 def finish(text: str, report: RunReport, options: JUnitOptions) -> str:
     """pytest's JUnit XML ``text`` with each check's testcase rewritten from ``report``
     (see the module docstring): its own time, WARN made visible, the chosen classname, and
-    under ``options.strict`` no ``<properties>`` inside a testcase. Testcases that are not a
-    check of the run (a project's own tests, a test that broke before its verdict) keep
-    what pytest wrote, except that strict mode moves their properties too."""
+    under ``options.strict`` no ``<properties>`` inside a testcase. A tier test's testcase
+    (``--granularity=tier``) becomes one testcase per check it evaluated, as with
+    ``--granularity=check``. Testcases that are not a check of the run (a project's own
+    tests, a test that broke before its verdict) keep what pytest wrote, except that strict
+    mode moves their properties too.
+
+    The file is read as a stream, one testcase at a time: a tree of the whole file (some
+    300,000 elements at 1,000 connection types) took more memory than the rest of the run.
+    """
+    rewrite = _Rewrite(report, options)
+    parser = ET.XMLPullParser(events=("start", "end"))
+    stack: list[ET.Element] = []
+    #: Serialized pieces of each open element (only the root and its suites are kept open).
+    pieces: list[list[str]] = []
+    done: list[str] = []
     try:
-        root = ET.fromstring(text)
+        for at in range(0, len(text), _CHUNK):
+            parser.feed(text[at : at + _CHUNK])
+            for event, elem in parser.read_events():
+                if event == "start":
+                    stack.append(elem)  # type: ignore[arg-type]
+                    pieces.append([])
+                    continue
+                depth = len(stack) - 1
+                stack.pop()
+                own = pieces.pop()
+                parent = stack[-1] if stack else None
+                if depth == 2 and elem.tag == "testcase":
+                    own_text = rewrite.case(elem)  # type: ignore[arg-type]
+                elif depth == 2:  # the suite's own <properties>, as pytest wrote them
+                    own_text = ET.tostring(elem, encoding="unicode")  # type: ignore[arg-type]
+                elif depth < 2:
+                    own_text = _start_tag(elem, rewrite.counts(elem)) + "".join(own)
+                    own_text += f"</{elem.tag}>"  # type: ignore[union-attr]
+                    rewrite.suite_done()
+                else:
+                    continue  # inside a testcase: serialized with it
+                if parent is None:
+                    done.append(own_text)
+                else:
+                    pieces[-1].append(own_text)
+                    parent.remove(elem)  # type: ignore[arg-type]  # free it now
+        parser.close()
     except ET.ParseError:
         return text  # not pytest's writer's file: leave it as it was written
-    _expand_tier_tests(root, report)
-    by_key = {(c.ct.id, r.check): (r, c.result) for c in report.connections for r in c.records}
-    hosts = {(h.host.id, r.check): (r, h.result) for h in report.hosts for r in h.records}
-    for case in list(root.iter("testcase")):
+    return _DECLARATION + "".join(done)
+
+
+_CHUNK: Final = 1 << 16
+
+
+def _start_tag(elem: ET.Element, counts: dict[str, str]) -> str:
+    """``<tag attr="...">`` of ``elem``, with ``counts`` replacing its count attributes."""
+    shell = ET.Element(elem.tag, {**elem.attrib, **counts})
+    empty = ET.tostring(shell, encoding="unicode")  # <tag a="b" />
+    return empty.removesuffix(" />").removesuffix("/>") + ">"
+
+
+class _Rewrite:
+    """The per-testcase rewriting of :func:`finish`."""
+
+    def __init__(self, report: RunReport, options: JUnitOptions) -> None:
+        self.options = options
+        self.conns = {c.ct.id: c for c in report.connections}
+        self.by_key = {
+            (c.ct.id, r.check): (r, c.result) for c in report.connections for r in c.records
+        }
+        self.hosts = {(h.host.id, r.check): (r, h.result) for h in report.hosts for r in h.records}
+        self._tally = dict.fromkeys(("tests", "failures", "errors", "skipped"), 0)
+        self._expanded = False
+
+    def case(self, case: ET.Element) -> str:
+        """The serialized testcase(s) for pytest's ``case``."""
+        out: list[str] = []
+        for one in self._expand(case):
+            self._rewrite(one)
+            self._tally["tests"] += 1
+            for tag, attr in (("failure", "failures"), ("error", "errors"), ("skipped", "skipped")):
+                if one.find(tag) is not None:
+                    self._tally[attr] += 1
+            out.append(ET.tostring(one, encoding="unicode"))
+        return "".join(out)
+
+    def counts(self, elem: ET.Element) -> dict[str, str]:
+        """A suite's count attributes after tier tests were expanded (else as pytest wrote)."""
+        if elem.tag != "testsuite" or not self._expanded:
+            return {}
+        return {k: str(v) for k, v in self._tally.items()}
+
+    def suite_done(self) -> None:
+        self._tally = dict.fromkeys(self._tally, 0)
+        self._expanded = False
+
+    def _expand(self, case: ET.Element) -> list[ET.Element]:
+        """A tier test's testcase as one testcase per check; any other as it is."""
+        holder = case.find("properties")
+        tier, _, rest = case.get("name", "").partition("[")
+        conn = self.conns.get(rest.removesuffix("]"))
+        if (
+            holder is None
+            or conn is None
+            or not any(p.get("name") == GROUP_PROPERTY for p in holder.iter("property"))
+        ):
+            return [case]
+        self._expanded = True
+        messages = _failure_lines(case)
+        extra = [e for e in case if e.tag in ("system-out", "system-err")]
+        out: list[ET.Element] = []
+        for rec in (r for r in conn.records if r.tier == tier):
+            new = _check_case(case.get("classname", ""), rec, conn.ct, conn.result, messages)
+            if not out:  # what the tier test printed: on its first check
+                new.extend(extra)
+            out.append(new)
+        return out
+
+    def _rewrite(self, case: ET.Element) -> None:
         holder = case.find("properties")
         props = (
             []
@@ -196,63 +301,26 @@ def finish(text: str, report: RunReport, options: JUnitOptions) -> str:
         )
         key = _key(props)
         found: tuple[CheckRecord, float] | None = None
-        if key in by_key:
-            rec, result = by_key[key]
+        if key in self.by_key:
+            rec, result = self.by_key[key]
             found = rec, own_seconds(result, rec)
-        elif key in hosts:
-            rec, host_result = hosts[key]
+        elif key in self.hosts:
+            rec, host_result = self.hosts[key]
             found = rec, host_own_seconds(host_result, rec)
         lines: list[str] = []
         if found is not None:
             rec, seconds = found
             case.set("time", f"{seconds:.3f}")
-            if options.classname == "connection":
+            if self.options.classname == "connection":
                 case.set("classname", rec.ct)
             if rec.verdict == Verdict.WARN:
                 case.set("name", case.get("name", "") + WARN_SUFFIX)
                 lines.append(f"WARN: {rec.reason}")
-        if options.strict and holder is not None:
+        if self.options.strict and holder is not None:
             case.remove(holder)
             lines += [f"{name}: {value}" for name, value in props]
         if lines:
             _prepend_output(case, lines)
-    return _DECLARATION + ET.tostring(root, encoding="unicode")
-
-
-def _expand_tier_tests(root: ET.Element, report: RunReport) -> None:
-    """Replace each tier test's testcase (``--granularity=tier``: ``tls[<id>]``) by one
-    testcase per check it evaluated, as ``--granularity=check`` writes them: the check's
-    own name, properties, failure or skip. The suites' counts follow."""
-    conns = {c.ct.id: c for c in report.connections}
-    for suite in root.iter("testsuite"):
-        kept: list[ET.Element] = []
-        expanded = False
-        for case in suite:
-            holder = case.find("properties") if case.tag == "testcase" else None
-            tier, _, rest = case.get("name", "").partition("[")
-            conn = conns.get(rest.removesuffix("]"))
-            if (
-                holder is None
-                or conn is None
-                or not any(p.get("name") == GROUP_PROPERTY for p in holder.iter("property"))
-            ):
-                kept.append(case)
-                continue
-            expanded = True
-            messages = _failure_lines(case)
-            extra = [e for e in case if e.tag in ("system-out", "system-err")]
-            for n, rec in enumerate(r for r in conn.records if r.tier == tier):
-                new = _check_case(case.get("classname", ""), rec, conn.ct, conn.result, messages)
-                if n == 0:  # what the tier test printed: on its first check
-                    new.extend(extra)
-                kept.append(new)
-        if not expanded:
-            continue
-        suite[:] = kept
-        cases = suite.findall("testcase")
-        suite.set("tests", str(len(cases)))
-        for tag, attr in (("failure", "failures"), ("error", "errors"), ("skipped", "skipped")):
-            suite.set(attr, str(sum(1 for c in cases if c.find(tag) is not None)))
 
 
 def _failure_lines(case: ET.Element) -> dict[str, str]:
