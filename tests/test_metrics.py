@@ -233,10 +233,9 @@ def test_own_exposition_writer_is_byte_identical_to_prometheus_client(run: Run) 
     """metrics.prom is written without ``generate_latest``'s per-sample label-name checks
     (issue 14, scale); the bytes must stay exactly what prometheus_client writes for the
     same samples: for this run's file and for label values that need escaping."""
+    from pop3mon.report.metrics import _Collector
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.parser import text_string_to_metric_families
-
-    from pop3mon.report.metrics import _Collector
 
     class Parsed:
         def collect(self) -> Any:
@@ -247,7 +246,7 @@ def test_own_exposition_writer_is_byte_identical_to_prometheus_client(run: Run) 
     assert generate_latest(registry).decode("utf-8") == run.text
 
     out = _Collector()
-    hostile = ['back\\slash', 'quote"d', "new\nline", "plain", "ünïcode"]
+    hostile = ["back\\slash", 'quote"d', "new\nline", "plain", "ünïcode"]
     for n, value in enumerate(hostile):
         out.add("pop3mon_up", [value, "srv", "host", "110", "none"], n)
     out.add("pop3mon_checks", ["OK"], 1e-7)

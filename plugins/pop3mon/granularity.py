@@ -173,6 +173,7 @@ class TierGrouping:
             if group is None or group[0] is not item:
                 continue
             tier = _tier_of(item) or ""
+            assert item.parent is not None  # a test function's module
             tier_item = TierItem.from_parent(
                 item.parent,
                 name=f"{tier}[{ct}]",
@@ -187,7 +188,9 @@ class TierGrouping:
             # The connection type's tags (-m selects by them in a later run's report too).
             for marker in item.own_markers:
                 if marker.name not in TIERS:
-                    tier_item.add_marker(marker)
+                    tier_item.add_marker(
+                        getattr(pytest.mark, marker.name)(*marker.args, **marker.kwargs)
+                    )
             out[n] = tier_item
         items[:] = out
 

@@ -34,9 +34,9 @@ from __future__ import annotations
 
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Final, Literal, get_args
+from typing import Any, Final, Literal, get_args
 
 from ..checks.base import own_phases
 from ..config import ConnectionType, Host
@@ -54,6 +54,7 @@ __all__ = [
     "Classname",
     "JUnitOptions",
     "finish",
+    "finish_pieces",
     "host_own_seconds",
     "host_testcase_properties",
     "own_seconds",
@@ -186,46 +187,54 @@ def finish(text: str, report: RunReport, options: JUnitOptions) -> str:
     The file is read as a stream, one testcase at a time: a tree of the whole file (some
     300,000 elements at 1,000 connection types) took more memory than the rest of the run.
     """
-    rewrite = _Rewrite(report, options)
-    parser = ET.XMLPullParser(events=("start", "end"))
-    stack: list[ET.Element] = []
-    #: Serialized pieces of each open element (only the root and its suites are kept open).
-    pieces: list[list[str]] = []
-    done: list[str] = []
     try:
-        for at in range(0, len(text), _CHUNK):
-            parser.feed(text[at : at + _CHUNK])
-            for event, elem in parser.read_events():
-                if event == "start":
-                    stack.append(elem)  # type: ignore[arg-type]
-                    pieces.append([])
-                    continue
-                depth = len(stack) - 1
-                stack.pop()
-                own = pieces.pop()
-                parent = stack[-1] if stack else None
-                if depth == 2 and elem.tag == "testcase":
-                    own_text = rewrite.case(elem)  # type: ignore[arg-type]
-                elif depth == 2:  # the suite's own <properties>, as pytest wrote them
-                    own_text = ET.tostring(elem, encoding="unicode")  # type: ignore[arg-type]
-                elif depth < 2:
-                    own_text = _start_tag(elem, rewrite.counts(elem)) + "".join(own)
-                    own_text += f"</{elem.tag}>"  # type: ignore[union-attr]
-                    rewrite.suite_done()
-                else:
-                    continue  # inside a testcase: serialized with it
-                if parent is None:
-                    done.append(own_text)
-                else:
-                    pieces[-1].append(own_text)
-                    parent.remove(elem)  # type: ignore[arg-type]  # free it now
-        parser.close()
+        return "".join(finish_pieces(text, report, options))
     except ET.ParseError:
         return text  # not pytest's writer's file: leave it as it was written
-    return _DECLARATION + "".join(done)
+
+
+def finish_pieces(text: str, report: RunReport, options: JUnitOptions) -> Iterator[str]:
+    """:func:`finish`'s text in pieces (a testcase or a suite's end each), for a writer
+    that streams them to the file; raises ``ET.ParseError`` (possibly after some pieces)
+    on a file pytest did not write."""
+    rewrite = _Rewrite(report, options)
+    parser: Any = ET.XMLPullParser(events=("start", "end"))
+    stack: list[ET.Element] = []
+    # A suite's start tag carries its counts, known only at its end: its testcases wait
+    # as text (pytest's file has the root <testsuites> and one <testsuite> in it).
+    pending: list[list[str]] = []
+    yield _DECLARATION
+    for at in range(0, len(text), _CHUNK):
+        parser.feed(text[at : at + _CHUNK])
+        for event, elem in parser.read_events():
+            if event == "start":
+                stack.append(elem)
+                pending.append([])
+                continue
+            depth = len(stack) - 1
+            stack.pop()
+            own = pending.pop()
+            if depth == 2 and elem.tag == "testcase":
+                own.append(rewrite.case(elem))
+            elif depth == 2:  # the suite's own <properties>, as pytest wrote them
+                own.append(ET.tostring(elem, encoding="unicode"))
+            elif depth < 2:
+                own.insert(0, _start_tag(elem, rewrite.counts(elem)))
+                own.append(f"</{elem.tag}>")
+                rewrite.suite_done()
+            else:
+                continue  # inside a testcase: serialized with it
+            if not stack:
+                yield from own
+            else:
+                pending[-1].extend(own)
+                stack[-1].remove(elem)  # free it now
+    parser.close()
 
 
 _CHUNK: Final = 1 << 16
+#: pytest's prefix of a failure message in JUnit XML (``Failed: <message>``).
+_FAILED: Final = "Failed: "
 
 
 def _start_tag(elem: ET.Element, counts: dict[str, str]) -> str:
@@ -330,7 +339,8 @@ def _failure_lines(case: ET.Element) -> dict[str, str]:
     if failure is None:
         return out
     for line in failure.get("message", "").splitlines():
-        # "CRIT <id> <check>: <reason>" (plugin.failure_message)
+        # "[Failed: ]CRIT <id> <check>: <reason>" (plugin.failure_message)
+        line = line.removeprefix(_FAILED)
         words = line.split(" ", 2)
         if len(words) == 3:
             out.setdefault(words[2].split(":", 1)[0], line)
@@ -345,9 +355,7 @@ def _check_case(
     messages: dict[str, str],
 ) -> ET.Element:
     """One check's testcase, as pytest writes a check test's (before :func:`finish`)."""
-    case = ET.Element(
-        "testcase", {"classname": classname, "name": rec.nodeid.rpartition("::")[2]}
-    )
+    case = ET.Element("testcase", {"classname": classname, "name": rec.nodeid.rpartition("::")[2]})
     props: list[tuple[str, object]] = [
         (PREFIX + "ct", rec.ct),
         (PREFIX + "server", rec.server),
@@ -366,11 +374,12 @@ def _check_case(
         ET.SubElement(holder, "property", {"name": name, "value": str(value)})
     if rec.outcome == "failed":
         text = messages.get(rec.check, f"{rec.verdict} {rec.ct} {rec.check}: {rec.reason}")
-        ET.SubElement(case, "failure", {"message": text}).text = text
+        # As pytest writes a pytest.fail(pytrace=False): the message with its prefix.
+        ET.SubElement(case, "failure", {"message": _FAILED + text}).text = text
     elif rec.outcome in ("skipped", NOT_RUN):
-        ET.SubElement(case, "skipped", {"type": "pytest.skip", "message": rec.reason}).text = (
-            rec.reason
-        )
+        ET.SubElement(
+            case, "skipped", {"type": "pytest.skip", "message": rec.reason}
+        ).text = rec.reason
     return case
 
 

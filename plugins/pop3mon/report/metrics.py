@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Final, cast
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.utils import floatToGoString
+from prometheus_client.utils import floatToGoString as _untyped_go_float
 
 from ..config import ConnectionType
 from ..engine.result import ProbeResult
@@ -315,12 +315,16 @@ class _Carried:
 
 def _generate_latest(collector: _Collector | _Carried) -> str:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)  # type: ignore[arg-type]  # duck-typed: collect()
+    registry.register(collector)  # duck-typed: collect()
     return generate_latest(registry).decode("utf-8")
 
 
+#: prometheus_client's float formatting (``+Inf``, ``1e+06`` ...), untyped upstream.
+_go_float = cast("Callable[[float], str]", _untyped_go_float)
+
+
 def _escape_value(value: str) -> str:
-    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"')
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
 def _gauge_text(
@@ -340,9 +344,9 @@ def _gauge_text(
     for values, value in samples:
         if order:
             labels = ",".join(f'{label_names[i]}="{_escape_value(values[i])}"' for i in order)
-            lines.append(f"{name}{{{labels}}} {floatToGoString(value)}\n")
+            lines.append(f"{name}{{{labels}}} {_go_float(value)}\n")
         else:
-            lines.append(f"{name} {floatToGoString(value)}\n")
+            lines.append(f"{name} {_go_float(value)}\n")
     return "".join(lines)
 
 

@@ -39,6 +39,7 @@ import time
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
+from xml.etree.ElementTree import ParseError
 
 import pytest
 
@@ -589,6 +590,25 @@ class _Summary:
         return result
 
 
+def _stream_junit(path: Path, text: str, report: RunReport, options: junit.JUnitOptions) -> bool:
+    """Write pytest's JUnit ``text`` finished (:func:`junit.finish`) and scrubbed to
+    ``path``, a piece (one testcase) at a time rather than as copies of the whole file;
+    False, with ``path`` untouched, when ``text`` is not pytest's XML."""
+    part = path.with_name(path.name + ".part")
+    try:
+        with part.open("w", encoding="utf-8") as out:
+            for piece in junit.finish_pieces(text, report, options):
+                out.write(scrub(piece))
+    except ParseError:
+        part.unlink(missing_ok=True)
+        return False
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    os.replace(part, path)
+    return True
+
+
 class _ReportFiles:
     """Writes the report set: every file under a temporary name, scrubbed, then swapped in.
 
@@ -682,10 +702,10 @@ class _ReportFiles:
                 path = files.temp(label)
                 if path is not None and path.exists():
                     text = path.read_text(encoding="utf-8")
-                    clean = text
-                    if label == "JUnit XML" and report is not None:
-                        clean = junit.finish(text, report, owner.junit)
-                    clean = scrub(clean)
+                    is_junit = label == "JUnit XML"
+                    if is_junit and report and _stream_junit(path, text, report, owner.junit):
+                        continue
+                    clean = scrub(text)
                     if label == "HTML":
                         clean = html_parts.finish_page(clean)
                     if clean != text:
