@@ -142,3 +142,26 @@ def test_results_json_is_written_as_one_document(runs: dict[str, Run]) -> None:
     text = (runs["tier"].reports / "results.json").read_text(encoding="utf-8")
     doc = json.loads(text)
     assert text == json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+def test_tier_granularity_marks_unrun_checks_not_run(dovecot: DovecotLab, tmp_path: Path) -> None:
+    """``-x`` ends the run at the first failing tier test; every check of the tier tests
+    that never ran is in results.json as "not run", one record per check."""
+    targets = write_targets(tmp_path / "targets.yaml", dovecot, free_port())
+    env = {
+        PW_ENV: dovecot.demo_password,
+        WRONG_ENV: SENTINEL,
+        "PYTEST_ADDOPTS": "--granularity=tier -x",
+    }
+    done = run_suite(targets, tmp_path / "reports", env)
+    assert done.returncode == 1, done.output[-3000:]
+    doc = done.json()
+    checks = [(c["id"], k["check"], k["outcome"]) for c in doc["connections"] for k in c["checks"]]
+    not_run = [c for c in checks if c[2] == "not run"]
+    assert not_run, checks
+    assert len({(i, k) for i, k, _ in checks}) == len(checks)  # each check once
+    # The same checks as a complete run: none lost with its tier test.
+    full = run_suite(targets, tmp_path / "full", {**env, "PYTEST_ADDOPTS": "--granularity=tier"})
+    assert {(i, k) for i, k, _ in checks} == {
+        (c["id"], k["check"]) for c in full.json()["connections"] for k in c["checks"]
+    }
