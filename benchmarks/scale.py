@@ -214,7 +214,11 @@ def run_suite(
             wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
         text = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()
-        summary = text[-1].strip("= ") if text else ""
+        # pytest's "N passed, M skipped in T s" line (the history's lines may follow it).
+        finals = [
+            line for line in text if " in " in line and ("passed" in line or "failed" in line)
+        ]
+        summary = finals[-1].strip("= ") if finals else (text[-1].strip("= ") if text else "")
         processes = [json.loads(p.read_text()) for p in sorted(stats.glob("*.json"))]
         page = work / "reports" / "report.html"
         html_bytes = page.stat().st_size if page.exists() else None

@@ -229,6 +229,31 @@ def test_metrics_parse_and_pass_promtool(run: Run) -> None:
     assert SENTINEL not in run.text and run.output.count(SENTINEL) == 0
 
 
+def test_own_exposition_writer_is_byte_identical_to_prometheus_client(run: Run) -> None:
+    """metrics.prom is written without ``generate_latest``'s per-sample label-name checks
+    (issue 14, scale); the bytes must stay exactly what prometheus_client writes for the
+    same samples: for this run's file and for label values that need escaping."""
+    from pop3mon.report.metrics import _Collector
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    class Parsed:
+        def collect(self) -> Any:
+            return text_string_to_metric_families(run.text)
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Parsed())  # type: ignore[arg-type]
+    assert generate_latest(registry).decode("utf-8") == run.text
+
+    out = _Collector()
+    hostile = ["back\\slash", 'quote"d', "new\nline", "plain", "ünïcode"]
+    for n, value in enumerate(hostile):
+        out.add("pop3mon_up", [value, "srv", "host", "110", "none"], n)
+    out.add("pop3mon_checks", ["OK"], 1e-7)
+    out.add("pop3mon_config_valid", (), float("nan"))
+    assert out.text() == out.text(fast=False)
+
+
 def test_no_label_value_changes_with_the_verdict(run: Run, lab: Lab, tmp_path: Path) -> None:
     """No series carries a verdict (or a state's hardness) as a label value, except the
     per-verdict counts, which always list all five; and a run in which every login fails

@@ -153,6 +153,22 @@ def test_redactor_scrubs_value_and_base64() -> None:
         assert_clean(r.scrub(payload))
 
 
+def test_redactor_memo_never_outlives_a_registration() -> None:
+    """The scrub memo (issue 14, scale) is tied to one set of registered values: a text
+    scrubbed before a secret was registered is scrubbed again after, from any thread."""
+    r = Redactor()
+    r.register("first-secret-value")
+    text = f"-ERR {SENTINEL} and first-secret-value"
+    assert r.scrub(text) == f"-ERR {SENTINEL} and {REDACTED}"
+    assert r.scrub(text) == f"-ERR {SENTINEL} and {REDACTED}"  # from the memo
+    done = threading.Event()
+    threading.Thread(target=lambda: (r.register(SENTINEL), done.set())).start()
+    assert done.wait(5)
+    assert r.scrub(text) == f"-ERR {REDACTED} and {REDACTED}"
+    long_text = "x" * 1000 + SENTINEL  # past the memo's length bound: scrubbed each time
+    assert r.scrub(long_text) == r.scrub(long_text) == "x" * 1000 + REDACTED
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     secret=st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF), min_size=12, max_size=40),

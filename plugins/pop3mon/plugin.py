@@ -55,6 +55,7 @@ from .engine.stages import (
     TIERS,
     DriftCheck,
 )
+from .granularity import GRANULARITIES, TierGrouping, TierItem, granularity
 from .history.record import streak_note
 from .history.store import HistoryError, HistoryStore
 from .probestore import ProbeStore
@@ -132,6 +133,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help=f"the run's id, shared by its shards (default: ${RUN_ID_ENV}, else "
         "GITHUB_RUN_ID-GITHUB_RUN_ATTEMPT, else CI_PIPELINE_ID, else a generated one)",
+    )
+    group.addoption(
+        "--granularity",
+        choices=GRANULARITIES,
+        default=None,
+        help="'check': one test per check of each connection type (the default); 'tier': one "
+        "test per tier of each connection type, for very large fleets (the reports still "
+        "list every check) (default: ini pop3mon_granularity, else check)",
+    )
+    parser.addini(
+        "pop3mon_granularity",
+        f"tests per connection type: {' or '.join(GRANULARITIES)} (see --granularity)",
+        default="check",
     )
     # Empty default: an unset ini value must be told apart from one naming targets.yaml.
     parser.addini("pop3mon_targets", f"default targets file ({DEFAULT_TARGETS})", default="")
@@ -271,6 +285,18 @@ class RunState:
             lambda: self.selected_coverage,
         )
 
+    def evaluate(
+        self, connection: ConnectionType, probe_result: ProbeResult, name: str
+    ) -> checks.CheckResult:
+        """The verdict of check ``name`` of ``connection`` in this run (its selection, its
+        drift baseline)."""
+        selected = self.selected_checks.get(connection.id, set())
+        baseline = self.baseline(connection.id, name)
+        res = checks.evaluate_selected(probe_result, connection, name, selected, baseline)
+        if res.reason == NO_BASELINE and self.no_baseline_reason:
+            res = dataclasses.replace(res, reason=self.no_baseline_reason)
+        return res
+
     def root_selected(self, name: str) -> bool:
         """Whether a selected host test reports host ``name`` and everything it depends on
         (else the first check that a failure there blocks reports it)."""
@@ -308,6 +334,10 @@ class RunState:
         self.selected_hosts = {}
         self.selected_coverage = set()
         for item in session.items:
+            if isinstance(item, TierItem):
+                ids[item.ct] = ids.get(item.ct, False) or item.tier in LOGIN_TIERS
+                self.selected_checks.setdefault(item.ct, set()).update(item.check_names)
+                continue
             callspec = getattr(item, "callspec", None)
             server = callspec.params.get("server") if callspec is not None else None
             if isinstance(server, str) and server.startswith(COVERAGE_ID_PREFIX):
@@ -429,6 +459,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(state), "pop3mon-xdist")
     config.pluginmanager.register(_GcFreezer(), "pop3mon-gc")
+    if granularity(config) == "tier":
+        config.pluginmanager.register(
+            TierGrouping(state, _check_name, failure_message), "pop3mon-granularity"
+        )
 
 
 class _GcFreezer:
@@ -649,11 +683,7 @@ def check(
     probe_result = pop3mon_state.result_for(connection, request.session)
 
     def run(name: str) -> checks.CheckResult:
-        selected = pop3mon_state.selected_checks.get(connection.id, set())
-        baseline = pop3mon_state.baseline(connection.id, name)
-        res = checks.evaluate_selected(probe_result, connection, name, selected, baseline)
-        if res.reason == NO_BASELINE and pop3mon_state.no_baseline_reason:
-            res = dataclasses.replace(res, reason=pop3mon_state.no_baseline_reason)
+        res = pop3mon_state.evaluate(connection, probe_result, name)
         return _outcome(request, pop3mon_state, connection.id, connection.server, res)
 
     return run
@@ -672,11 +702,22 @@ def _outcome(
         # Report the skip at the test's location (not this fixture's) so -rs groups
         # skips per check instead of lumping them under plugin.py.
         raise pytest.skip.Exception(res.reason, _use_item_location=True)
-    if fails(res.verdict, state.strict_warn):
-        note = _streak(request.config, ct_id, res.check, res.verdict)
-        strict = " (--strict-warn)" if res.verdict == Verdict.WARN else ""
-        pytest.fail(f"{res.verdict} {ct_id} {res.check}: {res.reason}{strict}{note}", pytrace=False)
+    failure = failure_message(request.config, state, ct_id, res)
+    if failure is not None:
+        pytest.fail(failure, pytrace=False)
     return res
+
+
+def failure_message(
+    config: pytest.Config, state: RunState, ct_id: str, res: checks.CheckResult
+) -> str | None:
+    """The failure message of a check whose verdict fails its test (``verdict.fails``:
+    CRIT; WARN with ``--strict-warn``), else None."""
+    if not fails(res.verdict, state.strict_warn):
+        return None
+    note = _streak(config, ct_id, res.check, res.verdict)
+    strict = " (--strict-warn)" if res.verdict == Verdict.WARN else ""
+    return f"{res.verdict} {ct_id} {res.check}: {res.reason}{strict}{note}"
 
 
 @pytest.fixture

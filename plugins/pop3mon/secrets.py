@@ -105,6 +105,9 @@ def secret_problem(value: str, kind: str = "password") -> str:
 
 # Shorter values would shred ordinary text (see the module docstring).
 _MIN_REGISTERED: Final = 4
+#: Bounds of :class:`Redactor`'s memo: texts up to this length, at most this many (a few MB).
+_MEMO_TEXT: Final = 256
+_MEMO_ENTRIES: Final = 50_000
 # A base64 core shorter than this matches ordinary words.
 _MIN_CORE: Final = 6
 _HTML_NAMED: Final[Mapping[str, str]] = MappingProxyType(
@@ -336,6 +339,11 @@ class Redactor:
         # Longest value first, compiled once per registration: scrub() runs on every
         # string every report writes (close to a million calls for 1000 connection types).
         self._needles: tuple[_Needle, ...] = ()
+        # What scrub() returned for a text, valid for exactly one needle set: the report
+        # writers scrub the same short strings (stage names, reasons, labels) thousands of
+        # times. A registration makes a new needle tuple, and a memo made for another tuple
+        # is never read, so a result from before a registration cannot be returned after it.
+        self._memo: tuple[tuple[_Needle, ...], dict[str, str]] = ((), {})
 
     def register(self, *values: str) -> None:
         """Add values that must never appear in output, in any form the redactor knows."""
@@ -356,17 +364,28 @@ class Redactor:
         needles = self._needles
         if not needles or not text:
             return text
+        needles_memo, memo = self._memo
+        if needles_memo is not needles:
+            memo = {}
+            self._memo = (needles, memo)
+        found = memo.get(text)
+        if found is not None:
+            return found
+        clean = text
         # Longest value first, so that a secret inside a longer registered payload does not
         # leave the payload's remainder behind.
         for needle in needles:
-            text = needle.scrub(text)
-        return text
+            clean = needle.scrub(clean)
+        if len(text) <= _MEMO_TEXT and len(memo) < _MEMO_ENTRIES:
+            memo[text] = clean
+        return clean
 
     def clear(self) -> None:
         """Forget every registered value (self-tests only)."""
         with self._lock:
             self._values = frozenset()
             self._needles = ()
+            self._memo = ((), {})
 
 
 REDACTOR = Redactor()

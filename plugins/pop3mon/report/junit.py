@@ -34,9 +34,9 @@ from __future__ import annotations
 
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Final, Literal, get_args
+from typing import Any, Final, Literal, get_args
 
 from ..checks.base import own_phases
 from ..config import ConnectionType, Host
@@ -44,8 +44,8 @@ from ..engine.hosts import HostResult
 from ..engine.result import ProbeResult
 from ..engine.stages import HOST_ID_PREFIX, TIERS
 from ..verdict import Verdict
-from .model import RunInfo, RunReport
-from .recorder import NOT_RUN, CheckRecord, record_properties
+from .model import CoverageReport, RunInfo, RunReport
+from .recorder import GROUP_PROPERTY, NOT_RUN, CheckRecord, record_properties
 
 __all__ = [
     "CLASSNAMES",
@@ -54,6 +54,7 @@ __all__ = [
     "Classname",
     "JUnitOptions",
     "finish",
+    "finish_pieces",
     "host_own_seconds",
     "host_testcase_properties",
     "junit_text",
@@ -179,22 +180,135 @@ def suite_properties_finish(report: RunReport) -> list[tuple[str, str]]:
 def finish(text: str, report: RunReport, options: JUnitOptions) -> str:
     """pytest's JUnit XML ``text`` with each check's testcase rewritten from ``report``
     (see the module docstring): its own time, WARN made visible, the chosen classname, and
-    under ``options.strict`` no ``<properties>`` inside a testcase. Testcases that are not a
-    check of the run (a project's own tests, a test that broke before its verdict) keep
-    what pytest wrote, except that strict mode moves their properties too."""
+    under ``options.strict`` no ``<properties>`` inside a testcase. A tier test's testcase
+    (``--granularity=tier``) becomes one testcase per check it evaluated, as with
+    ``--granularity=check``. Testcases that are not a check of the run (a project's own
+    tests, a test that broke before its verdict) keep what pytest wrote, except that strict
+    mode moves their properties too.
+
+    The file is read as a stream, one testcase at a time: a tree of the whole file (some
+    300,000 elements at 1,000 connection types) took more memory than the rest of the run.
+    """
     try:
-        root = ET.fromstring(text)
+        return "".join(finish_pieces(text, report, options))
     except ET.ParseError:
         return text  # not pytest's writer's file: leave it as it was written
-    by_key = {(c.ct.id, r.check): (r, c.result) for c in report.connections for r in c.records}
-    hosts = {(h.host.id, r.check): (r, h.result) for h in report.hosts for r in h.records}
-    # A coverage check's own time is its server's one discovery.
-    covered = {
-        (c.coverage.id, r.check): (r, c.result.elapsed if c.result is not None else 0.0)
-        for c in report.coverage
-        for r in c.records
-    }
-    for case in list(root.iter("testcase")):
+
+
+def finish_pieces(text: str, report: RunReport, options: JUnitOptions) -> Iterator[str]:
+    """:func:`finish`'s text in pieces (a testcase or a suite's end each), for a writer
+    that streams them to the file; raises ``ET.ParseError`` (possibly after some pieces)
+    on a file pytest did not write."""
+    rewrite = _Rewrite(report, options)
+    parser: Any = ET.XMLPullParser(events=("start", "end"))
+    stack: list[ET.Element] = []
+    # A suite's start tag carries its counts, known only at its end: its testcases wait
+    # as text (pytest's file has the root <testsuites> and one <testsuite> in it).
+    pending: list[list[str]] = []
+    yield _DECLARATION
+    for at in range(0, len(text), _CHUNK):
+        parser.feed(text[at : at + _CHUNK])
+        for event, elem in parser.read_events():
+            if event == "start":
+                stack.append(elem)
+                pending.append([])
+                continue
+            depth = len(stack) - 1
+            stack.pop()
+            own = pending.pop()
+            if depth == 2 and elem.tag == "testcase":
+                own.append(rewrite.case(elem))
+            elif depth == 2:  # the suite's own <properties>, as pytest wrote them
+                own.append(ET.tostring(elem, encoding="unicode"))
+            elif depth < 2:
+                own.insert(0, _start_tag(elem, rewrite.counts(elem)))
+                own.append(f"</{elem.tag}>")
+                rewrite.suite_done()
+            else:
+                continue  # inside a testcase: serialized with it
+            if not stack:
+                yield from own
+            else:
+                pending[-1].extend(own)
+                stack[-1].remove(elem)  # free it now
+    parser.close()
+
+
+_CHUNK: Final = 1 << 16
+#: pytest's prefix of a failure message in JUnit XML (``Failed: <message>``).
+_FAILED: Final = "Failed: "
+
+
+def _start_tag(elem: ET.Element, counts: dict[str, str]) -> str:
+    """``<tag attr="...">`` of ``elem``, with ``counts`` replacing its count attributes."""
+    shell = ET.Element(elem.tag, {**elem.attrib, **counts})
+    empty = ET.tostring(shell, encoding="unicode")  # <tag a="b" />
+    return empty.removesuffix(" />").removesuffix("/>") + ">"
+
+
+class _Rewrite:
+    """The per-testcase rewriting of :func:`finish`."""
+
+    def __init__(self, report: RunReport, options: JUnitOptions) -> None:
+        self.options = options
+        self.conns = {c.ct.id: c for c in report.connections}
+        self.by_key = {
+            (c.ct.id, r.check): (r, c.result) for c in report.connections for r in c.records
+        }
+        self.hosts = {(h.host.id, r.check): (r, h.result) for h in report.hosts for r in h.records}
+        self.covered = {
+            (c.coverage.id, r.check): (r, coverage_own_seconds(c))
+            for c in report.coverage
+            for r in c.records
+        }
+        self._tally = dict.fromkeys(("tests", "failures", "errors", "skipped"), 0)
+        self._expanded = False
+
+    def case(self, case: ET.Element) -> str:
+        """The serialized testcase(s) for pytest's ``case``."""
+        out: list[str] = []
+        for one in self._expand(case):
+            self._rewrite(one)
+            self._tally["tests"] += 1
+            for tag, attr in (("failure", "failures"), ("error", "errors"), ("skipped", "skipped")):
+                if one.find(tag) is not None:
+                    self._tally[attr] += 1
+            out.append(ET.tostring(one, encoding="unicode"))
+        return "".join(out)
+
+    def counts(self, elem: ET.Element) -> dict[str, str]:
+        """A suite's count attributes after tier tests were expanded (else as pytest wrote)."""
+        if elem.tag != "testsuite" or not self._expanded:
+            return {}
+        return {k: str(v) for k, v in self._tally.items()}
+
+    def suite_done(self) -> None:
+        self._tally = dict.fromkeys(self._tally, 0)
+        self._expanded = False
+
+    def _expand(self, case: ET.Element) -> list[ET.Element]:
+        """A tier test's testcase as one testcase per check; any other as it is."""
+        holder = case.find("properties")
+        tier, _, rest = case.get("name", "").partition("[")
+        conn = self.conns.get(rest.removesuffix("]"))
+        if (
+            holder is None
+            or conn is None
+            or not any(p.get("name") == GROUP_PROPERTY for p in holder.iter("property"))
+        ):
+            return [case]
+        self._expanded = True
+        messages = _failure_lines(case)
+        extra = [e for e in case if e.tag in ("system-out", "system-err")]
+        out: list[ET.Element] = []
+        for rec in (r for r in conn.records if r.tier == tier):
+            new = _check_case(case.get("classname", ""), rec, conn.ct, conn.result, messages)
+            if not out:  # what the tier test printed: on its first check
+                new.extend(extra)
+            out.append(new)
+        return out
+
+    def _rewrite(self, case: ET.Element) -> None:
         holder = case.find("properties")
         props = (
             []
@@ -203,16 +317,54 @@ def finish(text: str, report: RunReport, options: JUnitOptions) -> str:
         )
         key = _key(props)
         found: tuple[CheckRecord, float] | None = None
-        if key in by_key:
-            rec, result = by_key[key]
+        if key in self.by_key:
+            rec, result = self.by_key[key]
             found = rec, own_seconds(result, rec)
-        elif key in hosts:
-            rec, host_result = hosts[key]
+        elif key in self.hosts:
+            rec, host_result = self.hosts[key]
             found = rec, host_own_seconds(host_result, rec)
-        elif key in covered:
-            found = covered[key]
-        shape_testcase(case, found, options)
-    return _DECLARATION + ET.tostring(root, encoding="unicode")
+        elif key in self.covered:
+            found = self.covered[key]
+        shape_testcase(case, found, self.options)
+
+
+def _failure_lines(case: ET.Element) -> dict[str, str]:
+    """A tier test's failure message, one line per failed check, by check name."""
+    failure = case.find("failure")
+    out: dict[str, str] = {}
+    if failure is None:
+        return out
+    for line in failure.get("message", "").splitlines():
+        # "[Failed: ]CRIT <id> <check>: <reason>" (plugin.failure_message)
+        line = line.removeprefix(_FAILED)
+        words = line.split(" ", 2)
+        if len(words) == 3:
+            out.setdefault(words[2].split(":", 1)[0], line)
+    return out
+
+
+def _check_case(
+    classname: str,
+    rec: CheckRecord,
+    ct: ConnectionType,
+    result: ProbeResult | None,
+    messages: dict[str, str],
+) -> ET.Element:
+    """One check's testcase, as pytest writes a check test's (before :func:`finish`)."""
+    case = ET.Element("testcase", {"classname": classname, "name": rec.nodeid.rpartition("::")[2]})
+    props = [*record_properties(rec), *testcase_properties(ct, result, rec.tier, rec.check)]
+    holder = ET.SubElement(case, "properties")
+    for name, value in props:
+        ET.SubElement(holder, "property", {"name": name, "value": str(value)})
+    if rec.outcome == "failed":
+        text = messages.get(rec.check, f"{rec.verdict} {rec.ct} {rec.check}: {rec.reason}")
+        # As pytest writes a pytest.fail(pytrace=False): the message with its prefix.
+        ET.SubElement(case, "failure", {"message": _FAILED + text}).text = text
+    elif rec.outcome in ("skipped", NOT_RUN):
+        ET.SubElement(
+            case, "skipped", {"type": "pytest.skip", "message": rec.reason}
+        ).text = rec.reason
+    return case
 
 
 def shape_testcase(
@@ -243,6 +395,11 @@ def shape_testcase(
         _prepend_output(case, lines)
 
 
+def coverage_own_seconds(crep: CoverageReport) -> float:
+    """A coverage check's own time: its server's one discovery (0 when none ran)."""
+    return crep.result.elapsed if crep.result is not None else 0.0
+
+
 def junit_text(report: RunReport, options: JUnitOptions) -> str:
     """The JUnit XML of ``report`` written without pytest (``pop3mon merge``): what
     pytest's writer and :func:`finish` make of a run, one testcase per check that ran, in
@@ -270,9 +427,7 @@ def junit_text(report: RunReport, options: JUnitOptions) -> str:
         ]
         cases.append((rec, own_seconds(conn.result, rec), ct_extra))
     for crep in report.coverage:
-        # As finish() times them: the server's one discovery.
-        elapsed = crep.result.elapsed if crep.result is not None else 0.0
-        cases += [(r, elapsed, []) for r in crep.records]
+        cases += [(r, coverage_own_seconds(crep), []) for r in crep.records]
     cases += [(r, 0.0, []) for r in report.unattributed]
     tally = {"failures": 0, "errors": 0, "skipped": 0}
     for rec, seconds, extra in cases:

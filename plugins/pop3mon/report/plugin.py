@@ -41,6 +41,7 @@ import time
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
+from xml.etree.ElementTree import ParseError
 
 import pytest
 
@@ -58,7 +59,7 @@ from .keys import IDENTITY_KEY, STORE_KEY
 from .metrics import METRICS_NAME, write_metrics
 from .model import RunInfo, RunReport, build_run_report, new_run_id, pop3mon_version, scrub
 from .paths import DEFAULT_DIR, reports_dir, reports_enabled
-from .recorder import Recorder
+from .recorder import GROUP_PROPERTY, Recorder
 from .reportset import HTML_NAME, JSON_NAME, JUNIT_NAME, ReportSet, ReportSetError
 from .stop import StopControl, install_worker_handlers
 from .terminal import adapt_short_summary, shows_summary, write_summary
@@ -369,6 +370,14 @@ class ReportPlugin:
         reason to the HTML row."""
         rec = self.recorder.record(report)
         if rec is None:
+            members = self.recorder.groups.get(report.nodeid)
+            if members is not None and report.when == "teardown":
+                # LogXML copies these into the testcase as text; junit.finish needs only the
+                # marker (it expands the testcase from the records), not ~3 KB per test.
+                report.user_properties = [
+                    (k, f"{len(members)} checks" if k == GROUP_PROPERTY else v)
+                    for k, v in report.user_properties
+                ]
             return
         if report.when == "teardown":
             # LogXML copies the teardown report's user_properties into <testcase>.
@@ -399,7 +408,9 @@ class ReportPlugin:
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         """Remember the selected tests (without xdist the controller collects them)."""
-        self.expected.update(dict.fromkeys(item.nodeid for item in session.items))
+        for item in session.items:
+            # A tier test (--granularity=tier) stands for the checks it evaluates.
+            self.expected.update(dict.fromkeys(getattr(item, "member_nodeids", (item.nodeid,))))
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
@@ -420,7 +431,12 @@ class ReportPlugin:
     def mark_not_run(self, session: pytest.Session) -> None:
         """Record every selected check that did not report as "not run", with the cause."""
         # Only pop3mon's own checks carry a verdict: a project's other tests never count.
-        missing = [n for n in self.expected if n not in self.recorder.records and self._is_check(n)]
+        recorder = self.recorder
+        missing = [
+            n
+            for n in self.expected
+            if n not in recorder.records and n not in recorder.groups and self._is_check(n)
+        ]
         if self.stop.stopped_by:
             self.stopped = f"stopped by {self.stop.stopped_by}"
         elif not missing:
@@ -508,7 +524,7 @@ class ReportPlugin:
         pass. A check's row is dropped (no cells) unless :func:`html.keeps_row` keeps it."""
         rec = None
         if report.when == "call" or not report.passed:
-            rec = self.recorder.records.get(report.nodeid)
+            rec = self.recorder.lookup(report.nodeid)
         if not html_parts.keeps_row(rec):
             cells.clear()
             return
@@ -595,6 +611,25 @@ class _Summary:
         if tr is not None and report is not None and shows_summary(session.config, exitstatus):
             write_summary(tr, report, verbose=session.config.get_verbosity() >= 1)
         return result
+
+
+def _stream_junit(path: Path, text: str, report: RunReport, options: junit.JUnitOptions) -> bool:
+    """Write pytest's JUnit ``text`` finished (:func:`junit.finish`) and scrubbed to
+    ``path``, a piece (one testcase) at a time rather than as copies of the whole file;
+    False, with ``path`` untouched, when ``text`` is not pytest's XML."""
+    part = path.with_name(path.name + ".part")
+    try:
+        with part.open("w", encoding="utf-8") as out:
+            for piece in junit.finish_pieces(text, report, options):
+                out.write(scrub(piece))
+    except ParseError:
+        part.unlink(missing_ok=True)
+        return False
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    os.replace(part, path)
+    return True
 
 
 class _ReportFiles:
@@ -696,10 +731,10 @@ class _ReportFiles:
                 path = files.temp(label)
                 if path is not None and path.exists():
                     text = path.read_text(encoding="utf-8")
-                    clean = text
-                    if label == "JUnit XML" and report is not None:
-                        clean = junit.finish(text, report, owner.junit)
-                    clean = scrub(clean)
+                    is_junit = label == "JUnit XML"
+                    if is_junit and report and _stream_junit(path, text, report, owner.junit):
+                        continue
+                    clean = scrub(text)
                     if label == "HTML":
                         clean = html_parts.finish_page(clean)
                     if clean != text:

@@ -13,14 +13,25 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from ..checks import CheckResult
-from ..verdict import Verdict
+from ..verdict import Verdict, rank
 
 if TYPE_CHECKING:  # the annotations only: `pop3mon merge` builds records without pytest
     import pytest
 
-__all__ = ["NOT_RUN", "CheckRecord", "Recorder", "record_properties", "verdict_properties"]
+__all__ = [
+    "GROUP_PROPERTY",
+    "NOT_RUN",
+    "CheckRecord",
+    "Recorder",
+    "group_entry",
+    "record_properties",
+    "verdict_properties",
+]
 
 _P: Final = "pop3mon_"
+#: The property a tier test (``--granularity=tier``) carries all its checks in: a list of
+#: :func:`group_entry` lists, one per check, each becoming its own :class:`CheckRecord`.
+GROUP_PROPERTY: Final = _P + "checks"
 #: The outcome of a selected check the run ended before (SIGTERM, Ctrl-C, ``-x``).
 NOT_RUN: Final = "not run"
 
@@ -102,20 +113,34 @@ def _properties(
     return props
 
 
+def group_entry(
+    nodeid: str, ct: str, server: str, res: CheckResult, outcome: str, duration: float
+) -> list[tuple[str, object]]:
+    """One check of a tier test: :func:`verdict_properties` plus the node id the check
+    has as a test of its own (``--granularity=check``), its outcome and its duration."""
+    return [
+        *verdict_properties(ct, server, res),
+        (_P + "nodeid", nodeid),
+        (_P + "outcome", outcome),
+        (_P + "duration", float(duration)),
+    ]
+
+
 def _parse(report: pytest.TestReport, props: Mapping[str, object]) -> CheckRecord:
     figure = props.get(_P + "figure")
+    duration = props.get(_P + "duration", report.duration)
     return CheckRecord(
-        nodeid=report.nodeid,
+        nodeid=str(props.get(_P + "nodeid", report.nodeid)),
         ct=str(props[_P + "ct"]),
         server=str(props.get(_P + "server", "")),
         tier=str(props.get(_P + "tier", "")),
         check=str(props.get(_P + "check", "")),
         verdict=Verdict.parse(props.get(_P + "verdict")),
         reason=str(props.get(_P + "reason", "")),
-        outcome=report.outcome,
+        outcome=str(props.get(_P + "outcome", report.outcome)),
         figure=float(figure) if isinstance(figure, int | float) else None,
         unit=str(props.get(_P + "unit", "")),
-        duration=report.duration,
+        duration=float(duration) if isinstance(duration, int | float) else report.duration,
         blocked_by=str(props.get(_P + "blocked_by", "")),
     )
 
@@ -130,11 +155,23 @@ class Recorder:
     def __init__(self, server_of: Callable[[str], str]) -> None:
         self.server_of = server_of
         self.records: dict[str, CheckRecord] = {}
+        #: Node id of a tier test (``--granularity=tier``) -> the node ids of its checks.
+        self.groups: dict[str, list[str]] = {}
 
     def record(self, report: pytest.TestReport) -> CheckRecord | None:
         """Take one test report. Returns the check's record when the report carries a
-        verdict (a tier test's report), else ``None`` (but a failure is still recorded)."""
+        verdict (a check test's report), else ``None`` (but a failure is still recorded).
+        A tier test's report records each of its checks (see :attr:`groups`) and returns
+        ``None``."""
         props = {str(k): v for k, v in report.user_properties}
+        group = props.get(GROUP_PROPERTY)
+        if isinstance(group, list):
+            if report.when == "call" or report.nodeid not in self.groups:
+                self._record_group(report, group)
+            elif report.failed:  # a teardown error after the verdicts
+                for nodeid in self.groups[report.nodeid]:
+                    self.records[nodeid].outcome = "failed"
+            return None
         if _P + "ct" not in props:
             known = self.records.get(report.nodeid)
             if report.failed and known is not None:
@@ -147,6 +184,25 @@ class Recorder:
             return self.records[report.nodeid]
         self.records[report.nodeid] = _parse(report, props)
         return self.records[report.nodeid]
+
+    def _record_group(self, report: pytest.TestReport, group: list[object]) -> None:
+        ids: list[str] = []
+        for entry in group:
+            if not isinstance(entry, list | tuple):
+                continue
+            rec = _parse(report, {str(k): v for k, v in entry})
+            self.records[rec.nodeid] = rec
+            ids.append(rec.nodeid)
+        self.groups[report.nodeid] = ids
+
+    def lookup(self, nodeid: str) -> CheckRecord | None:
+        """The record of a test: a check test's own, or for a tier test the worst of its
+        checks (the first of them when they tie)."""
+        found = self.records.get(nodeid)
+        if found is not None or nodeid not in self.groups:
+            return found
+        members = [self.records[n] for n in self.groups[nodeid] if n in self.records]
+        return max(members, key=lambda r: rank(r.verdict), default=None)
 
     def _broken(self, report: pytest.TestReport) -> CheckRecord:
         """A test that errored before reaching a verdict (a bug or a fixture error)."""

@@ -1,0 +1,167 @@
+"""``--granularity=tier`` (issue 14, scale): one pytest test per tier of each connection
+type, and still every check in every report.
+
+The Dovecot lab of tests/test_metrics.py (OK, expired certificate, wrong password, closed
+port: passes, failures and skips) runs once per granularity; results.json, junit.xml and
+metrics.prom must list the same checks with the same verdicts, reasons, outcomes and node
+ids, and the pop3mon summary must count the same verdicts. Figures that are timings (or a
+greeting's nonce) differ between two runs and are left out of the comparison.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_metrics import PW_ENV, SENTINEL, WRONG_ENV, Run, run_suite, samples_of, write_targets
+
+from pop3mon_lab.dovecot import DovecotLab, free_port
+
+#: Values that are timings or change from one probe to the next.
+_VOLATILE_PROPS = ("phase_", "figure", "cert_days_left")
+
+
+@pytest.fixture(scope="module")
+def runs(dovecot: DovecotLab, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
+    """The lab run once with each granularity (the ini option, then the command line)."""
+    directory = tmp_path_factory.mktemp("granularity-lab")
+    targets = write_targets(directory / "targets.yaml", dovecot, free_port())
+    env = {PW_ENV: dovecot.demo_password, WRONG_ENV: SENTINEL}
+    out = {}
+    for mode in ("check", "tier"):
+        env["PYTEST_ADDOPTS"] = f"--granularity={mode}"
+        done = run_suite(targets, tmp_path_factory.mktemp(f"granularity-{mode}"), env)
+        assert done.returncode == 1, done.output[-4000:]  # expired, wrong, closed are CRIT
+        out[mode] = done
+    return out
+
+
+def _tests_line(run: Run) -> str:
+    found = re.findall(r"^=* ?(\d+ (?:failed|passed).*) in [\d.]+s", run.output, re.M)
+    assert found, run.output[-3000:]
+    return str(found[-1])
+
+
+def _checks(run: Run) -> list[tuple[str, str, str, str, str, str, str]]:
+    doc = run.json()
+    out = []
+    for conn in doc["connections"]:
+        for c in conn["checks"]:
+            reason = re.sub(r"<[^>]*>|\d+(\.\d+)?", "N", c["reason"])
+            out.append(
+                (conn["id"], c["tier"], c["check"], c["verdict"], c["outcome"], c["nodeid"], reason)
+            )
+    return sorted(out)
+
+
+def _junit(run: Run) -> tuple[dict[str, str], list[tuple[Any, ...]]]:
+    root = ET.parse(run.reports / "junit.xml").getroot()
+    suite = root.find("testsuite")
+    assert suite is not None
+    counts = {k: suite.get(k, "") for k in ("tests", "failures", "errors", "skipped")}
+    cases = []
+    for case in root.iter("testcase"):
+        props = sorted(
+            (p.get("name", ""), re.sub(r"<[^>]*>|\d+(\.\d+)?", "N", p.get("value", "")))
+            for p in case.iter("property")
+            if not any(v in p.get("name", "") for v in _VOLATILE_PROPS)
+        )
+        outcome = sorted(e.tag for e in case if e.tag in ("failure", "error", "skipped"))
+        failure = case.find("failure")
+        message = failure.get("message", "") if failure is not None else ""
+        message = re.sub(r"\d+(\.\d+)?", "N", message)
+        cases.append(
+            (case.get("classname"), case.get("name"), tuple(props), tuple(outcome), message)
+        )
+    return counts, sorted(cases)
+
+
+def _metrics(run: Run) -> list[tuple[str, tuple[tuple[str, str], ...], float | None]]:
+    out = []
+    for s in samples_of(run.text):
+        if "seconds" in s.name or s.name.startswith("probe_"):
+            continue  # timings and timestamps
+        value = s.value if "mailbox" not in s.name else None
+        out.append((s.name, tuple(sorted(s.labels.items())), value))
+    return sorted(out)
+
+
+def test_tier_granularity_runs_one_test_per_tier(runs: dict[str, Run]) -> None:
+    """Fewer pytest tests, each named after its tier (``tls[<id>]``)."""
+    fine, coarse = _tests_line(runs["check"]), _tests_line(runs["tier"])
+    count = lambda line: sum(int(n) for n in re.findall(r"(\d+) \w+", line))  # noqa: E731
+    assert count(coarse) < count(fine) / 2, (fine, coarse)
+    assert "test_tls.py::tls[expired]" in runs["tier"].output  # the failing tier test
+
+
+def test_tier_granularity_reports_every_check_as_the_fine_mode(runs: dict[str, Run]) -> None:
+    """results.json, junit.xml and metrics.prom list the same checks, verdicts, reasons,
+    outcomes and node ids with either granularity; the summary counts the same."""
+    fine, coarse = runs["check"], runs["tier"]
+    assert _checks(coarse) == _checks(fine)
+    assert _junit(coarse) == _junit(fine)
+    assert _metrics(coarse) == _metrics(fine)
+    verdicts = [re.findall(r"^verdicts: .*$", r.output, re.M) for r in (fine, coarse)]
+    assert verdicts[0] and verdicts[0] == verdicts[1]
+    for run in (fine, coarse):  # the secret scrub covers the tier tests' reports too
+        for name in ("junit.xml", "results.json", "metrics.prom", "report.html"):
+            assert SENTINEL not in (run.reports / name).read_text(encoding="utf-8"), name
+
+
+def test_tier_granularity_keeps_the_selection(dovecot: DovecotLab, tmp_path: Path) -> None:
+    """``-k`` still selects checks: a tier test holds just the selected ones."""
+    targets = write_targets(tmp_path / "targets.yaml", dovecot, free_port())
+    env = {
+        PW_ENV: dovecot.demo_password,
+        WRONG_ENV: SENTINEL,
+        "PYTEST_ADDOPTS": "--granularity=tier -k 'expiry or login'",
+    }
+    done = run_suite(targets, tmp_path / "reports", env)
+    checks = {(c["id"], k["check"]) for c in done.json()["connections"] for k in c["checks"]}
+    assert {check for _, check in checks} == {"expiry", "login"}, checks
+    assert ("expired", "expiry") in checks and ("wrong", "login") in checks
+
+
+def test_bad_granularity_is_one_usage_line(dovecot: DovecotLab, tmp_path: Path) -> None:
+    """A wrong ini value stops the run with one line naming the choices, no traceback."""
+    targets = write_targets(tmp_path / "targets.yaml", dovecot, free_port())
+    env = {PW_ENV: dovecot.demo_password, "PYTEST_ADDOPTS": "-o pop3mon_granularity=tiers"}
+    done = run_suite(targets, tmp_path / "reports", env)
+    assert done.returncode == 4, done.output[-2000:]
+    assert "pop3mon_granularity = 'tiers' is not one of check, tier" in done.output
+    assert "Traceback" not in done.output
+
+
+def test_results_json_is_written_as_one_document(runs: dict[str, Run]) -> None:
+    """results.json, now written a connection at a time, is still one compact document
+    with sorted keys."""
+    text = (runs["tier"].reports / "results.json").read_text(encoding="utf-8")
+    doc = json.loads(text)
+    assert text == json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+def test_tier_granularity_marks_unrun_checks_not_run(dovecot: DovecotLab, tmp_path: Path) -> None:
+    """``-x`` ends the run at the first failing tier test; every check of the tier tests
+    that never ran is in results.json as "not run", one record per check."""
+    targets = write_targets(tmp_path / "targets.yaml", dovecot, free_port())
+    env = {
+        PW_ENV: dovecot.demo_password,
+        WRONG_ENV: SENTINEL,
+        "PYTEST_ADDOPTS": "--granularity=tier -x",
+    }
+    done = run_suite(targets, tmp_path / "reports", env)
+    assert done.returncode == 1, done.output[-3000:]
+    doc = done.json()
+    checks = [(c["id"], k["check"], k["outcome"]) for c in doc["connections"] for k in c["checks"]]
+    not_run = [c for c in checks if c[2] == "not run"]
+    assert not_run, checks
+    assert len({(i, k) for i, k, _ in checks}) == len(checks)  # each check once
+    # The same checks as a complete run: none lost with its tier test.
+    full = run_suite(targets, tmp_path / "full", {**env, "PYTEST_ADDOPTS": "--granularity=tier"})
+    assert {(i, k) for i, k, _ in checks} == {
+        (c["id"], k["check"]) for c in full.json()["connections"] for k in c["checks"]
+    }
