@@ -57,6 +57,7 @@ RUN_BY: dict[str, str] = {
     'pytest -m "eu and not legacy"': OPTIONS,
     "pytest -k mail1": OPTIONS,
     "pytest --strict-warn": OPTIONS,
+    "pytest --granularity=tier": OPTIONS,
     "pytest --probe-concurrency=8": OPTIONS,
     "pytest --targets=other.yaml": OPTIONS,
     "pytest --accept-drift=mail1:995-tls": OPTIONS,
@@ -328,6 +329,12 @@ def test_readme_option_and_scheduling_commands(
             assert "mail2" not in proc.stdout.split("pop3mon summary")[-1], (command, out)
         if "eu and not legacy" in command:
             assert "deselected" in out, out
+        if "--granularity=tier" in command:
+            # Fewer pytest tests (one per tier), and still every check in the reports.
+            tests = sum(int(n) for n in re.findall(r"(\d+) (?:passed|failed|skipped)", out))
+            run = json.loads((repo / "reports" / "results.json").read_text("utf-8"))
+            checks = [c for conn in run["connections"] for c in conn["checks"]]
+            assert 0 < tests < len(checks), (tests, len(checks), out)
         if "--shard=3/10" in command:
             run = json.loads((repo / "reports" / "shard-3" / "results.json").read_text("utf-8"))
             assert run["run"]["shard"] == {"index": 3, "total": 10}, run["run"]
