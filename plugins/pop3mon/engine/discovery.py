@@ -13,9 +13,13 @@ Three sources, all within one deadline:
   ``outgoingServer``): the engine's :class:`~.smtp.SmtpProbe` with ``auth: none`` on a
   wire whose allowlist is EHLO, STARTTLS and QUIT only (never AUTH, MAIL, RCPT, DATA).
 
+The hosts the user named are probed from the start, beside the look-ups (which get at
+most :data:`LOOKUP_SHARE` of the deadline); a host a look-up names is probed as soon as
+that look-up answers.
+
 What discovery could not look at (a DNS server that timed out or failed, an autoconfig
-host that failed other than by saying "no document here", a probe that did not end in
-time) is in :attr:`Discovery.failures` as well as in the problems, so a coverage check
+host that failed other than by saying "no document here", a probe that neither
+answered nor was refused in time) is in :attr:`Discovery.failures` as well as in the problems, so a coverage check
 can say "could not check" instead of OK.
 
 Safety rules (issue 15 item 3): only the hosts named by the user or by the domain's own
