@@ -19,8 +19,8 @@ that look-up answers.
 
 What discovery could not look at (a DNS server that timed out or failed, an autoconfig
 host that failed other than by saying "no document here", a probe that neither
-answered nor was refused in time) is in :attr:`Discovery.failures` as well as in the problems, so a coverage check
-can say "could not check" instead of OK.
+answered nor was refused in time) is in :attr:`Discovery.failures` as well as in the
+problems, so a coverage check can say "could not check" instead of OK.
 
 Safety rules (issue 15 item 3): only the hosts named by the user or by the domain's own
 SRV/autoconfig records are contacted, at most :data:`MAX_HOSTS` of them and
