@@ -370,3 +370,16 @@ def test_xdist_discovers_each_server_once_with_the_same_findings(
     assert findings["2"] == findings["0"]
     published = [v for k, v in findings["2"].items() if "coverage_published" in k]
     assert all(v[0] == "WARN" and "published but unmonitored" in v[1] for v in published)
+
+
+def test_a_named_port_that_never_answers_is_could_not_check(
+    lab: DovecotLab, tmp_path: Path
+) -> None:
+    """A port of the server's own host that accepts and stays silent until the deadline
+    (the fault server's ``no-greeting``) is unknown, not "nothing there": WARN "could not
+    check", never an OK "no POP3 connection type answers"."""
+    with FaultServer("no-greeting") as silent:
+        run = _run(tmp_path, _server(lab, {"ports": [silent.port]}, host="127.0.0.1"))
+    case = run.case("coverage_unmonitored", "server:mail")
+    assert case.verdict == "WARN", run.describe()
+    assert "could not check" in case.reason and f"127.0.0.1:{silent.port}" in case.reason

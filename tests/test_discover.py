@@ -539,3 +539,130 @@ def test_a_plaintext_greeting_slower_than_the_wait_is_still_plaintext(
         assert {v for v in srv.commands() if v.isalpha()} <= {"CAPA", "STLS", "QUIT"}
     (offered,) = found.offered
     assert offered.answered and offered.security == "starttls" and offered.tls_ok, offered
+
+
+# -- review of issue 15: named hosts are probed from the start; hostile documents are capped --
+def _big_drip() -> AutoconfigServer:
+    """An autoconfig server that drips its document one byte a second (a slow or
+    blackholed web server as the user meets it)."""
+    return AutoconfigServer({AUTOCONFIG_PATH: b"x" * 200, WELLKNOWN_PATH: b"x" * 200}, drip=1.0)
+
+
+def test_named_hosts_are_probed_while_autoconfig_drips(zone: Zone) -> None:
+    """The host the user named is probed from the start, beside the SRV and autoconfig
+    look-ups: a server that greets only after 2.8 s of a 4 s deadline still answers while
+    the autoconfig server drips for the whole look-up share of the deadline."""
+    with (
+        FaultServer(
+            "slow-greeting",
+            certfile=zone.certs.valid.cert,
+            keyfile=zone.certs.valid.key,
+            implicit_tls=True,
+            drip_interval=2.8,
+        ) as slow,
+        _big_drip() as http,
+    ):
+        start = time.monotonic()
+        found = discover(
+            zone.spec(
+                autoconfig_port=http.port,
+                hosts=(MAIL1, "127.0.0.1"),
+                ports=(slow.port, 1),
+                tls_ports=(slow.port,),
+                timeout=4.0,
+            )
+        )
+        assert time.monotonic() - start < 4.0 + 1.0
+    assert any("autoconfig" in p for p in found.problems)
+    slow_one = _offered(found, MAIL1, slow.port)
+    assert slow_one.answered, slow_one  # type: ignore[attr-defined]
+    refused = _offered(found, "127.0.0.1", 1)
+    assert refused.error_kind == "connection-refused", refused  # type: ignore[attr-defined]
+
+
+def test_discover_command_lists_the_named_port_beside_a_dripping_autoconfig(zone: Zone) -> None:
+    """The reviewer's reproduction: `discover DOMAIN --host=127.0.0.1 --port=1` with an
+    autoconfig server dripping a byte a second lists 127.0.0.1:1 (refused) within the
+    deadline; a refused port's TLS column is "-", not FAIL."""
+    with _big_drip() as http:
+        run = _cli(
+            "discover",
+            ZONE,
+            "--host=127.0.0.1",
+            "--port=1",
+            "--timeout=4",
+            f"--nameserver={zone.dns.nameserver}",
+            f"--autoconfig-port={http.port}",
+            "--format=table",
+        )
+    rows = [line.split() for line in run.stdout.splitlines()]
+    mine = [r for r in rows if r[:3] == ["pop3", "127.0.0.1", "1"]]
+    assert len(mine) == 1, run.stdout
+    assert mine[0][3:8] == ["-", "port", "no", "-", "-"], run.stdout
+    assert "refused" in " ".join(mine[0][8:]), run.stdout
+    # The published SMTP submissions port on mail2 (465, nothing listens): refused before
+    # any TLS, so its TLS column is "-" and its note the connect error, not "TLS not verified".
+    smtp = next(r for r in rows if r[:3] == ["smtp", MAIL2, "465"])
+    assert smtp[7] == "-" and "TLS not verified" not in " ".join(smtp), run.stdout
+    assert "refused" in " ".join(smtp[8:]), run.stdout
+
+
+def test_a_port_that_never_answers_is_a_failure_not_nothing_there(lab_certs: LabCerts) -> None:
+    """A named port that neither answers nor refuses by the deadline (a server that
+    accepts and stays silent) is "could not look", not "nothing listens there"."""
+    with FaultServer("no-greeting") as srv:
+        found = discover(
+            DiscoverySpec(domain=None, hosts=("127.0.0.1",), ports=(srv.port,), timeout=2.0)
+        )
+    (failure,) = found.failures
+    assert failure.part == "probe"
+    assert f"127.0.0.1:{srv.port}" in failure.reason and "deadline" in failure.reason
+    assert failure.reason in found.problems or found.failed("probe")
+
+
+def _providers(count: int) -> bytes:
+    providers = "".join(
+        f'<emailProvider id="p{i}"><incomingServer type="pop3">'
+        f"<hostname>h{i}.{ZONE}</hostname><port>995</port><socketType>SSL</socketType>"
+        "</incomingServer></emailProvider>"
+        for i in range(count)
+    )
+    return f'<?xml version="1.0"?><clientConfig version="1.1">{providers}</clientConfig>'.encode()
+
+
+def test_autoconfig_server_cap_holds_across_providers() -> None:
+    servers, problems = ac.parse(_providers(1000), ZONE, None)
+    assert len(servers) == 32
+    assert len(problems) == 1 and "1000" in problems[0] and "968 ignored" in problems[0]
+    bad = _providers(1000).replace(b"<port>995</port>", b"<port>x</port>")
+    servers, problems = ac.parse(bad, ZONE, None)
+    assert servers == () and len(problems) <= 8, problems
+    assert "more" in problems[-2] or "more" in problems[-1], problems
+
+
+def test_a_thousand_providers_keep_the_output_small(zone: Zone, tmp_path: Path) -> None:
+    """A hostile document of 1,000 <emailProvider> elements, served over real HTTP: at most
+    32 published entries, 8 hosts probed, short problem lines, and the entries over the
+    host limit say so."""
+    with AutoconfigServer({AUTOCONFIG_PATH: _providers(1000)}) as http:
+        found = discover(zone.spec(autoconfig_port=http.port, ports=(), timeout=6.0))
+        draft = tmp_path / "draft.yaml"
+        run = _cli(
+            "discover",
+            ZONE,
+            "--timeout=6",
+            f"--nameserver={zone.dns.nameserver}",
+            f"--autoconfig-port={http.port}",
+            f"--output={draft}",
+        )
+    autoconfig = [p for p in found.published if p.source == "autoconfig"]
+    # SRV's entries first, then the document's, 32 in all.
+    assert len(autoconfig) > 20 and len(found.published) == 32
+    assert len(found.hosts) == 8
+    assert all(len(p) < 400 for p in found.problems), found.problems
+    assert any("… and" in p and "more" in p for p in found.problems), found.problems
+    assert run.stdout.count("\n") < 80, run.stdout
+    assert "over the 8-host limit" in run.stdout, run.stdout
+    assert "(SMTP)" not in run.stdout
+    assert draft.read_text().count("- name:") <= 32
+    load_targets(str(draft))

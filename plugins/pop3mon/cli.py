@@ -563,13 +563,18 @@ def _discovery_table(found: Any, problems: Sequence[str]) -> str:
 
     # ANSWERS: it spoke its protocol; STARTTLS: POP3 STLS in CAPA, SMTP STARTTLS in EHLO.
     rows = [("PROTO", "HOST", "PORT", "SECURITY", "FOUND BY", "ANSWERS", "STARTTLS", "TLS", "NOTE")]
-    for f in findings(found):
+    listed = findings(found)
+    for f in listed:
         o = f.offered
         by = ",".join(dict.fromkeys(p.source for p in f.published))
         if o is not None and o.answered:
             by = f"{by},port" if by else "port"
         answered = "-" if o is None else ("yes" if o.answered else "no")
-        stls = "-" if o is None or f.security == "tls" else ("yes" if o.stls_offered else "no")
+        # Whether STLS is offered is known only from a port that answered.
+        if o is None or not o.answered or f.security == "tls":
+            stls = "-"
+        else:
+            stls = "yes" if o.stls_offered else "no"
         tls = "-" if o is None or o.tls_ok is None else ("ok" if o.tls_ok else "FAIL")
         rows.append(
             (
@@ -584,6 +589,14 @@ def _discovery_table(found: Any, problems: Sequence[str]) -> str:
                 "; ".join(f.warnings),
             )
         )
+    # The ports probed that did not answer and nothing publishes (not in the draft): the
+    # table still says each was looked at and why it gave nothing.
+    shown = {(f.protocol, f.host, f.port) for f in listed}
+    for o in found.offered:
+        if (o.protocol, o.host, o.port) not in shown:
+            tls = "-" if o.tls_ok is None else ("ok" if o.tls_ok else "FAIL")
+            note = o.error or "no answer"
+            rows.append((o.protocol, o.host, str(o.port), "-", "port", "no", "-", tls, note))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]

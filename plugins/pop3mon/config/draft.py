@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Final
 
-from ..engine.discovery import Discovery, Offered, Published
+from ..engine.discovery import MAX_HOSTS, MAX_PORTS, Discovery, Offered, Published
 from ..engine.stages import Protocol, Security
 
 __all__ = ["PASSWORD_ENV", "ConnectionFinding", "draft_yaml", "findings"]
@@ -34,6 +34,7 @@ class ConnectionFinding:
     port: int
     published: list[Published] = field(default_factory=list)
     offered: Offered | None = None
+    not_probed: str = ""  # why a published entry was not probed (a cap), "" when probed
 
     @property
     def security(self) -> Security:
@@ -60,7 +61,7 @@ class ConnectionFinding:
     @property
     def warnings(self) -> list[str]:
         """What needs a look (cleartext before TLS, certificate, published but silent)."""
-        out = []
+        out = [self.not_probed] if self.not_probed else []
         o = self.offered
         if o is not None and o.cleartext_login_before_tls:
             out.append(
@@ -91,6 +92,14 @@ def findings(found: Discovery) -> list[ConnectionFinding]:
         if key not in table and not o.answered:
             continue  # a standard port that is simply closed: nothing to monitor
         table.setdefault(key, ConnectionFinding(o.protocol, o.host, o.port)).offered = o
+    probed = set(found.hosts)
+    for f in table.values():
+        if f.offered is None:
+            f.not_probed = (
+                f"not probed: over the {MAX_HOSTS}-host limit"
+                if f.host not in probed
+                else f"not probed: over the {MAX_PORTS}-port limit of its host"
+            )
     return list(table.values())
 
 

@@ -43,7 +43,11 @@ __all__ = [
 MAX_DOCUMENT: Final = 256 * 1024
 _MAX_HEADER: Final = 16 * 1024
 _MAX_DEPTH: Final = 32
+#: At most this many POP3/SMTP server entries are read from one document (real ones have
+#: a handful), across all its ``<emailProvider>`` elements.
 _MAX_SERVERS: Final = 32
+#: At most this many problem lines about one document's entries.
+_MAX_PROBLEMS: Final = 5
 
 Location = Literal["autoconfig", "autoconfig-wellknown"]
 Scheme = Literal["https", "http"]
@@ -249,39 +253,53 @@ def parse(
 
     servers: list[AutoconfigServer] = []
     problems: list[str] = []
-    for provider in root.findall("emailProvider"):
-        for element in list(provider)[: _MAX_SERVERS * 4]:
-            protocol = _SERVER_TYPES.get((element.tag, element.get("type", "")))
-            if protocol is None:
-                continue
-            host = fill((element.findtext("hostname") or "").strip()).lower().rstrip(".")
-            port_text = (element.findtext("port") or "").strip()
-            socket_type = (element.findtext("socketType") or "").strip()
-            what = f"{element.tag} {protocol} {sanitize(host, 80) or '(no hostname)'}"
-            if not host or "%" in host or not _hostname_ok(host):
-                problems.append(f"{what}: unusable hostname")
-                continue
-            if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-                problems.append(f"{what}: port {sanitize(port_text, 20)!r} is not a port")
-                continue
-            security = _SOCKET_TYPES.get(socket_type)
-            if security is None:
-                problems.append(f"{what}: unknown socketType {sanitize(socket_type, 20)!r}")
-                continue
-            auth = (element.findtext("authentication") or "").strip() or None
-            user = (element.findtext("username") or "").strip() or None
-            servers.append(
-                AutoconfigServer(
-                    protocol=protocol,
-                    host=host,
-                    port=int(port_text),
-                    security=security,
-                    authentication=sanitize(auth, 40) if auth else None,
-                    username=sanitize(fill(user), 120) if user else None,
-                )
+    # The caps hold across every <emailProvider>: a document of a thousand providers is
+    # still at most _MAX_SERVERS servers and _MAX_PROBLEMS problem lines.
+    entries = [
+        (element, protocol)
+        for provider in root.findall("emailProvider")
+        for element in provider
+        if (protocol := _SERVER_TYPES.get((element.tag, element.get("type", "")))) is not None
+    ]
+    ignored = 0
+    for element, protocol in entries:
+        if len(servers) >= _MAX_SERVERS:
+            ignored += 1
+            continue
+        host = fill((element.findtext("hostname") or "").strip()).lower().rstrip(".")
+        port_text = (element.findtext("port") or "").strip()
+        socket_type = (element.findtext("socketType") or "").strip()
+        what = f"{element.tag} {protocol} {sanitize(host, 80) or '(no hostname)'}"
+        if not host or "%" in host or not _hostname_ok(host):
+            problems.append(f"{what}: unusable hostname")
+            continue
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            problems.append(f"{what}: port {sanitize(port_text, 20)!r} is not a port")
+            continue
+        security = _SOCKET_TYPES.get(socket_type)
+        if security is None:
+            problems.append(f"{what}: unknown socketType {sanitize(socket_type, 20)!r}")
+            continue
+        auth = (element.findtext("authentication") or "").strip() or None
+        user = (element.findtext("username") or "").strip() or None
+        servers.append(
+            AutoconfigServer(
+                protocol=protocol,
+                host=host,
+                port=int(port_text),
+                security=security,
+                authentication=sanitize(auth, 40) if auth else None,
+                username=sanitize(fill(user), 120) if user else None,
             )
-            if len(servers) >= _MAX_SERVERS:
-                break
+        )
+    if len(problems) > _MAX_PROBLEMS:
+        more = len(problems) - _MAX_PROBLEMS
+        problems[_MAX_PROBLEMS:] = [f"… and {more} more unusable server entries"]
+    if ignored:
+        problems.append(
+            f"{len(entries)} POP3/SMTP server entries; only the first {_MAX_SERVERS} "
+            f"read ({ignored} ignored)"
+        )
     return tuple(servers), tuple(problems)
 
 

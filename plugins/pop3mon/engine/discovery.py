@@ -13,10 +13,14 @@ Three sources, all within one deadline:
   ``outgoingServer``): the engine's :class:`~.smtp.SmtpProbe` with ``auth: none`` on a
   wire whose allowlist is EHLO, STARTTLS and QUIT only (never AUTH, MAIL, RCPT, DATA).
 
+The hosts the user named are probed from the start, beside the look-ups (which get at
+most :data:`LOOKUP_SHARE` of the deadline); a host a look-up names is probed as soon as
+that look-up answers.
+
 What discovery could not look at (a DNS server that timed out or failed, an autoconfig
-host that failed other than by saying "no document here", a probe that did not end in
-time) is in :attr:`Discovery.failures` as well as in the problems, so a coverage check
-can say "could not check" instead of OK.
+host that failed other than by saying "no document here", a probe that neither
+answered nor was refused in time) is in :attr:`Discovery.failures` as well as in the
+problems, so a coverage check can say "could not check" instead of OK.
 
 Safety rules (issue 15 item 3): only the hosts named by the user or by the domain's own
 SRV/autoconfig records are contacted, at most :data:`MAX_HOSTS` of them and
@@ -51,8 +55,10 @@ from .stages import Protocol, Security
 from .wire import Deadline, Wire
 
 __all__ = [
+    "LISTED_MAX",
     "MAX_HOSTS",
     "MAX_PORTS",
+    "MAX_PUBLISHED",
     "STANDARD_PORTS",
     "Discovery",
     "DiscoveryPart",
@@ -62,6 +68,7 @@ __all__ = [
     "Published",
     "Source",
     "discover",
+    "listed",
 ]
 
 #: Where a connection type was found.
@@ -76,6 +83,9 @@ STANDARD_PORTS: Final[tuple[int, ...]] = (110, 995)
 MAX_HOSTS: Final = 8
 #: At most this many ports per host.
 MAX_PORTS: Final = 8
+#: At most this many published connection types (SRV and autoconfig together) are kept:
+#: a hostile zone or document must not make the table, the draft and the report its size.
+MAX_PUBLISHED: Final = 32
 
 
 @dataclass(frozen=True)
@@ -199,6 +209,8 @@ _T = TypeVar("_T")
 #: A probe's error kinds that say its host's name could not be looked up (the DNS server
 #: timed out or failed), as opposed to NXDOMAIN: a :class:`Failure`.
 _LOOKUP_FAILED: Final = frozenset({"dns-timeout", "dns-failed", "dns-temporary"})
+#: Stages that end before any TLS: a probe failing there says nothing about its TLS.
+_BEFORE_TLS: Final = frozenset({"dns", "ping", "connect"})
 
 
 class _Resolving(_Probe):
@@ -369,6 +381,9 @@ def _offered(result: ProbeResult, unverified: ProbeResult | None, elapsed: float
     tls_tried = result.security == "tls" or stls
     if result.tls is not None:
         tls_ok: bool | None = result.tls.verified and not result.error_kind.startswith("cert-")
+    elif result.error_stage in _BEFORE_TLS:
+        # Refused, unreachable, no such name: TLS was never tried, so it did not fail.
+        tls_ok = None
     else:
         tls_ok = False if tls_tried else None
     answered = _stage_ok(seen, "greeting")
@@ -448,7 +463,14 @@ def _srv_published(domain: str, nameserver: str | None, deadline: Deadline) -> _
     return published, [f.reason for f in failures], failures
 
 
-def _autoconfig_published(spec: DiscoverySpec, domain: str, deadline: Deadline) -> _Found:
+def _autoconfig_published(
+    spec: DiscoverySpec,
+    domain: str,
+    deadline: Deadline,
+    on_found: Callable[[list[Published]], None] = lambda found: None,
+) -> _Found:
+    """What the autoconfig locations publish; ``on_found`` gets each location's entries as
+    soon as its document is read (to probe them at once)."""
     tries = ac.locations(domain, spec.autoconfig_port, spec.email, spec.autoconfig_schemes)
     by_location: dict[ac.Location, list[tuple[ac.Scheme, str, str, str]]] = {}
     for location, scheme, host, path, url in tries:
@@ -488,6 +510,7 @@ def _autoconfig_published(spec: DiscoverySpec, domain: str, deadline: Deadline) 
                 )
                 for s in servers
             ]
+            on_found(found)
             notes = [f"autoconfig {url}: {p}" for p in problems]
             if not servers and not problems:
                 notes.append(f"autoconfig {url}: no POP3 or SMTP server in the document")
@@ -515,44 +538,126 @@ def _autoconfig_published(spec: DiscoverySpec, domain: str, deadline: Deadline) 
 
 _Job = tuple[str, int, Protocol, Security | None]
 
+#: At most this many names are listed in a "not contacted" problem line; the rest are
+#: counted ("… and 985 more"): a hostile document must not make the output its own size.
+LISTED_MAX: Final = 5
 
-def _targets(
-    spec: DiscoverySpec, published: list[Published]
-) -> tuple[tuple[str, ...], list[_Job], list[str]]:
-    """The hosts to probe (user-named first), and (host, port, protocol, security hint)
-    per probe: the POP3 ports asked for, and every published POP3 and SMTP entry."""
-    problems: list[str] = []
-    hosts: list[str] = []
-    for host in (*spec.hosts, *(p.host for p in published)):
-        host = host.lower().rstrip(".")
-        if host not in hosts:
-            hosts.append(host)
-    if len(hosts) > MAX_HOSTS:
-        problems.append(
-            f"{len(hosts)} hosts named; only the first {MAX_HOSTS} probed "
-            f"({', '.join(hosts[MAX_HOSTS:])} not contacted)"
-        )
-        hosts = hosts[:MAX_HOSTS]
-    jobs: list[_Job] = []
-    for host in hosts:
-        hints: dict[tuple[Protocol, int], Security | None] = {}
-        for port in spec.ports:
+
+def listed(items: list[str], limit: int = LISTED_MAX) -> str:
+    """``items`` comma-separated, the first ``limit`` of them and a count of the rest."""
+    shown = ", ".join(items[:limit])
+    return f"{shown} … and {len(items) - limit} more" if len(items) > limit else shown
+
+
+class _Probes:
+    """The port probes of one discovery, each started in its own daemon thread as soon as
+    its host and port are known: the hosts the user named at once, the ones the domain's
+    SRV and autoconfig name as each look-up answers, so a slow look-up never eats the time
+    of the probes. At most :data:`MAX_HOSTS` hosts (first come, user-named first) and
+    :data:`MAX_PORTS` ports each; what is over is counted for the problems."""
+
+    def __init__(self, spec: DiscoverySpec, deadline: Deadline) -> None:
+        self.spec = spec
+        self.deadline = deadline
+        self.lock = threading.Lock()
+        self.hosts: list[str] = []
+        self.keys: dict[str, list[tuple[Protocol, int]]] = {}
+        self.jobs: list[_Job] = []
+        self.box: list[Offered | None] = []
+        self.threads: list[threading.Thread] = []
+        self.hosts_over: list[str] = []
+        self.ports_over: dict[str, list[str]] = {}
+        self.closed = False
+
+    def named(self, host: str) -> None:
+        """Probe the ports asked for on ``host`` (named by the user)."""
+        entries: list[tuple[Protocol, int, Security | None]] = []
+        for port in self.spec.ports:
             hint: Security | None = (
-                "tls" if port in spec.tls_ports else (None if port != 110 else "none")
+                "tls" if port in self.spec.tls_ports else (None if port != 110 else "none")
             )
-            hints["pop3", port] = hint
-        for p in published:
-            if p.host == host:
-                hints[p.protocol, p.port] = p.security
-        keys = list(hints)
-        if len(keys) > MAX_PORTS:
+            entries.append(("pop3", port, hint))
+        self.add(host, entries)
+
+    def published(self, found: list[Published]) -> None:
+        """Probe what a look-up found: the asked-for ports of every host it names first,
+        then each published entry."""
+        for p in found:
+            self.named(p.host)
+            self.add(p.host, [(p.protocol, p.port, p.security)])
+
+    def add(self, host: str, entries: list[tuple[Protocol, int, Security | None]]) -> None:
+        host = host.lower().rstrip(".")
+        with self.lock:
+            if self.closed:
+                return
+            if host not in self.keys:
+                if len(self.hosts) >= MAX_HOSTS:
+                    if host not in self.hosts_over:
+                        self.hosts_over.append(host)
+                    return
+                self.hosts.append(host)
+                self.keys[host] = []
+            keys = self.keys[host]
+            for protocol, port, hint in entries:
+                if (protocol, port) in keys:
+                    continue
+                if len(keys) >= MAX_PORTS:
+                    over = self.ports_over.setdefault(host, [])
+                    if str(port) not in over:
+                        over.append(str(port))
+                    continue
+                keys.append((protocol, port))
+                self._start((host, port, protocol, hint))
+
+    def _start(self, job: _Job) -> None:
+        host, port, protocol, hint = job
+        index = len(self.jobs)
+        self.jobs.append(job)
+        self.box.append(None)
+
+        def run() -> None:
+            self.box[index] = probe_port(
+                host,
+                port,
+                hint,
+                deadline=self.deadline,
+                nameserver=self.spec.nameserver,
+                ca_file=self.spec.ca_file,
+                protocol=protocol,
+            )
+
+        thread = threading.Thread(target=run, name=f"discover-probe-{index}", daemon=True)
+        self.threads.append(thread)
+        thread.start()
+
+    def finish(self) -> tuple[tuple[str, ...], list[_Job], list[Offered | None], list[str]]:
+        """Wait for the probes until the deadline; no probe starts after this. The hosts,
+        the jobs, their answers (None: still running) and the problems of the caps."""
+        with self.lock:
+            self.closed = True
+            threads = list(self.threads)
+        for thread in threads:
+            thread.join(max(0.0, self.deadline.remaining()))
+        problems: list[str] = []
+        if self.hosts_over:
+            total = len(self.hosts) + len(self.hosts_over)
             problems.append(
-                f"{host}: {len(keys)} ports named; only {MAX_PORTS} probed "
-                f"({', '.join(str(port) for _, port in keys[MAX_PORTS:])} not contacted)"
+                f"{total} hosts named; only the first {MAX_HOSTS} probed "
+                f"({listed(self.hosts_over)} not contacted)"
             )
-            keys = keys[:MAX_PORTS]
-        jobs += [(host, port, protocol, hints[protocol, port]) for protocol, port in keys]
-    return tuple(hosts), jobs, problems
+        for host, over in self.ports_over.items():
+            total = len(self.keys[host]) + len(over)
+            problems.append(
+                f"{host}: {total} ports named; only {MAX_PORTS} probed "
+                f"({listed(over)} not contacted)"
+            )
+        return tuple(self.hosts), list(self.jobs), list(self.box), problems
+
+
+#: The error kinds of a probe that ran out of time: the port neither answered nor refused
+#: within the deadline, so whether something listens there is unknown (a :class:`Failure`).
+_TIMED_OUT: Final = frozenset({"timeout", "connect-timeout"})
 
 
 def discover(spec: DiscoverySpec) -> Discovery:
@@ -570,15 +675,23 @@ def discover(spec: DiscoverySpec) -> Discovery:
     published: list[Published] = []
     problems: list[str] = []
     failures: list[Failure] = []
+    probes = _Probes(spec, deadline)
+    # The hosts the user named are probed from the start, beside the look-ups: a DNS or
+    # web server that is slow or silent must not leave them no time.
+    for host in spec.hosts:
+        probes.named(host)
     if domain:
         lookups = Deadline(max(0.0, min(deadline.remaining(), spec.timeout * LOOKUP_SHARE)))
-        both = _parallel(
-            [
-                lambda: _srv_published(domain, spec.nameserver, lookups),
-                lambda: _autoconfig_published(spec, domain, lookups),
-            ],
-            deadline,
-        )
+
+        def srv_part() -> _Found:
+            found = _srv_published(domain, spec.nameserver, lookups)
+            probes.published(found[0])
+            return found
+
+        def autoconfig_part() -> _Found:
+            return _autoconfig_published(spec, domain, lookups, probes.published)
+
+        both = _parallel([srv_part, autoconfig_part], deadline)
         parts: tuple[DiscoveryPart, DiscoveryPart] = ("srv", "autoconfig")
         for part, label in zip(both, parts, strict=True):
             if part is None:
@@ -587,26 +700,16 @@ def discover(spec: DiscoverySpec) -> Discovery:
             published += part[0]
             problems += part[1]
             failures += part[2]
-    hosts, jobs, more = _targets(spec, published)
+    if len(published) > MAX_PUBLISHED:
+        problems.append(
+            f"{len(published)} connection types published; only the first {MAX_PUBLISHED} "
+            f"kept ({len(published) - MAX_PUBLISHED} ignored)"
+        )
+        published = published[:MAX_PUBLISHED]
+    hosts, jobs, offered, more = probes.finish()
     problems += more
     if not hosts:
         problems.append("no host to probe: name one with --host (the domain publishes none)")
-    offered = _parallel(
-        [
-            partial(
-                probe_port,
-                host,
-                port,
-                hint,
-                deadline=deadline,
-                nameserver=spec.nameserver,
-                ca_file=spec.ca_file,
-                protocol=protocol,
-            )
-            for host, port, protocol, hint in jobs
-        ],
-        deadline,
-    )
     results: list[Offered] = []
     for (host, port, protocol, hint), got in zip(jobs, offered, strict=True):
         if got is None:
@@ -630,6 +733,11 @@ def discover(spec: DiscoverySpec) -> Discovery:
             # Its host's name did not resolve for a reason other than "no such name":
             # whether something listens there is unknown, not "nothing answers".
             failures.append(Failure("probe", f"{protocol.upper()} {host}:{port}: {got.error}"))
+        elif got.error_kind in _TIMED_OUT and not got.answered:
+            # Neither an answer nor a refusal by the deadline (a blackholed port, a host
+            # that is down, a server too slow): unknown, not "nothing listens there".
+            why = f"no answer within the deadline of {spec.timeout:g}s ({got.error})"
+            failures.append(Failure("probe", f"{protocol.upper()} {host}:{port}: {why}"))
         results.append(got)
     return Discovery(
         domain=domain,
