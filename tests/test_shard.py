@@ -125,6 +125,70 @@ def test_groups_are_keyed_by_their_smallest_name(fleet: Targets) -> None:
     assert shard_of("x", 1) == 1
 
 
+def test_logins_to_one_host_share_a_shard(tmp_path: Path) -> None:
+    """Login pacing takes turns per host (its pinned address, else its name), so every
+    server entry that logs in to one host is in one group: two accounts' entries, a
+    POP3 and an SMTP entry, one spelled in capitals; likewise a round trip and its via.
+    Entries that never log in are not paced and stay groups of their own."""
+    account = {"username": "monitor", "password_env": "POP3MON_TEST_PW"}
+
+    def entry(name: str, host: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "name": name,
+            "host": host,
+            "account": account,
+            "connections": [{"port": 995, "security": "tls"}],
+            **extra,
+        }
+
+    smtp = [{"id": "sub", "port": 587, "security": "starttls", "auth": "auto"}]
+    servers = [
+        entry("mail1-alice", "mail1.example.com"),
+        entry("mail1-bob", "mail1.example.com"),
+        {**entry("mail1-smtp", "MAIL1.example.com"), "connections": [], "smtp": smtp},
+        entry("pinned-a", "a.example.com", address="192.0.2.7"),
+        entry("pinned-b", "b.example.com", address="192.0.2.7"),
+        {
+            **entry("rt-smtp", "submit.example.com"),
+            "connections": [],
+            "smtp": [{**smtp[0], "id": "rt-sub"}],
+        },
+        entry(
+            "rt-pop",
+            "pop.example.com",
+            connections=[
+                {
+                    "port": 995,
+                    "security": "tls",
+                    "round_trip": {"via": "rt-sub", "recipient": "monitor@example.com"},
+                }
+            ],
+        ),
+        *(
+            {
+                "name": f"open{i}",
+                "host": "open.example.com",
+                "auth": "none",
+                "connections": [{"port": 110, "security": "none"}],
+            }
+            for i in range(12)
+        ),
+    ]
+    targets = load_targets(write_targets(tmp_path / "targets.yaml", {"servers": servers}))
+    keys = group_keys(targets)
+    assert keys["mail1-alice"] == keys["mail1-bob"] == keys["mail1-smtp"] == "mail1-alice"
+    assert keys["pinned-a"] == keys["pinned-b"] == "pinned-a"
+    assert keys["rt-pop"] == keys["rt-smtp"] == "rt-pop"
+    assert [keys[f"open{i}"] for i in range(12)] == [f"open{i}" for i in range(12)]
+    for total in range(2, 21):
+        where = shard_servers(targets, total)
+        assert where["mail1-alice"] == where["mail1-bob"] == where["mail1-smtp"], total
+        assert where["pinned-a"] == where["pinned-b"] and where["rt-pop"] == where["rt-smtp"]
+        k = where["rt-pop"]
+        mine = select_shard(targets, (k, total))
+        assert {c.id for c in mine.connections} >= {"rt-sub", "rt-pop:995-tls"}, total
+
+
 def test_split_is_the_same_in_every_process(fleet: Targets, tmp_path: Path) -> None:
     """Not Python's salted hash(): other processes under other PYTHONHASHSEEDs agree."""
     code = (

@@ -6,10 +6,11 @@ Kubernetes Indexed Job); ``pop3mon merge`` joins their ``results.json`` into one
 
 The split is a pure function of the targets file, so every shard (and ``merge``, and the
 benchmark) computes the same one, on any machine and under any ``PYTHONHASHSEED``. Its unit
-is a *server group*: the servers linked by ``depends_on`` (a connected component), so all
-connection types of one server (one login pacer's turns, one host check) and the hosts it
-is reached through land in the same shard. A group goes to shard :func:`shard_of` of its
-smallest server name.
+is a *server group*: the servers linked by ``depends_on``, by logging in to one host (the
+login pacer's key: several accounts, POP3 and SMTP, IPv4 and IPv6 entries of one host) or
+by a round trip's ``via`` (a connected component), so all connection types of one server,
+the logins that take turns, one host check and the hosts it is reached through land in the
+same shard. A group goes to shard :func:`shard_of` of its smallest server name.
 
 Where the shard comes from (first that applies): ``--shard=K/N``; ``POP3MON_SHARD=K/N``;
 GitLab's ``CI_NODE_INDEX`` (1-based) with ``CI_NODE_TOTAL``; Kubernetes'
@@ -32,6 +33,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from ..engine.pacing import server_key
 from .model import Targets
 
 __all__ = [
@@ -74,7 +76,9 @@ def shard_of(group_key: str, total: int) -> int:
 
 def group_keys(targets: Targets) -> dict[str, str]:
     """Every server of ``targets`` (of a connection type or a host check) → its group's
-    key, the smallest server name among the servers ``depends_on`` links it with."""
+    key, the smallest server name among the servers linked with it: by ``depends_on``, by
+    logging in to the same host (pacing's :func:`~pop3mon.engine.pacing.server_key`: the
+    pinned address, else the host) or by a round trip's ``via``."""
     parent: dict[str, str] = {}
 
     def find(name: str) -> str:
@@ -90,8 +94,21 @@ def group_keys(targets: Targets) -> dict[str, str]:
             # The smaller name is the root, so a root is its group's key.
             parent[max(ra, rb)] = min(ra, rb)
 
+    # Login pacing takes turns per host (server_key), not per server entry: the entries of
+    # one host's accounts, of its POP3 and SMTP logins, of its IPv4 and IPv6 sides must not
+    # log in from two runners at once. Connection types that never log in are not paced.
+    logins: dict[str, str] = {}
+    by_id = {ct.id: ct for ct in targets.connections}
     for ct in targets.connections:
         find(ct.server)
+        if ct.auth != "none" and ct.secret_source:
+            first = logins.setdefault(server_key(ct.host, ct.address), ct.server)
+            union(first, ct.server)
+        # A round trip logs in to its via's server from this connection type's run (and
+        # needs via's configuration there), so both servers are probed by one shard.
+        via = by_id.get(ct.round_trip.via) if ct.round_trip is not None else None
+        if via is not None:
+            union(ct.server, via.server)
     for host in targets.hosts:
         find(host.name)
         for dep in host.depends_on:
