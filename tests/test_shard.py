@@ -42,6 +42,7 @@ IDENTITY_ENV = (
     "POP3MON_RUN_ID",
     "CI_NODE_INDEX",
     "CI_NODE_TOTAL",
+    "CI_JOB_NAME",
     "JOB_COMPLETION_INDEX",
     "GITHUB_RUN_ID",
     "GITHUB_RUN_ATTEMPT",
@@ -235,7 +236,34 @@ def test_split_is_the_same_in_every_process(fleet: Targets, tmp_path: Path) -> N
             (2, 4),
             "POP3MON_SHARD",
         ),
-        ({"CI_NODE_INDEX": "5", "CI_NODE_TOTAL": "5"}, None, (5, 5), "CI_NODE_INDEX"),
+        (
+            {"CI_NODE_INDEX": "5", "CI_NODE_TOTAL": "5", "CI_JOB_NAME": "pop3mon 5/5"},
+            None,
+            (5, 5),
+            "CI_NODE_INDEX",
+        ),
+        # GitLab sets them in a parallel: matrix: job too (one job per vantage, say): not
+        # a shard. Nor without the job name, or with another job's K/N.
+        (
+            {"CI_NODE_INDEX": "2", "CI_NODE_TOTAL": "2", "CI_JOB_NAME": "pop3mon: [us-east]"},
+            None,
+            None,
+            "",
+        ),
+        ({"CI_NODE_INDEX": "2", "CI_NODE_TOTAL": "2"}, None, None, ""),
+        (
+            {"CI_NODE_INDEX": "2", "CI_NODE_TOTAL": "2", "CI_JOB_NAME": "pop3mon 1/2"},
+            None,
+            None,
+            "",
+        ),
+        # --shard=1/1 is the explicit off switch: the whole file, whatever the environment.
+        (
+            {"CI_NODE_INDEX": "2", "CI_NODE_TOTAL": "4", "CI_JOB_NAME": "pop3mon 2/4"},
+            "1/1",
+            (1, 1),
+            "--shard",
+        ),
         # GitLab sets CI_NODE_TOTAL=1 in every job without parallel:, and no index.
         ({"CI_NODE_TOTAL": "1"}, None, None, ""),
         (
@@ -294,9 +322,11 @@ def test_run_id_and_vantage_sources(
         ({}, {"shard": "4/3"}, "--shard=4/3: the shard must be between 1 and 3"),
         ({}, {"shard": "1/0"}, "--shard=1/0: the number of shards must be between 1 and"),
         ({"POP3MON_SHARD": "a/b"}, {}, "POP3MON_SHARD=a/b: not K/N"),
-        ({"CI_NODE_INDEX": "2"}, {}, "CI_NODE_INDEX is set but CI_NODE_TOTAL is not"),
-        ({"CI_NODE_INDEX": "x", "CI_NODE_TOTAL": "2"}, {}, "CI_NODE_INDEX=x: not a whole number"),
-        ({"CI_NODE_INDEX": "0", "CI_NODE_TOTAL": "2"}, {}, "the shard must be between 1 and 2"),
+        (
+            {"CI_NODE_INDEX": "0", "CI_NODE_TOTAL": "2", "CI_JOB_NAME": "m 0/2"},
+            {},
+            "CI_NODE_INDEX=0 CI_NODE_TOTAL=2: the shard must be between 1 and 2",
+        ),
         ({"POP3MON_SHARD_TOTAL": "3"}, {}, "POP3MON_SHARD_TOTAL is set but JOB_COMPLETION_INDEX"),
         ({"POP3MON_SHARD_TOTAL": "3", "JOB_COMPLETION_INDEX": "3"}, {}, "between 1 and 3"),
         ({}, {"vantage": "eu west"}, "--vantage=eu west: a vantage name is 1-63 letters"),
@@ -474,7 +504,12 @@ def test_empty_shard_writes_its_reports_and_succeeds(dovecot: DovecotLab, tmp_pa
     reports = tmp_path / "reports"
     reports.mkdir()
     (reports / "results.json").write_text('{"stale": true}\n', encoding="utf-8")
-    proc = _run(path, reports, env={"CI_NODE_INDEX": str(empty), "CI_NODE_TOTAL": str(total)})
+    gitlab = {
+        "CI_NODE_INDEX": str(empty),
+        "CI_NODE_TOTAL": str(total),
+        "CI_JOB_NAME": f"pop3mon {empty}/{total}",
+    }
+    proc = _run(path, reports, env=gitlab)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert f"shard {empty}/{total}: no connection type falls in this shard" in proc.stdout
     for name in ("report.html", "junit.xml", "results.json", "metrics.prom"):
@@ -484,6 +519,28 @@ def test_empty_shard_writes_its_reports_and_succeeds(dovecot: DovecotLab, tmp_pa
     assert doc["run"]["connection_ids"] == [] and doc["connections"] == []
     assert doc["run"]["targets"]["sha256"] == targets.sha256
     assert doc["counts"]["total"] == 0
+
+
+def test_gitlab_matrix_job_is_not_a_shard(dovecot: DovecotLab, tmp_path: Path) -> None:
+    """A parallel: matrix: job (one per vantage) gets CI_NODE_INDEX/CI_NODE_TOTAL too; it
+    probes the whole file, unsharded, and the header says the variables were ignored."""
+    path = _lab_fleet(tmp_path / "targets.yaml", dovecot)
+    reports = tmp_path / "reports"
+    env = {
+        "CI_NODE_INDEX": "2",
+        "CI_NODE_TOTAL": "2",
+        "CI_JOB_NAME": "pop3mon: [us-east]",
+        "POP3MON_VANTAGE": "us-east",
+    }
+    proc = _run(path, reports, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    doc = _results(reports)
+    assert doc["run"]["shard"] is None and doc["run"]["vantage"] == "us-east"
+    assert doc["run"]["connection_ids"] == sorted(load_targets(path).ids)
+    assert (
+        "pop3mon: CI_NODE_INDEX=2 ignored: job 'pop3mon: [us-east]' is not a parallel: N job"
+        in proc.stdout
+    )
 
 
 def test_bad_shard_value_stops_the_run_with_one_line(dovecot: DovecotLab, tmp_path: Path) -> None:

@@ -13,7 +13,8 @@ the logins that take turns, one host check and the hosts it is reached through l
 same shard. A group goes to shard :func:`shard_of` of its smallest server name.
 
 Where the shard comes from (first that applies): ``--shard=K/N``; ``POP3MON_SHARD=K/N``;
-GitLab's ``CI_NODE_INDEX`` (1-based) with ``CI_NODE_TOTAL``; Kubernetes'
+GitLab's ``CI_NODE_INDEX`` (1-based) with ``CI_NODE_TOTAL``, only in a ``parallel: N`` job
+(not in a ``parallel: matrix:`` one, where GitLab sets them too); Kubernetes'
 ``JOB_COMPLETION_INDEX`` (0-based) with ``POP3MON_SHARD_TOTAL`` (Kubernetes does not export
 the total; setting it is what opts an Indexed Job in). A bad value is a :class:`ShardError`
 whose message is one line naming the option or variable and the fix.
@@ -40,6 +41,7 @@ __all__ = [
     "RunIdentity",
     "Shard",
     "ShardError",
+    "gitlab_nodes_ignored",
     "group_keys",
     "resolve_identity",
     "select_shard",
@@ -60,6 +62,8 @@ _VANTAGE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 #: A run id names files and rows: no path separators, spaces or control characters.
 _RUN_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}")
 _SHARD: Final = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
+#: How GitLab names the jobs of ``parallel: N``: ``<name> K/N``.
+_PARALLEL_JOB: Final = re.compile(r" (\d+)/(\d+)\Z")
 
 
 class ShardError(ValueError):
@@ -178,11 +182,9 @@ def _shard(option: str | None, environ: Mapping[str, str]) -> tuple[Shard | None
         return _parse_shard(option, "--shard", "--shard=2/10"), "--shard"
     if environ.get(SHARD_ENV, "").strip():
         return _parse_shard(environ[SHARD_ENV], SHARD_ENV, f"{SHARD_ENV}=2/10"), SHARD_ENV
-    if environ.get("CI_NODE_INDEX", "").strip():
-        fix = "GitLab sets CI_NODE_INDEX and CI_NODE_TOTAL in a job with parallel: N"
-        if not environ.get("CI_NODE_TOTAL", "").strip():
-            raise ShardError(f"pop3mon: CI_NODE_INDEX is set but CI_NODE_TOTAL is not — {fix}")
-        index, total = _int(environ, "CI_NODE_INDEX", fix), _int(environ, "CI_NODE_TOTAL", fix)
+    if _gitlab_parallel(environ):
+        # Both are whole numbers here: the job name's K/N matched them.
+        index, total = int(environ["CI_NODE_INDEX"]), int(environ["CI_NODE_TOTAL"])
         shown = f"CI_NODE_INDEX={index} CI_NODE_TOTAL={total}"
         return _checked(index, total, shown, "parallel: 10"), "CI_NODE_INDEX"
     if environ.get(SHARD_TOTAL_ENV, "").strip():
@@ -201,6 +203,33 @@ def _shard(option: str | None, environ: Mapping[str, str]) -> tuple[Shard | None
             "JOB_COMPLETION_INDEX"
         )
     return None, ""
+
+
+def _gitlab_parallel(environ: Mapping[str, str]) -> bool:
+    """Whether CI_NODE_INDEX/CI_NODE_TOTAL come from a plain ``parallel: N`` job.
+
+    GitLab sets them in ``parallel: matrix:`` jobs too (one job per value, e.g. per
+    vantage), which must each probe the whole file. It names a ``parallel: N`` job
+    ``<name> K/N`` and a matrix job ``<name>: [value, ...]``, so only a job name ending in
+    the same K/N as the variables makes them a shard.
+    """
+    named = _PARALLEL_JOB.search(environ.get("CI_JOB_NAME", ""))
+    node = (environ.get("CI_NODE_INDEX", "").strip(), environ.get("CI_NODE_TOTAL", "").strip())
+    return named is not None and (named[1], named[2]) == node
+
+
+def gitlab_nodes_ignored(environ: Mapping[str, str], identity: RunIdentity) -> str:
+    """One line saying CI_NODE_INDEX/CI_NODE_TOTAL were set but not taken as this run's
+    shard (a ``parallel: matrix:`` job, or no GitLab job name), "" otherwise."""
+    if identity.shard_source or not environ.get("CI_NODE_INDEX", "").strip():
+        return ""
+    if _gitlab_parallel(environ):
+        return ""
+    return (
+        f"pop3mon: CI_NODE_INDEX={environ['CI_NODE_INDEX'].strip()} ignored: job "
+        f"{environ.get('CI_JOB_NAME', '(CI_JOB_NAME unset)')!r} is not a parallel: N job "
+        "(a parallel: matrix: job probes the whole file); shard with --shard=K/N"
+    )
 
 
 def _vantage(option: str | None, environ: Mapping[str, str]) -> str | None:
