@@ -43,6 +43,7 @@ __all__ = [
     "ShardError",
     "gitlab_nodes_ignored",
     "group_keys",
+    "is_vantage",
     "resolve_identity",
     "select_shard",
     "shard_of",
@@ -69,6 +70,11 @@ _PARALLEL_JOB: Final = re.compile(r" (\d+)/(\d+)\Z")
 class ShardError(ValueError):
     """A bad ``--shard``/``--vantage``/``--run-id`` value or environment variable: one
     line naming it and the fix."""
+
+
+def is_vantage(name: str) -> bool:
+    """Whether ``name`` is a valid vantage name (also checked when ``merge`` loads one)."""
+    return _VANTAGE.fullmatch(name) is not None
 
 
 def shard_of(group_key: str, total: int) -> int:
@@ -238,7 +244,7 @@ def _vantage(option: str | None, environ: Mapping[str, str]) -> str | None:
         name, value = VANTAGE_ENV, environ.get(VANTAGE_ENV) or None
     if value is None:
         return None
-    if not _VANTAGE.fullmatch(value):
+    if not is_vantage(value):
         raise ShardError(
             f"pop3mon: {name}={value}: a vantage name is 1-63 letters, digits, '.', '_' or "
             f"'-', starting with a letter or digit, e.g. {name}=eu-west"
