@@ -692,7 +692,7 @@ def test_two_vantages_tell_the_network_path_from_the_server(
     # A multi-vantage merge is no run to merge again.
     proc = merge(f"--out={out.parent / 'again'}", out, out.parent / "us-east")
     assert proc.returncode == 2
-    assert "is itself a merge of several vantage points" in proc.stderr
+    assert "is already a merge (pop3mon merge of 2 inputs)" in proc.stderr
 
 
 # --------------------------------------------------------------------------- browser
@@ -765,3 +765,58 @@ def test_readme_merge_commands_run_as_written(
         assert proc.returncode == 0, (line, proc.stdout, proc.stderr)
         assert {p.name for p in (work / "reports" / "merged").iterdir()} == set(REPORTS), line
         assert len(doc(work / "reports" / "merged")["connections"]) == 6, line
+
+
+def test_out_among_the_inputs_is_refused_or_skipped(runs: dict[str, Path], tmp_path: Path) -> None:
+    """--out a shard's own directory would overwrite its results.json: refused, the shard
+    unchanged. An earlier merge in --out inside a folder of inputs is skipped (merging
+    again works); a merged results.json given as input is refused as a merge by name."""
+    shard = runs["shard-1"]
+    before = snapshot(shard)
+    lines = _refused(shard, before, merge(f"--out={shard}", runs["shard-1"].parent))
+    assert lines == [
+        f"pop3mon: error: --out={shard} holds the input {shard / 'results.json'}: the merge "
+        "would overwrite it; choose a directory of its own for --out"
+    ]
+    art = tmp_path / "artifacts"
+    shutil.copytree(runs["shard-1"].parent, art)
+    first = merge(f"--out={art / 'merged'}", art)
+    assert first.returncode == 0, first.stderr
+    assert doc(art / "merged")["run"]["merged_from"] == [
+        str(art / f"shard-{k}" / "results.json") for k in range(1, SHARDS + 1)
+    ]
+    again = merge(f"--out={art / 'merged'}", art)
+    assert again.returncode == 0, again.stderr
+    other = tmp_path / "other"
+    proc = merge(f"--out={other}", art)
+    assert proc.returncode == 2 and not other.exists()
+    assert proc.stderr.splitlines() == [
+        f"pop3mon: error: {art / 'merged' / 'results.json'} is already a merge (pop3mon merge "
+        f"of {SHARDS} inputs): merge the runs it was merged from"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("run", "says"),
+    [
+        ({"shard": {"index": 0, "total": 0}}, "run.shard 0/0 is not K/N"),
+        ({"shard": {"index": 5, "total": 3}}, "run.shard 5/3 is not K/N"),
+        ({"vantage": "eu\nwest\x1b[31m"}, "run.vantage 'eu\\nwest\\x1b[31m' is not a vantage"),
+    ],
+)
+def test_a_crafted_shard_or_vantage_is_refused(
+    runs: dict[str, Path], tmp_path: Path, run: Mapping[str, Any], says: str
+) -> None:
+    """results.json is input from elsewhere: shard 0 of 0 is no complete merge, and a
+    vantage with a newline or an escape never reaches the terminal."""
+    data = doc(runs["shard-1"])
+    data["run"].update(run)
+    crafted = tmp_path / "crafted.json"
+    crafted.write_text(json.dumps(data), encoding="utf-8")
+    proc = merge(f"--out={tmp_path / 'out'}", crafted)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"pop3mon: error: {crafted}: malformed results file ({says}"
+        + proc.stderr.split(says, 1)[1].rstrip("\n")
+    ]
+    assert "\x1b" not in proc.stderr + proc.stdout and not (tmp_path / "out").exists()

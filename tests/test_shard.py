@@ -42,6 +42,7 @@ IDENTITY_ENV = (
     "POP3MON_RUN_ID",
     "CI_NODE_INDEX",
     "CI_NODE_TOTAL",
+    "CI_JOB_NAME",
     "JOB_COMPLETION_INDEX",
     "GITHUB_RUN_ID",
     "GITHUB_RUN_ATTEMPT",
@@ -125,6 +126,70 @@ def test_groups_are_keyed_by_their_smallest_name(fleet: Targets) -> None:
     assert shard_of("x", 1) == 1
 
 
+def test_logins_to_one_host_share_a_shard(tmp_path: Path) -> None:
+    """Login pacing takes turns per host (its pinned address, else its name), so every
+    server entry that logs in to one host is in one group: two accounts' entries, a
+    POP3 and an SMTP entry, one spelled in capitals; likewise a round trip and its via.
+    Entries that never log in are not paced and stay groups of their own."""
+    account = {"username": "monitor", "password_env": "POP3MON_TEST_PW"}
+
+    def entry(name: str, host: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "name": name,
+            "host": host,
+            "account": account,
+            "connections": [{"port": 995, "security": "tls"}],
+            **extra,
+        }
+
+    smtp = [{"id": "sub", "port": 587, "security": "starttls", "auth": "auto"}]
+    servers = [
+        entry("mail1-alice", "mail1.example.com"),
+        entry("mail1-bob", "mail1.example.com"),
+        {**entry("mail1-smtp", "MAIL1.example.com"), "connections": [], "smtp": smtp},
+        entry("pinned-a", "a.example.com", address="192.0.2.7"),
+        entry("pinned-b", "b.example.com", address="192.0.2.7"),
+        {
+            **entry("rt-smtp", "submit.example.com"),
+            "connections": [],
+            "smtp": [{**smtp[0], "id": "rt-sub"}],
+        },
+        entry(
+            "rt-pop",
+            "pop.example.com",
+            connections=[
+                {
+                    "port": 995,
+                    "security": "tls",
+                    "round_trip": {"via": "rt-sub", "recipient": "monitor@example.com"},
+                }
+            ],
+        ),
+        *(
+            {
+                "name": f"open{i}",
+                "host": "open.example.com",
+                "auth": "none",
+                "connections": [{"port": 110, "security": "none"}],
+            }
+            for i in range(12)
+        ),
+    ]
+    targets = load_targets(write_targets(tmp_path / "targets.yaml", {"servers": servers}))
+    keys = group_keys(targets)
+    assert keys["mail1-alice"] == keys["mail1-bob"] == keys["mail1-smtp"] == "mail1-alice"
+    assert keys["pinned-a"] == keys["pinned-b"] == "pinned-a"
+    assert keys["rt-pop"] == keys["rt-smtp"] == "rt-pop"
+    assert [keys[f"open{i}"] for i in range(12)] == [f"open{i}" for i in range(12)]
+    for total in range(2, 21):
+        where = shard_servers(targets, total)
+        assert where["mail1-alice"] == where["mail1-bob"] == where["mail1-smtp"], total
+        assert where["pinned-a"] == where["pinned-b"] and where["rt-pop"] == where["rt-smtp"]
+        k = where["rt-pop"]
+        mine = select_shard(targets, (k, total))
+        assert {c.id for c in mine.connections} >= {"rt-sub", "rt-pop:995-tls"}, total
+
+
 def test_split_is_the_same_in_every_process(fleet: Targets, tmp_path: Path) -> None:
     """Not Python's salted hash(): other processes under other PYTHONHASHSEEDs agree."""
     code = (
@@ -171,7 +236,34 @@ def test_split_is_the_same_in_every_process(fleet: Targets, tmp_path: Path) -> N
             (2, 4),
             "POP3MON_SHARD",
         ),
-        ({"CI_NODE_INDEX": "5", "CI_NODE_TOTAL": "5"}, None, (5, 5), "CI_NODE_INDEX"),
+        (
+            {"CI_NODE_INDEX": "5", "CI_NODE_TOTAL": "5", "CI_JOB_NAME": "pop3mon 5/5"},
+            None,
+            (5, 5),
+            "CI_NODE_INDEX",
+        ),
+        # GitLab sets them in a parallel: matrix: job too (one job per vantage, say): not
+        # a shard. Nor without the job name, or with another job's K/N.
+        (
+            {"CI_NODE_INDEX": "2", "CI_NODE_TOTAL": "2", "CI_JOB_NAME": "pop3mon: [us-east]"},
+            None,
+            None,
+            "",
+        ),
+        ({"CI_NODE_INDEX": "2", "CI_NODE_TOTAL": "2"}, None, None, ""),
+        (
+            {"CI_NODE_INDEX": "2", "CI_NODE_TOTAL": "2", "CI_JOB_NAME": "pop3mon 1/2"},
+            None,
+            None,
+            "",
+        ),
+        # --shard=1/1 is the explicit off switch: the whole file, whatever the environment.
+        (
+            {"CI_NODE_INDEX": "2", "CI_NODE_TOTAL": "4", "CI_JOB_NAME": "pop3mon 2/4"},
+            "1/1",
+            (1, 1),
+            "--shard",
+        ),
         # GitLab sets CI_NODE_TOTAL=1 in every job without parallel:, and no index.
         ({"CI_NODE_TOTAL": "1"}, None, None, ""),
         (
@@ -230,9 +322,11 @@ def test_run_id_and_vantage_sources(
         ({}, {"shard": "4/3"}, "--shard=4/3: the shard must be between 1 and 3"),
         ({}, {"shard": "1/0"}, "--shard=1/0: the number of shards must be between 1 and"),
         ({"POP3MON_SHARD": "a/b"}, {}, "POP3MON_SHARD=a/b: not K/N"),
-        ({"CI_NODE_INDEX": "2"}, {}, "CI_NODE_INDEX is set but CI_NODE_TOTAL is not"),
-        ({"CI_NODE_INDEX": "x", "CI_NODE_TOTAL": "2"}, {}, "CI_NODE_INDEX=x: not a whole number"),
-        ({"CI_NODE_INDEX": "0", "CI_NODE_TOTAL": "2"}, {}, "the shard must be between 1 and 2"),
+        (
+            {"CI_NODE_INDEX": "0", "CI_NODE_TOTAL": "2", "CI_JOB_NAME": "m 0/2"},
+            {},
+            "CI_NODE_INDEX=0 CI_NODE_TOTAL=2: the shard must be between 1 and 2",
+        ),
         ({"POP3MON_SHARD_TOTAL": "3"}, {}, "POP3MON_SHARD_TOTAL is set but JOB_COMPLETION_INDEX"),
         ({"POP3MON_SHARD_TOTAL": "3", "JOB_COMPLETION_INDEX": "3"}, {}, "between 1 and 3"),
         ({}, {"vantage": "eu west"}, "--vantage=eu west: a vantage name is 1-63 letters"),
@@ -410,7 +504,12 @@ def test_empty_shard_writes_its_reports_and_succeeds(dovecot: DovecotLab, tmp_pa
     reports = tmp_path / "reports"
     reports.mkdir()
     (reports / "results.json").write_text('{"stale": true}\n', encoding="utf-8")
-    proc = _run(path, reports, env={"CI_NODE_INDEX": str(empty), "CI_NODE_TOTAL": str(total)})
+    gitlab = {
+        "CI_NODE_INDEX": str(empty),
+        "CI_NODE_TOTAL": str(total),
+        "CI_JOB_NAME": f"pop3mon {empty}/{total}",
+    }
+    proc = _run(path, reports, env=gitlab)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert f"shard {empty}/{total}: no connection type falls in this shard" in proc.stdout
     for name in ("report.html", "junit.xml", "results.json", "metrics.prom"):
@@ -420,6 +519,28 @@ def test_empty_shard_writes_its_reports_and_succeeds(dovecot: DovecotLab, tmp_pa
     assert doc["run"]["connection_ids"] == [] and doc["connections"] == []
     assert doc["run"]["targets"]["sha256"] == targets.sha256
     assert doc["counts"]["total"] == 0
+
+
+def test_gitlab_matrix_job_is_not_a_shard(dovecot: DovecotLab, tmp_path: Path) -> None:
+    """A parallel: matrix: job (one per vantage) gets CI_NODE_INDEX/CI_NODE_TOTAL too; it
+    probes the whole file, unsharded, and the header says the variables were ignored."""
+    path = _lab_fleet(tmp_path / "targets.yaml", dovecot)
+    reports = tmp_path / "reports"
+    env = {
+        "CI_NODE_INDEX": "2",
+        "CI_NODE_TOTAL": "2",
+        "CI_JOB_NAME": "pop3mon: [us-east]",
+        "POP3MON_VANTAGE": "us-east",
+    }
+    proc = _run(path, reports, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    doc = _results(reports)
+    assert doc["run"]["shard"] is None and doc["run"]["vantage"] == "us-east"
+    assert doc["run"]["connection_ids"] == sorted(load_targets(path).ids)
+    assert (
+        "pop3mon: CI_NODE_INDEX=2 ignored: job 'pop3mon: [us-east]' is not a parallel: N job"
+        in proc.stdout
+    )
 
 
 def test_bad_shard_value_stops_the_run_with_one_line(dovecot: DovecotLab, tmp_path: Path) -> None:

@@ -1029,6 +1029,7 @@ def test_gitlab_sharded_pipeline_runs_as_written(sharded_repo: Path, fleet: Path
             "CI_PROJECT_DIR": str(repo),
             "CI_NODE_INDEX": str(k),
             "CI_NODE_TOTAL": str(n),
+            "CI_JOB_NAME": f"pop3mon {k}/{n}",  # GitLab's name for a parallel: N job
             "CI_PIPELINE_ID": pipeline,
             "POP3MON_TARGETS": str(fleet),  # a schedule variable overrides the job's
         }

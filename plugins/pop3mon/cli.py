@@ -35,6 +35,7 @@ cannot be read is one line and exit status 1; never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import sys
@@ -223,9 +224,11 @@ def _merge(args: argparse.Namespace) -> int:
 
     problems: list[str] = []
     runs: list[LoadedRun] = []
+    out_dir = Path(args.out).expanduser().resolve()
     for arg in args.inputs:
+        given = Path(arg).expanduser()
         try:
-            paths = find_results(Path(arg).expanduser())
+            paths = find_results(given)
         except LoadError as exc:
             problems.append(str(exc))
             continue
@@ -233,13 +236,28 @@ def _merge(args: argparse.Namespace) -> int:
             if any(path.resolve() == r.path.resolve() for r in runs):
                 continue  # named twice (a directory and a file in it): one input
             try:
-                runs.append(load_results(path))
+                run = load_results(path)
             except LoadError as exc:
                 problems.append(str(exc))
+                continue
+            if path.resolve().parent == out_dir:
+                named = given.resolve() in (out_dir, path.resolve())
+                if run.report.info.merged_from and not named:
+                    continue  # --out's own earlier merge, found in a folder of inputs
+                problems.append(
+                    f"--out={args.out} holds the input {path}: the merge would overwrite it; "
+                    "choose a directory of its own for --out"
+                )
+                continue
+            runs.append(run)
     if problems:
         raise UsageError("\n".join(problems))
     try:
         merged = merge_runs(runs, args.expect_shards)
+        # Marked as a merge, so that given to another merge it is refused by name.
+        sources = tuple(str(r.path) for r in runs)
+        info = dataclasses.replace(merged.report.info, merged_from=sources)
+        merged = dataclasses.replace(merged, report=dataclasses.replace(merged.report, info=info))
     except MergeProblems as exc:
         if args.if_complete and exc.only_missing:
             for line in exc.missing:

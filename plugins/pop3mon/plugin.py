@@ -37,6 +37,7 @@ from .config.shard import (
     SHARD_TOTAL_ENV,
     VANTAGE_ENV,
     ShardError,
+    gitlab_nodes_ignored,
     resolve_identity,
     select_shard,
 )
@@ -463,6 +464,14 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(
             TierGrouping(state, _check_name, failure_message), "pop3mon-granularity"
         )
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Say when GitLab's CI_NODE_INDEX was set but not taken as the shard (a matrix job):
+    such a run probes the whole file, which a user expecting a shard should see."""
+    identity = config.stash.get(IDENTITY_KEY, None)
+    note = gitlab_nodes_ignored(os.environ, identity) if identity is not None else ""
+    return [note] if note else []
 
 
 class _GcFreezer:

@@ -6,13 +6,15 @@ Kubernetes Indexed Job); ``pop3mon merge`` joins their ``results.json`` into one
 
 The split is a pure function of the targets file, so every shard (and ``merge``, and the
 benchmark) computes the same one, on any machine and under any ``PYTHONHASHSEED``. Its unit
-is a *server group*: the servers linked by ``depends_on`` (a connected component), so all
-connection types of one server (one login pacer's turns, one host check) and the hosts it
-is reached through land in the same shard. A group goes to shard :func:`shard_of` of its
-smallest server name.
+is a *server group*: the servers linked by ``depends_on``, by logging in to one host (the
+login pacer's key: several accounts, POP3 and SMTP, IPv4 and IPv6 entries of one host) or
+by a round trip's ``via`` (a connected component), so all connection types of one server,
+the logins that take turns, one host check and the hosts it is reached through land in the
+same shard. A group goes to shard :func:`shard_of` of its smallest server name.
 
 Where the shard comes from (first that applies): ``--shard=K/N``; ``POP3MON_SHARD=K/N``;
-GitLab's ``CI_NODE_INDEX`` (1-based) with ``CI_NODE_TOTAL``; Kubernetes'
+GitLab's ``CI_NODE_INDEX`` (1-based) with ``CI_NODE_TOTAL``, only in a ``parallel: N`` job
+(not in a ``parallel: matrix:`` one, where GitLab sets them too); Kubernetes'
 ``JOB_COMPLETION_INDEX`` (0-based) with ``POP3MON_SHARD_TOTAL`` (Kubernetes does not export
 the total; setting it is what opts an Indexed Job in). A bad value is a :class:`ShardError`
 whose message is one line naming the option or variable and the fix.
@@ -32,13 +34,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from ..engine.pacing import server_key
 from .model import Targets
 
 __all__ = [
     "RunIdentity",
     "Shard",
     "ShardError",
+    "gitlab_nodes_ignored",
     "group_keys",
+    "is_vantage",
     "resolve_identity",
     "select_shard",
     "shard_of",
@@ -58,11 +63,18 @@ _VANTAGE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 #: A run id names files and rows: no path separators, spaces or control characters.
 _RUN_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}")
 _SHARD: Final = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
+#: How GitLab names the jobs of ``parallel: N``: ``<name> K/N``.
+_PARALLEL_JOB: Final = re.compile(r" (\d+)/(\d+)\Z")
 
 
 class ShardError(ValueError):
     """A bad ``--shard``/``--vantage``/``--run-id`` value or environment variable: one
     line naming it and the fix."""
+
+
+def is_vantage(name: str) -> bool:
+    """Whether ``name`` is a valid vantage name (also checked when ``merge`` loads one)."""
+    return _VANTAGE.fullmatch(name) is not None
 
 
 def shard_of(group_key: str, total: int) -> int:
@@ -74,7 +86,9 @@ def shard_of(group_key: str, total: int) -> int:
 
 def group_keys(targets: Targets) -> dict[str, str]:
     """Every server of ``targets`` (of a connection type or a host check) → its group's
-    key, the smallest server name among the servers ``depends_on`` links it with."""
+    key, the smallest server name among the servers linked with it: by ``depends_on``, by
+    logging in to the same host (pacing's :func:`~pop3mon.engine.pacing.server_key`: the
+    pinned address, else the host) or by a round trip's ``via``."""
     parent: dict[str, str] = {}
 
     def find(name: str) -> str:
@@ -90,8 +104,21 @@ def group_keys(targets: Targets) -> dict[str, str]:
             # The smaller name is the root, so a root is its group's key.
             parent[max(ra, rb)] = min(ra, rb)
 
+    # Login pacing takes turns per host (server_key), not per server entry: the entries of
+    # one host's accounts, of its POP3 and SMTP logins, of its IPv4 and IPv6 sides must not
+    # log in from two runners at once. Connection types that never log in are not paced.
+    logins: dict[str, str] = {}
+    by_id = {ct.id: ct for ct in targets.connections}
     for ct in targets.connections:
         find(ct.server)
+        if ct.auth != "none" and ct.secret_source:
+            first = logins.setdefault(server_key(ct.host, ct.address), ct.server)
+            union(first, ct.server)
+        # A round trip logs in to its via's server from this connection type's run (and
+        # needs via's configuration there), so both servers are probed by one shard.
+        via = by_id.get(ct.round_trip.via) if ct.round_trip is not None else None
+        if via is not None:
+            union(ct.server, via.server)
     for host in targets.hosts:
         find(host.name)
         for dep in host.depends_on:
@@ -161,11 +188,9 @@ def _shard(option: str | None, environ: Mapping[str, str]) -> tuple[Shard | None
         return _parse_shard(option, "--shard", "--shard=2/10"), "--shard"
     if environ.get(SHARD_ENV, "").strip():
         return _parse_shard(environ[SHARD_ENV], SHARD_ENV, f"{SHARD_ENV}=2/10"), SHARD_ENV
-    if environ.get("CI_NODE_INDEX", "").strip():
-        fix = "GitLab sets CI_NODE_INDEX and CI_NODE_TOTAL in a job with parallel: N"
-        if not environ.get("CI_NODE_TOTAL", "").strip():
-            raise ShardError(f"pop3mon: CI_NODE_INDEX is set but CI_NODE_TOTAL is not — {fix}")
-        index, total = _int(environ, "CI_NODE_INDEX", fix), _int(environ, "CI_NODE_TOTAL", fix)
+    if _gitlab_parallel(environ):
+        # Both are whole numbers here: the job name's K/N matched them.
+        index, total = int(environ["CI_NODE_INDEX"]), int(environ["CI_NODE_TOTAL"])
         shown = f"CI_NODE_INDEX={index} CI_NODE_TOTAL={total}"
         return _checked(index, total, shown, "parallel: 10"), "CI_NODE_INDEX"
     if environ.get(SHARD_TOTAL_ENV, "").strip():
@@ -186,13 +211,40 @@ def _shard(option: str | None, environ: Mapping[str, str]) -> tuple[Shard | None
     return None, ""
 
 
+def _gitlab_parallel(environ: Mapping[str, str]) -> bool:
+    """Whether CI_NODE_INDEX/CI_NODE_TOTAL come from a plain ``parallel: N`` job.
+
+    GitLab sets them in ``parallel: matrix:`` jobs too (one job per value, e.g. per
+    vantage), which must each probe the whole file. It names a ``parallel: N`` job
+    ``<name> K/N`` and a matrix job ``<name>: [value, ...]``, so only a job name ending in
+    the same K/N as the variables makes them a shard.
+    """
+    named = _PARALLEL_JOB.search(environ.get("CI_JOB_NAME", ""))
+    node = (environ.get("CI_NODE_INDEX", "").strip(), environ.get("CI_NODE_TOTAL", "").strip())
+    return named is not None and (named[1], named[2]) == node
+
+
+def gitlab_nodes_ignored(environ: Mapping[str, str], identity: RunIdentity) -> str:
+    """One line saying CI_NODE_INDEX/CI_NODE_TOTAL were set but not taken as this run's
+    shard (a ``parallel: matrix:`` job, or no GitLab job name), "" otherwise."""
+    if identity.shard_source or not environ.get("CI_NODE_INDEX", "").strip():
+        return ""
+    if _gitlab_parallel(environ):
+        return ""
+    return (
+        f"pop3mon: CI_NODE_INDEX={environ['CI_NODE_INDEX'].strip()} ignored: job "
+        f"{environ.get('CI_JOB_NAME', '(CI_JOB_NAME unset)')!r} is not a parallel: N job "
+        "(a parallel: matrix: job probes the whole file); shard with --shard=K/N"
+    )
+
+
 def _vantage(option: str | None, environ: Mapping[str, str]) -> str | None:
     name, value = "--vantage", option
     if value is None:
         name, value = VANTAGE_ENV, environ.get(VANTAGE_ENV) or None
     if value is None:
         return None
-    if not _VANTAGE.fullmatch(value):
+    if not is_vantage(value):
         raise ShardError(
             f"pop3mon: {name}={value}: a vantage name is 1-63 letters, digits, '.', '_' or "
             f"'-', starting with a letter or digit, e.g. {name}=eu-west"

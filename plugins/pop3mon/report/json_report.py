@@ -9,8 +9,10 @@ Schema ``pop3mon/results/v1`` (keys are sorted, so diffs between runs stay small
               "stopped",              # why the run ended early ("stopped by SIGTERM"), or null
               "shard": {"index", "total"} | null,   # --shard=K/N (K from 1); null: unsharded
               "vantage",              # --vantage NAME, or null
-              "connection_ids": [...]},  # the ids this run was responsible for (its
+              "connection_ids": [...],   # the ids this run was responsible for (its
                                          # shard's under --shard), sorted
+              "merged_from": [...]},     # pop3mon merge's inputs (results.json paths);
+                                         # [] for a run
       "counts": {"OK", "WARN", "CRIT", "SKIP", "ERROR", "total"},
       "connections": [
         {"id", "server", "host", "port", "security", "auth", "tags", "verdict",
@@ -211,6 +213,7 @@ def results_document(report: RunReport, *, connections: bool = True) -> dict[str
             ),
             "vantage": info.vantage,
             "connection_ids": list(report.connection_ids),
+            "merged_from": list(info.merged_from),
         },
         "counts": {**counts, "total": sum(counts.values())},
         "connections": [_connection(c, report) for c in report.connections] if connections else [],

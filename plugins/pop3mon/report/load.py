@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..config.model import ConnectionType, Coverage, Host, LatencyThresholds, RoundTrip
+from ..config.shard import MAX_SHARDS, is_vantage
 from ..engine.defaults import DriftPolicy
 from ..engine.hosts import HostResult
 from ..engine.result import ProbeResult
@@ -189,11 +190,32 @@ def _coverage(data: Mapping[str, Any]) -> Coverage:
     return Coverage(monitored=(), **d)
 
 
+def _shard(value: Any) -> tuple[int, int] | None:
+    """``run.shard`` as (K, N), 1 <= K <= N; a merge must not count shard 0 of 0 as done."""
+    if value is None:
+        return None
+    index, total = value["index"], value["total"]
+    if not (type(index) is int and type(total) is int and 1 <= index <= total <= MAX_SHARDS):
+        raise ValueError(
+            f"run.shard {index!r}/{total!r} is not K/N with 1 <= K <= N <= {MAX_SHARDS}"
+        )
+    return index, total
+
+
+def _vantage(value: Any) -> str | None:
+    """``run.vantage``: a name as ``--vantage`` takes it, never raw control characters
+    for the terminal."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not is_vantage(value):
+        raise ValueError(f"run.vantage {ascii(value)[:80]} is not a vantage name")
+    return value
+
+
 def report_from_document(doc: Mapping[str, Any]) -> RunReport:
     """The :class:`RunReport` a results.json document was written from (see the module
     docstring for the little it cannot restore)."""
     run = doc["run"]
-    shard = run.get("shard")
     info = RunInfo(
         run_id=str(run["id"]),
         started=float(run["started_epoch"]),
@@ -202,8 +224,9 @@ def report_from_document(doc: Mapping[str, Any]) -> RunReport:
         targets_sha256=str(run["targets"]["sha256"]),
         version=str(run["pop3mon_version"]),
         stopped=str(run.get("stopped") or ""),
-        shard=(int(shard["index"]), int(shard["total"])) if shard else None,
-        vantage=str(run["vantage"]) if run.get("vantage") else None,
+        shard=_shard(run.get("shard")),
+        vantage=_vantage(run.get("vantage")),
+        merged_from=tuple(str(m) for m in run.get("merged_from") or ()),
         python=str(run["python"]),
         platform=str(run["platform"]),
     )

@@ -105,14 +105,24 @@ def check_inputs(runs: Sequence[LoadedRun], expect_shards: int | None = None) ->
             for r in runs
         )
         problems.append(f"the inputs come from {len(targets)} different targets files: {seen}")
+    # A merge alone may be merged again (the same report); with other inputs it would
+    # count its runs twice or read as an unsharded run.
+    merges = [r for r in runs if r.report.info.merged_from] if len(runs) > 1 else []
+    merged_ids = {id(r) for r in merges}
+    problems += [
+        f"{r.path} is already a merge (pop3mon merge of {len(r.report.info.merged_from)} "
+        "inputs): merge the runs it was merged from"
+        for r in merges
+    ]
     problems += [
         f"{r.path} is itself a merge of several vantage points: merge the runs it was merged from"
         for r in runs
-        if any(c.vantages for c in r.report.connections)
+        if any(c.vantages for c in r.report.connections) and id(r) not in merged_ids
     ]
     by_vantage: dict[str | None, list[LoadedRun]] = {}
     for run in runs:
-        by_vantage.setdefault(run.vantage, []).append(run)
+        if id(run) not in merged_ids:  # refused above; not also an "unsharded run"
+            by_vantage.setdefault(run.vantage, []).append(run)
     for vantage, group in by_vantage.items():
         where = f" of vantage {vantage}" if vantage is not None else ""
         ids = sorted({r.report.info.run_id for r in group})

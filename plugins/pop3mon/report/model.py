@@ -102,6 +102,8 @@ class RunInfo:
     shard: tuple[int, int] | None = None
     #: Where the run probed from (``--vantage``), or None.
     vantage: str | None = None
+    #: The inputs ``pop3mon merge`` joined into this report; empty for a run.
+    merged_from: tuple[str, ...] = ()
     python: str = field(default_factory=platform.python_version)
     platform: str = field(default_factory=platform.platform)
 
