@@ -34,7 +34,7 @@ from ..history.model import Change, CheckState
 from ..history.record import OFF, HistoryOutcome
 from ..probestore import ProbeStore
 from ..secrets import REDACTOR
-from ..verdict import Verdict, count, rank, worst
+from ..verdict import Verdict, count, fails, rank, worst
 from .recorder import NOT_RUN, CheckRecord, Recorder, verdicts
 
 __all__ = [
@@ -50,7 +50,6 @@ __all__ = [
     "scrub",
 ]
 
-_FAILING: Final = frozenset({Verdict.CRIT, Verdict.ERROR})
 _CHECK_ORDER: Final[Mapping[str, int]] = {c.name: i for i, c in enumerate(CHECKS)}
 
 
@@ -221,7 +220,7 @@ class ConnectionReport:
         not on the server ("" when they agree, or with fewer than two vantages)."""
         if len(self.vantages) < 2:
             return ""
-        failing = sorted(n for n, v in self.vantages.items() if v.worst in _FAILING)
+        failing = sorted(n for n, v in self.vantages.items() if fails(v.worst))
         fine = [n for n, v in self.vantages.items() if v.worst in (Verdict.OK, Verdict.WARN)]
         if failing and fine:
             return f"fails only from {', '.join(failing)}: network path, not the server"
