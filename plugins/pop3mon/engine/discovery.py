@@ -708,6 +708,20 @@ def discover(spec: DiscoverySpec) -> Discovery:
         published = published[:MAX_PUBLISHED]
     hosts, jobs, offered, more = probes.finish()
     problems += more
+    # Probes start as their hosts become known (SRV and autoconfig race), so report them in
+    # a stable order instead: the hosts the user named, then the published ones in the
+    # order published, each host's ports ascending.
+    order = {
+        h.lower().rstrip("."): i
+        for i, h in enumerate(dict.fromkeys([*spec.hosts, *(p.host for p in published)]))
+    }
+
+    def rank(host: str) -> int:
+        return order.get(host.lower().rstrip("."), len(order))
+
+    hosts = tuple(sorted(hosts, key=rank))
+    paired = sorted(zip(jobs, offered, strict=True), key=lambda jo: (rank(jo[0][0]), jo[0][1]))
+    jobs, offered = [j for j, _ in paired], [o for _, o in paired]
     if not hosts:
         problems.append("no host to probe: name one with --host (the domain publishes none)")
     results: list[Offered] = []
