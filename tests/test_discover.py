@@ -368,6 +368,10 @@ def test_discover_usage_and_nothing_found(zone: Zone) -> None:
     )  # fmt: skip
     assert nothing.returncode == 1, nothing.stdout
     assert "Traceback" not in nothing.stderr
+    # Nothing found is said as such: no empty draft, no "the draft does not load".
+    assert "nothing found, so no targets.yaml draft" in nothing.stderr, nothing.stderr
+    assert "does not load" not in nothing.stdout + nothing.stderr
+    assert "version: 1" not in nothing.stdout
 
 
 def test_a_silent_port_of_unknown_security_is_tried_with_implicit_tls(

@@ -557,10 +557,17 @@ def _discover(args: argparse.Namespace) -> int:
     found = discover(spec)
     text = draft_mod.draft_yaml(found, ca_file=args.ca_file)
     problems = list(found.problems)
-    try:
-        load_targets("discovered-targets.yaml", raw=text.encode())
-    except ConfigError as exc:  # a bug of the draft writer: say so, never hide it
-        problems.append(f"the draft does not load: {exc}")
+    if found.found:
+        try:
+            load_targets("discovered-targets.yaml", raw=text.encode())
+        except ConfigError as exc:  # a bug of the draft writer: say so, never hide it
+            problems.append(f"the draft does not load: {exc}")
+    else:
+        # An empty draft (no servers) is no targets file: say why instead of writing it.
+        print(f"{PROG}: nothing found, so no targets.yaml draft", file=sys.stderr)
+        if args.format in ("table", "both"):
+            print(_discovery_table(found, problems))
+        return 1
     if args.format in ("table", "both"):
         print(_discovery_table(found, problems))
     if args.output:
