@@ -128,10 +128,7 @@ class ProbeStore:
         """The host check result of server ``name``; the first call starts the same one
         batch as :meth:`result_for` (hosts first)."""
         if name not in self.host_results:
-            if self.shared:
-                self._probe_shared(selection, hosts, coverage, host=name)
-            else:
-                self._start(selection, hosts, coverage, host=name).wait()
+            self._run_batch_for(selection, hosts, coverage, host=name)
         result = self.host_results.get(name)
         if result is None:
             raise RuntimeError(f"pop3mon: checking host {name} produced no result")
@@ -147,14 +144,25 @@ class ProbeStore:
         """What discovery found for server ``name``'s coverage tests; the first call starts
         the same one batch as :meth:`result_for` (its discoveries run beside the probes)."""
         if name not in self.coverage_results:
-            if self.shared:
-                self._probe_shared(selection, hosts, coverage, server=name)
-            else:
-                self._start(selection, hosts, coverage, server=name).wait()
+            self._run_batch_for(selection, hosts, coverage, server=name)
         found = self.coverage_results.get(name)
         if found is None:
             raise RuntimeError(f"pop3mon: discovering server {name} produced no result")
         return found
+
+    def _run_batch_for(
+        self,
+        selection: Callable[[], Selection],
+        hosts: Callable[[], Collection[str]],
+        coverage: Callable[[], Collection[str]],
+        **wanted: str,
+    ) -> None:
+        """Run (or, under xdist, join) the run's one batch for a host check (``host=``)
+        or a server's coverage (``server=``) that has no result yet."""
+        if self.shared:
+            self._probe_shared(selection, hosts, coverage, **wanted)
+        else:
+            self._start(selection, hosts, coverage, **wanted).wait()
 
     def _start(
         self,

@@ -117,6 +117,23 @@ def _verdict(value: object) -> Verdict | None:
     return None if value is None else Verdict.parse(value)
 
 
+def _tracked_checks(
+    entry: Mapping[str, Any],
+    tracked: str,
+    name: str,
+    states: dict[tuple[str, str], CheckState],
+    availability: dict[str, Mapping[str, float | None]],
+) -> tuple[CheckRecord, ...]:
+    """The check records of a host or coverage entry (history id ``tracked``), adding
+    their history states and the entry's availability to ``states``/``availability``."""
+    for chk in entry["checks"]:
+        if chk.get("state") is not None:
+            states[(tracked, chk["check"])] = _state(tracked, chk["check"], chk["state"])
+    if entry.get("availability") is not None:
+        availability[tracked] = _windows(entry["availability"])
+    return tuple(_record(c, tracked, name) for c in entry["checks"])
+
+
 def _record(data: Mapping[str, Any], ct: str, server: str) -> CheckRecord:
     figure = data.get("figure")
     return CheckRecord(
@@ -262,12 +279,7 @@ def report_from_document(doc: Mapping[str, Any]) -> RunReport:
     hosts: list[HostReport] = []
     for entry in doc.get("hosts", ()):
         host = _host(entry["host"])
-        records = tuple(_record(c, host.id, host.name) for c in entry["checks"])
-        for chk in entry["checks"]:
-            if chk.get("state") is not None:
-                states[(host.id, chk["check"])] = _state(host.id, chk["check"], chk["state"])
-        if entry.get("availability") is not None:
-            availability[host.id] = _windows(entry["availability"])
+        records = _tracked_checks(entry, host.id, host.name, states, availability)
         result = entry.get("result")
         hosts.append(
             HostReport(
@@ -280,12 +292,7 @@ def report_from_document(doc: Mapping[str, Any]) -> RunReport:
     coverage: list[CoverageReport] = []
     for entry in doc.get("coverage", ()):
         cov = _coverage(entry["coverage"])
-        records = tuple(_record(c, cov.id, cov.name) for c in entry["checks"])
-        for chk in entry["checks"]:
-            if chk.get("state") is not None:
-                states[(cov.id, chk["check"])] = _state(cov.id, chk["check"], chk["state"])
-        if entry.get("availability") is not None:
-            availability[cov.id] = _windows(entry["availability"])
+        records = _tracked_checks(entry, cov.id, cov.name, states, availability)
         found = entry.get("discovery")
         coverage.append(
             CoverageReport(cov, discovery_from_dict(found) if found is not None else None, records)
