@@ -279,3 +279,25 @@ def test_bad_classname_ini_is_one_line(tmp_path: Path) -> None:
     assert proc.returncode == pytest.ExitCode.USAGE_ERROR, proc.stdout + proc.stderr
     assert "pop3mon_junit_classname = 'tier' is not one of module, connection" in proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_xml_text_writes_what_elementtree_writes() -> None:
+    """The JUnit writers' own serializer gives ElementTree's bytes for every element shape
+    they write: attributes and text with markup, quotes, CR/LF/TAB and non-ASCII, empty
+    and nested elements, a tail."""
+    import xml.etree.ElementTree as ET
+
+    from pop3mon.report.junit import xml_text
+
+    hostile = 'a&b <c> "d" \'e\'\r\n\tf ü \u2028 ]]>'
+    case = ET.Element("testcase", {"classname": hostile, "name": "n[x]", "time": "0.100"})
+    props = ET.SubElement(case, "properties")
+    for i in range(3):
+        ET.SubElement(props, "property", name=f"p{i}", value=hostile * i)
+    ET.SubElement(case, "failure", message=hostile).text = hostile
+    ET.SubElement(case, "skipped", message="")
+    empty = ET.SubElement(case, "system-out")
+    empty.text = ""
+    empty.tail = hostile
+    for elem in (case, props, empty, ET.Element("x")):
+        assert xml_text(elem) == ET.tostring(elem, encoding="unicode")

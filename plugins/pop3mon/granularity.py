@@ -9,8 +9,17 @@ collected and selected (``-k``/``-m``) exactly as before, then each connection t
 selected checks of one tier become one :class:`TierItem` (``test_tls.py::tls[ct]``)
 that evaluates them in turn without any fixture. Every check is still recorded on its own,
 under the node id it has as a test of its own (:func:`~pop3mon.report.recorder.group_entry`),
-so results.json, metrics, the HTML page, the terminal summary and (expanded by
-:func:`pop3mon.report.junit.finish`) junit.xml list the same checks as with ``check``.
+so results.json, metrics, the HTML page, the terminal summary and junit.xml list the same
+checks as with ``check``.
+
+A tier test needs none of pytest's per-test machinery either: where pop3mon writes the
+pages itself (:meth:`~pop3mon.report.plugin.ReportPlugin.write_pages_from_model`: report.html
+and junit.xml from the run model, so pytest-html and junitxml keep no test's report), a
+:class:`TierItem` runs through :meth:`TierGrouping.pytest_runtest_protocol`: no setup or
+teardown phase (it has no fixture), no output capture (it prints nothing), one ``call``
+report instead of three. A ``--html``/``--junitxml`` the user gave keeps pytest's whole
+protocol, which those writers need (and :func:`pop3mon.report.junit.finish` expands each
+tier testcase into its checks).
 """
 
 from __future__ import annotations
@@ -25,10 +34,14 @@ from .checks import CheckResult
 from .config import ConnectionType
 from .engine.result import ProbeResult
 from .engine.stages import TIERS
+from .report.keys import PAGES_KEY
 from .report.recorder import GROUP_PROPERTY, group_entry
 from .verdict import Verdict
 
 __all__ = ["GRANULARITIES", "Granularity", "TierGrouping", "TierItem", "granularity"]
+
+#: The workerinput key that tells an xdist worker the controller chose the lean protocol.
+_LEAN_KEY: Final = "pop3mon_lean_tier_tests"
 
 Granularity = Literal["check", "tier"]
 GRANULARITIES: Final[tuple[Granularity, ...]] = ("check", "tier")
@@ -142,11 +155,56 @@ class TierGrouping:
     :class:`TierItem` per (tier module, connection type)."""
 
     def __init__(
-        self, state: _State, check_name: Callable[[pytest.Item], str], judge: Judge
+        self,
+        config: pytest.Config,
+        state: _State,
+        check_name: Callable[[pytest.Item], str],
+        judge: Judge,
     ) -> None:
         self.state = state
         self.check_name = check_name
         self.judge = judge
+        #: Whether tier tests run the lean protocol; a worker hears the controller's choice.
+        workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
+        self.lean = bool(workerinput.get(_LEAN_KEY)) if workerinput is not None else False
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        # Before xdist starts its workers (its session start is trylast): they hear the
+        # choice in pytest_configure_node.
+        plugin = session.config.stash.get(PAGES_KEY, None)
+        if plugin is not None:
+            self.lean = plugin.write_pages_from_model()
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput[_LEAN_KEY] = self.lean
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(
+        self, item: pytest.Item, nextitem: pytest.Item | None
+    ) -> bool | None:
+        """A tier test's whole protocol: log start, the call and its one report, finish."""
+        if not self.lean or not isinstance(item, TierItem):
+            return None
+        ihook = item.ihook
+        ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+        reraise = (pytest.exit.Exception, KeyboardInterrupt)
+        call = pytest.CallInfo.from_call(item.runtest, when="call", reraise=reraise)
+        ihook.pytest_runtest_logreport(report=ihook.pytest_runtest_makereport(item=item, call=call))
+        # What pytest's teardown phase does for the tests around this one (a module of
+        # fine-grained tests before it keeps its fixtures until the last of them is done).
+        down = pytest.CallInfo.from_call(
+            lambda: item.session._setupstate.teardown_exact(nextitem),
+            when="teardown",
+            reraise=reraise,
+        )
+        if down.excinfo is not None:
+            ihook.pytest_runtest_logreport(
+                report=ihook.pytest_runtest_makereport(item=item, call=down)
+            )
+        ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+        return True
 
     # trylast: after -k/-m and every other plugin chose the items, so a tier test holds
     # exactly the checks the run selected.

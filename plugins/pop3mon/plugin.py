@@ -462,7 +462,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_GcFreezer(), "pop3mon-gc")
     if granularity(config) == "tier":
         config.pluginmanager.register(
-            TierGrouping(state, _check_name, failure_message), "pop3mon-granularity"
+            TierGrouping(config, state, _check_name, failure_message), "pop3mon-granularity"
         )
 
 

@@ -6,13 +6,15 @@ assertion rewriting).
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import pytest
 
 from ..config.shard import RunIdentity
 from ..history.store import HistoryStore
 from ..probestore import ProbeStore
 
-__all__ = ["HISTORY_KEY", "IDENTITY_KEY", "STORE_KEY"]
+__all__ = ["HISTORY_KEY", "IDENTITY_KEY", "PAGES_KEY", "STORE_KEY", "PagesWriter"]
 
 #: Where the monitoring glue puts the run's probe store (absent when the targets file
 #: failed to load or no targets are configured).
@@ -27,3 +29,15 @@ HISTORY_KEY = pytest.StashKey[HistoryStore | None]()
 #: The run's identity (run id, shard, vantage: :mod:`pop3mon.config.shard`), put there by
 #: the monitoring glue next to the store; absent when the store is.
 IDENTITY_KEY = pytest.StashKey[RunIdentity]()
+
+
+class PagesWriter(Protocol):
+    """What the glue may ask of the report plugin about report.html and junit.xml."""
+
+    def write_pages_from_model(self) -> bool:
+        """Write both from the run model; True when done (see the report plugin)."""
+        ...
+
+
+#: The report plugin (controller only), for ``--granularity=tier``'s lean protocol.
+PAGES_KEY = pytest.StashKey[PagesWriter]()

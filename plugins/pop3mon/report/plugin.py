@@ -55,12 +55,13 @@ from . import html as html_parts
 from . import junit
 from .html_hosts import hosts_html
 from .json_report import write_json
-from .keys import IDENTITY_KEY, STORE_KEY
+from .keys import IDENTITY_KEY, PAGES_KEY, STORE_KEY
 from .metrics import METRICS_NAME, write_metrics
 from .model import RunInfo, RunReport, build_run_report, new_run_id, pop3mon_version, scrub
 from .paths import DEFAULT_DIR, reports_dir, reports_enabled
 from .recorder import GROUP_PROPERTY, Recorder
 from .reportset import HTML_NAME, JSON_NAME, JUNIT_NAME, ReportSet, ReportSetError
+from .standalone import write_pages
 from .stop import StopControl, install_worker_handlers
 from .terminal import adapt_short_summary, shows_summary, write_summary
 
@@ -130,6 +131,7 @@ def pytest_configure(config: pytest.Config) -> None:
     plugin = ReportPlugin(config)
     plugin.enable_writers()
     config.stash[REPORT_KEY] = plugin
+    config.stash[PAGES_KEY] = plugin
     config.pluginmanager.register(plugin, "pop3mon-report")
     config.pluginmanager.register(_Summary(plugin), "pop3mon-summary")
     config.pluginmanager.register(_ReportFiles(plugin), "pop3mon-report-files")
@@ -160,6 +162,10 @@ class ReportPlugin:
         self.directory = reports_dir(config)
         self.run_id = new_run_id()
         self.own_junit = False
+        self.own_html = False
+        #: True when pop3mon writes report.html and junit.xml from the run model itself
+        #: (:meth:`write_pages_from_model`) instead of finishing pytest-html's and junitxml's.
+        self.pages_from_model = False
         self.junit = self.junit_options()
         self.info: RunInfo | None = None
         self.started = time.time()
@@ -201,9 +207,37 @@ class ReportPlugin:
             opt.htmlpath = str(self.directory / HTML_NAME)
             # Self-contained: one file, no assets/ folder, nothing fetched when opened.
             opt.self_contained_html = True
+            self.own_html = True
         if hasattr(opt, "xmlpath") and not opt.xmlpath:
             opt.xmlpath = str(self.directory / JUNIT_NAME)
             self.own_junit = True
+
+    def write_pages_from_model(self) -> bool:
+        """Write report.html and junit.xml from the run model (:mod:`.standalone`'s page,
+        :func:`.junit.junit_text`) instead of letting pytest-html and junitxml keep every
+        test's report to write theirs; True when done (or when no page is written at all).
+
+        Only where pop3mon chose both files: a ``--html``/``--junitxml`` the user gave keeps
+        its writer. Called before the first test (``--granularity=tier``), when the two
+        writers have seen nothing worth keeping yet; they are unregistered, so no test's
+        report passes through them.
+        """
+        opt = self.config.option
+        user_html = bool(getattr(opt, "htmlpath", None)) and not self.own_html
+        user_junit = bool(getattr(opt, "xmlpath", None)) and not self.own_junit
+        if user_html or user_junit:
+            return False
+        html = self._html_writer()
+        if html is not None:
+            self.config.pluginmanager.unregister(html)
+        xml = self._logxml()
+        if xml is not None:
+            from _pytest.junitxml import xml_key
+
+            del self.config.stash[xml_key]
+            self.config.pluginmanager.unregister(xml)
+        self.pages_from_model = self.enabled
+        return True
 
     @property
     def store(self) -> ProbeStore | None:
@@ -371,7 +405,7 @@ class ReportPlugin:
         rec = self.recorder.record(report)
         if rec is None:
             members = self.recorder.groups.get(report.nodeid)
-            if members is not None and report.when == "teardown":
+            if members is not None and (report.when == "teardown" or self.pages_from_model):
                 # LogXML copies these into the testcase as text; junit.finish needs only the
                 # marker (it expands the testcase from the records), not ~3 KB per test.
                 report.user_properties = [
@@ -696,6 +730,9 @@ class _ReportFiles:
         if xml is not None:
             self.xml, self.xml_final = xml, Path(xml.logfile)
             xml.logfile = str(files.stage("JUnit XML", self.xml_final))
+        if self.owner.pages_from_model:
+            files.stage("HTML", self.owner.directory / HTML_NAME)
+            files.stage("JUnit XML", self.owner.directory / JUNIT_NAME)
         if self.owner.enabled:
             files.stage("OpenMetrics", self.owner.directory / METRICS_NAME)
             files.stage("JSON", self.owner.directory / JSON_NAME)
@@ -727,6 +764,10 @@ class _ReportFiles:
             if report is not None and json_tmp is not None and metrics_tmp is not None:
                 write_json(report, json_tmp)
                 write_metrics(report, metrics_tmp)
+            if owner.pages_from_model and report is not None:
+                write_pages(report, files, owner.junit)
+                owner.written = files.commit(last="JSON")
+                return
             for label in ("HTML", "JUnit XML"):
                 path = files.temp(label)
                 if path is not None and path.exists():

@@ -16,18 +16,19 @@ Written as one set (:mod:`.reportset`): all four new files, or the previous ones
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Final
 
 from .html import VIEWPORT, badge, details_html, esc, overview_html
+from .html_hosts import hosts_html
 from .json_report import write_json
-from .junit import JUnitOptions, junit_text
+from .junit import JUnitOptions, junit_pieces
 from .metrics import METRICS_NAME, write_metrics
 from .model import RunReport, scrub
 from .reportset import HTML_NAME, JSON_NAME, JUNIT_NAME, ReportSet, ReportSetError
 
-__all__ = ["html_page", "vantages_html", "write_report_set"]
+__all__ = ["html_page", "html_pieces", "vantages_html", "write_pages", "write_report_set"]
 
 _PAGE_STYLE: Final = (
     "<style>body { font-family: Helvetica, Arial, sans-serif; margin: 12px 18px; }"
@@ -77,6 +78,12 @@ def vantages_html(report: RunReport) -> str:
 
 def html_page(report: RunReport, merged_from: str = "") -> str:
     """A self-contained ``report.html`` for ``report`` (scrubbed of secrets)."""
+    return "".join(html_pieces(report, merged_from))
+
+
+def html_pieces(report: RunReport, merged_from: str = "") -> Iterator[str]:
+    """:func:`html_page` a section (a connection type's details) at a time, each scrubbed,
+    for a writer that streams them to the file."""
     info = report.info
     env = "".join(
         f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in info.environment().items()
@@ -84,18 +91,35 @@ def html_page(report: RunReport, merged_from: str = "") -> str:
     if merged_from:
         env += f"<tr><th>Merged from</th><td>{esc(merged_from)}</td></tr>"
     title = f"pop3mon report: {info.targets_name}"
-    page = (
+    yield scrub(
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"{VIEWPORT}<title>{esc(title)}</title>{_PAGE_STYLE}</head><body>"
         f"<h1>{esc(title)}</h1>"
-        + overview_html(report)
-        + vantages_html(report)
-        + "".join(details_html(report))
-        + '<section class="p3m" id="environment"><h3>Environment</h3>'
-        + f'<table class="p3m-env">{env}</table></section>'
-        + "</body></html>\n"
     )
-    return scrub(page)
+    yield scrub(overview_html(report))
+    yield scrub(hosts_html(report))
+    yield scrub(vantages_html(report))
+    for piece in details_html(report):
+        yield scrub(piece)
+    yield scrub(
+        '<section class="p3m" id="environment"><h3>Environment</h3>'
+        f'<table class="p3m-env">{env}</table></section>'
+        "</body></html>\n"
+    )
+
+
+def write_pages(
+    report: RunReport, files: ReportSet, junit: JUnitOptions, merged_from: str = ""
+) -> None:
+    """Write report.html and junit.xml of ``report`` to their staged names in ``files``
+    (every merge's, and a run's with ``--granularity=tier``), a piece at a time."""
+    html_tmp, junit_tmp = files.temp("HTML"), files.temp("JUnit XML")
+    if html_tmp is not None:
+        with html_tmp.open("w", encoding="utf-8") as out:
+            out.writelines(html_pieces(report, merged_from))
+    if junit_tmp is not None:
+        with junit_tmp.open("w", encoding="utf-8") as out:
+            out.writelines(scrub(piece) for piece in junit_pieces(report, junit))
 
 
 def write_report_set(
@@ -114,13 +138,12 @@ def write_report_set(
     except OSError as exc:
         raise ReportSetError(f"{exc.strerror or exc} ({directory})") from None
     files = ReportSet(report.info.run_id)
-    html_tmp = files.stage("HTML", directory / HTML_NAME)
-    junit_tmp = files.stage("JUnit XML", directory / JUNIT_NAME)
+    files.stage("HTML", directory / HTML_NAME)
+    files.stage("JUnit XML", directory / JUNIT_NAME)
     metrics_tmp = files.stage("OpenMetrics", directory / METRICS_NAME)
     json_tmp = files.stage("JSON", directory / JSON_NAME)
     try:
-        html_tmp.write_text(html_page(report, merged_from), encoding="utf-8")
-        junit_tmp.write_text(scrub(junit_text(report, junit or JUnitOptions())), "utf-8")
+        write_pages(report, files, junit or JUnitOptions(), merged_from)
         write_metrics(report, metrics_tmp, vantages)
         write_json(report, json_tmp)
     except OSError as exc:
