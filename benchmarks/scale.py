@@ -179,8 +179,11 @@ def run_suite(
     password: str,
     keep: Path | None,
     extra: Sequence[str] = (),
+    compiled: bool = False,
 ) -> Run:
-    """Run the suite once as a child; measure it with wait4."""
+    """Run the suite once as a child; measure it with wait4. ``compiled``: Python may
+    write and reuse bytecode (as an installed package has it), whatever
+    ``PYTHONDONTWRITEBYTECODE`` says here."""
     work = Path(tempfile.mkdtemp(prefix="pop3mon-scale-"))
     try:
         stats = work / "runstats"
@@ -201,6 +204,8 @@ def run_suite(
             cmd += ["-n", "2"]
         cmd += list(extra)
         env = dict(os.environ)
+        if compiled:
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
         env[PASSWORD_ENV] = password
         env["POP3MON_RUNSTATS_DIR"] = str(stats)
         env["PYTHONPATH"] = os.pathsep.join(
@@ -296,6 +301,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="with --shards: connection types per server name (default 10)",
     )
     parser.add_argument(
+        "--compiled",
+        action="store_true",
+        help="let the runs write and reuse bytecode (an installed package's start-up; this "
+        "sandbox sets PYTHONDONTWRITEBYTECODE=1, which recompiles pop3mon at every start); "
+        "one unmeasured run per tree first writes it",
+    )
+    parser.add_argument(
         "--repo",
         type=Path,
         action="append",
@@ -312,6 +324,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "delay": f"{args.delay * 1000:g} ms each way",
             "probe concurrency": str(args.probe_concurrency),
             "mechanism": args.mechanism,
+            "bytecode": "written and reused (--compiled)"
+            if args.compiled
+            else "as the environment says",
         }
     )
     if args.keep_logs is not None:
@@ -324,6 +339,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         upstreams = [("127.0.0.1", running.port("pop3")), ("127.0.0.1", running.port("pop3s"))]
         with spawn_proxies(upstreams, args.delay) as proxy_ports:
             ports = {"pop3": proxy_ports[0], "pop3s": proxy_ports[1]}
+            if args.compiled:  # write every tree's bytecode, unmeasured
+                warm = Path(tdir) / "targets-warm.yaml"
+                warm.write_text(targets_yaml(1, running, ports, args.mechanism), "utf-8")
+                for repo in repos:
+                    run_suite(
+                        repo,
+                        warm,
+                        1,
+                        False,
+                        args.probe_concurrency,
+                        running.demo_password,
+                        None,
+                        args.extra,
+                        compiled=True,
+                    )
             for size in args.sizes:
                 targets = Path(tdir) / f"targets-{size}.yaml"
                 targets.write_text(
@@ -344,6 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     running.demo_password,
                                     args.keep_logs,
                                     args.extra,
+                                    compiled=args.compiled,
                                 )
                             )
                     for repo, batch in batches.items():

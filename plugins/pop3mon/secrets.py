@@ -40,6 +40,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import sys
 import threading
 import unicodedata
 from collections.abc import Mapping
@@ -344,6 +345,13 @@ class Redactor:
         # times. A registration makes a new needle tuple, and a memo made for another tuple
         # is never read, so a result from before a registration cannot be returned after it.
         self._memo: tuple[tuple[_Needle, ...], dict[str, str]] = ((), {})
+        self._shortest = sys.maxsize
+
+    @property
+    def shortest(self) -> int:
+        """No text shorter than this contains any registered value in any form: a caller
+        scrubbing millions of short strings may skip those (``sys.maxsize`` with none)."""
+        return self._shortest
 
     def register(self, *values: str) -> None:
         """Add values that must never appear in output, in any form the redactor knows."""
@@ -357,7 +365,11 @@ class Redactor:
             known = self._values
             new = [n for v, n in zip(fresh, built, strict=True) if v not in known]
             self._values = known | frozenset(fresh)
-            self._needles = tuple(sorted((*self._needles, *new), key=lambda n: -n.size))
+            needles = tuple(sorted((*self._needles, *new), key=lambda n: -n.size))
+            # Lowered before the new needles are visible: a reader never skips a text
+            # the new set would scrub.
+            self._shortest = min(n.shortest for n in needles)
+            self._needles = needles
 
     def scrub(self, text: str) -> str:
         """Return ``text`` with every registered value replaced by ``[REDACTED]``."""
@@ -386,6 +398,7 @@ class Redactor:
             self._values = frozenset()
             self._needles = ()
             self._memo = ((), {})
+            self._shortest = sys.maxsize
 
 
 REDACTOR = Redactor()

@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Final
-
-import dns.exception
-import dns.inet
-import dns.name
-import dns.rdatatype
-import dns.resolver
+from typing import TYPE_CHECKING, Final
 
 from .dns import resolve
 from .errors import ResolveError
 from .stages import Protocol, Security
 from .wire import Deadline
+
+if TYPE_CHECKING:
+    import dns.resolver
+
+# dnspython is imported where a look-up happens: only discovery and the coverage tier use
+# it, and importing it cost every monitoring run's start-up about 40 ms.
 
 __all__ = ["SRV_SERVICES", "SrvRecord", "SrvService", "parse_nameserver", "resolve_host", "srv"]
 
@@ -95,6 +95,8 @@ def _port(raw: str, text: str) -> int:
 
 
 def _resolver(nameserver: str | None) -> dns.resolver.Resolver:
+    import dns.resolver
+
     if nameserver is None:
         return dns.resolver.Resolver()
     ip, port = parse_nameserver(nameserver)
@@ -108,6 +110,9 @@ def _query(
     name: str, rdtype: str, nameserver: str | None, deadline: Deadline
 ) -> dns.resolver.Answer | None:
     """One query within the deadline; None when the name or the type has no answer."""
+    import dns.exception
+    import dns.resolver
+
     resolver = _resolver(nameserver)
     lifetime = deadline.remaining()
     if lifetime <= 0:
@@ -133,6 +138,8 @@ def srv(
 ) -> tuple[SrvRecord, ...]:
     """The SRV records of ``service`` under ``domain`` (empty: none published), in
     RFC 2782 order (priority, then heavier weight first). Raises :class:`ResolveError`."""
+    import dns.name
+
     owner = f"{service.label}.{domain.rstrip('.')}"
     answer = _query(owner, "SRV", nameserver, deadline)
     if answer is None or answer.rrset is None:
@@ -158,6 +165,8 @@ def resolve_host(
 ) -> tuple[str, ...]:
     """The addresses of a discovered host: through ``nameserver`` (A then AAAA) when given,
     else the engine's own resolver. Raises a :class:`ProbeError` (stage ``dns``)."""
+    import dns.inet
+
     if nameserver is None or dns.inet.is_address(host):
         return resolve(host, port, deadline)
     addresses: list[str] = []

@@ -386,12 +386,25 @@ def _gauge_text(
     doc = help_text.replace("\\", r"\\").replace("\n", r"\n")
     lines = [f"# HELP {name} {doc}\n", f"# TYPE {name} gauge\n"]
     order = sorted(range(len(label_names)), key=lambda i: label_names[i])
+    # Label values and sample values repeat (a connection type's id in every family, 0
+    # and 1): each is formatted once.
+    shown: dict[str, str] = {}
+    numbers: dict[float, str] = {}
     for values, value in samples:
-        if order:
-            labels = ",".join(f'{label_names[i]}="{_escape_value(values[i])}"' for i in order)
-            lines.append(f"{name}{{{labels}}} {_go_float(value)}\n")
-        else:
-            lines.append(f"{name} {_go_float(value)}\n")
+        number = numbers.get(value)
+        if number is None:
+            number = numbers[value] = _go_float(value)
+        if not order:
+            lines.append(f"{name} {number}\n")
+            continue
+        parts = []
+        for i in order:
+            raw = values[i]
+            text = shown.get(raw)
+            if text is None:
+                text = shown[raw] = f'"{_escape_value(raw)}"'
+            parts.append(f"{label_names[i]}={text}")
+        lines.append(f"{name}{{{','.join(parts)}}} {number}\n")
     return "".join(lines)
 
 
