@@ -55,6 +55,7 @@ from _common import MODES, REPO, DovecotLab, fmt, lab, print_machine, print_tabl
 from latency_proxy import spawn_proxies
 from pop3mon.config import load_targets
 from pop3mon.config.shard import select_shard
+from pop3mon.engine.runner import run_probes
 
 PASSWORD_ENV = "POP3MON_BENCH_PASSWORD"
 BENCH_DIR = Path(__file__).resolve().parent
@@ -301,6 +302,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="with --shards: connection types per server name (default 10)",
     )
     parser.add_argument(
+        "--probes-alone",
+        action="store_true",
+        help="also time the probe batch alone per size (the engine, no pytest): the floor",
+    )
+    parser.add_argument(
         "--compiled",
         action="store_true",
         help="let the runs write and reuse bytecode (an installed package's start-up; this "
@@ -335,6 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.shards:
         return sharded_main(args, repos[0])
     runs: list[Run] = []
+    alone: list[tuple[int, float, float]] = []
     with lab() as running, tempfile.TemporaryDirectory(prefix="pop3mon-scale-t-") as tdir:
         upstreams = [("127.0.0.1", running.port("pop3")), ("127.0.0.1", running.port("pop3s"))]
         with spawn_proxies(upstreams, args.delay) as proxy_ports:
@@ -360,6 +367,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     targets_yaml(size, running, ports, args.mechanism), encoding="utf-8"
                 )
                 repeat = args.repeat_large if size >= 1000 else args.repeat
+                if args.probes_alone:
+                    alone.append((size, *probes_alone(targets, running.demo_password, args)))
+                    print(
+                        f"size {size:>5} probes alone: {alone[-1][1]:.2f} s wall,"
+                        f" {alone[-1][2]:.2f} s CPU; load {os.getloadavg()[0]:.2f}",
+                        flush=True,
+                    )
                 for xdist in (False, True) if not args.no_xdist else (False,):
                     batches: dict[Path, list[Run]] = {repo: [] for repo in repos}
                     for _ in range(repeat):
@@ -390,7 +404,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                         runs.append(chosen)
     print()
     _tables(runs)
+    if alone:
+        print("\n### the probes alone (the engine's batch, no pytest, no reports)")
+        print_table(
+            ["connection types", "wall s", "CPU s (this process)"],
+            [(size, fmt(wall), fmt(cpu)) for size, wall, cpu in alone],
+        )
     return 0
+
+
+def probes_alone(targets: Path, password: str, args: argparse.Namespace) -> tuple[float, float]:
+    """Wall and CPU seconds of probing every connection type of ``targets`` once with
+    :func:`run_probes` at the run's concurrency: the floor under a whole run's wall, set by
+    the lab (one Dovecot on the same two cores: its auth process derives each SCRAM login's
+    key on one core) and the engine, before pytest or any report."""
+    os.environ[PASSWORD_ENV] = password
+    loaded = load_targets(targets)
+    specs = []
+    for ct in loaded.connections:
+        ct.resolve_secret()
+        specs.append(ct.to_probe_spec())
+    started, cpu = time.perf_counter(), time.process_time()
+    run_probes(specs, concurrency=args.probe_concurrency)
+    return time.perf_counter() - started, time.process_time() - cpu
 
 
 def _tables(runs: list[Run]) -> None:
