@@ -98,3 +98,60 @@ def test_bad_targets_file_is_a_usage_error(project: Project) -> None:
     result = pytester.runpytest_subprocess()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*targets.yaml:5: *security*did you mean 'starttls'*"])
+
+
+def test_tier_granularity_reports_the_projects_own_tests(project: Project) -> None:
+    """With ``--granularity=tier`` pop3mon writes junit.xml and report.html itself (no
+    pytest-html, no junitxml): a project's own tests run beside the tier tests are in both,
+    passed, failed, skipped and broken in set-up, as junitxml would list them; the tier
+    tests' checks are there one testcase each, and the password nowhere."""
+    import xml.etree.ElementTree as ET
+
+    pytester = project[0]
+    pytester.makepyfile(
+        test_own="""
+        import pytest
+
+        @pytest.fixture
+        def broken():
+            raise RuntimeError("fixture broke")
+
+        def test_passes():
+            pass
+
+        def test_fails():
+            assert 1 == 2, "own failure"
+
+        def test_skips():
+            pytest.skip("own reason")
+
+        def test_errors(broken):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("--granularity=tier", "tests_targets", "test_own.py")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    reports = pytester.path / "reports"
+    root = ET.parse(reports / "junit.xml").getroot()
+    suite = root.find("testsuite")
+    assert suite is not None
+    own = {c.get("name"): c for c in root.iter("testcase") if c.get("classname") == "test_own"}
+    assert sorted(own) == ["test_errors", "test_fails", "test_passes", "test_skips"]
+    assert [e.tag for e in own["test_passes"]] == []
+    failure = own["test_fails"].find("failure")
+    assert failure is not None and "own failure" in (failure.text or "")
+    skipped = own["test_skips"].find("skipped")
+    assert skipped is not None and skipped.get("message") == "own reason"
+    error = own["test_errors"].find("error")
+    assert error is not None and "fixture broke" in (error.get("message") or "")
+    # Each check of the tier tests is a testcase of its own, and the counts add up.
+    doc = __import__("json").loads((reports / "results.json").read_text(encoding="utf-8"))
+    checks = sum(1 for c in doc["connections"] for _ in c["checks"])
+    checks += sum(1 for h in doc["hosts"] for _ in h["checks"])
+    cases = list(root.iter("testcase"))
+    assert int(suite.get("tests", "")) == len(cases) == checks + 4
+    assert int(suite.get("errors", "")) == sum(1 for c in cases if c.find("error") is not None)
+    page = (reports / "report.html").read_text(encoding="utf-8")
+    assert 'id="pop3mon-other-tests"' in page and "test_own.py::test_fails" in page
+    for name in ("junit.xml", "report.html", "results.json", "metrics.prom"):
+        assert PASSWORD not in (reports / name).read_text(encoding="utf-8"), name

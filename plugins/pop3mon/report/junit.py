@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, get_args
 
@@ -45,7 +45,7 @@ from ..engine.result import ProbeResult
 from ..engine.stages import HOST_ID_PREFIX, TIERS
 from ..verdict import Verdict
 from .model import CoverageReport, RunInfo, RunReport
-from .recorder import GROUP_PROPERTY, NOT_RUN, CheckRecord, record_properties
+from .recorder import GROUP_PROPERTY, NOT_RUN, CheckRecord, OtherTest, record_properties
 
 __all__ = [
     "CLASSNAMES",
@@ -406,14 +406,18 @@ def junit_text(report: RunReport, options: JUnitOptions) -> str:
     return "".join(junit_pieces(report, options))
 
 
-def junit_pieces(report: RunReport, options: JUnitOptions) -> Iterator[str]:
+def junit_pieces(
+    report: RunReport, options: JUnitOptions, others: Sequence[OtherTest] = ()
+) -> Iterator[str]:
     """The JUnit XML of ``report`` written without pytest (``pop3mon merge``, and a run
     with ``--granularity=tier``), a testcase at a time for a writer that streams them to
     the file: what pytest's writer and :func:`finish` make of a run, one testcase per check
     that ran, in tier order. ``classname`` and ``name`` come from each check's pytest node
     id, the properties are the test's and :func:`testcase_properties`, a failure's message
     is ``CRIT <id> <check>: <reason>`` as the ``check`` fixture words it (without the
-    history's "new since the last run" note) and a SKIP's is its reason."""
+    history's "new since the last run" note) and a SKIP's is its reason. ``others``, the
+    run's tests that are not pop3mon checks, follow as pytest's junitxml writes them (a
+    broken one is among them rather than an ERROR record)."""
     cases: list[tuple[CheckRecord, float, list[tuple[str, object]]]] = []
     for hrep in report.hosts:
         host_extra: list[tuple[str, object]] = [*host_testcase_properties(hrep.host, hrep.result)]
@@ -430,7 +434,8 @@ def junit_pieces(report: RunReport, options: JUnitOptions) -> Iterator[str]:
         cases.append((rec, own_seconds(conn.result, rec), ct_extra))
     for crep in report.coverage:
         cases += [(r, coverage_own_seconds(crep), []) for r in crep.records]
-    cases += [(r, 0.0, []) for r in report.unattributed]
+    told = {o.nodeid for o in others}
+    cases += [(r, 0.0, []) for r in report.unattributed if r.nodeid not in told]
     # As in pytest's file: a check that never ran is no testcase.
     cases = [c for c in cases if c[0].outcome != NOT_RUN]
     errors = sum(1 for rec, _, _ in cases if rec.verdict == Verdict.ERROR)
@@ -440,6 +445,9 @@ def junit_pieces(report: RunReport, options: JUnitOptions) -> Iterator[str]:
     skipped = sum(
         1 for rec, _, _ in cases if rec.verdict != Verdict.ERROR and rec.outcome == "skipped"
     )
+    errors += sum(1 for o in others if o.outcome == "error")
+    failures += sum(1 for o in others if o.outcome == "failed")
+    skipped += sum(1 for o in others if o.outcome == "skipped")
     yield _DECLARATION
     yield '<testsuites name="pop3mon">'
     suite = ET.Element(
@@ -449,7 +457,7 @@ def junit_pieces(report: RunReport, options: JUnitOptions) -> Iterator[str]:
             "errors": str(errors),
             "failures": str(failures),
             "skipped": str(skipped),
-            "tests": str(len(cases)),
+            "tests": str(len(cases) + len(others)),
             "time": f"{report.info.duration:.3f}",
             "timestamp": _iso(report.info.started),
         },
@@ -473,6 +481,17 @@ def junit_pieces(report: RunReport, options: JUnitOptions) -> Iterator[str]:
         elif rec.outcome == "skipped":
             ET.SubElement(case, "skipped", type="pytest.skip", message=rec.reason).text = rec.reason
         shape_testcase(case, (rec, seconds), options)
+        yield xml_text(case)
+    for other in others:
+        classname, _, name = _split_nodeid(other.nodeid)
+        case = ET.Element("testcase", classname=classname, name=name, time=f"{other.seconds:.3f}")
+        if other.outcome in ("failed", "error"):
+            tag = "failure" if other.outcome == "failed" else "error"
+            ET.SubElement(case, tag, message=other.message).text = other.text
+        elif other.outcome == "skipped":
+            ET.SubElement(
+                case, "skipped", type="pytest.skip", message=other.message
+            ).text = other.text
         yield xml_text(case)
     yield "</testsuite></testsuites>"
 

@@ -59,7 +59,7 @@ from .keys import IDENTITY_KEY, PAGES_KEY, STORE_KEY
 from .metrics import METRICS_NAME, write_metrics
 from .model import RunInfo, RunReport, build_run_report, new_run_id, pop3mon_version, scrub
 from .paths import DEFAULT_DIR, reports_dir, reports_enabled
-from .recorder import GROUP_PROPERTY, Recorder
+from .recorder import GROUP_PROPERTY, OtherTest, Recorder
 from .reportset import HTML_NAME, JSON_NAME, JUNIT_NAME, ReportSet, ReportSetError
 from .standalone import write_pages
 from .stop import StopControl, install_worker_handlers
@@ -186,6 +186,8 @@ class ReportPlugin:
         self.problem = ""
         self._results: dict[str, ProbeResult] = {}
         self._host_results: dict[str, HostResult] = {}
+        #: The run's tests that are not pop3mon checks, when pop3mon writes junit.xml.
+        self.others: dict[str, OtherTest] = {}
 
     # -- wiring ----------------------------------------------------------------------------
     def enable_writers(self) -> None:
@@ -412,6 +414,9 @@ class ReportPlugin:
                     (k, f"{len(members)} checks" if k == GROUP_PROPERTY else v)
                     for k, v in report.user_properties
                 ]
+            elif members is None and self.pages_from_model and not self._is_check(report.nodeid):
+                # No junitxml to write it: a test of the project's own, for junit.xml.
+                self.others.setdefault(report.nodeid, OtherTest(report.nodeid)).add(report)
             return
         if report.when == "teardown":
             # LogXML copies the teardown report's user_properties into <testcase>.
@@ -765,7 +770,7 @@ class _ReportFiles:
                 write_json(report, json_tmp)
                 write_metrics(report, metrics_tmp)
             if owner.pages_from_model and report is not None:
-                write_pages(report, files, owner.junit)
+                write_pages(report, files, owner.junit, others=tuple(owner.others.values()))
                 owner.written = files.commit(last="JSON")
                 return
             for label in ("HTML", "JUnit XML"):

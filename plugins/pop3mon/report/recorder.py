@@ -22,6 +22,7 @@ __all__ = [
     "GROUP_PROPERTY",
     "NOT_RUN",
     "CheckRecord",
+    "OtherTest",
     "Recorder",
     "group_entry",
     "record_properties",
@@ -53,6 +54,46 @@ class CheckRecord:
     duration: float = 0.0
     #: The check whose failure made this one a SKIP (empty when not blocked).
     blocked_by: str = ""
+
+
+@dataclass
+class OtherTest:
+    """A test of the run that is not a pop3mon check (a project's own test run beside the
+    tier tests), as JUnit shows it: the one writer of junit.xml when pop3mon writes it
+    from the run model (``--granularity=tier``) must not lose it."""
+
+    nodeid: str
+    #: "passed", "failed" (its call failed), "error" (set-up or teardown failed), "skipped"
+    outcome: str = "passed"
+    seconds: float = 0.0
+    message: str = ""
+    text: str = ""
+
+    def add(self, report: pytest.TestReport) -> None:
+        """Fold one phase's report in, as pytest's junitxml does."""
+        self.seconds += report.duration
+        if report.skipped and self.outcome == "passed":
+            self.outcome = "skipped"
+            longrepr = report.longrepr
+            xfail = getattr(report, "wasxfail", None)
+            if xfail is not None:
+                self.message = self.text = f"expected failure: {xfail}".removesuffix(": ")
+            elif isinstance(longrepr, tuple) and len(longrepr) == 3:
+                path, line, reason = longrepr
+                self.message = str(reason).removeprefix("Skipped: ")
+                self.text = f"{path}:{line}: {self.message}"
+            else:
+                self.message = self.text = report.longreprtext
+        elif report.failed and self.outcome in ("passed", "skipped"):
+            self.outcome = "failed" if report.when == "call" else "error"
+            crash = getattr(report.longrepr, "reprcrash", None)
+            lines = report.longreprtext.strip().splitlines()
+            reason = crash.message if crash is not None else (lines[-1] if lines else "")
+            # junitxml's wording
+            self.message = (
+                reason if report.when == "call" else f'failed on {report.when} with "{reason}"'
+            )
+            self.text = report.longreprtext
 
 
 def verdict_properties(ct: str, server: str, res: CheckResult) -> list[tuple[str, object]]:

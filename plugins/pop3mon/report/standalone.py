@@ -16,7 +16,7 @@ Written as one set (:mod:`.reportset`): all four new files, or the previous ones
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -26,9 +26,17 @@ from .json_report import write_json
 from .junit import JUnitOptions, junit_pieces
 from .metrics import METRICS_NAME, write_metrics
 from .model import RunReport, scrub
+from .recorder import OtherTest
 from .reportset import HTML_NAME, JSON_NAME, JUNIT_NAME, ReportSet, ReportSetError
 
-__all__ = ["html_page", "html_pieces", "vantages_html", "write_pages", "write_report_set"]
+__all__ = [
+    "html_page",
+    "html_pieces",
+    "others_html",
+    "vantages_html",
+    "write_pages",
+    "write_report_set",
+]
 
 _PAGE_STYLE: Final = (
     "<style>body { font-family: Helvetica, Arial, sans-serif; margin: 12px 18px; }"
@@ -81,9 +89,29 @@ def html_page(report: RunReport, merged_from: str = "") -> str:
     return "".join(html_pieces(report, merged_from))
 
 
-def html_pieces(report: RunReport, merged_from: str = "") -> Iterator[str]:
+def others_html(others: Sequence[OtherTest]) -> str:
+    """The run's tests that are not pop3mon checks, one row each ("" without any)."""
+    if not others:
+        return ""
+    rows = "".join(
+        f"<tr><td>{esc(o.nodeid)}</td><td>{esc(o.outcome)}</td><td>{o.seconds:.3f}</td>"
+        f"<td>{esc(o.message)}</td></tr>"
+        for o in others
+    )
+    return (
+        '<section class="p3m" id="pop3mon-other-tests"><h3>Other tests in this run</h3>'
+        '<div class="p3m-scroll"><table class="p3m-checks"><thead><tr><th>Test</th>'
+        "<th>Outcome</th><th>Seconds</th><th>Message</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table></div></section>"
+    )
+
+
+def html_pieces(
+    report: RunReport, merged_from: str = "", others: Sequence[OtherTest] = ()
+) -> Iterator[str]:
     """:func:`html_page` a section (a connection type's details) at a time, each scrubbed,
-    for a writer that streams them to the file."""
+    for a writer that streams them to the file; ``others``: the run's tests that are not
+    pop3mon checks."""
     info = report.info
     env = "".join(
         f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in info.environment().items()
@@ -101,6 +129,7 @@ def html_pieces(report: RunReport, merged_from: str = "") -> Iterator[str]:
     yield scrub(vantages_html(report))
     for piece in details_html(report):
         yield scrub(piece)
+    yield scrub(others_html(others))
     yield scrub(
         '<section class="p3m" id="environment"><h3>Environment</h3>'
         f'<table class="p3m-env">{env}</table></section>'
@@ -109,17 +138,22 @@ def html_pieces(report: RunReport, merged_from: str = "") -> Iterator[str]:
 
 
 def write_pages(
-    report: RunReport, files: ReportSet, junit: JUnitOptions, merged_from: str = ""
+    report: RunReport,
+    files: ReportSet,
+    junit: JUnitOptions,
+    merged_from: str = "",
+    others: Sequence[OtherTest] = (),
 ) -> None:
     """Write report.html and junit.xml of ``report`` to their staged names in ``files``
-    (every merge's, and a run's with ``--granularity=tier``), a piece at a time."""
+    (every merge's, and a run's with ``--granularity=tier``), a piece at a time;
+    ``others``: the run's tests that are not pop3mon checks."""
     html_tmp, junit_tmp = files.temp("HTML"), files.temp("JUnit XML")
     if html_tmp is not None:
         with html_tmp.open("w", encoding="utf-8") as out:
-            out.writelines(html_pieces(report, merged_from))
+            out.writelines(html_pieces(report, merged_from, others))
     if junit_tmp is not None:
         with junit_tmp.open("w", encoding="utf-8") as out:
-            out.writelines(scrub(piece) for piece in junit_pieces(report, junit))
+            out.writelines(scrub(piece) for piece in junit_pieces(report, junit, others))
 
 
 def write_report_set(
