@@ -462,7 +462,7 @@ def junit_pieces(
             "timestamp": _iso(report.info.started),
         },
     )
-    yield _open_tag(suite)
+    yield _open_tag(suite) + ">"
     props = ET.Element("properties")
     for name, value in suite_properties_start(report.info) + suite_properties_finish(report):
         ET.SubElement(props, "property", name=name, value=value)
@@ -506,20 +506,24 @@ def xml_text(elem: ET.Element) -> str:
 
 
 def _serialize(elem: ET.Element, out: list[str]) -> None:
-    out.append(_open_tag(elem, close=not (len(elem) or elem.text)))
-    if len(elem) or elem.text:
-        if elem.text:
-            out.append(_cdata(elem.text))
+    tag, text = elem.tag, elem.text
+    head = _open_tag(elem)
+    if text or len(elem):
+        out.append(head + ">")
+        if text:
+            out.append(_cdata(text))
         for child in elem:
             _serialize(child, out)
-        out.append(f"</{elem.tag}>")
+        out.append(f"</{tag}>")
+    else:
+        out.append(head + " />")
     if elem.tail:
         out.append(_cdata(elem.tail))
 
 
-def _open_tag(elem: ET.Element, close: bool = False) -> str:
-    attrs = "".join(f' {k}="{_attrib(str(v))}"' for k, v in elem.attrib.items())
-    return f"<{elem.tag}{attrs}{' />' if close else '>'}"
+def _open_tag(elem: ET.Element) -> str:
+    """``<tag a="v"``, unterminated."""
+    return "".join([f"<{elem.tag}", *[f' {k}="{_attrib(v)}"' for k, v in elem.attrib.items()]])
 
 
 def _cdata(text: str) -> str:
