@@ -1,4 +1,5 @@
-"""A validated targets file kept between processes, for the monitoring-plugin mode.
+"""A validated targets file kept between processes, for the monitoring-plugin mode and
+monitoring runs (the pytest plugin loads through it too).
 
 A scheduler starts ``pop3mon check`` once per service and interval: hundreds of processes a
 minute that each load the same targets file. Validating it means importing pydantic and
