@@ -73,10 +73,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     _mark("collected")
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_protocol(item: pytest.Item) -> None:
-    """First item started."""
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, Any, Any]:
+    """First item started (a wrapper: a plugin's own protocol, such as pop3mon's for tier
+    tests, returns a result before any plain implementation would run)."""
     _mark("first_item")
+    return (yield)
 
 
 @pytest.hookimpl(wrapper=True)
