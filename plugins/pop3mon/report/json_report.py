@@ -89,9 +89,14 @@ def _scrubbed(value: Any) -> Any:
         return {str(k): _scrubbed(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_scrubbed(v) for v in value]
-    names = _FIELDS.get(type(value))
-    if names is None and dataclasses.is_dataclass(value) and not isinstance(value, type):
-        names = _FIELDS[type(value)] = tuple(f.name for f in dataclasses.fields(value))
+    kind = type(value)
+    if kind not in _FIELDS:  # once per type: numbers, None and enums are most values
+        _FIELDS[kind] = (
+            tuple(f.name for f in dataclasses.fields(kind))
+            if dataclasses.is_dataclass(kind)
+            else None
+        )
+    names = _FIELDS[kind]
     if names is not None:
         # What dataclasses.asdict() gives, made and scrubbed in one pass (asdict's own
         # deep copy was half of this writer's time at 1,000 connection types).
@@ -99,8 +104,8 @@ def _scrubbed(value: Any) -> Any:
     return value
 
 
-#: Field names per dataclass type met by :func:`_scrubbed`.
-_FIELDS: dict[type, tuple[str, ...]] = {}
+#: Field names per type met by :func:`_scrubbed` (None: not a dataclass).
+_FIELDS: dict[type, tuple[str, ...] | None] = {}
 
 
 def _state(state: CheckState | None) -> dict[str, Any] | None:
