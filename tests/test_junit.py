@@ -301,3 +301,21 @@ def test_xml_text_writes_what_elementtree_writes() -> None:
     empty.tail = hostile
     for elem in (case, props, empty, ET.Element("x")):
         assert xml_text(elem) == ET.tostring(elem, encoding="unicode")
+
+
+def test_xml_text_writes_characters_xml_cannot_hold_as_junitxml_does() -> None:
+    """ESC, BEL, NUL and friends (a project's own test may print them) are written as
+    ``#xNN``: the file parses, where ElementTree would write them raw."""
+    import xml.etree.ElementTree as ET
+
+    from pop3mon.report.junit import xml_text
+
+    raw = "bad \x1b[31m red \x07 bell \x00 \x7f \ufffe end"
+    case = ET.Element("testcase", name=raw)
+    ET.SubElement(case, "failure", message=raw).text = raw
+    text = xml_text(case)
+    back = ET.fromstring(text)
+    failure = back.find("failure")
+    assert failure is not None
+    expected = "bad #x1B[31m red #x07 bell #x00 #x7F #xFFFE end"
+    assert back.get("name") == failure.get("message") == failure.text == expected

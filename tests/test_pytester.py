@@ -155,3 +155,37 @@ def test_tier_granularity_reports_the_projects_own_tests(project: Project) -> No
     assert 'id="pop3mon-other-tests"' in page and "test_own.py::test_fails" in page
     for name in ("junit.xml", "report.html", "results.json", "metrics.prom"):
         assert PASSWORD not in (reports / name).read_text(encoding="utf-8"), name
+
+
+def test_a_broken_tier_test_is_an_error_and_the_run_still_ends(project: Project) -> None:
+    """A tier test that breaks before its verdicts (injected: its ``runtest`` raises) is
+    one ERROR naming the exception in every report; its checks are "not run" because of
+    it, and the run is not said to have ended early."""
+    import json
+    import xml.etree.ElementTree as ET
+
+    pytester = project[0]
+    pytester.makeconftest(
+        'pytest_plugins = ["pop3mon.plugin"]\n'
+        "from pop3mon.granularity import TierItem\n"
+        "_real = TierItem.runtest\n"
+        "def _broken(self):\n"
+        "    if self.tier == 'mailbox' and self.ct == 'good':\n"
+        "        raise RuntimeError('tier test broke: boom')\n"
+        "    return _real(self)\n"
+        "TierItem.runtest = _broken\n"
+    )
+    result = pytester.runpytest_subprocess("--granularity=tier")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    reports = pytester.path / "reports"
+    doc = json.loads((reports / "results.json").read_text(encoding="utf-8"))
+    assert not doc["run"].get("stopped"), doc["run"]
+    good = next(c for c in doc["connections"] if c["id"] == "good")
+    errors = [k for k in good["checks"] if k["verdict"] == "ERROR"]
+    assert [e["reason"] for e in errors] == ["RuntimeError: tier test broke: boom"]
+    skipped = [k for k in good["checks"] if k["tier"] == "mailbox" and k["outcome"] == "not run"]
+    assert skipped and all("its tier test" in k["reason"] for k in skipped), good["checks"]
+    root = ET.parse(reports / "junit.xml").getroot()
+    error = [e for e in root.iter("error") if "boom" in (e.get("message") or "")]
+    assert len(error) == 1
+    assert "was ended early" not in result.stdout.str()

@@ -15,11 +15,14 @@ checks as with ``check``.
 A tier test needs none of pytest's per-test machinery either: where pop3mon writes the
 pages itself (:meth:`~pop3mon.report.plugin.ReportPlugin.write_pages_from_model`: report.html
 and junit.xml from the run model, so pytest-html and junitxml keep no test's report), a
-:class:`TierItem` runs through :meth:`TierGrouping.pytest_runtest_protocol`: no setup or
-teardown phase (it has no fixture), no output capture (it prints nothing), one ``call``
-report instead of three. A ``--html``/``--junitxml`` the user gave keeps pytest's whole
-protocol, which those writers need (and :func:`pop3mon.report.junit.finish` expands each
-tier testcase into its checks).
+:class:`TierItem` runs through :meth:`TierGrouping.pytest_runtest_protocol`: no set-up or
+teardown phase and none of their hooks (it has no fixture), no output capture (it prints
+nothing), one ``call`` report instead of three, no ``PYTEST_CURRENT_TEST``. pytest's whole
+protocol stays where something needs it (:func:`_lean_allowed`): a ``--html``/``--junitxml``
+the user gave (and :func:`pop3mon.report.junit.finish` expands each tier testcase into its
+checks), a project's own ``pytest_runtest_setup``/``call``/``teardown`` hook, another
+plugin's protocol (a re-runner), ``--setup-only``, ``--setup-plan``, ``--pdb``, ``--trace``,
+and a tier test marked skip, skipif or xfail.
 """
 
 from __future__ import annotations
@@ -175,6 +178,7 @@ class TierGrouping:
         plugin = session.config.stash.get(PAGES_KEY, None)
         if plugin is not None:
             self.lean = plugin.write_pages_from_model()
+        self.lean = self.lean and _lean_allowed(session.config)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
@@ -184,8 +188,12 @@ class TierGrouping:
     def pytest_runtest_protocol(
         self, item: pytest.Item, nextitem: pytest.Item | None
     ) -> bool | None:
-        """A tier test's whole protocol: log start, the call and its one report, finish."""
+        """A tier test's whole protocol: log start, the call and its one report, finish.
+        A tier test marked skip, skipif or xfail (by the project's own hooks: pop3mon marks
+        none so) keeps pytest's protocol, which evaluates those marks."""
         if not self.lean or not isinstance(item, TierItem):
+            return None
+        if any(m.name in _PHASE_MARKS for m in item.iter_markers()):
             return None
         ihook = item.ihook
         ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
@@ -193,7 +201,10 @@ class TierGrouping:
         call = pytest.CallInfo.from_call(item.runtest, when="call", reraise=reraise)
         ihook.pytest_runtest_logreport(report=ihook.pytest_runtest_makereport(item=item, call=call))
         # What pytest's teardown phase does for the tests around this one (a module of
-        # fine-grained tests before it keeps its fixtures until the last of them is done).
+        # fine-grained tests before it keeps its fixtures until the last of them is done;
+        # all of them go when -x or --maxfail ends the run here).
+        if item.session.shouldfail or item.session.shouldstop:
+            nextitem = None
         down = pytest.CallInfo.from_call(
             lambda: item.session._setupstate.teardown_exact(nextitem),
             when="teardown",
@@ -251,6 +262,39 @@ class TierGrouping:
                     )
             out[n] = tier_item
         items[:] = out
+
+
+#: Marks that pytest evaluates in a test's set-up and call phases.
+_PHASE_MARKS: Final = frozenset({"skip", "skipif", "xfail"})
+
+
+def _lean_allowed(config: pytest.Config) -> bool:
+    """Whether tier tests may skip pytest's set-up, call and teardown phases: only when
+    nothing but pytest itself hooks into them (a project's ``pytest_runtest_setup``, a
+    plugin with its own protocol such as a re-runner) and no option needs them
+    (``--setup-only``/``--setup-plan``: no test may run; ``--pdb``/``--trace``)."""
+    opt = config.option
+    if any(getattr(opt, name, False) for name in ("setuponly", "setupplan", "usepdb", "trace")):
+        return False
+    hook = config.pluginmanager.hook
+    for phase in (
+        hook.pytest_runtest_setup,
+        hook.pytest_runtest_call,
+        hook.pytest_runtest_teardown,
+    ):
+        if any(not _pytests(impl.function) for impl in phase.get_hookimpls()):
+            return False
+    return all(
+        impl.wrapper
+        or impl.hookwrapper
+        or _pytests(impl.function)
+        or impl.function.__module__ == __name__
+        for impl in hook.pytest_runtest_protocol.get_hookimpls()
+    )
+
+
+def _pytests(function: Callable[..., object]) -> bool:
+    return str(getattr(function, "__module__", "")).startswith("_pytest.")
 
 
 def _tier_of(item: pytest.Item) -> str | None:

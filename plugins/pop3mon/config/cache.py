@@ -8,9 +8,10 @@ so the first check stores the resulting :class:`~.model.Targets` and the next on
 back when nothing it depends on changed.
 
 What a cached entry depends on is its key: the file's bytes, its path as given, the path it
-resolves to (relative ``ca_file`` paths start at that directory) and the working directory
-(the path shown in messages and reports), and the pop3mon code that validated it (name,
-size and modification time of every module of the package) on this Python. The validator
+resolves to (relative ``ca_file`` paths start at that directory), the working directory
+(the path shown in messages and reports), the home directory (``~`` in a path), and the
+pop3mon code that validated it (name, size and modification time of every module of the
+package) on this Python. The validator
 also reads every ``ca_file``, so an entry keeps their identity (inode, size, modification
 time) and is used only while they are unchanged: a CA bundle broken after the first check
 is a config error (UNKNOWN), as without the cache. Any change is a miss; a miss loads and
@@ -180,6 +181,9 @@ def load_targets_cached(
             + os.fsencode(os.path.realpath(file))
             + b"\0"
             + os.fsencode(os.getcwd())
+            + b"\0"
+            # "~" in ca_file, password_file and other paths is expanded by the validator.
+            + os.fsencode(os.path.expanduser("~"))
             + b"\0"
             + digest.encode()
         ).hexdigest()

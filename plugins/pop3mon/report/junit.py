@@ -32,6 +32,7 @@ run model (it runs before the secrets scrub and the report set's rename):
 
 from __future__ import annotations
 
+import re
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator, Sequence
@@ -82,6 +83,8 @@ class JUnitOptions:
 
     classname: Classname = "module"
     strict: bool = False
+    #: The ``<testsuite>``'s name where pop3mon writes the file (ini ``junit_suite_name``).
+    suite: str = "pop3mon"
 
 
 def _iso(epoch: float) -> str:
@@ -453,7 +456,7 @@ def junit_pieces(
     suite = ET.Element(
         "testsuite",
         {
-            "name": "pop3mon",
+            "name": options.suite,
             "errors": str(errors),
             "failures": str(failures),
             "skipped": str(skipped),
@@ -490,7 +493,7 @@ def junit_pieces(
             ET.SubElement(case, tag, message=other.message).text = other.text
         elif other.outcome == "skipped":
             ET.SubElement(
-                case, "skipped", type="pytest.skip", message=other.message
+                case, "skipped", type=other.skip_type, message=other.message
             ).text = other.text
         yield xml_text(case)
     yield "</testsuite></testsuites>"
@@ -499,7 +502,9 @@ def junit_pieces(
 def xml_text(elem: ET.Element) -> str:
     """``ET.tostring(elem, encoding="unicode")`` for the namespace-free elements written
     here, without its per-call namespace pass over the tree (a third of the JUnit
-    writer's time at 20,000 testcases); tests compare the two."""
+    writer's time at 20,000 testcases), and with the characters XML 1.0 cannot hold
+    written as ``#xNN`` (ElementTree writes them raw, and the file would not parse);
+    tests compare the two."""
     out: list[str] = []
     _serialize(elem, out)
     return "".join(out)
@@ -526,8 +531,22 @@ def _open_tag(elem: ET.Element) -> str:
     return "".join([f"<{elem.tag}", *[f' {k}="{_attrib(v)}"' for k, v in elem.attrib.items()]])
 
 
+#: Characters XML 1.0 does not allow (a project's own test may print ESC or BEL): written
+#: as ``#xNN``, as pytest's junitxml writes them, so the file always parses.
+_NOT_XML: Final = re.compile(
+    "[^\u0009\u000a\u000d\u0020-\u007e\u0080-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
+)
+
+
+def _not_xml(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"#x{code:02X}" if code <= 0xFF else f"#x{code:04X}"
+
+
 def _cdata(text: str) -> str:
-    # What ElementTree escapes in text.
+    # What ElementTree escapes in text, after what XML cannot hold at all.
+    if _NOT_XML.search(text) is not None:
+        text = _NOT_XML.sub(_not_xml, text)
     if "&" in text:
         text = text.replace("&", "&amp;")
     if "<" in text:

@@ -391,9 +391,11 @@ def _gauge_text(
     shown: dict[str, str] = {}
     numbers: dict[float, str] = {}
     for values, value in samples:
-        number = numbers.get(value)
+        number = numbers.get(value) if value else None  # 0.0 and -0.0 are one key
         if number is None:
-            number = numbers[value] = _go_float(value)
+            number = _go_float(value)
+            if value:
+                numbers[value] = number
         if not order:
             lines.append(f"{name} {number}\n")
             continue

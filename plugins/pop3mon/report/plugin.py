@@ -4,9 +4,11 @@ By default every run writes four artifacts into ``reports/`` next to ``pytest.in
 
 ==============  ================================================================
 report.html     pytest-html 4, self-contained and offline, with pop3mon's matrix,
-                per-connection details and extra columns
+                per-connection details and extra columns (``--granularity=tier``:
+                :mod:`.standalone`'s page of the same pieces, see
+                :meth:`ReportPlugin.write_pages_from_model`)
 junit.xml       pytest's JUnit XML (xunit2) with pop3mon properties per testcase
-                and per suite
+                and per suite (``--granularity=tier``: :func:`.junit.junit_pieces`)
 results.json    schema ``pop3mon/results/v1`` (see :mod:`.json_report`)
 metrics.prom    Prometheus text format / OpenMetrics (see :mod:`.metrics`)
 ==============  ================================================================
@@ -166,6 +168,8 @@ class ReportPlugin:
         #: True when pop3mon writes report.html and junit.xml from the run model itself
         #: (:meth:`write_pages_from_model`) instead of finishing pytest-html's and junitxml's.
         self.pages_from_model = False
+        #: The pages written so: "HTML", "JUnit XML" (not those whose plugin is off).
+        self.model_pages: tuple[str, ...] = ()
         self.junit = self.junit_options()
         self.info: RunInfo | None = None
         self.started = time.time()
@@ -178,6 +182,8 @@ class ReportPlugin:
         self.stop = StopControl()
         #: Node ids of every selected test (the controller's collection or xdist's).
         self.expected: dict[str, None] = {}
+        #: A check's node id -> the tier test evaluating it (``--granularity=tier``).
+        self.tier_of: dict[str, str] = {}
         #: Why the run ended before every selected check ran ("" when all ran).
         self.stopped = ""
         #: Why this run replaced no report file (said on the terminal), or "".
@@ -215,12 +221,14 @@ class ReportPlugin:
             self.own_junit = True
 
     def write_pages_from_model(self) -> bool:
-        """Write report.html and junit.xml from the run model (:mod:`.standalone`'s page,
-        :func:`.junit.junit_text`) instead of letting pytest-html and junitxml keep every
-        test's report to write theirs; True when done (or when no page is written at all).
+        """Let pop3mon write report.html and junit.xml from the run model at session end
+        (:func:`.standalone.write_pages`: :mod:`.standalone`'s page and
+        :func:`.junit.junit_pieces`) instead of pytest-html and junitxml keeping every
+        test's report to write theirs; True when so (also when neither page is written).
 
         Only where pop3mon chose both files: a ``--html``/``--junitxml`` the user gave keeps
-        its writer. Called before the first test (``--granularity=tier``), when the two
+        its writer, and a writer the user turned off (``-p no:html``, ``-p no:junitxml``)
+        stays off. Called before the first test (``--granularity=tier``), when the two
         writers have seen nothing worth keeping yet; they are unregistered, so no test's
         report passes through them.
         """
@@ -238,7 +246,16 @@ class ReportPlugin:
 
             del self.config.stash[xml_key]
             self.config.pluginmanager.unregister(xml)
-        self.pages_from_model = self.enabled
+        # The options exist only while their plugin is active.
+        self.model_pages = tuple(
+            label
+            for label, active in (
+                ("HTML", hasattr(opt, "htmlpath")),
+                ("JUnit XML", hasattr(opt, "xmlpath")),
+            )
+            if active and self.enabled
+        )
+        self.pages_from_model = True
         return True
 
     @property
@@ -275,7 +292,15 @@ class ReportPlugin:
         strict = self.config.getoption("junit_strict", None)
         if strict is None:
             strict = bool(self.config.getini("pop3mon_junit_strict"))
-        return junit.JUnitOptions(classname=classname, strict=bool(strict))
+        try:  # junitxml's ini option (absent with -p no:junitxml); its default means ours
+            suite = str(self.config.getini("junit_suite_name") or "pytest")
+        except ValueError:
+            suite = "pytest"
+        return junit.JUnitOptions(
+            classname=classname,
+            strict=bool(strict),
+            suite="pop3mon" if suite == "pytest" else suite,
+        )
 
     def _html_path(self) -> Path | None:
         raw = getattr(self.config.option, "htmlpath", None)
@@ -449,7 +474,12 @@ class ReportPlugin:
         """Remember the selected tests (without xdist the controller collects them)."""
         for item in session.items:
             # A tier test (--granularity=tier) stands for the checks it evaluates.
-            self.expected.update(dict.fromkeys(getattr(item, "member_nodeids", (item.nodeid,))))
+            members = getattr(item, "member_nodeids", None)
+            if members is None:
+                self.expected[item.nodeid] = None
+                continue
+            self.expected.update(dict.fromkeys(members))
+            self.tier_of.update(dict.fromkeys(members, item.nodeid))
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
@@ -476,6 +506,13 @@ class ReportPlugin:
             for n in self.expected
             if n not in recorder.records and n not in recorder.groups and self._is_check(n)
         ]
+        # The checks of a tier test that broke before its verdicts (its own record is the
+        # ERROR): not run because of it, in a run that went on to its end.
+        for nodeid in [n for n in missing if self.tier_of.get(n) in recorder.records]:
+            ct, tier, check = self._describe(nodeid)
+            why = f"not run: its tier test {self.tier_of[nodeid]} broke before this check"
+            self.recorder.not_run(nodeid, ct, tier, check, why)
+        missing = [n for n in missing if n not in recorder.records]
         if self.stop.stopped_by:
             self.stopped = f"stopped by {self.stop.stopped_by}"
         elif not missing:
@@ -735,9 +772,9 @@ class _ReportFiles:
         if xml is not None:
             self.xml, self.xml_final = xml, Path(xml.logfile)
             xml.logfile = str(files.stage("JUnit XML", self.xml_final))
-        if self.owner.pages_from_model:
-            files.stage("HTML", self.owner.directory / HTML_NAME)
-            files.stage("JUnit XML", self.owner.directory / JUNIT_NAME)
+        names = {"HTML": HTML_NAME, "JUnit XML": JUNIT_NAME}
+        for label in self.owner.model_pages:
+            files.stage(label, self.owner.directory / names[label])
         if self.owner.enabled:
             files.stage("OpenMetrics", self.owner.directory / METRICS_NAME)
             files.stage("JSON", self.owner.directory / JSON_NAME)

@@ -68,6 +68,8 @@ class OtherTest:
     seconds: float = 0.0
     message: str = ""
     text: str = ""
+    #: A skip's JUnit type: "pytest.skip", or "pytest.xfail" for an expected failure.
+    skip_type: str = "pytest.skip"
 
     def add(self, report: pytest.TestReport) -> None:
         """Fold one phase's report in, as pytest's junitxml does."""
@@ -77,7 +79,8 @@ class OtherTest:
             longrepr = report.longrepr
             xfail = getattr(report, "wasxfail", None)
             if xfail is not None:
-                self.message = self.text = f"expected failure: {xfail}".removesuffix(": ")
+                self.skip_type = "pytest.xfail"
+                self.message = self.text = str(xfail).removeprefix("reason: ")
             elif isinstance(longrepr, tuple) and len(longrepr) == 3:
                 path, line, reason = longrepr
                 self.message = str(reason).removeprefix("Skipped: ")
@@ -255,6 +258,9 @@ class Recorder:
         tier = report.nodeid.split("/")[-1].split("::")[0].removeprefix("test_")
         tier = tier.removesuffix(".py")
         text = report.longreprtext.strip().splitlines()
+        # The exception and its message ("RuntimeError: boom"), not the location line.
+        crash = getattr(report.longrepr, "reprcrash", None)
+        reason = crash.message if crash is not None else (text[-1] if text else "")
         return CheckRecord(
             nodeid=report.nodeid,
             ct=ct,
@@ -262,7 +268,7 @@ class Recorder:
             tier=tier,
             check=check.removeprefix("test_"),
             verdict=Verdict.ERROR,
-            reason=text[-1] if text else "test error",
+            reason=reason or "test error",
             outcome="failed",
             duration=report.duration,
         )
