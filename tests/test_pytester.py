@@ -8,6 +8,7 @@ server, and checks outcomes the way pytest's own plugin tests do.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -127,6 +128,10 @@ def test_tier_granularity_reports_the_projects_own_tests(project: Project) -> No
 
         def test_errors(broken):
             pass
+
+        @pytest.mark.xfail(reason="known bug")
+        def test_xfails():
+            assert False
         """
     )
     result = pytester.runpytest_subprocess("--granularity=tier", "tests_targets", "test_own.py")
@@ -136,7 +141,10 @@ def test_tier_granularity_reports_the_projects_own_tests(project: Project) -> No
     suite = root.find("testsuite")
     assert suite is not None
     own = {c.get("name"): c for c in root.iter("testcase") if c.get("classname") == "test_own"}
-    assert sorted(own) == ["test_errors", "test_fails", "test_passes", "test_skips"]
+    assert sorted(own) == ["test_errors", "test_fails", "test_passes", "test_skips", "test_xfails"]
+    xfail = own["test_xfails"].find("skipped")
+    assert xfail is not None and xfail.get("type") == "pytest.xfail"
+    assert xfail.get("message") == "known bug"
     assert [e.tag for e in own["test_passes"]] == []
     failure = own["test_fails"].find("failure")
     assert failure is not None and "own failure" in (failure.text or "")
@@ -149,7 +157,7 @@ def test_tier_granularity_reports_the_projects_own_tests(project: Project) -> No
     checks = sum(1 for c in doc["connections"] for _ in c["checks"])
     checks += sum(1 for h in doc["hosts"] for _ in h["checks"])
     cases = list(root.iter("testcase"))
-    assert int(suite.get("tests", "")) == len(cases) == checks + 4
+    assert int(suite.get("tests", "")) == len(cases) == checks + 5
     assert int(suite.get("errors", "")) == sum(1 for c in cases if c.find("error") is not None)
     page = (reports / "report.html").read_text(encoding="utf-8")
     assert 'id="pop3mon-other-tests"' in page and "test_own.py::test_fails" in page
@@ -189,3 +197,46 @@ def test_a_broken_tier_test_is_an_error_and_the_run_still_ends(project: Project)
     error = [e for e in root.iter("error") if "boom" in (e.get("message") or "")]
     assert len(error) == 1
     assert "was ended early" not in result.stdout.str()
+
+
+def test_tier_tests_keep_pytests_protocol_where_it_is_needed(project: Project) -> None:
+    """The lean protocol of tier tests never changes what a run does: a skip mark a
+    project adds still skips (and a project's own phase hook still runs), ``--setup-plan``
+    still logs in nowhere, and ``-p no:html`` still writes no page."""
+    pytester, good, nostls = project
+    pytester.makeconftest(
+        'pytest_plugins = ["pop3mon.plugin"]\n'
+        "import pytest\n"
+        "def pytest_collection_modifyitems(items):\n"
+        "    for item in items:\n"
+        "        if 'nostls' in item.nodeid:\n"
+        "            item.add_marker(pytest.mark.skip(reason='maintenance window'))\n"
+    )
+    result = pytester.runpytest_subprocess("--granularity=tier", "-rs")
+    # Every failing check was nostls's: skipped by the mark, as with --granularity=check.
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-3000:]
+    result.stdout.fnmatch_lines(["*maintenance window*"])
+    assert nostls.logins == 0
+
+    pytester.makeconftest(
+        'pytest_plugins = ["pop3mon.plugin"]\n'
+        "SEEN = []\n"
+        "def pytest_runtest_setup(item):\n"
+        "    SEEN.append(item.nodeid)\n"
+        "def pytest_sessionfinish(session):\n"
+        "    print('phase hook saw', sum('::tls[' in n for n in SEEN), 'tests')\n"
+    )
+    result = pytester.runpytest_subprocess("--granularity=tier", "-s")
+    seen = re.findall(r"phase hook saw (\d+) tests", result.stdout.str())
+    assert seen and int(seen[-1]) > 0, result.stdout.str()[-2000:]
+
+    pytester.makeconftest('pytest_plugins = ["pop3mon.plugin"]\n')
+    before = good.logins
+    result = pytester.runpytest_subprocess("--granularity=tier", "--setup-plan")
+    assert good.logins == before, "--setup-plan must not probe"
+
+    reports = pytester.path / "off"
+    result = pytester.runpytest_subprocess(
+        "--granularity=tier", "-p", "no:html", f"--reports-dir={reports}"
+    )
+    assert (reports / "junit.xml").exists() and not (reports / "report.html").exists()
