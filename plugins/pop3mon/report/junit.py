@@ -507,7 +507,9 @@ def xml_text(elem: ET.Element) -> str:
     tests compare the two."""
     out: list[str] = []
     _serialize(elem, out)
-    return "".join(out)
+    text = "".join(out)
+    # Once over the whole element: "#xNN" holds nothing the escapes above would touch.
+    return _NOT_XML.sub(_not_xml, text) if _NOT_XML.search(text) is not None else text
 
 
 def _serialize(elem: ET.Element, out: list[str]) -> None:
@@ -544,9 +546,7 @@ def _not_xml(match: re.Match[str]) -> str:
 
 
 def _cdata(text: str) -> str:
-    # What ElementTree escapes in text, after what XML cannot hold at all.
-    if _NOT_XML.search(text) is not None:
-        text = _NOT_XML.sub(_not_xml, text)
+    # What ElementTree escapes in text.
     if "&" in text:
         text = text.replace("&", "&amp;")
     if "<" in text:
