@@ -289,7 +289,7 @@ def test_xml_text_writes_what_elementtree_writes() -> None:
 
     from pop3mon.report.junit import xml_text
 
-    hostile = 'a&b <c> "d" \'e\'\r\n\tf ü \u2028 ]]>'
+    hostile = "a&b <c> \"d\" 'e'\r\n\tf ü \u2028 ]]>"
     case = ET.Element("testcase", {"classname": hostile, "name": "n[x]", "time": "0.100"})
     props = ET.SubElement(case, "properties")
     for i in range(3):
