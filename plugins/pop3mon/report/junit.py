@@ -545,29 +545,30 @@ def _not_xml(match: re.Match[str]) -> str:
     return f"#x{code:02X}" if code <= 0xFF else f"#x{code:04X}"
 
 
-def _cdata(text: str) -> str:
-    # What ElementTree escapes in text.
-    if "&" in text:
-        text = text.replace("&", "&amp;")
-    if "<" in text:
-        text = text.replace("<", "&lt;")
-    if ">" in text:
-        text = text.replace(">", "&gt;")
+#: What ElementTree escapes in text, and in an attribute value (in this order).
+_TEXT_ESCAPES: Final = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"))
+_ATTRIB_ESCAPES: Final = (
+    *_TEXT_ESCAPES,
+    ('"', "&quot;"),
+    ("\r", "&#13;"),
+    ("\n", "&#10;"),
+    ("\t", "&#09;"),
+)
+
+
+def _escaped(text: str, table: tuple[tuple[str, str], ...]) -> str:
+    for raw, entity in table:
+        if raw in text:
+            text = text.replace(raw, entity)
     return text
+
+
+def _cdata(text: str) -> str:
+    return _escaped(text, _TEXT_ESCAPES)
 
 
 def _attrib(text: str) -> str:
-    # What ElementTree escapes in an attribute value.
-    text = _cdata(text)
-    if '"' in text:
-        text = text.replace('"', "&quot;")
-    if "\r" in text:
-        text = text.replace("\r", "&#13;")
-    if "\n" in text:
-        text = text.replace("\n", "&#10;")
-    if "\t" in text:
-        text = text.replace("\t", "&#09;")
-    return text
+    return _escaped(text, _ATTRIB_ESCAPES)
 
 
 def _split_nodeid(nodeid: str) -> tuple[str, str, str]:

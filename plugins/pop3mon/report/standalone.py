@@ -7,7 +7,7 @@ file to finish. It writes the same set from the merged report with the same piec
   and details (their style inline, nothing fetched), the run's allow-listed environment
   table in place of pytest-html's, and, for a merge of several vantage points, what each
   saw (:func:`vantages_html`);
-* ``junit.xml``: :func:`.junit.junit_text`, shaped like a run's (:func:`.junit.finish`);
+* ``junit.xml``: :func:`.junit.junit_pieces`, shaped like a run's (:func:`.junit.finish`);
 * ``results.json`` and ``metrics.prom``: :mod:`.json_report` and :mod:`.metrics`.
 
 Written as one set (:mod:`.reportset`): all four new files, or the previous ones.
@@ -30,7 +30,6 @@ from .recorder import OtherTest
 from .reportset import HTML_NAME, JSON_NAME, JUNIT_NAME, ReportSet, ReportSetError
 
 __all__ = [
-    "html_page",
     "html_pieces",
     "others_html",
     "vantages_html",
@@ -84,11 +83,6 @@ def vantages_html(report: RunReport) -> str:
     )
 
 
-def html_page(report: RunReport, merged_from: str = "") -> str:
-    """A self-contained ``report.html`` for ``report`` (scrubbed of secrets)."""
-    return "".join(html_pieces(report, merged_from))
-
-
 def others_html(others: Sequence[OtherTest]) -> str:
     """The run's tests that are not pop3mon checks, one row each ("" without any)."""
     if not others:
@@ -109,8 +103,8 @@ def others_html(others: Sequence[OtherTest]) -> str:
 def html_pieces(
     report: RunReport, merged_from: str = "", others: Sequence[OtherTest] = ()
 ) -> Iterator[str]:
-    """:func:`html_page` a section (a connection type's details) at a time, each scrubbed,
-    for a writer that streams them to the file; ``others``: the run's tests that are not
+    """A self-contained ``report.html`` for ``report`` (scrubbed of secrets), a section (a
+    connection type's details) at a time, each scrubbed, for a writer that streams them to the file; ``others``: the run's tests that are not
     pop3mon checks."""
     info = report.info
     env = "".join(
