@@ -103,9 +103,9 @@ def others_html(others: Sequence[OtherTest]) -> str:
 def html_pieces(
     report: RunReport, merged_from: str = "", others: Sequence[OtherTest] = ()
 ) -> Iterator[str]:
-    """A self-contained ``report.html`` for ``report`` (scrubbed of secrets), a section (a
-    connection type's details) at a time, each scrubbed, for a writer that streams them to the file; ``others``: the run's tests that are not
-    pop3mon checks."""
+    """A self-contained ``report.html`` for ``report``, a section (a connection type's
+    details) at a time, each scrubbed of secrets, for a writer that streams them to the
+    file; ``others``: the run's tests that are not pop3mon checks."""
     info = report.info
     env = "".join(
         f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in info.environment().items()
