@@ -29,7 +29,7 @@ from pop3mon.engine.result import ProbeResult, ProbeSpec  # noqa: E402
 from pop3mon.engine.runner import run_probes  # noqa: E402
 from pop3mon.secrets import Secret  # noqa: E402
 
-from pop3mon_lab.dovecot import DovecotLab  # noqa: E402
+from pop3mon_lab.dovecot import DovecotLab, PasswordScheme  # noqa: E402
 
 __all__ = [
     "LAB_LIMITS",
@@ -104,9 +104,17 @@ def spec_for(
 
 
 @contextlib.contextmanager
-def lab() -> Iterator[DovecotLab]:
-    """A started Dovecot lab (valid certificate only) with raised connection limits."""
-    with DovecotLab(extra_config=LAB_LIMITS) as running:
+def lab(
+    password_scheme: PasswordScheme = "PLAIN", *, fast_auth_failures: bool = True
+) -> Iterator[DovecotLab]:
+    """A started Dovecot lab (valid certificate only) with raised connection limits, its
+    passwords stored as ``password_scheme``; ``fast_auth_failures`` as in :class:`DovecotLab`
+    (its extra passdb makes Dovecot derive one more PBKDF2 key per SCRAM login)."""
+    with DovecotLab(
+        extra_config=LAB_LIMITS,
+        password_scheme=password_scheme,
+        fast_auth_failures=fast_auth_failures,
+    ) as running:
         yield running
 
 

@@ -49,13 +49,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from _common import MODES, REPO, DovecotLab, fmt, lab, print_machine, print_table
 from latency_proxy import spawn_proxies
 from pop3mon.config import load_targets
 from pop3mon.config.shard import select_shard
 from pop3mon.engine.runner import run_probes
+
+from pop3mon_lab.dovecot import PasswordScheme
 
 PASSWORD_ENV = "POP3MON_BENCH_PASSWORD"
 BENCH_DIR = Path(__file__).resolve().parent
@@ -270,6 +272,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--probe-concurrency", type=int, default=64)
     parser.add_argument("--delay", type=float, default=0.02, help="one-way delay (s)")
     parser.add_argument("--mechanism", default="auto", help="login mechanism (default auto)")
+    parser.add_argument(
+        "--password-scheme",
+        choices=get_args(PasswordScheme),
+        default="SCRAM-SHA-256",
+        help="how the lab's Dovecot stores the password (default SCRAM-SHA-256, as a server "
+        "offering SCRAM in production does; PLAIN makes Dovecot derive a freshly salted "
+        "PBKDF2 key for every SCRAM login)",
+    )
     parser.add_argument("--no-xdist", action="store_true", help="skip the -n 2 runs")
     parser.add_argument(
         "--keep-logs", type=Path, default=None, help="copy pytest logs and report.html here"
@@ -331,6 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "delay": f"{args.delay * 1000:g} ms each way",
             "probe concurrency": str(args.probe_concurrency),
             "mechanism": args.mechanism,
+            "password scheme": args.password_scheme,
             "bytecode": "written and reused (--compiled)"
             if args.compiled
             else "as the environment says",
@@ -346,7 +357,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return sharded_main(args, repos[0])
     runs: list[Run] = []
     alone: list[tuple[int, float, float]] = []
-    with lab() as running, tempfile.TemporaryDirectory(prefix="pop3mon-scale-t-") as tdir:
+    with (
+        # No login fails here: Dovecot's stock passdb chain, as in production (the lab's
+        # fast-failure passdb would add a PBKDF2 per SCRAM login on Dovecot's side).
+        lab(args.password_scheme, fast_auth_failures=False) as running,
+        tempfile.TemporaryDirectory(prefix="pop3mon-scale-t-") as tdir,
+    ):
         upstreams = [("127.0.0.1", running.port("pop3")), ("127.0.0.1", running.port("pop3s"))]
         with spawn_proxies(upstreams, args.delay) as proxy_ports:
             ports = {"pop3": proxy_ports[0], "pop3s": proxy_ports[1]}
@@ -690,7 +706,12 @@ def sharded_main(args: argparse.Namespace, repo: Path) -> int:
     """``--shards N``: every size as N shards under each ``--parallel`` schedule."""
     schedules: list[Schedule] = []
     balance: list[list[str]] = []
-    with lab() as running, tempfile.TemporaryDirectory(prefix="pop3mon-scale-t-") as tdir:
+    with (
+        # No login fails here: Dovecot's stock passdb chain, as in production (the lab's
+        # fast-failure passdb would add a PBKDF2 per SCRAM login on Dovecot's side).
+        lab(args.password_scheme, fast_auth_failures=False) as running,
+        tempfile.TemporaryDirectory(prefix="pop3mon-scale-t-") as tdir,
+    ):
         upstreams = [("127.0.0.1", running.port("pop3")), ("127.0.0.1", running.port("pop3s"))]
         with spawn_proxies(upstreams, args.delay) as proxy_ports:
             ports = {"pop3": proxy_ports[0], "pop3s": proxy_ports[1]}

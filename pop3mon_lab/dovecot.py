@@ -26,8 +26,11 @@ Dovecot 2.3 behaviours this module works around (see DESIGN.md §4):
 from __future__ import annotations
 
 import atexit
+import base64
 import collections
 import grp
+import hashlib
+import hmac
 import os
 import pwd
 import re
@@ -59,6 +62,7 @@ __all__ = [
     "Listeners",
     "LoginRecord",
     "MailboxInfo",
+    "PasswordScheme",
     "find_dovecot",
     "free_port",
     "free_ports",
@@ -66,12 +70,37 @@ __all__ = [
 
 HOST: Final = "127.0.0.1"
 ListenerName = Literal["pop3", "pop3s"]
+#: How the passwd-file stores passwords: ``PLAIN`` (every mechanism works, APOP and CRAM-MD5
+#: included; Dovecot derives a freshly salted SCRAM key, PBKDF2, for every SCRAM login) or
+#: ``SCRAM-SHA-256`` (what a production server offering SCRAM stores: salt, iteration count,
+#: StoredKey and ServerKey, RFC 5802; SCRAM-SHA-256, PLAIN and LOGIN work, and a SCRAM login
+#: costs the server no PBKDF2).
+PasswordScheme = Literal["PLAIN", "SCRAM-SHA-256"]
+#: RFC 7677's minimum and Dovecot's default.
+SCRAM_ITERATIONS: Final = 4096
 
 #: Users created in every lab: name -> password (plain text on purpose: APOP, CRAM-MD5 and
 #: SCRAM need the clear secret on the server side).
 DEFAULT_USERS: Final[Mapping[str, str]] = MappingProxyType(
     {"demo": "demo-password-1", "second": "second-password-2"}
 )
+
+
+def _stored_password(scheme: PasswordScheme, user: str, password: str) -> str:
+    """The passwd-file's password field for ``password`` stored as ``scheme``.
+
+    ``SCRAM-SHA-256`` is Dovecot's ``{SCRAM-SHA-256}iterations,salt,StoredKey,ServerKey``
+    (base64, RFC 5802 section 3), as ``doveadm pw -s SCRAM-SHA-256`` writes it; the salt
+    comes from the user name, so a restarted lab keeps the same credentials.
+    """
+    if scheme == "PLAIN":
+        return f"{{PLAIN}}{password}"
+    salt = hashlib.sha256(f"pop3mon-lab-salt:{user}".encode()).digest()[:16]
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, SCRAM_ITERATIONS)
+    stored_key = hashlib.sha256(hmac.new(salted, b"Client Key", "sha256").digest()).digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+    fields = [base64.b64encode(part).decode("ascii") for part in (salt, stored_key, server_key)]
+    return f"{{SCRAM-SHA-256}}{SCRAM_ITERATIONS},{','.join(fields)}"
 
 
 def _message(user: str, number: int, body_lines: int) -> bytes:
@@ -450,6 +479,7 @@ class DovecotLab(LabBase):
         extra_config: str = "",
         extra_instances: Mapping[str, str] | None = None,
         instance_config: Mapping[str, str] | None = None,
+        password_scheme: PasswordScheme = "PLAIN",
     ) -> None:
         """Prepare (but do not start) a lab.
 
@@ -469,6 +499,7 @@ class DovecotLab(LabBase):
         a name must not be a certificate variant. They share the users and maildirs.
         ``instance_config``: instance name -> settings appended to that instance only (a
         listener on a fixed port, e.g. the demo's submission service on the ``valid`` one).
+        ``password_scheme``: how the passwd-file stores the passwords (:data:`PasswordScheme`).
         Raises :class:`LabUnavailable` when Dovecot is not installed.
         """
         self.binary = find_dovecot(dovecot)
@@ -502,6 +533,7 @@ class DovecotLab(LabBase):
         self._certs_arg = certs
         self._fast = fast_auth_failures
         self._extra = extra_config
+        self.password_scheme: PasswordScheme = password_scheme
         self._instance_config: Mapping[str, str] = MappingProxyType(dict(instance_config or {}))
         unknown = set(self._instance_config) - {*self.variants, *extra}
         if unknown:
@@ -617,6 +649,13 @@ class DovecotLab(LabBase):
                     continue
                 records.append(record)
         return records
+
+    @property
+    def passwd_file(self) -> Path:
+        """The passwd-file (passdb and userdb) the instances read; exists once started."""
+        if not self._started:
+            raise LabError(f"the {type(self).__name__} has not been started")
+        return self._users_file
 
     def login_count(self, user: str | None = None, port: int | None = None) -> int:
         """Number of successful logins logged so far (filtered like :meth:`logins`)."""
@@ -842,7 +881,8 @@ class DovecotLab(LabBase):
         for name, password in self.users.items():
             home = self._users_file.parent / "home" / name
             # name:password:uid:gid:gecos:home:shell:extra - also serves as the userdb.
-            lines.append(f"{name}:{{PLAIN}}{password}:{acc.mail_uid}:{acc.mail_gid}::{home}::\n")
+            stored = _stored_password(self.password_scheme, name, password)
+            lines.append(f"{name}:{stored}:{acc.mail_uid}:{acc.mail_gid}::{home}::\n")
         path = self._users_file
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text("".join(lines), encoding="utf-8")

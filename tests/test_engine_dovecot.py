@@ -27,7 +27,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from pop3mon.engine import ProbeResult, ProbeSpec, probe
+from pop3mon.engine import auth as engine_auth
 from pop3mon.engine.auth import STRENGTH, apop_digest, valid_apop_timestamp
+from pop3mon.engine.runner import run_probes
 from pop3mon.engine.wire import ALLOWED_COMMANDS
 from pop3mon.secrets import REDACTED, Secret
 
@@ -683,3 +685,52 @@ def test_without_sni_the_default_certificate_is_served(sni_lab: DovecotLab) -> N
     assert result.error_kind == "cert-self-signed"
     assert result.tls is not None and result.tls.cert is not None
     assert result.tls.cert.self_signed
+
+
+# --------------------------------------------------------------- SCRAM credentials stored
+@pytest.fixture(scope="module")
+def scram_lab(
+    dovecot: DovecotLab, lab_certs: LabCerts, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DovecotLab]:
+    """A Dovecot storing SCRAM-SHA-256 credentials (salt, iterations, StoredKey, ServerKey)
+    instead of the password, as a production server offering SCRAM does.
+
+    Depends on ``dovecot`` only so that a missing Dovecot skips these tests the same way.
+    """
+    lab = DovecotLab(
+        lab_certs,
+        workdir=tmp_path_factory.mktemp("dovecot-scram"),
+        password_scheme="SCRAM-SHA-256",
+    )
+    with lab:
+        yield lab
+
+
+def test_stored_scram_credentials_derive_the_key_once(
+    scram_lab: DovecotLab, password: Secret
+) -> None:
+    """Against stored SCRAM credentials (one salt per account) pop3mon derives the
+    SaltedPassword once, however many logins run and however many are in flight at once
+    (RFC 5802 section 5.1); every login still proves the password and checks the server's
+    signature, and a wrong password is still refused."""
+    stored = scram_lab.passwd_file.read_text("utf-8")
+    assert "{SCRAM-SHA-256}4096," in stored and scram_lab.demo_password not in stored
+
+    engine_auth.forget_salted_passwords()
+    before = engine_auth.derivations_started
+    spec = spec_for(scram_lab, password, mode="tls", mechanism="scram-sha-256")
+    results = run_probes([dataclasses.replace(spec, id=f"scram-{i}") for i in range(8)])
+    assert all(r.ok for r in results.values()), [r.error_reason for r in results.values()]
+    assert all(r.auth is not None and r.auth.mechanism == "scram-sha-256" for r in results.values())
+    again = probe(spec)
+    assert again.ok, again.error_reason
+    assert engine_auth.derivations_started - before == 1
+    assert scram_lab.login_count() >= 9
+
+    wrong = probe(dataclasses.replace(spec, secret=Secret("not-the-password", "test:wrong")))
+    assert not wrong.ok and wrong.error_kind == "auth-rejected", wrong.error_reason
+    assert engine_auth.derivations_started - before == 2  # another password, another key
+
+    # PLAIN (verified by the server against the stored credentials) works as well.
+    plain = probe(spec_for(scram_lab, password, mode="tls", mechanism="plain"))
+    assert plain.ok, plain.error_reason

@@ -26,7 +26,12 @@ import pytest
 from pop3mon.checks.login import login as login_check
 from pop3mon.checks.login import policy as policy_check
 from pop3mon.engine import ProbeResult, ProbeSpec, probe
-from pop3mon.engine.auth import CLEARTEXT, MAX_SASL_ROUNDS, SCRAM_MAX_ITERATIONS
+from pop3mon.engine.auth import (
+    CLEARTEXT,
+    MAX_SASL_ROUNDS,
+    SCRAM_MAX_ITERATIONS,
+    forget_salted_passwords,
+)
 from pop3mon.engine.mechanisms import MECHANISMS as MECHANISM_REGISTRY
 from pop3mon.engine.session import QUIT_WAIT
 from pop3mon.engine.wire import ALLOWED_COMMANDS
@@ -743,6 +748,7 @@ def test_scram_key_derivation_is_bounded_by_the_deadline(
     # The server-first message (at the cap: about half a second of PBKDF2) arrives 0.1 s
     # before the deadline; the probe still ends at the deadline, not after the derivation.
     assert SCENARIOS["scram-slow-key"].session.scram_iterations == SCRAM_MAX_ITERATIONS
+    forget_salted_passwords()  # an earlier run's key (same salt) would skip the derivation
     out = run(
         lab_certs,
         "scram-slow-key",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import collections
 import dataclasses
 import hashlib
 import hmac
@@ -427,31 +428,86 @@ def _token(wire: Wire, mech: str, payload: Secret) -> Status:
 SCRAM_MAX_ITERATIONS = 1_000_000
 
 
-def _pbkdf2_within(
+class _Derivation:
+    """One SaltedPassword being derived (or derived) for every login that needs it."""
+
+    __slots__ = ("done", "error", "key")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.key: bytes | None = None
+        self.error: BaseException | None = None
+
+    def run(self, algo: str, password: bytes, salt: bytes, iterations: int) -> None:
+        try:
+            self.key = hashlib.pbkdf2_hmac(algo, password, salt, iterations)
+        except (ValueError, OverflowError, MemoryError) as exc:  # handed to the waiting probes
+            self.error = exc
+        finally:
+            self.done.set()
+
+
+#: SaltedPassword per (hash, password, salt, iterations), as RFC 5802 section 5.1 suggests
+#: a client keeps it: a server that stores SCRAM credentials (salt and iteration count fixed
+#: per account) gets one PBKDF2 per account and run from pop3mon, not one per login, and
+#: logins of the same account in flight at once share the one being derived. The value is
+#: password-equivalent for that server only, lives in this process's memory only (never
+#: in a report), and the oldest entries go past :data:`_DERIVED_MAX`.
+_DERIVED: collections.OrderedDict[tuple[str, bytes, bytes, int], _Derivation] = (
+    collections.OrderedDict()
+)
+_DERIVED_MAX = 64
+_DERIVED_LOCK = threading.Lock()
+#: How many PBKDF2 derivations this process started (the self-tests read it).
+derivations_started = 0
+
+
+def forget_salted_passwords() -> None:
+    """Drop every remembered SaltedPassword (a password rotation in a long-lived process;
+    tests that must see a derivation happen)."""
+    with _DERIVED_LOCK:
+        _DERIVED.clear()
+
+
+def _salted_password(
     deadline: Deadline, algo: str, password: bytes, salt: bytes, iterations: int
 ) -> bytes:
-    """PBKDF2 that cannot outlast the probe's deadline.
+    """SCRAM's SaltedPassword (PBKDF2), derived once per account and salt, within the deadline.
 
-    It runs in a worker thread (hashlib releases the GIL while it computes) that the probe
-    waits for only until the deadline; a challenge arriving just before it ends the probe
-    on time, and the abandoned computation, bounded by :data:`SCRAM_MAX_ITERATIONS`, ends
-    on its own shortly after.
+    The derivation runs in a worker thread (hashlib releases the GIL while it computes) that
+    the probe waits for only until its deadline; a challenge arriving just before it ends
+    the probe on time, and the abandoned computation, bounded by
+    :data:`SCRAM_MAX_ITERATIONS`, ends on its own shortly after (and serves the next login).
     """
-    out: list[bytes] = []
-
-    def derive() -> None:
-        out.append(hashlib.pbkdf2_hmac(algo, password, salt, iterations))
-
-    worker = threading.Thread(target=derive, name="pop3mon-scram-key", daemon=True)
-    worker.start()
-    worker.join(max(0.0, deadline.remaining()))
-    if not out:
+    global derivations_started
+    cache_key = (algo, password, salt, iterations)
+    with _DERIVED_LOCK:
+        derivation = _DERIVED.get(cache_key)
+        start = derivation is None or derivation.error is not None
+        if start:
+            derivation = _DERIVED[cache_key] = _Derivation()
+            derivations_started += 1
+            while len(_DERIVED) > _DERIVED_MAX:
+                _DERIVED.popitem(last=False)
+        else:
+            _DERIVED.move_to_end(cache_key)
+    assert derivation is not None
+    if start:
+        threading.Thread(
+            target=derivation.run,
+            args=(algo, password, salt, iterations),
+            name="pop3mon-scram-key",
+            daemon=True,
+        ).start()
+    if not derivation.done.wait(max(0.0, deadline.remaining())):
         raise DeadlineExceeded(
             f"deadline of {deadline.seconds:g}s exceeded while computing the SCRAM key "
             f"({iterations} iterations)",
             stage=STAGE,
         )
-    return out[0]
+    if derivation.key is None:
+        raise RuntimeError("SCRAM key derivation failed") from derivation.error
+    return derivation.key
 
 
 def _saslname(user: str) -> str:
@@ -493,7 +549,7 @@ def _scram(wire: Wire, mech: str, username: str, secret: Secret) -> Status:
                 kind="scram-iterations",
                 stage=STAGE,
             )
-        salted = _pbkdf2_within(wire.deadline, algo, secret.reveal().encode("utf-8"), salt, iters)
+        salted = _salted_password(wire.deadline, algo, secret.reveal().encode("utf-8"), salt, iters)
         client_key = hmac.new(salted, b"Client Key", algo).digest()
         stored_key = hashlib.new(algo, client_key).digest()
         without_proof = f"c=biws,r={snonce}"

@@ -8,6 +8,7 @@ more CPU than the rest of a probe.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import socket
@@ -138,30 +139,50 @@ def cert_info(der: bytes, now: dt.datetime | None = None) -> CertInfo:
     a parser exception, whatever bytes the server sent.
     """
     try:
-        cert = x509.load_der_x509_certificate(der)
-        now = now or dt.datetime.now(dt.UTC)
-        not_after = cert.not_valid_after_utc
-        not_before = cert.not_valid_before_utc
-        fingerprint = cert.fingerprint(hashes.SHA256()).hex(":").upper()
-        subject = _name(cert, "subject")
-        issuer = _name(cert, "issuer")
-        return CertInfo(
-            subject=subject,
-            issuer=issuer,
-            sans=_sans(cert),
-            serial=format(cert.serial_number, "X"),
-            sha256=fingerprint,
-            not_before=not_before.isoformat(),
-            not_after=not_after.isoformat(),
-            not_after_epoch=not_after.timestamp(),
-            days_left=round((not_after - now).total_seconds() / 86400.0, 2),
-            self_signed=subject == issuer and subject != "(unparseable name)",
-        )
+        facts = _cert_facts(der)
     except Exception as exc:  # noqa: BLE001 - load errors (ValueError, InvalidVersion ...)
         raise TLSError(
             f"server certificate cannot be parsed: {sanitize(str(exc), 200)}",
             kind="cert-unparseable",
         ) from None
+    not_after = dt.datetime.fromtimestamp(facts.not_after_epoch, dt.UTC)
+    now = now or dt.datetime.now(dt.UTC)
+    return dataclasses.replace(
+        facts, days_left=round((not_after - now).total_seconds() / 86400.0, 2)
+    )
+
+
+#: Certificates parsed per process: a fleet's probes see the same few certificates again and
+#: again (every connection type of a server, every run of a long-lived process), and parsing
+#: one is most of a handshake's Python time. Keyed by the DER bytes, so a renewed
+#: certificate is parsed afresh.
+_PARSED_MAX = 512
+
+
+@functools.lru_cache(maxsize=_PARSED_MAX)
+def _cert_facts(der: bytes) -> CertInfo:
+    """Everything of :func:`cert_info` but ``days_left`` (0 here), which depends on now."""
+    cert = x509.load_der_x509_certificate(der)
+    not_after = cert.not_valid_after_utc
+    subject = _name(cert, "subject")
+    issuer = _name(cert, "issuer")
+    return CertInfo(
+        subject=subject,
+        issuer=issuer,
+        sans=_sans(cert),
+        serial=format(cert.serial_number, "X"),
+        sha256=cert.fingerprint(hashes.SHA256()).hex(":").upper(),
+        not_before=cert.not_valid_before_utc.isoformat(),
+        not_after=not_after.isoformat(),
+        not_after_epoch=not_after.timestamp(),
+        days_left=0.0,
+        self_signed=subject == issuer and subject != "(unparseable name)",
+    )
+
+
+@functools.lru_cache(maxsize=_PARSED_MAX)
+def _not_after_epoch(der: bytes) -> float:
+    return x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()
 
 
 def chain_expiries(tls: ssl.SSLSocket, verified: bool) -> tuple[float | None, float | None]:
@@ -192,7 +213,7 @@ def _chain_not_after(tls: ssl.SSLSocket, which: str) -> list[float]:
         out = []
         for item in getter() or ():
             der = item if isinstance(item, bytes) else item.public_bytes(_ENCODING_DER)
-            out.append(x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp())
+            out.append(_not_after_epoch(der))
         return out
     except Exception:  # noqa: BLE001 - OpenSSL accepted the chain; an odd one is no failure
         return []
