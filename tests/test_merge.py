@@ -820,3 +820,45 @@ def test_a_crafted_shard_or_vantage_is_refused(
         + proc.stderr.split(says, 1)[1].rstrip("\n")
     ]
     assert "\x1b" not in proc.stderr + proc.stdout and not (tmp_path / "out").exists()
+
+
+def test_reports_written_in_parallel_equal_those_written_in_one_process(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    """A large set is written by two processes (junit.xml and metrics.prom by a forked
+    child, ``report/parallel.py``): byte for byte the set one process writes. Run in a
+    fresh single-threaded interpreter (an xdist worker has threads and never forks)."""
+    script = f"""
+import sys
+from pathlib import Path
+sys.path.insert(0, {str(PLUGINS)!r})
+from pop3mon.report import standalone
+from pop3mon.report.load import load_results
+
+forked = []
+real = standalone.in_parallel
+
+def watched(*args, **kwargs):
+    forked.append(real(*args, **kwargs))
+    return forked[-1]
+
+standalone.in_parallel = watched
+report = load_results(Path(sys.argv[1])).report
+standalone.PARALLEL_MIN_CHECKS = 0
+standalone.write_report_set(report, Path(sys.argv[2]))
+standalone.PARALLEL_MIN_CHECKS = 10**9
+standalone.write_report_set(report, Path(sys.argv[3]))
+print(forked)
+"""
+    two, one = tmp_path / "two", tmp_path / "one"
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(runs["whole"] / "results.json"), str(two), str(one)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[True, False]"
+    assert snapshot(two) == snapshot(one)
+    assert set(snapshot(two)) == set(REPORTS)

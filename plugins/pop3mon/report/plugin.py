@@ -63,7 +63,7 @@ from .model import RunInfo, RunReport, build_run_report, new_run_id, pop3mon_ver
 from .paths import DEFAULT_DIR, reports_dir, reports_enabled
 from .recorder import GROUP_PROPERTY, OtherTest, Recorder
 from .reportset import HTML_NAME, JSON_NAME, JUNIT_NAME, ReportSet, ReportSetError
-from .standalone import write_pages
+from .standalone import write_set_files
 from .stop import StopControl, install_worker_handlers
 from .terminal import adapt_short_summary, shows_summary, write_summary
 
@@ -222,7 +222,7 @@ class ReportPlugin:
 
     def write_pages_from_model(self) -> bool:
         """Let pop3mon write report.html and junit.xml from the run model at session end
-        (:func:`.standalone.write_pages`: :mod:`.standalone`'s page and
+        (:func:`.standalone.write_set_files`: :mod:`.standalone`'s page and
         :func:`.junit.junit_pieces`) instead of pytest-html and junitxml keeping every
         test's report to write theirs; True when so (also when neither page is written).
 
@@ -802,14 +802,15 @@ class _ReportFiles:
         owner, files = self.owner, self.owner.files
         try:
             report = owner._run_report()
+            if owner.pages_from_model and report is not None:
+                others = tuple(owner.others.values())
+                write_set_files(report, files, owner.junit, others=others)
+                owner.written = files.commit(last="JSON")
+                return
             json_tmp, metrics_tmp = files.temp("JSON"), files.temp("OpenMetrics")
             if report is not None and json_tmp is not None and metrics_tmp is not None:
                 write_json(report, json_tmp)
                 write_metrics(report, metrics_tmp)
-            if owner.pages_from_model and report is not None:
-                write_pages(report, files, owner.junit, others=tuple(owner.others.values()))
-                owner.written = files.commit(last="JSON")
-                return
             for label in ("HTML", "JUnit XML"):
                 path = files.temp(label)
                 if path is not None and path.exists():

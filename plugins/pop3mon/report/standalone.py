@@ -26,6 +26,7 @@ from .json_report import write_json
 from .junit import JUnitOptions, junit_pieces
 from .metrics import METRICS_NAME, write_metrics
 from .model import RunReport, scrub
+from .parallel import PARALLEL_MIN_CHECKS, in_parallel
 from .recorder import OtherTest
 from .reportset import HTML_NAME, JSON_NAME, JUNIT_NAME, ReportSet, ReportSetError
 
@@ -33,8 +34,8 @@ __all__ = [
     "html_pieces",
     "others_html",
     "vantages_html",
-    "write_pages",
     "write_report_set",
+    "write_set_files",
 ]
 
 _PAGE_STYLE: Final = (
@@ -131,23 +132,40 @@ def html_pieces(
     )
 
 
-def write_pages(
+def write_set_files(
     report: RunReport,
     files: ReportSet,
     junit: JUnitOptions,
+    *,
     merged_from: str = "",
     others: Sequence[OtherTest] = (),
-) -> None:
-    """Write report.html and junit.xml of ``report`` to their staged names in ``files``
-    (every merge's, and a run's with ``--granularity=tier``), a piece at a time;
-    ``others``: the run's tests that are not pop3mon checks."""
-    html_tmp, junit_tmp = files.temp("HTML"), files.temp("JUnit XML")
-    if html_tmp is not None:
-        with html_tmp.open("w", encoding="utf-8") as out:
-            out.writelines(html_pieces(report, merged_from, others))
-    if junit_tmp is not None:
-        with junit_tmp.open("w", encoding="utf-8") as out:
-            out.writelines(scrub(piece) for piece in junit_pieces(report, junit, others))
+    vantages: Mapping[str, RunReport] | None = None,
+) -> bool:
+    """Write report.html, junit.xml, metrics.prom and results.json of ``report`` to their
+    staged names in ``files`` (every merge's, and a run's with ``--granularity=tier``),
+    each a piece at a time; ``others``: the run's tests that are not pop3mon checks,
+    ``vantages`` as in :func:`write_report_set`. A large run writes junit.xml and
+    metrics.prom in a forked child meanwhile (:func:`.parallel.in_parallel`); returns
+    whether it did. A member ``files`` does not stage is not written."""
+
+    def child_part() -> None:
+        junit_tmp, metrics_tmp = files.temp("JUnit XML"), files.temp("OpenMetrics")
+        if junit_tmp is not None:
+            with junit_tmp.open("w", encoding="utf-8") as out:
+                out.writelines(scrub(piece) for piece in junit_pieces(report, junit, others))
+        if metrics_tmp is not None:
+            write_metrics(report, metrics_tmp, vantages)
+
+    def own_part() -> None:
+        html_tmp, json_tmp = files.temp("HTML"), files.temp("JSON")
+        if html_tmp is not None:
+            with html_tmp.open("w", encoding="utf-8") as out:
+                out.writelines(html_pieces(report, merged_from, others))
+        if json_tmp is not None:
+            write_json(report, json_tmp)
+
+    worth_it = len(report.records) >= PARALLEL_MIN_CHECKS
+    return in_parallel(child_part, own_part, worth_it=worth_it)
 
 
 def write_report_set(
@@ -168,12 +186,12 @@ def write_report_set(
     files = ReportSet(report.info.run_id)
     files.stage("HTML", directory / HTML_NAME)
     files.stage("JUnit XML", directory / JUNIT_NAME)
-    metrics_tmp = files.stage("OpenMetrics", directory / METRICS_NAME)
-    json_tmp = files.stage("JSON", directory / JSON_NAME)
+    files.stage("OpenMetrics", directory / METRICS_NAME)
+    files.stage("JSON", directory / JSON_NAME)
     try:
-        write_pages(report, files, junit or JUnitOptions(), merged_from)
-        write_metrics(report, metrics_tmp, vantages)
-        write_json(report, json_tmp)
+        write_set_files(
+            report, files, junit or JUnitOptions(), merged_from=merged_from, vantages=vantages
+        )
     except OSError as exc:
         with contextlib.suppress(OSError):
             files.discard()
