@@ -319,3 +319,20 @@ def test_xml_text_writes_characters_xml_cannot_hold_as_junitxml_does() -> None:
     assert failure is not None
     expected = "bad #x1B[31m red #x07 bell #x00 #x7F #xFFFE end"
     assert back.get("name") == failure.get("message") == failure.text == expected
+
+
+def test_testcase_names_are_junitxmls() -> None:
+    """classname and name of a node id as pytest's junitxml makes them: parameters that
+    hold "::" (an IPv6 address) stay whole, a file's own node id is all name."""
+    from _pytest.junitxml import mangle_test_address
+    from pop3mon.report.junit import _split_nodeid
+
+    for nodeid in (
+        "tests_targets/test_tls.py::test_expiry[ct-1]",
+        "tests_targets/test_latency.py::test_latency[ct-1-total]",
+        "test_own.py::TestThing::test_method[::1-x]",
+        "deep/dir/test_unimportable.py",
+        "test_x.py::test_y[a/b.py]",
+    ):
+        names = mangle_test_address(nodeid)
+        assert _split_nodeid(nodeid) == (".".join(names[:-1]), "", names[-1]), nodeid

@@ -8,9 +8,11 @@ server, and checks outcomes the way pytest's own plugin tests do.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -101,11 +103,32 @@ def test_bad_targets_file_is_a_usage_error(project: Project) -> None:
     result.stderr.fnmatch_lines(["*targets.yaml:5: *security*did you mean 'starttls'*"])
 
 
+def _own_cases(junit: Path) -> dict[str, Any]:
+    """The testcases of a project's own tests (not tests_targets') in ``junit``, each as
+    (attributes but time, [(tag, attributes, text)] of its children) by name."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(junit).getroot()
+    out: dict[str, Any] = {}
+    for case in root.iter("testcase"):
+        if (case.get("classname") or "").startswith("tests_targets"):
+            continue
+        attrs = {k: v for k, v in case.attrib.items() if k != "time"}
+        children = [
+            (e.tag, dict(e.attrib), [dict(p.attrib) for p in e] or (e.text or "").strip())
+            for e in case
+        ]
+        out[case.get("name", "")] = (attrs, children)
+    return out
+
+
 def test_tier_granularity_reports_the_projects_own_tests(project: Project) -> None:
     """With ``--granularity=tier`` pop3mon writes junit.xml and report.html itself (no
     pytest-html, no junitxml): a project's own tests run beside the tier tests are in both,
-    passed, failed, skipped and broken in set-up, as junitxml would list them; the tier
-    tests' checks are there one testcase each, and the password nowhere."""
+    exactly as pytest's junitxml lists them in a default run (passed, failed, skipped,
+    xfail, broken in set-up, with their ``record_property`` values, and the files that
+    failed or skipped while collected); the suite has junitxml's names and hostname; the
+    tier tests' checks are there one testcase each, and the password nowhere."""
     import xml.etree.ElementTree as ET
 
     pytester = project[0]
@@ -117,8 +140,8 @@ def test_tier_granularity_reports_the_projects_own_tests(project: Project) -> No
         def broken():
             raise RuntimeError("fixture broke")
 
-        def test_passes():
-            pass
+        def test_passes(record_property):
+            record_property("build", 42)
 
         def test_fails():
             assert 1 == 2, "own failure"
@@ -132,35 +155,63 @@ def test_tier_granularity_reports_the_projects_own_tests(project: Project) -> No
         @pytest.mark.xfail(reason="known bug")
         def test_xfails():
             assert False
-        """
+        """,
+        test_unimportable="import module_that_is_not_there\n",
+        test_skipped_module=(
+            'import pytest\npytest.skip("not on this host", allow_module_level=True)\n'
+        ),
     )
-    result = pytester.runpytest_subprocess("--granularity=tier", "tests_targets", "test_own.py")
-    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    files = ("tests_targets", "test_own.py", "test_unimportable.py", "test_skipped_module.py")
+    keep = "--continue-on-collection-errors"
+    default = pytester.runpytest_subprocess(keep, "--reports-dir=default", *files)
+    result = pytester.runpytest_subprocess(keep, "--granularity=tier", *files)
+    assert result.ret == default.ret == pytest.ExitCode.TESTS_FAILED
     reports = pytester.path / "reports"
+    own = _own_cases(reports / "junit.xml")
+    assert own == _own_cases(pytester.path / "default" / "junit.xml")
+    assert sorted(own) == [
+        "test_errors",
+        "test_fails",
+        "test_passes",
+        "test_skipped_module",
+        "test_skips",
+        "test_unimportable",
+        "test_xfails",
+    ]
+    assert own["test_passes"][1] == [("properties", {}, [{"name": "build", "value": "42"}])]
+    # The project's tests are not pop3mon checks: no broken-check ERROR in pop3mon's
+    # summary or results, however they failed.
+    for run, directory in ((default, "default"), (result, "reports")):
+        assert "own/fails" not in run.stdout.str() and "own/errors" not in run.stdout.str()
+        document = json.loads((pytester.path / directory / "results.json").read_text("utf-8"))
+        assert document["unattributed_checks"] == []
+    assert own["test_unimportable"][1][0][:2] == ("error", {"message": "collection failure"})
+    assert "module_that_is_not_there" in own["test_unimportable"][1][0][2]
+    assert own["test_skipped_module"][1][0][:2] == ("skipped", {"message": "collection skipped"})
+    xfail = own["test_xfails"][1][0]
+    assert xfail[:2] == ("skipped", {"type": "pytest.xfail", "message": "known bug"})
+    assert "own failure" in own["test_fails"][1][0][2]
+    assert own["test_skips"][1][0][1]["message"] == "own reason"
+    assert "fixture broke" in own["test_errors"][1][0][1]["message"]
+
     root = ET.parse(reports / "junit.xml").getroot()
-    suite = root.find("testsuite")
-    assert suite is not None
-    own = {c.get("name"): c for c in root.iter("testcase") if c.get("classname") == "test_own"}
-    assert sorted(own) == ["test_errors", "test_fails", "test_passes", "test_skips", "test_xfails"]
-    xfail = own["test_xfails"].find("skipped")
-    assert xfail is not None and xfail.get("type") == "pytest.xfail"
-    assert xfail.get("message") == "known bug"
-    assert [e.tag for e in own["test_passes"]] == []
-    failure = own["test_fails"].find("failure")
-    assert failure is not None and "own failure" in (failure.text or "")
-    skipped = own["test_skips"].find("skipped")
-    assert skipped is not None and skipped.get("message") == "own reason"
-    error = own["test_errors"].find("error")
-    assert error is not None and "fixture broke" in (error.get("message") or "")
+    theirs = ET.parse(pytester.path / "default" / "junit.xml").getroot()
+    suite, their_suite = root.find("testsuite"), theirs.find("testsuite")
+    assert suite is not None and their_suite is not None
+    assert root.get("name") == theirs.get("name") == "pytest tests"
+    assert suite.get("hostname") == their_suite.get("hostname") != ""
     # Each check of the tier tests is a testcase of its own, and the counts add up.
-    doc = __import__("json").loads((reports / "results.json").read_text(encoding="utf-8"))
+    doc = json.loads((reports / "results.json").read_text(encoding="utf-8"))
     checks = sum(1 for c in doc["connections"] for _ in c["checks"])
     checks += sum(1 for h in doc["hosts"] for _ in h["checks"])
     cases = list(root.iter("testcase"))
-    assert int(suite.get("tests", "")) == len(cases) == checks + 5
+    assert int(suite.get("tests", "")) == len(cases) == checks + len(own)
+    for count in ("errors", "failures", "skipped", "tests"):
+        assert suite.get(count) == their_suite.get(count), count
     assert int(suite.get("errors", "")) == sum(1 for c in cases if c.find("error") is not None)
     page = (reports / "report.html").read_text(encoding="utf-8")
     assert 'id="pop3mon-other-tests"' in page and "test_own.py::test_fails" in page
+    assert "test_unimportable.py" in page
     for name in ("junit.xml", "report.html", "results.json", "metrics.prom"):
         assert PASSWORD not in (reports / name).read_text(encoding="utf-8"), name
 

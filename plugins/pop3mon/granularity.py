@@ -38,7 +38,7 @@ from .config import ConnectionType
 from .engine.result import ProbeResult
 from .engine.stages import TIERS
 from .report.keys import PAGES_KEY
-from .report.recorder import GROUP_PROPERTY, group_entry
+from .report.recorder import CHECK_KEYWORD, GROUP_PROPERTY, group_entry
 from .verdict import Verdict
 
 __all__ = ["GRANULARITIES", "Granularity", "TierGrouping", "TierItem", "granularity"]
@@ -95,6 +95,7 @@ class TierItem(pytest.Item):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.keywords[CHECK_KEYWORD] = 1
         self.line = line
         self.ct = ct
         self.tier = tier

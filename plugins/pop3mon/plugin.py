@@ -65,7 +65,7 @@ from .report.history import history_for, history_path
 from .report.keys import HISTORY_KEY, IDENTITY_KEY, STORE_KEY
 from .report.metrics import mark_config_invalid
 from .report.paths import reports_dir, reports_enabled
-from .report.recorder import verdict_properties
+from .report.recorder import CHECK_FIXTURES, CHECK_KEYWORD, verdict_properties
 from .spaced_options import stray_option_value
 from .verdict import Verdict, fails
 
@@ -637,6 +637,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         ):
             continue
         kept.append(item)
+        if CHECK_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.keywords[CHECK_KEYWORD] = 1
         tags = (*(host.tags if host else ()), *(ct.tags if ct else ()), *(cov.tags if cov else ()))
         for tag in tags:
             item.add_marker(tag)

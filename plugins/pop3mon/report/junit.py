@@ -85,6 +85,9 @@ class JUnitOptions:
     strict: bool = False
     #: The ``<testsuite>``'s name where pop3mon writes the file (ini ``junit_suite_name``).
     suite: str = "pop3mon"
+    #: The ``<testsuite>``'s ``hostname`` (the machine that ran the checks, as junitxml
+    #: writes it); "" for none (a merge of runs from several machines).
+    hostname: str = ""
 
 
 def _iso(epoch: float) -> str:
@@ -452,7 +455,7 @@ def junit_pieces(
     failures += sum(1 for o in others if o.outcome == "failed")
     skipped += sum(1 for o in others if o.outcome == "skipped")
     yield _DECLARATION
-    yield '<testsuites name="pop3mon">'
+    yield '<testsuites name="pytest tests">'  # as pytest's junitxml names it
     suite = ET.Element(
         "testsuite",
         {
@@ -463,6 +466,7 @@ def junit_pieces(
             "tests": str(len(cases) + len(others)),
             "time": f"{report.info.duration:.3f}",
             "timestamp": _iso(report.info.started),
+            **({"hostname": options.hostname} if options.hostname else {}),
         },
     )
     yield _open_tag(suite) + ">"
@@ -488,13 +492,16 @@ def junit_pieces(
     for other in others:
         classname, _, name = _split_nodeid(other.nodeid)
         case = ET.Element("testcase", classname=classname, name=name, time=f"{other.seconds:.3f}")
+        if other.properties:
+            holder = ET.SubElement(case, "properties")
+            for prop, shown in other.properties:
+                ET.SubElement(holder, "property", name=prop, value=shown)
         if other.outcome in ("failed", "error"):
             tag = "failure" if other.outcome == "failed" else "error"
             ET.SubElement(case, tag, message=other.message).text = other.text
         elif other.outcome == "skipped":
-            ET.SubElement(
-                case, "skipped", type=other.skip_type, message=other.message
-            ).text = other.text
+            typed = {"type": other.skip_type} if other.skip_type else {}
+            ET.SubElement(case, "skipped", {**typed, "message": other.message}).text = other.text
         yield xml_text(case)
     yield "</testsuite></testsuites>"
 
@@ -572,12 +579,15 @@ def _attrib(text: str) -> str:
 
 
 def _split_nodeid(nodeid: str) -> tuple[str, str, str]:
-    """(classname, "", name) as pytest's junitxml makes them of a node id:
-    ``tests_targets/test_tls.py::test_expiry[x]`` → ``tests_targets.test_tls``,
-    ``test_expiry[x]``."""
-    parts = nodeid.split("::")
-    module = parts[0].removesuffix(".py").replace("/", ".")
-    return ".".join([module, *parts[1:-1]]), "", parts[-1] if len(parts) > 1 else nodeid
+    """(classname, "", name) as pytest's junitxml makes them of a node id
+    (``mangle_test_address``): ``tests_targets/test_tls.py::test_expiry[x]`` →
+    ``tests_targets.test_tls``, ``test_expiry[x]``; parameters (which may hold "::")
+    stay whole, and a file's own node id (a collection error) is all name."""
+    path, bracket, params = nodeid.partition("[")
+    names = path.split("::")
+    names[0] = names[0].removesuffix(".py").replace("/", ".")
+    names[-1] += bracket + params
+    return ".".join(names[:-1]), "", names[-1]
 
 
 def _key(props: Iterable[tuple[str, str]]) -> tuple[str, str]:

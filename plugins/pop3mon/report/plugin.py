@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import platform
 import time
 from collections.abc import Generator
 from pathlib import Path
@@ -61,7 +62,7 @@ from .keys import IDENTITY_KEY, PAGES_KEY, STORE_KEY
 from .metrics import METRICS_NAME, write_metrics
 from .model import RunInfo, RunReport, build_run_report, new_run_id, pop3mon_version, scrub
 from .paths import DEFAULT_DIR, reports_dir, reports_enabled
-from .recorder import GROUP_PROPERTY, OtherTest, Recorder
+from .recorder import CHECK_KEYWORD, GROUP_PROPERTY, OtherTest, Recorder, is_check
 from .reportset import HTML_NAME, JSON_NAME, JUNIT_NAME, ReportSet, ReportSetError
 from .standalone import write_set_files
 from .stop import StopControl, install_worker_handlers
@@ -182,6 +183,9 @@ class ReportPlugin:
         self.stop = StopControl()
         #: Node ids of every selected test (the controller's collection or xdist's).
         self.expected: dict[str, None] = {}
+        #: The node ids of the selected pop3mon checks where this process collected them
+        #: (None under xdist: the controller has node ids only).
+        self.checks: set[str] | None = None
         #: A check's node id -> the tier test evaluating it (``--granularity=tier``).
         self.tier_of: dict[str, str] = {}
         #: Why the run ended before every selected check ran ("" when all ran).
@@ -300,6 +304,7 @@ class ReportPlugin:
             classname=classname,
             strict=bool(strict),
             suite="pop3mon" if suite == "pytest" else suite,
+            hostname=platform.node(),
         )
 
     def _html_path(self) -> Path | None:
@@ -439,7 +444,7 @@ class ReportPlugin:
                     (k, f"{len(members)} checks" if k == GROUP_PROPERTY else v)
                     for k, v in report.user_properties
                 ]
-            elif members is None and self.pages_from_model and not self._is_check(report.nodeid):
+            elif members is None and self.pages_from_model and not is_check(report):
                 # No junitxml to write it: a test of the project's own, for junit.xml.
                 self.others.setdefault(report.nodeid, OtherTest(report.nodeid)).add(report)
             return
@@ -470,15 +475,25 @@ class ReportPlugin:
             )
             report.extras = extras  # type: ignore[attr-defined]
 
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        """Keep a file that failed or skipped while collected for junit.xml and the page
+        where pop3mon writes them (junitxml would have a testcase for it)."""
+        if self.pages_from_model and not report.passed:
+            self.others[report.nodeid] = OtherTest.collected(report)
+
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         """Remember the selected tests (without xdist the controller collects them)."""
+        self.checks = set()
         for item in session.items:
             # A tier test (--granularity=tier) stands for the checks it evaluates.
             members = getattr(item, "member_nodeids", None)
             if members is None:
                 self.expected[item.nodeid] = None
+                if CHECK_KEYWORD in item.keywords:
+                    self.checks.add(item.nodeid)
                 continue
             self.expected.update(dict.fromkeys(members))
+            self.checks.update(members)
             self.tier_of.update(dict.fromkeys(members, item.nodeid))
 
     @pytest.hookimpl(optionalhook=True)
@@ -529,7 +544,10 @@ class ReportPlugin:
             self.recorder.not_run(nodeid, ct, tier, check, reason)
 
     def _is_check(self, nodeid: str) -> bool:
-        """True for a pop3mon tier test of a configured connection type."""
+        """True for a pop3mon check test: known from the collected items, or under xdist
+        (the controller has only node ids) a tier test of a configured connection type."""
+        if self.checks is not None:
+            return nodeid in self.checks
         ct, tier, _ = self._describe(nodeid)
         if tier in (HOST_TIER, COVERAGE_TIER):
             return True

@@ -19,12 +19,15 @@ if TYPE_CHECKING:  # the annotations only: `pop3mon merge` builds records withou
     import pytest
 
 __all__ = [
+    "CHECK_FIXTURES",
+    "CHECK_KEYWORD",
     "GROUP_PROPERTY",
     "NOT_RUN",
     "CheckRecord",
     "OtherTest",
     "Recorder",
     "group_entry",
+    "is_check",
     "record_properties",
     "verdict_properties",
 ]
@@ -33,6 +36,11 @@ _P: Final = "pop3mon_"
 #: The property a tier test (``--granularity=tier``) carries all its checks in: a list of
 #: :func:`group_entry` lists, one per check, each becoming its own :class:`CheckRecord`.
 GROUP_PROPERTY: Final = _P + "checks"
+#: The keyword every pop3mon check test carries (set at collection; its reports keep it,
+#: under xdist too): a failing test without it is a project's own test, not a broken check.
+CHECK_KEYWORD: Final = _P + "check"
+#: The fixtures a pop3mon check test asks for (a connection type's, a host's, a server's).
+CHECK_FIXTURES: Final = frozenset({"check", "host_check", "coverage_check"})
 #: The outcome of a selected check the run ended before (SIGTERM, Ctrl-C, ``-x``).
 NOT_RUN: Final = "not run"
 
@@ -68,19 +76,37 @@ class OtherTest:
     seconds: float = 0.0
     message: str = ""
     text: str = ""
-    #: A skip's JUnit type: "pytest.skip", or "pytest.xfail" for an expected failure.
+    #: A skip's JUnit type: "pytest.skip", or "pytest.xfail" for an expected failure;
+    #: "" for none (a module skipped while collected).
     skip_type: str = "pytest.skip"
+    #: ``record_property`` and other ``user_properties`` (junitxml takes the teardown's).
+    properties: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def collected(cls, report: pytest.CollectReport) -> OtherTest:
+        """A file or class that failed or skipped while collected, as junitxml words it:
+        an error "collection failure" or a skip "collection skipped"."""
+        failed = report.failed
+        return cls(
+            report.nodeid,
+            outcome="error" if failed else "skipped",
+            message="collection failure" if failed else "collection skipped",
+            text=str(report.longrepr),
+            skip_type="",
+        )
 
     def add(self, report: pytest.TestReport) -> None:
         """Fold one phase's report in, as pytest's junitxml does."""
         self.seconds += report.duration
+        if report.when == "teardown":
+            self.properties = tuple((str(k), str(v)) for k, v in report.user_properties)
         if report.skipped and self.outcome == "passed":
             self.outcome = "skipped"
             longrepr = report.longrepr
             xfail = getattr(report, "wasxfail", None)
             if xfail is not None:
                 self.skip_type = "pytest.xfail"
-                self.message = self.text = str(xfail).removeprefix("reason: ")
+                self.message = str(xfail).removeprefix("reason: ")  # junitxml: no text
             elif isinstance(longrepr, tuple) and len(longrepr) == 3:
                 path, line, reason = longrepr
                 self.message = str(reason).removeprefix("Skipped: ")
@@ -97,6 +123,11 @@ class OtherTest:
                 reason if report.when == "call" else f'failed on {report.when} with "{reason}"'
             )
             self.text = report.longreprtext
+
+
+def is_check(report: pytest.TestReport | pytest.CollectReport) -> bool:
+    """Whether ``report`` is a pop3mon check test's (see :data:`CHECK_KEYWORD`)."""
+    return CHECK_KEYWORD in report.keywords
 
 
 def verdict_properties(ct: str, server: str, res: CheckResult) -> list[tuple[str, object]]:
@@ -221,7 +252,7 @@ class Recorder:
             if report.failed and known is not None:
                 # A teardown error after a verdict: keep the verdict, mark the outcome.
                 known.outcome = "failed"
-            elif report.failed and report.when in ("setup", "call"):
+            elif report.failed and report.when in ("setup", "call") and is_check(report):
                 self.records[report.nodeid] = self._broken(report)
             return None
         if report.when == "teardown" and report.nodeid in self.records:
