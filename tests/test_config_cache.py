@@ -162,3 +162,39 @@ def test_a_retargeted_symlink_is_validated_again(
     second = load_targets_cached(link, env)
     assert second.connections[0].ca_file == str(tmp_path / "r2" / "ca.pem")
     assert second == load_targets(link)
+
+
+def test_an_upgraded_validator_library_is_a_miss(tmp_path: Path, env: dict[str, str]) -> None:
+    """A new PyYAML (or pydantic) may read the same file differently: once it is installed
+    anew, the entries the old one made are not used. The library is a real copy of the
+    installed PyYAML, "upgraded" by rewriting its package file."""
+    import shutil
+
+    import yaml
+
+    shadow = tmp_path / "site"
+    shutil.copytree(Path(yaml.__file__).parent, shadow / "yaml")
+    path = tmp_path / "targets.yaml"
+    path.write_text(TARGETS, encoding="utf-8")
+    code = (
+        "import sys; from pop3mon.config.cache import load_targets_cached as L; "
+        f"print(L({str(path)!r}).ids, 'yaml' in sys.modules, sys.modules.get('yaml') and "
+        "sys.modules['yaml'].__file__)"
+    )
+
+    def load() -> str:
+        return subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, **env, "PYTHONPATH": f"{shadow}{os.pathsep}{REPO / 'plugins'}"},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
+    assert load() == f"('one',) True {shadow / 'yaml' / '__init__.py'}"  # validated
+    assert load() == "('one',) False None"  # a hit: PyYAML not even imported
+    assert len(_entries(env)) == 1
+    init = shadow / "yaml" / "__init__.py"
+    init.write_text(init.read_text(encoding="utf-8") + "\n# 6.0.3\n", encoding="utf-8")
+    assert load() == f"('one',) True {init}"  # validated again with the new one
+    assert len(_entries(env)) == 2

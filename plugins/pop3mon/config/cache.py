@@ -11,7 +11,8 @@ What a cached entry depends on is its key: the file's bytes, its path as given, 
 resolves to (relative ``ca_file`` paths start at that directory), the working directory
 (the path shown in messages and reports), the home directory (``~`` in a path), and the
 pop3mon code that validated it (name, size and modification time of every module of the
-package) on this Python. The validator
+package) on this Python, and the installed pydantic, pydantic-core and PyYAML (an upgrade
+may read the same file differently). The validator
 also reads every ``ca_file``, so an entry keeps their identity (inode, size, modification
 time) and is used only while they are unchanged: a CA bundle broken after the first check
 is a config error (UNKNOWN), as without the cache. Any change is a miss; a miss loads and
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import os
 import pickle
 import stat
@@ -50,6 +52,10 @@ CACHE_ENV: Final = "POP3MON_CACHE_DIR"
 _KEEP: Final = 32
 _PREFIX: Final = "targets-"
 _PACKAGE: Final = Path(__file__).resolve().parents[1]
+#: The libraries the validation runs on: an upgrade of any may change what a file means
+#: (a new coercion, a fixed bug), so it invalidates every entry. Found without importing
+#: them (importing pydantic is what a cache hit saves).
+_VALIDATORS: Final = ("pydantic", "pydantic_core", "yaml")
 
 
 def cache_dir(environ: Mapping[str, str] | None = None) -> Path | None:
@@ -66,12 +72,32 @@ def cache_dir(environ: Mapping[str, str] | None = None) -> Path | None:
 
 def _code_stamp() -> bytes:
     """What identifies the validating code: every module of the package by name, size and
-    modification time, and the Python version (a pickle's classes must match)."""
+    modification time, the Python version (a pickle's classes must match), and where each
+    of :data:`_VALIDATORS` is installed with its package file's size and time."""
     h = hashlib.sha256(sys.version.encode())
     for path in sorted(_PACKAGE.rglob("*.py")):
         info = path.stat()
         h.update(f"{path.relative_to(_PACKAGE)}:{info.st_size}:{info.st_mtime_ns};".encode())
+    for name in _VALIDATORS:
+        h.update(f"{name}:{_installed(name)};".encode())
     return h.digest()
+
+
+def _installed(name: str) -> str:
+    """Where top-level package ``name`` is, with its ``__init__``'s size and modification
+    time (a reinstall writes it anew), without importing it; "" when it is not found."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return ""
+    origin = spec.origin if spec is not None else None
+    if not origin:
+        return ""
+    try:
+        info = os.stat(origin)
+    except OSError:
+        return origin
+    return f"{origin}:{info.st_size}:{info.st_mtime_ns}"
 
 
 #: A file the validation read, as ``(path, inode, size, mtime_ns)``; ``None`` fields: it
