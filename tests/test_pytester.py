@@ -291,3 +291,20 @@ def test_tier_tests_keep_pytests_protocol_where_it_is_needed(project: Project) -
         "--granularity=tier", "-p", "no:html", f"--reports-dir={reports}"
     )
     assert (reports / "junit.xml").exists() and not (reports / "report.html").exists()
+
+
+def test_tier_tests_are_where_pytest_says(project: Project) -> None:
+    """A tier test's location (what -v, -rs and the reports show) is the one pytest works
+    out for any item: its module relative to the root, its line, its name."""
+    from _pytest.nodes import Item
+    from pop3mon.granularity import TierItem
+
+    pytester = project[0]
+    rec = pytester.inline_run("--collect-only", "--granularity=tier", "tests_targets")
+    [finished] = rec.getcalls("pytest_collection_finish")
+    tiers = [item for item in finished.session.items if isinstance(item, TierItem)]
+    assert len(tiers) >= 10
+    for item in tiers:
+        expected = Item.location.func(item)  # type: ignore[attr-defined]
+        assert item.location == expected
+        assert expected[0].startswith("tests_targets/test_")

@@ -27,6 +27,7 @@ and a tier test marked skip, skipif or xfail.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any, Final, Literal, Protocol
@@ -153,6 +154,17 @@ class TierItem(pytest.Item):
         """Where the tier's tests are (their module) and this test's name."""
         return self.path, self.line, self.name
 
+    @functools.cached_property
+    def location(self) -> tuple[str, int | None, str]:
+        """pytest's ``Item.location``, with the module's path relative to the root worked
+        out once per module rather than once per tier test (thousands of them)."""
+        module = self.parent
+        assert module is not None  # a tier test's module
+        relative = module.stash.get(_RELPATH, None)
+        if relative is None:
+            relative = module.stash[_RELPATH] = super().location[0]
+        return relative, self.line, self.name
+
 
 class TierGrouping:
     """Registered with ``--granularity=tier``: replaces the selected check tests by one
@@ -264,6 +276,9 @@ class TierGrouping:
             out[n] = tier_item
         items[:] = out
 
+
+#: A tier module's path as pytest's locations show it, kept on the module's node.
+_RELPATH: Final = pytest.StashKey[str]()
 
 #: Marks that pytest evaluates in a test's set-up and call phases.
 _PHASE_MARKS: Final = frozenset({"skip", "skipif", "xfail"})
