@@ -12,6 +12,7 @@ submission service, package dovecot-submissiond).
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -102,3 +103,12 @@ def submission(
         _unavailable(exc)
     with lab:
         yield lab, port
+
+
+def foreground_signals() -> None:
+    """``preexec_fn`` for a child a test stops as Ctrl-C in a terminal would: SIGINT and
+    SIGQUIT back to their default actions. A shell starts background jobs with both
+    ignored and children inherit that, so a self-test run started in the background
+    would otherwise send a Ctrl-C nobody hears."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)

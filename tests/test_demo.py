@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from conftest import foreground_signals
 from pop3mon_lab.certs import LabCerts
 from pop3mon_lab.demo import (
     DEMO_CONNECTIONS,
@@ -469,6 +470,7 @@ def test_demo_serves_on_loopback_only_and_stops_on_ctrl_c(repo_copy: Path, tmp_p
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=foreground_signals,  # SIGINT must be heard, as in a terminal
     )
     assert proc.stdout is not None
     fd = proc.stdout.fileno()

@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import foreground_signals
 from pop3mon_lab.certs import LabCerts
 from pop3mon_lab.faultserver import DEFAULT_USERS, FaultServer
 
@@ -387,6 +388,7 @@ def test_readme_serve_commands(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=foreground_signals,  # SIGINT must be heard, as in a terminal
     )
     assert demo.stdout is not None
     raw = b""

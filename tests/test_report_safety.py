@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import foreground_signals
 from pop3mon_lab.faultserver import FaultServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -139,6 +140,7 @@ def stop_mid_flight(
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        preexec_fn=foreground_signals,  # SIGINT must be heard, as in a terminal
     )
     assert proc.stdout is not None
     lines: list[str] = []
