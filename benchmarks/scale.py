@@ -21,7 +21,11 @@ from the repository root, once without and once with ``-n 2``. Figures per run:
   "slowest probes" the run costs on top of probing.
 
 Dovecot gets ``mail_max_userip_connections = 5000`` (all probes log in as one user from one
-IP). The proxy runs in a child process (``latency_proxy.spawn_proxies``) without spin.
+IP), stores the password as SCRAM-SHA-256 credentials (``--password-scheme``; what a server
+offering SCRAM stores in production: with ``PLAIN`` it derives a freshly salted PBKDF2 key
+for every SCRAM login on its one auth process) and has its stock passdb chain (no login
+fails here; the lab's fast-failure passdb would add a PBKDF2 per SCRAM login). The proxy
+runs in a child process (``latency_proxy.spawn_proxies``) without spin.
 
     python benchmarks/scale.py [--sizes 1 10 100 1000] [--repeat 3] [--probe-concurrency 64]
 
