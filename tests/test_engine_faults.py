@@ -767,6 +767,31 @@ def test_scram_key_derivation_is_bounded_by_the_deadline(
     assert not any(line.startswith("Yz1") for line in out.sasl())  # no proof ("c=...") sent
 
 
+def test_a_scram_key_thread_that_cannot_start_fails_one_login_only(
+    lab_certs: LabCerts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No thread for the PBKDF2 (a pid limit): that login fails at once with the reason,
+    and the next login of the account derives its key afresh instead of waiting out its
+    deadline for a derivation nobody runs."""
+    forget_salted_passwords()
+    real_start = threading.Thread.start
+    refused: list[str] = []
+
+    def start_once(self: threading.Thread) -> None:
+        if self.name == "pop3mon-scram-key" and not refused:
+            refused.append(self.name)
+            raise RuntimeError("can't start new thread")
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start_once)
+    first = run(lab_certs, "healthy", mechanism="scram-sha-256", timeout=HANG_DEADLINE)
+    assert not first.result.ok and refused
+    assert first.elapsed < HANG_DEADLINE / 2, first.elapsed
+    second = run(lab_certs, "healthy", mechanism="scram-sha-256", timeout=HANG_DEADLINE)
+    assert second.result.ok, second.result.error_reason
+    assert second.elapsed < HANG_DEADLINE / 2, second.elapsed
+
+
 # --------------------------------------------------------------------------- QUIT, text
 def test_quit_never_answered(lab_certs: LabCerts) -> None:
     out = run(lab_certs, "quit-silent", timeout=5.0)

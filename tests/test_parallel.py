@@ -40,6 +40,7 @@ def run(tmp_path: Path, body: str) -> dict[str, Any]:
         text=True,
         timeout=60,
         check=False,
+        start_new_session=True,  # a case may signal its own process group
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == "", proc.stderr  # the child printed nothing, no traceback
@@ -137,3 +138,35 @@ def test_when_this_side_fails_the_child_is_killed_and_reaped(tmp_path: Path) -> 
     assert got["left"] is False  # no child left, not even a zombie
     assert not (tmp_path / "late").exists()
     assert got["took"] < 20  # not the child's 30 s
+
+
+def test_a_ctrl_c_while_writing_is_heard_once_and_the_child_finishes(tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole process group; pop3mon's handler (here: one that notes
+    who heard it) runs in the writing run only, and the child keeps writing its part."""
+    got = run(
+        tmp_path,
+        """
+        import signal
+
+        def heard(signum, frame):
+            (out / f"heard-{os.getpid()}").touch()
+
+        signal.signal(signal.SIGINT, heard)
+
+        def slow():
+            time.sleep(0.5)
+            write("child")()
+
+        def interrupted():
+            time.sleep(0.1)
+            os.killpg(0, signal.SIGINT)
+            time.sleep(0.1)
+            write("here")()
+
+        ok = in_parallel(slow, interrupted, worth_it=True)
+        print(json.dumps({"ok": ok, "parent": parent}))
+        """,
+    )
+    assert got["ok"] is True
+    assert sorted(p.name for p in tmp_path.glob("heard-*")) == [f"heard-{got['parent']}"]
+    assert int((tmp_path / "child").read_text()) != got["parent"]

@@ -155,6 +155,16 @@ def test_tier_granularity_reports_the_projects_own_tests(project: Project) -> No
         @pytest.mark.xfail(reason="known bug")
         def test_xfails():
             assert False
+
+        @pytest.fixture
+        def check():  # the project's own fixture of that name (pytest-check has one)
+            return bool
+
+        def test_own_check_passes(check):
+            assert check(1)
+
+        def test_own_check_fails(check):
+            assert check(0), "own check"
         """,
         test_unimportable="import module_that_is_not_there\n",
         test_skipped_module=(
@@ -172,17 +182,37 @@ def test_tier_granularity_reports_the_projects_own_tests(project: Project) -> No
     assert sorted(own) == [
         "test_errors",
         "test_fails",
+        "test_own_check_fails",
+        "test_own_check_passes",
         "test_passes",
         "test_skipped_module",
         "test_skips",
         "test_unimportable",
         "test_xfails",
     ]
+    for run in (default, result):
+        out = run.stdout.str()
+        assert "not run" not in out and "ended early" not in out, out[-2000:]
+    # --junit-strict: the same in both modes, and the junit-10 schema holds in both.
+    import xmlschema
+
+    schema = xmlschema.XMLSchema(str(ROOT / "tests" / "data" / "junit-10.xsd"))
+    strict = {}
+    for mode in ("check", "tier"):
+        directory = pytester.path / f"strict-{mode}"
+        pytester.runpytest_subprocess(
+            keep, "--junit-strict", f"--granularity={mode}", f"--reports-dir={directory}", *files
+        )
+        schema.validate(str(directory / "junit.xml"))
+        strict[mode] = _own_cases(directory / "junit.xml")
+    assert strict["tier"] == strict["check"]
+    assert [c[0] for c in strict["tier"]["test_passes"][1]] == ["system-out"]
     assert own["test_passes"][1] == [("properties", {}, [{"name": "build", "value": "42"}])]
     # The project's tests are not pop3mon checks: no broken-check ERROR in pop3mon's
     # summary or results, however they failed.
     for run, directory in ((default, "default"), (result, "reports")):
-        assert "own/fails" not in run.stdout.str() and "own/errors" not in run.stdout.str()
+        for own_check in ("own/fails", "own/errors", "own/own_check_fails"):
+            assert own_check not in run.stdout.str()
         document = json.loads((pytester.path / directory / "results.json").read_text("utf-8"))
         assert document["unattributed_checks"] == []
     assert own["test_unimportable"][1][0][:2] == ("error", {"message": "collection failure"})

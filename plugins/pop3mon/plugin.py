@@ -637,7 +637,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         ):
             continue
         kept.append(item)
-        if CHECK_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        # pop3mon's check fixture on a test pop3mon parametrised: a project's own fixture
+        # named "check" (pytest-check has one) does not make its tests pop3mon checks.
+        ours = ct is not None or host is not None or cov is not None
+        if ours and CHECK_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.keywords[CHECK_KEYWORD] = 1
         tags = (*(host.tags if host else ()), *(ct.tags if ct else ()), *(cov.tags if cov else ()))
         for tag in tags:

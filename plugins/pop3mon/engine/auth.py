@@ -493,12 +493,22 @@ def _salted_password(
             _DERIVED.move_to_end(cache_key)
     assert derivation is not None
     if start:
-        threading.Thread(
-            target=derivation.run,
-            args=(algo, password, salt, iterations),
-            name="pop3mon-scram-key",
-            daemon=True,
-        ).start()
+        try:
+            threading.Thread(
+                target=derivation.run,
+                args=(algo, password, salt, iterations),
+                name="pop3mon-scram-key",
+                daemon=True,
+            ).start()
+        except BaseException as exc:
+            # No thread (a pid limit): an entry nobody finishes would make every later
+            # login of this account wait out its deadline. Fail this one, forget the entry.
+            derivation.error = exc
+            derivation.done.set()
+            with _DERIVED_LOCK:
+                if _DERIVED.get(cache_key) is derivation:
+                    del _DERIVED[cache_key]
+            raise
     if not derivation.done.wait(max(0.0, deadline.remaining())):
         raise DeadlineExceeded(
             f"deadline of {deadline.seconds:g}s exceeded while computing the SCRAM key "

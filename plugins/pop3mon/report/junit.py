@@ -502,6 +502,7 @@ def junit_pieces(
         elif other.outcome == "skipped":
             typed = {"type": other.skip_type} if other.skip_type else {}
             ET.SubElement(case, "skipped", {**typed, "message": other.message}).text = other.text
+        shape_testcase(case, None, options)  # --junit-strict: properties as output lines
         yield xml_text(case)
     yield "</testsuite></testsuites>"
 

@@ -17,6 +17,7 @@ child) and a run large enough that ~10 ms of fork pays.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import threading
@@ -44,19 +45,32 @@ def in_parallel(child: Callable[[], None], here: Callable[[], None], *, worth_it
         here()
         child()
         return False
+    # Objects the collector tracks move to its permanent generation, so that neither
+    # process's collections touch (and the child's copy-on-write duplicates) the run model.
+    gc.freeze()
+    # Held back across the fork: the parent hears Ctrl-C and SIGTERM (and says so once);
+    # the child ignores Ctrl-C and dies of SIGTERM, and its part is then redone here.
+    stops = {signal.SIGINT, signal.SIGTERM}
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
     try:
         pid = os.fork()
     except OSError:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
         here()
         child()
         return False
     if pid == 0:  # pragma: no cover - the child's exit status is what the parent tests
         code = 1
         try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            gc.disable()
             child()
             code = 0
         finally:
             os._exit(code)
+    signal.pthread_sigmask(signal.SIG_SETMASK, held)
     try:
         here()
     except BaseException:
