@@ -167,13 +167,14 @@ def test_a_retargeted_symlink_is_validated_again(
 def test_an_upgraded_validator_library_is_a_miss(tmp_path: Path, env: dict[str, str]) -> None:
     """A new PyYAML (or pydantic) may read the same file differently: once it is installed
     anew, the entries the old one made are not used. The library is a real copy of the
-    installed PyYAML, "upgraded" by rewriting its package file."""
+    installed PyYAML, "upgraded" as pip leaves it: another version's dist-info beside it."""
     import shutil
 
     import yaml
 
     shadow = tmp_path / "site"
     shutil.copytree(Path(yaml.__file__).parent, shadow / "yaml")
+    (shadow / "PyYAML-6.0.3.dist-info").mkdir()
     path = tmp_path / "targets.yaml"
     path.write_text(TARGETS, encoding="utf-8")
     code = (
@@ -194,7 +195,8 @@ def test_an_upgraded_validator_library_is_a_miss(tmp_path: Path, env: dict[str, 
     assert load() == f"('one',) True {shadow / 'yaml' / '__init__.py'}"  # validated
     assert load() == "('one',) False None"  # a hit: PyYAML not even imported
     assert len(_entries(env)) == 1
+    # What pip leaves of an upgrade: the new version's record beside the package.
+    (shadow / "PyYAML-6.0.3.dist-info").rename(shadow / "pyyaml-6.0.4.dist-info")
     init = shadow / "yaml" / "__init__.py"
-    init.write_text(init.read_text(encoding="utf-8") + "\n# 6.0.3\n", encoding="utf-8")
     assert load() == f"('one',) True {init}"  # validated again with the new one
     assert len(_entries(env)) == 2

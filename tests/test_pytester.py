@@ -118,7 +118,8 @@ def _own_cases(junit: Path) -> dict[str, Any]:
             (e.tag, dict(e.attrib), [dict(p.attrib) for p in e] or (e.text or "").strip())
             for e in case
         ]
-        out[case.get("name", "")] = (attrs, children)
+        name = case.get("name", "")
+        out[f"{name}#2" if name in out else name] = (attrs, children)  # junitxml's second
     return out
 
 
@@ -165,6 +166,15 @@ def test_tier_granularity_reports_the_projects_own_tests(project: Project) -> No
 
         def test_own_check_fails(check):
             assert check(0), "own check"
+
+        @pytest.fixture
+        def breaks_after():
+            yield
+            raise RuntimeError("teardown broke")
+
+        def test_fails_then_teardown_breaks(breaks_after, request):
+            request.node.user_properties.append(("stage", "call"))  # no address to differ
+            assert False, "call failed"
         """,
         test_unimportable="import module_that_is_not_there\n",
         test_skipped_module=(
@@ -182,6 +192,8 @@ def test_tier_granularity_reports_the_projects_own_tests(project: Project) -> No
     assert sorted(own) == [
         "test_errors",
         "test_fails",
+        "test_fails_then_teardown_breaks",
+        "test_fails_then_teardown_breaks#2",
         "test_own_check_fails",
         "test_own_check_passes",
         "test_passes",
@@ -208,6 +220,12 @@ def test_tier_granularity_reports_the_projects_own_tests(project: Project) -> No
     assert strict["tier"] == strict["check"]
     assert [c[0] for c in strict["tier"]["test_passes"][1]] == ["system-out"]
     assert own["test_passes"][1] == [("properties", {}, [{"name": "build", "value": "42"}])]
+    # A failed call and a broken teardown: two testcases, the second the error.
+    first = own["test_fails_then_teardown_breaks"][1]
+    assert [c[0] for c in first] == ["properties", "failure"]
+    second = own["test_fails_then_teardown_breaks#2"][1]
+    assert [c[0] for c in second] == ["properties", "error"]
+    assert second[1][1]["message"] == 'failed on teardown with "RuntimeError: teardown broke"'
     # The project's tests are not pop3mon checks: no broken-check ERROR in pop3mon's
     # summary or results, however they failed.
     for run, directory in ((default, "default"), (result, "reports")):
@@ -235,7 +253,8 @@ def test_tier_granularity_reports_the_projects_own_tests(project: Project) -> No
     checks = sum(1 for c in doc["connections"] for _ in c["checks"])
     checks += sum(1 for h in doc["hosts"] for _ in h["checks"])
     cases = list(root.iter("testcase"))
-    assert int(suite.get("tests", "")) == len(cases) == checks + len(own)
+    assert len(cases) == checks + len(own)
+    assert int(suite.get("tests", "")) == len(cases) - 1  # one test, two testcases
     for count in ("errors", "failures", "skipped", "tests"):
         assert suite.get(count) == their_suite.get(count), count
     assert int(suite.get("errors", "")) == sum(1 for c in cases if c.find("error") is not None)
@@ -338,3 +357,44 @@ def test_tier_tests_are_where_pytest_says(project: Project) -> None:
         expected = Item.location.func(item)  # type: ignore[attr-defined]
         assert item.location == expected
         assert expected[0].startswith("tests_targets/test_")
+
+
+def test_junitxml_settings_only_pytest_honours_keep_its_writer(project: Project) -> None:
+    """In tier mode a junitxml setting pop3mon's writer does not reproduce (here
+    ``junit_logging``: captured output in the testcase) keeps pytest's writer, and the tier
+    tests' checks are still one testcase each."""
+    import xml.etree.ElementTree as ET
+
+    pytester = project[0]
+    pytester.makepyfile(test_talks="def test_talks():\n    print('said-out-loud')\n")
+    result = pytester.runpytest_subprocess(
+        "--granularity=tier", "-o", "junit_logging=system-out", "tests_targets", "test_talks.py"
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # the nostls connection type
+    root = ET.parse(pytester.path / "reports" / "junit.xml").getroot()
+    [talks] = [c for c in root.iter("testcase") if c.get("name") == "test_talks"]
+    out = talks.find("system-out")
+    assert out is not None and "said-out-loud" in (out.text or "")
+    names = [c.get("name") or "" for c in root.iter("testcase")]
+    assert "test_certificate[good]" in names and not any(n.startswith("tls[") for n in names)
+
+
+def test_what_only_junitxml_writes_is_not_lost_silently(project: Project) -> None:
+    """``record_xml_attribute``/``record_testsuite_property`` write into junitxml's own
+    objects: where pop3mon writes junit.xml (tier mode) the run says the value is not
+    written and how to keep pytest's writer."""
+    pytester = project[0]
+    pytester.makepyfile(
+        test_attrs="""
+        def test_attr(record_xml_attribute):
+            record_xml_attribute("owner", "me")
+
+        def test_suite_prop(record_testsuite_property):
+            record_testsuite_property("build", "7")
+        """
+    )
+    result = pytester.runpytest_subprocess("--granularity=tier", "tests_targets", "test_attrs.py")
+    out = result.stdout.str()
+    for name in ("record_xml_attribute", "record_testsuite_property"):
+        assert f"{name}: not written: with --granularity=tier" in out, out[-3000:]
+    assert "give --junitxml=PATH to keep pytest's writer" in out

@@ -52,10 +52,10 @@ CACHE_ENV: Final = "POP3MON_CACHE_DIR"
 _KEEP: Final = 32
 _PREFIX: Final = "targets-"
 _PACKAGE: Final = Path(__file__).resolve().parents[1]
-#: The libraries the validation runs on: an upgrade of any may change what a file means
-#: (a new coercion, a fixed bug), so it invalidates every entry. Found without importing
-#: them (importing pydantic is what a cache hit saves).
-_VALIDATORS: Final = ("pydantic", "pydantic_core", "yaml")
+#: The libraries the validation runs on, import name -> distribution name: an upgrade of
+#: any may change what a file means (a new coercion, a fixed bug), so it invalidates every
+#: entry. Found without importing them (importing pydantic is what a cache hit saves).
+_VALIDATORS: Final = {"pydantic": "pydantic", "pydantic_core": "pydantic_core", "yaml": "PyYAML"}
 
 
 def cache_dir(environ: Mapping[str, str] | None = None) -> Path | None:
@@ -73,7 +73,7 @@ def cache_dir(environ: Mapping[str, str] | None = None) -> Path | None:
 def _code_stamp() -> bytes:
     """What identifies the validating code: every module of the package by name, size and
     modification time, the Python version (a pickle's classes must match), and where each
-    of :data:`_VALIDATORS` is installed with its package file's size and time."""
+    of :data:`_VALIDATORS` is installed with its recorded version."""
     h = hashlib.sha256(sys.version.encode())
     for path in sorted(_PACKAGE.rglob("*.py")):
         info = path.stat()
@@ -84,8 +84,9 @@ def _code_stamp() -> bytes:
 
 
 def _installed(name: str) -> str:
-    """Where top-level package ``name`` is, with its ``__init__``'s size and modification
-    time (a reinstall writes it anew), without importing it; "" when it is not found."""
+    """Where top-level package ``name`` is and the version its installer recorded (the
+    ``*.dist-info`` directories of its distribution beside it, :data:`_VALIDATORS`),
+    without importing it; "" when it is not found."""
     try:
         spec = importlib.util.find_spec(name)
     except (ImportError, ValueError):
@@ -93,11 +94,17 @@ def _installed(name: str) -> str:
     origin = spec.origin if spec is not None else None
     if not origin:
         return ""
+    site = Path(origin).parent.parent
+    prefix = _VALIDATORS[name].lower() + "-"
     try:
-        info = os.stat(origin)
+        found = sorted(
+            entry
+            for entry in os.listdir(site)
+            if entry.endswith(".dist-info") and entry.lower().startswith(prefix)
+        )
     except OSError:
-        return origin
-    return f"{origin}:{info.st_size}:{info.st_mtime_ns}"
+        found = []
+    return f"{origin}:{','.join(found)}"
 
 
 #: A file the validation read, as ``(path, inode, size, mtime_ns)``; ``None`` fields: it

@@ -451,6 +451,10 @@ def junit_pieces(
     skipped = sum(
         1 for rec, _, _ in cases if rec.verdict != Verdict.ERROR and rec.outcome == "skipped"
     )
+    # A failed call with a teardown error is two testcases but one test, as junitxml
+    # writes and counts it.
+    doubles = sum(1 for o in others if o.then is not None)
+    others = [t for o in others for t in (o, o.then) if t is not None]
     errors += sum(1 for o in others if o.outcome == "error")
     failures += sum(1 for o in others if o.outcome == "failed")
     skipped += sum(1 for o in others if o.outcome == "skipped")
@@ -463,7 +467,7 @@ def junit_pieces(
             "errors": str(errors),
             "failures": str(failures),
             "skipped": str(skipped),
-            "tests": str(len(cases) + len(others)),
+            "tests": str(len(cases) + len(others) - doubles),
             "time": f"{report.info.duration:.3f}",
             "timestamp": _iso(report.info.started),
             **({"hostname": options.hostname} if options.hostname else {}),

@@ -43,7 +43,7 @@ import platform
 import time
 from collections.abc import Generator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from xml.etree.ElementTree import ParseError
 
 import pytest
@@ -154,6 +154,19 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         install_worker_handlers()
 
 
+#: junitxml's ini settings whose other values only pytest's writer honours, with their
+#: defaults (see :meth:`ReportPlugin._junit_configured`).
+_JUNITXML_DEFAULTS: Final = {
+    "junit_logging": "no",
+    "junit_family": "xunit2",
+    "junit_duration_report": "total",
+}
+
+
+#: Fixtures whose values only junitxml writes (into its own objects, not the reports).
+_JUNITXML_ONLY_FIXTURES: Final = frozenset({"record_xml_attribute", "record_testsuite_property"})
+
+
 class ReportPlugin:
     """The report hooks; one instance on the controller."""
 
@@ -239,7 +252,7 @@ class ReportPlugin:
         opt = self.config.option
         user_html = bool(getattr(opt, "htmlpath", None)) and not self.own_html
         user_junit = bool(getattr(opt, "xmlpath", None)) and not self.own_junit
-        if user_html or user_junit:
+        if user_html or user_junit or self._junit_configured():
             return False
         html = self._html_writer()
         if html is not None:
@@ -275,6 +288,18 @@ class ReportPlugin:
         if ct is None and store is not None and ct_id.startswith(COVERAGE_ID_PREFIX):
             return ct_id.removeprefix(COVERAGE_ID_PREFIX)
         return ct.server if ct is not None else ""
+
+    def _junit_configured(self) -> bool:
+        """Whether the run asks junitxml for what only it writes: captured output
+        (``junit_logging``), another schema (``junit_family``), call-only times
+        (``junit_duration_report``) or ``--junit-prefix``; pytest's writer stays then."""
+        for name, default in _JUNITXML_DEFAULTS.items():
+            try:
+                if str(self.config.getini(name)) != default:
+                    return True
+            except ValueError:  # junitxml is off: nothing of it to keep
+                return False
+        return bool(getattr(self.config.option, "junitprefix", None))
 
     def _logxml(self) -> Any:
         from _pytest.junitxml import xml_key  # private, but the documented way in
@@ -474,6 +499,20 @@ class ReportPlugin:
                 }
             )
             report.extras = extras  # type: ignore[attr-defined]
+
+    def pytest_fixture_setup(
+        self, fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+    ) -> None:
+        """Say so where a test records what only pytest's junitxml writes, while pop3mon
+        writes junit.xml (``--granularity=tier``): the value would be lost silently."""
+        name = fixturedef.argname
+        if self.pages_from_model and name in _JUNITXML_ONLY_FIXTURES:
+            request.node.warn(
+                pytest.PytestWarning(
+                    f"{name}: not written: with --granularity=tier pop3mon writes junit.xml "
+                    "itself; give --junitxml=PATH to keep pytest's writer"
+                )
+            )
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         """Keep a file that failed or skipped while collected for junit.xml and the page

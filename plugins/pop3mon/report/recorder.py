@@ -79,8 +79,11 @@ class OtherTest:
     #: A skip's JUnit type: "pytest.skip", or "pytest.xfail" for an expected failure;
     #: "" for none (a module skipped while collected).
     skip_type: str = "pytest.skip"
-    #: ``record_property`` and other ``user_properties`` (junitxml takes the teardown's).
+    #: ``record_property`` and other ``user_properties`` of the report that closes the
+    #: testcase (the teardown's; the call's when a teardown error opens a second one).
     properties: tuple[tuple[str, str], ...] = ()
+    #: A teardown error after a failed call: junitxml's second testcase of the same name.
+    then: OtherTest | None = None
 
     @classmethod
     def collected(cls, report: pytest.CollectReport) -> OtherTest:
@@ -97,8 +100,13 @@ class OtherTest:
 
     def add(self, report: pytest.TestReport) -> None:
         """Fold one phase's report in, as pytest's junitxml does."""
+        if report.when == "teardown" and report.failed and self.outcome == "failed":
+            # junitxml closes the failed call's testcase and opens another for this error.
+            self.then = OtherTest(self.nodeid)
+            self.then.add(report)
+            return
         self.seconds += report.duration
-        if report.when == "teardown":
+        if report.when in ("call", "teardown"):  # the report junitxml closes the case with
             self.properties = tuple((str(k), str(v)) for k, v in report.user_properties)
         if report.skipped and self.outcome == "passed":
             self.outcome = "skipped"
