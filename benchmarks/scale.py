@@ -337,6 +337,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "runs interleaved",
     )
     args = parser.parse_args(argv)
+    if args.password_scheme != "PLAIN" and args.mechanism in ("apop", "cram-md5", "scram-sha-1"):
+        # Those need the clear password (or SHA-1 SCRAM credentials) on the server.
+        parser.error(f"--mechanism {args.mechanism} needs --password-scheme PLAIN")
 
     print("# scale: the whole suite behind a latency proxy\n")
     print_machine(
