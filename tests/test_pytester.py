@@ -398,3 +398,37 @@ def test_what_only_junitxml_writes_is_not_lost_silently(project: Project) -> Non
     for name in ("record_xml_attribute", "record_testsuite_property"):
         assert f"{name}: not written: with --granularity=tier" in out, out[-3000:]
     assert "give --junitxml=PATH to keep pytest's writer" in out
+
+
+def test_a_large_tier_run_writes_its_reports_in_two_processes(project: Project) -> None:
+    """Once the probing threads have ended (the reports wait for them), a tier run large
+    enough forks its second writer: here "large enough" is lowered to every run, and the
+    project's conftest notes what the writer did. The reports are complete either way."""
+    pytester = project[0]
+    pytester.makeconftest(
+        """
+        pytest_plugins = ["pop3mon.plugin"]
+
+        from pathlib import Path
+
+        from pop3mon.report import standalone
+
+        standalone.PARALLEL_MIN_CHECKS = 0
+        real = standalone.in_parallel
+
+        def noted(*args, **kwargs):
+            forked = real(*args, **kwargs)
+            Path("forked.txt").write_text(str(forked))
+            return forked
+
+        standalone.in_parallel = noted
+        """
+    )
+    result = pytester.runpytest_subprocess("--granularity=tier", "tests_targets")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # the nostls connection type
+    assert (pytester.path / "forked.txt").read_text() == "True"
+    reports = pytester.path / "reports"
+    doc = json.loads((reports / "results.json").read_text(encoding="utf-8"))
+    assert {c["id"] for c in doc["connections"]} == {"good", "nostls"}
+    assert "test_certificate[good]" in (reports / "junit.xml").read_text(encoding="utf-8")
+    assert "pop3mon_probe_" in (reports / "metrics.prom").read_text(encoding="utf-8")

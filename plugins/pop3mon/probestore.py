@@ -94,6 +94,8 @@ class ProbeStore:
         self.coverage: dict[str, Coverage] = {c.name: c for c in targets.coverage}
         self.coverage_results: dict[str, Discovery] = {}
         self._coverage_pending: dict[str, threading.Event] = {}
+        #: The batch threads started in this process (each joins its probing threads).
+        self._batches: list[threading.Thread] = []
 
     def result_for(
         self,
@@ -206,12 +208,14 @@ class ProbeStore:
                 servers = [n for n in servers if n not in self._coverage_pending]
                 for n in servers:
                     self._coverage_pending[n] = threading.Event()
-                threading.Thread(
+                batch = threading.Thread(
                     target=self._run_batch,
                     args=(todo, names, servers),
                     name="pop3mon-batch",
                     daemon=True,
-                ).start()
+                )
+                self._batches.append(batch)
+                batch.start()
                 if ct_id:
                     event = self._pending[ct_id]
                 elif server:
@@ -219,6 +223,15 @@ class ProbeStore:
                 else:
                     event = self._host_pending[host]
         return event
+
+    def settle(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` s in all for this process's batches to end: once their
+        last results are in, they only close their thread pools and save the pacing
+        ledger. True when no batch (and so no probing thread) is left."""
+        deadline = time.monotonic() + timeout
+        for batch in list(self._batches):
+            batch.join(max(0.0, deadline - time.monotonic()))
+        return not any(batch.is_alive() for batch in self._batches)
 
     def _coverage_wanted(self, names: Collection[str]) -> list[str]:
         """The servers among ``names`` with coverage on and not discovered yet."""

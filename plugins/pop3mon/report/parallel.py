@@ -31,9 +31,16 @@ __all__ = ["PARALLEL_MIN_CHECKS", "in_parallel"]
 PARALLEL_MIN_CHECKS: Final = 2000
 
 
-def in_parallel(child: Callable[[], None], here: Callable[[], None], *, worth_it: bool) -> bool:
+def in_parallel(
+    child: Callable[[], None],
+    here: Callable[[], None],
+    *,
+    worth_it: bool,
+    prepare: Callable[[], object] | None = None,
+) -> bool:
     """Run ``child`` in a forked child process while this process runs ``here``; both only
-    write files. Returns True when the two ran at once.
+    write files. Returns True when the two ran at once. ``prepare`` runs first when it is
+    ``worth_it`` (to let threads that are ending end).
 
     Without a fork (not ``worth_it``, no :func:`os.fork`, another thread alive, fork
     failed) both run here, ``here`` first. If the child fails in any way, ``child`` runs
@@ -41,6 +48,8 @@ def in_parallel(child: Callable[[], None], here: Callable[[], None], *, worth_it
     (or a signal interrupts the wait), the child is killed and reaped before the exception
     goes on: no process is left writing files the caller is about to discard.
     """
+    if worth_it and prepare is not None:
+        prepare()
     if not worth_it or not hasattr(os, "fork") or threading.active_count() != 1:
         here()
         child()

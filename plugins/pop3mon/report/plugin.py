@@ -163,6 +163,11 @@ _JUNITXML_DEFAULTS: Final = {
 }
 
 
+#: How long the reports wait for the probing threads to end, so that the writers may
+#: fork (they finish within milliseconds of the last result; a run stopped mid-probe has
+#: some that do not, and the writers then run in this process).
+_SETTLE_SECONDS: Final = 1.0
+
 #: Fixtures whose values only junitxml writes (into its own objects, not the reports).
 _JUNITXML_ONLY_FIXTURES: Final = frozenset({"record_xml_attribute", "record_testsuite_property"})
 
@@ -860,8 +865,17 @@ class _ReportFiles:
         try:
             report = owner._run_report()
             if owner.pages_from_model and report is not None:
+                store = owner.store
                 others = tuple(owner.others.values())
-                write_set_files(report, files, owner.junit, others=others)
+                write_set_files(
+                    report,
+                    files,
+                    owner.junit,
+                    others=others,
+                    # The writers fork only without other threads: let the batch threads
+                    # that delivered every result finish closing their pools first.
+                    before_fork=(lambda: store.settle(_SETTLE_SECONDS)) if store else None,
+                )
                 owner.written = files.commit(last="JSON")
                 return
             json_tmp, metrics_tmp = files.temp("JSON"), files.temp("OpenMetrics")

@@ -16,7 +16,7 @@ Written as one set (:mod:`.reportset`): all four new files, or the previous ones
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -140,13 +140,15 @@ def write_set_files(
     merged_from: str = "",
     others: Sequence[OtherTest] = (),
     vantages: Mapping[str, RunReport] | None = None,
+    before_fork: Callable[[], object] | None = None,
 ) -> bool:
     """Write report.html, junit.xml, metrics.prom and results.json of ``report`` to their
     staged names in ``files`` (every merge's, and a run's with ``--granularity=tier``),
     each a piece at a time; ``others``: the run's tests that are not pop3mon checks,
     ``vantages`` as in :func:`write_report_set`. A large run writes junit.xml and
-    metrics.prom in a forked child meanwhile (:func:`.parallel.in_parallel`); returns
-    whether it did. A member ``files`` does not stage is not written."""
+    metrics.prom in a forked child meanwhile (:func:`.parallel.in_parallel`, which calls
+    ``before_fork`` first); returns whether it did. A member ``files`` does not stage is not
+    written."""
 
     def child_part() -> None:
         junit_tmp, metrics_tmp = files.temp("JUnit XML"), files.temp("OpenMetrics")
@@ -165,7 +167,7 @@ def write_set_files(
             write_json(report, json_tmp)
 
     worth_it = len(report.records) >= PARALLEL_MIN_CHECKS
-    return in_parallel(child_part, own_part, worth_it=worth_it)
+    return in_parallel(child_part, own_part, worth_it=worth_it, prepare=before_fork)
 
 
 def write_report_set(
