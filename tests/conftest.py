@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -112,3 +113,14 @@ def foreground_signals() -> None:
     would otherwise send a Ctrl-C nobody hears."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
+
+def another_lab(
+    lab_certs: LabCerts, tmp_path_factory: pytest.TempPathFactory, name: str, **settings: Any
+) -> Iterator[DovecotLab]:
+    """A second Dovecot lab for a module's fixture (``yield from another_lab(...)``): the
+    lab's certificates, a work directory named ``name``, ``settings`` as
+    :class:`DovecotLab` takes them; stopped when the fixture ends. Its fixture asks for
+    ``dovecot`` too, so that a missing Dovecot skips its tests the same way."""
+    with DovecotLab(lab_certs, workdir=tmp_path_factory.mktemp(name), **settings) as lab:
+        yield lab

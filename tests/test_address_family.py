@@ -30,6 +30,7 @@ from pop3mon.engine.stages import AddressFamily
 from pop3mon.engine.wire import Deadline
 from pop3mon.secrets import Secret
 
+from conftest import another_lab
 from pop3mon_lab.certs import LabCerts
 from pop3mon_lab.dovecot import DovecotLab
 from pop3mon_lab.faultserver import LOOPBACK_HOSTS, FaultServer
@@ -511,13 +512,9 @@ def dual_dovecot(
     """
     if NO_IPV6:
         pytest.skip(NO_IPV6)
-    lab = DovecotLab(
-        lab_certs,
-        workdir=tmp_path_factory.mktemp("dovecot-dual"),
-        extra_config="listen = 127.0.0.1, ::1\n",
+    yield from another_lab(
+        lab_certs, tmp_path_factory, "dovecot-dual", extra_config="listen = 127.0.0.1, ::1\n"
     )
-    with lab:
-        yield lab
 
 
 @pytest.mark.parametrize(("family", "peer"), [("ipv6", "::1"), ("ipv4", "127.0.0.1")])

@@ -33,6 +33,7 @@ from pop3mon.engine.runner import run_probes
 from pop3mon.engine.wire import ALLOWED_COMMANDS
 from pop3mon.secrets import REDACTED, Secret
 
+from conftest import another_lab
 from pop3mon_lab.certs import LabCerts
 from pop3mon_lab.dovecot import DovecotLab, ListenerName, free_port
 
@@ -644,14 +645,9 @@ def sni_lab(
     """
     valid = lab_certs.variant("valid")
     extra = f"local_name localhost {{\n  ssl_cert = <{valid.cert}\n  ssl_key = <{valid.key}\n}}\n"
-    lab = DovecotLab(
-        lab_certs,
-        variants=("self_signed",),
-        workdir=tmp_path_factory.mktemp("dovecot-sni"),
-        extra_config=extra,
+    yield from another_lab(
+        lab_certs, tmp_path_factory, "dovecot-sni", variants=("self_signed",), extra_config=extra
     )
-    with lab:
-        yield lab
 
 
 @pytest.mark.parametrize("mode", ("tls", "starttls"))
@@ -697,13 +693,9 @@ def scram_lab(
 
     Depends on ``dovecot`` only so that a missing Dovecot skips these tests the same way.
     """
-    lab = DovecotLab(
-        lab_certs,
-        workdir=tmp_path_factory.mktemp("dovecot-scram"),
-        password_scheme="SCRAM-SHA-256",
+    yield from another_lab(
+        lab_certs, tmp_path_factory, "dovecot-scram", password_scheme="SCRAM-SHA-256"
     )
-    with lab:
-        yield lab
 
 
 def test_stored_scram_credentials_derive_the_key_once(
