@@ -360,9 +360,7 @@ def _check_case(
     """One check's testcase, as pytest writes a check test's (before :func:`finish`)."""
     case = ET.Element("testcase", {"classname": classname, "name": rec.nodeid.rpartition("::")[2]})
     props = [*record_properties(rec), *testcase_properties(ct, result, rec.tier, rec.check)]
-    holder = ET.SubElement(case, "properties")
-    for name, value in props:
-        ET.SubElement(holder, "property", {"name": name, "value": str(value)})
+    _add_properties(case, props)
     if rec.outcome == "failed":
         text = messages.get(rec.check, f"{rec.verdict} {rec.ct} {rec.check}: {rec.reason}")
         # As pytest writes a pytest.fail(pytrace=False): the message with its prefix.
@@ -481,9 +479,7 @@ def junit_pieces(
     for rec, seconds, extra in cases:
         classname, _, name = _split_nodeid(rec.nodeid)
         case = ET.Element("testcase", classname=classname, name=name)
-        holder = ET.SubElement(case, "properties")
-        for prop, shown in [*record_properties(rec), *extra]:
-            ET.SubElement(holder, "property", name=prop, value=str(shown))
+        _add_properties(case, [*record_properties(rec), *extra])
         if rec.verdict == Verdict.ERROR:
             ET.SubElement(case, "error", message=rec.reason).text = rec.reason
         elif rec.outcome == "failed":
@@ -496,10 +492,7 @@ def junit_pieces(
     for other in others:
         classname, _, name = _split_nodeid(other.nodeid)
         case = ET.Element("testcase", classname=classname, name=name, time=f"{other.seconds:.3f}")
-        if other.properties:
-            holder = ET.SubElement(case, "properties")
-            for prop, shown in other.properties:
-                ET.SubElement(holder, "property", name=prop, value=shown)
+        _add_properties(case, other.properties)
         if other.outcome in ("failed", "error"):
             tag = "failure" if other.outcome == "failed" else "error"
             ET.SubElement(case, tag, message=other.message).text = other.text
@@ -509,6 +502,14 @@ def junit_pieces(
         shape_testcase(case, None, options)  # --junit-strict: properties as output lines
         yield xml_text(case)
     yield "</testsuite></testsuites>"
+
+
+def _add_properties(case: ET.Element, props: Sequence[tuple[str, object]]) -> None:
+    """A testcase's ``<properties>`` (none without any), as junitxml writes them."""
+    if props:
+        holder = ET.SubElement(case, "properties")
+        for name, value in props:
+            ET.SubElement(holder, "property", {"name": name, "value": str(value)})
 
 
 def xml_text(elem: ET.Element) -> str:

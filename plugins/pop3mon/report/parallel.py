@@ -51,9 +51,7 @@ def in_parallel(
     if worth_it and prepare is not None:
         prepare()
     if not worth_it or not hasattr(os, "fork") or threading.active_count() != 1:
-        here()
-        child()
-        return False
+        return _one_after_the_other(child, here)
     # Objects the collector tracks move to its permanent generation, so that neither
     # process's collections touch (and the child's copy-on-write duplicates) the run model.
     gc.freeze()
@@ -65,9 +63,7 @@ def in_parallel(
         pid = os.fork()
     except OSError:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
-        here()
-        child()
-        return False
+        return _one_after_the_other(child, here)
     if pid == 0:  # pragma: no cover - the child's exit status is what the parent tests
         code = 1
         try:
@@ -93,6 +89,12 @@ def in_parallel(
     if not ok:
         child()
     return ok
+
+
+def _one_after_the_other(child: Callable[[], None], here: Callable[[], None]) -> bool:
+    here()
+    child()
+    return False
 
 
 def _reap(pid: int, *, kill: bool) -> bool:
