@@ -132,8 +132,56 @@ def test_bad_granularity_is_one_usage_line(dovecot: DovecotLab, tmp_path: Path) 
     env = {PW_ENV: dovecot.demo_password, "PYTEST_ADDOPTS": "-o pop3mon_granularity=tiers"}
     done = run_suite(targets, tmp_path / "reports", env)
     assert done.returncode == 4, done.output[-2000:]
-    assert "pop3mon_granularity = 'tiers' is not one of check, tier" in done.output
+    assert "pop3mon_granularity = 'tiers' is not one of auto, check, tier" in done.output
     assert "Traceback" not in done.output
+
+
+def test_auto_granularity_follows_the_number_of_connection_types(
+    dovecot: DovecotLab, tmp_path: Path
+) -> None:
+    """The default (``auto``) collects one test per check below ini ``pop3mon_tier_from``
+    connection types and one per tier from it on, saying so in the header; an explicit
+    ``--granularity`` wins over the size."""
+    targets = write_targets(tmp_path / "targets.yaml", dovecot, free_port())
+    count = len({c["id"] for s in _servers(targets) for c in s["connections"]})
+    note = "pop3mon: one test per tier of each connection type (--granularity=auto: "
+
+    def collected(addopts: str) -> str:
+        env = {PW_ENV: dovecot.demo_password, "PYTEST_ADDOPTS": f"--collect-only {addopts}"}
+        done = run_suite(targets, tmp_path / "reports", env)
+        assert done.returncode == 0, done.output[-3000:]
+        return done.output
+
+    default = collected("")
+    assert "<Function test_stls[tls]>" in default and note not in default
+    below = collected(f"-o pop3mon_tier_from={count + 1}")
+    assert "<Function test_stls[tls]>" in below and note not in below
+    at = collected(f"-o pop3mon_tier_from={count}")
+    assert "<TierItem tls[tls]>" in at and "test_stls[" not in at
+    assert f"{note}{count} connection types, tier from {count} on" in at
+    forced = collected("-o pop3mon_tier_from=1 --granularity=check")
+    assert "<Function test_stls[tls]>" in forced and note not in forced
+
+
+@pytest.mark.parametrize("value", ["many", "0", "-5", "2.5"])
+def test_bad_tier_threshold_is_one_usage_line(
+    dovecot: DovecotLab, tmp_path: Path, value: str
+) -> None:
+    """ini ``pop3mon_tier_from`` takes a whole number >= 1; anything else stops the run
+    with one line naming the setting and the default."""
+    targets = write_targets(tmp_path / "targets.yaml", dovecot, free_port())
+    env = {PW_ENV: dovecot.demo_password, "PYTEST_ADDOPTS": f"-o pop3mon_tier_from={value}"}
+    done = run_suite(targets, tmp_path / "reports", env)
+    assert done.returncode == 4, done.output[-2000:]
+    assert f"pop3mon_tier_from = '{value}' is not a whole number" in done.output
+    assert "(default 200)" in done.output and "Traceback" not in done.output
+
+
+def _servers(targets: Path) -> list[dict[str, Any]]:
+    import yaml
+
+    servers: list[dict[str, Any]] = yaml.safe_load(targets.read_text("utf-8"))["servers"]
+    return servers
 
 
 def test_results_json_is_written_as_one_document(runs: dict[str, Run]) -> None:

@@ -1,7 +1,8 @@
 """pytest glue: ``--granularity=tier``, one pytest test per tier of each connection type.
 
-By default (``check``) every check of every connection type is a pytest test of its own
-(``test_tls.py::test_stls[ct]``): the natural view in CI, where each check is one line. A
+With ``check`` every check of every connection type is a pytest test of its own
+(``test_tls.py::test_stls[ct]``): the natural view in CI, where each check is one line, and
+what ``auto`` (the default) chooses for fleets under :data:`TIER_FROM` connection types. A
 fleet of a thousand connection types makes that some 16,000 tests, and pytest's own
 per-test machinery (fixtures, capture, three reports per test, every reporter's hooks),
 not the probing, then decides how long the run takes. With ``tier`` the check tests are
@@ -30,6 +31,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 
 import pytest
@@ -42,27 +44,82 @@ from .report.keys import PAGES_KEY
 from .report.recorder import CHECK_KEYWORD, GROUP_PROPERTY, group_entry
 from .verdict import Verdict
 
-__all__ = ["GRANULARITIES", "Granularity", "TierGrouping", "TierItem", "granularity"]
+__all__ = [
+    "GRANULARITIES",
+    "GRANULARITY_CHOICES",
+    "TIER_FROM",
+    "Granularity",
+    "GranularityChoice",
+    "GranularityDecision",
+    "TierGrouping",
+    "TierItem",
+    "granularity",
+]
 
 #: The workerinput key that tells an xdist worker the controller chose the lean protocol.
 _LEAN_KEY: Final = "pop3mon_lean_tier_tests"
 
 Granularity = Literal["check", "tier"]
 GRANULARITIES: Final[tuple[Granularity, ...]] = ("check", "tier")
+#: What ``--granularity`` and ini ``pop3mon_granularity`` accept: ``auto`` picks one of
+#: :data:`GRANULARITIES` by the number of connection types (:func:`granularity`).
+GranularityChoice = Literal["auto", "check", "tier"]
+GRANULARITY_CHOICES: Final[tuple[GranularityChoice, ...]] = ("auto", *GRANULARITIES)
+#: ``auto``'s default threshold (ini ``pop3mon_tier_from``): from 200 connection types
+#: (some 3,200 check tests) on, one test per tier. Below it a person still reads the
+#: per-check lines; above it pytest's per-test machinery costs three times the tier run
+#: (benchmarks/README.md §3e: 200 connection types 9.4 s vs 3.0 s, 150 vs 82 MB).
+TIER_FROM: Final = 200
 
 
-def granularity(config: pytest.Config) -> Granularity:
-    """``--granularity``, else ini ``pop3mon_granularity`` (a bad ini value is a usage
-    error at start-up)."""
+@dataclass(frozen=True)
+class GranularityDecision:
+    """The granularity of this run and, when ``auto`` chose it, why."""
+
+    chosen: Granularity
+    auto: bool
+    connection_types: int
+    tier_from: int
+
+    def header(self) -> str:
+        """The report-header line of an ``auto`` choice of ``tier`` (else empty): the run
+        looks different from a small one's, so it says why and how to get one test per
+        check back."""
+        if not (self.auto and self.chosen == "tier"):
+            return ""
+        return (
+            f"pop3mon: one test per tier of each connection type (--granularity=auto: "
+            f"{self.connection_types} connection type{'' if self.connection_types == 1 else 's'}"
+            f", tier from {self.tier_from} on, "
+            "ini pop3mon_tier_from); every check is still in the reports; "
+            "--granularity=check for one test per check"
+        )
+
+
+def granularity(config: pytest.Config, connection_types: int) -> GranularityDecision:
+    """``--granularity``, else ini ``pop3mon_granularity`` (default ``auto``: ``tier`` for
+    ``connection_types`` at or above ini ``pop3mon_tier_from``, else ``check``). A bad ini
+    value is a usage error at start-up."""
     raw = config.getoption("granularity", None)
     if raw is None:
-        raw = str(config.getini("pop3mon_granularity")).strip() or "check"
-    found = next((g for g in GRANULARITIES if g == raw), None)
+        raw = str(config.getini("pop3mon_granularity")).strip() or "auto"
+    found = next((g for g in GRANULARITY_CHOICES if g == raw), None)
     if found is None:
         raise pytest.UsageError(
-            f"pop3mon: ini pop3mon_granularity = {raw!r} is not one of {', '.join(GRANULARITIES)}"
+            f"pop3mon: ini pop3mon_granularity = {raw!r} is not one of "
+            f"{', '.join(GRANULARITY_CHOICES)}"
         )
-    return found
+    text = str(config.getini("pop3mon_tier_from")).strip()
+    tier_from = int(text) if text.isdigit() else 0
+    if tier_from < 1:
+        raise pytest.UsageError(
+            f"pop3mon: ini pop3mon_tier_from = {text!r} is not a whole number of connection "
+            f"types >= 1 (default {TIER_FROM})"
+        )
+    if found != "auto":
+        return GranularityDecision(found, False, connection_types, tier_from)
+    chosen: Granularity = "tier" if connection_types >= tier_from else "check"
+    return GranularityDecision(chosen, True, connection_types, tier_from)
 
 
 class _State(Protocol):

@@ -57,7 +57,14 @@ from .engine.stages import (
     TIERS,
     DriftCheck,
 )
-from .granularity import GRANULARITIES, TierGrouping, TierItem, granularity
+from .granularity import (
+    GRANULARITY_CHOICES,
+    TIER_FROM,
+    GranularityDecision,
+    TierGrouping,
+    TierItem,
+    granularity,
+)
 from .history.record import streak_note
 from .history.store import HistoryError, HistoryStore
 from .probestore import ProbeStore
@@ -78,6 +85,7 @@ pytest_plugins = ["pop3mon.report.plugin"]
 TARGETS_ENV = "POP3MON_TARGETS"
 DEFAULT_TARGETS = "targets.yaml"
 STATE_KEY = pytest.StashKey["RunState"]()
+GRANULARITY_KEY = pytest.StashKey[GranularityDecision]()
 # Tiers whose checks need the probe to log in; with none of them selected it does not
 # (drift compares the login's outcome and the mailbox with the baseline).
 LOGIN_TIERS = ("auth", "mailbox", "latency", "drift")
@@ -138,16 +146,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--granularity",
-        choices=GRANULARITIES,
+        choices=GRANULARITY_CHOICES,
         default=None,
-        help="'check': one test per check of each connection type (the default); 'tier': one "
-        "test per tier of each connection type, for very large fleets (the reports still "
-        "list every check) (default: ini pop3mon_granularity, else check)",
+        help="'check': one test per check of each connection type; 'tier': one test per tier "
+        "of each connection type, for very large fleets (the reports still list every check); "
+        f"'auto': tier from ini pop3mon_tier_from ({TIER_FROM}) connection types on, else "
+        "check (default: ini pop3mon_granularity, else auto)",
     )
     parser.addini(
         "pop3mon_granularity",
-        f"tests per connection type: {' or '.join(GRANULARITIES)} (see --granularity)",
-        default="check",
+        f"tests per connection type: {', '.join(GRANULARITY_CHOICES)} (see --granularity)",
+        default="auto",
+    )
+    parser.addini(
+        "pop3mon_tier_from",
+        "--granularity=auto runs one test per tier from this many connection types on "
+        f"(default {TIER_FROM})",
+        default=str(TIER_FROM),
     )
     # Empty default: an unset ini value must be told apart from one naming targets.yaml.
     parser.addini("pop3mon_targets", f"default targets file ({DEFAULT_TARGETS})", default="")
@@ -464,7 +479,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(state), "pop3mon-xdist")
     config.pluginmanager.register(_GcFreezer(), "pop3mon-gc")
-    if granularity(config) == "tier":
+    # After the shard: a shard's run is as large as its own part of the file.
+    decision = granularity(config, len(targets.connections))
+    config.stash[GRANULARITY_KEY] = decision
+    if decision.chosen == "tier":
         config.pluginmanager.register(
             TierGrouping(config, state, _check_name, failure_message), "pop3mon-granularity"
         )
@@ -474,8 +492,10 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     """Say when GitLab's CI_NODE_INDEX was set but not taken as the shard (a matrix job):
     such a run probes the whole file, which a user expecting a shard should see."""
     identity = config.stash.get(IDENTITY_KEY, None)
-    note = gitlab_nodes_ignored(os.environ, identity) if identity is not None else ""
-    return [note] if note else []
+    notes = [gitlab_nodes_ignored(os.environ, identity) if identity is not None else ""]
+    decision = config.stash.get(GRANULARITY_KEY, None)
+    notes.append(decision.header() if decision is not None else "")
+    return [note for note in notes if note]
 
 
 class _GcFreezer:
