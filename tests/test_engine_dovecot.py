@@ -718,6 +718,10 @@ def test_stored_scram_credentials_derive_the_key_once(
     assert again.ok, again.error_reason
     assert engine_auth.derivations_started - before == 1
     assert scram_lab.login_count() >= 9
+    # The cache is keyed by an HMAC of the password, not by the password itself.
+    secret = scram_lab.demo_password.encode()
+    keys = list(engine_auth._DERIVED)
+    assert keys and not any(secret in part for key in keys for part in key[1:3]), keys
 
     wrong = probe(dataclasses.replace(spec, secret=Secret("not-the-password", "test:wrong")))
     assert not wrong.ok and wrong.error_kind == "auth-rejected", wrong.error_reason

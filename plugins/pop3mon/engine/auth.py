@@ -453,10 +453,13 @@ class _Derivation:
 #: logins of the same account in flight at once share the one being derived. The value is
 #: password-equivalent for that server only, lives in this process's memory only (never
 #: in a report), and the oldest entries go past :data:`_DERIVED_MAX`.
+#: Keyed by an HMAC of the password under a key of this process, never the password
+#: itself: the cache holds no second copy of it beside the run's Secret.
 _DERIVED: collections.OrderedDict[tuple[str, bytes, bytes, int], _Derivation] = (
     collections.OrderedDict()
 )
 _DERIVED_MAX = 64
+_DERIVED_KEY = os.urandom(32)
 _DERIVED_LOCK = threading.Lock()
 #: How many PBKDF2 derivations this process started (the self-tests read it).
 derivations_started = 0
@@ -480,7 +483,7 @@ def _salted_password(
     :data:`SCRAM_MAX_ITERATIONS`, ends on its own shortly after (and serves the next login).
     """
     global derivations_started
-    cache_key = (algo, password, salt, iterations)
+    cache_key = (algo, hmac.digest(_DERIVED_KEY, password, "sha256"), salt, iterations)
     with _DERIVED_LOCK:
         derivation = _DERIVED.get(cache_key)
         start = derivation is None or derivation.error is not None
