@@ -190,9 +190,10 @@ def _settled_changes(
     return [Change(kind, obs.ct, obs.check, told, state.verdict, obs.reason, 0.0, detail)]
 
 
-def _told(prev: CheckState | None, state: CheckState) -> Verdict | None:
-    """The verdict as told after this run (see :attr:`CheckState.told`)."""
-    if state.flapping or (state.verdict == Verdict.CRIT and state.hardness == "soft"):
+def _told(prev: CheckState | None, state: CheckState, flapping: bool) -> Verdict | None:
+    """The verdict as told after this run (see :attr:`CheckState.told`), ``flapping``
+    being the connection type's after this run."""
+    if flapping or (state.verdict == Verdict.CRIT and state.hardness == "soft"):
         return prev.told if prev is not None else None
     return state.verdict
 
@@ -237,8 +238,7 @@ def evaluate(
         was = was_flapping.get(ct, False)
         ct_changes: list[Change] = []
         for prev, state, obs in rows:
-            state = replace(state, flapping=flapping[ct])
-            state = replace(state, told=_told(prev, state))
+            state = replace(state, flapping=flapping[ct], told=_told(prev, state, flapping[ct]))
             states.append(state)
             if was and not flapping[ct]:
                 ct_changes.extend(_settled_changes(prev, state, obs, confirm.get(ct, 1)))
