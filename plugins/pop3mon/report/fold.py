@@ -17,6 +17,7 @@ and hosts it blocked counts as its dependent check.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -78,10 +79,17 @@ class Folded:
 
 
 def _without_id(reason: str, ct_id: str) -> str:
-    if not ct_id:
+    # Most reasons do not name their connection type at all: no pattern needed.
+    if not ct_id or ct_id not in reason:
         return reason
-    pattern = rf"(?<![{_ID_CHARS}]){re.escape(ct_id)}(?![{_ID_CHARS}])"
-    return re.sub(pattern, ID_MARK, reason)
+    return _id_pattern(ct_id).sub(ID_MARK, reason)
+
+
+@functools.lru_cache(maxsize=4096)
+def _id_pattern(ct_id: str) -> re.Pattern[str]:
+    # One per connection type: re's own cache (512 patterns) would recompile every one of
+    # a large fleet's ids on every reason.
+    return re.compile(rf"(?<![{_ID_CHARS}]){re.escape(ct_id)}(?![{_ID_CHARS}])")
 
 
 def _root_causes(records: Iterable[CheckRecord]) -> list[tuple[CheckRecord, int]]:

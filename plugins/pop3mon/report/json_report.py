@@ -81,6 +81,12 @@ def _iso(epoch: float) -> str:
 
 def _scrubbed(value: Any) -> Any:
     """Copy of ``value`` with every string passed through the redactor."""
+    kind = type(value)
+    # Exact types first: a run at 1,000 connection types passes some 660,000 values here.
+    if kind in _PLAIN:
+        return value
+    if kind is dict:
+        return {str(k): _scrubbed(v) for k, v in value.items()}
     if isinstance(value, str):
         # Most values are shorter than any form of any secret (a stage name, "ok"): the
         # redactor's own first test, without two calls per value.
@@ -89,7 +95,6 @@ def _scrubbed(value: Any) -> Any:
         return {str(k): _scrubbed(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_scrubbed(v) for v in value]
-    kind = type(value)
     if kind not in _FIELDS:  # once per type: numbers, None and enums are most values
         _FIELDS[kind] = (
             tuple(f.name for f in dataclasses.fields(kind))
@@ -106,6 +111,8 @@ def _scrubbed(value: Any) -> Any:
 
 #: Field names per type met by :func:`_scrubbed` (None: not a dataclass).
 _FIELDS: dict[type, tuple[str, ...] | None] = {}
+#: Types :func:`_scrubbed` returns as they are (no string inside).
+_PLAIN: frozenset[type] = frozenset({int, float, bool, type(None)})
 
 
 def _state(state: CheckState | None) -> dict[str, Any] | None:
