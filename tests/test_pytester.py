@@ -379,10 +379,14 @@ def test_junitxml_settings_only_pytest_honours_keep_its_writer(project: Project)
     assert "test_certificate[good]" in names and not any(n.startswith("tls[") for n in names)
 
 
-def test_what_only_junitxml_writes_is_not_lost_silently(project: Project) -> None:
+@pytest.mark.parametrize("xdist", [(), ("-n", "2")], ids=["one-process", "xdist"])
+def test_what_only_junitxml_writes_is_not_lost_silently(
+    project: Project, xdist: tuple[str, ...]
+) -> None:
     """``record_xml_attribute``/``record_testsuite_property`` write into junitxml's own
     objects: where pop3mon writes junit.xml (tier mode) the run says the value is not
-    written and how to keep pytest's writer."""
+    written and how to keep pytest's writer; under xdist the workers, where the tests
+    run, say it."""
     pytester = project[0]
     pytester.makepyfile(
         test_attrs="""
@@ -393,7 +397,9 @@ def test_what_only_junitxml_writes_is_not_lost_silently(project: Project) -> Non
             record_testsuite_property("build", "7")
         """
     )
-    result = pytester.runpytest_subprocess("--granularity=tier", "tests_targets", "test_attrs.py")
+    result = pytester.runpytest_subprocess(
+        "--granularity=tier", *xdist, "tests_targets", "test_attrs.py"
+    )
     out = result.stdout.str()
     for name in ("record_xml_attribute", "record_testsuite_property"):
         assert f"{name}: not written: with --granularity=tier" in out, out[-3000:]

@@ -127,7 +127,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     """Register :class:`ReportPlugin` on the controller, before pytest-html and junitxml
     read their options (so the paths set here enable them)."""
-    if hasattr(config, "workerinput"):
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        # Where the controller writes junit.xml itself, the project's tests that record
+        # what only junitxml writes run here: the warning has to come from here too.
+        if workerinput.get(_PAGES_FROM_MODEL_KEY):
+            config.pluginmanager.register(_JunitxmlOnlyWarning(), "pop3mon-junitxml-only")
         return
     if config.getoption("help", False) or config.getoption("version", False):
         return
@@ -170,6 +175,30 @@ _SETTLE_SECONDS: Final = 1.0
 
 #: Fixtures whose values only junitxml writes (into its own objects, not the reports).
 _JUNITXML_ONLY_FIXTURES: Final = frozenset({"record_xml_attribute", "record_testsuite_property"})
+#: The workerinput key that tells an xdist worker the controller writes junit.xml itself.
+_PAGES_FROM_MODEL_KEY: Final = "pop3mon_pages_from_model"
+
+
+def _warn_junitxml_only(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> None:
+    """Say so where a test records what only pytest's junitxml writes while pop3mon writes
+    junit.xml (``--granularity=tier``): the value would be lost silently."""
+    name = fixturedef.argname
+    if name in _JUNITXML_ONLY_FIXTURES:
+        request.node.warn(
+            pytest.PytestWarning(
+                f"{name}: not written: with --granularity=tier pop3mon writes junit.xml "
+                "itself; give --junitxml=PATH to keep pytest's writer"
+            )
+        )
+
+
+class _JunitxmlOnlyWarning:
+    """On an xdist worker whose controller writes junit.xml from the run model."""
+
+    def pytest_fixture_setup(
+        self, fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+    ) -> None:
+        _warn_junitxml_only(fixturedef, request)
 
 
 class ReportPlugin:
@@ -508,16 +537,15 @@ class ReportPlugin:
     def pytest_fixture_setup(
         self, fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
     ) -> None:
-        """Say so where a test records what only pytest's junitxml writes, while pop3mon
-        writes junit.xml (``--granularity=tier``): the value would be lost silently."""
-        name = fixturedef.argname
-        if self.pages_from_model and name in _JUNITXML_ONLY_FIXTURES:
-            request.node.warn(
-                pytest.PytestWarning(
-                    f"{name}: not written: with --granularity=tier pop3mon writes junit.xml "
-                    "itself; give --junitxml=PATH to keep pytest's writer"
-                )
-            )
+        """Warn about what only pytest's junitxml writes (:func:`_warn_junitxml_only`)."""
+        if self.pages_from_model:
+            _warn_junitxml_only(fixturedef, request)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """Tell an xdist worker whether junit.xml is written from the run model (decided
+        at session start, before the workers start)."""
+        node.workerinput[_PAGES_FROM_MODEL_KEY] = self.pages_from_model
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         """Keep a file that failed or skipped while collected for junit.xml and the page
