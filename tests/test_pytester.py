@@ -175,6 +175,9 @@ def test_tier_granularity_reports_the_projects_own_tests(project: Project) -> No
         def test_fails_then_teardown_breaks(breaks_after, request):
             request.node.user_properties.append(("stage", "call"))  # no address to differ
             assert False, "call failed"
+
+        def test_skips_then_teardown_breaks(breaks_after):
+            pytest.skip("skipped first")
         """,
         test_unimportable="import module_that_is_not_there\n",
         test_skipped_module=(
@@ -199,6 +202,7 @@ def test_tier_granularity_reports_the_projects_own_tests(project: Project) -> No
         "test_passes",
         "test_skipped_module",
         "test_skips",
+        "test_skips_then_teardown_breaks",
         "test_unimportable",
         "test_xfails",
     ]
@@ -226,6 +230,12 @@ def test_tier_granularity_reports_the_projects_own_tests(project: Project) -> No
     second = own["test_fails_then_teardown_breaks#2"][1]
     assert [c[0] for c in second] == ["properties", "error"]
     assert second[1][1]["message"] == 'failed on teardown with "RuntimeError: teardown broke"'
+    # A skip and a broken teardown: one testcase with both.
+    both = own["test_skips_then_teardown_breaks"][1]
+    assert [c[0] for c in both] == ["skipped", "error"], both
+    assert both[1][1]["message"] == 'failed on teardown with "RuntimeError: teardown broke"'
+    page = (reports / "report.html").read_text("utf-8")
+    assert page.count("test_own.py::test_skips_then_teardown_breaks") == 2  # skipped, error
     # The project's tests are not pop3mon checks: no broken-check ERROR in pop3mon's
     # summary or results, however they failed.
     for run, directory in ((default, "default"), (result, "reports")):
@@ -254,7 +264,9 @@ def test_tier_granularity_reports_the_projects_own_tests(project: Project) -> No
     checks += sum(1 for h in doc["hosts"] for _ in h["checks"])
     cases = list(root.iter("testcase"))
     assert len(cases) == checks + len(own)
-    assert int(suite.get("tests", "")) == len(cases) - 1  # one test, two testcases
+    # One test in two testcases (a failure, then the teardown's error) and, as junitxml
+    # counts them, two tests in one (a skip, then the teardown's error).
+    assert int(suite.get("tests", "")) == len(cases) - 1 + 1
     for count in ("errors", "failures", "skipped", "tests"):
         assert suite.get(count) == their_suite.get(count), count
     assert int(suite.get("errors", "")) == sum(1 for c in cases if c.find("error") is not None)

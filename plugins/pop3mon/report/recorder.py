@@ -84,6 +84,9 @@ class OtherTest:
     properties: tuple[tuple[str, str], ...] = ()
     #: A teardown error after a failed call: junitxml's second testcase of the same name.
     then: OtherTest | None = None
+    #: A teardown error after a skip, (message, text): junitxml writes it into the same
+    #: testcase, after the ``<skipped>``.
+    skip_then_error: tuple[str, str] | None = None
 
     @classmethod
     def collected(cls, report: pytest.CollectReport) -> OtherTest:
@@ -108,6 +111,9 @@ class OtherTest:
         self.seconds += report.duration
         if report.when in ("call", "teardown"):  # the report junitxml closes the case with
             self.properties = tuple((str(k), str(v)) for k, v in report.user_properties)
+        if report.when == "teardown" and report.failed and self.outcome == "skipped":
+            self.skip_then_error = (_failure_message(report), report.longreprtext)
+            return
         if report.skipped and self.outcome == "passed":
             self.outcome = "skipped"
             longrepr = report.longrepr
@@ -123,14 +129,16 @@ class OtherTest:
                 self.message = self.text = report.longreprtext
         elif report.failed and self.outcome in ("passed", "skipped"):
             self.outcome = "failed" if report.when == "call" else "error"
-            crash = getattr(report.longrepr, "reprcrash", None)
-            lines = report.longreprtext.strip().splitlines()
-            reason = crash.message if crash is not None else (lines[-1] if lines else "")
-            # junitxml's wording
-            self.message = (
-                reason if report.when == "call" else f'failed on {report.when} with "{reason}"'
-            )
+            self.message = _failure_message(report)
             self.text = report.longreprtext
+
+
+def _failure_message(report: pytest.TestReport) -> str:
+    """A failed phase's message, in junitxml's words."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    lines = report.longreprtext.strip().splitlines()
+    reason = crash.message if crash is not None else (lines[-1] if lines else "")
+    return reason if report.when == "call" else f'failed on {report.when} with "{reason}"'
 
 
 def is_check(report: pytest.TestReport | pytest.CollectReport) -> bool:

@@ -85,13 +85,22 @@ def vantages_html(report: RunReport) -> str:
 
 
 def others_html(others: Sequence[OtherTest]) -> str:
-    """The run's tests that are not pop3mon checks, one row each ("" without any)."""
+    """The run's tests that are not pop3mon checks, a row per outcome ("" without any): a
+    teardown error after a failure or a skip is a row of its own, as it is an element of
+    its own in junit.xml."""
     if not others:
         return ""
+    lines: list[tuple[str, str, str, str]] = []
+    for o in others:
+        lines.append((o.nodeid, o.outcome, f"{o.seconds:.3f}", o.message))
+        if o.then is not None:
+            lines.append((o.nodeid, o.then.outcome, f"{o.then.seconds:.3f}", o.then.message))
+        if o.skip_then_error is not None:
+            lines.append((o.nodeid, "error", "", o.skip_then_error[0]))
     rows = "".join(
-        f"<tr><td>{esc(o.nodeid)}</td><td>{esc(o.outcome)}</td><td>{o.seconds:.3f}</td>"
-        f"<td>{esc(o.message)}</td></tr>"
-        for o in others
+        f"<tr><td>{esc(test)}</td><td>{esc(outcome)}</td><td>{seconds}</td>"
+        f"<td>{esc(message)}</td></tr>"
+        for test, outcome, seconds, message in lines
     )
     return (
         '<section class="p3m" id="pop3mon-other-tests"><h3>Other tests in this run</h3>'
