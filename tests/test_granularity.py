@@ -159,11 +159,30 @@ def test_auto_granularity_follows_the_number_of_connection_types(
     at = collected(f"-o pop3mon_tier_from={count}")
     assert "<TierItem tls[tls]>" in at and "test_stls[" not in at
     assert f"{note}{count} connection types, tier from {count} on" in at
+    summary = f"granularity: one test per tier (auto: {count} connection types, tier from"
+    assert summary in at  # again after the summary: -q hides the header
     forced = collected("-o pop3mon_tier_from=1 --granularity=check")
     assert "<Function test_stls[tls]>" in forced and note not in forced
+    assert summary not in forced
+    assert "<Function test_stls[tls]>" in collected("-o pop3mon_tier_from=")  # the default
+
+    # Under xdist the workers run what the controller chose, and -q still tells.
+    env = {
+        PW_ENV: dovecot.demo_password,
+        WRONG_ENV: SENTINEL,
+        "PYTEST_ADDOPTS": f"-n 2 -q -o pop3mon_tier_from={count}",
+    }
+    done = run_suite(targets, tmp_path / "xdist", env)
+    assert done.returncode == 1, done.output[-3000:]
+    assert "FAILED tests_targets/test_tls.py::tls[expired]" in done.output, done.output[-3000:]
+    assert summary in done.output and note not in done.output
 
 
-@pytest.mark.parametrize("value", ["many", "0", "-5", "2.5"])
+@pytest.mark.parametrize(
+    "value",
+    ["many", "0", "-5", "2.5", "\u00b2", "\u0661", "9" * 5000],
+    ids=["word", "zero", "negative", "fraction", "superscript", "arabic-indic", "5000-digits"],
+)
 def test_bad_tier_threshold_is_one_usage_line(
     dovecot: DovecotLab, tmp_path: Path, value: str
 ) -> None:
@@ -173,8 +192,10 @@ def test_bad_tier_threshold_is_one_usage_line(
     env = {PW_ENV: dovecot.demo_password, "PYTEST_ADDOPTS": f"-o pop3mon_tier_from={value}"}
     done = run_suite(targets, tmp_path / "reports", env)
     assert done.returncode == 4, done.output[-2000:]
-    assert f"pop3mon_tier_from = '{value}' is not a whole number" in done.output
+    shown = f"'{value[:20]}'..." if len(value) > 20 else f"'{value}'"
+    assert f"pop3mon_tier_from = {shown} is not a whole number" in done.output
     assert "(default 200)" in done.output and "Traceback" not in done.output
+    assert "INTERNALERROR" not in done.output
 
 
 def _servers(targets: Path) -> list[dict[str, Any]]:

@@ -414,7 +414,7 @@ def test_what_only_junitxml_writes_is_not_lost_silently(
     )
     out = result.stdout.str()
     for name in ("record_xml_attribute", "record_testsuite_property"):
-        assert f"{name}: not written: with --granularity=tier" in out, out[-3000:]
+        assert f"{name}: not written: with one test per tier" in out, out[-3000:]
     assert "give --junitxml=PATH to keep pytest's writer" in out
 
 

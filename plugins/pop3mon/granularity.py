@@ -29,6 +29,7 @@ and a tier test marked skip, skipif or xfail.
 from __future__ import annotations
 
 import functools
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -81,6 +82,16 @@ class GranularityDecision:
     connection_types: int
     tier_from: int
 
+    def summary(self) -> str:
+        """The terminal summary's line of an ``auto`` choice of ``tier`` (else empty): the
+        header may be hidden (``-q``, ``--no-header``)."""
+        if not (self.auto and self.chosen == "tier"):
+            return ""
+        return (
+            f"granularity: one test per tier (auto: {self.connection_types} connection types, "
+            f"tier from {self.tier_from} on); --granularity=check for one test per check"
+        )
+
     def header(self) -> str:
         """The report-header line of an ``auto`` choice of ``tier`` (else empty): the run
         looks different from a small one's, so it says why and how to get one test per
@@ -109,11 +120,14 @@ def granularity(config: pytest.Config, connection_types: int) -> GranularityDeci
             f"pop3mon: ini pop3mon_granularity = {raw!r} is not one of "
             f"{', '.join(GRANULARITY_CHOICES)}"
         )
-    text = str(config.getini("pop3mon_tier_from")).strip()
-    tier_from = int(text) if text.isdigit() else 0
+    text = str(config.getini("pop3mon_tier_from")).strip() or str(TIER_FROM)
+    # ASCII digits only (str.isdigit() takes "²", which int() refuses), and few enough of
+    # them for int(): anything else is a usage error, never a traceback.
+    tier_from = int(text) if re.fullmatch(r"[0-9]{1,9}", text) else 0
     if tier_from < 1:
         raise pytest.UsageError(
-            f"pop3mon: ini pop3mon_tier_from = {text!r} is not a whole number of connection "
+            f"pop3mon: ini pop3mon_tier_from = {text[:20]!r}{'...' if len(text) > 20 else ''} "
+            "is not a whole number of connection "
             f"types >= 1 (default {TIER_FROM})"
         )
     if found != "auto":

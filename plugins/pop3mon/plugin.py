@@ -58,6 +58,7 @@ from .engine.stages import (
     DriftCheck,
 )
 from .granularity import (
+    GRANULARITIES,
     GRANULARITY_CHOICES,
     TIER_FROM,
     GranularityDecision,
@@ -86,6 +87,8 @@ TARGETS_ENV = "POP3MON_TARGETS"
 DEFAULT_TARGETS = "targets.yaml"
 STATE_KEY = pytest.StashKey["RunState"]()
 GRANULARITY_KEY = pytest.StashKey[GranularityDecision]()
+#: The workerinput key that carries the controller's granularity to its xdist workers.
+_GRANULARITY_NODE_KEY = "pop3mon_granularity"
 # Tiers whose checks need the probe to log in; with none of them selected it does not
 # (drift compares the login's outcome and the mailbox with the baseline).
 LOGIN_TIERS = ("auth", "mailbox", "latency", "drift")
@@ -481,11 +484,26 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_GcFreezer(), "pop3mon-gc")
     # After the shard: a shard's run is as large as its own part of the file.
     decision = granularity(config, len(targets.connections))
+    if not owner:
+        # A worker groups as its controller chose, whatever it read of the file itself.
+        chosen = config.workerinput.get(_GRANULARITY_NODE_KEY)  # type: ignore[attr-defined]
+        if chosen in GRANULARITIES:
+            decision = dataclasses.replace(decision, chosen=chosen)
     config.stash[GRANULARITY_KEY] = decision
     if decision.chosen == "tier":
         config.pluginmanager.register(
             TierGrouping(config, state, _check_name, failure_message), "pop3mon-granularity"
         )
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The ``auto`` choice of one test per tier once more, after pop3mon's summary: the
+    header that says it first is hidden by ``-q``."""
+    decision = terminalreporter.config.stash.get(GRANULARITY_KEY, None)
+    line = decision.summary() if decision is not None else ""
+    if line:
+        terminalreporter.write_line(line)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -544,6 +562,9 @@ class _XdistHooks:
 
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput["pop3mon_rundir"] = str(self.state.store.rundir)
+        decision = self.state.config.stash.get(GRANULARITY_KEY, None)
+        if decision is not None:
+            node.workerinput[_GRANULARITY_NODE_KEY] = decision.chosen
 
 
 @pytest.hookimpl(trylast=True)

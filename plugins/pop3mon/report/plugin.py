@@ -186,8 +186,9 @@ def _warn_junitxml_only(fixturedef: pytest.FixtureDef[Any], request: pytest.Fixt
     if name in _JUNITXML_ONLY_FIXTURES:
         request.node.warn(
             pytest.PytestWarning(
-                f"{name}: not written: with --granularity=tier pop3mon writes junit.xml "
-                "itself; give --junitxml=PATH to keep pytest's writer"
+                f"{name}: not written: with one test per tier (--granularity=tier, or auto "
+                "on a large fleet) pop3mon writes junit.xml itself; give --junitxml=PATH to "
+                "keep pytest's writer"
             )
         )
 
