@@ -421,15 +421,27 @@ def test_what_only_junitxml_writes_is_not_lost_silently(
 def test_a_large_tier_run_writes_its_reports_in_two_processes(project: Project) -> None:
     """Once the probing threads have ended (the reports wait for them), a tier run large
     enough forks its second writer: here "large enough" is lowered to every run, and the
-    project's conftest notes what the writer did. The reports are complete either way."""
+    project's conftest notes what the writer did. The batch thread is made to linger
+    0.5 s after its last result (as closing a large pool does), so the reports must wait
+    for it to fork at all. The reports are complete either way."""
     pytester = project[0]
     pytester.makeconftest(
         """
         pytest_plugins = ["pop3mon.plugin"]
 
+        import time
         from pathlib import Path
 
+        from pop3mon import probestore
         from pop3mon.report import standalone
+
+        real_run_probes = probestore.run_probes
+
+        def lingering(*args, **kwargs):
+            real_run_probes(*args, **kwargs)  # every result is in (on_result)
+            time.sleep(0.5)
+
+        probestore.run_probes = lingering
 
         standalone.PARALLEL_MIN_CHECKS = 0
         real = standalone.in_parallel
