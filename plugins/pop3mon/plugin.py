@@ -508,7 +508,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     """Say when GitLab's CI_NODE_INDEX was set but not taken as the shard (a matrix job):
-    such a run probes the whole file, which a user expecting a shard should see."""
+    such a run probes the whole file, which a user expecting a shard should see; and when
+    ``--granularity=auto`` chose one test per tier."""
     identity = config.stash.get(IDENTITY_KEY, None)
     notes = [gitlab_nodes_ignored(os.environ, identity) if identity is not None else ""]
     decision = config.stash.get(GRANULARITY_KEY, None)
