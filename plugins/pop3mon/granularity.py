@@ -69,7 +69,7 @@ GRANULARITY_CHOICES: Final[tuple[GranularityChoice, ...]] = ("auto", *GRANULARIT
 #: ``auto``'s default threshold (ini ``pop3mon_tier_from``): from 200 connection types
 #: (some 3,200 check tests) on, one test per tier. Below it a person still reads the
 #: per-check lines; above it pytest's per-test machinery costs three times the tier run
-#: (benchmarks/README.md §3e: 200 connection types 9.4 s vs 3.0 s, 150 vs 82 MB).
+#: (benchmarks/README.md §3f: 200 connection types 9.4 s vs 3.0 s, 150 vs 82 MB).
 TIER_FROM: Final = 200
 
 
@@ -82,10 +82,16 @@ class GranularityDecision:
     connection_types: int
     tier_from: int
 
+    @property
+    def told(self) -> bool:
+        """Whether the run says what it chose: only ``auto``'s choice of ``tier`` makes a
+        run look different from what its user asked for."""
+        return self.auto and self.chosen == "tier"
+
     def summary(self) -> str:
         """The terminal summary's line of an ``auto`` choice of ``tier`` (else empty): the
         header may be hidden (``-q``, ``--no-header``)."""
-        if not (self.auto and self.chosen == "tier"):
+        if not self.told:
             return ""
         return (
             f"granularity: one test per tier (auto: {self.connection_types} connection types, "
@@ -96,7 +102,7 @@ class GranularityDecision:
         """The report-header line of an ``auto`` choice of ``tier`` (else empty): the run
         looks different from a small one's, so it says why and how to get one test per
         check back."""
-        if not (self.auto and self.chosen == "tier"):
+        if not self.told:
             return ""
         return (
             f"pop3mon: one test per tier of each connection type (--granularity=auto: "

@@ -132,7 +132,7 @@ def pytest_configure(config: pytest.Config) -> None:
         # Where the controller writes junit.xml itself, the project's tests that record
         # what only junitxml writes run here: the warning has to come from here too.
         if workerinput.get(_PAGES_FROM_MODEL_KEY):
-            config.pluginmanager.register(_JunitxmlOnlyWarning(), "pop3mon-junitxml-only")
+            config.pluginmanager.register(_JunitxmlOnlyWarning(), _JUNITXML_ONLY_PLUGIN)
         return
     if config.getoption("help", False) or config.getoption("version", False):
         return
@@ -177,29 +177,26 @@ _SETTLE_SECONDS: Final = 1.0
 _JUNITXML_ONLY_FIXTURES: Final = frozenset({"record_xml_attribute", "record_testsuite_property"})
 #: The workerinput key that tells an xdist worker the controller writes junit.xml itself.
 _PAGES_FROM_MODEL_KEY: Final = "pop3mon_pages_from_model"
-
-
-def _warn_junitxml_only(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> None:
-    """Say so where a test records what only pytest's junitxml writes while pop3mon writes
-    junit.xml (``--granularity=tier``): the value would be lost silently."""
-    name = fixturedef.argname
-    if name in _JUNITXML_ONLY_FIXTURES:
-        request.node.warn(
-            pytest.PytestWarning(
-                f"{name}: not written: with one test per tier (--granularity=tier, or auto "
-                "on a large fleet) pop3mon writes junit.xml itself; give --junitxml=PATH to "
-                "keep pytest's writer"
-            )
-        )
+_JUNITXML_ONLY_PLUGIN: Final = "pop3mon-junitxml-only"
 
 
 class _JunitxmlOnlyWarning:
-    """On an xdist worker whose controller writes junit.xml from the run model."""
+    """Registered where pop3mon writes junit.xml from the run model (``--granularity=tier``),
+    on the controller and on each xdist worker, where the tests run: a test that records
+    what only pytest's junitxml writes is told the value would be lost."""
 
     def pytest_fixture_setup(
         self, fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
     ) -> None:
-        _warn_junitxml_only(fixturedef, request)
+        name = fixturedef.argname
+        if name in _JUNITXML_ONLY_FIXTURES:
+            request.node.warn(
+                pytest.PytestWarning(
+                    f"{name}: not written: with one test per tier (--granularity=tier, or "
+                    "auto on a large fleet) pop3mon writes junit.xml itself; give "
+                    "--junitxml=PATH to keep pytest's writer"
+                )
+            )
 
 
 class ReportPlugin:
@@ -308,6 +305,9 @@ class ReportPlugin:
             if active and self.enabled
         )
         self.pages_from_model = True
+        # Only now a fixture's set-up needs a look: no hook on every set-up of other runs.
+        if not self.config.pluginmanager.hasplugin(_JUNITXML_ONLY_PLUGIN):
+            self.config.pluginmanager.register(_JunitxmlOnlyWarning(), _JUNITXML_ONLY_PLUGIN)
         return True
 
     @property
@@ -534,13 +534,6 @@ class ReportPlugin:
                 }
             )
             report.extras = extras  # type: ignore[attr-defined]
-
-    def pytest_fixture_setup(
-        self, fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
-    ) -> None:
-        """Warn about what only pytest's junitxml writes (:func:`_warn_junitxml_only`)."""
-        if self.pages_from_model:
-            _warn_junitxml_only(fixturedef, request)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
