@@ -305,6 +305,79 @@ def test_xml_text_writes_what_elementtree_writes() -> None:
         assert xml_text(elem) == ET.tostring(elem, encoding="unicode")
 
 
+def test_check_testcases_are_the_shaped_elements_bytes() -> None:
+    """A check's testcase written as text (``check_case_text``) is, byte for byte, what
+    ElementTree's element of the check's test, shaped by ``shape_testcase``, serializes
+    to: every verdict and outcome, WARN, both classnames, strict mode, markup, quotes,
+    line breaks, characters XML cannot hold, an empty reason."""
+    import xml.etree.ElementTree as ET
+
+    from pop3mon.report.junit import (
+        JUnitOptions,
+        _split_nodeid,
+        check_case_text,
+        shape_testcase,
+        xml_text,
+    )
+    from pop3mon.report.recorder import NOT_RUN, CheckRecord, record_properties
+    from pop3mon.verdict import Verdict
+
+    def reference(
+        rec: CheckRecord, seconds: float, extra: list[tuple[str, object]], options: JUnitOptions
+    ) -> str:
+        classname, _, name = _split_nodeid(rec.nodeid)
+        case = ET.Element("testcase", classname=classname, name=name)
+        holder = ET.SubElement(case, "properties")
+        for key, value in [*record_properties(rec), *extra]:
+            ET.SubElement(holder, "property", {"name": key, "value": str(value)})
+        if rec.verdict == Verdict.ERROR:
+            ET.SubElement(case, "error", message=rec.reason).text = rec.reason
+        elif rec.outcome == "failed":
+            text = f"{rec.verdict} {rec.ct} {rec.check}: {rec.reason}"
+            ET.SubElement(case, "failure", message=f"Failed: {text}").text = text
+        elif rec.outcome == "skipped":
+            ET.SubElement(case, "skipped", type="pytest.skip", message=rec.reason).text = rec.reason
+        shape_testcase(case, (rec, seconds), options)
+        return xml_text(case)
+
+    hostile = "a&b <c> \"d\" 'e'\r\n\tf \u00fc \x1b[31m \x07 ]]>"
+    extra: list[tuple[str, object]] = [("pop3mon_host", hostile), ("pop3mon_phase_tcp_ms", 1.5)]
+    shapes = [
+        (Verdict.OK, "passed"),
+        (Verdict.WARN, "passed"),
+        (Verdict.CRIT, "failed"),
+        (Verdict.SKIP, "skipped"),
+        (Verdict.ERROR, "failed"),
+        (Verdict.SKIP, NOT_RUN),
+    ]
+    compared = 0
+    for verdict, outcome in shapes:
+        for reason in (hostile, ""):
+            rec = CheckRecord(
+                f"tests_targets/test_tls.py::test_expiry[{hostile}]",
+                f"ct {hostile}",
+                "srv",
+                "tls",
+                "expiry",
+                verdict,
+                reason,
+                outcome,
+                figure=2.5,
+                unit="days",
+                blocked_by="handshake" if verdict == Verdict.SKIP else "",
+            )
+            for options in (
+                JUnitOptions(),
+                JUnitOptions(classname="connection"),
+                JUnitOptions(strict=True),
+            ):
+                assert check_case_text(rec, 0.0125, extra, options) == reference(
+                    rec, 0.0125, extra, options
+                ), (verdict, outcome, reason, options)
+                compared += 1
+    assert compared == len(shapes) * 2 * 3
+
+
 def test_xml_text_writes_characters_xml_cannot_hold_as_junitxml_does() -> None:
     """ESC, BEL, NUL and friends (a project's own test may print them) are written as
     ``#xNN``: the file parses, where ElementTree would write them raw."""
