@@ -199,6 +199,17 @@ class _JunitxmlOnlyWarning:
             )
 
 
+@dataclasses.dataclass(frozen=True)
+class _Params:
+    """A probe store's test parameters other than connection ids (``ReportPlugin._params``)."""
+
+    store: ProbeStore
+    hosts: frozenset[str]
+    coverage: frozenset[str]
+    #: "<connection id>-<phase>" (a latency test's parameter) -> (connection id, phase)
+    latency: dict[str, tuple[str, str]]
+
+
 class ReportPlugin:
     """The report hooks; one instance on the controller."""
 
@@ -226,6 +237,7 @@ class ReportPlugin:
         self.written: list[tuple[str, Path]] = []
         self.files = ReportSet(self.run_id)
         self.stop = StopControl()
+        self._params_cache: _Params | None = None
         #: Node ids of every selected test (the controller's collection or xdist's).
         self.expected: dict[str, None] = {}
         #: The node ids of the selected pop3mon checks where this process collected them
@@ -629,18 +641,40 @@ class ReportPlugin:
         tier = path.rsplit("/", 1)[-1].removesuffix(".py").removeprefix("test_")
         check = func.removeprefix("test_")
         store = self.store
-        if store is not None and param in {h.id for h in store.targets.hosts}:
+        if store is None:
+            return param, tier, check
+        params = self._params(store)
+        if param in params.hosts:
             return param, HOST_TIER, check.removeprefix("host_")
-        if store is not None and param in {c.id for c in store.targets.coverage}:
+        if param in params.coverage:
             # test_coverage_unmonitored -> coverage-unmonitored
             return param, COVERAGE_TIER, check.replace("_", "-")
-        if store is None or param in store.by_id:
+        if param in store.by_id:
             return param, tier, check
-        for ct in store.targets.connections:
-            for phase in checks.latency_phases(ct):
-                if param == f"{ct.id}-{phase}":
-                    return ct.id, tier, f"latency-{phase}"
+        latency = params.latency.get(param)
+        if latency is not None:
+            return latency[0], tier, f"latency-{latency[1]}"
         return param, tier, check
+
+    def _params(self, store: ProbeStore) -> _Params:
+        """The test parameters of ``store``'s targets other than connection ids, worked
+        out once: :meth:`_describe` runs for every selected test (under xdist, for every
+        node id), and looking through every connection type's latency phases each time
+        made a 1,000-connection-type run's end quadratic (seconds)."""
+        found = self._params_cache
+        if found is None or found.store is not store:
+            latency = {
+                f"{ct.id}-{phase}": (ct.id, phase)
+                for ct in store.targets.connections
+                for phase in checks.latency_phases(ct)
+            }
+            found = self._params_cache = _Params(
+                store,
+                frozenset(h.id for h in store.targets.hosts),
+                frozenset(c.id for c in store.targets.coverage),
+                latency,
+            )
+        return found
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
