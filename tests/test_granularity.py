@@ -11,6 +11,7 @@ greeting's nonce) differ between two runs and are left out of the comparison.
 from __future__ import annotations
 
 import json
+import os
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -176,6 +177,90 @@ def test_auto_granularity_follows_the_number_of_connection_types(
     assert done.returncode == 1, done.output[-3000:]
     assert "FAILED tests_targets/test_tls.py::tls[expired]" in done.output, done.output[-3000:]
     assert summary in done.output and note not in done.output
+
+
+_DUMP_PLUGIN = """
+import json, os
+import pytest
+
+_COLLECTED = []
+
+def pytest_collectreport(report):
+    _COLLECTED.extend(
+        x.nodeid for x in report.result if isinstance(x, pytest.Function) and "::test_" in x.nodeid
+    )
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session):
+    items = [
+        [
+            item.nodeid,
+            getattr(item, "members", None),
+            sorted((m.name, list(m.args)) for m in item.iter_markers()),
+            list(item.location),
+            sorted(k for k in item.keywords if not k.startswith("_")),
+        ]
+        for item in session.items
+    ]
+    with open(os.environ["DUMP_ITEMS"], "w") as out:
+        json.dump({"items": items, "functions": _COLLECTED}, out)
+"""
+
+#: A project's own hook on the tests per check: tier tests must then be grouped from them.
+_FOREIGN_HOOK = "def pytest_collection_modifyitems(items):\n    pass\n"
+
+
+def test_tier_tests_collected_directly_are_the_grouped_ones(
+    dovecot: DovecotLab, tmp_path: Path
+) -> None:
+    """Without a selection, tier tests are collected directly (no test per check is made
+    first); they are the tier tests grouped from the tests per check, as ``-k``, ``-m``
+    or a project's own collection hook get them: the same node ids, checks, marks (tags
+    included), locations and keywords, in the same order."""
+    import yaml
+
+    targets = write_targets(tmp_path / "targets.yaml", dovecot, free_port())
+    data = yaml.safe_load(targets.read_text("utf-8"))
+    data["defaults"]["latency"] = {
+        "total": {"warn": 30, "crit": 60},
+        "auth": {"warn": 20, "crit": 40},
+    }
+    data["servers"][0]["connections"][0]["tags"] = ["gold", "eu_west"]
+    data["servers"][0]["connections"][2]["tags"] = ["gold"]
+    targets.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    (tmp_path / "dump_items.py").write_text(_DUMP_PLUGIN, encoding="utf-8")
+    (tmp_path / "foreign_hook.py").write_text(_FOREIGN_HOOK, encoding="utf-8")
+    path = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH", "")) if p)
+
+    def collected(name: str, addopts: str) -> dict[str, Any]:
+        out = tmp_path / f"{name}.json"
+        env = {
+            PW_ENV: dovecot.demo_password,
+            "PYTHONPATH": path,
+            "DUMP_ITEMS": str(out),
+            "PYTEST_ADDOPTS": f"--collect-only -q -p dump_items --granularity=tier {addopts}",
+        }
+        done = run_suite(targets, tmp_path / name, env)
+        assert done.returncode == 0, done.output[-3000:]
+        found: dict[str, Any] = json.loads(out.read_text("utf-8"))
+        return found
+
+    direct = collected("direct", "")
+    tier_modules = ("test_connectivity.py", "test_tls.py", "test_auth.py", "test_latency.py")
+    per_check = lambda run: [n for n in run["functions"] if n.split("::")[0].endswith(tier_modules)]  # noqa: E731
+    assert per_check(direct) == []  # no test per check was made
+    tls = next(i for i in direct["items"] if i[0] == "tests_targets/test_tls.py::tls[tls]")
+    assert ["gold", []] in tls[2] and ["eu_west", []] in tls[2]
+    latency = next(i for i in direct["items"] if i[0].endswith("::latency[tls]"))
+    assert [m[1] for m in latency[1]] == ["latency-total", "latency-auth"]
+    for name, addopts in (
+        ("keyword", "-k 'not no_such_test'"),
+        ("mark", "-m 'not no_such_mark'"),
+        ("hook", "-p foreign_hook"),
+    ):
+        grouped = collected(name, addopts)
+        assert len(per_check(grouped)) > len(direct["items"]), name  # from tests per check
+        assert grouped["items"] == direct["items"], name
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,10 @@ selected checks of one tier become one :class:`TierItem` (``test_tls.py::tls[ct]
 that evaluates them in turn without any fixture. Every check is still recorded on its own,
 under the node id it has as a test of its own (:func:`~pop3mon.report.recorder.group_entry`),
 so results.json, metrics, the HTML page, the terminal summary and junit.xml list the same
-checks as with ``check``.
+checks as with ``check``. Where nothing selects tests per check and no other plugin or
+conftest takes part in collecting them (:func:`_direct_allowed`), the tier tests are
+collected directly instead (:meth:`TierGrouping.takes`): at 1,000 connection types,
+making 20,000 tests per check only to group them cost over a second and 40 MB.
 
 A tier test needs none of pytest's per-test machinery either: where pop3mon writes the
 pages itself (:meth:`~pop3mon.report.plugin.ReportPlugin.write_pages_from_model`: report.html
@@ -31,7 +34,7 @@ from __future__ import annotations
 import functools
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 
@@ -54,6 +57,8 @@ __all__ = [
     "GranularityDecision",
     "TierGrouping",
     "TierItem",
+    "TierTest",
+    "TierTests",
     "granularity",
 ]
 
@@ -156,6 +161,11 @@ class _State(Protocol):
 
 #: The failure message of a verdict that fails its test, or None (``plugin.failure_message``).
 Judge = Callable[[pytest.Config, Any, str, CheckResult], "str | None"]
+#: One test of a tier test function: (its parameter id, connection id, latency phase or "",
+#: check name); ``plugin._tier_tests``.
+TierTest = tuple[str, str, str, str]
+#: The tests of a tier test function (``test_<check>``; whether it takes a phase).
+TierTests = Callable[[str, bool], list[TierTest]]
 
 
 class TierItem(pytest.Item):
@@ -253,10 +263,17 @@ class TierGrouping:
         state: _State,
         check_name: Callable[[pytest.Item], str],
         judge: Judge,
+        tests: TierTests,
     ) -> None:
         self.state = state
         self.check_name = check_name
         self.judge = judge
+        self.tests = tests
+        #: Whether tier tests are collected directly (:meth:`takes`); decided at the first
+        #: tier test function, when the conftest files of its directory are loaded.
+        self.direct: bool | None = None
+        #: Node ids of the tier test functions collected so, not as a test per check.
+        self.taken: set[str] = set()
         #: Whether tier tests run the lean protocol; a worker hears the controller's choice.
         workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
         self.lean = bool(workerinput.get(_LEAN_KEY)) if workerinput is not None else False
@@ -306,6 +323,76 @@ class TierGrouping:
             )
         ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
         return True
+
+    def takes(self, metafunc: pytest.Metafunc) -> bool:
+        """Whether this tier test function is collected directly as part of tier tests
+        (``pytest_generate_tests`` then makes no test per connection type of it): only
+        where nothing could tell the difference (:func:`_direct_allowed`), as grouping
+        20,000 check tests of 1,000 connection types cost a second of collection."""
+        if _tier_of(metafunc.definition) is None:
+            return False
+        if self.direct is None:
+            self.direct = _direct_allowed(metafunc.config)
+        if self.direct:
+            self.taken.add(metafunc.definition.nodeid)
+        return self.direct
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_make_collect_report(
+        self, collector: pytest.Collector
+    ) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+        """A module's tier test functions :meth:`takes` became one test each: their tier
+        tests take their place, the same ones :meth:`pytest_collection_modifyitems` makes
+        of the tests per check."""
+        report = yield
+        if self.taken and isinstance(collector, pytest.Module) and report.passed:
+            report.result = self._tier_items(collector, report.result)
+        return report
+
+    def _tier_items(
+        self, module: pytest.Module, found: list[pytest.Item | pytest.Collector]
+    ) -> list[pytest.Item | pytest.Collector]:
+        out: list[pytest.Item | pytest.Collector] = []
+        place: int | None = None  # where the first tier test function was
+        # connection id -> (its first tier test function, its checks), in the order the
+        # tests per check would come in (function by function, connection by connection)
+        groups: dict[str, tuple[pytest.Function, list[tuple[str, str]]]] = {}
+        for item in found:
+            if not isinstance(item, pytest.Function) or item.nodeid not in self.taken:
+                out.append(item)
+                continue
+            if place is None:
+                place = len(out)
+            phased = "phase" in item.fixturenames
+            for test_id, ct, _, check in self.tests(item.originalname, phased):
+                groups.setdefault(ct, (item, []))[1].append((f"{item.nodeid}[{test_id}]", check))
+        tier_items: list[pytest.Item | pytest.Collector] = []
+        for ct, (first, members) in groups.items():
+            tier = _tier_of(first) or ""
+            tier_item = TierItem.from_parent(
+                module,
+                name=f"{tier}[{ct}]",
+                ct=ct,
+                tier=tier,
+                members=members,
+                state=self.state,
+                judge=self.judge,
+                line=_line_of(first),
+            )
+            # What a test per check would carry: its function's marks, then the
+            # connection type's tags (plugin.pytest_collection_modifyitems adds them).
+            for marker in first.own_markers:
+                if marker.name not in TIERS:
+                    tier_item.add_marker(
+                        getattr(pytest.mark, marker.name)(*marker.args, **marker.kwargs)
+                    )
+            for tag in self.state.by_id[ct].tags:
+                tier_item.add_marker(tag)
+            tier_items.append(tier_item)
+        if place is None:
+            return found
+        out[place:place] = tier_items
+        return out
 
     # trylast: after -k/-m and every other plugin chose the items, so a tier test holds
     # exactly the checks the run selected.
@@ -384,6 +471,52 @@ def _lean_allowed(config: pytest.Config) -> bool:
         or impl.function.__module__ == __name__
         for impl in hook.pytest_runtest_protocol.get_hookimpls()
     )
+
+
+#: Hooks through which a project's conftest or another plugin would see or change the
+#: tests per check: where one is implemented, tier tests are grouped from those tests.
+_COLLECTION_HOOKS: Final = (
+    "pytest_generate_tests",
+    "pytest_pycollect_makeitem",
+    "pytest_make_collect_report",
+    "pytest_itemcollected",
+    "pytest_collection_modifyitems",
+    "pytest_deselected",
+)
+#: Whose implementations of those hooks leave the tests per check alone (xdist's worker
+#: renames tests only with --dist=loadgroup, by marks a tier test keeps).
+_QUIET_COLLECTORS: Final = ("_pytest.", "pop3mon.", "xdist.")
+#: Options that choose tests per check (by name, mark or node id) or by an earlier run's
+#: outcomes: with one, tier tests are grouped from the tests per check it chose.
+_SELECTING_OPTIONS: Final = (
+    "keyword",
+    "markexpr",
+    "deselect",
+    "lf",
+    "failedfirst",
+    "stepwise",
+    "stepwise_skip",
+)
+
+
+def _direct_allowed(config: pytest.Config) -> bool:
+    """Whether tier tests may be collected directly, without first collecting a test per
+    check (:meth:`TierGrouping.takes`): the same tier tests result, as long as no option
+    selects tests per check (``-k``, ``-m``, ``--deselect``, a node id with ``::``,
+    ``--lf``, ``--ff``, ``--sw``) and no conftest or plugin but pytest's, pop3mon's and
+    xdist's takes part in collecting them."""
+    opt = config.option
+    if any(getattr(opt, name, None) for name in _SELECTING_OPTIONS):
+        return False
+    if any("::" in str(arg) for arg in config.args):
+        return False
+    hook = config.pluginmanager.hook
+    for name in _COLLECTION_HOOKS:
+        for impl in getattr(hook, name).get_hookimpls():
+            module = str(getattr(impl.function, "__module__", ""))
+            if not module.startswith(_QUIET_COLLECTORS):
+                return False
+    return True
 
 
 def _pytests(function: Callable[..., object]) -> bool:

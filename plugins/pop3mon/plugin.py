@@ -64,6 +64,7 @@ from .granularity import (
     GranularityDecision,
     TierGrouping,
     TierItem,
+    TierTest,
     granularity,
 )
 from .history.record import streak_note
@@ -87,6 +88,7 @@ TARGETS_ENV = "POP3MON_TARGETS"
 DEFAULT_TARGETS = "targets.yaml"
 STATE_KEY = pytest.StashKey["RunState"]()
 GRANULARITY_KEY = pytest.StashKey[GranularityDecision]()
+GROUPING_KEY = pytest.StashKey[TierGrouping]()
 #: The workerinput key that carries the controller's granularity to its xdist workers.
 _GRANULARITY_NODE_KEY = "pop3mon_granularity"
 # Tiers whose checks need the probe to log in; with none of them selected it does not
@@ -386,9 +388,16 @@ class RunState:
 def _check_name(item: pytest.Item) -> str:
     """The checks-module name of a tier test (``test_tcp`` → ``tcp``)."""
     callspec = getattr(item, "callspec", None)
-    name = getattr(item, "originalname", item.name).removeprefix("test_")
-    if name == "latency" and callspec is not None:
-        return f"latency-{callspec.params.get('phase', '')}"
+    phase = callspec.params.get("phase", "") if callspec is not None else None
+    return _check_of(getattr(item, "originalname", item.name), phase)
+
+
+def _check_of(function: str, phase: object) -> str:
+    """The check a tier test function (``test_tcp``) runs; the latency test's names its
+    phase (``latency-auth``; ``phase``: None when the test has no parameters)."""
+    name = function.removeprefix("test_")
+    if name == "latency" and phase is not None:
+        return f"latency-{phase}"
     return name
 
 
@@ -491,9 +500,11 @@ def pytest_configure(config: pytest.Config) -> None:
             decision = dataclasses.replace(decision, chosen=chosen)
     config.stash[GRANULARITY_KEY] = decision
     if decision.chosen == "tier":
-        config.pluginmanager.register(
-            TierGrouping(config, state, _check_name, failure_message), "pop3mon-granularity"
+        grouping = TierGrouping(
+            config, state, _check_name, failure_message, functools.partial(_tier_tests, state)
         )
+        config.stash[GROUPING_KEY] = grouping
+        config.pluginmanager.register(grouping, "pop3mon-granularity")
 
 
 @pytest.hookimpl(trylast=True)
@@ -638,19 +649,35 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     if "ct" not in metafunc.fixturenames:
         return
-    cts = state.targets.connections
-    # A tier test named test_<check> exists only for the connection types whose protocol
-    # has that check (no relay row for POP3, no STAT row for SMTP).
-    check = metafunc.function.__name__.removeprefix("test_")
-    if check in _CHECK_PROTOCOLS:
-        cts = tuple(ct for ct in cts if ct.protocol in _CHECK_PROTOCOLS[check])
+    grouping = metafunc.config.stash.get(GROUPING_KEY, None)
+    if grouping is not None and grouping.takes(metafunc):
+        return  # collected as tier tests directly, without a test per check
+    tests = _tier_tests(state, metafunc.function.__name__, "phase" in metafunc.fixturenames)
     if "phase" in metafunc.fixturenames:
-        pairs = [(ct.id, p) for ct in cts for p in checks.latency_phases(ct)]
+        pairs = [(ct, phase) for _, ct, phase, _ in tests]
         metafunc.parametrize(
-            ("ct", "phase"), pairs, ids=[f"{c}-{p}" for c, p in pairs], scope="function"
+            ("ct", "phase"), pairs, ids=[test_id for test_id, *_ in tests], scope="function"
         )
     else:
-        metafunc.parametrize("ct", [ct.id for ct in cts], ids=[ct.id for ct in cts])
+        ids = [test_id for test_id, *_ in tests]
+        metafunc.parametrize("ct", ids, ids=ids)
+
+
+def _tier_tests(state: RunState, function: str, phased: bool) -> list[TierTest]:
+    """The tests of tier test function ``function`` (``test_<check>``): one per connection
+    type whose protocol has that check (no relay row for POP3, no STAT row for SMTP), and
+    for the phased latency test one per latency phase of each."""
+    cts = state.targets.connections
+    name = function.removeprefix("test_")
+    if name in _CHECK_PROTOCOLS:
+        cts = tuple(ct for ct in cts if ct.protocol in _CHECK_PROTOCOLS[name])
+    if phased:
+        return [
+            (f"{ct.id}-{phase}", ct.id, phase, _check_of(function, phase))
+            for ct in cts
+            for phase in checks.latency_phases(ct)
+        ]
+    return [(ct.id, ct.id, "", _check_of(function, "")) for ct in cts]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
