@@ -155,27 +155,27 @@ def write_set_files(
     staged names in ``files`` (every merge's, and a run's with ``--granularity=tier``),
     each a piece at a time; ``others``: the run's tests that are not pop3mon checks,
     ``vantages`` as in :func:`write_report_set`. A large run writes junit.xml and
-    results.json in a forked child meanwhile (:func:`.parallel.in_parallel`, which calls
+    metrics.prom in a forked child meanwhile (:func:`.parallel.in_parallel`, which calls
     ``before_fork`` first); returns whether it did. A member ``files`` does not stage is not
     written."""
 
-    # The halves take about as long (1,000 connection types: junit.xml + results.json
-    # ~1.9 s, report.html + metrics.prom ~2.0 s in a run; benchmarks/README.md §3g).
+    # In a run at 1,000 connection types the halves take 1.2-1.35 s (junit.xml +
+    # metrics.prom) and 1.4-1.65 s (report.html + results.json; benchmarks/README.md §3g).
     def child_part() -> None:
-        junit_tmp, json_tmp = files.temp("JUnit XML"), files.temp("JSON")
+        junit_tmp, metrics_tmp = files.temp("JUnit XML"), files.temp("OpenMetrics")
         if junit_tmp is not None:
             with junit_tmp.open("w", encoding="utf-8") as out:
                 out.writelines(scrub(piece) for piece in junit_pieces(report, junit, others))
-        if json_tmp is not None:
-            write_json(report, json_tmp)
+        if metrics_tmp is not None:
+            write_metrics(report, metrics_tmp, vantages)
 
     def own_part() -> None:
-        html_tmp, metrics_tmp = files.temp("HTML"), files.temp("OpenMetrics")
+        html_tmp, json_tmp = files.temp("HTML"), files.temp("JSON")
         if html_tmp is not None:
             with html_tmp.open("w", encoding="utf-8") as out:
                 out.writelines(html_pieces(report, merged_from, others))
-        if metrics_tmp is not None:
-            write_metrics(report, metrics_tmp, vantages)
+        if json_tmp is not None:
+            write_json(report, json_tmp)
 
     worth_it = len(report.records) >= PARALLEL_MIN_CHECKS
     return in_parallel(child_part, own_part, worth_it=worth_it, prepare=before_fork)
