@@ -314,7 +314,8 @@ def test_a_broken_tier_test_is_an_error_and_the_run_still_ends(project: Project)
 def test_tier_tests_keep_pytests_protocol_where_it_is_needed(project: Project) -> None:
     """The lean protocol of tier tests never changes what a run does: a skip mark a
     project adds still skips (and a project's own phase hook still runs), ``--setup-plan``
-    still logs in nowhere, and ``-p no:html`` still writes no page."""
+    still logs in nowhere, a project's own report hook still sees every tier test's report,
+    and ``-p no:html`` still writes no page."""
     pytester, good, nostls = project
     pytester.makeconftest(
         'pytest_plugins = ["pop3mon.plugin"]\n'
@@ -340,6 +341,22 @@ def test_tier_tests_keep_pytests_protocol_where_it_is_needed(project: Project) -
     )
     result = pytester.runpytest_subprocess("--granularity=tier", "-s")
     seen = re.findall(r"phase hook saw (\d+) tests", result.stdout.str())
+    assert seen and int(seen[-1]) > 0, result.stdout.str()[-2000:]
+
+    pytester.makeconftest(
+        'pytest_plugins = ["pop3mon.plugin"]\n'
+        "import pytest\n"
+        "MADE = []\n"
+        "@pytest.hookimpl(wrapper=True)\n"
+        "def pytest_runtest_makereport(item, call):\n"
+        "    report = yield\n"
+        "    MADE.append(item.nodeid)\n"
+        "    return report\n"
+        "def pytest_sessionfinish(session):\n"
+        "    print('report hook saw', sum('::tls[' in n for n in MADE), 'tests')\n"
+    )
+    result = pytester.runpytest_subprocess("--granularity=tier", "-s")
+    seen = re.findall(r"report hook saw (\d+) tests", result.stdout.str())
     assert seen and int(seen[-1]) > 0, result.stdout.str()[-2000:]
 
     pytester.makeconftest('pytest_plugins = ["pop3mon.plugin"]\n')

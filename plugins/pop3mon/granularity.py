@@ -274,6 +274,8 @@ class TierGrouping:
         self.direct: bool | None = None
         #: Node ids of the tier test functions collected so, not as a test per check.
         self.taken: set[str] = set()
+        #: Whether a lean tier test's report is pytest's own (:func:`_plain_reports`).
+        self.plain_reports: bool | None = None
         #: Whether tier tests run the lean protocol; a worker hears the controller's choice.
         workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
         self.lean = bool(workerinput.get(_LEAN_KEY)) if workerinput is not None else False
@@ -306,7 +308,13 @@ class TierGrouping:
         ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
         reraise = (pytest.exit.Exception, KeyboardInterrupt)
         call = pytest.CallInfo.from_call(item.runtest, when="call", reraise=reraise)
-        ihook.pytest_runtest_logreport(report=ihook.pytest_runtest_makereport(item=item, call=call))
+        if self.plain_reports is None:  # decided once every conftest file is loaded
+            self.plain_reports = _plain_reports(item.config)
+        if self.plain_reports:
+            report = pytest.TestReport.from_item_and_call(item, call)
+        else:
+            report = ihook.pytest_runtest_makereport(item=item, call=call)
+        ihook.pytest_runtest_logreport(report=report)
         # What pytest's teardown phase does for the tests around this one (a module of
         # fine-grained tests before it keeps its fixtures until the last of them is done;
         # all of them go when -x or --maxfail ends the run here).
@@ -517,6 +525,16 @@ def _direct_allowed(config: pytest.Config) -> bool:
             if not module.startswith(_QUIET_COLLECTORS):
                 return False
     return True
+
+
+def _plain_reports(config: pytest.Config) -> bool:
+    """Whether a lean tier test's report may be made without ``pytest_runtest_makereport``:
+    only pytest's own implementations take part, and for a fixture-free test that neither
+    xfails nor is a unittest case they add nothing to ``TestReport.from_item_and_call`` (a
+    skip's location is the item's either way: ``_use_item_location``). A conftest's or
+    plugin's own hook (one that adds extras, say) keeps the hook call."""
+    impls = config.pluginmanager.hook.pytest_runtest_makereport.get_hookimpls()
+    return all(_pytests(impl.function) for impl in impls)
 
 
 def _pytests(function: Callable[..., object]) -> bool:
