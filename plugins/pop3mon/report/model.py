@@ -178,7 +178,9 @@ class ConnectionReport:
     #: ``records`` hold each check's worst verdict over them); empty otherwise.
     vantages: Mapping[str, VantageView] = field(default_factory=dict)
 
-    @property
+    # Worked out once: the writers ask for both again and again (the page's matrix, its
+    # server tallies and its order, for every connection type of a large run).
+    @functools.cached_property
     def worst(self) -> Verdict:
         """The worst verdict of all its checks (and, merged from several vantages, the
         worst any of them saw: one whose host check blocked it counts that)."""
@@ -189,7 +191,14 @@ class ConnectionReport:
 
     def tier_records(self, tier: str) -> tuple[CheckRecord, ...]:
         """Its checks of one tier, in check order."""
-        return tuple(r for r in self.records if r.tier == tier)
+        return self._by_tier.get(tier, ())
+
+    @functools.cached_property
+    def _by_tier(self) -> dict[str, tuple[CheckRecord, ...]]:
+        found: dict[str, list[CheckRecord]] = {}
+        for rec in self.records:
+            found.setdefault(rec.tier, []).append(rec)
+        return {tier: tuple(recs) for tier, recs in found.items()}
 
     def problems(self) -> tuple[CheckRecord, ...]:
         """Checks a mail admin must act on: CRIT and ERROR first, then WARN."""
