@@ -388,6 +388,93 @@ def test_tier_tests_are_where_pytest_says(project: Project) -> None:
         assert expected[0].startswith("tests_targets/test_")
 
 
+def _tier_items(pytester: pytest.Pytester, *args: str) -> list[tuple[str, list[str] | None]]:
+    """What a tier run collects: each item's node id and, for a tier test, its checks'."""
+    rec = pytester.inline_run("--collect-only", "--granularity=tier", *args)
+    [finished] = rec.getcalls("pytest_collection_finish")
+    return [(i.nodeid, getattr(i, "member_nodeids", None)) for i in finished.session.items]
+
+
+def test_tier_tests_collected_directly_only_where_grouping_would_make_the_same(
+    project: Project,
+) -> None:
+    """Tier tests are collected directly only where that gives what grouping the tests per
+    check gives (compared with ``-k``, which always groups): a project's own test between a
+    POP3-only and a both-protocol check keeps its place; a function parametrized besides
+    pop3mon (an autouse fixture with params, a module's pytest_generate_tests, a class)
+    is grouped as before; a conftest file found later that hooks into the whole session's
+    collection stops the run with one line instead of seeing tier tests."""
+    pytester = project[0]
+    targets = pytester.path / "targets.yaml"
+    targets.write_text(
+        targets.read_text(encoding="utf-8")
+        + "    smtp:\n      - {id: mx, port: 2525, security: none}\n",
+        encoding="utf-8",
+    )
+    grouped = ("-k", "not no_such_test")
+    mixed = pytester.path / "tests_targets" / "test_mixed.py"
+    mixed.write_text(
+        "import pytest\n"
+        "pytestmark = pytest.mark.mailbox\n"
+        "def test_stat(check):\n    check('stat')\n"
+        "def test_mine():\n    pass\n"
+        "def test_logout(check):\n    check('logout')\n",
+        encoding="utf-8",
+    )
+    direct = _tier_items(pytester)
+    mine = [n for n, _ in direct].index("tests_targets/test_mixed.py::test_mine")
+    assert [n for n, _ in direct][mine + 1] == "tests_targets/test_mixed.py::mailbox[mx]"
+    assert direct == _tier_items(pytester, *grouped)
+
+    variants = {
+        "class": "import pytest\npytestmark = pytest.mark.mailbox\n"
+        "class TestIn:\n    def test_stat(self, check):\n        check('stat')\n",
+        "module hook": "import pytest\npytestmark = pytest.mark.mailbox\n"
+        "def pytest_generate_tests(metafunc):\n"
+        "    if 'extra' in metafunc.fixturenames:\n"
+        "        metafunc.parametrize('extra', ['a', 'b'])\n"
+        "def test_stat(check, extra):\n    check('stat')\n",
+    }
+    for name, source in variants.items():
+        mixed.write_text(source, encoding="utf-8")
+        found = _tier_items(pytester)
+        assert found == _tier_items(pytester, *grouped), name
+        ours = [m for n, m in found if "test_mixed.py" in n]
+        assert ours and all(m for m in ours), (name, ours)  # tier tests, none left bare
+    mixed.unlink()
+    pytester.makeconftest(
+        'pytest_plugins = ["pop3mon.plugin"]\n'
+        "import pytest\n"
+        "@pytest.fixture(autouse=True, params=['ipv4', 'ipv6'])\n"
+        "def family(request):\n    return request.param\n"
+    )
+    found = _tier_items(pytester)
+    assert found == _tier_items(pytester, *grouped)
+    assert all(m for n, m in found if "::tls[" in n) and any("::tls[" in n for n, _ in found)
+
+    pytester.makeconftest('pytest_plugins = ["pop3mon.plugin"]\n')
+    # A conftest file below a directory given on the command line: pytest loads it only
+    # when collection reaches it, after the tier tests.
+    late = pytester.mkdir("zz_late") / "sub"
+    late.mkdir()
+    (late / "conftest.py").write_text(
+        "def pytest_collection_modifyitems(items):\n"
+        "    items[:] = [i for i in items if 'expiry' not in i.nodeid]\n",
+        encoding="utf-8",
+    )
+    (late / "test_late.py").write_text("def test_here():\n    pass\n", encoding="utf-8")
+    result = pytester.runpytest_subprocess(
+        "--collect-only", "--granularity=tier", "tests_targets", "zz_late"
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()[-2000:]
+    result.stderr.fnmatch_lines(["*zz_late/sub/conftest.py hooks into collection but was found*"])
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    grouped_run = pytester.runpytest_subprocess(
+        "--collect-only", "--granularity=tier", "tests_targets", "zz_late", *grouped
+    )
+    assert grouped_run.ret == pytest.ExitCode.OK, grouped_run.stdout.str()[-2000:]
+
+
 def test_junitxml_settings_only_pytest_honours_keep_its_writer(project: Project) -> None:
     """In tier mode a junitxml setting pop3mon's writer does not reproduce (here
     ``junit_logging``: captured output in the testcase) keeps pytest's writer, and the tier

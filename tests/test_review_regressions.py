@@ -34,7 +34,7 @@ servers:
 
 
 # -- config: tags that are pytest's own markers change test outcomes ---------------------
-@pytest.mark.parametrize("tag", ["xfail", "skip", "skipif", "tls", "auth", "not"])
+@pytest.mark.parametrize("tag", ["xfail", "skip", "skipif", "tls", "auth", "not", "xdist_group"])
 def test_reserved_marker_names_are_not_tags(tag: str, tmp_path: Path) -> None:
     """A tag "xfail" turned every CRIT of its connection type into XFAIL (exit status 0);
     "skip" skipped the connection type without probing it; "tls" made `-m tls` select all

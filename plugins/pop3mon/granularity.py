@@ -274,6 +274,8 @@ class TierGrouping:
         self.direct: bool | None = None
         #: Node ids of the tier test functions collected so, not as a test per check.
         self.taken: set[str] = set()
+        #: The session-wide collection hooks' implementers when the choice was made.
+        self.direct_hooks: frozenset[str] = frozenset()
         #: Whether a lean tier test's report is pytest's own (:func:`_plain_reports`).
         self.plain_reports: bool | None = None
         #: Whether tier tests run the lean protocol; a worker hears the controller's choice.
@@ -337,10 +339,12 @@ class TierGrouping:
         (``pytest_generate_tests`` then makes no test per connection type of it): only
         where nothing could tell the difference (:func:`_direct_allowed`), as grouping
         20,000 check tests of 1,000 connection types cost a second of collection."""
-        if _tier_of(metafunc.definition) is None:
+        if _tier_of(metafunc.definition) is None or not _only_ours(metafunc):
             return False
         if self.direct is None:
             self.direct = _direct_allowed(metafunc.config)
+            # Hooks of the whole session a conftest found later could still add.
+            self.direct_hooks = _session_hooks(metafunc.config)
         if self.direct:
             self.taken.add(metafunc.definition.nodeid)
         return self.direct
@@ -360,21 +364,33 @@ class TierGrouping:
     def _tier_items(
         self, module: pytest.Module, found: list[pytest.Item | pytest.Collector]
     ) -> list[pytest.Item | pytest.Collector]:
-        out: list[pytest.Item | pytest.Collector] = []
-        place: int | None = None  # where the first tier test function was
-        # connection id -> (its first tier test function, its checks), in the order the
-        # tests per check would come in (function by function, connection by connection)
+        # Each connection type's tier test goes where its first test per check would be
+        # (function by function, connection by connection), as grouping places it: a
+        # connection type a later function adds (an SMTP-only check) comes after the
+        # tests in between.
+        out: list[pytest.Item | pytest.Collector | str] = []
         groups: dict[str, tuple[pytest.Function, list[tuple[str, str]]]] = {}
         for item in found:
             if not isinstance(item, pytest.Function) or item.nodeid not in self.taken:
+                if (
+                    isinstance(item, pytest.Function)
+                    and item.nodeid.partition("[")[0] in self.taken
+                ):
+                    raise pytest.UsageError(  # _only_ours() foresees every known way
+                        f"pop3mon: {item.nodeid} is parametrized by something besides "
+                        "pop3mon; run with --granularity=check"
+                    )
                 out.append(item)
                 continue
-            if place is None:
-                place = len(out)
             phased = "phase" in item.fixturenames
             for test_id, ct, _, check in self.tests(item.originalname, phased):
-                groups.setdefault(ct, (item, []))[1].append((f"{item.nodeid}[{test_id}]", check))
-        tier_items: list[pytest.Item | pytest.Collector] = []
+                if ct not in groups:
+                    groups[ct] = (item, [])
+                    out.append(ct)
+                groups[ct][1].append((f"{item.nodeid}[{test_id}]", check))
+        if not groups and len(out) == len(found):
+            return found
+        made: dict[str, pytest.Item] = {}
         for ct, (first, members) in groups.items():
             tier = _tier_of(first) or ""
             tier_item = TierItem.from_parent(
@@ -396,16 +412,27 @@ class TierGrouping:
                     )
             for tag in self.state.by_id[ct].tags:
                 tier_item.add_marker(tag)
-            tier_items.append(tier_item)
-        if place is None:
-            return found
-        out[place:place] = tier_items
-        return out
+            made[ct] = tier_item
+        return [made[x] if isinstance(x, str) else x for x in out]
 
     # trylast: after -k/-m and every other plugin chose the items, so a tier test holds
     # exactly the checks the run selected.
     @pytest.hookimpl(trylast=True)
-    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+    def pytest_collection_modifyitems(
+        self, config: pytest.Config, items: list[pytest.Item]
+    ) -> None:
+        if self.taken:
+            # Tier tests collected directly, but a conftest file found later in the
+            # collection hooks into the whole session's tests: its hook was written for
+            # tests per check and saw tier tests. One clear line rather than a selection
+            # silently not made.
+            late = _session_hooks(config) - self.direct_hooks
+            if late:
+                raise pytest.UsageError(
+                    f"pop3mon: {', '.join(sorted(late))} hooks into collection but was found "
+                    "after the tier tests were collected; move the hook to a conftest.py at "
+                    "the root, or run with --granularity=check"
+                )
         out: list[pytest.Item] = []
         groups: dict[tuple[int, str], list[pytest.Item]] = {}
         for item in items:
@@ -505,6 +532,36 @@ _SELECTING_OPTIONS: Final = (
     "stepwise",
     "stepwise_skip",
 )
+
+
+def _only_ours(metafunc: pytest.Metafunc) -> bool:
+    """Whether pop3mon's parametrization would be a tier test function's only one: no
+    class, no ``parametrize`` mark, no ``pytest_generate_tests`` of its module, no fixture
+    with ``params`` (a conftest's autouse fixture, say). Otherwise it is parametrized per
+    check and grouped, as everything else would end up with a test of no connection."""
+    if metafunc.cls is not None or hasattr(metafunc.module, "pytest_generate_tests"):
+        return False
+    if any(True for _ in metafunc.definition.iter_markers("parametrize")):
+        return False
+    # pytest keeps the fixture closure's definitions here (no public accessor); where it
+    # does not, nothing is known, so the function is grouped.
+    defs: dict[str, Any] | None = getattr(metafunc, "_arg2fixturedefs", None)
+    if defs is None:
+        return False
+    return all(d.params is None for found in defs.values() for d in found)
+
+
+def _session_hooks(config: pytest.Config) -> frozenset[str]:
+    """Who implements the collection hooks of the whole session (``pytest_collection_
+    modifyitems``, ``pytest_deselected``): a conftest file anywhere takes part in them."""
+    hook = config.pluginmanager.hook
+    impls = [
+        *hook.pytest_collection_modifyitems.get_hookimpls(),
+        *hook.pytest_deselected.get_hookimpls(),
+    ]
+    return frozenset(
+        str(getattr(impl.plugin, "__file__", None) or impl.plugin_name) for impl in impls
+    )
 
 
 def _direct_allowed(config: pytest.Config) -> bool:

@@ -74,6 +74,8 @@ _RESERVED_TAGS: Final = frozenset(
         "xfail",
         "parametrize",
         "usefixtures",
+        # pytest-xdist's: --dist=loadgroup renames the tests that carry it
+        "xdist_group",
         "filterwarnings",
         "connectivity",
         "tls",
