@@ -907,3 +907,30 @@ servers:
         assert len(info.value.problems) == 1 and expected in info.value.problems[0], (
             info.value.problems
         )
+
+
+def test_settled_states_keep_every_field() -> None:
+    """evaluate() settles each state by its constructor, not dataclasses.replace(): it must
+    carry every other field over (one added to CheckState later included)."""
+    from pop3mon.history.states import _settled
+    from pop3mon.verdict import Verdict
+
+    values: dict[str, Any] = {
+        "ct": "mail1",
+        "check": "login",
+        "verdict": Verdict.CRIT,
+        "hardness": "soft",
+        "since": 12.5,
+        "runs": 7,
+        "previous": Verdict.WARN,
+        "flapping": False,
+        "new": True,
+        "told": None,
+    }
+    assert set(values) == {f.name for f in dataclasses.fields(CheckState)}, (
+        "a new CheckState field: give it a non-default value here and carry it in _settled"
+    )
+    state = CheckState(**values)
+    for flapping, told in ((True, Verdict.OK), (False, None)):
+        expected = dataclasses.replace(state, flapping=flapping, told=told)
+        assert _settled(state, flapping, told) == expected

@@ -198,6 +198,23 @@ def _told(prev: CheckState | None, state: CheckState, flapping: bool) -> Verdict
     return state.verdict
 
 
+def _settled(state: CheckState, flapping: bool, told: Verdict | None) -> CheckState:
+    """``replace(state, flapping=…, told=…)`` by its constructor: at 1,000 connection types
+    evaluate() settles 16,000 states per run, and replace() inspects the fields each time."""
+    return CheckState(
+        ct=state.ct,
+        check=state.check,
+        verdict=state.verdict,
+        hardness=state.hardness,
+        since=state.since,
+        runs=state.runs,
+        previous=state.previous,
+        flapping=flapping,
+        new=state.new,
+        told=told,
+    )
+
+
 def evaluate(
     previous: Mapping[tuple[str, str], CheckState],
     observations: Sequence[Observation],
@@ -238,7 +255,7 @@ def evaluate(
         was = was_flapping.get(ct, False)
         ct_changes: list[Change] = []
         for prev, state, obs in rows:
-            state = replace(state, flapping=flapping[ct], told=_told(prev, state, flapping[ct]))
+            state = _settled(state, flapping[ct], _told(prev, state, flapping[ct]))
             states.append(state)
             if was and not flapping[ct]:
                 ct_changes.extend(_settled_changes(prev, state, obs, confirm.get(ct, 1)))
