@@ -68,7 +68,9 @@ Project = tuple[pytest.Pytester, FaultServer, FaultServer]
 
 def test_plugin_works_in_a_fresh_project(project: Project) -> None:
     pytester, good, nostls = project
-    result = pytester.runpytest_subprocess("-rA")
+    # --strict-markers: the project declares no tier markers, pop3mon does.
+    result = pytester.runpytest_subprocess("-rA", "--strict-markers")
+    assert "PytestUnknownMarkWarning" not in result.stdout.str() + result.stderr.str()
     # 20 checks per connection type (the 4 drift checks SKIP: no history, no baseline; a
     # POP3 connection type has no SMTP relay check at all); the STLS-less server fails its
     # STLS check only and everything that needs TLS is skipped naming it. Plus the host

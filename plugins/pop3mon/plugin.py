@@ -232,6 +232,18 @@ def _bundled_tests() -> Path | None:
     return Path(next(iter(spec.submodule_search_locations))).resolve()
 
 
+def _declare_tier_markers(config: pytest.Config) -> None:
+    """Declare the tier markers the project's ini does not: this repository's pytest.ini
+    declares them, a project that runs the bundled tests or its own copy of tests_targets/
+    has none, and pytest warns about each tier module (``--strict-markers`` rejects it)."""
+    declared = {
+        str(line).split(":", 1)[0].split("(", 1)[0].strip() for line in config.getini("markers")
+    }
+    for tier in (HOST_TIER, *TIERS, COVERAGE_TIER):
+        if tier not in declared:
+            config.addinivalue_line("markers", f"{tier}: pop3mon's {tier} tier")
+
+
 def _add_bundled_tests(config: pytest.Config) -> None:
     """Collect the bundled tier tests too, so a project that installed pop3mon needs no copy.
 
@@ -241,13 +253,10 @@ def _add_bundled_tests(config: pytest.Config) -> None:
     already (an editable install resolves to this repository's tests_targets/). xdist
     workers get the command line, not ``config.args``, and come to the same answer.
     """
+    _declare_tier_markers(config)
     bundled = _bundled_tests()
     if bundled is None:
         return
-    # The tier markers are declared in this repository's pytest.ini; a project that runs
-    # the bundled tests (also by naming them) has none, and --strict-markers rejects those.
-    for tier in (HOST_TIER, *TIERS, COVERAGE_TIER):
-        config.addinivalue_line("markers", f"{tier}: pop3mon's {tier} tier")
     if config.args_source == pytest.Config.ArgsSource.ARGS or not config.getini(
         "pop3mon_bundled_tests"
     ):
