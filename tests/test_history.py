@@ -934,3 +934,24 @@ def test_settled_states_keep_every_field() -> None:
     for flapping, told in ((True, Verdict.OK), (False, None)):
         expected = dataclasses.replace(state, flapping=flapping, told=told)
         assert _settled(state, flapping, told) == expected
+
+
+def test_facts_to_dict_is_asdicts() -> None:
+    """Facts.to_dict() reads the fields as they are instead of dataclasses.asdict()'s deep
+    copy: the same data for facts with every field set (and the format version)."""
+    from pop3mon.checks.facts import FACTS_VERSION
+
+    values: dict[str, Any] = {}
+    for n, f in enumerate(dataclasses.fields(Facts)):
+        kind = str(f.type)
+        if "tuple" in kind:
+            values[f.name] = (f"{f.name}-a", f"{f.name}-b")
+        elif "bool" in kind:
+            values[f.name] = n % 2 == 0
+        elif "int" in kind:
+            values[f.name] = n
+        else:
+            values[f.name] = f"{f.name}-value"
+    facts = Facts(**values)
+    assert facts.to_dict() == {"version": FACTS_VERSION, **dataclasses.asdict(facts)}
+    assert Facts.from_dict(facts.to_dict()) == facts

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any, Final
 
 from ..engine.result import ProbeResult
@@ -84,7 +84,10 @@ class Facts:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready plain data, with the format version."""
-        return {"version": FACTS_VERSION, **asdict(self)}
+        # Every field is text, a number, a flag or a tuple of text: read as they are, they
+        # are what asdict() gives, without its deep copy (the history converts a run's
+        # facts once per connection type; a self-test compares the two).
+        return {"version": FACTS_VERSION, **{name: getattr(self, name) for name in _NAMES}}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Facts | None:
@@ -100,6 +103,10 @@ class Facts:
             return cls(**values)
         except TypeError:
             return None
+
+
+#: The fields of :class:`Facts`, in order.
+_NAMES: Final = tuple(f.name for f in fields(Facts))
 
 
 @dataclass(frozen=True)

@@ -665,6 +665,7 @@ class HistoryStore:
                 )
                 run_key = cur.lastrowid
                 hardness = {(s.ct, s.check): s.hardness for s in states}
+                facts_id = self._facts_ids()
                 db.executemany(
                     "INSERT INTO cts (run, ct, worst, changed, flapping, peer, phases, facts) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -677,7 +678,7 @@ class HistoryStore:
                             int(flapping.get(c.ct, False)),
                             c.peer,
                             _phases_ms(c.phases),
-                            self._facts_id(c.facts),
+                            facts_id(c.facts),
                         )
                         for c in cts
                     ],
@@ -771,15 +772,27 @@ class HistoryStore:
 
         return text_id
 
-    def _facts_id(self, facts: Facts | None) -> int | None:
-        """The row id of these facts, stored once per distinct value."""
-        if facts is None:
-            return None
-        text = json.dumps(facts.to_dict(), sort_keys=True, separators=(",", ":"))
-        digest = hashlib.sha256(text.encode()).hexdigest()
-        self.db.execute("INSERT OR IGNORE INTO facts (sha256, json) VALUES (?, ?)", (digest, text))
-        row = self.db.execute("SELECT id FROM facts WHERE sha256 = ?", (digest,)).fetchone()
-        return int(row[0])
+    def _facts_ids(self) -> Callable[[Facts | None], int | None]:
+        """A function giving facts their row id in ``facts`` (stored once per distinct
+        value; within a run many connection types have the same, and each is looked up
+        once)."""
+        cache: dict[str, int] = {}
+
+        def facts_id(facts: Facts | None) -> int | None:
+            if facts is None:
+                return None
+            text = json.dumps(facts.to_dict(), sort_keys=True, separators=(",", ":"))
+            found = cache.get(text)
+            if found is None:
+                digest = hashlib.sha256(text.encode()).hexdigest()
+                self.db.execute(
+                    "INSERT OR IGNORE INTO facts (sha256, json) VALUES (?, ?)", (digest, text)
+                )
+                row = self.db.execute("SELECT id FROM facts WHERE sha256 = ?", (digest,)).fetchone()
+                found = cache[text] = int(row[0])
+            return found
+
+        return facts_id
 
     def _prune(self, cutoff: float, run_key: int) -> int:
         """Delete runs that started before ``cutoff`` (their rows go with them), the hourly
