@@ -864,3 +864,34 @@ def test_collect_only_writes_no_reports(lab: Lab, tmp_path: Path) -> None:
     run_suite(lab.targets, reports, "--collect-only", "-q", env=lab.env)
     assert previous.read_text(encoding="utf-8") == "the last real run"
     assert sorted(p.name for p in reports.iterdir()) == ["report.html"]
+
+
+def test_results_json_check_entries_are_scrubbed() -> None:
+    """A check's results.json entry is built of scrubbed text and skipped by the scrub walk
+    after it: a secret in any of its text fields, its state's included, still comes out
+    redacted."""
+    from pop3mon.history.model import CheckState
+    from pop3mon.report.json_report import _check, _scrubbed
+    from pop3mon.report.recorder import CheckRecord
+    from pop3mon.secrets import REDACTED, Secret
+    from pop3mon.verdict import Verdict
+
+    secret = "json-entry-SENTINEL-5c2e"
+    Secret(secret)
+    rec = CheckRecord(
+        f"tests_targets/test_auth.py::test_login[{secret}]",
+        "ct",
+        "srv",
+        "auth",
+        "login",
+        Verdict.CRIT,
+        f"server said {secret}",
+        "failed",
+        figure=1.5,
+        unit=secret,
+        blocked_by=secret,
+    )
+    state = CheckState("ct", "login", Verdict.CRIT, "hard", 0.0, 1, None)
+    text = json.dumps(_scrubbed({"checks": [_check(rec, state)]}))
+    assert secret not in text
+    assert text.count(REDACTED) == 4  # nodeid, reason, unit, blocked_by

@@ -392,28 +392,41 @@ class TierGrouping:
             return found
         made: dict[str, pytest.Item] = {}
         for ct, (first, members) in groups.items():
-            tier = _tier_of(first) or ""
-            tier_item = TierItem.from_parent(
-                module,
-                name=f"{tier}[{ct}]",
-                ct=ct,
-                tier=tier,
-                members=members,
-                state=self.state,
-                judge=self.judge,
-                line=_line_of(first),
-            )
-            # What a test per check would carry: its function's marks, then the
-            # connection type's tags (plugin.pytest_collection_modifyitems adds them).
-            for marker in first.own_markers:
-                if marker.name not in TIERS:
-                    tier_item.add_marker(
-                        getattr(pytest.mark, marker.name)(*marker.args, **marker.kwargs)
-                    )
-            for tag in self.state.by_id[ct].tags:
-                tier_item.add_marker(tag)
-            made[ct] = tier_item
+            # A test per check would also carry the connection type's tags
+            # (plugin.pytest_collection_modifyitems adds them).
+            made[ct] = self._tier_item(module, ct, first, members, self.state.by_id[ct].tags)
         return [made[x] if isinstance(x, str) else x for x in out]
+
+    def _tier_item(
+        self,
+        module: pytest.Collector,
+        ct: str,
+        first: pytest.Item,
+        members: list[tuple[str, str]],
+        tags: tuple[str, ...] = (),
+    ) -> TierItem:
+        """The tier test of ``ct`` in ``module`` holding ``members``; ``first``: its first
+        check's test (function), whose marks it carries (tier marks aside) and where -rs
+        points a skip of it; ``tags``: marks to add besides."""
+        tier = _tier_of(first) or ""
+        tier_item = TierItem.from_parent(
+            module,
+            name=f"{tier}[{ct}]",
+            ct=ct,
+            tier=tier,
+            members=members,
+            state=self.state,
+            judge=self.judge,
+            line=_line_of(first),
+        )
+        for marker in first.own_markers:
+            if marker.name not in TIERS:
+                tier_item.add_marker(
+                    getattr(pytest.mark, marker.name)(*marker.args, **marker.kwargs)
+                )
+        for tag in tags:
+            tier_item.add_marker(tag)
+        return tier_item
 
     # trylast: after -k/-m and every other plugin chose the items, so a tier test holds
     # exactly the checks the run selected.
@@ -451,28 +464,12 @@ class TierGrouping:
             callspec = getattr(item, "callspec", None)
             ct = callspec.params.get("ct") if callspec is not None else None
             group = groups.get((id(item.parent), ct)) if isinstance(ct, str) else None
-            if group is None or group[0] is not item:
+            if group is None or group[0] is not item or not isinstance(ct, str):
                 continue
-            tier = _tier_of(item) or ""
-            assert item.parent is not None  # a test function's module
-            tier_item = TierItem.from_parent(
-                item.parent,
-                name=f"{tier}[{ct}]",
-                ct=ct,
-                tier=tier,
-                members=[(i.nodeid, self.check_name(i)) for i in group],
-                state=self.state,
-                judge=self.judge,
-                # The first check's test function: where -rs points a skip of this tier.
-                line=_line_of(item),
-            )
-            # The connection type's tags (-m selects by them in a later run's report too).
-            for marker in item.own_markers:
-                if marker.name not in TIERS:
-                    tier_item.add_marker(
-                        getattr(pytest.mark, marker.name)(*marker.args, **marker.kwargs)
-                    )
-            out[n] = tier_item
+            assert isinstance(item.parent, pytest.Collector)  # a test function's module
+            # The tags are among the first check's marks already (-m selects by them).
+            members = [(i.nodeid, self.check_name(i)) for i in group]
+            out[n] = self._tier_item(item.parent, ct, item, members)
         items[:] = out
 
 

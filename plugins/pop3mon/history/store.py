@@ -757,40 +757,47 @@ class HistoryStore:
             "SELECT reason FROM checks UNION SELECT unit FROM checks)"
         )
 
+    def _row_ids(
+        self, insert: str, select: str, values: Callable[[str], tuple[str, ...]]
+    ) -> Callable[[str], int]:
+        """A function giving a text the id of its row, stored once: ``insert`` (OR IGNORE)
+        takes ``values(text)``, ``select`` finds the row by the first of them. Each text is
+        looked up once per function (a run repeats most of them many times)."""
+        cache: dict[str, int] = {}
+
+        def row_id(text: str) -> int:
+            found = cache.get(text)
+            if found is None:
+                columns = values(text)
+                self.db.execute(insert, columns)
+                row = self.db.execute(select, columns[:1]).fetchone()
+                found = cache[text] = int(row[0])
+            return found
+
+        return row_id
+
     def _interner(self) -> Callable[[str], int]:
         """A function giving each text its row id in ``texts`` (stored once: reasons,
         names and units repeat from run to run)."""
-        cache: dict[str, int] = {}
-
-        def text_id(value: str) -> int:
-            found = cache.get(value)
-            if found is None:
-                self.db.execute("INSERT OR IGNORE INTO texts (text) VALUES (?)", (value,))
-                row = self.db.execute("SELECT id FROM texts WHERE text = ?", (value,)).fetchone()
-                found = cache[value] = int(row[0])
-            return found
-
-        return text_id
+        return self._row_ids(
+            "INSERT OR IGNORE INTO texts (text) VALUES (?)",
+            "SELECT id FROM texts WHERE text = ?",
+            lambda text: (text,),
+        )
 
     def _facts_ids(self) -> Callable[[Facts | None], int | None]:
-        """A function giving facts their row id in ``facts`` (stored once per distinct
-        value; within a run many connection types have the same, and each is looked up
-        once)."""
-        cache: dict[str, int] = {}
+        """A function giving facts their row id in ``facts``, stored once per distinct
+        value (by its digest; within a run many connection types have the same)."""
+        row_id = self._row_ids(
+            "INSERT OR IGNORE INTO facts (sha256, json) VALUES (?, ?)",
+            "SELECT id FROM facts WHERE sha256 = ?",
+            lambda text: (hashlib.sha256(text.encode()).hexdigest(), text),
+        )
 
         def facts_id(facts: Facts | None) -> int | None:
             if facts is None:
                 return None
-            text = json.dumps(facts.to_dict(), sort_keys=True, separators=(",", ":"))
-            found = cache.get(text)
-            if found is None:
-                digest = hashlib.sha256(text.encode()).hexdigest()
-                self.db.execute(
-                    "INSERT OR IGNORE INTO facts (sha256, json) VALUES (?, ?)", (digest, text)
-                )
-                row = self.db.execute("SELECT id FROM facts WHERE sha256 = ?", (digest,)).fetchone()
-                found = cache[text] = int(row[0])
-            return found
+            return row_id(json.dumps(facts.to_dict(), sort_keys=True, separators=(",", ":")))
 
         return facts_id
 

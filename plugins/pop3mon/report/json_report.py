@@ -114,9 +114,9 @@ def _text(value: str) -> str:
 
 
 class _Clean(dict[str, Any]):
-    """A check's entry built of scrubbed text (:func:`_check`): :func:`_scrubbed` takes
-    it as it is rather than walking its fields again (20,000 checks at 1,000 connection
-    types, half of the values in the file)."""
+    """A check's entry or its state built of scrubbed text (:func:`_check`,
+    :func:`_state`): :func:`_scrubbed` takes it as it is rather than walking its fields
+    again (20,000 checks at 1,000 connection types, half of the values in the file)."""
 
 
 #: Field names per type met by :func:`_scrubbed` (None: not a dataclass).
@@ -154,14 +154,13 @@ def _change(change: Change) -> dict[str, Any]:
 
 
 def _check(rec: CheckRecord, state: CheckState | None = None) -> dict[str, Any]:
-    figure = rec.figure
     return _Clean(
         state=_state(state),
         tier=_text(rec.tier),
         check=_text(rec.check),
         verdict=_text(rec.verdict),
         reason=_text(rec.reason),
-        figure=figure if figure is None or type(figure) in _PLAIN else _scrubbed(figure),
+        figure=_scrubbed(rec.figure),
         unit=_text(rec.unit),
         outcome=_text(rec.outcome),
         nodeid=_text(rec.nodeid),
