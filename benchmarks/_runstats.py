@@ -75,19 +75,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, Any, Any]:
-    """First item started (a wrapper: a plugin's own protocol, such as pop3mon's for tier
-    tests, returns a result before any plain implementation would run)."""
+    """First item started, and the slowest test: the one that waited for the probe batch
+    (a wrapper: a plugin's own protocol, such as pop3mon's lean one, returns a result
+    before any plain implementation would run; a fixture hook would make pop3mon keep
+    pytest's whole protocol, since it cannot tell a timer from a plugin that needs it)."""
     _mark("first_item")
-    return (yield)
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_fixture_setup(
-    fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
-) -> Generator[None, Any, Any]:
-    """Time the slowest ``probe_result``/``check`` set-up: the one that ran the probe batch."""
-    if fixturedef.argname not in ("probe_result", "check"):
-        return (yield)
     w0, c0 = time.perf_counter(), time.process_time()
     try:
         return (yield)

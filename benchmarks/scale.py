@@ -528,7 +528,7 @@ def _tables(runs: list[Run]) -> None:
             ]
         )
     print(
-        "### controller stages, wall seconds (probe batch: slowest probe_result/check set-up;"
+        "### controller stages, wall seconds (probe batch: the slowest test, which waited for it;"
         " with -n 2 the controller neither collects nor probes: its loop is configure → done)"
     )
     print_table(

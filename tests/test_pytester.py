@@ -16,6 +16,12 @@ from typing import Any
 
 import pytest
 
+# Imported here, before any in-process run: pytester takes out of sys.modules whatever an
+# inline_run imported, and PyYAML imported a second time beside its C extension composes
+# nodes the second copy does not recognise (this module alone failed so; the whole suite
+# imported yaml earlier).
+import yaml  # noqa: F401
+
 from pop3mon_lab.certs import LabCerts
 from pop3mon_lab.faultserver import FaultServer
 

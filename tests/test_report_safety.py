@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -322,10 +322,13 @@ def _mount_tmpfs(where: Path, size: str) -> bool:
     return done.returncode == 0
 
 
-def _limit_file_size() -> None:  # pragma: no cover - runs in the child
-    # Beyond the limit write() fails with EFBIG instead of the process dying of SIGXFSZ.
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (32 * 1024, 32 * 1024))
+def _limit_file_size(limit: int) -> Callable[[], None]:
+    def limited() -> None:  # pragma: no cover - runs in the child
+        # Beyond the limit write() fails with EFBIG instead of the process dying of SIGXFSZ.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return limited
 
 
 @pytest.mark.parametrize("how", ["tmpfs-enospc", "rlimit-fsize"])
@@ -349,7 +352,10 @@ def test_full_disk_keeps_previous_set(lab: SafetyLab, tmp_path: Path, how: str) 
                 handle.write(b"\0" * max(0, stat.f_bavail * stat.f_frsize - 16 * 1024))
             previous = snapshot(reports)
         else:
-            kw["preexec_fn"] = _limit_file_size
+            # Half the largest report of the good set: that one cannot be written again.
+            names = ("report.html", "junit.xml", "results.json", "metrics.prom")
+            largest = max((reports / name).stat().st_size for name in names)
+            kw["preexec_fn"] = _limit_file_size(largest // 2)
         proc = run_to_end(lab.healthy_only, reports, tmpdir, "-m", "connectivity", **kw)
         out = proc.stdout + proc.stderr
         assert proc.returncode == pytest.ExitCode.INTERNAL_ERROR, out[-3000:]

@@ -501,17 +501,16 @@ def test_html_matrix_details_and_environment(run: Run, lab: Lab) -> None:
         number, verdict = text_badge.split(" ", 1)
         badges[verdict] = int(number)
     assert badges == {v: doc["counts"][v] for v in VERDICTS}
-    # pytest-html's data: environment allow-listed; no check repeated as a row of its
-    # table (no test broke), and the page says where the checks are instead.
-    blob = json.loads(page.jsonblob)
-    assert set(blob["environment"]) == ALLOWED_ENVIRONMENT
-    assert blob["environment"]["Run id"] == doc["run"]["id"]
+    # pop3mon writes the page from the run model (pytest-html keeps no test's report): no
+    # pytest-html data; the environment table allow-listed, no CI variable in it.
+    assert page.jsonblob == ""
+    section = re.search(r'<section class="p3m" id="environment">.*?</section>', text, re.S)
+    assert section, "no environment table"
+    environment = dict(re.findall(r"<tr><th>(.*?)</th><td>(.*?)</td></tr>", section[0]))
+    assert set(environment) == ALLOWED_ENVIRONMENT
+    assert environment["Run id"] == doc["run"]["id"]
     for canary in CI_CANARIES.values():
         assert canary not in text
-    assert blob["tests"] == {}
-    checks = sum(len(c["checks"]) for c in doc["connections"])
-    checks += sum(len(h["checks"]) for h in doc["hosts"])  # in the server group heads
-    assert f"Every one of the {checks} checks is in the matrix" in text
     head = re.search(r'<tr class="p3m-group-head">.*?</tr>', text)
     assert head and "Server <b>lab</b>" in head[0], head
     assert re.search(r"host check <span[^>]*>OK</span> up", head[0]), head[0]

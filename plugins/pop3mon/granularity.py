@@ -22,7 +22,7 @@ and junit.xml from the run model, so pytest-html and junitxml keep no test's rep
 :class:`TierItem` runs through :meth:`TierGrouping.pytest_runtest_protocol`: no set-up or
 teardown phase and none of their hooks (it has no fixture), no output capture (it prints
 nothing), one ``call`` report instead of three, no ``PYTEST_CURRENT_TEST``. pytest's whole
-protocol stays where something needs it (:func:`_lean_allowed`): a ``--html``/``--junitxml``
+protocol stays where something needs it (:func:`lean_allowed`): a ``--html``/``--junitxml``
 the user gave (and :func:`pop3mon.report.junit.finish` expands each tier testcase into its
 checks), a project's own ``pytest_runtest_setup``/``call``/``teardown`` hook, another
 plugin's protocol (a re-runner), ``--setup-only``, ``--setup-plan``, ``--pdb``, ``--trace``,
@@ -44,6 +44,7 @@ from .checks import CheckResult
 from .config import ConnectionType
 from .engine.result import ProbeResult
 from .engine.stages import TIERS
+from .lean import PHASE_MARKS, lean_allowed, plain_reports
 from .report.keys import PAGES_KEY
 from .report.recorder import CHECK_KEYWORD, GROUP_PROPERTY, group_entry
 from .verdict import Verdict
@@ -229,6 +230,7 @@ class TierItem(pytest.Item):
                     res,
                     outcome,
                     time.perf_counter() - began,
+                    failure or "",
                 )
             )
         self.user_properties.append((GROUP_PROPERTY, entries))
@@ -276,7 +278,7 @@ class TierGrouping:
         self.taken: set[str] = set()
         #: The session-wide collection hooks' implementers when the choice was made.
         self.direct_hooks: frozenset[str] = frozenset()
-        #: Whether a lean tier test's report is pytest's own (:func:`_plain_reports`).
+        #: Whether a lean tier test's report is pytest's own (:func:`plain_reports`).
         self.plain_reports: bool | None = None
         #: Whether tier tests run the lean protocol; a worker hears the controller's choice.
         workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
@@ -289,7 +291,7 @@ class TierGrouping:
         plugin = session.config.stash.get(PAGES_KEY, None)
         if plugin is not None:
             self.lean = plugin.write_pages_from_model()
-        self.lean = self.lean and _lean_allowed(session.config)
+        self.lean = self.lean and lean_allowed(session.config)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
@@ -304,14 +306,14 @@ class TierGrouping:
         none so) keeps pytest's protocol, which evaluates those marks."""
         if not self.lean or not isinstance(item, TierItem):
             return None
-        if any(m.name in _PHASE_MARKS for m in item.iter_markers()):
+        if any(m.name in PHASE_MARKS for m in item.iter_markers()):
             return None
         ihook = item.ihook
         ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
         reraise = (pytest.exit.Exception, KeyboardInterrupt)
         call = pytest.CallInfo.from_call(item.runtest, when="call", reraise=reraise)
         if self.plain_reports is None:  # decided once every conftest file is loaded
-            self.plain_reports = _plain_reports(item.config)
+            self.plain_reports = plain_reports(item.config)
         if self.plain_reports:
             report = pytest.TestReport.from_item_and_call(item, call)
         else:
@@ -476,35 +478,6 @@ class TierGrouping:
 #: A tier module's path as pytest's locations show it, kept on the module's node.
 _RELPATH: Final = pytest.StashKey[str]()
 
-#: Marks that pytest evaluates in a test's set-up and call phases.
-_PHASE_MARKS: Final = frozenset({"skip", "skipif", "xfail"})
-
-
-def _lean_allowed(config: pytest.Config) -> bool:
-    """Whether tier tests may skip pytest's set-up, call and teardown phases: only when
-    nothing but pytest itself hooks into them (a project's ``pytest_runtest_setup``, a
-    plugin with its own protocol such as a re-runner) and no option needs them
-    (``--setup-only``/``--setup-plan``: no test may run; ``--pdb``/``--trace``)."""
-    opt = config.option
-    if any(getattr(opt, name, False) for name in ("setuponly", "setupplan", "usepdb", "trace")):
-        return False
-    hook = config.pluginmanager.hook
-    for phase in (
-        hook.pytest_runtest_setup,
-        hook.pytest_runtest_call,
-        hook.pytest_runtest_teardown,
-    ):
-        if any(not _pytests(impl.function) for impl in phase.get_hookimpls()):
-            return False
-    return all(
-        impl.wrapper
-        or impl.hookwrapper
-        or _pytests(impl.function)
-        or impl.function.__module__ == __name__
-        for impl in hook.pytest_runtest_protocol.get_hookimpls()
-    )
-
-
 #: Hooks through which a project's conftest or another plugin would see or change the
 #: tests per check: where one is implemented, tier tests are grouped from those tests.
 _COLLECTION_HOOKS: Final = (
@@ -579,20 +552,6 @@ def _direct_allowed(config: pytest.Config) -> bool:
             if not module.startswith(_QUIET_COLLECTORS):
                 return False
     return True
-
-
-def _plain_reports(config: pytest.Config) -> bool:
-    """Whether a lean tier test's report may be made without ``pytest_runtest_makereport``:
-    only pytest's own implementations take part, and for a fixture-free test that neither
-    xfails nor is a unittest case they add nothing to ``TestReport.from_item_and_call`` (a
-    skip's location is the item's either way: ``_use_item_location``). A conftest's or
-    plugin's own hook (one that adds extras, say) keeps the hook call."""
-    impls = config.pluginmanager.hook.pytest_runtest_makereport.get_hookimpls()
-    return all(_pytests(impl.function) for impl in impls)
-
-
-def _pytests(function: Callable[..., object]) -> bool:
-    return str(getattr(function, "__module__", "")).startswith("_pytest.")
 
 
 def _tier_of(item: pytest.Item) -> str | None:

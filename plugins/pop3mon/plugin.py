@@ -69,6 +69,7 @@ from .granularity import (
 )
 from .history.record import streak_note
 from .history.store import HistoryError, HistoryStore
+from .lean import CheckRunner, LeanChecks
 from .probestore import ProbeStore
 from .report.history import history_for, history_path
 from .report.keys import HISTORY_KEY, IDENTITY_KEY, STORE_KEY
@@ -508,6 +509,14 @@ def pytest_configure(config: pytest.Config) -> None:
         if chosen in GRANULARITIES:
             decision = dataclasses.replace(decision, chosen=chosen)
     config.stash[GRANULARITY_KEY] = decision
+    # Also with tier tests: a check test that grouping leaves as it is (a tier function
+    # something else parametrizes) still runs lean.
+    runners: dict[str, tuple[str, CheckRunner]] = {
+        "check": ("ct", functools.partial(_check_runner, state)),
+        "host_check": ("host", functools.partial(_host_check_runner, state)),
+        "coverage_check": ("server", functools.partial(_coverage_check_runner, state)),
+    }
+    config.pluginmanager.register(LeanChecks(state, runners, "pop3mon_state"), "pop3mon-lean")
     if decision.chosen == "tier":
         grouping = TierGrouping(
             config, state, _check_name, failure_message, functools.partial(_tier_tests, state)
@@ -773,32 +782,40 @@ def check(
     Every tier test uses this fixture, so it resolves the connection type and its probe
     result itself instead of through further fixtures: each fixture pytest sets up costs
     per test, and ``request`` more than most (a new FixtureDef and a signature inspection
-    each time it is asked for).
+    each time it is asked for). Where nothing else takes part, :class:`.lean.LeanChecks`
+    builds the same value without pytest's fixture machinery.
     """
-    connection = pop3mon_state.by_id[ct]
-    probe_result = pop3mon_state.result_for(connection, request.session)
+    return _check_runner(pop3mon_state, request.node, ct)
+
+
+def _check_runner(
+    state: RunState, node: pytest.Item, ct: str
+) -> Callable[[str], checks.CheckResult]:
+    """The ``check`` fixture's value for the test ``node`` of connection type ``ct``."""
+    connection = state.by_id[ct]
+    probe_result = state.result_for(connection, node.session)
 
     def run(name: str) -> checks.CheckResult:
-        res = pop3mon_state.evaluate(connection, probe_result, name)
-        return _outcome(request, pop3mon_state, connection.id, connection.server, res)
+        res = state.evaluate(connection, probe_result, name)
+        return _outcome(node, state, connection.id, connection.server, res)
 
     return run
 
 
 def _outcome(
-    request: pytest.FixtureRequest,
+    node: pytest.Item,
     state: RunState,
     ct_id: str,
     server: str,
     res: checks.CheckResult,
 ) -> checks.CheckResult:
-    """Record ``res`` on the test and turn its verdict into the test's outcome."""
-    request.node.user_properties.extend(verdict_properties(ct_id, server, res))
+    """Record ``res`` on the test ``node`` and turn its verdict into the test's outcome."""
+    node.user_properties.extend(verdict_properties(ct_id, server, res))
     if res.verdict == Verdict.SKIP:
         # Report the skip at the test's location (not this fixture's) so -rs groups
         # skips per check instead of lumping them under plugin.py.
         raise pytest.skip.Exception(res.reason, _use_item_location=True)
-    failure = failure_message(request.config, state, ct_id, res)
+    failure = failure_message(node.config, state, ct_id, res)
     if failure is not None:
         pytest.fail(failure, pytrace=False)
     return res
@@ -822,17 +839,24 @@ def host_check(
 ) -> Callable[[str], checks.CheckResult]:
     """Evaluate one host check (``ping`` or ``tcp``) of the server ``host`` names
     (``host:<server>``), checked once per run for all its connection types."""
-    entry = pop3mon_state.store.hosts[host.removeprefix(HOST_ID_PREFIX)]
-    result = pop3mon_state.host_result_for(entry, request.session)
+    return _host_check_runner(pop3mon_state, request.node, host)
+
+
+def _host_check_runner(
+    state: RunState, node: pytest.Item, host: str
+) -> Callable[[str], checks.CheckResult]:
+    """The ``host_check`` fixture's value for the test ``node`` of ``host``."""
+    entry = state.store.hosts[host.removeprefix(HOST_ID_PREFIX)]
+    result = state.host_result_for(entry, node.session)
 
     def run(name: str) -> checks.CheckResult:
         check = next(c for c in HOST_CHECKS if c == name)
-        selected = pop3mon_state.selected_hosts.get(entry.name, set())
+        selected = state.selected_hosts.get(entry.name, set())
         root = result.root or entry.name
         res = host_checks.host_check(
-            entry.to_spec(), result, check, selected, pop3mon_state.root_selected(root)
+            entry.to_spec(), result, check, selected, state.root_selected(root)
         )
-        return _outcome(request, pop3mon_state, entry.id, entry.name, res)
+        return _outcome(node, state, entry.id, entry.name, res)
 
     return run
 
@@ -843,12 +867,19 @@ def coverage_check(
 ) -> Callable[[str], checks.CheckResult]:
     """Evaluate one coverage check of the server ``server`` names (``server:<name>``),
     on what this run's one discovery of it found."""
-    cov = pop3mon_state.store.coverage[server.removeprefix(COVERAGE_ID_PREFIX)]
-    found = pop3mon_state.coverage_result_for(cov, request.session)
+    return _coverage_check_runner(pop3mon_state, request.node, server)
+
+
+def _coverage_check_runner(
+    state: RunState, node: pytest.Item, server: str
+) -> Callable[[str], checks.CheckResult]:
+    """The ``coverage_check`` fixture's value for the test ``node`` of ``server``."""
+    cov = state.store.coverage[server.removeprefix(COVERAGE_ID_PREFIX)]
+    found = state.coverage_result_for(cov, node.session)
 
     def run(name: str) -> checks.CheckResult:
         check = next(c for c in COVERAGE_CHECKS if c == name)
         res = judge_coverage(cov, found, check)
-        return _outcome(request, pop3mon_state, cov.id, cov.name, res)
+        return _outcome(node, state, cov.id, cov.name, res)
 
     return run

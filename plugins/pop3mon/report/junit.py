@@ -363,7 +363,7 @@ def _check_case(
     props = [*record_properties(rec), *testcase_properties(ct, result, rec.tier, rec.check)]
     _add_properties(case, props)
     if rec.outcome == "failed":
-        text = messages.get(rec.check, f"{rec.verdict} {rec.ct} {rec.check}: {rec.reason}")
+        text = messages.get(rec.check, rec.failure_text)
         # As pytest writes a pytest.fail(pytrace=False): the message with its prefix.
         ET.SubElement(case, "failure", {"message": _FAILED + text}).text = text
     elif rec.outcome in ("skipped", NOT_RUN):
@@ -528,7 +528,7 @@ def check_case_text(
     if rec.verdict == Verdict.ERROR:
         body.append(_leaf("error", f' message="{_attrib(rec.reason)}"', rec.reason))
     elif rec.outcome == "failed":
-        text = f"{rec.verdict} {rec.ct} {rec.check}: {rec.reason}"
+        text = rec.failure_text
         body.append(_leaf("failure", f' message="{_attrib(_FAILED + text)}"', text))
     elif rec.outcome == "skipped":
         attrs = f' type="pytest.skip" message="{_attrib(rec.reason)}"'

@@ -289,10 +289,13 @@ class ReportPlugin:
 
         Only where pop3mon chose both files: a ``--html``/``--junitxml`` the user gave keeps
         its writer, and a writer the user turned off (``-p no:html``, ``-p no:junitxml``)
-        stays off. Called before the first test (``--granularity=tier``), when the two
-        writers have seen nothing worth keeping yet; they are unregistered, so no test's
-        report passes through them.
+        stays off. Called at session start (:meth:`pytest_sessionstart`, whatever the
+        granularity; again by :class:`~pop3mon.granularity.TierGrouping`, which asks for the
+        answer), when the two writers have seen nothing worth keeping yet; they are
+        unregistered, so no test's report passes through them.
         """
+        if self.pages_from_model:
+            return True
         opt = self.config.option
         user_html = bool(getattr(opt, "htmlpath", None)) and not self.own_html
         user_junit = bool(getattr(opt, "xmlpath", None)) and not self.own_junit
@@ -488,6 +491,9 @@ class ReportPlugin:
         store = self.store
         if store is None:
             return
+        # Before xdist starts its workers (its session start is trylast): they hear the
+        # choice in pytest_configure_node.
+        self.write_pages_from_model()
         self.stop.install()
         # Resolve every secret once on the controller too: that registers it with the
         # redactor, so the reports' scrub pass knows it even when only workers probe.

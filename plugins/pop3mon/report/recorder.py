@@ -62,6 +62,14 @@ class CheckRecord:
     duration: float = 0.0
     #: The check whose failure made this one a SKIP (empty when not blocked).
     blocked_by: str = ""
+    #: Its test's failure message (``plugin.failure_message``: with the ``--strict-warn``
+    #: and history notes) when its verdict failed the test; empty otherwise or unknown.
+    failure: str = ""
+
+    @property
+    def failure_text(self) -> str:
+        """The failure message junit.xml shows: the test's own, else the plain one."""
+        return self.failure or f"{self.verdict} {self.ct} {self.check}: {self.reason}"
 
 
 @dataclass
@@ -205,21 +213,33 @@ def _properties(
 
 
 def group_entry(
-    nodeid: str, ct: str, server: str, res: CheckResult, outcome: str, duration: float
+    nodeid: str,
+    ct: str,
+    server: str,
+    res: CheckResult,
+    outcome: str,
+    duration: float,
+    failure: str = "",
 ) -> list[tuple[str, object]]:
     """One check of a tier test: :func:`verdict_properties` plus the node id the check
-    has as a test of its own (``--granularity=check``), its outcome and its duration."""
+    has as a test of its own (``--granularity=check``), its outcome, its duration and the
+    failure message its test would have failed with."""
     return [
         *verdict_properties(ct, server, res),
         (_P + "nodeid", nodeid),
         (_P + "outcome", outcome),
         (_P + "duration", float(duration)),
+        (_P + "failure", failure),
     ]
 
 
 def _parse(report: pytest.TestReport, props: Mapping[str, object]) -> CheckRecord:
     figure = props.get(_P + "figure")
     duration = props.get(_P + "duration", report.duration)
+    failure = props.get(_P + "failure")
+    if failure is None and report.failed and report.when == "call":
+        # A check test failed with pytest.fail(message, pytrace=False): the message.
+        failure = report.longreprtext.strip()
     return CheckRecord(
         nodeid=str(props.get(_P + "nodeid", report.nodeid)),
         ct=str(props[_P + "ct"]),
@@ -233,6 +253,7 @@ def _parse(report: pytest.TestReport, props: Mapping[str, object]) -> CheckRecor
         unit=str(props.get(_P + "unit", "")),
         duration=float(duration) if isinstance(duration, int | float) else report.duration,
         blocked_by=str(props.get(_P + "blocked_by", "")),
+        failure=str(failure or ""),
     )
 
 

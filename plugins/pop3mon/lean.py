@@ -1,0 +1,224 @@
+"""pytest glue: the lean protocol of a pop3mon check test (``--granularity=check``).
+
+A check test (``test_tls.py::test_stls[ct]``) asks for one of pop3mon's check fixtures
+(``check``, ``host_check``, ``coverage_check``) and nothing else, and prints nothing. pytest's
+own protocol still costs most of such a test's time: the fixture machinery (a
+``FixtureRequest``, a ``FixtureDef`` and a signature inspection for ``request``, the
+parametrized ``ct`` as a fixture of its own), output and log capture around each of the three
+phases, and the set-up, call and teardown hooks. At 100 connection types (2,000 check tests)
+that was well over half of the run.
+
+Where nothing could tell the difference (:func:`lean_allowed`, :meth:`LeanChecks.how`),
+:class:`LeanChecks` runs such a test itself: its check fixture's value is built directly in
+the set-up phase (where the fixture would have waited for the probe), then the test function
+is called through ``pytest_pyfunc_call`` as pytest calls it, then the teardown phase tears
+down what tests before it set up. Every reporter still gets the same three reports per test
+(terminal, junitxml, pytest-html, pop3mon's recorder, ``--lf``), made the same way.
+
+pytest's whole protocol stays where something needs it: a project's own
+``pytest_runtest_setup``/``call``/``teardown`` or fixture hook, another plugin's protocol (a
+re-runner), ``--setup-show``, ``--setup-only``, ``--setup-plan``, ``--pdb``, ``--trace``, a
+check test marked skip, skipif or xfail, and any test whose fixtures are not exactly
+pop3mon's (an autouse fixture of a conftest, a fixture overridden by the project).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+import pytest
+
+__all__ = [
+    "PHASE_MARKS",
+    "CheckRunner",
+    "LeanChecks",
+    "lean_allowed",
+    "plain_reports",
+]
+
+#: Marks that pytest evaluates in a test's set-up and call phases.
+PHASE_MARKS: Final = frozenset({"skip", "skipif", "xfail"})
+
+#: Builds a check fixture's value for a test: (the test, its parameter's value) -> the
+#: function the test calls with a check name (``plugin._check_runner`` and its siblings).
+CheckRunner = Callable[[pytest.Function, str], Callable[[str], object]]
+
+#: Options under which a test's fixtures must go through pytest: ``--setup-show`` prints
+#: each set-up, ``--setup-only``/``--setup-plan`` run none, ``--pdb``/``--trace`` debug.
+_FULL_PROTOCOL_OPTIONS: Final = ("setupshow", "setuponly", "setupplan", "usepdb", "trace")
+
+
+#: pytest's fixtures a pop3mon check test may have in its closure, by where their function is.
+_PYTESTS_OWN: Final = {"pytestconfig": frozenset({("_pytest.fixtures", "pytestconfig")})}
+#: The fixture pytest makes of a directly parametrized argument.
+_DIRECT_PARAMETER: Final = frozenset({("_pytest.python", "get_direct_param_fixture_func")})
+
+
+def lean_allowed(config: pytest.Config) -> bool:
+    """Whether pop3mon's tests may skip pytest's set-up, call and teardown machinery: only
+    when nothing but pytest itself hooks into those phases or into fixtures (a project's
+    ``pytest_runtest_setup``, a plugin with its own protocol such as a re-runner) and no
+    option needs them (:data:`_FULL_PROTOCOL_OPTIONS`)."""
+    opt = config.option
+    if any(getattr(opt, name, False) for name in _FULL_PROTOCOL_OPTIONS):
+        return False
+    hook = config.pluginmanager.hook
+    for phase in (
+        hook.pytest_runtest_setup,
+        hook.pytest_runtest_call,
+        hook.pytest_runtest_teardown,
+    ):
+        if any(not _pytests(impl.function) for impl in phase.get_hookimpls()):
+            return False
+    # pop3mon's own fixture hook looks for fixtures that its check tests never ask for.
+    for phase in (hook.pytest_fixture_setup, hook.pytest_fixture_post_finalizer):
+        if any(
+            not _pytests(impl.function) and not _ours(impl.function)
+            for impl in phase.get_hookimpls()
+        ):
+            return False
+    return all(
+        impl.wrapper or impl.hookwrapper or _pytests(impl.function) or _ours(impl.function)
+        for impl in hook.pytest_runtest_protocol.get_hookimpls()
+    )
+
+
+def plain_reports(config: pytest.Config) -> bool:
+    """Whether a lean test's report may be made without ``pytest_runtest_makereport``: only
+    pytest's own implementations take part, and for a fixture-free test that neither xfails
+    nor is a unittest case they add nothing to ``TestReport.from_item_and_call`` (a skip's
+    location is the item's either way: ``_use_item_location``). A conftest's or plugin's
+    own hook (pytest-html's, one that adds extras) keeps the hook call."""
+    impls = config.pluginmanager.hook.pytest_runtest_makereport.get_hookimpls()
+    return all(_pytests(impl.function) for impl in impls)
+
+
+def _pytests(function: Callable[..., object]) -> bool:
+    return str(getattr(function, "__module__", "")).startswith("_pytest.")
+
+
+def _ours(function: Callable[..., object]) -> bool:
+    return str(getattr(function, "__module__", "")).startswith("pop3mon.")
+
+
+class LeanChecks:
+    """Runs pop3mon's check tests without pytest's fixture, capture and phase machinery
+    where nothing could tell the difference (module docstring)."""
+
+    def __init__(
+        self,
+        state: object,
+        runners: Mapping[str, tuple[str, CheckRunner]],
+        state_fixture: str,
+    ) -> None:
+        #: Check fixture name -> (the parameter it reads, what builds its value).
+        self.runners = runners
+        self.state = state
+        self.state_fixture = state_fixture
+        #: Decided when collection is done (:meth:`pytest_collection_finish`).
+        self.allowed = False
+        self.plain = False
+        #: A test function's fixture closure (shared by its parametrized tests) -> how its
+        #: tests run lean, or None when they keep pytest's protocol.
+        self._how: dict[int, tuple[str, str] | None] = {}
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        # Every conftest file whose tests run is loaded by now (also on an xdist worker).
+        self.allowed = lean_allowed(session.config)
+        self.plain = plain_reports(session.config)
+
+    def how(self, item: pytest.Item) -> tuple[str, str] | None:
+        """(check fixture, parameter) when ``item`` is a pop3mon check test whose fixtures
+        are exactly pop3mon's and that no mark sends through pytest's set-up; else None."""
+        if type(item) is not pytest.Function:
+            return None
+        info = item._fixtureinfo
+        key = id(info)
+        if key not in self._how:
+            self._how[key] = self._closure(info)
+        found = self._how[key]
+        if found is None or any(m.name in PHASE_MARKS for m in item.iter_markers()):
+            return None
+        callspec = getattr(item, "callspec", None)
+        if callspec is None or not isinstance(callspec.params.get(found[1]), str):
+            return None
+        return found
+
+    def _closure(self, info: Any) -> tuple[str, str] | None:
+        # pytest keeps a test function's fixture closure in its FuncFixtureInfo: each name
+        # must resolve to pop3mon's own fixture, to pytest's ``pytestconfig`` (which
+        # pop3mon's state fixture asks for) or to the fixture pytest makes of a direct
+        # parametrization (``ct``, ``phase``).
+        names = set(info.names_closure) - {"request"}
+        used = [name for name in names if name in self.runners]
+        if len(used) != 1:
+            return None
+        fixture = used[0]
+        param = self.runners[fixture][0]
+        for name in names:
+            defs = info.name2fixturedefs.get(name)
+            if not defs:
+                return None
+            func = defs[-1].func
+            where = (str(getattr(func, "__module__", "")), getattr(func, "__name__", ""))
+            if name in (fixture, self.state_fixture):
+                if not where[0].startswith("pop3mon."):
+                    return None
+            elif where not in _PYTESTS_OWN.get(name, _DIRECT_PARAMETER):
+                return None
+        return (fixture, param) if param in names else None
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(
+        self, item: pytest.Item, nextitem: pytest.Item | None
+    ) -> bool | None:
+        """A check test's three phases without pytest's machinery: the set-up builds its
+        check fixture (waiting for the probe, as the fixture would), the call runs the test
+        function through ``pytest_pyfunc_call``, the teardown tears down what tests before
+        it set up; one report per phase, as pytest makes them."""
+        if not self.allowed:
+            return None
+        how = self.how(item)
+        if how is None:
+            return None
+        assert isinstance(item, pytest.Function)
+        fixture, param = how
+        ihook = item.ihook
+        ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+        reraise = (pytest.exit.Exception, KeyboardInterrupt)
+
+        def setup() -> None:
+            args = dict(item.callspec.params)
+            args[fixture] = self.runners[fixture][1](item, str(args[param]))
+            args[self.state_fixture] = self.state
+            item.funcargs = args
+
+        def report(call: pytest.CallInfo[None]) -> pytest.TestReport:
+            made: pytest.TestReport = (
+                pytest.TestReport.from_item_and_call(item, call)
+                if self.plain
+                else ihook.pytest_runtest_makereport(item=item, call=call)
+            )
+            ihook.pytest_runtest_logreport(report=made)
+            return made
+
+        rep = report(pytest.CallInfo.from_call(setup, when="setup", reraise=reraise))
+        if rep.passed:
+            report(pytest.CallInfo.from_call(item.runtest, when="call", reraise=reraise))
+        # pytest's teardown phase for the tests around this one: a module of other tests
+        # before it keeps its fixtures until the last of them is done; all of them go when
+        # -x or --maxfail ends the run here.
+        if item.session.shouldfail or item.session.shouldstop:
+            nextitem = None
+        report(
+            pytest.CallInfo.from_call(
+                lambda: item.session._setupstate.teardown_exact(nextitem),
+                when="teardown",
+                reraise=reraise,
+            )
+        )
+        # What pytest drops after a test so its fixtures' values do not live on.
+        item.funcargs = None  # type: ignore[assignment]
+        ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+        return True
