@@ -379,6 +379,114 @@ def test_tier_tests_keep_pytests_protocol_where_it_is_needed(project: Project) -
     assert (reports / "junit.xml").exists() and not (reports / "report.html").exists()
 
 
+#: A conftest that counts, per phase, the reports of pop3mon's check tests and how many of
+#: them pytest's own phase hooks made (they set PYTEST_CURRENT_TEST to the test's node id
+#: while a phase runs; the value the outer test run left in the environment is another).
+_PHASE_COUNTER = (
+    'pytest_plugins = ["pop3mon.plugin"]\n'
+    "import collections, os\n"
+    "SEEN = collections.Counter()\n"
+    "def pytest_runtest_logreport(report):\n"
+    "    if 'pop3mon_check' in report.keywords:\n"
+    "        SEEN[report.when] += 1\n"
+    "        current = os.environ.get('PYTEST_CURRENT_TEST', '')\n"
+    "        SEEN['pytest-phase'] += current.startswith(report.nodeid + ' (')\n"
+    "def pytest_sessionfinish(session):\n"
+    "    print('phases', dict(sorted(SEEN.items())))\n"
+)
+
+
+def _phases(result: pytest.RunResult) -> dict[str, int]:
+    found = re.findall(r"phases (\{.*\})$", result.stdout.str(), re.M)
+    assert found, result.stdout.str()[-3000:]
+    counts: dict[str, int] = json.loads(found[-1].replace("'", '"'))
+    return counts
+
+
+def _junit_cases(path: Path) -> list[tuple[str, str, str]]:
+    import xml.etree.ElementTree as ET
+
+    out = []
+    for case in ET.parse(path).getroot().iter("testcase"):
+        outcome = next((e for e in case if e.tag in ("failure", "skipped", "error")), None)
+        message = "" if outcome is None else f"{outcome.tag}: {outcome.get('message')}"
+        out.append((case.get("classname", ""), case.get("name", ""), message))
+    return sorted(out)
+
+
+def test_check_tests_run_lean_only_where_nothing_could_tell(project: Project) -> None:
+    """By default (one test per check) pop3mon's check tests skip pytest's fixture,
+    capture and phase machinery, with the same three reports per test, the same outcomes,
+    lines and junit.xml as pytest's whole protocol gives; that protocol stays where a
+    project's phase hook, an autouse fixture of its own, a skip mark it adds, --setup-show
+    or --setup-plan needs it."""
+    pytester, good, nostls = project
+    pytester.makeconftest(_PHASE_COUNTER)
+    lean = pytester.runpytest_subprocess("--granularity=check", "-rA", "-s", "--reports-dir=lean")
+    tests = 41  # as test_plugin_works_in_a_fresh_project counts them
+    lean.assert_outcomes(passed=18, failed=1, skipped=22)
+    assert _phases(lean) == {"setup": tests, "call": tests, "teardown": tests, "pytest-phase": 0}
+
+    # A phase hook of the project's own: pytest's whole protocol, and the hook sees all.
+    pytester.makeconftest(
+        _PHASE_COUNTER
+        + "SET_UP = []\n"
+        + "def pytest_runtest_setup(item):\n    SET_UP.append(item.nodeid)\n"
+        + "def pytest_unconfigure():\n    print('set up', len(SET_UP))\n"
+    )
+    full = pytester.runpytest_subprocess("--granularity=check", "-rA", "-s", "--reports-dir=full")
+    assert _phases(full) == {
+        "setup": tests,
+        "call": tests,
+        "teardown": tests,
+        "pytest-phase": 2 * tests,  # pytest unsets it before the teardown's report
+    }
+    full.stdout.fnmatch_lines([f"set up {tests}"])
+    # Nothing else tells the two apart: outcomes, the short summary, junit.xml.
+    lines = [
+        [line for line in run.stdout.lines if re.match(r"(PASSED|FAILED|SKIPPED|ERROR) ", line)]
+        for run in (lean, full)
+    ]
+    assert lines[0] and lines[0] == lines[1]
+    cases = [_junit_cases(pytester.path / d / "junit.xml") for d in ("lean", "full")]
+    assert len(cases[0]) == tests and cases[0] == cases[1]
+    assert any("CRIT nostls stls" in message for _, _, message in cases[0])
+
+    # An autouse fixture of the project's own runs for every check test.
+    pytester.makeconftest(
+        _PHASE_COUNTER
+        + "import pytest\n"
+        + "USED = []\n"
+        + "@pytest.fixture(autouse=True)\n"
+        + "def mine(request):\n    USED.append(request.node.nodeid)\n"
+        + "def pytest_unconfigure():\n    print('autouse', len(USED))\n"
+    )
+    result = pytester.runpytest_subprocess("--granularity=check", "-s")
+    result.stdout.fnmatch_lines([f"autouse {tests}"])
+
+    # A skip mark the project adds still skips (and the skipped server is never probed).
+    pytester.makeconftest(
+        'pytest_plugins = ["pop3mon.plugin"]\n'
+        "import pytest\n"
+        "def pytest_collection_modifyitems(items):\n"
+        "    for item in items:\n"
+        "        if 'nostls' in item.nodeid:\n"
+        "            item.add_marker(pytest.mark.skip(reason='maintenance window'))\n"
+    )
+    logins = nostls.logins
+    result = pytester.runpytest_subprocess("--granularity=check", "-rs")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-3000:]
+    result.stdout.fnmatch_lines(["*maintenance window*"])
+    assert nostls.logins == logins
+
+    pytester.makeconftest('pytest_plugins = ["pop3mon.plugin"]\n')
+    result = pytester.runpytest_subprocess("--granularity=check", "--setup-show", "-k", "stls")
+    result.stdout.fnmatch_lines(["*SETUP    F check*"])
+    before = good.logins
+    pytester.runpytest_subprocess("--granularity=check", "--setup-plan")
+    assert good.logins == before, "--setup-plan must not probe"
+
+
 def test_tier_tests_are_where_pytest_says(project: Project) -> None:
     """A tier test's location (what -v, -rs and the reports show) is the one pytest works
     out for any item: its module relative to the root, its line, its name."""
