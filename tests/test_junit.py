@@ -18,6 +18,7 @@ do), and under xdist with ``--junit-classname=connection --junit-strict --strict
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -309,7 +310,8 @@ def test_check_testcases_are_the_shaped_elements_bytes() -> None:
     """A check's testcase written as text (``check_case_text``) is, byte for byte, what
     ElementTree's element of the check's test, shaped by ``shape_testcase``, serializes
     to: every verdict and outcome, WARN, both classnames, strict mode, markup, quotes,
-    line breaks, characters XML cannot hold, an empty reason."""
+    line breaks, characters XML cannot hold, an empty reason, with and without the test's
+    own failure message (or a broken test's traceback)."""
     import xml.etree.ElementTree as ET
 
     from pop3mon.report.junit import (
@@ -331,9 +333,11 @@ def test_check_testcases_are_the_shaped_elements_bytes() -> None:
         for key, value in [*record_properties(rec), *extra]:
             ET.SubElement(holder, "property", {"name": key, "value": str(value)})
         if rec.verdict == Verdict.ERROR:
-            ET.SubElement(case, "error", message=rec.reason).text = rec.reason
+            # A broken test's traceback, else its reason.
+            ET.SubElement(case, "error", message=rec.reason).text = rec.failure or rec.reason
         elif rec.outcome == "failed":
-            text = f"{rec.verdict} {rec.ct} {rec.check}: {rec.reason}"
+            # The test's own failure message, else the plain one.
+            text = rec.failure or f"{rec.verdict} {rec.ct} {rec.check}: {rec.reason}"
             ET.SubElement(case, "failure", message=f"Failed: {text}").text = text
         elif rec.outcome == "skipped":
             ET.SubElement(case, "skipped", type="pytest.skip", message=rec.reason).text = rec.reason
@@ -351,7 +355,7 @@ def test_check_testcases_are_the_shaped_elements_bytes() -> None:
         (Verdict.SKIP, NOT_RUN),
     ]
     compared = 0
-    for verdict, outcome in shapes:
+    for (verdict, outcome), failure in itertools.product(shapes, ("", f"message {hostile}")):
         for reason in (hostile, ""):
             rec = CheckRecord(
                 f"tests_targets/test_tls.py::test_expiry[{hostile}]",
@@ -365,6 +369,7 @@ def test_check_testcases_are_the_shaped_elements_bytes() -> None:
                 figure=2.5,
                 unit="days",
                 blocked_by="handshake" if verdict == Verdict.SKIP else "",
+                failure=failure,
             )
             for options in (
                 JUnitOptions(),
@@ -375,7 +380,7 @@ def test_check_testcases_are_the_shaped_elements_bytes() -> None:
                     rec, 0.0125, extra, options
                 ), (verdict, outcome, reason, options)
                 compared += 1
-    assert compared == len(shapes) * 2 * 3
+    assert compared == len(shapes) * 2 * 2 * 3
 
 
 def test_xml_text_writes_characters_xml_cannot_hold_as_junitxml_does() -> None:

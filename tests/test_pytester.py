@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -487,6 +488,81 @@ def test_check_tests_run_lean_only_where_nothing_could_tell(project: Project) ->
     assert good.logins == before, "--setup-plan must not probe"
 
 
+@pytest.mark.parametrize("xdist", [(), ("-n", "2")], ids=["one-process", "xdist"])
+def test_lean_check_tests_keep_what_pytest_does_around_a_test(
+    project: Project, xdist: tuple[str, ...]
+) -> None:
+    """What the lean protocol must still do as pytest would: a project's test in a tier
+    module that also asks for ``request`` or ``pytestconfig`` runs; ``pytest.xfail()`` in a
+    test is an xfail (also with pytest-html off, when pop3mon makes the reports itself);
+    ``pytest_exception_interact`` hears of every failure; an exception a thread left
+    unhandled during a check is that test's warning (an error with ``-W error``); junit.xml's
+    failure messages are the tests' own, also from xdist workers."""
+    pytester = project[0]
+    (pytester.path / "tests_targets" / "test_own.py").write_text(
+        "import threading\n"
+        "import pytest\n"
+        "pytestmark = pytest.mark.connectivity\n"
+        "def test_with_request(check, request):\n    check('tcp')\n"
+        "def test_with_config(check, pytestconfig):\n    check('tcp')\n"
+        "def test_known(check):\n    pytest.xfail('known server bug #123')\n"
+        "def test_thread(check):\n"
+        "    def boom():\n        raise ValueError('thread boom')\n"
+        "    t = threading.Thread(target=boom)\n    t.start()\n    t.join()\n"
+        "    check('tcp')\n",
+        encoding="utf-8",
+    )
+    pytester.makeconftest(
+        'pytest_plugins = ["pop3mon.plugin"]\n'
+        "CALLS = []\n"
+        "def pytest_exception_interact(node, call, report):\n"
+        "    CALLS.append(node.nodeid)\n"
+        "def pytest_unconfigure():\n    print('interact', len(CALLS))\n"
+    )
+    # --no-history: these tests evaluate checks the tier tests evaluate too.
+    result = pytester.runpytest_subprocess(
+        "--granularity=check",
+        "-p",
+        "no:html",
+        "-rA",
+        "-s",
+        "--no-history",
+        *xdist,
+        "--reports-dir=r",
+    )
+    out = result.stdout.str()
+    result.assert_outcomes(passed=24, failed=1, skipped=22, xfailed=2, warnings=2)
+    assert "KeyError" not in out, out[-3000:]
+    for ct in ("good", "nostls"):
+        assert f"XFAIL tests_targets/test_own.py::test_known[{ct}] - known server bug" in out
+        assert f"PASSED tests_targets/test_own.py::test_with_request[{ct}]" in out
+    if not xdist:  # a worker's conftest prints where the controller does not show it
+        result.stdout.fnmatch_lines(["interact 1"])
+    assert "PytestUnhandledThreadExceptionWarning" in out
+    assert "test_thread[good]" in out.split("warnings summary")[-1]
+    root = ET.parse(pytester.path / "r" / "junit.xml").getroot()
+    failures = [f for f in root.iter("failure")]
+    assert [f.get("message") for f in failures] == [
+        "Failed: CRIT nostls stls: server did not offer STLS (not in CAPA); "
+        "refusing to continue without TLS"
+    ]
+    assert failures[0].text == failures[0].get("message", "").removeprefix("Failed: ")
+
+    strict = pytester.runpytest_subprocess(
+        "--granularity=check",
+        "-W",
+        "error::pytest.PytestUnhandledThreadExceptionWarning",
+        "-rA",
+        "--no-history",
+        *xdist,
+        "tests_targets/test_own.py",
+    )
+    # test_thread[good]'s check passes; the thread's exception fails it, as pytest's own
+    # protocol does (nostls's CRIT fails its call first, so there it is its teardown's).
+    strict.stdout.fnmatch_lines(["FAILED tests_targets/test_own.py::test_thread[[]good[]]*"])
+    strict.assert_outcomes(passed=2, failed=4, errors=1, xfailed=2)
+
+
 def test_tier_tests_are_where_pytest_says(project: Project) -> None:
     """A tier test's location (what -v, -rs and the reports show) is the one pytest works
     out for any item: its module relative to the root, its line, its name."""
@@ -634,7 +710,7 @@ def test_what_only_junitxml_writes_is_not_lost_silently(
     )
     out = result.stdout.str()
     for name in ("record_xml_attribute", "record_testsuite_property"):
-        assert f"{name}: not written: with one test per tier" in out, out[-3000:]
+        assert f"{name}: not written: pop3mon writes junit.xml" in out, out[-3000:]
     assert "give --junitxml=PATH to keep pytest's writer" in out
 
 

@@ -44,7 +44,7 @@ from .checks import CheckResult
 from .config import ConnectionType
 from .engine.result import ProbeResult
 from .engine.stages import TIERS
-from .lean import PHASE_MARKS, lean_allowed, plain_reports
+from .lean import PHASE_MARKS, exception_collectors, interactive, lean_allowed, plain_reports
 from .report.keys import PAGES_KEY
 from .report.recorder import CHECK_KEYWORD, GROUP_PROPERTY, group_entry
 from .verdict import Verdict
@@ -280,6 +280,8 @@ class TierGrouping:
         self.direct_hooks: frozenset[str] = frozenset()
         #: Whether a lean tier test's report is pytest's own (:func:`plain_reports`).
         self.plain_reports: bool | None = None
+        #: pytest's end-of-phase collectors of unhandled exceptions (decided with it).
+        self.collectors: list[Callable[[pytest.Config], None]] = []
         #: Whether tier tests run the lean protocol; a worker hears the controller's choice.
         workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
         self.lean = bool(workerinput.get(_LEAN_KEY)) if workerinput is not None else False
@@ -311,14 +313,23 @@ class TierGrouping:
         ihook = item.ihook
         ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
         reraise = (pytest.exit.Exception, KeyboardInterrupt)
-        call = pytest.CallInfo.from_call(item.runtest, when="call", reraise=reraise)
         if self.plain_reports is None:  # decided once every conftest file is loaded
             self.plain_reports = plain_reports(item.config)
+            self.collectors = exception_collectors(item.config)
+
+        def run() -> None:
+            item.runtest()
+            for collect in self.collectors:
+                collect(item.config)
+
+        call = pytest.CallInfo.from_call(run, when="call", reraise=reraise)
         if self.plain_reports:
             report = pytest.TestReport.from_item_and_call(item, call)
         else:
             report = ihook.pytest_runtest_makereport(item=item, call=call)
         ihook.pytest_runtest_logreport(report=report)
+        if interactive(call, report):  # what pytest's call_and_report does
+            ihook.pytest_exception_interact(node=item, call=call, report=report)
         # What pytest's teardown phase does for the tests around this one (a module of
         # fine-grained tests before it keeps its fixtures until the last of them is done;
         # all of them go when -x or --maxfail ends the run here).
@@ -330,9 +341,10 @@ class TierGrouping:
             reraise=reraise,
         )
         if down.excinfo is not None:
-            ihook.pytest_runtest_logreport(
-                report=ihook.pytest_runtest_makereport(item=item, call=down)
-            )
+            report = ihook.pytest_runtest_makereport(item=item, call=down)
+            ihook.pytest_runtest_logreport(report=report)
+            if interactive(down, report):
+                ihook.pytest_exception_interact(node=item, call=down, report=report)
         ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
         return True
 

@@ -24,6 +24,8 @@ pop3mon's (an autouse fixture of a conftest, a fixture overridden by the project
 
 from __future__ import annotations
 
+import bdb
+import importlib
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -33,6 +35,8 @@ __all__ = [
     "PHASE_MARKS",
     "CheckRunner",
     "LeanChecks",
+    "exception_collectors",
+    "interactive",
     "lean_allowed",
     "plain_reports",
 ]
@@ -51,6 +55,8 @@ _FULL_PROTOCOL_OPTIONS: Final = ("setupshow", "setuponly", "setupplan", "usepdb"
 
 #: pytest's fixtures a pop3mon check test may have in its closure, by where their function is.
 _PYTESTS_OWN: Final = {"pytestconfig": frozenset({("_pytest.fixtures", "pytestconfig")})}
+#: The parameters pop3mon gives its check tests (``plugin.pytest_generate_tests``).
+_DIRECT_ARGS: Final = frozenset({"ct", "host", "server", "phase"})
 #: The fixture pytest makes of a directly parametrized argument.
 _DIRECT_PARAMETER: Final = frozenset({("_pytest.python", "get_direct_param_fixture_func")})
 
@@ -94,6 +100,30 @@ def plain_reports(config: pytest.Config) -> bool:
     return all(_pytests(impl.function) for impl in impls)
 
 
+def interactive(call: pytest.CallInfo[None], report: pytest.TestReport) -> bool:
+    """``_pytest.runner.check_interactive_exception``: whether a phase's exception goes to
+    ``pytest_exception_interact`` (not a skip, not an expected failure)."""
+    if call.excinfo is None or hasattr(report, "wasxfail"):
+        return False
+    return not call.excinfo.errisinstance((pytest.skip.Exception, bdb.BdbQuit))
+
+
+def exception_collectors(config: pytest.Config) -> list[Callable[[pytest.Config], None]]:
+    """pytest's collectors of unhandled thread and unraisable exceptions, which its
+    ``threadexception`` and ``unraisableexception`` plugins call at the end of every
+    phase; none where a plugin is off (``-p no:threadexception``) or pytest has none."""
+    found: list[Callable[[pytest.Config], None]] = []
+    for plugin, module, name in (
+        ("threadexception", "_pytest.threadexception", "collect_thread_exception"),
+        ("unraisableexception", "_pytest.unraisableexception", "collect_unraisable"),
+    ):
+        if config.pluginmanager.has_plugin(plugin):
+            collect = getattr(importlib.import_module(module), name, None)
+            if callable(collect):
+                found.append(collect)
+    return found
+
+
 def _pytests(function: Callable[..., object]) -> bool:
     return str(getattr(function, "__module__", "")).startswith("_pytest.")
 
@@ -119,6 +149,7 @@ class LeanChecks:
         #: Decided when collection is done (:meth:`pytest_collection_finish`).
         self.allowed = False
         self.plain = False
+        self._collectors: list[Callable[[pytest.Config], None]] = []
         #: A test function's fixture closure (shared by its parametrized tests) -> how its
         #: tests run lean, or None when they keep pytest's protocol.
         self._how: dict[int, tuple[str, str] | None] = {}
@@ -127,6 +158,14 @@ class LeanChecks:
         # Every conftest file whose tests run is loaded by now (also on an xdist worker).
         self.allowed = lean_allowed(session.config)
         self.plain = plain_reports(session.config)
+        self._collectors = exception_collectors(session.config)
+
+    def _collect(self, config: pytest.Config) -> None:
+        """What pytest's own phase hooks do at the end of each phase besides the phase: turn
+        an exception a thread or a finalizer left unhandled meanwhile into this test's
+        warning (or, with ``-W error``, its failure)."""
+        for collect in self._collectors:
+            collect(config)
 
     def how(self, item: pytest.Item) -> tuple[str, str] | None:
         """(check fixture, parameter) when ``item`` is a pop3mon check test whose fixtures
@@ -167,6 +206,10 @@ class LeanChecks:
                     return None
             elif where not in _PYTESTS_OWN.get(name, _DIRECT_PARAMETER):
                 return None
+        # The test function itself asks for its check fixture and its parameters only (a
+        # project's test that also takes ``request`` keeps pytest's protocol).
+        if any(arg != fixture and arg not in _DIRECT_ARGS for arg in info.argnames):
+            return None
         return (fixture, param) if param in names else None
 
     @pytest.hookimpl(tryfirst=True)
@@ -193,31 +236,41 @@ class LeanChecks:
             args[fixture] = self.runners[fixture][1](item, str(args[param]))
             args[self.state_fixture] = self.state
             item.funcargs = args
+            self._collect(item.config)
+
+        def call() -> None:
+            item.runtest()
+            self._collect(item.config)
+
+        def teardown() -> None:
+            item.session._setupstate.teardown_exact(nextitem)
+            self._collect(item.config)
 
         def report(call: pytest.CallInfo[None]) -> pytest.TestReport:
+            # pytest.xfail() raised in a test is turned into an xfail by _pytest.skipping's
+            # makereport hook, which the plain report would miss.
+            xfailed = call.excinfo is not None and call.excinfo.errisinstance(
+                pytest.xfail.Exception
+            )
             made: pytest.TestReport = (
                 pytest.TestReport.from_item_and_call(item, call)
-                if self.plain
+                if self.plain and not xfailed
                 else ihook.pytest_runtest_makereport(item=item, call=call)
             )
             ihook.pytest_runtest_logreport(report=made)
+            if interactive(call, made):  # what pytest's call_and_report does
+                ihook.pytest_exception_interact(node=item, call=call, report=made)
             return made
 
         rep = report(pytest.CallInfo.from_call(setup, when="setup", reraise=reraise))
         if rep.passed:
-            report(pytest.CallInfo.from_call(item.runtest, when="call", reraise=reraise))
+            report(pytest.CallInfo.from_call(call, when="call", reraise=reraise))
         # pytest's teardown phase for the tests around this one: a module of other tests
         # before it keeps its fixtures until the last of them is done; all of them go when
         # -x or --maxfail ends the run here.
         if item.session.shouldfail or item.session.shouldstop:
             nextitem = None
-        report(
-            pytest.CallInfo.from_call(
-                lambda: item.session._setupstate.teardown_exact(nextitem),
-                when="teardown",
-                reraise=reraise,
-            )
-        )
+        report(pytest.CallInfo.from_call(teardown, when="teardown", reraise=reraise))
         # What pytest drops after a test so its fixtures' values do not live on.
         item.funcargs = None  # type: ignore[assignment]
         ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)

@@ -526,7 +526,7 @@ def check_case_text(
         ]
         body.append("</properties>")
     if rec.verdict == Verdict.ERROR:
-        body.append(_leaf("error", f' message="{_attrib(rec.reason)}"', rec.reason))
+        body.append(_leaf("error", f' message="{_attrib(rec.reason)}"', rec.error_text))
     elif rec.outcome == "failed":
         text = rec.failure_text
         body.append(_leaf("failure", f' message="{_attrib(_FAILED + text)}"', text))

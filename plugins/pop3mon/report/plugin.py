@@ -181,7 +181,7 @@ _JUNITXML_ONLY_PLUGIN: Final = "pop3mon-junitxml-only"
 
 
 class _JunitxmlOnlyWarning:
-    """Registered where pop3mon writes junit.xml from the run model (``--granularity=tier``),
+    """Registered where pop3mon writes junit.xml from the run model (its default),
     on the controller and on each xdist worker, where the tests run: a test that records
     what only pytest's junitxml writes is told the value would be lost."""
 
@@ -192,9 +192,8 @@ class _JunitxmlOnlyWarning:
         if name in _JUNITXML_ONLY_FIXTURES:
             request.node.warn(
                 pytest.PytestWarning(
-                    f"{name}: not written: with one test per tier (--granularity=tier, or "
-                    "auto on a large fleet) pop3mon writes junit.xml itself; give "
-                    "--junitxml=PATH to keep pytest's writer"
+                    f"{name}: not written: pop3mon writes junit.xml from its run model; "
+                    "give --junitxml=PATH to keep pytest's writer"
                 )
             )
 

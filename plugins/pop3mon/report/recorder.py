@@ -39,6 +39,8 @@ GROUP_PROPERTY: Final = _P + "checks"
 #: The keyword every pop3mon check test carries (set at collection; its reports keep it,
 #: under xdist too): a failing test without it is a project's own test, not a broken check.
 CHECK_KEYWORD: Final = _P + "check"
+#: pytest's prefix of a ``pytest.fail()`` message (``Failed: <message>``).
+_FAILED: Final = "Failed: "
 #: The fixtures a pop3mon check test asks for (a connection type's, a host's, a server's).
 CHECK_FIXTURES: Final = frozenset({"check", "host_check", "coverage_check"})
 #: The outcome of a selected check the run ended before (SIGTERM, Ctrl-C, ``-x``).
@@ -63,13 +65,19 @@ class CheckRecord:
     #: The check whose failure made this one a SKIP (empty when not blocked).
     blocked_by: str = ""
     #: Its test's failure message (``plugin.failure_message``: with the ``--strict-warn``
-    #: and history notes) when its verdict failed the test; empty otherwise or unknown.
+    #: and history notes) when its verdict failed the test, the traceback of a test that
+    #: broke (ERROR); empty otherwise or unknown.
     failure: str = ""
 
     @property
     def failure_text(self) -> str:
         """The failure message junit.xml shows: the test's own, else the plain one."""
         return self.failure or f"{self.verdict} {self.ct} {self.check}: {self.reason}"
+
+    @property
+    def error_text(self) -> str:
+        """The text of junit.xml's ``<error>`` of a test that broke: its traceback."""
+        return self.failure or self.reason
 
 
 @dataclass
@@ -238,8 +246,11 @@ def _parse(report: pytest.TestReport, props: Mapping[str, object]) -> CheckRecor
     duration = props.get(_P + "duration", report.duration)
     failure = props.get(_P + "failure")
     if failure is None and report.failed and report.when == "call":
-        # A check test failed with pytest.fail(message, pytrace=False): the message.
-        failure = report.longreprtext.strip()
+        # A check test failed with pytest.fail(message, pytrace=False): the message, as
+        # junitxml takes it (not longreprtext, which xdist begins with the worker's line).
+        crash = getattr(report.longrepr, "reprcrash", None)
+        text = crash.message if crash is not None else str(report.longrepr)
+        failure = text.removeprefix(_FAILED)
     return CheckRecord(
         nodeid=str(props.get(_P + "nodeid", report.nodeid)),
         ct=str(props[_P + "ct"]),
@@ -339,6 +350,8 @@ class Recorder:
             reason=reason or "test error",
             outcome="failed",
             duration=report.duration,
+            # What junitxml writes into its <error>: the traceback.
+            failure=str(report.longrepr),
         )
 
     def not_run(self, nodeid: str, ct: str, tier: str, check: str, reason: str) -> CheckRecord:
