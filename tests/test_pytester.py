@@ -443,14 +443,22 @@ def test_check_tests_run_lean_only_where_nothing_could_tell(project: Project) ->
         "pytest-phase": 2 * tests,  # pytest unsets it before the teardown's report
     }
     full.stdout.fnmatch_lines([f"set up {tests}"])
-    # Nothing else tells the two apart: outcomes, the short summary, junit.xml.
+    # With nobody but pytest and pop3mon listening to reports, a passed set-up or teardown
+    # is not reported at all (as with tier tests); --durations still gets all three.
+    pytester.makeconftest('pytest_plugins = ["pop3mon.plugin"]\n')
+    bare = pytester.runpytest_subprocess("--granularity=check", "-rA", "--reports-dir=bare")
+    timed = pytester.runpytest_subprocess("--granularity=check", "--durations=0", "-vv")
+    timed.stdout.fnmatch_lines(
+        ["*s setup    tests_targets/test_connectivity.py::test_dns[[]good[]]"]
+    )
+    # Nothing else tells them apart: outcomes, the short summary, junit.xml.
     lines = [
         [line for line in run.stdout.lines if re.match(r"(PASSED|FAILED|SKIPPED|ERROR) ", line)]
-        for run in (lean, full)
+        for run in (lean, full, bare)
     ]
-    assert lines[0] and lines[0] == lines[1]
-    cases = [_junit_cases(pytester.path / d / "junit.xml") for d in ("lean", "full")]
-    assert len(cases[0]) == tests and cases[0] == cases[1]
+    assert lines[0] and lines[0] == lines[1] == lines[2]
+    cases = [_junit_cases(pytester.path / d / "junit.xml") for d in ("lean", "full", "bare")]
+    assert len(cases[0]) == tests and cases[0] == cases[1] == cases[2]
     assert any("CRIT nostls stls" in message for _, _, message in cases[0])
 
     # An autouse fixture of the project's own runs for every check test.

@@ -12,8 +12,11 @@ Where nothing could tell the difference (:func:`lean_allowed`, :meth:`LeanChecks
 :class:`LeanChecks` runs such a test itself: its check fixture's value is built directly in
 the set-up phase (where the fixture would have waited for the probe), then the test function
 is called through ``pytest_pyfunc_call`` as pytest calls it, then the teardown phase tears
-down what tests before it set up. Every reporter still gets the same three reports per test
-(terminal, junitxml, pytest-html, pop3mon's recorder, ``--lf``), made the same way.
+down what tests before it set up. Every reporter gets the reports pytest would make, made the
+same way: all three per test where anything besides pytest and pop3mon listens (junitxml,
+pytest-html, a conftest's ``pytest_runtest_logreport``, ``--durations``, an xdist
+controller); else, as for tier tests, a passed set-up or teardown is not reported
+(:func:`call_report_only`), since nothing pytest or pop3mon shows or counts reads it.
 
 pytest's whole protocol stays where something needs it: a project's own
 ``pytest_runtest_setup``/``call``/``teardown`` or fixture hook, another plugin's protocol (a
@@ -31,10 +34,13 @@ from typing import Any, Final
 
 import pytest
 
+from .report.keys import PAGES_KEY
+
 __all__ = [
     "PHASE_MARKS",
     "CheckRunner",
     "LeanChecks",
+    "call_report_only",
     "exception_collectors",
     "interactive",
     "lean_allowed",
@@ -88,6 +94,23 @@ def lean_allowed(config: pytest.Config) -> bool:
         impl.wrapper or impl.hookwrapper or _pytests(impl.function) or _ours(impl.function)
         for impl in hook.pytest_runtest_protocol.get_hookimpls()
     )
+
+
+def call_report_only(config: pytest.Config) -> bool:
+    """Whether a lean check test may report only its call, as a tier test does, when its
+    set-up and teardown pass: where pop3mon writes report.html and junit.xml from the run
+    model (pytest-html and junitxml, which want all three, are not registered), no other
+    plugin or conftest listens to test reports (only pytest's and pop3mon's own
+    ``pytest_runtest_logreport``), ``--durations`` lists no phases and this is no xdist
+    worker (its controller's listeners are not known here). A passed set-up or teardown
+    report changes nothing pytest's own listeners show or count."""
+    if hasattr(config, "workerinput") or config.getoption("durations", None) is not None:
+        return False
+    writer = config.stash.get(PAGES_KEY, None)
+    if writer is None or not writer.pages_from_model:
+        return False
+    impls = config.pluginmanager.hook.pytest_runtest_logreport.get_hookimpls()
+    return all(_pytests(impl.function) or _ours(impl.function) for impl in impls)
 
 
 def plain_reports(config: pytest.Config) -> bool:
@@ -149,6 +172,8 @@ class LeanChecks:
         #: Decided when collection is done (:meth:`pytest_collection_finish`).
         self.allowed = False
         self.plain = False
+        #: Whether a passed set-up or teardown goes unreported (:func:`call_report_only`).
+        self.call_only = False
         self._collectors: list[Callable[[pytest.Config], None]] = []
         #: A test function's fixture closure (shared by its parametrized tests) -> how its
         #: tests run lean, or None when they keep pytest's protocol.
@@ -158,6 +183,7 @@ class LeanChecks:
         # Every conftest file whose tests run is loaded by now (also on an xdist worker).
         self.allowed = lean_allowed(session.config)
         self.plain = plain_reports(session.config)
+        self.call_only = call_report_only(session.config)
         self._collectors = exception_collectors(session.config)
 
     def _collect(self, config: pytest.Config) -> None:
@@ -246,7 +272,9 @@ class LeanChecks:
             item.session._setupstate.teardown_exact(nextitem)
             self._collect(item.config)
 
-        def report(call: pytest.CallInfo[None]) -> pytest.TestReport:
+        def report(call: pytest.CallInfo[None], optional: bool = False) -> pytest.TestReport | None:
+            if optional and call.excinfo is None:
+                return None  # a passed set-up or teardown nobody listens for
             # pytest.xfail() raised in a test is turned into an xfail by _pytest.skipping's
             # makereport hook, which the plain report would miss.
             xfailed = call.excinfo is not None and call.excinfo.errisinstance(
@@ -262,15 +290,19 @@ class LeanChecks:
                 ihook.pytest_exception_interact(node=item, call=call, report=made)
             return made
 
-        rep = report(pytest.CallInfo.from_call(setup, when="setup", reraise=reraise))
-        if rep.passed:
+        rep = report(
+            pytest.CallInfo.from_call(setup, when="setup", reraise=reraise), self.call_only
+        )
+        if rep is None or rep.passed:
             report(pytest.CallInfo.from_call(call, when="call", reraise=reraise))
         # pytest's teardown phase for the tests around this one: a module of other tests
         # before it keeps its fixtures until the last of them is done; all of them go when
         # -x or --maxfail ends the run here.
         if item.session.shouldfail or item.session.shouldstop:
             nextitem = None
-        report(pytest.CallInfo.from_call(teardown, when="teardown", reraise=reraise))
+        report(
+            pytest.CallInfo.from_call(teardown, when="teardown", reraise=reraise), self.call_only
+        )
         # What pytest drops after a test so its fixtures' values do not live on.
         item.funcargs = None  # type: ignore[assignment]
         ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)

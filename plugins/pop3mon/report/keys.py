@@ -34,10 +34,13 @@ IDENTITY_KEY = pytest.StashKey[RunIdentity]()
 class PagesWriter(Protocol):
     """What the glue may ask of the report plugin about report.html and junit.xml."""
 
+    #: Whether they are written from the run model (decided at session start).
+    pages_from_model: bool
+
     def write_pages_from_model(self) -> bool:
         """Write both from the run model; True when done (see the report plugin)."""
         ...
 
 
-#: The report plugin (controller only), for ``--granularity=tier``'s lean protocol.
+#: The report plugin (controller only), for the lean protocols of tier and check tests.
 PAGES_KEY = pytest.StashKey[PagesWriter]()
