@@ -444,9 +444,20 @@ def test_check_tests_run_lean_only_where_nothing_could_tell(project: Project) ->
     }
     full.stdout.fnmatch_lines([f"set up {tests}"])
     # With nobody but pytest and pop3mon listening to reports, a passed set-up or teardown
-    # is not reported at all (as with tier tests); --durations still gets all three.
-    pytester.makeconftest('pytest_plugins = ["pop3mon.plugin"]\n')
-    bare = pytester.runpytest_subprocess("--granularity=check", "-rA", "--reports-dir=bare")
+    # is not reported at all (as with tier tests); --durations still gets all three. Each
+    # test's location (worked out once per function) is the one pytest works out.
+    pytester.makeconftest(
+        'pytest_plugins = ["pop3mon.plugin"]\n'
+        "from _pytest.nodes import Item\n"
+        "ITEMS = []\n"
+        "def pytest_collection_finish(session):\n    ITEMS.extend(session.items)\n"
+        "def pytest_sessionfinish(session):\n"
+        "    kept = [i for i in ITEMS if 'location' in i.__dict__]\n"
+        "    same = sum(i.location == Item.location.func(i) for i in kept)\n"
+        "    print('locations', len(kept), same)\n"
+    )
+    bare = pytester.runpytest_subprocess("--granularity=check", "-rA", "-s", "--reports-dir=bare")
+    bare.stdout.fnmatch_lines([f"*locations {tests} {tests}*"])
     timed = pytester.runpytest_subprocess("--granularity=check", "--durations=0", "-vv")
     timed.stdout.fnmatch_lines(
         ["*s setup    tests_targets/test_connectivity.py::test_dns[[]good[]]"]

@@ -178,6 +178,8 @@ class LeanChecks:
         #: A test function's fixture closure (shared by its parametrized tests) -> how its
         #: tests run lean, or None when they keep pytest's protocol.
         self._how: dict[int, tuple[str, str] | None] = {}
+        #: (the test function's parent, its name) -> (its file as pytest shows it, its line).
+        self._where: dict[tuple[int, str], tuple[str, int | None]] = {}
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         # Every conftest file whose tests run is loaded by now (also on an xdist worker).
@@ -185,6 +187,22 @@ class LeanChecks:
         self.plain = plain_reports(session.config)
         self.call_only = call_report_only(session.config)
         self._collectors = exception_collectors(session.config)
+
+    def _locate(self, item: pytest.Function) -> None:
+        """pytest's ``Item.location`` (what logstart, every report and -rs show), with what
+        all tests of one function share, its file relative to the root and its line, worked
+        out once per function instead of once per test (a source lookup and two path
+        resolutions each: 5 % of a run of 2,000 check tests). ``location`` is a cached
+        property: the value is put where it would cache it."""
+        if "location" in item.__dict__:
+            return
+        key = (id(item.parent), item.originalname)
+        shared = self._where.get(key)
+        if shared is None:
+            relpath, line, _ = item.location
+            self._where[key] = (relpath, line)
+        else:
+            item.__dict__["location"] = (*shared, item.getmodpath())
 
     def _collect(self, config: pytest.Config) -> None:
         """What pytest's own phase hooks do at the end of each phase besides the phase: turn
@@ -253,6 +271,7 @@ class LeanChecks:
             return None
         assert isinstance(item, pytest.Function)
         fixture, param = how
+        self._locate(item)
         ihook = item.ihook
         ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
         reraise = (pytest.exit.Exception, KeyboardInterrupt)
