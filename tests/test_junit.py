@@ -333,8 +333,9 @@ def test_check_testcases_are_the_shaped_elements_bytes() -> None:
         for key, value in [*record_properties(rec), *extra]:
             ET.SubElement(holder, "property", {"name": key, "value": str(value)})
         if rec.verdict == Verdict.ERROR:
-            # A broken test's traceback, else its reason.
-            ET.SubElement(case, "error", message=rec.reason).text = rec.failure or rec.reason
+            # A broken test's traceback, else its reason; its body broke: a failure.
+            tag = "failure" if rec.broke_in == "call" else "error"
+            ET.SubElement(case, tag, message=rec.reason).text = rec.failure or rec.reason
         elif rec.outcome == "failed":
             # The test's own failure message, else the plain one.
             text = rec.failure or f"{rec.verdict} {rec.ct} {rec.check}: {rec.reason}"
@@ -347,15 +348,16 @@ def test_check_testcases_are_the_shaped_elements_bytes() -> None:
     hostile = "a&b <c> \"d\" 'e'\r\n\tf \u00fc \x1b[31m \x07 ]]>"
     extra: list[tuple[str, object]] = [("pop3mon_host", hostile), ("pop3mon_phase_tcp_ms", 1.5)]
     shapes = [
-        (Verdict.OK, "passed"),
-        (Verdict.WARN, "passed"),
-        (Verdict.CRIT, "failed"),
-        (Verdict.SKIP, "skipped"),
-        (Verdict.ERROR, "failed"),
-        (Verdict.SKIP, NOT_RUN),
+        (Verdict.OK, "passed", ""),
+        (Verdict.WARN, "passed", ""),
+        (Verdict.CRIT, "failed", ""),
+        (Verdict.SKIP, "skipped", ""),
+        (Verdict.ERROR, "failed", "setup"),
+        (Verdict.ERROR, "failed", "call"),
+        (Verdict.SKIP, NOT_RUN, ""),
     ]
     compared = 0
-    for (verdict, outcome), failure in itertools.product(shapes, ("", f"message {hostile}")):
+    for (verdict, outcome, phase), failure in itertools.product(shapes, ("", f"message {hostile}")):
         for reason in (hostile, ""):
             rec = CheckRecord(
                 f"tests_targets/test_tls.py::test_expiry[{hostile}]",
@@ -370,6 +372,7 @@ def test_check_testcases_are_the_shaped_elements_bytes() -> None:
                 unit="days",
                 blocked_by="handshake" if verdict == Verdict.SKIP else "",
                 failure=failure,
+                broke_in=phase,
             )
             for options in (
                 JUnitOptions(),
@@ -378,7 +381,7 @@ def test_check_testcases_are_the_shaped_elements_bytes() -> None:
             ):
                 assert check_case_text(rec, 0.0125, extra, options) == reference(
                     rec, 0.0125, extra, options
-                ), (verdict, outcome, reason, options)
+                ), (verdict, outcome, phase, reason, options)
                 compared += 1
     assert compared == len(shapes) * 2 * 2 * 3
 

@@ -288,7 +288,8 @@ def test_tier_granularity_reports_the_projects_own_tests(project: Project) -> No
 
 def test_a_broken_tier_test_is_an_error_and_the_run_still_ends(project: Project) -> None:
     """A tier test that breaks before its verdicts (injected: its ``runtest`` raises) is
-    one ERROR naming the exception in every report; its checks are "not run" because of
+    one ERROR naming the exception in every report (in junit.xml a failure, as junitxml
+    counts an exception in a test's body); its checks are "not run" because of
     it, and the run is not said to have ended early."""
     import json
     import xml.etree.ElementTree as ET
@@ -314,9 +315,13 @@ def test_a_broken_tier_test_is_an_error_and_the_run_still_ends(project: Project)
     assert [e["reason"] for e in errors] == ["RuntimeError: tier test broke: boom"]
     skipped = [k for k in good["checks"] if k["tier"] == "mailbox" and k["outcome"] == "not run"]
     assert skipped and all("its tier test" in k["reason"] for k in skipped), good["checks"]
+    # junit.xml counts it as junitxml counts an exception in a test's body: a failure,
+    # with the traceback.
     root = ET.parse(reports / "junit.xml").getroot()
-    error = [e for e in root.iter("error") if "boom" in (e.get("message") or "")]
-    assert len(error) == 1
+    broke = [e for e in root.iter("failure") if "boom" in (e.get("message") or "")]
+    assert len(broke) == 1 and "Traceback" not in (broke[0].get("message") or "")
+    assert "raise RuntimeError" in (broke[0].text or "")
+    assert not [e for e in root.iter("error") if "boom" in (e.get("message") or "")]
     assert "was ended early" not in result.stdout.str()
 
 
@@ -472,6 +477,23 @@ def test_check_tests_run_lean_only_where_nothing_could_tell(project: Project) ->
     assert len(cases[0]) == tests and cases[0] == cases[1] == cases[2]
     assert any("CRIT nostls stls" in message for _, _, message in cases[0])
 
+    # A makereport hook of the project's own still sees every phase's report.
+    pytester.makeconftest(
+        'pytest_plugins = ["pop3mon.plugin"]\n'
+        "import collections, pytest\n"
+        "MADE = collections.Counter()\n"
+        "@pytest.hookimpl(wrapper=True)\n"
+        "def pytest_runtest_makereport(item, call):\n"
+        "    report = yield\n"
+        "    MADE[report.when] += 1\n"
+        "    return report\n"
+        "def pytest_unconfigure():\n    print('made', sorted(MADE.items()))\n"
+    )
+    made = pytester.runpytest_subprocess("--granularity=check", "-s")
+    made.stdout.fnmatch_lines(
+        [f"*made [[]('call', {tests}), ('setup', {tests}), ('teardown', {tests})[]]*"]
+    )
+
     # An autouse fixture of the project's own runs for every check test.
     pytester.makeconftest(
         _PHASE_COUNTER
@@ -580,6 +602,26 @@ def test_lean_check_tests_keep_what_pytest_does_around_a_test(
     # protocol does (nostls's CRIT fails its call first, so there it is its teardown's).
     strict.stdout.fnmatch_lines(["FAILED tests_targets/test_own.py::test_thread[[]good[]]*"])
     strict.assert_outcomes(passed=2, failed=4, errors=1, xfailed=2)
+
+    # A finalizer's unraisable exception at a lean tier test's teardown is its error there.
+    (pytester.path / "tests_targets" / "test_aaa_own.py").write_text(
+        "import pytest\n"
+        "class Bad:\n"
+        "    def __del__(self):\n        raise RuntimeError('unraisable from a finalizer')\n"
+        "@pytest.fixture(scope='session')\n"
+        "def res():\n    yield Bad()\n"
+        "def test_own(res):\n    pass\n",
+        encoding="utf-8",
+    )
+    (pytester.path / "tests_targets" / "test_own.py").unlink()
+    tier = pytester.runpytest_subprocess(
+        "--granularity=tier",
+        "-W",
+        "error::pytest.PytestUnraisableExceptionWarning",
+        "--no-history",
+        *xdist,
+    )
+    assert tier.parseoutcomes().get("errors") == 1, tier.stdout.str()[-3000:]
 
 
 def test_tier_tests_are_where_pytest_says(project: Project) -> None:

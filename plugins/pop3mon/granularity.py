@@ -335,11 +335,13 @@ class TierGrouping:
         # all of them go when -x or --maxfail ends the run here).
         if item.session.shouldfail or item.session.shouldstop:
             nextitem = None
-        down = pytest.CallInfo.from_call(
-            lambda: item.session._setupstate.teardown_exact(nextitem),
-            when="teardown",
-            reraise=reraise,
-        )
+
+        def teardown() -> None:
+            item.session._setupstate.teardown_exact(nextitem)
+            for collect in self.collectors:
+                collect(item.config)
+
+        down = pytest.CallInfo.from_call(teardown, when="teardown", reraise=reraise)
         if down.excinfo is not None:
             report = ihook.pytest_runtest_makereport(item=item, call=down)
             ihook.pytest_runtest_logreport(report=report)

@@ -100,17 +100,30 @@ def call_report_only(config: pytest.Config) -> bool:
     """Whether a lean check test may report only its call, as a tier test does, when its
     set-up and teardown pass: where pop3mon writes report.html and junit.xml from the run
     model (pytest-html and junitxml, which want all three, are not registered), no other
-    plugin or conftest listens to test reports (only pytest's and pop3mon's own
-    ``pytest_runtest_logreport``), ``--durations`` lists no phases and this is no xdist
+    plugin or conftest makes or listens to test reports (only pytest's and pop3mon's own
+    ``pytest_runtest_logreport`` and ``pytest_runtest_makereport``, and pytest-html's,
+    whose page is not written), ``--durations`` lists no phases and this is no xdist
     worker (its controller's listeners are not known here). A passed set-up or teardown
-    report changes nothing pytest's own listeners show or count."""
+    report changes nothing pytest's own listeners show or count (the terminal keeps them
+    uncounted in ``stats[""]``, which only ``--durations`` reads)."""
     if hasattr(config, "workerinput") or config.getoption("durations", None) is not None:
         return False
     writer = config.stash.get(PAGES_KEY, None)
     if writer is None or not writer.pages_from_model:
         return False
-    impls = config.pluginmanager.hook.pytest_runtest_logreport.get_hookimpls()
-    return all(_pytests(impl.function) or _ours(impl.function) for impl in impls)
+    hook = config.pluginmanager.hook
+    impls = [
+        *hook.pytest_runtest_logreport.get_hookimpls(),
+        # A project's makereport hook (logging each finished phase) sees them too;
+        # pytest-html's adds extras to a page that is not written.
+        *hook.pytest_runtest_makereport.get_hookimpls(),
+    ]
+    return all(
+        _pytests(impl.function)
+        or _ours(impl.function)
+        or str(getattr(impl.function, "__module__", "")) == "pytest_html.plugin"
+        for impl in impls
+    )
 
 
 def plain_reports(config: pytest.Config) -> bool:

@@ -443,13 +443,9 @@ def junit_pieces(
     cases += [(r, 0.0, []) for r in report.unattributed if r.nodeid not in told]
     # As in pytest's file: a check that never ran is no testcase.
     cases = [c for c in cases if c[0].outcome != NOT_RUN]
-    errors = sum(1 for rec, _, _ in cases if rec.verdict == Verdict.ERROR)
-    failures = sum(
-        1 for rec, _, _ in cases if rec.verdict != Verdict.ERROR and rec.outcome == "failed"
-    )
-    skipped = sum(
-        1 for rec, _, _ in cases if rec.verdict != Verdict.ERROR and rec.outcome == "skipped"
-    )
+    errors = sum(1 for rec, _, _ in cases if rec.junit_error)
+    failures = sum(1 for rec, _, _ in cases if not rec.junit_error and rec.outcome == "failed")
+    skipped = sum(1 for rec, _, _ in cases if not rec.junit_error and rec.outcome == "skipped")
     # A failed call with a teardown error is two testcases but one test, as junitxml
     # writes and counts it.
     doubles = sum(1 for o in others if o.then is not None)
@@ -526,7 +522,9 @@ def check_case_text(
         ]
         body.append("</properties>")
     if rec.verdict == Verdict.ERROR:
-        body.append(_leaf("error", f' message="{_attrib(rec.reason)}"', rec.error_text))
+        # A test that broke: junitxml's <error> (set-up, teardown) or <failure> (its body).
+        tag = "error" if rec.junit_error else "failure"
+        body.append(_leaf(tag, f' message="{_attrib(rec.reason)}"', rec.error_text))
     elif rec.outcome == "failed":
         text = rec.failure_text
         body.append(_leaf("failure", f' message="{_attrib(_FAILED + text)}"', text))

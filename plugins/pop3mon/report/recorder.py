@@ -68,6 +68,14 @@ class CheckRecord:
     #: and history notes) when its verdict failed the test, the traceback of a test that
     #: broke (ERROR); empty otherwise or unknown.
     failure: str = ""
+    #: The phase its test broke in (ERROR): ``call`` is a JUnit failure, as junitxml counts
+    #: an exception in a test's body; a set-up or teardown is an error.
+    broke_in: str = ""
+
+    @property
+    def junit_error(self) -> bool:
+        """Whether junit.xml shows it as an ``<error>`` (else a failure, a skip or a pass)."""
+        return self.verdict == Verdict.ERROR and self.broke_in != "call"
 
     @property
     def failure_text(self) -> str:
@@ -350,8 +358,9 @@ class Recorder:
             reason=reason or "test error",
             outcome="failed",
             duration=report.duration,
-            # What junitxml writes into its <error>: the traceback.
+            # What junitxml writes into its <error> or <failure>: the traceback.
             failure=str(report.longrepr),
+            broke_in=report.when,
         )
 
     def not_run(self, nodeid: str, ct: str, tier: str, check: str, reason: str) -> CheckRecord:
