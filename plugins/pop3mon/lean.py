@@ -13,16 +13,20 @@ Where nothing could tell the difference (:func:`lean_allowed`, :meth:`LeanChecks
 the set-up phase (where the fixture would have waited for the probe), then the test function
 is called through ``pytest_pyfunc_call`` as pytest calls it, then the teardown phase tears
 down what tests before it set up. Every reporter gets the reports pytest would make, made the
-same way: all three per test where anything besides pytest and pop3mon listens (junitxml,
-pytest-html, a conftest's ``pytest_runtest_logreport``, ``--durations``, an xdist
-controller); else, as for tier tests, a passed set-up or teardown is not reported
-(:func:`call_report_only`), since nothing pytest or pop3mon shows or counts reads it.
+same way: all three per test where anything besides pytest and pop3mon makes or reads them
+(junitxml, pytest-html, a conftest's ``pytest_runtest_makereport`` or
+``pytest_runtest_logreport``, ``--durations``, an xdist controller); else, as for tier
+tests, a passed set-up or teardown is not reported (:func:`call_report_only`), since nothing
+pytest or pop3mon shows or counts reads it.
 
 pytest's whole protocol stays where something needs it: a project's own
 ``pytest_runtest_setup``/``call``/``teardown`` or fixture hook, another plugin's protocol (a
 re-runner), ``--setup-show``, ``--setup-only``, ``--setup-plan``, ``--pdb``, ``--trace``, a
 check test marked skip, skipif or xfail, and any test whose fixtures are not exactly
-pop3mon's (an autouse fixture of a conftest, a fixture overridden by the project).
+pop3mon's (an autouse fixture of a conftest, a fixture overridden by the project, a test
+that also asks for ``request``). What pytest's protocol does around a phase besides the
+phase is done too: ``pytest_exception_interact`` on a failure, pytest's collectors of
+unhandled thread and unraisable exceptions at each phase's end.
 """
 
 from __future__ import annotations
@@ -276,7 +280,8 @@ class LeanChecks:
         """A check test's three phases without pytest's machinery: the set-up builds its
         check fixture (waiting for the probe, as the fixture would), the call runs the test
         function through ``pytest_pyfunc_call``, the teardown tears down what tests before
-        it set up; one report per phase, as pytest makes them."""
+        it set up; each phase's report as pytest makes it (a passed set-up or teardown's
+        only where someone reads it: :func:`call_report_only`)."""
         if not self.allowed:
             return None
         how = self.how(item)
@@ -304,22 +309,24 @@ class LeanChecks:
             item.session._setupstate.teardown_exact(nextitem)
             self._collect(item.config)
 
-        def report(call: pytest.CallInfo[None], optional: bool = False) -> pytest.TestReport | None:
-            if optional and call.excinfo is None:
+        def report(
+            phase: pytest.CallInfo[None], optional: bool = False
+        ) -> pytest.TestReport | None:
+            if optional and phase.excinfo is None:
                 return None  # a passed set-up or teardown nobody listens for
             # pytest.xfail() raised in a test is turned into an xfail by _pytest.skipping's
             # makereport hook, which the plain report would miss.
-            xfailed = call.excinfo is not None and call.excinfo.errisinstance(
+            xfailed = phase.excinfo is not None and phase.excinfo.errisinstance(
                 pytest.xfail.Exception
             )
             made: pytest.TestReport = (
-                pytest.TestReport.from_item_and_call(item, call)
+                pytest.TestReport.from_item_and_call(item, phase)
                 if self.plain and not xfailed
-                else ihook.pytest_runtest_makereport(item=item, call=call)
+                else ihook.pytest_runtest_makereport(item=item, call=phase)
             )
             ihook.pytest_runtest_logreport(report=made)
-            if interactive(call, made):  # what pytest's call_and_report does
-                ihook.pytest_exception_interact(node=item, call=call, report=made)
+            if interactive(phase, made):  # what pytest's call_and_report does
+                ihook.pytest_exception_interact(node=item, call=phase, report=made)
             return made
 
         rep = report(
