@@ -44,7 +44,7 @@ from .checks import CheckResult
 from .config import ConnectionType
 from .engine.result import ProbeResult
 from .engine.stages import TIERS
-from .lean import PHASE_MARKS, exception_collectors, interactive, lean_allowed, plain_reports
+from .lean import PHASE_MARKS, lean_allowed, phase_report, plain_reports, unhandled_collector
 from .report.keys import PAGES_KEY
 from .report.recorder import CHECK_KEYWORD, GROUP_PROPERTY, group_entry
 from .verdict import Verdict
@@ -278,10 +278,11 @@ class TierGrouping:
         self.taken: set[str] = set()
         #: The session-wide collection hooks' implementers when the choice was made.
         self.direct_hooks: frozenset[str] = frozenset()
-        #: Whether a lean tier test's report is pytest's own (:func:`plain_reports`).
-        self.plain_reports: bool | None = None
-        #: pytest's end-of-phase collectors of unhandled exceptions (decided with it).
-        self.collectors: list[Callable[[pytest.Config], None]] = []
+        #: Whether a lean tier test's report is pytest's own (:func:`plain_reports`) and
+        #: pytest's end-of-phase collector of unhandled exceptions, decided once collection
+        #: is done (every conftest file whose tests run is loaded).
+        self.plain_reports = False
+        self.collect: Callable[[], None] = lambda: None
         #: Whether tier tests run the lean protocol; a worker hears the controller's choice.
         workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
         self.lean = bool(workerinput.get(_LEAN_KEY)) if workerinput is not None else False
@@ -299,6 +300,10 @@ class TierGrouping:
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput[_LEAN_KEY] = self.lean
 
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.plain_reports = plain_reports(session.config)
+        self.collect = unhandled_collector(session.config)
+
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_protocol(
         self, item: pytest.Item, nextitem: pytest.Item | None
@@ -313,23 +318,14 @@ class TierGrouping:
         ihook = item.ihook
         ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
         reraise = (pytest.exit.Exception, KeyboardInterrupt)
-        if self.plain_reports is None:  # decided once every conftest file is loaded
-            self.plain_reports = plain_reports(item.config)
-            self.collectors = exception_collectors(item.config)
 
         def run() -> None:
             item.runtest()
-            for collect in self.collectors:
-                collect(item.config)
+            self.collect()
 
-        call = pytest.CallInfo.from_call(run, when="call", reraise=reraise)
-        if self.plain_reports:
-            report = pytest.TestReport.from_item_and_call(item, call)
-        else:
-            report = ihook.pytest_runtest_makereport(item=item, call=call)
-        ihook.pytest_runtest_logreport(report=report)
-        if interactive(call, report):  # what pytest's call_and_report does
-            ihook.pytest_exception_interact(node=item, call=call, report=report)
+        phase_report(
+            item, pytest.CallInfo.from_call(run, when="call", reraise=reraise), self.plain_reports
+        )
         # What pytest's teardown phase does for the tests around this one (a module of
         # fine-grained tests before it keeps its fixtures until the last of them is done;
         # all of them go when -x or --maxfail ends the run here).
@@ -338,15 +334,11 @@ class TierGrouping:
 
         def teardown() -> None:
             item.session._setupstate.teardown_exact(nextitem)
-            for collect in self.collectors:
-                collect(item.config)
+            self.collect()
 
         down = pytest.CallInfo.from_call(teardown, when="teardown", reraise=reraise)
         if down.excinfo is not None:
-            report = ihook.pytest_runtest_makereport(item=item, call=down)
-            ihook.pytest_runtest_logreport(report=report)
-            if interactive(down, report):
-                ihook.pytest_exception_interact(node=item, call=down, report=report)
+            phase_report(item, down, plain=False)
         ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
         return True
 

@@ -45,10 +45,10 @@ __all__ = [
     "CheckRunner",
     "LeanChecks",
     "call_report_only",
-    "exception_collectors",
-    "interactive",
     "lean_allowed",
+    "phase_report",
     "plain_reports",
+    "unhandled_collector",
 ]
 
 #: Marks that pytest evaluates in a test's set-up and call phases.
@@ -65,8 +65,6 @@ _FULL_PROTOCOL_OPTIONS: Final = ("setupshow", "setuponly", "setupplan", "usepdb"
 
 #: pytest's fixtures a pop3mon check test may have in its closure, by where their function is.
 _PYTESTS_OWN: Final = {"pytestconfig": frozenset({("_pytest.fixtures", "pytestconfig")})}
-#: The parameters pop3mon gives its check tests (``plugin.pytest_generate_tests``).
-_DIRECT_ARGS: Final = frozenset({"ct", "host", "server", "phase"})
 #: The fixture pytest makes of a directly parametrized argument.
 _DIRECT_PARAMETER: Final = frozenset({("_pytest.python", "get_direct_param_fixture_func")})
 
@@ -140,18 +138,34 @@ def plain_reports(config: pytest.Config) -> bool:
     return all(_pytests(impl.function) for impl in impls)
 
 
-def interactive(call: pytest.CallInfo[None], report: pytest.TestReport) -> bool:
-    """``_pytest.runner.check_interactive_exception``: whether a phase's exception goes to
-    ``pytest_exception_interact`` (not a skip, not an expected failure)."""
-    if call.excinfo is None or hasattr(report, "wasxfail"):
-        return False
-    return not call.excinfo.errisinstance((pytest.skip.Exception, bdb.BdbQuit))
+def phase_report(item: pytest.Item, phase: pytest.CallInfo[None], plain: bool) -> pytest.TestReport:
+    """One phase's report, made and logged as pytest's ``call_and_report`` does it:
+    ``TestReport.from_item_and_call`` where ``plain`` (:func:`plain_reports`), else the
+    ``pytest_runtest_makereport`` hook (always for a ``pytest.xfail()``, which
+    ``_pytest.skipping``'s hook turns into an xfail); then ``pytest_exception_interact``
+    for an exception that is neither a skip nor expected."""
+    ihook = item.ihook
+    excinfo = phase.excinfo
+    made: pytest.TestReport = (
+        pytest.TestReport.from_item_and_call(item, phase)
+        if plain and (excinfo is None or not excinfo.errisinstance(pytest.xfail.Exception))
+        else ihook.pytest_runtest_makereport(item=item, call=phase)
+    )
+    ihook.pytest_runtest_logreport(report=made)
+    if (
+        excinfo is not None
+        and not hasattr(made, "wasxfail")
+        and not excinfo.errisinstance((pytest.skip.Exception, bdb.BdbQuit))
+    ):
+        ihook.pytest_exception_interact(node=item, call=phase, report=made)
+    return made
 
 
-def exception_collectors(config: pytest.Config) -> list[Callable[[pytest.Config], None]]:
-    """pytest's collectors of unhandled thread and unraisable exceptions, which its
-    ``threadexception`` and ``unraisableexception`` plugins call at the end of every
-    phase; none where a plugin is off (``-p no:threadexception``) or pytest has none."""
+def unhandled_collector(config: pytest.Config) -> Callable[[], None]:
+    """What pytest's ``threadexception`` and ``unraisableexception`` plugins do at the end
+    of every phase: turn an exception a thread or a finalizer left unhandled meanwhile into
+    the test's warning (with ``-W error``, its failure). Does nothing where a plugin is off
+    (``-p no:threadexception``) or pytest has no such collector."""
     found: list[Callable[[pytest.Config], None]] = []
     for plugin, module, name in (
         ("threadexception", "_pytest.threadexception", "collect_thread_exception"),
@@ -161,7 +175,12 @@ def exception_collectors(config: pytest.Config) -> list[Callable[[pytest.Config]
             collect = getattr(importlib.import_module(module), name, None)
             if callable(collect):
                 found.append(collect)
-    return found
+
+    def collect_all() -> None:
+        for collect in found:
+            collect(config)
+
+    return collect_all
 
 
 def _pytests(function: Callable[..., object]) -> bool:
@@ -191,7 +210,8 @@ class LeanChecks:
         self.plain = False
         #: Whether a passed set-up or teardown goes unreported (:func:`call_report_only`).
         self.call_only = False
-        self._collectors: list[Callable[[pytest.Config], None]] = []
+        #: pytest's end-of-phase collector of unhandled exceptions (:func:`unhandled_collector`).
+        self.collect: Callable[[], None] = lambda: None
         #: A test function's fixture closure (shared by its parametrized tests) -> how its
         #: tests run lean, or None when they keep pytest's protocol.
         self._how: dict[int, tuple[str, str] | None] = {}
@@ -203,7 +223,7 @@ class LeanChecks:
         self.allowed = lean_allowed(session.config)
         self.plain = plain_reports(session.config)
         self.call_only = call_report_only(session.config)
-        self._collectors = exception_collectors(session.config)
+        self.collect = unhandled_collector(session.config)
 
     def _locate(self, item: pytest.Function) -> None:
         """pytest's ``Item.location`` (what logstart, every report and -rs show), with what
@@ -220,13 +240,6 @@ class LeanChecks:
             self._where[key] = (relpath, line)
         else:
             item.__dict__["location"] = (*shared, item.getmodpath())
-
-    def _collect(self, config: pytest.Config) -> None:
-        """What pytest's own phase hooks do at the end of each phase besides the phase: turn
-        an exception a thread or a finalizer left unhandled meanwhile into this test's
-        warning (or, with ``-W error``, its failure)."""
-        for collect in self._collectors:
-            collect(config)
 
     def how(self, item: pytest.Item) -> tuple[str, str] | None:
         """(check fixture, parameter) when ``item`` is a pop3mon check test whose fixtures
@@ -256,6 +269,7 @@ class LeanChecks:
             return None
         fixture = used[0]
         param = self.runners[fixture][0]
+        parameters = set()
         for name in names:
             defs = info.name2fixturedefs.get(name)
             if not defs:
@@ -265,11 +279,13 @@ class LeanChecks:
             if name in (fixture, self.state_fixture):
                 if not where[0].startswith("pop3mon."):
                     return None
-            elif where not in _PYTESTS_OWN.get(name, _DIRECT_PARAMETER):
+            elif where in _DIRECT_PARAMETER:
+                parameters.add(name)
+            elif where not in _PYTESTS_OWN.get(name, ()):
                 return None
         # The test function itself asks for its check fixture and its parameters only (a
         # project's test that also takes ``request`` keeps pytest's protocol).
-        if any(arg != fixture and arg not in _DIRECT_ARGS for arg in info.argnames):
+        if any(arg != fixture and arg not in parameters for arg in info.argnames):
             return None
         return (fixture, param) if param in names else None
 
@@ -299,35 +315,22 @@ class LeanChecks:
             args[fixture] = self.runners[fixture][1](item, str(args[param]))
             args[self.state_fixture] = self.state
             item.funcargs = args
-            self._collect(item.config)
+            self.collect()
 
         def call() -> None:
             item.runtest()
-            self._collect(item.config)
+            self.collect()
 
         def teardown() -> None:
             item.session._setupstate.teardown_exact(nextitem)
-            self._collect(item.config)
+            self.collect()
 
         def report(
             phase: pytest.CallInfo[None], optional: bool = False
         ) -> pytest.TestReport | None:
             if optional and phase.excinfo is None:
                 return None  # a passed set-up or teardown nobody listens for
-            # pytest.xfail() raised in a test is turned into an xfail by _pytest.skipping's
-            # makereport hook, which the plain report would miss.
-            xfailed = phase.excinfo is not None and phase.excinfo.errisinstance(
-                pytest.xfail.Exception
-            )
-            made: pytest.TestReport = (
-                pytest.TestReport.from_item_and_call(item, phase)
-                if self.plain and not xfailed
-                else ihook.pytest_runtest_makereport(item=item, call=phase)
-            )
-            ihook.pytest_runtest_logreport(report=made)
-            if interactive(phase, made):  # what pytest's call_and_report does
-                ihook.pytest_exception_interact(node=item, call=phase, report=made)
-            return made
+            return phase_report(item, phase, self.plain)
 
         rep = report(
             pytest.CallInfo.from_call(setup, when="setup", reraise=reraise), self.call_only

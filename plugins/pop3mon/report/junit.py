@@ -47,7 +47,14 @@ from ..engine.result import ProbeResult
 from ..engine.stages import HOST_ID_PREFIX, TIERS
 from ..verdict import Verdict
 from .model import CoverageReport, RunInfo, RunReport
-from .recorder import GROUP_PROPERTY, NOT_RUN, CheckRecord, OtherTest, record_properties
+from .recorder import (
+    FAILED_PREFIX,
+    GROUP_PROPERTY,
+    NOT_RUN,
+    CheckRecord,
+    OtherTest,
+    record_properties,
+)
 
 __all__ = [
     "CLASSNAMES",
@@ -243,8 +250,6 @@ def finish_pieces(text: str, report: RunReport, options: JUnitOptions) -> Iterat
 
 
 _CHUNK: Final = 1 << 16
-#: pytest's prefix of a failure message in JUnit XML (``Failed: <message>``).
-_FAILED: Final = "Failed: "
 
 
 def _start_tag(elem: ET.Element, counts: dict[str, str]) -> str:
@@ -344,7 +349,7 @@ def _failure_lines(case: ET.Element) -> dict[str, str]:
         return out
     for line in failure.get("message", "").splitlines():
         # "[Failed: ]CRIT <id> <check>: <reason>" (plugin.failure_message)
-        line = line.removeprefix(_FAILED)
+        line = line.removeprefix(FAILED_PREFIX)
         words = line.split(" ", 2)
         if len(words) == 3:
             out.setdefault(words[2].split(":", 1)[0], line)
@@ -365,7 +370,7 @@ def _check_case(
     if rec.outcome == "failed":
         text = messages.get(rec.check, rec.failure_text)
         # As pytest writes a pytest.fail(pytrace=False): the message with its prefix.
-        ET.SubElement(case, "failure", {"message": _FAILED + text}).text = text
+        ET.SubElement(case, "failure", {"message": FAILED_PREFIX + text}).text = text
     elif rec.outcome in ("skipped", NOT_RUN):
         ET.SubElement(
             case, "skipped", {"type": "pytest.skip", "message": rec.reason}
@@ -527,7 +532,7 @@ def check_case_text(
         body.append(_leaf(tag, f' message="{_attrib(rec.reason)}"', rec.error_text))
     elif rec.outcome == "failed":
         text = rec.failure_text
-        body.append(_leaf("failure", f' message="{_attrib(_FAILED + text)}"', text))
+        body.append(_leaf("failure", f' message="{_attrib(FAILED_PREFIX + text)}"', text))
     elif rec.outcome == "skipped":
         attrs = f' type="pytest.skip" message="{_attrib(rec.reason)}"'
         body.append(_leaf("skipped", attrs, rec.reason))

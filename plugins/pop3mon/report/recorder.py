@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # the annotations only: `pop3mon merge` builds records withou
 __all__ = [
     "CHECK_FIXTURES",
     "CHECK_KEYWORD",
+    "FAILED_PREFIX",
     "GROUP_PROPERTY",
     "NOT_RUN",
     "CheckRecord",
@@ -39,8 +40,8 @@ GROUP_PROPERTY: Final = _P + "checks"
 #: The keyword every pop3mon check test carries (set at collection; its reports keep it,
 #: under xdist too): a failing test without it is a project's own test, not a broken check.
 CHECK_KEYWORD: Final = _P + "check"
-#: pytest's prefix of a ``pytest.fail()`` message (``Failed: <message>``).
-_FAILED: Final = "Failed: "
+#: pytest's prefix of a ``pytest.fail()`` message (``Failed: <message>``), also in JUnit XML.
+FAILED_PREFIX: Final = "Failed: "
 #: The fixtures a pop3mon check test asks for (a connection type's, a host's, a server's).
 CHECK_FIXTURES: Final = frozenset({"check", "host_check", "coverage_check"})
 #: The outcome of a selected check the run ended before (SIGTERM, Ctrl-C, ``-x``).
@@ -84,7 +85,8 @@ class CheckRecord:
 
     @property
     def error_text(self) -> str:
-        """The text of junit.xml's ``<error>`` of a test that broke: its traceback."""
+        """The text of junit.xml's ``<error>`` or ``<failure>`` of a test that broke (ERROR):
+        its traceback."""
         return self.failure or self.reason
 
 
@@ -258,7 +260,7 @@ def _parse(report: pytest.TestReport, props: Mapping[str, object]) -> CheckRecor
         # junitxml takes it (not longreprtext, which xdist begins with the worker's line).
         crash = getattr(report.longrepr, "reprcrash", None)
         text = crash.message if crash is not None else str(report.longrepr)
-        failure = text.removeprefix(_FAILED)
+        failure = text.removeprefix(FAILED_PREFIX)
     return CheckRecord(
         nodeid=str(props.get(_P + "nodeid", report.nodeid)),
         ct=str(props[_P + "ct"]),
