@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import bdb
 import importlib
+import os
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -44,6 +45,7 @@ __all__ = [
     "PHASE_MARKS",
     "CheckRunner",
     "LeanChecks",
+    "Site",
     "call_report_only",
     "lean_allowed",
     "phase_report",
@@ -100,31 +102,15 @@ def lean_allowed(config: pytest.Config) -> bool:
 
 def call_report_only(config: pytest.Config) -> bool:
     """Whether a lean check test may report only its call, as a tier test does, when its
-    set-up and teardown pass: where pop3mon writes report.html and junit.xml from the run
-    model (pytest-html and junitxml, which want all three, are not registered), no other
-    plugin or conftest makes or listens to test reports (only pytest's and pop3mon's own
-    ``pytest_runtest_logreport`` and ``pytest_runtest_makereport``, and pytest-html's,
-    whose page is not written), ``--durations`` lists no phases and this is no xdist
-    worker (its controller's listeners are not known here). A passed set-up or teardown
-    report changes nothing pytest's own listeners show or count (the terminal keeps them
-    uncounted in ``stats[""]``, which only ``--durations`` reads)."""
-    if hasattr(config, "workerinput") or config.getoption("durations", None) is not None:
+    set-up and teardown pass: where nobody but pytest and pop3mon reads test reports
+    (:func:`_reports_stay_home`) and ``--durations`` lists no phases. A passed set-up or
+    teardown report changes nothing pytest's own listeners show or count (the terminal
+    keeps them uncounted in ``stats[""]``, which only ``--durations`` reads)."""
+    if config.getoption("durations", None) is not None or not _reports_stay_home(config):
         return False
-    writer = config.stash.get(PAGES_KEY, None)
-    if writer is None or not writer.pages_from_model:
-        return False
-    hook = config.pluginmanager.hook
-    impls = [
-        *hook.pytest_runtest_logreport.get_hookimpls(),
-        # A project's makereport hook (logging each finished phase) sees them too;
-        # pytest-html's adds extras to a page that is not written.
-        *hook.pytest_runtest_makereport.get_hookimpls(),
-    ]
     return all(
-        _pytests(impl.function)
-        or _ours(impl.function)
-        or str(getattr(impl.function, "__module__", "")) == "pytest_html.plugin"
-        for impl in impls
+        _pytests(impl.function) or _ours(impl.function) or _html_plugin(impl.function)
+        for impl in config.pluginmanager.hook.pytest_runtest_makereport.get_hookimpls()
     )
 
 
@@ -132,25 +118,76 @@ def plain_reports(config: pytest.Config) -> bool:
     """Whether a lean test's report may be made without ``pytest_runtest_makereport``: only
     pytest's own implementations take part, and for a fixture-free test that neither xfails
     nor is a unittest case they add nothing to ``TestReport.from_item_and_call`` (a skip's
-    location is the item's either way: ``_use_item_location``). A conftest's or plugin's
-    own hook (pytest-html's, one that adds extras) keeps the hook call."""
+    location is the item's either way: ``_use_item_location``). pytest-html's adds its
+    extras for its page, which is not written where nobody else reads reports
+    (:func:`_reports_stay_home`). A conftest's or plugin's own hook (one that adds extras
+    or logs each phase) keeps the hook call."""
     impls = config.pluginmanager.hook.pytest_runtest_makereport.get_hookimpls()
-    return all(_pytests(impl.function) for impl in impls)
+    if all(_pytests(impl.function) for impl in impls):
+        return True
+    return all(
+        _pytests(impl.function) or _html_plugin(impl.function) for impl in impls
+    ) and _reports_stay_home(config)
 
 
-def phase_report(item: pytest.Item, phase: pytest.CallInfo[None], plain: bool) -> pytest.TestReport:
+def _reports_stay_home(config: pytest.Config) -> bool:
+    """Whether no test report reaches anyone but pytest's and pop3mon's own listeners:
+    pop3mon writes report.html and junit.xml from the run model (pytest-html and junitxml,
+    which want every report, are not registered), no other plugin or conftest has a
+    ``pytest_runtest_logreport`` (pytest-html's module keeps one, for a page that is not
+    written) and this is no xdist worker (its controller's listeners are not known here)."""
+    if hasattr(config, "workerinput"):
+        return False
+    writer = config.stash.get(PAGES_KEY, None)
+    if writer is None or not writer.pages_from_model:
+        return False
+    return all(
+        _pytests(impl.function) or _ours(impl.function) or _html_plugin(impl.function)
+        for impl in config.pluginmanager.hook.pytest_runtest_logreport.get_hookimpls()
+    )
+
+
+class Site:
+    """What every test of one test function shares and pytest works out again for each
+    (``Item.location``, ``reportinfo()``, ``ihook``: a source lookup, path resolutions and
+    a walk of the conftest modules each, ~10 % of a run of 2,000 check tests), worked out
+    from the function's first test."""
+
+    __slots__ = ("ihook", "line", "path", "prefix", "relpath")
+
+    def __init__(self, item: pytest.Function) -> None:
+        #: The file relative to the root and the line, as ``item.location`` has them.
+        self.relpath, self.line, modpath = item.location
+        #: The file as ``item.reportinfo()`` gives it (where a skip at the test is reported).
+        self.path = os.fspath(item.reportinfo()[0])
+        #: ``getmodpath()`` up to the test's own name (a class's name and a dot, or nothing).
+        self.prefix = modpath.removesuffix(item.name)
+        #: The file's hook proxy (which conftest files apply is a matter of the path).
+        self.ihook = item.ihook
+
+    def locate(self, item: pytest.Function) -> None:
+        """Put ``item.location`` where pytest's cached property would keep it."""
+        if "location" not in item.__dict__:
+            item.__dict__["location"] = (self.relpath, self.line, self.prefix + item.name)
+
+
+def phase_report(
+    item: pytest.Item, phase: pytest.CallInfo[None], plain: bool, site: Site | None = None
+) -> pytest.TestReport:
     """One phase's report, made and logged as pytest's ``call_and_report`` does it:
     ``TestReport.from_item_and_call`` where ``plain`` (:func:`plain_reports`), else the
     ``pytest_runtest_makereport`` hook (always for a ``pytest.xfail()``, which
     ``_pytest.skipping``'s hook turns into an xfail); then ``pytest_exception_interact``
-    for an exception that is neither a skip nor expected."""
-    ihook = item.ihook
+    for an exception that is neither a skip nor expected. ``site`` (a check test's) spares
+    looking up again what all tests of its function share (:func:`_skip_at_item`)."""
+    ihook = item.ihook if site is None else site.ihook
     excinfo = phase.excinfo
-    made: pytest.TestReport = (
-        pytest.TestReport.from_item_and_call(item, phase)
-        if plain and (excinfo is None or not excinfo.errisinstance(pytest.xfail.Exception))
-        else ihook.pytest_runtest_makereport(item=item, call=phase)
-    )
+    made: pytest.TestReport
+    if not plain or (excinfo is not None and excinfo.errisinstance(pytest.xfail.Exception)):
+        made = ihook.pytest_runtest_makereport(item=item, call=phase)
+    else:
+        skipped = None if site is None else _skip_at_item(item, phase, site.path)
+        made = skipped or pytest.TestReport.from_item_and_call(item, phase)
     ihook.pytest_runtest_logreport(report=made)
     if (
         excinfo is not None
@@ -159,6 +196,57 @@ def phase_report(item: pytest.Item, phase: pytest.CallInfo[None], plain: bool) -
     ):
         ihook.pytest_exception_interact(node=item, call=phase, report=made)
     return made
+
+
+def _skip_at_item(
+    item: pytest.Item, phase: pytest.CallInfo[None], path: str
+) -> pytest.TestReport | None:
+    """The report ``TestReport.from_item_and_call`` makes of a phase that skipped at the
+    test's own location (``_use_item_location``: pop3mon's check fixture skips so when a
+    check's dependency failed, half of a typical run's check tests), made without what it
+    spends there on things that do not change from test to test of one function: a walk of
+    the traceback for a crash location it then does not use, and the function's source
+    lookup (``item.reportinfo()``, here ``path`` and ``item.location``'s line). None for
+    any other phase."""
+    excinfo = phase.excinfo
+    if excinfo is None or type(excinfo.value) is not pytest.skip.Exception:
+        return None
+    if not excinfo.value._use_item_location:
+        return None
+    line = item.location[1]
+    when = phase.when
+    if line is None or when == "collect":
+        return None
+    return pytest.TestReport(
+        item.nodeid,
+        item.location,
+        {x: 1 for x in item.keywords},
+        "skipped",
+        (path, line + 1, _skip_message(excinfo)),
+        when,
+        [(f"Captured {key} {rwhen}", content) for rwhen, key, content in item._report_sections],
+        phase.duration,
+        phase.start,
+        phase.stop,
+        user_properties=item.user_properties,
+    )
+
+
+#: A skip's reason -> what ``ExceptionInfo.exconly(tryshort=True)`` makes of it (a
+#: ``traceback.TracebackException`` each time; a run repeats a few reasons many times).
+_SKIP_MESSAGES: dict[str, str] = {}
+
+
+def _skip_message(excinfo: pytest.ExceptionInfo[BaseException]) -> str:
+    """The message of the crash entry pytest would find for a ``pytest.skip.Exception``:
+    the exception, shortened (the same for every skip with the same reason and no notes)."""
+    reason = str(excinfo.value)
+    if hasattr(excinfo.value, "__notes__") or len(_SKIP_MESSAGES) > 1024:
+        return excinfo.exconly(tryshort=True)
+    message = _SKIP_MESSAGES.get(reason)
+    if message is None:
+        message = _SKIP_MESSAGES[reason] = excinfo.exconly(tryshort=True)
+    return message
 
 
 def unhandled_collector(config: pytest.Config) -> Callable[[], None]:
@@ -191,6 +279,10 @@ def _ours(function: Callable[..., object]) -> bool:
     return str(getattr(function, "__module__", "")).startswith("pop3mon.")
 
 
+def _html_plugin(function: Callable[..., object]) -> bool:
+    return str(getattr(function, "__module__", "")) == "pytest_html.plugin"
+
+
 class LeanChecks:
     """Runs pop3mon's check tests without pytest's fixture, capture and phase machinery
     where nothing could tell the difference (module docstring)."""
@@ -215,8 +307,10 @@ class LeanChecks:
         #: A test function's fixture closure (shared by its parametrized tests) -> how its
         #: tests run lean, or None when they keep pytest's protocol.
         self._how: dict[int, tuple[str, str] | None] = {}
-        #: (the test function's parent, its name) -> (its file as pytest shows it, its line).
-        self._where: dict[tuple[int, str], tuple[str, int | None]] = {}
+        #: (the test function's parent, its name) -> what its tests share.
+        self._sites: dict[tuple[int, str], Site] = {}
+        #: A test function's parent -> whether it or a node above it has a phase mark.
+        self._marked: dict[int, bool] = {}
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         # Every conftest file whose tests run is loaded by now (also on an xdist worker).
@@ -225,21 +319,31 @@ class LeanChecks:
         self.call_only = call_report_only(session.config)
         self.collect = unhandled_collector(session.config)
 
-    def _locate(self, item: pytest.Function) -> None:
-        """pytest's ``Item.location`` (what logstart, every report and -rs show), with what
-        all tests of one function share, its file relative to the root and its line, worked
-        out once per function instead of once per test (a source lookup and two path
-        resolutions each: 5 % of a run of 2,000 check tests). ``location`` is a cached
-        property: the value is put where it would cache it."""
-        if "location" in item.__dict__:
-            return
+    def _site(self, item: pytest.Function) -> Site:
+        """What ``item`` shares with the other tests of its function (:class:`Site`), and
+        its ``location`` put in place from it."""
         key = (id(item.parent), item.originalname)
-        shared = self._where.get(key)
-        if shared is None:
-            relpath, line, _ = item.location
-            self._where[key] = (relpath, line)
+        site = self._sites.get(key)
+        if site is None:
+            site = self._sites[key] = Site(item)
         else:
-            item.__dict__["location"] = (*shared, item.getmodpath())
+            site.locate(item)
+        return site
+
+    def _phase_marked(self, item: pytest.Function) -> bool:
+        """Whether a skip, skipif or xfail mark applies to ``item`` (``item.iter_markers()``,
+        with its parents' share looked up once per parent: 4 % of a run of 2,000 tests)."""
+        if any(m.name in PHASE_MARKS for m in item.own_markers):
+            return True
+        parent = item.parent
+        key = id(parent)
+        marked = self._marked.get(key)
+        if marked is None:
+            marked = parent is not None and any(
+                m.name in PHASE_MARKS for m in parent.iter_markers()
+            )
+            self._marked[key] = marked
+        return marked
 
     def how(self, item: pytest.Item) -> tuple[str, str] | None:
         """(check fixture, parameter) when ``item`` is a pop3mon check test whose fixtures
@@ -251,7 +355,7 @@ class LeanChecks:
         if key not in self._how:
             self._how[key] = self._closure(info)
         found = self._how[key]
-        if found is None or any(m.name in PHASE_MARKS for m in item.iter_markers()):
+        if found is None or self._phase_marked(item):
             return None
         callspec = getattr(item, "callspec", None)
         if callspec is None or not isinstance(callspec.params.get(found[1]), str):
@@ -305,8 +409,8 @@ class LeanChecks:
             return None
         assert isinstance(item, pytest.Function)
         fixture, param = how
-        self._locate(item)
-        ihook = item.ihook
+        site = self._site(item)
+        ihook = site.ihook
         ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
         reraise = (pytest.exit.Exception, KeyboardInterrupt)
 
@@ -330,7 +434,7 @@ class LeanChecks:
         ) -> pytest.TestReport | None:
             if optional and phase.excinfo is None:
                 return None  # a passed set-up or teardown nobody listens for
-            return phase_report(item, phase, self.plain)
+            return phase_report(item, phase, self.plain, site)
 
         rep = report(
             pytest.CallInfo.from_call(setup, when="setup", reraise=reraise), self.call_only
