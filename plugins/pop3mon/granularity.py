@@ -44,9 +44,16 @@ from .checks import CheckResult
 from .config import ConnectionType
 from .engine.result import ProbeResult
 from .engine.stages import TIERS
-from .lean import PHASE_MARKS, lean_allowed, phase_report, plain_reports, unhandled_collector
+from .lean import (
+    PHASE_MARKS,
+    lean_allowed,
+    phase_report,
+    plain_reports,
+    reports_stay_home,
+    unhandled_collector,
+)
 from .report.keys import PAGES_KEY
-from .report.recorder import CHECK_KEYWORD, GROUP_PROPERTY, group_entry
+from .report.recorder import CHECK_KEYWORD, GROUP_PROPERTY, group_entry, group_record
 from .verdict import Verdict
 
 __all__ = [
@@ -192,6 +199,9 @@ class TierItem(pytest.Item):
         self.members = members
         self.state = state
         self.judge = judge
+        #: Whether its checks' records go to the recorder as they are, not as properties
+        #: (:func:`~pop3mon.lean.reports_stay_home`; set once collection is done).
+        self.direct_records = False
 
     @property
     def check_names(self) -> list[str]:
@@ -207,7 +217,8 @@ class TierItem(pytest.Item):
         """Evaluate every check; fail when one fails, skip when all skip."""
         connection = self.state.by_id[self.ct]
         result = self.state.result_for(connection, self.session)
-        entries: list[list[tuple[str, object]]] = []
+        entries: list[object] = []
+        entry = group_record if self.direct_records else group_entry
         failures: list[str] = []
         skips: list[str] = []
         for nodeid, name in self.members:
@@ -223,7 +234,7 @@ class TierItem(pytest.Item):
             else:
                 outcome = "passed"
             entries.append(
-                group_entry(
+                entry(
                     nodeid,
                     connection.id,
                     connection.server,
@@ -303,6 +314,10 @@ class TierGrouping:
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.plain_reports = plain_reports(session.config)
         self.collect = unhandled_collector(session.config)
+        if self.lean and reports_stay_home(session.config):
+            for item in session.items:
+                if isinstance(item, TierItem):
+                    item.direct_records = True
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_protocol(

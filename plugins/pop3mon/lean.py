@@ -50,6 +50,7 @@ __all__ = [
     "lean_allowed",
     "phase_report",
     "plain_reports",
+    "reports_stay_home",
     "unhandled_collector",
 ]
 
@@ -103,10 +104,10 @@ def lean_allowed(config: pytest.Config) -> bool:
 def call_report_only(config: pytest.Config) -> bool:
     """Whether a lean check test may report only its call, as a tier test does, when its
     set-up and teardown pass: where nobody but pytest and pop3mon reads test reports
-    (:func:`_reports_stay_home`) and ``--durations`` lists no phases. A passed set-up or
+    (:func:`reports_stay_home`) and ``--durations`` lists no phases. A passed set-up or
     teardown report changes nothing pytest's own listeners show or count (the terminal
     keeps them uncounted in ``stats[""]``, which only ``--durations`` reads)."""
-    if config.getoption("durations", None) is not None or not _reports_stay_home(config):
+    if config.getoption("durations", None) is not None or not reports_stay_home(config):
         return False
     return all(
         _pytests(impl.function) or _ours(impl.function) or _html_plugin(impl.function)
@@ -120,17 +121,17 @@ def plain_reports(config: pytest.Config) -> bool:
     nor is a unittest case they add nothing to ``TestReport.from_item_and_call`` (a skip's
     location is the item's either way: ``_use_item_location``). pytest-html's adds its
     extras for its page, which is not written where nobody else reads reports
-    (:func:`_reports_stay_home`). A conftest's or plugin's own hook (one that adds extras
+    (:func:`reports_stay_home`). A conftest's or plugin's own hook (one that adds extras
     or logs each phase) keeps the hook call."""
     impls = config.pluginmanager.hook.pytest_runtest_makereport.get_hookimpls()
     if all(_pytests(impl.function) for impl in impls):
         return True
     return all(
         _pytests(impl.function) or _html_plugin(impl.function) for impl in impls
-    ) and _reports_stay_home(config)
+    ) and reports_stay_home(config)
 
 
-def _reports_stay_home(config: pytest.Config) -> bool:
+def reports_stay_home(config: pytest.Config) -> bool:
     """Whether no test report reaches anyone but pytest's and pop3mon's own listeners:
     pop3mon writes report.html and junit.xml from the run model (pytest-html and junitxml,
     which want every report, are not registered), no other plugin or conftest has a
