@@ -351,11 +351,16 @@ def test_tier_tests_keep_pytests_protocol_where_it_is_needed(project: Project) -
         "def pytest_runtest_setup(item):\n"
         "    SEEN.append(item.nodeid)\n"
         "def pytest_sessionfinish(session):\n"
-        "    print('phase hook saw', sum('::tls[' in n for n in SEEN), 'tests')\n"
+        "    print('phase hook saw', sum('::tls[' in n for n in SEEN), 'tests')\n" + _SKIP_LOCATIONS
     )
-    result = pytester.runpytest_subprocess("--granularity=tier", "-s")
-    seen = re.findall(r"phase hook saw (\d+) tests", result.stdout.str())
-    assert seen and int(seen[-1]) > 0, result.stdout.str()[-2000:]
+    full = pytester.runpytest_subprocess("--granularity=tier", "-s")
+    seen = re.findall(r"phase hook saw (\d+) tests", full.stdout.str())
+    assert seen and int(seen[-1]) > 0, full.stdout.str()[-2000:]
+    # A skip's location, which only a report's reader sees, is the one pytest makes.
+    pytester.makeconftest('pytest_plugins = ["pop3mon.plugin"]\n' + _SKIP_LOCATIONS)
+    lean = pytester.runpytest_subprocess("--granularity=tier", "-s")
+    where = [_skip_locations(run) for run in (lean, full)]
+    assert where[0] and where[0] == where[1]
 
     pytester.makeconftest(
         'pytest_plugins = ["pop3mon.plugin"]\n'
@@ -402,6 +407,20 @@ _PHASE_COUNTER = (
 )
 
 
+#: A conftest's share that prints where each skipped test's report says it skipped (what
+#: pytest's -rs shows; pop3mon's summary names the reason instead). It reads the reports
+#: the terminal keeps, so the lean protocol's plain reports stay in use.
+_SKIP_LOCATIONS = (
+    "def pytest_terminal_summary(terminalreporter):\n"
+    "    for report in terminalreporter.stats.get('skipped', []):\n"
+    "        print('skipped-at', report.nodeid, report.longrepr)\n"
+)
+
+
+def _skip_locations(result: pytest.RunResult) -> list[str]:
+    return sorted(line for line in result.stdout.lines if line.startswith("skipped-at "))
+
+
 def _phases(result: pytest.RunResult) -> dict[str, int]:
     found = re.findall(r"phases (\{.*\})$", result.stdout.str(), re.M)
     assert found, result.stdout.str()[-3000:]
@@ -436,6 +455,7 @@ def test_check_tests_run_lean_only_where_nothing_could_tell(project: Project) ->
     # A phase hook of the project's own: pytest's whole protocol, and the hook sees all.
     pytester.makeconftest(
         _PHASE_COUNTER
+        + _SKIP_LOCATIONS
         + "SET_UP = []\n"
         + "def pytest_runtest_setup(item):\n    SET_UP.append(item.nodeid)\n"
         + "def pytest_unconfigure():\n    print('set up', len(SET_UP))\n"
@@ -459,7 +479,7 @@ def test_check_tests_run_lean_only_where_nothing_could_tell(project: Project) ->
         "def pytest_sessionfinish(session):\n"
         "    kept = [i for i in ITEMS if 'location' in i.__dict__]\n"
         "    same = sum(i.location == Item.location.func(i) for i in kept)\n"
-        "    print('locations', len(kept), same)\n"
+        "    print('locations', len(kept), same)\n" + _SKIP_LOCATIONS
     )
     bare = pytester.runpytest_subprocess("--granularity=check", "-rA", "-s", "--reports-dir=bare")
     bare.stdout.fnmatch_lines([f"*locations {tests} {tests}*"])
@@ -473,6 +493,9 @@ def test_check_tests_run_lean_only_where_nothing_could_tell(project: Project) ->
         for run in (lean, full, bare)
     ]
     assert lines[0] and lines[0] == lines[1] == lines[2]
+    # A skip's location, which only a report's reader sees, is the one pytest makes.
+    where = [_skip_locations(run) for run in (full, bare)]
+    assert where[0] and where[0] == where[1]
     cases = [_junit_cases(pytester.path / d / "junit.xml") for d in ("lean", "full", "bare")]
     assert len(cases[0]) == tests and cases[0] == cases[1] == cases[2]
     assert any("CRIT nostls stls" in message for _, _, message in cases[0])

@@ -32,6 +32,7 @@ and a tier test marked skip, skipif or xfail.
 from __future__ import annotations
 
 import functools
+import os
 import re
 import time
 from collections.abc import Callable, Generator
@@ -294,6 +295,8 @@ class TierGrouping:
         #: is done (every conftest file whose tests run is loaded).
         self.plain_reports = False
         self.collect: Callable[[], None] = lambda: None
+        #: A tier module -> its hook proxy and its file as ``reportinfo()`` gives it.
+        self._modules: dict[int, tuple[Any, str]] = {}
         #: Whether tier tests run the lean protocol; a worker hears the controller's choice.
         workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
         self.lean = bool(workerinput.get(_LEAN_KEY)) if workerinput is not None else False
@@ -330,7 +333,11 @@ class TierGrouping:
             return None
         if any(m.name in PHASE_MARKS for m in item.iter_markers()):
             return None
-        ihook = item.ihook
+        # What all tier tests of one module share (pytest looks them up for each test).
+        shared = self._modules.get(id(item.parent))
+        if shared is None:
+            shared = self._modules[id(item.parent)] = (item.ihook, os.fspath(item.path))
+        ihook, path = shared
         ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
         reraise = (pytest.exit.Exception, KeyboardInterrupt)
 
@@ -339,7 +346,11 @@ class TierGrouping:
             self.collect()
 
         phase_report(
-            item, pytest.CallInfo.from_call(run, when="call", reraise=reraise), self.plain_reports
+            item,
+            pytest.CallInfo.from_call(run, when="call", reraise=reraise),
+            self.plain_reports,
+            ihook=ihook,
+            path=path,
         )
         # What pytest's teardown phase does for the tests around this one (a module of
         # fine-grained tests before it keeps its fixtures until the last of them is done;
@@ -353,7 +364,7 @@ class TierGrouping:
 
         down = pytest.CallInfo.from_call(teardown, when="teardown", reraise=reraise)
         if down.excinfo is not None:
-            phase_report(item, down, plain=False)
+            phase_report(item, down, plain=False, ihook=ihook)
         ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
         return True
 

@@ -173,21 +173,28 @@ class Site:
 
 
 def phase_report(
-    item: pytest.Item, phase: pytest.CallInfo[None], plain: bool, site: Site | None = None
+    item: pytest.Item,
+    phase: pytest.CallInfo[None],
+    plain: bool,
+    *,
+    ihook: Any = None,
+    path: str | None = None,
 ) -> pytest.TestReport:
     """One phase's report, made and logged as pytest's ``call_and_report`` does it:
     ``TestReport.from_item_and_call`` where ``plain`` (:func:`plain_reports`), else the
     ``pytest_runtest_makereport`` hook (always for a ``pytest.xfail()``, which
     ``_pytest.skipping``'s hook turns into an xfail); then ``pytest_exception_interact``
-    for an exception that is neither a skip nor expected. ``site`` (a check test's) spares
-    looking up again what all tests of its function share (:func:`_skip_at_item`)."""
-    ihook = item.ihook if site is None else site.ihook
+    for an exception that is neither a skip nor expected. ``ihook`` (``item.ihook``) and
+    ``path`` (``item.reportinfo()``'s file) spare looking up again for each test what all
+    tests of one function or module share (:func:`_skip_at_item`)."""
+    if ihook is None:
+        ihook = item.ihook
     excinfo = phase.excinfo
     made: pytest.TestReport
     if not plain or (excinfo is not None and excinfo.errisinstance(pytest.xfail.Exception)):
         made = ihook.pytest_runtest_makereport(item=item, call=phase)
     else:
-        skipped = None if site is None else _skip_at_item(item, phase, site.path)
+        skipped = None if path is None else _skip_at_item(item, phase, path)
         made = skipped or pytest.TestReport.from_item_and_call(item, phase)
     ihook.pytest_runtest_logreport(report=made)
     if (
@@ -435,7 +442,7 @@ class LeanChecks:
         ) -> pytest.TestReport | None:
             if optional and phase.excinfo is None:
                 return None  # a passed set-up or teardown nobody listens for
-            return phase_report(item, phase, self.plain, site)
+            return phase_report(item, phase, self.plain, ihook=site.ihook, path=site.path)
 
         rep = report(
             pytest.CallInfo.from_call(setup, when="setup", reraise=reraise), self.call_only
