@@ -1,4 +1,4 @@
-"""Report writers at once (``report/parallel.py``): the forks, their fall-backs, their clean-up.
+"""Two report writers at once (``report/parallel.py``): the fork, its fall-backs, its clean-up.
 
 Each case runs in a fresh single-threaded interpreter: an xdist worker (this suite's) has
 execnet's threads, and ``in_parallel`` rightly never forks there.
@@ -54,7 +54,7 @@ def test_the_child_part_is_written_by_another_process(tmp_path: Path) -> None:
     got = run(
         tmp_path,
         """
-        ok = in_parallel([write("child")], write("here"), worth_it=True)
+        ok = in_parallel(write("child"), write("here"), worth_it=True)
         print(json.dumps({"ok": ok, "parent": parent}))
         """,
     )
@@ -63,39 +63,15 @@ def test_the_child_part_is_written_by_another_process(tmp_path: Path) -> None:
     assert int((tmp_path / "child").read_text()) != got["parent"]
 
 
-def test_each_child_part_is_written_by_a_process_of_its_own(tmp_path: Path) -> None:
-    """Two children and this process at once; a child that fails is redone here while the
-    other's part stays its own."""
-    got = run(
-        tmp_path,
-        """
-        def flaky():
-            if os.getpid() != parent:
-                os._exit(3)
-            write("flaky")()
-
-        ok = in_parallel([write("one"), write("two")], write("here"), worth_it=True)
-        redone = in_parallel([flaky, write("three")], write("here2"), worth_it=True)
-        print(json.dumps({"ok": ok, "redone": redone, "parent": parent}))
-        """,
-    )
-    assert got["ok"] is True and got["redone"] is False
-    pids = {name: int((tmp_path / name).read_text()) for name in ("one", "two", "three")}
-    assert got["parent"] not in pids.values()
-    assert len(set(pids.values())) == 3  # a process each
-    assert int((tmp_path / "flaky").read_text()) == got["parent"]
-    assert int((tmp_path / "here2").read_text()) == got["parent"]
-
-
 def test_no_fork_when_not_worth_it_or_another_thread_lives(tmp_path: Path) -> None:
     got = run(
         tmp_path,
         """
-        small = in_parallel([write("a")], write("b"), worth_it=False)
+        small = in_parallel(write("a"), write("b"), worth_it=False)
         stop = threading.Event()
         worker = threading.Thread(target=stop.wait)
         worker.start()
-        threaded = in_parallel([write("c")], write("d"), worth_it=True)
+        threaded = in_parallel(write("c"), write("d"), worth_it=True)
         stop.set()
         worker.join()
         print(json.dumps({"small": small, "threaded": threaded, "parent": parent}))
@@ -115,13 +91,13 @@ def test_a_failing_child_is_redone_here_and_its_error_reaches_the_caller(tmp_pat
                 os.kill(os.getpid(), 9)  # the child dies mid-write
             write("child")()
 
-        ok = in_parallel([flaky], write("here"), worth_it=True)
+        ok = in_parallel(flaky, write("here"), worth_it=True)
 
         def broken():
             raise OSError(28, "No space left on device")
 
         try:
-            in_parallel([broken], write("here2"), worth_it=True)
+            in_parallel(broken, write("here2"), worth_it=True)
             error = ""
         except OSError as exc:
             error = exc.strerror
@@ -147,7 +123,7 @@ def test_when_this_side_fails_the_child_is_killed_and_reaped(tmp_path: Path) -> 
 
         started = time.monotonic()
         try:
-            in_parallel([slow], fails, worth_it=True)
+            in_parallel(slow, fails, worth_it=True)
         except RuntimeError as exc:
             why = str(exc)
         try:
@@ -187,7 +163,7 @@ def test_a_ctrl_c_while_writing_is_heard_once_and_the_child_finishes(tmp_path: P
             time.sleep(0.1)
             write("here")()
 
-        ok = in_parallel([slow], interrupted, worth_it=True)
+        ok = in_parallel(slow, interrupted, worth_it=True)
         print(json.dumps({"ok": ok, "parent": parent}))
         """,
     )

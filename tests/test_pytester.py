@@ -798,7 +798,7 @@ def test_what_only_junitxml_writes_is_not_lost_silently(
     assert "give --junitxml=PATH to keep pytest's writer" in out
 
 
-def test_a_large_tier_run_writes_its_reports_in_several_processes(project: Project) -> None:
+def test_a_large_tier_run_writes_its_reports_in_two_processes(project: Project) -> None:
     """Once the probing threads have ended (the reports wait for them), a tier run large
     enough forks its second writer: here "large enough" is lowered to every run, and the
     project's conftest notes what the writer did. The batch thread is made to linger

@@ -1,9 +1,9 @@
-"""Report writers at once: each of some in a forked child, the others in this process.
+"""Two report writers at once: one in a forked child, one in this process.
 
 Writing the reports of a large run is pure CPU on data the run already holds (1,000
-connection types, on one core: ~1.2 s for junit.xml, ~0.6 s for metrics.prom, ~1.3 s for
-report.html and results.json). A forked child shares that data without copying or
-pickling it, so where cores are free the parts take the time of the longest one.
+connection types: ~1.3 s for junit.xml and metrics.prom, ~1.5 s for report.html and
+results.json, on one core). A forked child shares that data without copying or pickling
+it, so the two halves take the time of the longer one where a second core is free.
 
 The child only writes its staged files and leaves with :func:`os._exit` (no atexit
 handler, no flush of buffers it inherited, so nothing is printed twice). Whatever goes
@@ -21,7 +21,7 @@ import gc
 import os
 import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Final
 
 __all__ = ["PARALLEL_MIN_CHECKS", "in_parallel"]
@@ -32,26 +32,26 @@ PARALLEL_MIN_CHECKS: Final = 2000
 
 
 def in_parallel(
-    children: Sequence[Callable[[], None]],
+    child: Callable[[], None],
     here: Callable[[], None],
     *,
     worth_it: bool,
     prepare: Callable[[], object] | None = None,
 ) -> bool:
-    """Run each of ``children`` in a forked child process of its own while this process
-    runs ``here``; all only write files. Returns True when all ran at once. ``prepare`` runs
-    first when it is ``worth_it`` (to let threads that are ending end).
+    """Run ``child`` in a forked child process while this process runs ``here``; both only
+    write files. Returns True when the two ran at once. ``prepare`` runs first when it is
+    ``worth_it`` (to let threads that are ending end).
 
-    Without a fork (not ``worth_it``, no :func:`os.fork`, another thread alive) all run
-    here, ``here`` first. A child whose fork failed or that failed in any way runs here
-    afterwards, so its exception (a full disk) reaches the caller. If ``here`` raises (or
-    a signal interrupts the wait), the children are killed and reaped before the exception
+    Without a fork (not ``worth_it``, no :func:`os.fork`, another thread alive, fork
+    failed) both run here, ``here`` first. If the child fails in any way, ``child`` runs
+    here afterwards, so its exception (a full disk) reaches the caller. If ``here`` raises
+    (or a signal interrupts the wait), the child is killed and reaped before the exception
     goes on: no process is left writing files the caller is about to discard.
     """
     if worth_it and prepare is not None:
         prepare()
     if not worth_it or not hasattr(os, "fork") or threading.active_count() != 1:
-        return _one_after_the_other(children, here)
+        return _one_after_the_other(child, here)
     # Objects the collector tracks move to its permanent generation, so that neither
     # process's collections touch (and the child's copy-on-write duplicates) the run model.
     gc.freeze()
@@ -59,49 +59,41 @@ def in_parallel(
     # the child ignores Ctrl-C and dies of SIGTERM, and its part is then redone here.
     stops = {signal.SIGINT, signal.SIGTERM}
     held = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
-    pids: list[int | None] = []
     try:
-        for child in children:
-            try:
-                pid = os.fork()
-            except OSError:
-                pids.append(None)  # written here afterwards
-                continue
-            if pid == 0:  # pragma: no cover - the child's exit status is what the parent tests
-                code = 1
-                try:
-                    signal.signal(signal.SIGINT, signal.SIG_IGN)
-                    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                    signal.pthread_sigmask(signal.SIG_SETMASK, held)
-                    gc.disable()
-                    child()
-                    code = 0
-                finally:
-                    os._exit(code)
-            pids.append(pid)
-    finally:
+        pid = os.fork()
+    except OSError:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
-    done: list[bool] = []
+        return _one_after_the_other(child, here)
+    if pid == 0:  # pragma: no cover - the child's exit status is what the parent tests
+        code = 1
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            gc.disable()
+            child()
+            code = 0
+        finally:
+            os._exit(code)
+    signal.pthread_sigmask(signal.SIG_SETMASK, held)
     try:
         here()
-        for forked in pids:
-            done.append(forked is not None and _reap(forked, kill=False))
     except BaseException:
-        # Only those not reaped yet: a reaped child's pid may be another process's by now.
-        for forked in pids[len(done) :]:
-            if forked is not None:
-                _reap(forked, kill=True)
+        _reap(pid, kill=True)
         raise
-    for child, ok in zip(children, done, strict=True):
-        if not ok:
-            child()
-    return all(done)
-
-
-def _one_after_the_other(children: Sequence[Callable[[], None]], here: Callable[[], None]) -> bool:
-    here()
-    for child in children:
+    try:
+        ok = _reap(pid, kill=False)
+    except BaseException:
+        _reap(pid, kill=True)
+        raise
+    if not ok:
         child()
+    return ok
+
+
+def _one_after_the_other(child: Callable[[], None], here: Callable[[], None]) -> bool:
+    here()
+    child()
     return False
 
 

@@ -155,21 +155,17 @@ def write_set_files(
     staged names in ``files`` (every merge's, and a run's with ``--granularity=tier``),
     each a piece at a time; ``others``: the run's tests that are not pop3mon checks,
     ``vantages`` as in :func:`write_report_set`. A large run writes junit.xml and
-    metrics.prom in a forked child each meanwhile (:func:`.parallel.in_parallel`, which calls
+    metrics.prom in a forked child meanwhile (:func:`.parallel.in_parallel`, which calls
     ``before_fork`` first); returns whether it did. A member ``files`` does not stage is not
     written."""
 
-    # In a run at 1,000 connection types, on one core: junit.xml ~1.2 s, metrics.prom
-    # ~0.6 s, report.html + results.json ~1.3 s (benchmarks/README.md §3i); each of the
-    # first two in a child of its own, so that no part waits for two others.
-    def junit_part() -> None:
-        junit_tmp = files.temp("JUnit XML")
+    # In a run at 1,000 connection types the halves take 1.2-1.35 s (junit.xml +
+    # metrics.prom) and 1.4-1.65 s (report.html + results.json; benchmarks/README.md §3g).
+    def child_part() -> None:
+        junit_tmp, metrics_tmp = files.temp("JUnit XML"), files.temp("OpenMetrics")
         if junit_tmp is not None:
             with junit_tmp.open("w", encoding="utf-8") as out:
                 out.writelines(scrub(piece) for piece in junit_pieces(report, junit, others))
-
-    def metrics_part() -> None:
-        metrics_tmp = files.temp("OpenMetrics")
         if metrics_tmp is not None:
             write_metrics(report, metrics_tmp, vantages)
 
@@ -182,7 +178,7 @@ def write_set_files(
             write_json(report, json_tmp)
 
     worth_it = len(report.records) >= PARALLEL_MIN_CHECKS
-    return in_parallel((junit_part, metrics_part), own_part, worth_it=worth_it, prepare=before_fork)
+    return in_parallel(child_part, own_part, worth_it=worth_it, prepare=before_fork)
 
 
 def write_report_set(
