@@ -425,10 +425,16 @@ class TierGrouping:
         if not groups and len(out) == len(found):
             return found
         made: dict[str, pytest.Item] = {}
+        tiers: dict[int, str] = {}  # the first tests' tiers (most share one first test)
         for ct, (first, members) in groups.items():
+            tier = tiers.get(id(first))
+            if tier is None:
+                tier = tiers[id(first)] = _tier_of(first) or ""
             # A test per check would also carry the connection type's tags
             # (plugin.pytest_collection_modifyitems adds them).
-            made[ct] = self._tier_item(module, ct, first, members, self.state.by_id[ct].tags)
+            made[ct] = self._tier_item(
+                module, ct, first, members, self.state.by_id[ct].tags, tier=tier
+            )
         return [made[x] if isinstance(x, str) else x for x in out]
 
     def _tier_item(
@@ -438,11 +444,14 @@ class TierGrouping:
         first: pytest.Item,
         members: list[tuple[str, str]],
         tags: tuple[str, ...] = (),
+        tier: str | None = None,
     ) -> TierItem:
         """The tier test of ``ct`` in ``module`` holding ``members``; ``first``: its first
         check's test (function), whose marks it carries (tier marks aside) and where -rs
-        points a skip of it; ``tags``: marks to add besides."""
-        tier = _tier_of(first) or ""
+        points a skip of it; ``tags``: marks to add besides; ``tier``: ``first``'s, where
+        known."""
+        if tier is None:
+            tier = _tier_of(first) or ""
         tier_item = TierItem.from_parent(
             module,
             name=f"{tier}[{ct}]",
