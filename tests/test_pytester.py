@@ -583,18 +583,20 @@ def test_lean_check_tests_keep_what_pytest_does_around_a_test(
         "    CALLS.append(node.nodeid)\n"
         "def pytest_unconfigure():\n    print('interact', len(CALLS))\n"
     )
-    # --no-history: these tests evaluate checks the tier tests evaluate too.
     result = pytester.runpytest_subprocess(
-        "--granularity=check",
-        "-p",
-        "no:html",
-        "-rA",
-        "-s",
-        "--no-history",
-        *xdist,
-        "--reports-dir=r",
+        "--granularity=check", "-p", "no:html", "-rA", "-s", *xdist, "--reports-dir=r"
     )
     out = result.stdout.str()
+    # These tests evaluate checks pop3mon's own tests evaluate too (tcp): the history keeps
+    # one row and metrics.prom one series per connection type and check.
+    assert "history: new baseline" in out and "UNIQUE" not in out, out[-3000:]
+    series = [
+        line.rsplit(" ", 1)[0]
+        for line in (pytester.path / "r" / "metrics.prom").read_text("utf-8").splitlines()
+        if line.startswith("pop3mon_check_verdict{")
+    ]
+    assert len(series) == len(set(series))
+    assert sum('check="tcp"' in line for line in series) == 2  # good and nostls
     result.assert_outcomes(passed=24, failed=1, skipped=22, xfailed=2, warnings=2)
     assert "KeyError" not in out, out[-3000:]
     for ct in ("good", "nostls"):

@@ -28,7 +28,7 @@ from ..history.record import OFF, HistoryOutcome, record_run
 from ..history.store import CheckRow, CtRow, HistoryStore, RunRow, open_history_readonly
 from .keys import HISTORY_KEY, IDENTITY_KEY, STORE_KEY
 from .model import RunInfo, RunReport, new_run_id, scrub
-from .recorder import NOT_RUN
+from .recorder import NOT_RUN, one_per_check
 
 __all__ = ["HISTORY_NAME", "add_options", "history_for", "history_path", "record"]
 
@@ -113,7 +113,7 @@ def record(config: pytest.Config, report: RunReport, path: Path | None) -> Histo
     rows: list[CheckRow] = []
     for conn in report.connections:
         result = conn.result
-        ran = [r for r in conn.records if r.outcome != NOT_RUN]
+        ran = one_per_check(r for r in conn.records if r.outcome != NOT_RUN)
         if result is None and not ran:
             continue
         cts.append(
@@ -134,7 +134,7 @@ def record(config: pytest.Config, report: RunReport, path: Path | None) -> Histo
     # carries their last finding forward and is no change of theirs.
     confirm = {c.ct.id: c.ct.confirm for c in report.connections}
     for hrep in report.hosts:
-        ran = [r for r in hrep.records if r.outcome != NOT_RUN]
+        ran = one_per_check(r for r in hrep.records if r.outcome != NOT_RUN)
         if not ran:
             continue
         cts.append(CtRow(ct=hrep.host.id, worst=hrep.worst, phases={}, facts=None, peer=""))
@@ -148,7 +148,7 @@ def record(config: pytest.Config, report: RunReport, path: Path | None) -> Histo
     # The coverage checks likewise (id server:<name>): an unmonitored listener appearing is
     # one change and one notification.
     for crep in report.coverage:
-        ran = [r for r in crep.records if r.outcome != NOT_RUN]
+        ran = one_per_check(r for r in crep.records if r.outcome != NOT_RUN)
         if not ran:
             continue
         cid = crep.coverage.id

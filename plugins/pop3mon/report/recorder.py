@@ -30,6 +30,7 @@ __all__ = [
     "group_entry",
     "group_record",
     "is_check",
+    "one_per_check",
     "record_properties",
     "verdict_properties",
 ]
@@ -421,6 +422,21 @@ class Recorder:
         for rec in self.records.values():
             out.setdefault(rec.ct, []).append(rec)
         return dict(sorted(out.items()))
+
+
+def one_per_check(records: Iterable[CheckRecord]) -> list[CheckRecord]:
+    """``records`` with one per (connection type, check), in their order: where a project's
+    own test evaluated a check that pop3mon's test evaluates too (``def test_mine(check):
+    check("tcp")``), the worse of the two, the first where they tie. What is keyed by
+    connection type and check takes these: the history's rows (one per run, connection
+    type and check) and the metrics' series (Prometheus refuses a file with one twice)."""
+    kept: dict[tuple[str, str], CheckRecord] = {}
+    for rec in records:
+        key = (rec.ct, rec.check)
+        known = kept.get(key)
+        if known is None or rank(rec.verdict) > rank(known.verdict):
+            kept[key] = rec
+    return list(kept.values())
 
 
 def verdicts(records: Iterable[CheckRecord]) -> Iterable[Verdict]:
