@@ -364,17 +364,19 @@ def test_tier_tests_keep_pytests_protocol_where_it_is_needed(project: Project) -
 
     pytester.makeconftest(
         'pytest_plugins = ["pop3mon.plugin"]\n'
-        "import pytest\n"
+        "import json, pytest\n"
         "MADE = []\n"
         "@pytest.hookimpl(wrapper=True)\n"
         "def pytest_runtest_makereport(item, call):\n"
         "    report = yield\n"
         "    MADE.append(item.nodeid)\n"
+        "    json.dumps(report.user_properties)  # what such a hook may do with them\n"
         "    return report\n"
         "def pytest_sessionfinish(session):\n"
         "    print('report hook saw', sum('::tls[' in n for n in MADE), 'tests')\n"
     )
     result = pytester.runpytest_subprocess("--granularity=tier", "-s")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()[-3000:]
     seen = re.findall(r"report hook saw (\d+) tests", result.stdout.str())
     assert seen and int(seen[-1]) > 0, result.stdout.str()[-2000:]
 
@@ -647,6 +649,73 @@ def test_lean_check_tests_keep_what_pytest_does_around_a_test(
         *xdist,
     )
     assert tier.parseoutcomes().get("errors") == 1, tier.stdout.str()[-3000:]
+
+
+def test_lean_reports_are_what_pytests_would_be_for_every_reader(project: Project) -> None:
+    """Readers of reports that do not stop the lean protocol see what pytest's would give
+    them: pytest-html's ``extras`` on every call report (a ``pytest_exception_interact``
+    may add to them) in both granularities; a skip mark a test adds to its module while
+    the run goes on skips the tests after it. A project's test named after a check that
+    breaks before any verdict leaves pop3mon's own verdict of that check in the history
+    and in metrics.prom."""
+    pytester = project[0]
+    pytester.makeconftest(
+        'pytest_plugins = ["pop3mon.plugin"]\n'
+        "import collections\n"
+        "SEEN = collections.Counter()\n"
+        "def pytest_report_teststatus(report, config):\n"
+        "    if report.when == 'call':\n"
+        "        SEEN[str(hasattr(report, 'extras'))] += 1\n"
+        "def pytest_exception_interact(node, call, report):\n"
+        "    if report.when == 'call':\n"
+        "        report.extras.append({'name': 'note'})\n"
+        "def pytest_unconfigure():\n    print('extras', dict(SEEN))\n"
+    )
+    for granularity in ("check", "tier"):
+        result = pytester.runpytest_subprocess(f"--granularity={granularity}", "-s")
+        assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()[-3000:]
+        result.stdout.fnmatch_lines(["extras {'True': *}"])  # no call report without
+
+    pytester.makeconftest('pytest_plugins = ["pop3mon.plugin"]\n')
+    (pytester.path / "tests_targets" / "test_own.py").write_text(
+        "import pytest\n"
+        "pytestmark = pytest.mark.connectivity\n"
+        "def test_a(check):\n    check('tcp')\n"
+        "def test_gate(request):\n"
+        "    request.node.parent.add_marker(pytest.mark.skip(reason='gate closed'))\n"
+        "def test_c(check):\n    check('greeting')\n",
+        encoding="utf-8",
+    )
+    result = pytester.runpytest_subprocess(
+        "--granularity=check", "-rA", "--no-history", "tests_targets/test_own.py"
+    )
+    for ct in ("good", "nostls"):
+        result.stdout.fnmatch_lines([f"SKIPPED tests_targets/test_own.py::test_c[[]{ct}[]]*"])
+
+    (pytester.path / "tests_targets" / "test_own.py").write_text(
+        "import pytest\n"
+        "pytestmark = pytest.mark.connectivity\n"
+        "def test_tcp(check):\n    raise RuntimeError('a bug before any check')\n",
+        encoding="utf-8",
+    )
+    pytester.runpytest_subprocess("--granularity=check", "--reports-dir=r")
+    doc = json.loads((pytester.path / "r" / "results.json").read_text(encoding="utf-8"))
+    states = {
+        (conn["id"], check["nodeid"]): check["state"]["verdict"]
+        for conn in doc["connections"]
+        for check in conn["checks"]
+        if check["check"] == "tcp" and check.get("state")
+    }
+    assert states[("good", "tests_targets/test_connectivity.py::test_tcp[good]")] == "OK"
+    metrics = (pytester.path / "r" / "metrics.prom").read_text(encoding="utf-8")
+    tcp = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("pop3mon_check_verdict{")
+        and 'check="tcp"' in line
+        and 'connection="good"' in line
+    ]
+    assert any('tier="connectivity"' in line and line.endswith(" 0.0") for line in tcp), tcp
 
 
 def test_tier_tests_are_where_pytest_says(project: Project) -> None:

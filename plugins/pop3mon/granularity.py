@@ -47,9 +47,10 @@ from .engine.result import ProbeResult
 from .engine.stages import TIERS
 from .lean import (
     PHASE_MARKS,
+    ReportMaker,
     lean_allowed,
     phase_report,
-    plain_reports,
+    report_maker,
     reports_stay_home,
     unhandled_collector,
 )
@@ -290,10 +291,10 @@ class TierGrouping:
         self.taken: set[str] = set()
         #: The session-wide collection hooks' implementers when the choice was made.
         self.direct_hooks: frozenset[str] = frozenset()
-        #: Whether a lean tier test's report is pytest's own (:func:`plain_reports`) and
+        #: How a lean tier test's report is made (:func:`~pop3mon.lean.report_maker`) and
         #: pytest's end-of-phase collector of unhandled exceptions, decided once collection
         #: is done (every conftest file whose tests run is loaded).
-        self.plain_reports = False
+        self.maker: ReportMaker = "hook"
         self.collect: Callable[[], None] = lambda: None
         #: A tier module -> its hook proxy and its file as ``reportinfo()`` gives it.
         self._modules: dict[int, tuple[Any, str]] = {}
@@ -315,7 +316,7 @@ class TierGrouping:
         node.workerinput[_LEAN_KEY] = self.lean
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        self.plain_reports = plain_reports(session.config)
+        self.maker = report_maker(session.config)
         self.collect = unhandled_collector(session.config)
         if self.lean and reports_stay_home(session.config):
             for item in session.items:
@@ -348,7 +349,7 @@ class TierGrouping:
         phase_report(
             item,
             pytest.CallInfo.from_call(run, when="call", reraise=reraise),
-            self.plain_reports,
+            self.maker,
             ihook=ihook,
             path=path,
         )
@@ -364,7 +365,7 @@ class TierGrouping:
 
         down = pytest.CallInfo.from_call(teardown, when="teardown", reraise=reraise)
         if down.excinfo is not None:
-            phase_report(item, down, plain=False, ihook=ihook)
+            phase_report(item, down, "hook", ihook=ihook)
         ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
         return True
 

@@ -35,7 +35,7 @@ import bdb
 import importlib
 import os
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import pytest
 
@@ -45,11 +45,12 @@ __all__ = [
     "PHASE_MARKS",
     "CheckRunner",
     "LeanChecks",
+    "ReportMaker",
     "Site",
     "call_report_only",
     "lean_allowed",
     "phase_report",
-    "plain_reports",
+    "report_maker",
     "reports_stay_home",
     "unhandled_collector",
 ]
@@ -107,44 +108,54 @@ def call_report_only(config: pytest.Config) -> bool:
     (:func:`reports_stay_home`) and ``--durations`` lists no phases. A passed set-up or
     teardown report changes nothing pytest's own listeners show or count (the terminal
     keeps them uncounted in ``stats[""]``, which only ``--durations`` reads)."""
-    if config.getoption("durations", None) is not None or not reports_stay_home(config):
-        return False
-    return all(
-        _pytests(impl.function) or _ours(impl.function) or _html_plugin(impl.function)
-        for impl in config.pluginmanager.hook.pytest_runtest_makereport.get_hookimpls()
-    )
+    return config.getoption("durations", None) is None and reports_stay_home(config)
 
 
-def plain_reports(config: pytest.Config) -> bool:
-    """Whether a lean test's report may be made without ``pytest_runtest_makereport``: only
-    pytest's own implementations take part, and for a fixture-free test that neither xfails
-    nor is a unittest case they add nothing to ``TestReport.from_item_and_call`` (a skip's
-    location is the item's either way: ``_use_item_location``). pytest-html's adds its
-    extras for its page, which is not written where nobody else reads reports
-    (:func:`reports_stay_home`). A conftest's or plugin's own hook (one that adds extras
-    or logs each phase) keeps the hook call."""
+#: How a lean test's phase report is made (:func:`report_maker`): through the
+#: ``pytest_runtest_makereport`` hook, or directly (``TestReport.from_item_and_call``), or
+#: directly with the ``extras`` pytest-html's hook gives a call report.
+ReportMaker = Literal["hook", "direct", "direct+html"]
+
+
+def report_maker(config: pytest.Config) -> ReportMaker:
+    """How a lean test's report may be made: directly where only pytest's own
+    ``pytest_runtest_makereport`` implementations take part (for a fixture-free test that
+    neither xfails nor is a unittest case they add nothing to
+    ``TestReport.from_item_and_call``; a skip's location is the item's either way:
+    ``_use_item_location``), and where pytest-html's takes part besides and nobody else
+    reads reports (:func:`reports_stay_home`), with the call report's ``extras`` made as
+    its hook makes them (a conftest's ``pytest_exception_interact`` may read them). A
+    conftest's or plugin's own hook (one that adds extras or logs each phase) keeps the
+    hook call."""
     impls = config.pluginmanager.hook.pytest_runtest_makereport.get_hookimpls()
     if all(_pytests(impl.function) for impl in impls):
-        return True
-    return all(
+        return "direct"
+    if reports_stay_home(config) and all(
         _pytests(impl.function) or _html_plugin(impl.function) for impl in impls
-    ) and reports_stay_home(config)
+    ):
+        return "direct+html"
+    return "hook"
 
 
 def reports_stay_home(config: pytest.Config) -> bool:
     """Whether no test report reaches anyone but pytest's and pop3mon's own listeners:
     pop3mon writes report.html and junit.xml from the run model (pytest-html and junitxml,
     which want every report, are not registered), no other plugin or conftest has a
-    ``pytest_runtest_logreport`` (pytest-html's module keeps one, for a page that is not
-    written) and this is no xdist worker (its controller's listeners are not known here)."""
+    ``pytest_runtest_logreport`` or ``pytest_runtest_makereport`` hook (pytest-html's
+    module keeps one of each, for a page that is not written) and this is no xdist worker
+    (its controller's listeners are not known here)."""
     if hasattr(config, "workerinput"):
         return False
     writer = config.stash.get(PAGES_KEY, None)
     if writer is None or not writer.pages_from_model:
         return False
+    hook = config.pluginmanager.hook
     return all(
         _pytests(impl.function) or _ours(impl.function) or _html_plugin(impl.function)
-        for impl in config.pluginmanager.hook.pytest_runtest_logreport.get_hookimpls()
+        for impl in (
+            *hook.pytest_runtest_logreport.get_hookimpls(),
+            *hook.pytest_runtest_makereport.get_hookimpls(),
+        )
     )
 
 
@@ -175,13 +186,13 @@ class Site:
 def phase_report(
     item: pytest.Item,
     phase: pytest.CallInfo[None],
-    plain: bool,
+    maker: ReportMaker,
     *,
     ihook: Any = None,
     path: str | None = None,
 ) -> pytest.TestReport:
     """One phase's report, made and logged as pytest's ``call_and_report`` does it:
-    ``TestReport.from_item_and_call`` where ``plain`` (:func:`plain_reports`), else the
+    ``TestReport.from_item_and_call`` unless ``maker`` (:func:`report_maker`) says the
     ``pytest_runtest_makereport`` hook (always for a ``pytest.xfail()``, which
     ``_pytest.skipping``'s hook turns into an xfail); then ``pytest_exception_interact``
     for an exception that is neither a skip nor expected. ``ihook`` (``item.ihook``) and
@@ -191,11 +202,13 @@ def phase_report(
         ihook = item.ihook
     excinfo = phase.excinfo
     made: pytest.TestReport
-    if not plain or (excinfo is not None and excinfo.errisinstance(pytest.xfail.Exception)):
+    if maker == "hook" or (excinfo is not None and excinfo.errisinstance(pytest.xfail.Exception)):
         made = ihook.pytest_runtest_makereport(item=item, call=phase)
     else:
         skipped = None if path is None else _skip_at_item(item, phase, path)
         made = skipped or pytest.TestReport.from_item_and_call(item, phase)
+        if maker == "direct+html" and made.when == "call":
+            made.extras = _html_fixture_extras(item.config)  # type: ignore[attr-defined]
     ihook.pytest_runtest_logreport(report=made)
     if (
         excinfo is not None
@@ -204,6 +217,16 @@ def phase_report(
     ):
         ihook.pytest_exception_interact(node=item, call=phase, report=made)
     return made
+
+
+def _html_fixture_extras(config: pytest.Config) -> list[Any]:
+    """What pytest-html's ``pytest_runtest_makereport`` sets a fresh call report's
+    ``extras`` to: a copy of the extras its ``extras`` fixture last left in the stash."""
+    try:
+        from pytest_html.fixtures import extras_stash_key  # type: ignore[import-untyped]
+    except ImportError:
+        return []
+    return list(config.stash.get(extras_stash_key, []))
 
 
 def _skip_at_item(
@@ -307,7 +330,7 @@ class LeanChecks:
         self.state_fixture = state_fixture
         #: Decided when collection is done (:meth:`pytest_collection_finish`).
         self.allowed = False
-        self.plain = False
+        self.maker: ReportMaker = "hook"
         #: Whether a passed set-up or teardown goes unreported (:func:`call_report_only`).
         self.call_only = False
         #: pytest's end-of-phase collector of unhandled exceptions (:func:`unhandled_collector`).
@@ -317,13 +340,14 @@ class LeanChecks:
         self._how: dict[int, tuple[str, str] | None] = {}
         #: (the test function's parent, its name) -> what its tests share.
         self._sites: dict[tuple[int, str], Site] = {}
-        #: A test function's parent -> whether it or a node above it has a phase mark.
-        self._marked: dict[int, bool] = {}
+        #: A test function's parent -> (the number of marks on it and the nodes above it,
+        #: whether one of them is a phase mark).
+        self._marked: dict[int, tuple[int, bool]] = {}
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         # Every conftest file whose tests run is loaded by now (also on an xdist worker).
         self.allowed = lean_allowed(session.config)
-        self.plain = plain_reports(session.config)
+        self.maker = report_maker(session.config)
         self.call_only = call_report_only(session.config)
         self.collect = unhandled_collector(session.config)
 
@@ -340,18 +364,20 @@ class LeanChecks:
 
     def _phase_marked(self, item: pytest.Function) -> bool:
         """Whether a skip, skipif or xfail mark applies to ``item`` (``item.iter_markers()``,
-        with its parents' share looked up once per parent: 4 % of a run of 2,000 tests)."""
+        with its parents' share looked up again only when a mark was added above it since:
+        the walk was 4 % of a run of 2,000 tests). Marks are only ever added, so the number
+        of them on the nodes above tells whether the answer can have changed."""
         if any(m.name in PHASE_MARKS for m in item.own_markers):
             return True
         parent = item.parent
-        key = id(parent)
-        marked = self._marked.get(key)
-        if marked is None:
-            marked = parent is not None and any(
-                m.name in PHASE_MARKS for m in parent.iter_markers()
-            )
-            self._marked[key] = marked
-        return marked
+        if parent is None:
+            return False
+        count = sum(len(node.own_markers) for node in parent.iter_parents())
+        known = self._marked.get(id(parent))
+        if known is None or known[0] != count:
+            known = (count, any(m.name in PHASE_MARKS for m in parent.iter_markers()))
+            self._marked[id(parent)] = known
+        return known[1]
 
     def how(self, item: pytest.Item) -> tuple[str, str] | None:
         """(check fixture, parameter) when ``item`` is a pop3mon check test whose fixtures
@@ -442,7 +468,7 @@ class LeanChecks:
         ) -> pytest.TestReport | None:
             if optional and phase.excinfo is None:
                 return None  # a passed set-up or teardown nobody listens for
-            return phase_report(item, phase, self.plain, ihook=site.ihook, path=site.path)
+            return phase_report(item, phase, self.maker, ihook=site.ihook, path=site.path)
 
         rep = report(
             pytest.CallInfo.from_call(setup, when="setup", reraise=reraise), self.call_only

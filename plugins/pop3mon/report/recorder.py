@@ -424,19 +424,25 @@ class Recorder:
         return dict(sorted(out.items()))
 
 
-def one_per_check(records: Iterable[CheckRecord]) -> list[CheckRecord]:
-    """``records`` with one per (connection type, check), in their order: where a project's
-    own test evaluated a check that pop3mon's test evaluates too (``def test_mine(check):
-    check("tcp")``), the worse of the two, the first where they tie. What is keyed by
-    connection type and check takes these: the history's rows (one per run, connection
-    type and check) and the metrics' series (Prometheus refuses a file with one twice)."""
-    kept: dict[tuple[str, str], CheckRecord] = {}
+def one_per_check(records: Iterable[CheckRecord], *, by_tier: bool = False) -> list[CheckRecord]:
+    """``records`` with one per connection type and check (and tier, ``by_tier``), in
+    their order, where a project's own test evaluated a check that pop3mon's test
+    evaluates too (``def test_mine(check): check("tcp")``): a record with a verdict before
+    one of a test that broke first (whose check and tier are only guessed from its names),
+    then the worse, then the first. What is keyed so takes these: the history's rows (one
+    per run, connection type and check) and the metrics' series (whose labels include the
+    tier; Prometheus refuses a file with one series twice)."""
+    kept: dict[tuple[str, ...], CheckRecord] = {}
     for rec in records:
-        key = (rec.ct, rec.check)
+        key = (rec.ct, rec.tier, rec.check) if by_tier else (rec.ct, rec.check)
         known = kept.get(key)
-        if known is None or rank(rec.verdict) > rank(known.verdict):
+        if known is None or _weight(rec) > _weight(known):
             kept[key] = rec
     return list(kept.values())
+
+
+def _weight(rec: CheckRecord) -> tuple[bool, int]:
+    return not rec.broke_in, rank(rec.verdict)
 
 
 def verdicts(records: Iterable[CheckRecord]) -> Iterable[Verdict]:
