@@ -18,9 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pop3mon.checks.base import CheckResult
-from pop3mon.report.recorder import GROUP_PROPERTY, Recorder, group_entry, group_record
-from pop3mon.verdict import Verdict
 from test_metrics import PW_ENV, SENTINEL, WRONG_ENV, Run, run_suite, samples_of, write_targets
 
 from pop3mon_lab.dovecot import DovecotLab, free_port
@@ -114,47 +111,6 @@ def test_tier_granularity_reports_every_check_as_the_fine_mode(runs: dict[str, R
     for run in (fine, coarse):  # the secret scrub covers the tier tests' reports too
         for name in ("junit.xml", "results.json", "metrics.prom", "report.html"):
             assert SENTINEL not in (run.reports / name).read_text(encoding="utf-8"), name
-
-
-@pytest.mark.parametrize(
-    ("res", "outcome", "failure"),
-    [
-        (CheckResult("tls", "stls", Verdict.OK, "STARTTLS offered"), "passed", ""),
-        (CheckResult("latency", "login_ms", Verdict.WARN, "slow", 812, "ms"), "passed", ""),
-        (CheckResult("latency", "login_ms", Verdict.OK, "no figure", None, "ms"), "passed", ""),
-        (
-            CheckResult("auth", "login", Verdict.SKIP, "tcp failed", blocked_by="tcp"),
-            "skipped",
-            "",
-        ),
-        (
-            CheckResult("tls", "cert_expiry", Verdict.CRIT, "expired", -3.5, "days"),
-            "failed",
-            "CRIT ct cert_expiry: expired (--strict-warn)",
-        ),
-    ],
-)
-def test_a_tier_tests_record_made_directly_is_the_one_its_properties_give(
-    res: CheckResult, outcome: str, failure: str
-) -> None:
-    """A tier test whose report stays in its process hands the recorder its checks'
-    records as they are (``group_record``); they equal what the recorder makes of the
-    properties an xdist worker's tier test sends (``group_entry``)."""
-    args = ("tests_targets/test_x.py::test_y[ct]", "ct", "srv", res, outcome, 0.25, failure)
-    recorder = Recorder(lambda ct: "srv")
-    report = pytest.TestReport(
-        "tests_targets/test_x.py::x[ct]",
-        ("tests_targets/test_x.py", 0, "x[ct]"),
-        {},
-        "passed",
-        None,
-        "call",
-        [],
-        1.0,
-        user_properties=[(GROUP_PROPERTY, [group_entry(*args)])],
-    )
-    assert recorder.record(report) is None
-    assert list(recorder.records.values()) == [group_record(*args)]
 
 
 def test_tier_granularity_keeps_the_selection(dovecot: DovecotLab, tmp_path: Path) -> None:

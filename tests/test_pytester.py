@@ -9,7 +9,10 @@ server, and checks outcomes the way pytest's own plugin tests do.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -655,9 +658,11 @@ def test_lean_reports_are_what_pytests_would_be_for_every_reader(project: Projec
     """Readers of reports that do not stop the lean protocol see what pytest's would give
     them: pytest-html's ``extras`` on every call report (a ``pytest_exception_interact``
     may add to them) in both granularities; a skip mark a test adds to its module while
-    the run goes on skips the tests after it. A project's test named after a check that
-    breaks before any verdict leaves pop3mon's own verdict of that check in the history
-    and in metrics.prom."""
+    the run goes on skips the tests after it; a ``unittest.SkipTest`` skips, with no
+    ``pytest_exception_interact``. A project's test named after a check (a connection
+    type's, a host's) that breaks before any verdict leaves pop3mon's own verdict of that
+    check in the history and in metrics.prom, whose series stay one each, also when
+    ``pop3mon merge`` rewrites them from results.json."""
     pytester = project[0]
     pytester.makeconftest(
         'pytest_plugins = ["pop3mon.plugin"]\n'
@@ -692,10 +697,39 @@ def test_lean_reports_are_what_pytests_would_be_for_every_reader(project: Projec
     for ct in ("good", "nostls"):
         result.stdout.fnmatch_lines([f"SKIPPED tests_targets/test_own.py::test_c[[]{ct}[]]*"])
 
+    pytester.makeconftest(
+        'pytest_plugins = ["pop3mon.plugin"]\n'
+        "CALLS = []\n"
+        "def pytest_exception_interact(node, call, report):\n    CALLS.append(node.nodeid)\n"
+        "def pytest_unconfigure():\n    print('interact', len(CALLS))\n"
+    )
     (pytester.path / "tests_targets" / "test_own.py").write_text(
+        "import unittest, pytest\n"
+        "pytestmark = pytest.mark.connectivity\n"
+        "def test_mine(check):\n    raise unittest.SkipTest('not today')\n",
+        encoding="utf-8",
+    )
+    result = pytester.runpytest_subprocess(
+        "--granularity=check", "-s", "--no-history", "tests_targets/test_own.py"
+    )
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines(["interact 0"])
+    pytester.makeconftest('pytest_plugins = ["pop3mon.plugin"]\n')
+
+    (pytester.path / "tests_targets" / "test_own.py").unlink()
+    # Named like pop3mon's own module, its tier is guessed as pop3mon's: one series each.
+    (pytester.path / "tests_targets" / "sub").mkdir()
+    (pytester.path / "tests_targets" / "sub" / "__init__.py").write_text("", encoding="utf-8")
+    (pytester.path / "tests_targets" / "sub" / "test_connectivity.py").write_text(
         "import pytest\n"
         "pytestmark = pytest.mark.connectivity\n"
         "def test_tcp(check):\n    raise RuntimeError('a bug before any check')\n",
+        encoding="utf-8",
+    )
+    (pytester.path / "tests_targets" / "sub" / "test_hosts.py").write_text(
+        "import pytest\n"
+        "pytestmark = pytest.mark.host\n"
+        "def test_tcp(host_check):\n    raise RuntimeError('a bug before any check')\n",
         encoding="utf-8",
     )
     pytester.runpytest_subprocess("--granularity=check", "--reports-dir=r")
@@ -707,15 +741,28 @@ def test_lean_reports_are_what_pytests_would_be_for_every_reader(project: Projec
         if check["check"] == "tcp" and check.get("state")
     }
     assert states[("good", "tests_targets/test_connectivity.py::test_tcp[good]")] == "OK"
-    metrics = (pytester.path / "r" / "metrics.prom").read_text(encoding="utf-8")
-    tcp = [
-        line
-        for line in metrics.splitlines()
-        if line.startswith("pop3mon_check_verdict{")
-        and 'check="tcp"' in line
-        and 'connection="good"' in line
-    ]
-    assert any('tier="connectivity"' in line and line.endswith(" 0.0") for line in tcp), tcp
+    merged = subprocess.run(
+        [sys.executable, "-m", "pop3mon.cli", "merge", "--out=m", "r/results.json"],
+        cwd=pytester.path,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "plugins")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert merged.returncode in (0, 1), merged.stdout + merged.stderr
+    for directory in ("r", "m"):
+        metrics = (pytester.path / directory / "metrics.prom").read_text(encoding="utf-8")
+        series = [line.rsplit(" ", 1) for line in metrics.splitlines() if "_verdict{" in line]
+        assert len({name for name, _ in series}) == len(series), directory
+        tcp = [
+            value
+            for name, value in series
+            if name.startswith(("pop3mon_check_verdict{", "pop3mon_host_check_verdict{"))
+            and 'check="tcp"' in name
+            and ('connection="good"' in name or name.startswith("pop3mon_host"))
+        ]
+        assert tcp == ["0.0", "0.0"], (directory, tcp)  # OK, the verdict pop3mon's tests got
 
 
 def test_tier_tests_are_where_pytest_says(project: Project) -> None:

@@ -51,11 +51,10 @@ from .lean import (
     lean_allowed,
     phase_report,
     report_maker,
-    reports_stay_home,
     unhandled_collector,
 )
 from .report.keys import PAGES_KEY
-from .report.recorder import CHECK_KEYWORD, GROUP_PROPERTY, group_entry, group_record
+from .report.recorder import CHECK_KEYWORD, GROUP_PROPERTY, group_entry
 from .verdict import Verdict
 
 __all__ = [
@@ -201,9 +200,6 @@ class TierItem(pytest.Item):
         self.members = members
         self.state = state
         self.judge = judge
-        #: Whether its checks' records go to the recorder as they are, not as properties
-        #: (:func:`~pop3mon.lean.reports_stay_home`; set once collection is done).
-        self.direct_records = False
 
     @property
     def check_names(self) -> list[str]:
@@ -219,8 +215,7 @@ class TierItem(pytest.Item):
         """Evaluate every check; fail when one fails, skip when all skip."""
         connection = self.state.by_id[self.ct]
         result = self.state.result_for(connection, self.session)
-        entries: list[object] = []
-        entry = group_record if self.direct_records else group_entry
+        entries: list[list[tuple[str, object]]] = []
         failures: list[str] = []
         skips: list[str] = []
         for nodeid, name in self.members:
@@ -236,7 +231,7 @@ class TierItem(pytest.Item):
             else:
                 outcome = "passed"
             entries.append(
-                entry(
+                group_entry(
                     nodeid,
                     connection.id,
                     connection.server,
@@ -318,10 +313,6 @@ class TierGrouping:
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.maker = report_maker(session.config)
         self.collect = unhandled_collector(session.config)
-        if self.lean and reports_stay_home(session.config):
-            for item in session.items:
-                if isinstance(item, TierItem):
-                    item.direct_records = True
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_protocol(

@@ -34,6 +34,7 @@ from __future__ import annotations
 import bdb
 import importlib
 import os
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal
 
@@ -120,9 +121,10 @@ ReportMaker = Literal["hook", "direct", "direct+html"]
 def report_maker(config: pytest.Config) -> ReportMaker:
     """How a lean test's report may be made: directly where only pytest's own
     ``pytest_runtest_makereport`` implementations take part (for a fixture-free test that
-    neither xfails nor is a unittest case they add nothing to
-    ``TestReport.from_item_and_call``; a skip's location is the item's either way:
-    ``_use_item_location``), and where pytest-html's takes part besides and nobody else
+    is no unittest case they add nothing to ``TestReport.from_item_and_call`` unless the
+    phase raised what they turn into another outcome, which :func:`phase_report` sends
+    through the hook, :func:`_hook_transforms`; a skip's location is the item's either
+    way: ``_use_item_location``), and where pytest-html's takes part besides and nobody else
     reads reports (:func:`reports_stay_home`), with the call report's ``extras`` made as
     its hook makes them (a conftest's ``pytest_exception_interact`` may read them). A
     conftest's or plugin's own hook (one that adds extras or logs each phase) keeps the
@@ -193,16 +195,15 @@ def phase_report(
 ) -> pytest.TestReport:
     """One phase's report, made and logged as pytest's ``call_and_report`` does it:
     ``TestReport.from_item_and_call`` unless ``maker`` (:func:`report_maker`) says the
-    ``pytest_runtest_makereport`` hook (always for a ``pytest.xfail()``, which
-    ``_pytest.skipping``'s hook turns into an xfail); then ``pytest_exception_interact``
+    ``pytest_runtest_makereport`` hook (always for an exception pytest's own hooks turn
+    into another outcome: :func:`_hook_transforms`); then ``pytest_exception_interact``
     for an exception that is neither a skip nor expected. ``ihook`` (``item.ihook``) and
     ``path`` (``item.reportinfo()``'s file) spare looking up again for each test what all
     tests of one function or module share (:func:`_skip_at_item`)."""
     if ihook is None:
         ihook = item.ihook
-    excinfo = phase.excinfo
     made: pytest.TestReport
-    if maker == "hook" or (excinfo is not None and excinfo.errisinstance(pytest.xfail.Exception)):
+    if maker == "hook" or _hook_transforms(phase.excinfo):
         made = ihook.pytest_runtest_makereport(item=item, call=phase)
     else:
         skipped = None if path is None else _skip_at_item(item, phase, path)
@@ -210,6 +211,9 @@ def phase_report(
         if maker == "direct+html" and made.when == "call":
             made.extras = _html_fixture_extras(item.config)  # type: ignore[attr-defined]
     ihook.pytest_runtest_logreport(report=made)
+    # As pytest's check_interactive_exception: the hook may have replaced the exception
+    # (_pytest.unittest turns a unittest.SkipTest into a skip).
+    excinfo = phase.excinfo
     if (
         excinfo is not None
         and not hasattr(made, "wasxfail")
@@ -217,6 +221,18 @@ def phase_report(
     ):
         ihook.pytest_exception_interact(node=item, call=phase, report=made)
     return made
+
+
+def _hook_transforms(excinfo: pytest.ExceptionInfo[BaseException] | None) -> bool:
+    """Whether pytest's own ``pytest_runtest_makereport`` implementations turn this
+    exception into another outcome: ``pytest.xfail()`` into an xfail (``_pytest.skipping``),
+    a ``unittest.SkipTest`` raised by any test into a skip (``_pytest.unittest``)."""
+    if excinfo is None:
+        return False
+    if excinfo.errisinstance(pytest.xfail.Exception):
+        return True
+    unittest = sys.modules.get("unittest")
+    return unittest is not None and excinfo.errisinstance(unittest.SkipTest)
 
 
 def _html_fixture_extras(config: pytest.Config) -> list[Any]:

@@ -510,13 +510,13 @@ def _host(out: _Collector, hrep: HostReport) -> None:
         out.add("pop3mon_host_up", base, 1 if hrep.result.up else 0)
         cts = [i for i in hrep.blocked if not i.startswith(HOST_ID_PREFIX)]
         out.add("pop3mon_host_blocked_connections", base, len(cts))
-    for rec in one_per_check(hrep.records, by_tier=True):
+    for rec in one_per_check(hrep.records):
         out.add("pop3mon_host_check_verdict", [*base, rec.check], VERDICT_CODES[rec.verdict])
 
 
 def _coverage(out: _Collector, crep: CoverageReport) -> None:
     base = [crep.coverage.name, crep.coverage.host]
-    for rec in one_per_check(crep.records, by_tier=True):
+    for rec in one_per_check(crep.records):
         out.add("pop3mon_coverage_check_verdict", [*base, rec.check], VERDICT_CODES[rec.verdict])
         if rec.figure is not None:
             out.add("pop3mon_coverage_findings", [*base, rec.check], rec.figure)

@@ -28,7 +28,6 @@ __all__ = [
     "OtherTest",
     "Recorder",
     "group_entry",
-    "group_record",
     "is_check",
     "one_per_check",
     "record_properties",
@@ -253,37 +252,6 @@ def group_entry(
     ]
 
 
-def group_record(
-    nodeid: str,
-    ct: str,
-    server: str,
-    res: CheckResult,
-    outcome: str,
-    duration: float,
-    failure: str = "",
-) -> CheckRecord:
-    """The record the recorder makes of :func:`group_entry` with the same arguments, made
-    directly: a tier test's check where its report goes nowhere but to this process's
-    recorder (the properties' round trip was a tenth of a 1,000-connection-type run's
-    test loop). A figure's unit only travels with the figure."""
-    figure = None if res.figure is None else float(res.figure)
-    return CheckRecord(
-        nodeid=nodeid,
-        ct=ct,
-        server=server,
-        tier=res.tier,
-        check=res.check,
-        verdict=res.verdict,
-        reason=res.reason,
-        outcome=outcome,
-        figure=figure,
-        unit=res.unit if figure is not None else "",
-        duration=float(duration),
-        blocked_by=res.blocked_by or "",
-        failure=failure,
-    )
-
-
 def _parse(report: pytest.TestReport, props: Mapping[str, object]) -> CheckRecord:
     figure = props.get(_P + "figure")
     duration = props.get(_P + "duration", report.duration)
@@ -354,12 +322,9 @@ class Recorder:
     def _record_group(self, report: pytest.TestReport, group: list[object]) -> None:
         ids: list[str] = []
         for entry in group:
-            if isinstance(entry, CheckRecord):
-                rec = entry  # made in this process (group_record)
-            elif isinstance(entry, list | tuple):
-                rec = _parse(report, {str(k): v for k, v in entry})
-            else:
+            if not isinstance(entry, list | tuple):
                 continue
+            rec = _parse(report, {str(k): v for k, v in entry})
             self.records[rec.nodeid] = rec
             ids.append(rec.nodeid)
         self.groups[report.nodeid] = ids
@@ -428,8 +393,8 @@ def one_per_check(records: Iterable[CheckRecord], *, by_tier: bool = False) -> l
     """``records`` with one per connection type and check (and tier, ``by_tier``), in
     their order, where a project's own test evaluated a check that pop3mon's test
     evaluates too (``def test_mine(check): check("tcp")``): a record with a verdict before
-    one of a test that broke first (whose check and tier are only guessed from its names),
-    then the worse, then the first. What is keyed so takes these: the history's rows (one
+    one of a test that broke first (ERROR: its check and tier only guessed from its
+    names), then the worse, then the first. What is keyed so takes these: the history's rows (one
     per run, connection type and check) and the metrics' series (whose labels include the
     tier; Prometheus refuses a file with one series twice)."""
     kept: dict[tuple[str, ...], CheckRecord] = {}
@@ -442,7 +407,9 @@ def one_per_check(records: Iterable[CheckRecord], *, by_tier: bool = False) -> l
 
 
 def _weight(rec: CheckRecord) -> tuple[bool, int]:
-    return not rec.broke_in, rank(rec.verdict)
+    # ERROR is only ever a test that broke (its check and tier guessed from its names);
+    # results.json, which a merge reads, keeps the verdict but not where it broke.
+    return rec.verdict != Verdict.ERROR, rank(rec.verdict)
 
 
 def verdicts(records: Iterable[CheckRecord]) -> Iterable[Verdict]:
