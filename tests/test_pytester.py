@@ -334,14 +334,7 @@ def test_tier_tests_keep_pytests_protocol_where_it_is_needed(project: Project) -
     still logs in nowhere, a project's own report hook still sees every tier test's report,
     and ``-p no:html`` still writes no page."""
     pytester, good, nostls = project
-    pytester.makeconftest(
-        'pytest_plugins = ["pop3mon.plugin"]\n'
-        "import pytest\n"
-        "def pytest_collection_modifyitems(items):\n"
-        "    for item in items:\n"
-        "        if 'nostls' in item.nodeid:\n"
-        "            item.add_marker(pytest.mark.skip(reason='maintenance window'))\n"
-    )
+    pytester.makeconftest(_MAINTENANCE_SKIP)
     result = pytester.runpytest_subprocess("--granularity=tier", "-rs")
     # Every failing check was nostls's: skipped by the mark, as with --granularity=check.
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-3000:]
@@ -393,6 +386,17 @@ def test_tier_tests_keep_pytests_protocol_where_it_is_needed(project: Project) -
         "--granularity=tier", "-p", "no:html", f"--reports-dir={reports}"
     )
     assert (reports / "junit.xml").exists() and not (reports / "report.html").exists()
+
+
+#: A conftest that marks every test of the nostls connection type skip.
+_MAINTENANCE_SKIP = (
+    'pytest_plugins = ["pop3mon.plugin"]\n'
+    "import pytest\n"
+    "def pytest_collection_modifyitems(items):\n"
+    "    for item in items:\n"
+    "        if 'nostls' in item.nodeid:\n"
+    "            item.add_marker(pytest.mark.skip(reason='maintenance window'))\n"
+)
 
 
 #: A conftest that counts, per phase, the reports of pop3mon's check tests and how many of
@@ -535,14 +539,7 @@ def test_check_tests_run_lean_only_where_nothing_could_tell(project: Project) ->
     result.stdout.fnmatch_lines([f"autouse {tests}"])
 
     # A skip mark the project adds still skips (and the skipped server is never probed).
-    pytester.makeconftest(
-        'pytest_plugins = ["pop3mon.plugin"]\n'
-        "import pytest\n"
-        "def pytest_collection_modifyitems(items):\n"
-        "    for item in items:\n"
-        "        if 'nostls' in item.nodeid:\n"
-        "            item.add_marker(pytest.mark.skip(reason='maintenance window'))\n"
-    )
+    pytester.makeconftest(_MAINTENANCE_SKIP)
     logins = nostls.logins
     result = pytester.runpytest_subprocess("--granularity=check", "-rs")
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-3000:]

@@ -46,7 +46,7 @@ from .config import ConnectionType
 from .engine.result import ProbeResult
 from .engine.stages import TIERS
 from .lean import (
-    PHASE_MARKS,
+    PhaseMarks,
     ReportMaker,
     lean_allowed,
     phase_report,
@@ -293,6 +293,7 @@ class TierGrouping:
         self.collect: Callable[[], None] = lambda: None
         #: A tier module -> its hook proxy and its file as ``reportinfo()`` gives it.
         self._modules: dict[int, tuple[Any, str]] = {}
+        self.phase_marked = PhaseMarks()
         #: Whether tier tests run the lean protocol; a worker hears the controller's choice.
         workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
         self.lean = bool(workerinput.get(_LEAN_KEY)) if workerinput is not None else False
@@ -323,7 +324,7 @@ class TierGrouping:
         none so) keeps pytest's protocol, which evaluates those marks."""
         if not self.lean or not isinstance(item, TierItem):
             return None
-        if any(m.name in PHASE_MARKS for m in item.iter_markers()):
+        if self.phase_marked(item):
             return None
         # What all tier tests of one module share (pytest looks them up for each test).
         shared = self._modules.get(id(item.parent))

@@ -46,6 +46,7 @@ __all__ = [
     "PHASE_MARKS",
     "CheckRunner",
     "LeanChecks",
+    "PhaseMarks",
     "ReportMaker",
     "Site",
     "call_report_only",
@@ -330,6 +331,31 @@ def _html_plugin(function: Callable[..., object]) -> bool:
     return str(getattr(function, "__module__", "")) == "pytest_html.plugin"
 
 
+class PhaseMarks:
+    """Whether a skip, skipif or xfail mark applies to a test (``item.iter_markers()``),
+    with the share of the nodes above it looked up again only when a mark was added there
+    since (the walk was 4 % of a run of 2,000 tests). Marks are only ever added, so the
+    number of them on the nodes above tells whether the answer can have changed."""
+
+    def __init__(self) -> None:
+        #: A test's parent -> (the number of marks on it and the nodes above it, whether
+        #: one of them is a phase mark).
+        self._above: dict[int, tuple[int, bool]] = {}
+
+    def __call__(self, item: pytest.Item) -> bool:
+        if any(m.name in PHASE_MARKS for m in item.own_markers):
+            return True
+        parent = item.parent
+        if parent is None:
+            return False
+        count = sum(len(node.own_markers) for node in parent.iter_parents())
+        known = self._above.get(id(parent))
+        if known is None or known[0] != count:
+            known = (count, any(m.name in PHASE_MARKS for m in parent.iter_markers()))
+            self._above[id(parent)] = known
+        return known[1]
+
+
 class LeanChecks:
     """Runs pop3mon's check tests without pytest's fixture, capture and phase machinery
     where nothing could tell the difference (module docstring)."""
@@ -356,9 +382,7 @@ class LeanChecks:
         self._how: dict[int, tuple[str, str] | None] = {}
         #: (the test function's parent, its name) -> what its tests share.
         self._sites: dict[tuple[int, str], Site] = {}
-        #: A test function's parent -> (the number of marks on it and the nodes above it,
-        #: whether one of them is a phase mark).
-        self._marked: dict[int, tuple[int, bool]] = {}
+        self.phase_marked = PhaseMarks()
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         # Every conftest file whose tests run is loaded by now (also on an xdist worker).
@@ -378,23 +402,6 @@ class LeanChecks:
             site.locate(item)
         return site
 
-    def _phase_marked(self, item: pytest.Function) -> bool:
-        """Whether a skip, skipif or xfail mark applies to ``item`` (``item.iter_markers()``,
-        with its parents' share looked up again only when a mark was added above it since:
-        the walk was 4 % of a run of 2,000 tests). Marks are only ever added, so the number
-        of them on the nodes above tells whether the answer can have changed."""
-        if any(m.name in PHASE_MARKS for m in item.own_markers):
-            return True
-        parent = item.parent
-        if parent is None:
-            return False
-        count = sum(len(node.own_markers) for node in parent.iter_parents())
-        known = self._marked.get(id(parent))
-        if known is None or known[0] != count:
-            known = (count, any(m.name in PHASE_MARKS for m in parent.iter_markers()))
-            self._marked[id(parent)] = known
-        return known[1]
-
     def how(self, item: pytest.Item) -> tuple[str, str] | None:
         """(check fixture, parameter) when ``item`` is a pop3mon check test whose fixtures
         are exactly pop3mon's and that no mark sends through pytest's set-up; else None."""
@@ -405,7 +412,7 @@ class LeanChecks:
         if key not in self._how:
             self._how[key] = self._closure(info)
         found = self._how[key]
-        if found is None or self._phase_marked(item):
+        if found is None or self.phase_marked(item):
             return None
         callspec = getattr(item, "callspec", None)
         if callspec is None or not isinstance(callspec.params.get(found[1]), str):
