@@ -319,3 +319,53 @@ def test_tier_granularity_marks_unrun_checks_not_run(dovecot: DovecotLab, tmp_pa
     assert {(i, k) for i, k, _ in checks} == {
         (c["id"], k["check"]) for c in full.json()["connections"] for k in c["checks"]
     }
+
+
+#: A plugin whose ``stat`` rule raises for connection type "tls" (a bug in one check).
+_BROKEN_STAT = """
+import pop3mon.checks as checks
+
+_stat = checks._RULES["stat"]
+
+
+def _raising(result, thresholds):
+    if result.id == "tls":
+        raise RuntimeError("stat rule broke")
+    return _stat(result, thresholds)
+
+
+checks._RULES = {**checks._RULES, "stat": _raising}
+"""
+
+
+def test_a_check_that_raises_breaks_only_itself_in_either_granularity(
+    dovecot: DovecotLab, tmp_path: Path
+) -> None:
+    """A check whose rule raises is an ERROR with the exception as its reason, and the other
+    checks of its tier still get their verdicts: a tier test reports what the check tests
+    report (results.json and junit.xml), not one broken tier."""
+    (tmp_path / "broken_stat.py").write_text(_BROKEN_STAT, encoding="utf-8")
+    targets = write_targets(tmp_path / "targets.yaml", dovecot, free_port())
+    done = {}
+    for mode in ("check", "tier"):
+        env = {
+            PW_ENV: dovecot.demo_password,
+            WRONG_ENV: SENTINEL,
+            "PYTHONPATH": str(tmp_path),
+            "PYTEST_ADDOPTS": f"--granularity={mode} -p broken_stat",
+        }
+        done[mode] = run_suite(targets, tmp_path / mode, env)
+        assert done[mode].returncode == 1, done[mode].output[-3000:]
+    fine, coarse = done["check"], done["tier"]
+    mailbox = {
+        k["check"]: (k["verdict"], k["reason"], k["outcome"])
+        for c in coarse.json()["connections"]
+        if c["id"] == "tls"
+        for k in c["checks"]
+        if k["tier"] == "mailbox"
+    }
+    assert mailbox["stat"] == ("ERROR", "RuntimeError: stat rule broke", "failed"), mailbox
+    assert mailbox["logout"][0] == "OK", mailbox  # evaluated, not "not run"
+    assert _checks(coarse) == _checks(fine)
+    assert _junit(coarse) == _junit(fine)
+    assert "RuntimeError: stat rule broke" in (coarse.reports / "junit.xml").read_text("utf-8")

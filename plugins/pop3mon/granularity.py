@@ -220,8 +220,15 @@ class TierItem(pytest.Item):
         skips: list[str] = []
         for nodeid, name in self.members:
             began = time.perf_counter()
-            res = self.state.evaluate(connection, result, name)
-            failure = self.judge(self.config, self.state, connection.id, res)
+            broke = ""
+            try:
+                res = self.state.evaluate(connection, result, name)
+                failure = self.judge(self.config, self.state, connection.id, res)
+            except Exception as exc:  # noqa: BLE001  # one check's bug, not its tier's
+                # As the check's own test would have broken (--granularity=check): an ERROR
+                # with the exception as its reason and the traceback as its failure, while
+                # the tier's other checks still get their verdicts.
+                res, failure, broke = self._broken(name, exc)
             if failure is not None:
                 outcome = "failed"
                 failures.append(failure)
@@ -238,7 +245,8 @@ class TierItem(pytest.Item):
                     res,
                     outcome,
                     time.perf_counter() - began,
-                    failure or "",
+                    broke or failure or "",
+                    broke_in="call" if broke else "",
                 )
             )
         self.user_properties.append((GROUP_PROPERTY, entries))
@@ -246,6 +254,14 @@ class TierItem(pytest.Item):
             pytest.fail("\n".join(failures), pytrace=False)
         if skips and len(skips) == len(entries):
             raise pytest.skip.Exception("; ".join(skips), _use_item_location=True)
+
+    def _broken(self, name: str, exc: Exception) -> tuple[CheckResult, str, str]:
+        """Check ``name`` raised ``exc``: its ERROR result, the failure line of this tier
+        test and the traceback its own test would have reported."""
+        excinfo = pytest.ExceptionInfo.from_exception(exc)
+        reason = excinfo.exconly(tryshort=True)
+        res = CheckResult(tier=self.tier, check=name, verdict=Verdict.ERROR, reason=reason)  # type: ignore[arg-type]
+        return res, f"{name}: {reason}", str(self._repr_failure_py(excinfo, style="long"))
 
     def reportinfo(self) -> tuple[Any, int, str]:
         """Where the tier's tests are (their module) and this test's name."""

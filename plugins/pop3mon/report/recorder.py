@@ -239,17 +239,23 @@ def group_entry(
     outcome: str,
     duration: float,
     failure: str = "",
+    *,
+    broke_in: str = "",
 ) -> list[tuple[str, object]]:
     """One check of a tier test: :func:`verdict_properties` plus the node id the check
     has as a test of its own (``--granularity=check``), its outcome, its duration and the
-    failure message its test would have failed with."""
-    return [
+    failure message its test would have failed with (``broke_in``: the phase a check that
+    raised broke in, as :attr:`CheckRecord.broke_in`)."""
+    entry: list[tuple[str, object]] = [
         *verdict_properties(ct, server, res),
         (_P + "nodeid", nodeid),
         (_P + "outcome", outcome),
         (_P + "duration", float(duration)),
         (_P + "failure", failure),
     ]
+    if broke_in:
+        entry.append((_P + "broke_in", broke_in))
+    return entry
 
 
 def _parse(report: pytest.TestReport, props: Mapping[str, object]) -> CheckRecord:
@@ -276,6 +282,7 @@ def _parse(report: pytest.TestReport, props: Mapping[str, object]) -> CheckRecor
         duration=float(duration) if isinstance(duration, int | float) else report.duration,
         blocked_by=str(props.get(_P + "blocked_by", "")),
         failure=str(failure or ""),
+        broke_in=str(props.get(_P + "broke_in", "")),
     )
 
 
