@@ -24,6 +24,7 @@ import pytest
 from pop3mon.config import Targets, load_targets
 from pop3mon.config.shard import (
     ShardError,
+    gitlab_nodes_ignored,
     group_keys,
     resolve_identity,
     select_shard,
@@ -333,6 +334,35 @@ def test_run_id_and_vantage_sources(
         ({"POP3MON_VANTAGE": "-x"}, {}, "POP3MON_VANTAGE=-x: a vantage name"),
         ({}, {"run_id": "a/b"}, "--run-id=a/b: a run id is 1-128 letters"),
         ({"POP3MON_RUN_ID": "x y"}, {}, "POP3MON_RUN_ID=x y: a run id"),
+        # Digits str.isdigit() or re's \\d take but int() refuses (a superscript) or reads
+        # as a number nobody typed (other scripts' digits), and numbers past Python's
+        # 4300-digit limit: one line each, the long value shortened, never a traceback.
+        (
+            {"JOB_COMPLETION_INDEX": "0", "POP3MON_SHARD_TOTAL": "\u00b2"},
+            {},
+            "POP3MON_SHARD_TOTAL=\u00b2: not a whole number (digits 0-9)",
+        ),
+        (
+            {"JOB_COMPLETION_INDEX": "\u00b9", "POP3MON_SHARD_TOTAL": "3"},
+            {},
+            "JOB_COMPLETION_INDEX=\u00b9: not a whole number (digits 0-9)",
+        ),
+        (
+            {"JOB_COMPLETION_INDEX": "9" * 5000, "POP3MON_SHARD_TOTAL": "3"},
+            {},
+            "(5000 characters): not a whole number (digits 0-9)",
+        ),
+        (
+            {"JOB_COMPLETION_INDEX": "0", "POP3MON_SHARD_TOTAL": "9" * 5000},
+            {},
+            "POP3MON_SHARD_TOTAL=9999",
+        ),
+        ({}, {"shard": "1/" + "9" * 5000}, "(5002 characters): not K/N (K and N whole numbers"),
+        ({"POP3MON_SHARD": "9" * 5000 + "/3"}, {}, "POP3MON_SHARD=9999"),
+        ({}, {"shard": "\u0662/\u0663"}, "--shard=\u0662/\u0663: not K/N"),
+        ({}, {"shard": "\u00b9/3"}, "not K/N (K and N whole numbers, digits 0-9)"),
+        ({}, {"run_id": "r" * 5000}, "(5000 characters): a run id is 1-128 letters"),
+        ({"POP3MON_VANTAGE": "v" * 5000}, {}, "(5000 characters): a vantage name is 1-63"),
     ],
 )
 def test_bad_values_are_one_line_with_the_fix(
@@ -343,6 +373,28 @@ def test_bad_values_are_one_line_with_the_fix(
     text = str(caught.value)
     assert text.startswith("pop3mon: ") and says in text and "\n" not in text
     assert "e.g." in text or "set" in text
+    # A line one can read, whatever was pasted into the variable.
+    assert len(text) < 300, text
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        # GitLab's variables go through int() only when the job name's K/N equals them;
+        # a number too long (or not ASCII) for that is no parallel: N job, not a crash.
+        {
+            "CI_NODE_INDEX": "9" * 5000,
+            "CI_NODE_TOTAL": "9" * 5000,
+            "CI_JOB_NAME": "m " + "9" * 5000 + "/" + "9" * 5000,
+        },
+        {"CI_NODE_INDEX": "\u0662", "CI_NODE_TOTAL": "\u0663", "CI_JOB_NAME": "m \u0662/\u0663"},
+    ],
+)
+def test_odd_gitlab_node_numbers_are_not_a_shard(environ: Mapping[str, str]) -> None:
+    found = resolve_identity(environ)
+    assert found.shard is None and found.shard_source == ""
+    note = gitlab_nodes_ignored(environ, found)
+    assert note.startswith("pop3mon: CI_NODE_INDEX=") and len(note) < 300, note
 
 
 # ---------------------------------------------------------------------------------------
@@ -554,6 +606,40 @@ def test_bad_shard_value_stops_the_run_with_one_line(dovecot: DovecotLab, tmp_pa
     ], proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert not (tmp_path / "reports" / "results.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("env", "option", "says"),
+    [
+        (
+            {"JOB_COMPLETION_INDEX": "0", "POP3MON_SHARD_TOTAL": "\u00b2"},
+            (),
+            "POP3MON_SHARD_TOTAL=\u00b2: not a whole number (digits 0-9)",
+        ),
+        ({}, ("--shard=1/" + "9" * 5000,), "(5002 characters): not K/N"),
+        (
+            {"JOB_COMPLETION_INDEX": "9" * 5000, "POP3MON_SHARD_TOTAL": "3"},
+            (),
+            "(5000 characters): not a whole number (digits 0-9)",
+        ),
+    ],
+)
+def test_unparsable_shard_numbers_are_one_usage_line(
+    dovecot: DovecotLab,
+    tmp_path: Path,
+    env: Mapping[str, str],
+    option: tuple[str, ...],
+    says: str,
+) -> None:
+    """The values that crashed int() with an INTERNALERROR traceback: a usage error (4)
+    and one line naming the option or variable and its form, as any bad shard value."""
+    path = _lab_fleet(tmp_path / "targets.yaml", dovecot)
+    proc = _run(path, tmp_path / "reports", *option, env=env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == pytest.ExitCode.USAGE_ERROR, out[-3000:]
+    assert "Traceback" not in out and "INTERNALERROR" not in out, out[-3000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("ERROR: pop3mon:")]
+    assert len(lines) == 1 and says in lines[0] and len(lines[0]) < 300, proc.stderr[-3000:]
 
 
 def test_run_id_from_github_and_unsharded_ids(dovecot: DovecotLab, tmp_path: Path) -> None:
