@@ -573,6 +573,69 @@ def test_empty_shard_writes_its_reports_and_succeeds(dovecot: DovecotLab, tmp_pa
     assert doc["counts"]["total"] == 0
 
 
+def _merge(out: Path, inputs: Path) -> subprocess.CompletedProcess[str]:
+    """``pop3mon merge --out=out inputs`` as the command runs it."""
+    environ = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
+    environ["PYTHONPATH"] = str(ROOT / "plugins")
+    return subprocess.run(
+        [sys.executable, "-m", "pop3mon.cli", "merge", f"--out={out}", str(inputs)],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_shard_whose_selection_matches_nothing_writes_its_reports(
+    dovecot: DovecotLab, tmp_path: Path
+) -> None:
+    """``-k alpha`` over three shards: the two shards without alpha selected nothing in
+    their part. Each is a successful run writing its reports (every connection type of it
+    "not selected"), replacing a stale results.json, so the merge of the three is the
+    unsharded run with the same -k; the unsharded run that selects nothing still keeps the
+    previous reports (exit 5)."""
+    path = _lab_fleet(tmp_path / "targets.yaml", dovecot)
+    targets = load_targets(path)
+    where = shard_servers(targets, 3)
+    shards = tmp_path / "shards"
+    stale = shards / "1"
+    stale.mkdir(parents=True)
+    (stale / "results.json").write_text('{"stale": true}\n', encoding="utf-8")
+    # The split of this file: one shard without alpha has servers (the case at hand), one
+    # has none (an empty shard, which already wrote its reports).
+    unselected = {k for k in where.values() if k != where["alpha"]}
+    assert unselected and len(set(where.values())) == 2, where
+    for k in (1, 2, 3):
+        proc = _run(path, shards / str(k), f"--shard={k}/3", "--run-id=ksel", "-k", "alpha")
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+        doc = _results(shards / str(k))
+        mine = sorted(select_shard(targets, (k, 3)).ids)
+        assert doc["run"]["shard"] == {"index": k, "total": 3}
+        assert doc["run"]["connection_ids"] == mine
+        if k in unselected:
+            assert doc["connections"] == [] and sorted(doc["not_selected"]) == mine
+            assert "no check of this shard was selected (-k/-m matched none" in proc.stdout
+            for name in ("report.html", "junit.xml", "metrics.prom"):
+                assert (shards / str(k) / name).is_file(), name
+    merged = _merge(tmp_path / "merged", shards)
+    assert merged.returncode == 0, merged.stdout[-3000:] + merged.stderr[-2000:]
+    whole = _run(path, tmp_path / "whole", "--run-id=ksel", "-k", "alpha")
+    assert whole.returncode == 0, whole.stdout[-3000:]
+    got, want = _results(tmp_path / "merged"), _results(tmp_path / "whole")
+    assert [c["id"] for c in got["connections"]] == [c["id"] for c in want["connections"]]
+    assert sorted(got["not_selected"]) == sorted(want["not_selected"])
+    assert got["run"]["connection_ids"] == want["run"]["connection_ids"]
+    assert got["counts"] == want["counts"]
+    # Unsharded, a selection matching nothing is still no run: the reports stay.
+    before = (tmp_path / "whole" / "results.json").read_bytes()
+    none = _run(path, tmp_path / "whole", "--run-id=ksel", "-k", "no_such_server")
+    assert none.returncode == pytest.ExitCode.NO_TESTS_COLLECTED, none.stdout[-3000:]
+    assert "no check was selected" in none.stdout
+    assert (tmp_path / "whole" / "results.json").read_bytes() == before
+
+
 def test_gitlab_matrix_job_is_not_a_shard(dovecot: DovecotLab, tmp_path: Path) -> None:
     """A parallel: matrix: job (one per vantage) gets CI_NODE_INDEX/CI_NODE_TOTAL too; it
     probes the whole file, unsharded, and the header says the variables were ignored."""
