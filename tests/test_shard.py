@@ -573,12 +573,12 @@ def test_empty_shard_writes_its_reports_and_succeeds(dovecot: DovecotLab, tmp_pa
     assert doc["counts"]["total"] == 0
 
 
-def _merge(out: Path, inputs: Path) -> subprocess.CompletedProcess[str]:
-    """``pop3mon merge --out=out inputs`` as the command runs it."""
+def _merge(out: Path, inputs: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``pop3mon merge [args] --out=out inputs`` as the command runs it."""
     environ = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
     environ["PYTHONPATH"] = str(ROOT / "plugins")
     return subprocess.run(
-        [sys.executable, "-m", "pop3mon.cli", "merge", f"--out={out}", str(inputs)],
+        [sys.executable, "-m", "pop3mon.cli", "merge", *args, f"--out={out}", str(inputs)],
         cwd=ROOT,
         env=environ,
         capture_output=True,
@@ -634,6 +634,30 @@ def test_shard_whose_selection_matches_nothing_writes_its_reports(
     assert none.returncode == pytest.ExitCode.NO_TESTS_COLLECTED, none.stdout[-3000:]
     assert "no check was selected" in none.stdout
     assert (tmp_path / "whole" / "results.json").read_bytes() == before
+
+
+def test_own_tests_are_not_in_a_merge(dovecot: DovecotLab, tmp_path: Path) -> None:
+    """What README "What a merged report does not have" says of a project's own tests run
+    beside the tier tests: every shard runs them and its reports and exit status show
+    them, but results.json does not carry them, so the merged reports leave them out and
+    ``merge --exit-status`` does not fail on them. (When a merge carries them, this test
+    fails: change the README with it.)"""
+    path = _lab_fleet(tmp_path / "targets.yaml", dovecot)
+    mine = tmp_path / "own" / "test_mine.py"
+    mine.parent.mkdir()
+    mine.write_text("def test_mine():\n    assert False, 'my own check failed'\n", "utf-8")
+    shards = tmp_path / "shards"
+    for k in (1, 2):
+        proc = _run(
+            path, shards / str(k), f"--shard={k}/2", "--run-id=own", "tests_targets", str(mine)
+        )
+        assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
+        assert "test_mine" in (shards / str(k) / "junit.xml").read_text(encoding="utf-8")
+        assert "test_mine" not in (shards / str(k) / "results.json").read_text(encoding="utf-8")
+    merged = _merge(tmp_path / "merged", shards, "--exit-status")
+    assert merged.returncode == 0, merged.stdout[-3000:] + merged.stderr[-2000:]
+    for name in ("junit.xml", "report.html", "results.json"):
+        assert "test_mine" not in (tmp_path / "merged" / name).read_text(encoding="utf-8")
 
 
 def test_gitlab_matrix_job_is_not_a_shard(dovecot: DovecotLab, tmp_path: Path) -> None:
