@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # Helpers shared by ci/demo, ci/selftest and ci/run-monitor. Source it; do not run it.
 #
-# Environment knobs (all optional):
+# Environment knobs (all optional; a relative path in them is taken from the directory the
+# script was started in, as a path on its command line is):
 #   POP3MON_PYTHON=/path/python   use this interpreter as is: no .venv, no pip install
 #   POP3MON_NO_INSTALL=1          install nothing (no apt, no pip, no npm); use .venv if it
 #                                 exists, else python3
@@ -10,7 +11,36 @@
 #   POP3MON_VENV=DIR              where the virtual environment lives (default: .venv)
 
 POP3MON_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-POP3MON_VENV="${POP3MON_VENV:-$POP3MON_ROOT/.venv}"
+#: The directory the script was started from, before it changes to the checkout: a
+#: relative path the user gave means a path from here (pop3mon_from_caller).
+POP3MON_CALLER_DIR="$PWD"
+
+# pop3mon_from_caller PATH : PATH made absolute against the directory the script was started
+# from, so that ci/run-monitor --reports=shards/1 means ./shards/1 to the user's shell even
+# though the script runs pytest in the checkout; an absolute or empty PATH as it is.
+pop3mon_from_caller() {
+    case "$1" in
+    /* | '') printf '%s\n' "$1" ;;
+    *) printf '%s\n' "$POP3MON_CALLER_DIR/$1" ;;
+    esac
+}
+
+# pop3mon_program_from_caller NAME : an interpreter named with a relative path (a slash in
+# it, e.g. .venv/bin/python) from the caller's directory; a bare name is looked up in PATH.
+pop3mon_program_from_caller() {
+    case "$1" in
+    */*) pop3mon_from_caller "$1" ;;
+    *) printf '%s\n' "$1" ;;
+    esac
+}
+
+POP3MON_VENV="$(pop3mon_from_caller "${POP3MON_VENV:-$POP3MON_ROOT/.venv}")"
+if [ -n "${POP3MON_PYTHON:-}" ]; then
+    POP3MON_PYTHON="$(pop3mon_program_from_caller "$POP3MON_PYTHON")"
+fi
+if [ -n "${POP3MON_BASE_PYTHON:-}" ]; then
+    POP3MON_BASE_PYTHON="$(pop3mon_program_from_caller "$POP3MON_BASE_PYTHON")"
+fi
 
 pop3mon_log() { printf '%s\n' "$*" >&2; }
 pop3mon_die() {

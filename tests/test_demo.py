@@ -435,6 +435,26 @@ def test_demo_rerun_falls_back_without_dovecot(repo_copy: Path, tmp_path: Path) 
     assert wait_no_processes(str(repo_copy)) == []
 
 
+def test_demo_reports_path_is_the_callers(repo_copy: Path, tmp_path: Path) -> None:
+    """``ci/demo --reports DIR`` started outside the checkout: a relative DIR is a path
+    from where it was started, as in any command, though the demo runs in the checkout."""
+    here = tmp_path / "elsewhere"
+    here.mkdir()
+    proc = subprocess.run(
+        ["bash", str(repo_copy / "ci" / "demo"), "--once", "--reports", "mine"],
+        cwd=here,
+        env=demo_env(POP3MON_DOVECOT=str(tmp_path / "no-dovecot")),
+        capture_output=True,
+        text=True,
+        timeout=DEMO_TIMEOUT,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (here / "mine" / "junit.xml").is_file() and (here / "mine" / "results.json").is_file()
+    assert not (repo_copy / "mine").exists()
+    assert wait_no_processes(str(repo_copy)) == []
+
+
 def _listening_ports() -> dict[int, set[str]]:
     """port -> local addresses of TCP sockets in LISTEN state (IPv4 and IPv6)."""
     found: dict[int, set[str]] = {}

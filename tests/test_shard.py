@@ -24,6 +24,7 @@ import pytest
 from pop3mon.config import Targets, load_targets
 from pop3mon.config.shard import (
     ShardError,
+    gitlab_nodes_ignored,
     group_keys,
     resolve_identity,
     select_shard,
@@ -333,6 +334,35 @@ def test_run_id_and_vantage_sources(
         ({"POP3MON_VANTAGE": "-x"}, {}, "POP3MON_VANTAGE=-x: a vantage name"),
         ({}, {"run_id": "a/b"}, "--run-id=a/b: a run id is 1-128 letters"),
         ({"POP3MON_RUN_ID": "x y"}, {}, "POP3MON_RUN_ID=x y: a run id"),
+        # Digits str.isdigit() or re's \\d take but int() refuses (a superscript) or reads
+        # as a number nobody typed (other scripts' digits), and numbers past Python's
+        # 4300-digit limit: one line each, the long value shortened, never a traceback.
+        (
+            {"JOB_COMPLETION_INDEX": "0", "POP3MON_SHARD_TOTAL": "\u00b2"},
+            {},
+            "POP3MON_SHARD_TOTAL=\u00b2: not a whole number (digits 0-9)",
+        ),
+        (
+            {"JOB_COMPLETION_INDEX": "\u00b9", "POP3MON_SHARD_TOTAL": "3"},
+            {},
+            "JOB_COMPLETION_INDEX=\u00b9: not a whole number (digits 0-9)",
+        ),
+        (
+            {"JOB_COMPLETION_INDEX": "9" * 5000, "POP3MON_SHARD_TOTAL": "3"},
+            {},
+            "(5000 characters): not a whole number (digits 0-9)",
+        ),
+        (
+            {"JOB_COMPLETION_INDEX": "0", "POP3MON_SHARD_TOTAL": "9" * 5000},
+            {},
+            "POP3MON_SHARD_TOTAL=9999",
+        ),
+        ({}, {"shard": "1/" + "9" * 5000}, "(5002 characters): not K/N (K and N whole numbers"),
+        ({"POP3MON_SHARD": "9" * 5000 + "/3"}, {}, "POP3MON_SHARD=9999"),
+        ({}, {"shard": "\u0662/\u0663"}, "--shard=\u0662/\u0663: not K/N"),
+        ({}, {"shard": "\u00b9/3"}, "not K/N (K and N whole numbers, digits 0-9)"),
+        ({}, {"run_id": "r" * 5000}, "(5000 characters): a run id is 1-128 letters"),
+        ({"POP3MON_VANTAGE": "v" * 5000}, {}, "(5000 characters): a vantage name is 1-63"),
     ],
 )
 def test_bad_values_are_one_line_with_the_fix(
@@ -343,6 +373,28 @@ def test_bad_values_are_one_line_with_the_fix(
     text = str(caught.value)
     assert text.startswith("pop3mon: ") and says in text and "\n" not in text
     assert "e.g." in text or "set" in text
+    # A line one can read, whatever was pasted into the variable.
+    assert len(text) < 300, text
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        # GitLab's variables go through int() only when the job name's K/N equals them;
+        # a number too long (or not ASCII) for that is no parallel: N job, not a crash.
+        {
+            "CI_NODE_INDEX": "9" * 5000,
+            "CI_NODE_TOTAL": "9" * 5000,
+            "CI_JOB_NAME": "m " + "9" * 5000 + "/" + "9" * 5000,
+        },
+        {"CI_NODE_INDEX": "\u0662", "CI_NODE_TOTAL": "\u0663", "CI_JOB_NAME": "m \u0662/\u0663"},
+    ],
+)
+def test_odd_gitlab_node_numbers_are_not_a_shard(environ: Mapping[str, str]) -> None:
+    found = resolve_identity(environ)
+    assert found.shard is None and found.shard_source == ""
+    note = gitlab_nodes_ignored(environ, found)
+    assert note.startswith("pop3mon: CI_NODE_INDEX=") and len(note) < 300, note
 
 
 # ---------------------------------------------------------------------------------------
@@ -521,6 +573,93 @@ def test_empty_shard_writes_its_reports_and_succeeds(dovecot: DovecotLab, tmp_pa
     assert doc["counts"]["total"] == 0
 
 
+def _merge(out: Path, inputs: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``pop3mon merge [args] --out=out inputs`` as the command runs it."""
+    environ = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
+    environ["PYTHONPATH"] = str(ROOT / "plugins")
+    return subprocess.run(
+        [sys.executable, "-m", "pop3mon.cli", "merge", *args, f"--out={out}", str(inputs)],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_shard_whose_selection_matches_nothing_writes_its_reports(
+    dovecot: DovecotLab, tmp_path: Path
+) -> None:
+    """``-k alpha`` over three shards: the two shards without alpha selected nothing in
+    their part. Each is a successful run writing its reports (every connection type of it
+    "not selected"), replacing a stale results.json, so the merge of the three is the
+    unsharded run with the same -k; the unsharded run that selects nothing still keeps the
+    previous reports (exit 5)."""
+    path = _lab_fleet(tmp_path / "targets.yaml", dovecot)
+    targets = load_targets(path)
+    where = shard_servers(targets, 3)
+    shards = tmp_path / "shards"
+    stale = shards / "1"
+    stale.mkdir(parents=True)
+    (stale / "results.json").write_text('{"stale": true}\n', encoding="utf-8")
+    # The split of this file: one shard without alpha has servers (the case at hand), one
+    # has none (an empty shard, which already wrote its reports).
+    unselected = {k for k in where.values() if k != where["alpha"]}
+    assert unselected and len(set(where.values())) == 2, where
+    for k in (1, 2, 3):
+        proc = _run(path, shards / str(k), f"--shard={k}/3", "--run-id=ksel", "-k", "alpha")
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+        doc = _results(shards / str(k))
+        mine = sorted(select_shard(targets, (k, 3)).ids)
+        assert doc["run"]["shard"] == {"index": k, "total": 3}
+        assert doc["run"]["connection_ids"] == mine
+        if k in unselected:
+            assert doc["connections"] == [] and sorted(doc["not_selected"]) == mine
+            assert "no check of this shard was selected (-k/-m matched none" in proc.stdout
+            for name in ("report.html", "junit.xml", "metrics.prom"):
+                assert (shards / str(k) / name).is_file(), name
+    merged = _merge(tmp_path / "merged", shards)
+    assert merged.returncode == 0, merged.stdout[-3000:] + merged.stderr[-2000:]
+    whole = _run(path, tmp_path / "whole", "--run-id=ksel", "-k", "alpha")
+    assert whole.returncode == 0, whole.stdout[-3000:]
+    got, want = _results(tmp_path / "merged"), _results(tmp_path / "whole")
+    assert [c["id"] for c in got["connections"]] == [c["id"] for c in want["connections"]]
+    assert sorted(got["not_selected"]) == sorted(want["not_selected"])
+    assert got["run"]["connection_ids"] == want["run"]["connection_ids"]
+    assert got["counts"] == want["counts"]
+    # Unsharded, a selection matching nothing is still no run: the reports stay.
+    before = (tmp_path / "whole" / "results.json").read_bytes()
+    none = _run(path, tmp_path / "whole", "--run-id=ksel", "-k", "no_such_server")
+    assert none.returncode == pytest.ExitCode.NO_TESTS_COLLECTED, none.stdout[-3000:]
+    assert "no check was selected" in none.stdout
+    assert (tmp_path / "whole" / "results.json").read_bytes() == before
+
+
+def test_own_tests_are_not_in_a_merge(dovecot: DovecotLab, tmp_path: Path) -> None:
+    """What README "What a merged report does not have" says of a project's own tests run
+    beside the tier tests: every shard runs them and its reports and exit status show
+    them, but results.json does not carry them, so the merged reports leave them out and
+    ``merge --exit-status`` does not fail on them. (When a merge carries them, this test
+    fails: change the README with it.)"""
+    path = _lab_fleet(tmp_path / "targets.yaml", dovecot)
+    mine = tmp_path / "own" / "test_mine.py"
+    mine.parent.mkdir()
+    mine.write_text("def test_mine():\n    assert False, 'my own check failed'\n", "utf-8")
+    shards = tmp_path / "shards"
+    for k in (1, 2):
+        proc = _run(
+            path, shards / str(k), f"--shard={k}/2", "--run-id=own", "tests_targets", str(mine)
+        )
+        assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
+        assert "test_mine" in (shards / str(k) / "junit.xml").read_text(encoding="utf-8")
+        assert "test_mine" not in (shards / str(k) / "results.json").read_text(encoding="utf-8")
+    merged = _merge(tmp_path / "merged", shards, "--exit-status")
+    assert merged.returncode == 0, merged.stdout[-3000:] + merged.stderr[-2000:]
+    for name in ("junit.xml", "report.html", "results.json"):
+        assert "test_mine" not in (tmp_path / "merged" / name).read_text(encoding="utf-8")
+
+
 def test_gitlab_matrix_job_is_not_a_shard(dovecot: DovecotLab, tmp_path: Path) -> None:
     """A parallel: matrix: job (one per vantage) gets CI_NODE_INDEX/CI_NODE_TOTAL too; it
     probes the whole file, unsharded, and the header says the variables were ignored."""
@@ -554,6 +693,40 @@ def test_bad_shard_value_stops_the_run_with_one_line(dovecot: DovecotLab, tmp_pa
     ], proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert not (tmp_path / "reports" / "results.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("env", "option", "says"),
+    [
+        (
+            {"JOB_COMPLETION_INDEX": "0", "POP3MON_SHARD_TOTAL": "\u00b2"},
+            (),
+            "POP3MON_SHARD_TOTAL=\u00b2: not a whole number (digits 0-9)",
+        ),
+        ({}, ("--shard=1/" + "9" * 5000,), "(5002 characters): not K/N"),
+        (
+            {"JOB_COMPLETION_INDEX": "9" * 5000, "POP3MON_SHARD_TOTAL": "3"},
+            (),
+            "(5000 characters): not a whole number (digits 0-9)",
+        ),
+    ],
+)
+def test_unparsable_shard_numbers_are_one_usage_line(
+    dovecot: DovecotLab,
+    tmp_path: Path,
+    env: Mapping[str, str],
+    option: tuple[str, ...],
+    says: str,
+) -> None:
+    """The values that crashed int() with an INTERNALERROR traceback: a usage error (4)
+    and one line naming the option or variable and its form, as any bad shard value."""
+    path = _lab_fleet(tmp_path / "targets.yaml", dovecot)
+    proc = _run(path, tmp_path / "reports", *option, env=env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == pytest.ExitCode.USAGE_ERROR, out[-3000:]
+    assert "Traceback" not in out and "INTERNALERROR" not in out, out[-3000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("ERROR: pop3mon:")]
+    assert len(lines) == 1 and says in lines[0] and len(lines[0]) < 300, proc.stderr[-3000:]
 
 
 def test_run_id_from_github_and_unsharded_ids(dovecot: DovecotLab, tmp_path: Path) -> None:

@@ -1161,3 +1161,38 @@ def test_readme_sharded_commands(sharded_repo: Path, fleet: Path) -> None:
     assert merged.returncode == 1, merged.stdout + merged.stderr
     assert "exit 1: the merged report has CRIT" in merged.stderr
     _check_merged(repo / "reports", "run-1")
+
+
+def test_readme_sharded_commands_from_another_directory(
+    sharded_repo: Path, fleet: Path, tmp_path: Path
+) -> None:
+    """The same by-hand run typed in a directory outside the checkout (the wrappers called
+    by their path): the relative ``--reports=shards/$k`` and the merge's ``shards`` and
+    ``--out=reports`` are that directory's, as in any command, though ci/run-monitor runs
+    pytest in the checkout; the checkout gets no shards/ or reports/."""
+    shards, merge = _readme_sharded_block()
+    repo = sharded_repo
+    _fresh(repo)
+    shutil.copy(fleet, repo / "targets.yaml")
+    n = _expect_shards(merge)
+    here = tmp_path / "elsewhere"
+    here.mkdir()
+    wrapped = [line.replace("ci/", f"{repo}/ci/") for line in (shards, merge)]
+    assert all(f"{repo}/ci/" in line for line in wrapped), wrapped
+    ran = _bash(f"set +e\n{wrapped[0]}", here)
+    assert ran.returncode == (1 if _down_shard(n) == n else 0), ran.stdout[-3000:] + ran.stderr
+    assert sorted(p.name for p in (here / "shards").iterdir()) == [str(k) for k in range(1, n + 1)]
+    merged = _bash(wrapped[1], here)
+    assert merged.returncode == 1, merged.stdout + merged.stderr
+    _check_merged(here / "reports", "run-1")
+    assert not (repo / "shards").exists() and not (repo / "reports").exists()
+    # pytest's own file options passed through, and a relative interpreter path, are the
+    # caller's too.
+    extra = _bash(
+        f"{repo}/ci/run-monitor --shard=1/{n} --reports=one --history=h.sqlite --junitxml=j.xml",
+        here,
+        POP3MON_PYTHON=os.path.relpath(sys.executable, here),
+    )
+    assert extra.returncode in (0, 1), extra.stdout[-3000:] + extra.stderr
+    assert (here / "one" / "results.json").is_file() and (here / "j.xml").is_file()
+    assert (here / "h.sqlite").is_file() and not (repo / "h.sqlite").exists()

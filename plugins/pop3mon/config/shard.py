@@ -62,9 +62,18 @@ MAX_SHARDS: Final = 10_000
 _VANTAGE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 #: A run id names files and rows: no path separators, spaces or control characters.
 _RUN_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}")
-_SHARD: Final = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
+#: A shard number or total as written: ASCII digits only (``str.isdigit`` and ``\\d`` also
+#: take superscripts and other scripts' digits, which ``int()`` refuses or reads as a
+#: number nobody typed), and few of them, so ``int()`` never meets Python's limit on the
+#: digits of a number (4300); MAX_SHARDS has five.
+_DIGITS: Final = r"[0-9]{1,18}"
+_NUMBER: Final = re.compile(_DIGITS)
+_SHARD: Final = re.compile(rf"\s*({_DIGITS})\s*/\s*({_DIGITS})\s*", re.ASCII)
 #: How GitLab names the jobs of ``parallel: N``: ``<name> K/N``.
-_PARALLEL_JOB: Final = re.compile(r" (\d+)/(\d+)\Z")
+_PARALLEL_JOB: Final = re.compile(rf" ({_DIGITS})/({_DIGITS})\Z")
+#: A value longer than this is shortened where a message shows it, so the message stays a
+#: line one can read.
+_SHOWN_MAX: Final = 40
 
 
 class ShardError(ValueError):
@@ -149,13 +158,22 @@ def select_shard(targets: Targets, shard: Shard) -> Targets:
     )
 
 
+def _show(value: str) -> str:
+    """``value`` as a message shows it: shortened when long (a pasted blob, a runaway
+    number), with its length, so the message stays one readable line."""
+    if len(value) <= _SHOWN_MAX:
+        return value
+    return f"{value[: _SHOWN_MAX - 8]}… ({len(value)} characters)"
+
+
 def _parse_shard(text: str, name: str, example: str) -> Shard:
     """``K/N`` from option or variable ``name`` (``--shard`` or ``POP3MON_SHARD``)."""
-    shown = f"{name}={text}"
-    match = _SHARD.fullmatch(text)
+    shown = f"{name}={_show(text)}"
+    match = _SHARD.fullmatch(text.strip())
     if match is None:
         raise ShardError(
-            f"pop3mon: {shown}: not K/N — give this run's shard and the total, e.g. {example}"
+            f"pop3mon: {shown}: not K/N (K and N whole numbers, digits 0-9) — give this "
+            f"run's shard and the total, e.g. {example}"
         )
     index, total = int(match[1]), int(match[2])
     return _checked(index, total, shown, example)
@@ -176,9 +194,13 @@ def _checked(index: int, total: int, shown: str, example: str) -> Shard:
 
 
 def _int(environ: Mapping[str, str], name: str, fix: str) -> int:
+    """Variable ``name`` as a whole number (digits 0-9, see ``_DIGITS``), else a
+    :class:`ShardError` naming it and ``fix``."""
     raw = environ[name].strip()
-    if not raw.isdigit():
-        raise ShardError(f"pop3mon: {name}={environ[name]}: not a whole number — {fix}")
+    if not _NUMBER.fullmatch(raw):
+        raise ShardError(
+            f"pop3mon: {name}={_show(environ[name])}: not a whole number (digits 0-9) — {fix}"
+        )
     return int(raw)
 
 
@@ -189,7 +211,7 @@ def _shard(option: str | None, environ: Mapping[str, str]) -> tuple[Shard | None
     if environ.get(SHARD_ENV, "").strip():
         return _parse_shard(environ[SHARD_ENV], SHARD_ENV, f"{SHARD_ENV}=2/10"), SHARD_ENV
     if _gitlab_parallel(environ):
-        # Both are whole numbers here: the job name's K/N matched them.
+        # Both are short runs of digits 0-9 here: the job name's K/N (_DIGITS) matched them.
         index, total = int(environ["CI_NODE_INDEX"]), int(environ["CI_NODE_TOTAL"])
         shown = f"CI_NODE_INDEX={index} CI_NODE_TOTAL={total}"
         return _checked(index, total, shown, "parallel: 10"), "CI_NODE_INDEX"
@@ -232,8 +254,8 @@ def gitlab_nodes_ignored(environ: Mapping[str, str], identity: RunIdentity) -> s
     if _gitlab_parallel(environ):
         return ""
     return (
-        f"pop3mon: CI_NODE_INDEX={environ['CI_NODE_INDEX'].strip()} ignored: job "
-        f"{environ.get('CI_JOB_NAME', '(CI_JOB_NAME unset)')!r} is not a parallel: N job "
+        f"pop3mon: CI_NODE_INDEX={_show(environ['CI_NODE_INDEX'].strip())} ignored: job "
+        f"{_show(environ.get('CI_JOB_NAME', '(CI_JOB_NAME unset)'))!r} is not a parallel: N job "
         "(a parallel: matrix: job probes the whole file); shard with --shard=K/N"
     )
 
@@ -246,7 +268,7 @@ def _vantage(option: str | None, environ: Mapping[str, str]) -> str | None:
         return None
     if not is_vantage(value):
         raise ShardError(
-            f"pop3mon: {name}={value}: a vantage name is 1-63 letters, digits, '.', '_' or "
+            f"pop3mon: {name}={_show(value)}: a vantage name is 1-63 letters, digits, '.', '_' or "
             f"'-', starting with a letter or digit, e.g. {name}=eu-west"
         )
     return value
@@ -262,8 +284,8 @@ def _run_id(option: str | None, environ: Mapping[str, str]) -> str | None:
             continue
         if not _RUN_ID.fullmatch(value):
             raise ShardError(
-                f"pop3mon: {name}={value}: a run id is 1-128 letters, digits, '.', '_', ':', "
-                f"'+' or '-', starting with a letter or digit, e.g. {name}=nightly-2024-06-01"
+                f"pop3mon: {name}={_show(value)}: a run id is 1-128 letters, digits, '.', '_', "
+                f"':', '+' or '-', starting with a letter or digit, e.g. {name}=nightly-2024-06-01"
             )
         return value
     if environ.get("GITHUB_RUN_ID"):

@@ -23,7 +23,8 @@ The files of a run are replaced as a set (:mod:`.reportset`): every writer write
 temporary name, and only when all of them succeeded are they renamed into place; a failed
 write (a full disk) leaves the previous set and says so. A run that selected no check
 (``-k``/``-m`` matching nothing) leaves the previous reports alone; a shard the split gave
-nothing (``--shard``) is a successful run and writes its empty set, which ``pop3mon
+nothing (``--shard``), or whose ``-k``/``-m`` matched nothing in its part, is a successful
+run and writes its empty set (its connection types "not selected"), which ``pop3mon
 merge`` needs. SIGTERM and SIGINT end
 the run with the reports of what finished, every selected check that did not run marked
 "not run" (:mod:`.stop`).
@@ -248,6 +249,8 @@ class ReportPlugin:
         self.stopped = ""
         #: Why this run replaced no report file (said on the terminal), or "".
         self.kept = ""
+        #: Why the reports this run wrote have no check in them (said on the terminal), or "".
+        self.note = ""
         #: Why writing the reports failed (said on the terminal), or "".
         self.problem = ""
         self._results: dict[str, ProbeResult] = {}
@@ -400,6 +403,23 @@ class ReportPlugin:
             and store is not None
             and not store.targets.connections
             and not store.targets.hosts
+        )
+
+    def shard_selected_nothing(self, session: pytest.Session) -> bool:
+        """True for a shard whose ``-k``/``-m`` matched no test in its part (pytest's "no
+        tests ran"): like an empty shard, a successful run whose reports ``pop3mon merge``
+        needs (every connection type of the shard "not selected"), so that the merge of all
+        shards is the unsharded run with that selection. Not for a run stopped before it
+        selected anything: its reports would make the merge look complete."""
+        identity = self.config.stash.get(IDENTITY_KEY, None)
+        return (
+            identity is not None
+            and identity.shard is not None
+            and self.store is not None
+            and not self.stop.stopped_by
+            and session.exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED
+            and session.testscollected == 0
+            and not self.recorder.records
         )
 
     def _run_info(self, finished: float | None = None) -> RunInfo:
@@ -776,6 +796,8 @@ class ReportPlugin:
                 "every other selected check as not run",
                 yellow=True,
             )
+        if self.note and self.written:
+            terminalreporter.write_line(self.note, yellow=True)
         if not self.written:
             return
         terminalreporter.write_sep("-", "pop3mon reports")
@@ -877,10 +899,17 @@ class _ReportFiles:
             owner.files.discard()
             raise
         self._restore()
-        if owner.empty_shard:
+        nothing_selected = not owner.empty_shard and owner.shard_selected_nothing(session)
+        if owner.empty_shard or nothing_selected:
+            if nothing_selected:
+                owner.note = (
+                    "pop3mon: no check of this shard was selected (-k/-m matched none of its "
+                    "connection types): its reports list them as not selected, for the merge"
+                )
             self._commit(session)
             # pytest's "no tests ran" (5) is the normal outcome of a shard with nothing in
-            # it, not a failed selection: the run succeeded, its reports say so.
+            # it, or nothing the selection wanted (another shard has that), not a failed
+            # selection: the run succeeded, its reports say so.
             if session.exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and not owner.problem:
                 session.exitstatus = pytest.ExitCode.OK
         elif session.testscollected == 0 and not owner.recorder.records:
