@@ -863,3 +863,99 @@ print(forked)
     assert proc.stdout.strip() == "[True, False]"
     assert snapshot(two) == snapshot(one)
     assert set(snapshot(two)) == set(REPORTS)
+
+
+# --------------------------------------------------------------------------- review: inputs
+def _set(path: str, value: Any) -> Any:
+    """A change of a results.json: ``path`` (dotted, numbers index lists) set to ``value``."""
+
+    def change(data: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        here: Any = data
+        for key in parents:
+            here = here[int(key)] if key.isdigit() else here[key]
+        here[int(last) if last.isdigit() else last] = value
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ("deep", "not a pop3mon results file (nested too deeply)"),
+        (_set("run.started_epoch", float("nan")), "run.started_epoch is nan, not a finite"),
+        ("figure", "connections[0].checks[0].figure is a number of 401 digits"),
+        (_set("connections.0.config.id", 7), "connections[0].config.id is 7, not a string"),
+        (_set("history.status", "great"), "history.status is 'great', not one of ok, new,"),
+        (_set("not_selected", [{"id": "x"}]), "not_selected[0] is {'id': 'x'}, not a string"),
+        (_set("notify.warnings", [["x"]]), "notify.warnings[0] is ['x'], not a string"),
+        (_set("connections.0.availability", [0.5]), "connections[0].availability is [0.5], not"),
+        (_set("run.id", "a/b"), "run.id 'a/b' is not a run id"),
+        (_set("run.id", "../../x"), "run.id '../../x' is not a run id"),
+        (_set("run.id", ""), "run.id '' is not a run id"),
+        (_set("run.id", "r2\x1b]0;pwned\x07"), "run.id 'r2\\x1b]0;pwned\\x07' is not a run id"),
+        (_set("run.id", "r2\nmerged 9 result file(s)"), "run.id 'r2\\nmerged 9 result"),
+        (_set("connections.0.checks.0.check", "tcp\x1b[2J"), "checks[0].check 'tcp\\x1b[2J' is"),
+        (
+            _set("changes", [{"kind": "odd", "connection": "x", "check": "tcp", "after": "OK"}]),
+            "changes[0].kind is 'odd', not one of new,",
+        ),
+    ],
+    ids=lambda v: v if isinstance(v, str) and len(v) < 12 else None,
+)
+def test_a_corrupt_input_is_one_line(
+    previous: tuple[Path, dict[str, bytes]],
+    runs: dict[str, Path],
+    tmp_path: Path,
+    change: Any,
+    says: str,
+) -> None:
+    """A results.json with values no run writes (too deep, NaN, a number of 401 digits, a
+    wrong type, an unknown status or kind, a run id that is a path or holds control
+    characters): one line naming the file and the field, exit 2, no traceback, the
+    previous reports untouched and no temporary file left."""
+    out, before = previous
+    source = runs["whole"] / "results.json"
+    crafted = tmp_path / "crafted.json"
+    if change == "deep":
+        crafted.write_text(
+            '{"schema": "pop3mon/results/v1", "run": ' + "[" * 100_000 + "]" * 100_000 + "}",
+            "utf-8",
+        )
+    elif change == "figure":
+        data = json.loads(source.read_text("utf-8"))
+        data["connections"][0]["checks"][0]["figure"] = "FIGURE"
+        crafted.write_text(json.dumps(data).replace('"FIGURE"', "1" + "0" * 400), "utf-8")
+    else:
+        data = json.loads(source.read_text("utf-8"))
+        change(data)
+        crafted.write_text(json.dumps(data), "utf-8")
+    proc = merge(f"--out={out}", crafted)
+    lines = _refused(out, before, proc)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"pop3mon: error: {crafted}: "), lines
+    assert says in lines[0], lines
+    assert lines[0].endswith("; merge the results.json a pop3mon run wrote, unchanged"), lines
+    assert not any(c in proc.stderr + proc.stdout for c in "\x1b\x07"), lines
+
+
+def test_a_writer_that_fails_leaves_no_temporary_file(
+    previous: tuple[Path, dict[str, bytes]], runs: dict[str, Path]
+) -> None:
+    """write_report_set removes its temporary files whatever a writer raised (here a
+    start time no writer can format: ValueError from the HTML's date), not only on an
+    OSError; the previous set stays."""
+    import dataclasses
+
+    from pop3mon.report.load import load_results
+    from pop3mon.report.standalone import write_report_set
+
+    out, before = previous
+    report = load_results(runs["whole"] / "results.json").report
+    broken = dataclasses.replace(
+        report, info=dataclasses.replace(report.info, started=float("nan"))
+    )
+    with pytest.raises(ValueError):
+        write_report_set(broken, out)
+    assert snapshot(out) == before
+    assert sorted(p.name for p in out.iterdir()) == sorted(REPORTS), "a temporary file was left"

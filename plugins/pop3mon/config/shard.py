@@ -43,6 +43,7 @@ __all__ = [
     "ShardError",
     "gitlab_nodes_ignored",
     "group_keys",
+    "is_run_id",
     "is_vantage",
     "resolve_identity",
     "select_shard",
@@ -75,6 +76,12 @@ class ShardError(ValueError):
 def is_vantage(name: str) -> bool:
     """Whether ``name`` is a valid vantage name (also checked when ``merge`` loads one)."""
     return _VANTAGE.fullmatch(name) is not None
+
+
+def is_run_id(value: str) -> bool:
+    """Whether ``value`` is a run id as ``--run-id`` takes one (also checked when
+    ``merge`` loads one: it names files and reaches the terminal)."""
+    return _RUN_ID.fullmatch(value) is not None
 
 
 def shard_of(group_key: str, total: int) -> int:
