@@ -959,3 +959,49 @@ def test_a_writer_that_fails_leaves_no_temporary_file(
         write_report_set(broken, out)
     assert snapshot(out) == before
     assert sorted(p.name for p in out.iterdir()) == sorted(REPORTS), "a temporary file was left"
+
+
+def test_no_control_character_of_an_input_reaches_the_terminal(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    """Free text of an input (a check's reason, the history's note, a notification
+    warning) reaches the merge's output escaped: no escape sequence, no bell, no newline
+    that forges a line of its own."""
+    data = doc(runs["whole"])
+    forged = "\x1b]0;pwned\x07\nmerged 99 result file(s) of run forged\x1b[2J"
+    crit = next(c for c in data["connections"] if c["verdict"] == "CRIT")
+    chk = next(c for c in crit["checks"] if c["verdict"] == "CRIT")
+    chk["reason"] = f"refused {forged}"
+    data["history"]["note"] = f"note {forged}"
+    data["notify"]["warnings"] = [f"warning {forged}"]
+    crafted = tmp_path / "crafted.json"
+    crafted.write_text(json.dumps(data), encoding="utf-8")
+    proc = merge(f"--out={tmp_path / 'out'}", crafted)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not any(c in proc.stdout + proc.stderr for c in "\x1b\x07"), proc.stdout
+    assert not any(line.startswith("merged 99") for line in proc.stdout.splitlines())
+    assert "refused \\x1b]0;pwned\\x07\\nmerged 99 result file(s)" in " ".join(
+        proc.stdout.split()
+    ), proc.stdout
+
+
+def test_exit_status_survives_a_closed_pipe(merged: Path, tmp_path: Path) -> None:
+    """``pop3mon merge --exit-status ... | head -1``: the reader goes away before the merge
+    prints; the merge still exits 1 (its merged report has CRIT), without a traceback."""
+    env = {**os.environ, "PYTHONPATH": str(PLUGINS), "COLUMNS": "100"}
+    cmd = [sys.executable, "-m", "pop3mon.cli", "merge", "--exit-status"]
+    proc = subprocess.Popen(
+        [*cmd, f"--out={tmp_path / 'out'}", str(merged)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before the merge writes a line: its first write fails (EPIPE)
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=120) == 1, stderr
+    assert "pop3mon merge: exit 1: the merged report has CRIT" in stderr
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+    assert (tmp_path / "out" / "results.json").is_file()
