@@ -793,7 +793,8 @@ def test_out_among_the_inputs_is_refused_or_skipped(runs: dict[str, Path], tmp_p
     assert proc.returncode == 2 and not other.exists()
     assert proc.stderr.splitlines() == [
         f"pop3mon: error: {art / 'merged' / 'results.json'} is already a merge (pop3mon merge "
-        f"of {SHARDS} inputs): merge the runs it was merged from"
+        f"of {SHARDS} inputs) of run {RUN_ID}, and {SHARDS} other input(s) came with it: give "
+        "either the merge or the runs it was merged from"
     ]
 
 
@@ -866,6 +867,71 @@ print(forked)
 
 
 # --------------------------------------------------------------------------- review: inputs
+#: The multi-vantage workflow as the Kubernetes template's header writes it: each cluster
+#: merges its own shards, then the clusters' merged reports are merged.
+_K8S_VANTAGES = re.compile(r"`(pop3mon merge --out=DIR eu-west/ us-east/)`")
+
+
+@pytest.fixture(scope="module")
+def vantage_merges(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two clusters' merged reports, as the Kubernetes template leaves them on each
+    cluster's volume: ``eu-west/`` the merge of three shards run with ``--vantage=eu-west``,
+    ``us-east/`` the merge of a cluster that runs one shard (``--shard=1/1``)."""
+    base = tmp_path_factory.mktemp("vantage-merges")
+    for name, total in (("eu-west", SHARDS), ("us-east", 1)):
+        for k in range(1, total + 1):
+            pytest_run(
+                fleet.targets,
+                base / "runs" / name / f"shard-{k}",
+                f"--shard={k}/{total}",
+                f"--run-id=job-{name}",
+                f"--vantage={name}",
+                env=fleet.env,
+            )
+        proc = merge(f"--out={base / name}", f"--expect-shards={total}", base / "runs" / name)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    return base
+
+
+def test_each_clusters_merge_merges_as_its_vantage(vantage_merges: Path) -> None:
+    """The Kubernetes template's multi-vantage workflow runs as its header writes it: a
+    merge of one vantage's complete set of shards is that vantage's whole run, and the
+    clusters' merges merge into one report with each connection type once and what each
+    vantage saw. A vantage's merge given with more of that vantage's results stays
+    refused (it would count them twice)."""
+    header = (REPO / "ci" / "kubernetes" / "pop3mon-cronjob.yaml").read_text("utf-8")
+    (command,) = _K8S_VANTAGES.findall(" ".join(header.replace("#", " ").split()))
+    env = {**os.environ, "PYTHONPATH": str(PLUGINS), "COLUMNS": "100"}
+    line = command.replace("pop3mon ", f"{sys.executable} -m pop3mon.cli ", 1)
+    proc = subprocess.run(
+        ["sh", "-c", line.replace("DIR", "merged")],
+        cwd=vantage_merges,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "merged 2 result file(s) of 2 vantages (eu-west: run job-eu-west, us-east: run " in (
+        proc.stdout
+    )
+    document = doc(vantage_merges / "merged")
+    assert len(document["connections"]) == 6
+    for conn in document["connections"]:
+        assert sorted(conn["vantages"]) == ["eu-west", "us-east"], conn["id"]
+    # One vantage's merge with one of the shards it was merged from: refused by name.
+    shard = vantage_merges / "runs" / "eu-west" / "shard-1"
+    again = merge(f"--out={vantage_merges / 'again'}", vantage_merges / "eu-west", shard)
+    assert again.returncode == 2, again.stdout + again.stderr
+    assert again.stderr.splitlines() == [
+        f"pop3mon: error: {vantage_merges / 'eu-west' / 'results.json'} is already a merge "
+        f"(pop3mon merge of {SHARDS} inputs) of run job-eu-west (vantage eu-west), and 1 "
+        "other input(s) of vantage eu-west came with it: give either the merge or the runs "
+        "it was merged from"
+    ]
+
+
 def _set(path: str, value: Any) -> Any:
     """A change of a results.json: ``path`` (dotted, numbers index lists) set to ``value``."""
 

@@ -8,7 +8,9 @@ line per problem and nothing written, what would make a silently wrong report:
   index twice, a connection id in two shards, sharded and unsharded inputs together;
 * ``--expect-shards=N`` that is not the shards' total;
 * an input that is itself a merge of several vantages (its per-vantage records are not a
-  run's);
+  run's), or a merge given with other inputs of its vantage (it would count them twice);
+  a merge alone in its vantage is that vantage's whole run: the multi-vantage templates
+  merge each cluster's shards, then the clusters' merges;
 * a missing shard: "shard 3/10 of run 123 (vantage eu-west) is missing" — the one refusal
   ``--if-complete`` turns into "not yet" (:attr:`MergeProblems.only_missing`).
 
@@ -105,27 +107,30 @@ def check_inputs(runs: Sequence[LoadedRun], expect_shards: int | None = None) ->
             for r in runs
         )
         problems.append(f"the inputs come from {len(targets)} different targets files: {seen}")
-    # A merge alone may be merged again (the same report); with other inputs it would
-    # count its runs twice or read as an unsharded run.
-    merges = [r for r in runs if r.report.info.merged_from] if len(runs) > 1 else []
-    merged_ids = {id(r) for r in merges}
-    problems += [
-        f"{r.path} is already a merge (pop3mon merge of {len(r.report.info.merged_from)} "
-        "inputs): merge the runs it was merged from"
-        for r in merges
-    ]
-    problems += [
-        f"{r.path} is itself a merge of several vantage points: merge the runs it was merged from"
-        for r in runs
-        if any(c.vantages for c in r.report.connections) and id(r) not in merged_ids
-    ]
+    # A merge of several vantages is no run: its per-vantage records are not a run's.
+    several = [r for r in runs if any(c.vantages for c in r.report.connections)]
+    problems += [f"{r.path} {_merge_of(r)} several vantage points: {_REMERGE}" for r in several]
+    refused = {id(r) for r in several}
     by_vantage: dict[str | None, list[LoadedRun]] = {}
     for run in runs:
-        if id(run) not in merged_ids:  # refused above; not also an "unsharded run"
+        if id(run) not in refused:  # not also counted as a vantage's run
             by_vantage.setdefault(run.vantage, []).append(run)
     for vantage, group in by_vantage.items():
         where = f" of vantage {vantage}" if vantage is not None else ""
         ids = sorted({r.report.info.run_id for r in group})
+        # A merge of one vantage's shards is that vantage's whole run (each cluster of the
+        # multi-vantage templates merges its own shards, then the vantages are merged):
+        # alone in its vantage it is one unsharded run; with more of that vantage it would
+        # count its runs twice.
+        merges = [r for r in group if r.report.info.merged_from]
+        if merges and len(group) > 1:
+            problems += [
+                f"{r.path} {_merge_of(r)} {_of(r.report.info.run_id, vantage)}, and "
+                f"{len(group) - 1} other input(s){where} came with it: give either the merge "
+                "or the runs it was merged from"
+                for r in merges
+            ]
+            continue
         sharded = [r for r in group if r.shard is not None]
         if sharded and len(sharded) != len(group):
             plain = ", ".join(str(r.path) for r in group if r.shard is None)
@@ -180,13 +185,23 @@ def check_inputs(runs: Sequence[LoadedRun], expect_shards: int | None = None) ->
                         f"{_of(run_id, vantage)}: {owner[crep.coverage.id].path} and {run.path}"
                     )
                 owner.setdefault(crep.coverage.id, run)
-        missing += [
+        gaps = [
             f"shard {k}/{total} of {_of(run_id, vantage)} is missing"
             for k in range(1, total + 1)
             if k not in index
         ]
+        missing += gaps
     if problems or missing:
         raise MergeProblems(tuple(problems), tuple(missing))
+
+
+#: What to merge instead of a merge that cannot be an input.
+_REMERGE: Final = "merge the runs it was merged from"
+
+
+def _merge_of(run: LoadedRun) -> str:
+    """The start of a refusal's line: is already a merge (pop3mon merge of 3 inputs) of."""
+    return f"is already a merge (pop3mon merge of {len(run.report.info.merged_from)} inputs) of"
 
 
 def merge_runs(runs: Sequence[LoadedRun], expect_shards: int | None = None) -> Merged:
