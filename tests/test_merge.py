@@ -932,6 +932,54 @@ def test_each_clusters_merge_merges_as_its_vantage(vantage_merges: Path) -> None
     ]
 
 
+def test_shards_split_by_different_builds_are_refused(
+    runs: dict[str, Path], fleet: Fleet, tmp_path: Path
+) -> None:
+    """Shard K of 3 run by a pop3mon that splits differently (here: every server in shard
+    1), the others by this one, one run id: every shard is there, but connection types
+    of the file are in none of them. The merge refuses, naming them and why; also when
+    the odd shard is of a pop3mon that did not record the file's connection ids."""
+    head = {k: doc(runs[f"shard-{k}"])["run"]["connection_ids"] for k in (1, 2, 3)}
+    k = 2 if head[2] else 3
+    assert head[k], head
+    other = tmp_path / "other-build"
+    other.mkdir()
+    (other / "other_split.py").write_text(
+        '"""Another pop3mon build\'s split: every server group in shard 1."""\n'
+        "import pop3mon.config.shard as shard\n\n"
+        "shard.shard_of = lambda key, total: 1\n",
+        encoding="utf-8",
+    )
+    odd = tmp_path / f"odd-shard-{k}"
+    pytest_run(
+        fleet.targets,
+        odd,
+        "-p",
+        "other_split",
+        f"--shard={k}/{SHARDS}",
+        f"--run-id={RUN_ID}",
+        env={**fleet.env, "PYTHONPATH": str(other)},
+    )
+    assert doc(odd)["run"]["connection_ids"] == []  # the other build put nothing here
+    inputs = [runs[f"shard-{i}"] for i in (1, 2, 3) if i != k]
+    out = tmp_path / "out"
+    proc = merge(f"--out={out}", "--expect-shards=3", *inputs, odd)
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 2 and not out.exists(), proc.stdout + proc.stderr
+    assert lines == [
+        f"pop3mon: error: the shards of run {RUN_ID} do not split the targets file between "
+        f"them ({', '.join(head[k])} in no shard): they were split by different pop3mon "
+        "builds; run every shard of a run with the same pop3mon"
+    ]
+    # The odd shard of an older pop3mon (no run.targets.connection_ids): the others carry
+    # the file's ids, so the merge still sees what is left out.
+    older = doc(odd)
+    del older["run"]["targets"]["connection_ids"]
+    (tmp_path / "older.json").write_text(json.dumps(older), encoding="utf-8")
+    proc = merge(f"--out={out}", "--expect-shards=3", *inputs, tmp_path / "older.json")
+    assert proc.returncode == 2 and proc.stderr.splitlines() == lines, proc.stderr
+
+
 def _set(path: str, value: Any) -> Any:
     """A change of a results.json: ``path`` (dotted, numbers index lists) set to ``value``."""
 

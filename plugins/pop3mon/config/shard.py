@@ -153,6 +153,9 @@ def select_shard(targets: Targets, shard: Shard) -> Targets:
         # A coverage check still compares with every connection type of the file
         # (Coverage.monitored), so a port monitored by another shard is not "unmonitored".
         coverage=tuple(c for c in targets.coverage if c.name in mine),
+        # What the shards cover between them: a merge checks that each id is in one shard
+        # (shards split by different pop3mon builds may leave one out).
+        file_ids=targets.all_ids,
     )
 
 

@@ -684,4 +684,6 @@ def report_from_document(doc: Mapping[str, Any]) -> RunReport:
         hosts=tuple(hosts),
         connection_ids=_strings(run.get("connection_ids", []), "run.connection_ids"),
         coverage=tuple(coverage),
+        # Absent from an older pop3mon's file: () (not known).
+        targets_ids=_strings(targets.get("connection_ids", []), "run.targets.connection_ids"),
     )

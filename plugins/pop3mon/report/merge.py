@@ -11,6 +11,9 @@ line per problem and nothing written, what would make a silently wrong report:
   run's), or a merge given with other inputs of its vantage (it would count them twice);
   a merge alone in its vantage is that vantage's whole run: the multi-vantage templates
   merge each cluster's shards, then the clusters' merges;
+* complete shards that do not split the targets file between them: a connection id of the
+  file (``run.targets.connection_ids``) in no shard's ``connection_ids`` or in two, as
+  shards split by different pop3mon builds may be;
 * a missing shard: "shard 3/10 of run 123 (vantage eu-west) is missing" — the one refusal
   ``--if-complete`` turns into "not yet" (:attr:`MergeProblems.only_missing`).
 
@@ -31,6 +34,7 @@ finding seen from one vantage only is a finding).
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Final
@@ -191,17 +195,62 @@ def check_inputs(runs: Sequence[LoadedRun], expect_shards: int | None = None) ->
             if k not in index
         ]
         missing += gaps
+        if sharded and not gaps:
+            problems += _split_problems(list(index.values()), _of(run_id, vantage))
     if problems or missing:
         raise MergeProblems(tuple(problems), tuple(missing))
 
 
 #: What to merge instead of a merge that cannot be an input.
 _REMERGE: Final = "merge the runs it was merged from"
+#: How many ids a line names before "and N more".
+_SHOWN_IDS: Final = 10
 
 
 def _merge_of(run: LoadedRun) -> str:
     """The start of a refusal's line: is already a merge (pop3mon merge of 3 inputs) of."""
     return f"is already a merge (pop3mon merge of {len(run.report.info.merged_from)} inputs) of"
+
+
+def _listed(ids: Sequence[str]) -> str:
+    more = len(ids) - _SHOWN_IDS
+    return ", ".join(ids[:_SHOWN_IDS]) + (f" and {more} more" if more > 0 else "")
+
+
+def _split_problems(shards: Sequence[LoadedRun], run: str) -> list[str]:
+    """Whether the (complete) shards of ``run`` split the targets file between them: every
+    connection id of the file (``run.targets.connection_ids``) in exactly one shard's
+    ``connection_ids``. Shards run by pop3mon builds that split differently may leave a
+    connection type out (or take it twice) with every shard present: a silently smaller
+    report otherwise. Shards of a pop3mon that did not record the file's ids are not
+    checked (one shard that did is enough)."""
+    files = {r.report.targets_ids for r in shards if r.report.targets_ids}
+    if not files:
+        return []
+    if len(files) > 1:
+        return [
+            f"the shards of {run} list different connection types for their targets file "
+            "(run by different pop3mon builds?): run every shard of a run with the same "
+            "pop3mon"
+        ]
+    whole = set(next(iter(files)))
+    taken = Counter(i for r in shards for i in r.report.connection_ids)
+    left_out = sorted(whole - set(taken))
+    twice = sorted(i for i, n in taken.items() if n > 1)
+    unknown = sorted(set(taken) - whole)
+    found = [
+        f"{_listed(left_out)} in no shard" if left_out else "",
+        f"{_listed(twice)} in more than one" if twice else "",
+        f"{_listed(unknown)} not in the targets file" if unknown else "",
+    ]
+    if not any(found):
+        return []
+    return [
+        f"the shards of {run} do not split the targets file between them ("
+        + "; ".join(f for f in found if f)
+        + "): they were split by different pop3mon builds; run every shard of a run with "
+        "the same pop3mon"
+    ]
 
 
 def merge_runs(runs: Sequence[LoadedRun], expect_shards: int | None = None) -> Merged:
@@ -307,6 +356,7 @@ def join_shards(reports: Sequence[RunReport]) -> RunReport:
         hosts=tuple(hosts),
         connection_ids=tuple(sorted({i for r in ordered for i in r.connection_ids})),
         coverage=tuple(coverage),
+        targets_ids=tuple(sorted({i for r in ordered for i in r.targets_ids})),
     )
 
 
@@ -414,6 +464,7 @@ def join_vantages(reports: Mapping[str, RunReport]) -> RunReport:
         hosts=tuple(sorted(merged_hosts, key=lambda h: h.host.line)),
         connection_ids=tuple(sorted({i for n in names for i in reports[n].connection_ids})),
         coverage=tuple(sorted(merged_coverage, key=lambda c: c.coverage.line)),
+        targets_ids=tuple(sorted({i for n in names for i in reports[n].targets_ids})),
     )
 
 
