@@ -1119,3 +1119,23 @@ def test_exit_status_survives_a_closed_pipe(merged: Path, tmp_path: Path) -> Non
     assert "pop3mon merge: exit 1: the merged report has CRIT" in stderr
     assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
     assert (tmp_path / "out" / "results.json").is_file()
+
+
+def test_shards_without_a_common_run_id_are_told_the_fix(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    """Shards run without --run-id outside CI each make up their own run id: the refusal
+    says so and how to give them one."""
+    for k in (1, 2, 3):
+        data = doc(runs[f"shard-{k}"])
+        data["run"]["id"] = f"20261201T1400{k:02d}Z-abc12{k}"
+        (tmp_path / f"shard-{k}.json").write_text(json.dumps(data), encoding="utf-8")
+    proc = merge(f"--out={tmp_path / 'out'}", *sorted(tmp_path.glob("shard-*.json")))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert "come from 3 different runs" in line
+    assert line.endswith(
+        "merge the shards of one run; they were run without a run id, so each made up its "
+        "own; give every shard of a run the same --run-id=ID (or POP3MON_RUN_ID=ID; in GitHub "
+        "Actions and GitLab CI the pipeline's id is taken by default)"
+    ), line

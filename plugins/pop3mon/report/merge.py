@@ -34,6 +34,7 @@ finding seen from one vantage only is a finding).
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -144,7 +145,7 @@ def check_inputs(runs: Sequence[LoadedRun], expect_shards: int | None = None) ->
             problems.append(
                 f"the shards{where} come from {len(ids)} different runs ("
                 + ", ".join(f"{r.report.info.run_id} in {r.path}" for r in group)
-                + "): merge the shards of one run"
+                + f"): merge the shards of one run; {_same_run_id(ids)}"
             )
             continue
         run_id = ids[0]
@@ -203,6 +204,8 @@ def check_inputs(runs: Sequence[LoadedRun], expect_shards: int | None = None) ->
 
 #: What to merge instead of a merge that cannot be an input.
 _REMERGE: Final = "merge the runs it was merged from"
+#: Run ids as a run makes one up when none is given (model.new_run_id).
+_MADE_UP_ID: Final = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
 #: How many ids a line names before "and N more".
 _SHOWN_IDS: Final = 10
 
@@ -210,6 +213,16 @@ _SHOWN_IDS: Final = 10
 def _merge_of(run: LoadedRun) -> str:
     """The start of a refusal's line: is already a merge (pop3mon merge of 3 inputs) of."""
     return f"is already a merge (pop3mon merge of {len(run.report.info.merged_from)} inputs) of"
+
+
+def _same_run_id(ids: Sequence[str]) -> str:
+    """The fix for shards of different run ids: give them all the same one."""
+    made_up = all(_MADE_UP_ID.fullmatch(i) for i in ids)
+    why = "they were run without a run id, so each made up its own; " if made_up else ""
+    return (
+        f"{why}give every shard of a run the same --run-id=ID (or POP3MON_RUN_ID=ID; in "
+        "GitHub Actions and GitLab CI the pipeline's id is taken by default)"
+    )
 
 
 def _listed(ids: Sequence[str]) -> str:
