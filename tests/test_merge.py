@@ -793,7 +793,8 @@ def test_out_among_the_inputs_is_refused_or_skipped(runs: dict[str, Path], tmp_p
     assert proc.returncode == 2 and not other.exists()
     assert proc.stderr.splitlines() == [
         f"pop3mon: error: {art / 'merged' / 'results.json'} is already a merge (pop3mon merge "
-        f"of {SHARDS} inputs): merge the runs it was merged from"
+        f"of {SHARDS} inputs) of run {RUN_ID}, and {SHARDS} other input(s) came with it: give "
+        "either the merge or the runs it was merged from"
     ]
 
 
@@ -863,3 +864,278 @@ print(forked)
     assert proc.stdout.strip() == "[True, False]"
     assert snapshot(two) == snapshot(one)
     assert set(snapshot(two)) == set(REPORTS)
+
+
+# --------------------------------------------------------------------------- review: inputs
+#: The multi-vantage workflow as the Kubernetes template's header writes it: each cluster
+#: merges its own shards, then the clusters' merged reports are merged.
+_K8S_VANTAGES = re.compile(r"`(pop3mon merge --out=DIR eu-west/ us-east/)`")
+
+
+@pytest.fixture(scope="module")
+def vantage_merges(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two clusters' merged reports, as the Kubernetes template leaves them on each
+    cluster's volume: ``eu-west/`` the merge of three shards run with ``--vantage=eu-west``,
+    ``us-east/`` the merge of a cluster that runs one shard (``--shard=1/1``)."""
+    base = tmp_path_factory.mktemp("vantage-merges")
+    for name, total in (("eu-west", SHARDS), ("us-east", 1)):
+        for k in range(1, total + 1):
+            pytest_run(
+                fleet.targets,
+                base / "runs" / name / f"shard-{k}",
+                f"--shard={k}/{total}",
+                f"--run-id=job-{name}",
+                f"--vantage={name}",
+                env=fleet.env,
+            )
+        proc = merge(f"--out={base / name}", f"--expect-shards={total}", base / "runs" / name)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    return base
+
+
+def test_each_clusters_merge_merges_as_its_vantage(vantage_merges: Path) -> None:
+    """The Kubernetes template's multi-vantage workflow runs as its header writes it: a
+    merge of one vantage's complete set of shards is that vantage's whole run, and the
+    clusters' merges merge into one report with each connection type once and what each
+    vantage saw. A vantage's merge given with more of that vantage's results stays
+    refused (it would count them twice)."""
+    header = (REPO / "ci" / "kubernetes" / "pop3mon-cronjob.yaml").read_text("utf-8")
+    (command,) = _K8S_VANTAGES.findall(" ".join(header.replace("#", " ").split()))
+    env = {**os.environ, "PYTHONPATH": str(PLUGINS), "COLUMNS": "100"}
+    line = command.replace("pop3mon ", f"{sys.executable} -m pop3mon.cli ", 1)
+    proc = subprocess.run(
+        ["sh", "-c", line.replace("DIR", "merged")],
+        cwd=vantage_merges,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "merged 2 result file(s) of 2 vantages (eu-west: run job-eu-west, us-east: run " in (
+        proc.stdout
+    )
+    document = doc(vantage_merges / "merged")
+    assert len(document["connections"]) == 6
+    for conn in document["connections"]:
+        assert sorted(conn["vantages"]) == ["eu-west", "us-east"], conn["id"]
+    # One vantage's merge with one of the shards it was merged from: refused by name.
+    shard = vantage_merges / "runs" / "eu-west" / "shard-1"
+    again = merge(f"--out={vantage_merges / 'again'}", vantage_merges / "eu-west", shard)
+    assert again.returncode == 2, again.stdout + again.stderr
+    assert again.stderr.splitlines() == [
+        f"pop3mon: error: {vantage_merges / 'eu-west' / 'results.json'} is already a merge "
+        f"(pop3mon merge of {SHARDS} inputs) of run job-eu-west (vantage eu-west), and 1 "
+        "other input(s) of vantage eu-west came with it: give either the merge or the runs "
+        "it was merged from"
+    ]
+
+
+def test_shards_split_by_different_builds_are_refused(
+    runs: dict[str, Path], fleet: Fleet, tmp_path: Path
+) -> None:
+    """Shard K of 3 run by a pop3mon that splits differently (here: every server in shard
+    1), the others by this one, one run id: every shard is there, but connection types
+    of the file are in none of them. The merge refuses, naming them and why; also when
+    the odd shard is of a pop3mon that did not record the file's connection ids."""
+    head = {k: doc(runs[f"shard-{k}"])["run"]["connection_ids"] for k in (1, 2, 3)}
+    k = 2 if head[2] else 3
+    assert head[k], head
+    other = tmp_path / "other-build"
+    other.mkdir()
+    (other / "other_split.py").write_text(
+        '"""Another pop3mon build\'s split: every server group in shard 1."""\n'
+        "import pop3mon.config.shard as shard\n\n"
+        "shard.shard_of = lambda key, total: 1\n",
+        encoding="utf-8",
+    )
+    odd = tmp_path / f"odd-shard-{k}"
+    pytest_run(
+        fleet.targets,
+        odd,
+        "-p",
+        "other_split",
+        f"--shard={k}/{SHARDS}",
+        f"--run-id={RUN_ID}",
+        env={**fleet.env, "PYTHONPATH": str(other)},
+    )
+    assert doc(odd)["run"]["connection_ids"] == []  # the other build put nothing here
+    inputs = [runs[f"shard-{i}"] for i in (1, 2, 3) if i != k]
+    out = tmp_path / "out"
+    proc = merge(f"--out={out}", "--expect-shards=3", *inputs, odd)
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 2 and not out.exists(), proc.stdout + proc.stderr
+    assert lines == [
+        f"pop3mon: error: the shards of run {RUN_ID} do not split the targets file between "
+        f"them ({', '.join(head[k])} in no shard): they were split by different pop3mon "
+        "builds; run every shard of a run with the same pop3mon"
+    ]
+    # The odd shard of an older pop3mon (no run.targets.connection_ids): the others carry
+    # the file's ids, so the merge still sees what is left out.
+    older = doc(odd)
+    del older["run"]["targets"]["connection_ids"]
+    (tmp_path / "older.json").write_text(json.dumps(older), encoding="utf-8")
+    proc = merge(f"--out={out}", "--expect-shards=3", *inputs, tmp_path / "older.json")
+    assert proc.returncode == 2 and proc.stderr.splitlines() == lines, proc.stderr
+
+
+def _set(path: str, value: Any) -> Any:
+    """A change of a results.json: ``path`` (dotted, numbers index lists) set to ``value``."""
+
+    def change(data: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        here: Any = data
+        for key in parents:
+            here = here[int(key)] if key.isdigit() else here[key]
+        here[int(last) if last.isdigit() else last] = value
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ("deep", "not a pop3mon results file (nested too deeply)"),
+        (_set("run.started_epoch", float("nan")), "run.started_epoch is nan, not a finite"),
+        ("figure", "connections[0].checks[0].figure is a number of 401 digits"),
+        (_set("connections.0.config.id", 7), "connections[0].config.id is 7, not a string"),
+        (_set("history.status", "great"), "history.status is 'great', not one of ok, new,"),
+        (_set("not_selected", [{"id": "x"}]), "not_selected[0] is {'id': 'x'}, not a string"),
+        (_set("notify.warnings", [["x"]]), "notify.warnings[0] is ['x'], not a string"),
+        (_set("connections.0.availability", [0.5]), "connections[0].availability is [0.5], not"),
+        (_set("run.id", "a/b"), "run.id 'a/b' is not a run id"),
+        (_set("run.id", "../../x"), "run.id '../../x' is not a run id"),
+        (_set("run.id", ""), "run.id '' is not a run id"),
+        (_set("run.id", "r2\x1b]0;pwned\x07"), "run.id 'r2\\x1b]0;pwned\\x07' is not a run id"),
+        (_set("run.id", "r2\nmerged 9 result file(s)"), "run.id 'r2\\nmerged 9 result"),
+        (_set("connections.0.checks.0.check", "tcp\x1b[2J"), "checks[0].check 'tcp\\x1b[2J' is"),
+        (
+            _set("changes", [{"kind": "odd", "connection": "x", "check": "tcp", "after": "OK"}]),
+            "changes[0].kind is 'odd', not one of new,",
+        ),
+    ],
+    ids=lambda v: v if isinstance(v, str) and len(v) < 12 else None,
+)
+def test_a_corrupt_input_is_one_line(
+    previous: tuple[Path, dict[str, bytes]],
+    runs: dict[str, Path],
+    tmp_path: Path,
+    change: Any,
+    says: str,
+) -> None:
+    """A results.json with values no run writes (too deep, NaN, a number of 401 digits, a
+    wrong type, an unknown status or kind, a run id that is a path or holds control
+    characters): one line naming the file and the field, exit 2, no traceback, the
+    previous reports untouched and no temporary file left."""
+    out, before = previous
+    source = runs["whole"] / "results.json"
+    crafted = tmp_path / "crafted.json"
+    if change == "deep":
+        crafted.write_text(
+            '{"schema": "pop3mon/results/v1", "run": ' + "[" * 100_000 + "]" * 100_000 + "}",
+            "utf-8",
+        )
+    elif change == "figure":
+        data = json.loads(source.read_text("utf-8"))
+        data["connections"][0]["checks"][0]["figure"] = "FIGURE"
+        crafted.write_text(json.dumps(data).replace('"FIGURE"', "1" + "0" * 400), "utf-8")
+    else:
+        data = json.loads(source.read_text("utf-8"))
+        change(data)
+        crafted.write_text(json.dumps(data), "utf-8")
+    proc = merge(f"--out={out}", crafted)
+    lines = _refused(out, before, proc)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"pop3mon: error: {crafted}: "), lines
+    assert says in lines[0], lines
+    assert lines[0].endswith("; merge the results.json a pop3mon run wrote, unchanged"), lines
+    assert not any(c in proc.stderr + proc.stdout for c in "\x1b\x07"), lines
+
+
+def test_a_writer_that_fails_leaves_no_temporary_file(
+    previous: tuple[Path, dict[str, bytes]], runs: dict[str, Path]
+) -> None:
+    """write_report_set removes its temporary files whatever a writer raised (here a
+    start time no writer can format: ValueError from the HTML's date), not only on an
+    OSError; the previous set stays."""
+    import dataclasses
+
+    from pop3mon.report.load import load_results
+    from pop3mon.report.standalone import write_report_set
+
+    out, before = previous
+    report = load_results(runs["whole"] / "results.json").report
+    broken = dataclasses.replace(
+        report, info=dataclasses.replace(report.info, started=float("nan"))
+    )
+    with pytest.raises(ValueError):
+        write_report_set(broken, out)
+    assert snapshot(out) == before
+    assert sorted(p.name for p in out.iterdir()) == sorted(REPORTS), "a temporary file was left"
+
+
+def test_no_control_character_of_an_input_reaches_the_terminal(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    """Free text of an input (a check's reason, the history's note, a notification
+    warning) reaches the merge's output escaped: no escape sequence, no bell, no newline
+    that forges a line of its own."""
+    data = doc(runs["whole"])
+    forged = "\x1b]0;pwned\x07\nmerged 99 result file(s) of run forged\x1b[2J"
+    crit = next(c for c in data["connections"] if c["verdict"] == "CRIT")
+    chk = next(c for c in crit["checks"] if c["verdict"] == "CRIT")
+    chk["reason"] = f"refused {forged}"
+    data["history"]["note"] = f"note {forged}"
+    data["notify"]["warnings"] = [f"warning {forged}"]
+    crafted = tmp_path / "crafted.json"
+    crafted.write_text(json.dumps(data), encoding="utf-8")
+    proc = merge(f"--out={tmp_path / 'out'}", crafted)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not any(c in proc.stdout + proc.stderr for c in "\x1b\x07"), proc.stdout
+    assert not any(line.startswith("merged 99") for line in proc.stdout.splitlines())
+    assert "refused \\x1b]0;pwned\\x07\\nmerged 99 result file(s)" in " ".join(
+        proc.stdout.split()
+    ), proc.stdout
+
+
+def test_exit_status_survives_a_closed_pipe(merged: Path, tmp_path: Path) -> None:
+    """``pop3mon merge --exit-status ... | head -1``: the reader goes away before the merge
+    prints; the merge still exits 1 (its merged report has CRIT), without a traceback."""
+    env = {**os.environ, "PYTHONPATH": str(PLUGINS), "COLUMNS": "100"}
+    cmd = [sys.executable, "-m", "pop3mon.cli", "merge", "--exit-status"]
+    proc = subprocess.Popen(
+        [*cmd, f"--out={tmp_path / 'out'}", str(merged)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before the merge writes a line: its first write fails (EPIPE)
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=120) == 1, stderr
+    assert "pop3mon merge: exit 1: the merged report has CRIT" in stderr
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+    assert (tmp_path / "out" / "results.json").is_file()
+
+
+def test_shards_without_a_common_run_id_are_told_the_fix(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    """Shards run without --run-id outside CI each make up their own run id: the refusal
+    says so and how to give them one."""
+    for k in (1, 2, 3):
+        data = doc(runs[f"shard-{k}"])
+        data["run"]["id"] = f"20261201T1400{k:02d}Z-abc12{k}"
+        (tmp_path / f"shard-{k}.json").write_text(json.dumps(data), encoding="utf-8")
+    proc = merge(f"--out={tmp_path / 'out'}", *sorted(tmp_path.glob("shard-*.json")))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert "come from 3 different runs" in line
+    assert line.endswith(
+        "merge the shards of one run; they were run without a run id, so each made up its "
+        "own; give every shard of a run the same --run-id=ID (or POP3MON_RUN_ID=ID; in GitHub "
+        "Actions and GitLab CI the pipeline's id is taken by default)"
+    ), line

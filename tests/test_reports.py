@@ -332,7 +332,11 @@ def test_json_one_record_per_connection_type(run: Run, lab: Lab) -> None:
     assert sorted(ids) == lab.ids, ids
     assert doc["not_selected"] == []
     sha = hashlib.sha256(lab.targets.read_bytes()).hexdigest()
-    assert doc["run"]["targets"] == {"file": "targets.yaml", "sha256": sha}
+    assert doc["run"]["targets"] == {
+        "file": "targets.yaml",
+        "sha256": sha,
+        "connection_ids": lab.ids,  # the whole file's (what a merge checks shards cover)
+    }
     for conn in doc["connections"]:
         assert conn["verdict"] == lab.expected_worst[conn["id"]], conn["id"]
         assert conn["probe"] is not None and conn["probe"]["id"] == conn["id"]

@@ -35,6 +35,7 @@ cannot be read is one line and exit status 1; never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -178,6 +179,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return plugin_mode.main(args_list[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
+    # A merge prints what its input files hold (ids, reasons, notes): never a raw control
+    # character of theirs on the terminal. Any command's output may go to a pipe that is
+    # closed early (`| head`): the command still ends with its own exit status.
+    out, err = sys.stdout, sys.stderr
+    sys.stdout = _Terminal(out, escape=args.command == "merge")
+    sys.stderr = _Terminal(err, escape=args.command == "merge")
+    try:
+        return _run(parser, args)
+    finally:
+        sys.stdout.flush()  # a closed pipe shows here, not as an error at exit
+        sys.stderr.flush()
+        sys.stdout, sys.stderr = out, err
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Run the parsed command; returns its exit status (see the module docstring)."""
     try:
         if args.command == "history":
             return _history(args)
@@ -194,9 +211,63 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # `pop3mon history states | head`
-        return 0
     parser.error(f"unknown command {args.command!r}")
+
+
+def _printable(text: str) -> str:
+    """``text`` with every character a terminal would act on (control characters, escape
+    sequences, line and paragraph separators) written as its Python escape (``\\x1b``)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+class _Terminal:
+    """``sys.stdout`` or ``sys.stderr`` while a command runs.
+
+    A reader that goes away (``pop3mon merge --exit-status ... | head -1``) makes the next
+    write fail with EPIPE: the rest of the output is dropped and the command goes on to
+    its own exit status (a merge with CRIT still exits 1), with no traceback and no error
+    at exit. With ``escape`` every text written but a line end is passed through
+    :func:`_printable` (``print`` writes a line's text and its end separately), so a
+    newline inside a value cannot forge a line either."""
+
+    def __init__(self, stream: Any, *, escape: bool) -> None:
+        self._stream = stream
+        self._escape = escape
+        self._gone = False
+
+    def write(self, text: str) -> int:
+        """Write ``text`` (escaped), or drop it once the reader has gone."""
+        if self._gone:
+            return len(text)
+        shown = _printable(text) if self._escape and text != "\n" else text
+        try:
+            self._stream.write(shown)
+        except BrokenPipeError:
+            self._reader_gone()
+        return len(text)
+
+    def flush(self) -> None:
+        """Flush the stream, unless the reader has gone."""
+        if self._gone:
+            return
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        self._gone = True
+        # What is still buffered is flushed at exit: to /dev/null, not into EPIPE again
+        # (Python would print an error and exit 120).
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 # ----------------------------------------------------------------------------- merge
@@ -251,7 +322,8 @@ def _merge(args: argparse.Namespace) -> int:
                 continue
             runs.append(run)
     if problems:
-        raise UsageError("\n".join(problems))
+        # One line each: a value quoted from a file must not split its line.
+        raise UsageError("\n".join(map(_printable, problems)))
     try:
         merged = merge_runs(runs, args.expect_shards)
         # Marked as a merge, so that given to another merge it is refused by name.
@@ -264,7 +336,7 @@ def _merge(args: argparse.Namespace) -> int:
                 print(f"{PROG} merge: not yet: {line}")
             print(f"{PROG} merge: nothing written (--if-complete); {args.out} is unchanged")
             return 0
-        raise UsageError("\n".join(exc.lines())) from None
+        raise UsageError("\n".join(map(_printable, exc.lines()))) from None
     strict = _strict_warn(args.strict_warn, os.environ) if args.exit_status else False
     out = Path(args.out).expanduser()
     try:

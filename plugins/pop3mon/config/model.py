@@ -421,11 +421,20 @@ class Targets:
     hosts: tuple[Host, ...] = ()
     #: The servers with the coverage tier on, in file order.
     coverage: tuple[Coverage, ...] = ()
+    #: Every connection id of the file when this is one shard's part of it
+    #: (:func:`~pop3mon.config.shard.select_shard`); () for the whole file.
+    file_ids: tuple[str, ...] = ()
 
     @property
     def ids(self) -> tuple[str, ...]:
         """The connection ids in order."""
         return tuple(c.id for c in self.connections)
+
+    @property
+    def all_ids(self) -> tuple[str, ...]:
+        """Every connection id of the file, also of a shard's part of it: what the shards
+        of a run cover between them (``pop3mon merge`` checks that they do)."""
+        return self.file_ids or self.ids
 
     def by_id(self, connection_id: str) -> ConnectionType:
         """The connection type with this id; ``KeyError`` if there is none."""

@@ -43,6 +43,7 @@ __all__ = [
     "ShardError",
     "gitlab_nodes_ignored",
     "group_keys",
+    "is_run_id",
     "is_vantage",
     "resolve_identity",
     "select_shard",
@@ -84,6 +85,12 @@ class ShardError(ValueError):
 def is_vantage(name: str) -> bool:
     """Whether ``name`` is a valid vantage name (also checked when ``merge`` loads one)."""
     return _VANTAGE.fullmatch(name) is not None
+
+
+def is_run_id(value: str) -> bool:
+    """Whether ``value`` is a run id as ``--run-id`` takes one (also checked when
+    ``merge`` loads one: it names files and reaches the terminal)."""
+    return _RUN_ID.fullmatch(value) is not None
 
 
 def shard_of(group_key: str, total: int) -> int:
@@ -155,6 +162,9 @@ def select_shard(targets: Targets, shard: Shard) -> Targets:
         # A coverage check still compares with every connection type of the file
         # (Coverage.monitored), so a port monitored by another shard is not "unmonitored".
         coverage=tuple(c for c in targets.coverage if c.name in mine),
+        # What the shards cover between them: a merge checks that each id is in one shard
+        # (shards split by different pop3mon builds may leave one out).
+        file_ids=targets.all_ids,
     )
 
 

@@ -5,7 +5,10 @@ Schema ``pop3mon/results/v1`` (keys are sorted, so diffs between runs stay small
     {
       "schema": "pop3mon/results/v1",
       "run": {"id", "started", "finished", "duration_seconds", "pop3mon_version",
-              "python", "platform", "targets": {"file", "sha256"},
+              "python", "platform",
+              "targets": {"file", "sha256",
+                          "connection_ids": [...]},   # every id of the file, sorted (all
+                                                      # shards' connection_ids together)
               "stopped",              # why the run ended early ("stopped by SIGTERM"), or null
               "shard": {"index", "total"} | null,   # --shard=K/N (K from 1); null: unsharded
               "vantage",              # --vantage NAME, or null
@@ -242,7 +245,11 @@ def results_document(report: RunReport, *, connections: bool = True) -> dict[str
             "pop3mon_version": info.version,
             "python": info.python,
             "platform": info.platform,
-            "targets": {"file": info.targets_name, "sha256": info.targets_sha256},
+            "targets": {
+                "file": info.targets_name,
+                "sha256": info.targets_sha256,
+                "connection_ids": list(report.targets_ids),
+            },
             "stopped": info.stopped or None,
             "shard": (
                 {"index": info.shard[0], "total": info.shard[1]} if info.shard is not None else None

@@ -8,7 +8,12 @@ line per problem and nothing written, what would make a silently wrong report:
   index twice, a connection id in two shards, sharded and unsharded inputs together;
 * ``--expect-shards=N`` that is not the shards' total;
 * an input that is itself a merge of several vantages (its per-vantage records are not a
-  run's);
+  run's), or a merge given with other inputs of its vantage (it would count them twice);
+  a merge alone in its vantage is that vantage's whole run: the multi-vantage templates
+  merge each cluster's shards, then the clusters' merges;
+* complete shards that do not split the targets file between them: a connection id of the
+  file (``run.targets.connection_ids``) in no shard's ``connection_ids`` or in two, as
+  shards split by different pop3mon builds may be;
 * a missing shard: "shard 3/10 of run 123 (vantage eu-west) is missing" — the one refusal
   ``--if-complete`` turns into "not yet" (:attr:`MergeProblems.only_missing`).
 
@@ -29,6 +34,8 @@ finding seen from one vantage only is a finding).
 from __future__ import annotations
 
 import hashlib
+import re
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Final
@@ -105,27 +112,30 @@ def check_inputs(runs: Sequence[LoadedRun], expect_shards: int | None = None) ->
             for r in runs
         )
         problems.append(f"the inputs come from {len(targets)} different targets files: {seen}")
-    # A merge alone may be merged again (the same report); with other inputs it would
-    # count its runs twice or read as an unsharded run.
-    merges = [r for r in runs if r.report.info.merged_from] if len(runs) > 1 else []
-    merged_ids = {id(r) for r in merges}
-    problems += [
-        f"{r.path} is already a merge (pop3mon merge of {len(r.report.info.merged_from)} "
-        "inputs): merge the runs it was merged from"
-        for r in merges
-    ]
-    problems += [
-        f"{r.path} is itself a merge of several vantage points: merge the runs it was merged from"
-        for r in runs
-        if any(c.vantages for c in r.report.connections) and id(r) not in merged_ids
-    ]
+    # A merge of several vantages is no run: its per-vantage records are not a run's.
+    several = [r for r in runs if any(c.vantages for c in r.report.connections)]
+    problems += [f"{r.path} {_merge_of(r)} several vantage points: {_REMERGE}" for r in several]
+    refused = {id(r) for r in several}
     by_vantage: dict[str | None, list[LoadedRun]] = {}
     for run in runs:
-        if id(run) not in merged_ids:  # refused above; not also an "unsharded run"
+        if id(run) not in refused:  # not also counted as a vantage's run
             by_vantage.setdefault(run.vantage, []).append(run)
     for vantage, group in by_vantage.items():
         where = f" of vantage {vantage}" if vantage is not None else ""
         ids = sorted({r.report.info.run_id for r in group})
+        # A merge of one vantage's shards is that vantage's whole run (each cluster of the
+        # multi-vantage templates merges its own shards, then the vantages are merged):
+        # alone in its vantage it is one unsharded run; with more of that vantage it would
+        # count its runs twice.
+        merges = [r for r in group if r.report.info.merged_from]
+        if merges and len(group) > 1:
+            problems += [
+                f"{r.path} {_merge_of(r)} {_of(r.report.info.run_id, vantage)}, and "
+                f"{len(group) - 1} other input(s){where} came with it: give either the merge "
+                "or the runs it was merged from"
+                for r in merges
+            ]
+            continue
         sharded = [r for r in group if r.shard is not None]
         if sharded and len(sharded) != len(group):
             plain = ", ".join(str(r.path) for r in group if r.shard is None)
@@ -135,7 +145,7 @@ def check_inputs(runs: Sequence[LoadedRun], expect_shards: int | None = None) ->
             problems.append(
                 f"the shards{where} come from {len(ids)} different runs ("
                 + ", ".join(f"{r.report.info.run_id} in {r.path}" for r in group)
-                + "): merge the shards of one run"
+                + f"): merge the shards of one run; {_same_run_id(ids)}"
             )
             continue
         run_id = ids[0]
@@ -180,13 +190,80 @@ def check_inputs(runs: Sequence[LoadedRun], expect_shards: int | None = None) ->
                         f"{_of(run_id, vantage)}: {owner[crep.coverage.id].path} and {run.path}"
                     )
                 owner.setdefault(crep.coverage.id, run)
-        missing += [
+        gaps = [
             f"shard {k}/{total} of {_of(run_id, vantage)} is missing"
             for k in range(1, total + 1)
             if k not in index
         ]
+        missing += gaps
+        if sharded and not gaps:
+            problems += _split_problems(list(index.values()), _of(run_id, vantage))
     if problems or missing:
         raise MergeProblems(tuple(problems), tuple(missing))
+
+
+#: What to merge instead of a merge that cannot be an input.
+_REMERGE: Final = "merge the runs it was merged from"
+#: Run ids as a run makes one up when none is given (model.new_run_id).
+_MADE_UP_ID: Final = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
+#: How many ids a line names before "and N more".
+_SHOWN_IDS: Final = 10
+
+
+def _merge_of(run: LoadedRun) -> str:
+    """The start of a refusal's line: is already a merge (pop3mon merge of 3 inputs) of."""
+    return f"is already a merge (pop3mon merge of {len(run.report.info.merged_from)} inputs) of"
+
+
+def _same_run_id(ids: Sequence[str]) -> str:
+    """The fix for shards of different run ids: give them all the same one."""
+    made_up = all(_MADE_UP_ID.fullmatch(i) for i in ids)
+    why = "they were run without a run id, so each made up its own; " if made_up else ""
+    return (
+        f"{why}give every shard of a run the same --run-id=ID (or POP3MON_RUN_ID=ID; in "
+        "GitHub Actions and GitLab CI the pipeline's id is taken by default)"
+    )
+
+
+def _listed(ids: Sequence[str]) -> str:
+    more = len(ids) - _SHOWN_IDS
+    return ", ".join(ids[:_SHOWN_IDS]) + (f" and {more} more" if more > 0 else "")
+
+
+def _split_problems(shards: Sequence[LoadedRun], run: str) -> list[str]:
+    """Whether the (complete) shards of ``run`` split the targets file between them: every
+    connection id of the file (``run.targets.connection_ids``) in exactly one shard's
+    ``connection_ids``. Shards run by pop3mon builds that split differently may leave a
+    connection type out (or take it twice) with every shard present: a silently smaller
+    report otherwise. Shards of a pop3mon that did not record the file's ids are not
+    checked (one shard that did is enough)."""
+    files = {r.report.targets_ids for r in shards if r.report.targets_ids}
+    if not files:
+        return []
+    if len(files) > 1:
+        return [
+            f"the shards of {run} list different connection types for their targets file "
+            "(run by different pop3mon builds?): run every shard of a run with the same "
+            "pop3mon"
+        ]
+    whole = set(next(iter(files)))
+    taken = Counter(i for r in shards for i in r.report.connection_ids)
+    left_out = sorted(whole - set(taken))
+    twice = sorted(i for i, n in taken.items() if n > 1)
+    unknown = sorted(set(taken) - whole)
+    found = [
+        f"{_listed(left_out)} in no shard" if left_out else "",
+        f"{_listed(twice)} in more than one" if twice else "",
+        f"{_listed(unknown)} not in the targets file" if unknown else "",
+    ]
+    if not any(found):
+        return []
+    return [
+        f"the shards of {run} do not split the targets file between them ("
+        + "; ".join(f for f in found if f)
+        + "): they were split by different pop3mon builds; run every shard of a run with "
+        "the same pop3mon"
+    ]
 
 
 def merge_runs(runs: Sequence[LoadedRun], expect_shards: int | None = None) -> Merged:
@@ -292,6 +369,7 @@ def join_shards(reports: Sequence[RunReport]) -> RunReport:
         hosts=tuple(hosts),
         connection_ids=tuple(sorted({i for r in ordered for i in r.connection_ids})),
         coverage=tuple(coverage),
+        targets_ids=tuple(sorted({i for r in ordered for i in r.targets_ids})),
     )
 
 
@@ -399,6 +477,7 @@ def join_vantages(reports: Mapping[str, RunReport]) -> RunReport:
         hosts=tuple(sorted(merged_hosts, key=lambda h: h.host.line)),
         connection_ids=tuple(sorted({i for n in names for i in reports[n].connection_ids})),
         coverage=tuple(sorted(merged_coverage, key=lambda c: c.coverage.line)),
+        targets_ids=tuple(sorted({i for n in names for i in reports[n].targets_ids})),
     )
 
 

@@ -299,6 +299,9 @@ class RunReport:
     connection_ids: tuple[str, ...] = ()
     #: The coverage checks of the servers that have them on (file order).
     coverage: tuple[CoverageReport, ...] = ()
+    #: Every connection id of the targets file, sorted (a shard's ``connection_ids`` are
+    #: its part of them); empty when not known (a results.json of an older pop3mon).
+    targets_ids: tuple[str, ...] = ()
 
     @property
     def states(self) -> Mapping[tuple[str, str], CheckState]:
@@ -378,6 +381,7 @@ def build_run_report(
         hosts=_host_reports(store, grouped, results),
         connection_ids=tuple(sorted(store.targets.ids)),
         coverage=_coverage_reports(store, grouped),
+        targets_ids=tuple(sorted(store.targets.all_ids)),
     )
 
 

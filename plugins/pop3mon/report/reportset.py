@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -65,7 +66,9 @@ class ReportSet:
     """The files one run writes, each staged under a temporary name until :meth:`commit`."""
 
     def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
+        # Part of a file name: a run id that would leave the directory or not be a name
+        # (``a/b``, ``..``; ids are checked where they come in, this is the last guard).
+        self.run_id = re.sub(r"[^A-Za-z0-9._:+-]", "_", run_id).lstrip(".") or "run"
         #: This writer's part of the temporary names: unique per process and set, since
         #: the run id is shared (the shards of a run, two merges of it).
         self.writer = f"{os.getpid()}-{secrets.token_hex(4)}"

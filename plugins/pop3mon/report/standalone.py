@@ -191,7 +191,8 @@ def write_report_set(
     """Write report.html, junit.xml, metrics.prom and results.json of ``report`` into
     ``directory`` as one set (``vantages``: each vantage's report, for the metrics'
     ``vantage`` label). Raises :class:`ReportSetError` when any file could not be
-    written; the previous set is then in place."""
+    written; the previous set is then in place, and no temporary file is left (also when
+    a writer raised something else, which is raised again)."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -205,8 +206,12 @@ def write_report_set(
         write_set_files(
             report, files, junit or JUnitOptions(), merged_from=merged_from, vantages=vantages
         )
-    except OSError as exc:
+    except BaseException as exc:
+        # Whatever stopped the writers (a full disk, a value a writer could not format,
+        # Ctrl-C), their temporary files go: the previous set stays as it was.
         with contextlib.suppress(OSError):
             files.discard()
-        raise ReportSetError(f"{exc.strerror or exc} ({exc.filename or directory})") from None
+        if isinstance(exc, OSError):
+            raise ReportSetError(f"{exc.strerror or exc} ({exc.filename or directory})") from None
+        raise
     return files.commit(last="JSON")
