@@ -1,0 +1,118 @@
+"""Multi-vantage merges and histories on real runs of the Dovecot lab.
+
+Three servers (``s1``: ``healthy-tls``, logging in; ``s3``: ``other-tls``, no login; ``s5``:
+``closed-tls``, a closed port: CRIT from everywhere, so every vantage's run is equally
+bad and no vantage's history can win by being worst overall), run from
+vantage points told apart by ``--vantage`` only: a vantage "fails" by being given a wrong
+password (the targets file and its sha256 stay the same), so every run is fast and real.
+Each vantage keeps its own ``--history``, except where the test is about sharing one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_merge import doc, pytest_run
+
+from pop3mon_lab.dovecot import DovecotLab, free_port
+
+PW_ENV = "POP3MON_VANTAGE_PW"
+
+
+@dataclass
+class Lab:
+    targets: Path
+    good: dict[str, str]  # the environment with the right password
+    bad: dict[str, str]  # with a wrong one: healthy-tls's login is CRIT
+
+
+@pytest.fixture(scope="module")
+def lab(dovecot: DovecotLab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    directory = tmp_path_factory.mktemp("vantage-lab")
+    targets = directory / "targets.yaml"
+    account = f"{{username: {dovecot.demo_user}, password_env: {PW_ENV}}}"
+    # s3 logs in nowhere, so it is no group with s1 and lands in the other of 2 shards.
+    targets.write_text(
+        f"""version: 1
+defaults:
+  ca_file: {dovecot.ca_file}
+  timeout: 5
+  login_pacing: parallel
+servers:
+  - name: s1
+    host: {dovecot.hostname}
+    connections:
+      - {{id: healthy-tls, port: {dovecot.port("pop3s")}, security: tls, account: {account}}}
+  - name: s3
+    host: {dovecot.hostname}
+    connections:
+      - {{id: other-tls, port: {dovecot.port("pop3s")}, security: tls, auth: none}}
+  - name: s5
+    host: {dovecot.hostname}
+    connections:
+      - {{id: closed-tls, port: {free_port()}, security: tls, auth: none}}
+""",
+        encoding="utf-8",
+    )
+    yield Lab(
+        targets,
+        {PW_ENV: dovecot.demo_password, "COLUMNS": "200"},
+        {PW_ENV: "not-" + dovecot.demo_password, "COLUMNS": "200"},
+    )
+
+
+def run(lab: Lab, reports: Path, vantage: str, *args: str, good: bool = True) -> str:
+    """One run from ``vantage``; its stdout."""
+    env = lab.good if good else lab.bad
+    return pytest_run(lab.targets, reports, f"--vantage={vantage}", *args, env=env).stdout
+
+
+def check(document: dict[str, Any], ct: str, name: str) -> dict[str, Any]:
+    conn = next(c for c in document["connections"] if c["id"] == ct)
+    found: dict[str, Any] = next(c for c in conn["checks"] if c["check"] == name)
+    return found
+
+
+def connection(document: dict[str, Any], ct: str) -> dict[str, Any]:
+    found: dict[str, Any] = next(c for c in document["connections"] if c["id"] == ct)
+    return found
+
+
+def test_vantages_sharing_one_history_do_not_overwrite_each_other(lab: Lab, tmp_path: Path) -> None:
+    """aaa (fine) and bbb (wrong password) alternate on one --history: bbb's runs are
+    not recorded (one WARN naming both vantages), use no baseline of aaa's (its
+    credentials drift check SKIPs) and aaa's runs stay a steady OK."""
+    shared = f"--history={tmp_path / 'shared.sqlite'}"
+    outs = []
+    for i, (vantage, good) in enumerate([("aaa", True), ("bbb", False)] * 2):
+        reports = tmp_path / f"{vantage}-{i}"
+        outs.append((vantage, run(lab, reports, vantage, shared, good=good), doc(reports)))
+    for vantage, stdout, document in outs:
+        assert "flapping" not in stdout and "recovered" not in stdout, stdout
+        if vantage == "aaa":
+            assert document["history"]["status"] in ("new", "ok")
+            continue
+        assert document["history"]["status"] == "warn"
+        note = document["history"]["note"]
+        assert "holds the runs of vantage aaa, this run is vantage bbb" in note
+        assert "give each vantage point its own --history" in note
+        assert "history: WARN" in stdout and "holds the runs of vantage aaa" in stdout
+        drift = check(document, "healthy-tls", "credentials_changed")
+        assert drift["verdict"] == "SKIP", drift
+    assert outs[2][2]["history"]["status"] == "ok"
+    assert check(outs[2][2], "healthy-tls", "login")["state"]["runs"] == 2
+
+
+def test_shards_of_one_vantage_still_share_a_history(lab: Lab, tmp_path: Path) -> None:
+    shared = f"--history={tmp_path / 'shared.sqlite'}"
+    for i in (1, 2):
+        for k in (1, 2):
+            reports = tmp_path / f"shard-{k}-{i}"
+            run(lab, reports, "aaa", shared, f"--shard={k}/2", "--run-id=r" + str(i))
+            document = doc(reports)
+            assert document["connections"], f"shard {k}/2 has no connection type"
+            assert document["history"]["status"] == ("new" if (i, k) == (1, 1) else "ok")
