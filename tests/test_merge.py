@@ -318,6 +318,21 @@ def test_merged_shards_equal_the_unsharded_run(runs: dict[str, Path], merged: Pa
     assert f"{COVERAGE} coverage/coverage-unmonitored" in summary(merge_out)
 
 
+def test_merged_shards_list_changes_in_the_unsharded_order(
+    runs: dict[str, Path], merged: Path
+) -> None:
+    """Each shard's first run tells its failing checks as new: merged, the changes are
+    those of the unsharded run in its order (connection types, host checks, coverage
+    checks), not one shard's after the other's."""
+
+    def told(document: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
+        return [(c["kind"], c["connection"], c["check"], c["after"]) for c in document["changes"]]
+
+    whole = told(doc(runs["whole"]))
+    assert len({c[1] for c in whole}) > 2, whole
+    assert told(doc(merged)) == whole
+
+
 def _coverage_found(document: Mapping[str, Any]) -> list[Any]:
     """Each coverage entry: settings, verdict and what discovery found, without timings
     (``elapsed``) and greetings (an APOP challenge differs on every connect)."""

@@ -215,9 +215,10 @@ def _in_file_order(items: Iterable[ConnectionReport]) -> list[ConnectionReport]:
     return sorted(items, key=lambda c: c.ct.id)
 
 
-def _history(outcomes: Sequence[HistoryOutcome]) -> HistoryOutcome:
+def _history(outcomes: Sequence[HistoryOutcome], order: Sequence[str] = ()) -> HistoryOutcome:
     """The shards' history outcomes as one: the worst status, the notes once each, and
-    states, changes and availability of every shard (their connection types differ)."""
+    states, changes and availability of every shard (their connection types differ);
+    the changes in the order an unsharded run lists them (:func:`_in_run_order`)."""
     if not outcomes:
         return HistoryOutcome("off")
     status = min((o.status for o in outcomes), key=_HISTORY_ORDER.index)
@@ -244,11 +245,34 @@ def _history(outcomes: Sequence[HistoryOutcome]) -> HistoryOutcome:
         next(iter(paths)) if len(paths) == 1 else None,
         "; ".join(notes),
         states,
-        tuple(changes),
+        _in_run_order(changes, order),
         availability,
         flapping,
         series,
     )
+
+
+def _in_run_order(changes: Iterable[Change], order: Sequence[str]) -> tuple[Change, ...]:
+    """``changes`` in the order a whole run makes them: history/record.py observes the
+    connection types (by id), then the host checks, then the coverage checks (``order``,
+    the merged report's ids in that order), and history/states.evaluate() tells each
+    one's changes together in that order. The sort is stable, so a connection type's own
+    changes (its flapping or settled first, then its checks') keep their order; an id not
+    in ``order`` goes last."""
+    position = {ident: i for i, ident in enumerate(order)}
+    return tuple(sorted(changes, key=lambda c: position.get(c.ct, len(position))))
+
+
+def _tracked_order(
+    connections: Iterable[ConnectionReport],
+    hosts: Iterable[HostReport],
+    coverage: Iterable[CoverageReport],
+) -> list[str]:
+    """The ids a run records in its history, in its order (see :func:`_in_run_order`)."""
+    out = [c.ct.id for c in connections]
+    out += [h.host.id for h in hosts]
+    out += [c.coverage.id for c in coverage]
+    return out
 
 
 def _info(infos: Sequence[RunInfo], run_id: str, vantage: str | None) -> RunInfo:
@@ -287,7 +311,9 @@ def join_shards(reports: Sequence[RunReport]) -> RunReport:
         connections=tuple(connections),
         unattributed=tuple(u for r in ordered for u in r.unattributed),
         not_selected=tuple(sorted({i for r in ordered for i in r.not_selected} - present)),
-        history=_history([r.history for r in ordered]),
+        history=_history(
+            [r.history for r in ordered], _tracked_order(connections, hosts, coverage)
+        ),
         notify_warnings=tuple(dict.fromkeys(w for r in ordered for w in r.notify_warnings)),
         hosts=tuple(hosts),
         connection_ids=tuple(sorted({i for r in ordered for i in r.connection_ids})),
