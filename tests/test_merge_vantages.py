@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_merge import doc, pytest_run
+from test_merge import doc, merge, pytest_run
 
 from pop3mon_lab.dovecot import DovecotLab, free_port
 
@@ -80,6 +80,89 @@ def check(document: dict[str, Any], ct: str, name: str) -> dict[str, Any]:
 def connection(document: dict[str, Any], ct: str) -> dict[str, Any]:
     found: dict[str, Any] = next(c for c in document["connections"] if c["id"] == ct)
     return found
+
+
+@pytest.fixture(scope="module")
+def rounds(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """aaa and bbb, each with its own history: round 1 both fine, round 2 bbb with a
+    wrong password, round 3 aaa with one (bbb fine again); plus ccc, a vantage with a
+    fresh history, in round 3. Reports directories by "<vantage><round>"."""
+    base = tmp_path_factory.mktemp("rounds")
+    out: dict[str, Path] = {}
+    bad = {("bbb", 2), ("aaa", 3)}
+    for n in (1, 2, 3):
+        for vantage in ("aaa", "bbb"):
+            out[f"{vantage}{n}"] = base / f"{vantage}{n}"
+            history = f"--history={base / f'{vantage}.sqlite'}"
+            run(lab, out[f"{vantage}{n}"], vantage, history, good=(vantage, n) not in bad)
+    out["ccc3"] = base / "ccc3"
+    run(lab, out["ccc3"], "ccc", f"--history={base / 'ccc.sqlite'}")
+    return out
+
+
+def test_each_check_shows_the_state_of_the_vantage_it_comes_from(
+    rounds: dict[str, Path], tmp_path: Path
+) -> None:
+    """bbb's CRIT login stands with bbb's state (CRIT, 1 run), not aaa's "OK since, 2
+    runs"; the connection type's availability is bbb's (whose probe result is shown)."""
+    out = tmp_path / "merged"
+    proc = merge(f"--out={out}", rounds["aaa2"], rounds["bbb2"])
+    assert proc.returncode == 0, proc.stderr
+    merged, own = doc(out), doc(rounds["bbb2"])
+    login = check(merged, "healthy-tls", "login")
+    assert login["verdict"] == "CRIT"
+    assert login["state"]["verdict"] == "CRIT" and login["state"]["vantage"] == "bbb"
+    assert login["state"]["runs"] == check(own, "healthy-tls", "login")["state"]["runs"]
+    assert (
+        connection(merged, "healthy-tls")["availability"]
+        == (connection(own, "healthy-tls")["availability"])
+    )
+    assert connection(merged, "healthy-tls")["availability"]["24h"] < 1.0
+    # Every state in the merged file is that of the vantage its check's record is from.
+    for conn in merged["connections"]:
+        for chk in conn["checks"]:
+            if chk["state"] is None:
+                continue
+            mine = doc(rounds[f"{chk['state']['vantage']}2"])
+            assert chk["state"]["verdict"] == check(mine, conn["id"], chk["check"])["verdict"]
+    page = (out / "report.html").read_text("utf-8")
+    assert "(login, from bbb)" in page  # the State row: bbb's CRIT streak
+    assert "still failing: healthy-tls" not in proc.stdout  # new from bbb, not still
+    assert "new since last run: healthy-tls login (CRIT from bbb)" in proc.stdout
+
+
+def test_every_vantage_change_is_kept_and_named(rounds: dict[str, Path], tmp_path: Path) -> None:
+    """Round 3: aaa's login is newly CRIT while bbb's recovered; the merged changes hold
+    both, each naming its vantage, and the merge prints both."""
+    out = tmp_path / "merged"
+    proc = merge(f"--out={out}", rounds["aaa3"], rounds["bbb3"])
+    assert proc.returncode == 0, proc.stderr
+    told = doc(out)["changes"]
+    changes = {(c["kind"], c["connection"], c["check"], c.get("vantage")) for c in told}
+    assert ("new", "healthy-tls", "login", "aaa") in changes
+    assert ("recovered", "healthy-tls", "login", "bbb") in changes
+    assert all(c.get("vantage") in ("aaa", "bbb") for c in told)
+    assert "new since last run: healthy-tls login (CRIT from aaa)" in proc.stdout
+    assert "recovered: healthy-tls login (from bbb)" in proc.stdout
+    login = check(doc(out), "healthy-tls", "login")
+    assert login["state"]["vantage"] == "aaa" and login["state"]["verdict"] == "CRIT"
+    # The merged file reads back with the vantages (report/load.py) and writes the same.
+    from pop3mon.report.json_report import results_document
+    from pop3mon.report.load import load_results
+
+    again = results_document(load_results(out / "results.json").report)
+    assert again["changes"] == told
+    assert again["connections"] == doc(out)["connections"]
+
+
+def test_a_new_baseline_hides_no_other_vantage(rounds: dict[str, Path], tmp_path: Path) -> None:
+    """ccc's history is new; aaa's says its login is newly CRIT: the merge prints both."""
+    out = tmp_path / "merged"
+    proc = merge(f"--out={out}", rounds["aaa3"], rounds["ccc3"])
+    assert proc.returncode == 0, proc.stderr
+    assert "history: ccc: new baseline" in proc.stdout
+    assert "new since last run: healthy-tls login (CRIT from aaa)" in proc.stdout
+    assert doc(out)["history"]["note"].startswith("ccc: new baseline")
 
 
 def test_vantages_sharing_one_history_do_not_overwrite_each_other(lab: Lab, tmp_path: Path) -> None:

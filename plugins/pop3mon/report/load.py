@@ -174,7 +174,18 @@ def _state(ct: str, check: str, data: Mapping[str, Any]) -> CheckState:
         previous=_verdict(data.get("previous")),
         flapping=bool(data.get("flapping", False)),
         new=bool(data.get("new", False)),
+        vantage=_whose(data.get("vantage"), "a state"),
     )
+
+
+def _whose(value: Any, what: str) -> str | None:
+    """The vantage a merged state or change names (None: a run's own), a name as
+    ``--vantage`` takes it: never raw control characters for the terminal."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not is_vantage(value):
+        raise ValueError(f"the vantage of {what} {ascii(value)[:80]} is not a vantage name")
+    return value
 
 
 def connection_type(config: Mapping[str, Any]) -> ConnectionType:
@@ -308,6 +319,7 @@ def report_from_document(doc: Mapping[str, Any]) -> RunReport:
             reason=str(c.get("reason", "")),
             since=_epoch(c.get("since")),
             detail=str(c.get("detail", "")),
+            vantage=_whose(c.get("vantage"), "a change"),
         )
         for c in doc.get("changes", ())
     )

@@ -275,6 +275,52 @@ def _tracked_order(
     return out
 
 
+def _vantage_history(
+    reports: Mapping[str, RunReport],
+    chosen: Mapping[tuple[str, str], str],
+    shown: Mapping[str, str],
+    order: Sequence[str],
+) -> HistoryOutcome:
+    """Several vantages' histories as one, each vantage having recorded its own.
+
+    A check's state is the state of the vantage whose record of it the merged report
+    shows (``chosen``: (id, check) → vantage), so a CRIT from bbb never stands next to
+    aaa's "OK since ..."; the availability, flapping and series of a connection type
+    (host, coverage) are those of the vantage whose probe result is shown (``shown``: id
+    → vantage). Every vantage's changes are kept, each naming its vantage, in the run's
+    order (the vantages' changes of one id together, by name). The status is the worst
+    of theirs; each note is prefixed with its vantage ("aaa: new baseline ...")."""
+    names = sorted(reports)
+    hists = {n: reports[n].history for n in names}
+    if all(h.status == "off" for h in hists.values()):
+        return HistoryOutcome("off")
+    status = min((h.status for h in hists.values()), key=_HISTORY_ORDER.index)
+    notes = [f"{n}: {h.note}" for n, h in hists.items() if h.note]
+    paths = {h.path for h in hists.values() if h.path is not None}
+    states: dict[tuple[str, str], CheckState] = {}
+    for key, name in chosen.items():
+        state = hists[name].states.get(key)
+        if state is not None:
+            states[key] = replace(state, vantage=name)
+    availability = {i: a for i, n in shown.items() if (a := hists[n].availability.get(i))}
+    flapping = {i: f for i, n in shown.items() if (f := hists[n].flapping.get(i)) is not None}
+    series = {i: p for i, n in shown.items() if (p := hists[n].series.get(i))}
+    changes: dict[tuple[str, str, str, str], Change] = {}
+    for name in names:
+        for c in hists[name].changes:
+            changes.setdefault((name, c.kind, c.ct, c.check), replace(c, vantage=name))
+    return HistoryOutcome(
+        status,
+        next(iter(paths)) if len(paths) == 1 else None,
+        "; ".join(notes),
+        states,
+        _in_run_order(changes.values(), order),
+        availability,
+        flapping,
+        series,
+    )
+
+
 def _info(infos: Sequence[RunInfo], run_id: str, vantage: str | None) -> RunInfo:
     first = infos[0]
     stopped = [
@@ -323,10 +369,10 @@ def join_shards(reports: Sequence[RunReport]) -> RunReport:
 
 def _worst_records(
     views: Mapping[str, Sequence[CheckRecord]],
-) -> tuple[list[CheckRecord], str]:
-    """Per check, the record of the vantage that saw it worst (its reason telling the
-    others when they differ), in the check order of the first vantage; and the vantage
-    whose records were chosen most (the probe result shown)."""
+) -> tuple[list[CheckRecord], dict[str, str]]:
+    """Per check, the record of the vantage that saw it worst (its reason telling what
+    the others saw when they differ), in the check order of the first vantage; and per
+    check the vantage whose record was chosen (whose history state goes with it)."""
     order: dict[str, CheckRecord] = {}
     chosen: dict[str, tuple[str, CheckRecord]] = {}
     seen: dict[str, dict[str, Verdict]] = {}
@@ -338,17 +384,18 @@ def _worst_records(
             if best is None or rank(rec.verdict) > rank(best[1].verdict):
                 chosen[rec.check] = (name, rec)
     out: list[CheckRecord] = []
-    tally: dict[str, int] = {}
     for check in order:
         name, rec = chosen[check]
-        tally[name] = tally.get(name, 0) + 1
         verdicts = seen[check]
+        notes = []
         if len(set(verdicts.values())) > 1:
-            others = " · ".join(f"{v} from {n}" for n, v in sorted(verdicts.items()) if n != name)
-            rec = replace(rec, reason=f"{rec.reason} [seen from {name}; {others}]")
+            notes.append(
+                " · ".join(f"{v} from {n}" for n, v in sorted(verdicts.items()) if n != name)
+            )
+        if notes:
+            rec = replace(rec, reason=f"{rec.reason} [seen from {name}; {'; '.join(notes)}]")
         out.append(rec)
-    lead = max(sorted(tally), key=lambda n: tally[n]) if tally else ""
-    return out, lead
+    return out, {check: name for check, (name, _) in chosen.items()}
 
 
 def join_vantages(reports: Mapping[str, RunReport]) -> RunReport:
@@ -364,15 +411,20 @@ def join_vantages(reports: Mapping[str, RunReport]) -> RunReport:
                 for ct_id in hrep.host.connections:
                     blocked[(name, ct_id)] = hrep.worst
     merged: list[ConnectionReport] = []
-    for views in conns.values():
-        records, lead = _worst_records({n: c.records for n, c in views.items()})
-        base = views.get(lead) or next(iter(views.values()))
+    # Whose history goes with what the merged report shows: per check the vantage whose
+    # record was chosen; per connection type (host, coverage) the one whose result is.
+    chosen: dict[tuple[str, str], str] = {}
+    shown: dict[str, str] = {}
+    for ct_id, views in conns.items():
+        records, whose = _worst_records({n: c.records for n, c in views.items()})
+        chosen.update(((ct_id, check), n) for check, n in whose.items())
         # The probe result of the vantage that saw it worst: its transcript explains the
         # verdict; each vantage's own is in its VantageView.
         worst_name = max(sorted(views), key=lambda n: rank(views[n].worst))
+        shown[ct_id] = worst_name
         merged.append(
             ConnectionReport(
-                ct=base.ct,
+                ct=views[worst_name].ct,
                 result=views[worst_name].result,
                 records=tuple(records),
                 vantages={
@@ -386,9 +438,11 @@ def join_vantages(reports: Mapping[str, RunReport]) -> RunReport:
         for hrep in reports[name].hosts:
             hosts.setdefault(hrep.host.id, {})[name] = hrep
     merged_hosts: list[HostReport] = []
-    for views_h in hosts.values():
-        records, _ = _worst_records({n: h.records for n, h in views_h.items()})
+    for host_id, views_h in hosts.items():
+        records, whose = _worst_records({n: h.records for n, h in views_h.items()})
+        chosen.update(((host_id, check), n) for check, n in whose.items())
         worst_name = max(sorted(views_h), key=lambda n: rank(views_h[n].worst))
+        shown[host_id] = worst_name
         top = views_h[worst_name]
         merged_hosts.append(HostReport(top.host, top.result, tuple(records), top.blocked))
     # A server's coverage checks likewise: each the worst any vantage saw (a listener
@@ -398,14 +452,16 @@ def join_vantages(reports: Mapping[str, RunReport]) -> RunReport:
         for crep in reports[name].coverage:
             covs.setdefault(crep.coverage.id, {})[name] = crep
     merged_coverage: list[CoverageReport] = []
-    for views_c in covs.values():
-        records, _ = _worst_records({n: c.records for n, c in views_c.items()})
+    for cov_id, views_c in covs.items():
+        records, whose = _worst_records({n: c.records for n, c in views_c.items()})
+        chosen.update(((cov_id, check), n) for check, n in whose.items())
         worst_name = max(sorted(views_c), key=lambda n: rank(views_c[n].worst))
+        shown[cov_id] = worst_name
         top_c = views_c[worst_name]
         merged_coverage.append(CoverageReport(top_c.coverage, top_c.result, tuple(records)))
-    # The history: each vantage recorded its own (the worst vantage's first, so a state
-    # shown next to a failing check is the failing vantage's).
-    ranked = sorted(names, key=lambda n: -rank(_worst(reports[n])))
+    connections = _in_file_order(merged)
+    merged_hosts.sort(key=lambda h: h.host.line)
+    merged_coverage.sort(key=lambda c: c.coverage.line)
     infos = [reports[n].info for n in names]
     run_ids = sorted({i.run_id for i in infos})
     run_id = (
@@ -413,18 +469,19 @@ def join_vantages(reports: Mapping[str, RunReport]) -> RunReport:
         if len(run_ids) == 1
         else "merge-" + hashlib.sha256(" ".join(run_ids).encode()).hexdigest()[:12]
     )
+    order = _tracked_order(connections, merged_hosts, merged_coverage)
     return RunReport(
         info=_info(infos, run_id, None),
-        connections=tuple(_in_file_order(merged)),
+        connections=tuple(connections),
         unattributed=tuple(u for n in names for u in reports[n].unattributed),
         not_selected=tuple(
             sorted({i for n in names for i in reports[n].not_selected} - set(conns))
         ),
-        history=_history([reports[n].history for n in ranked]),
+        history=_vantage_history(reports, chosen, shown, order),
         notify_warnings=tuple(dict.fromkeys(w for n in names for w in reports[n].notify_warnings)),
-        hosts=tuple(sorted(merged_hosts, key=lambda h: h.host.line)),
+        hosts=tuple(merged_hosts),
         connection_ids=tuple(sorted({i for n in names for i in reports[n].connection_ids})),
-        coverage=tuple(sorted(merged_coverage, key=lambda c: c.coverage.line)),
+        coverage=tuple(merged_coverage),
     )
 
 
@@ -435,7 +492,3 @@ def _host_block(
     if any(r.blocked_by == HOST_TIER for r in conn.records):
         return blocked.get((vantage, conn.ct.id))
     return None
-
-
-def _worst(report: RunReport) -> Verdict:
-    return max((c.worst for c in report.connections), key=rank, default=Verdict.SKIP)
