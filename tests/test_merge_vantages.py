@@ -165,6 +165,42 @@ def test_a_new_baseline_hides_no_other_vantage(rounds: dict[str, Path], tmp_path
     assert doc(out)["history"]["note"].startswith("ccc: new baseline")
 
 
+@pytest.fixture(scope="module")
+def partial(
+    lab: Lab, rounds: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, str]:
+    """bbb's round 2 (its login CRIT) merged with ddd, which ran only the TLS and
+    connectivity checks of s1 (``-m``, ``-k``): the merged reports and the merge's output."""
+    base = tmp_path_factory.mktemp("partial")
+    run(lab, base / "ddd", "ddd", "--no-history", "-m", "tls or connectivity", "-k", "healthy")
+    proc = merge(f"--out={base / 'merged'}", rounds["bbb2"], base / "ddd")
+    assert proc.returncode == 0, proc.stderr
+    return base / "merged", proc.stdout
+
+
+def test_a_check_one_vantage_never_ran_is_not_compared(partial: tuple[Path, str]) -> None:
+    """No "network path" conclusion about a login ddd never tried: the finding says ddd
+    did not run it, and the login check's reason says where it was not run."""
+    out, stdout = partial
+    assert "network path" not in stdout
+    line = next(x for x in stdout.splitlines() if x.startswith("  healthy-tls:"))
+    assert "fails from bbb, not compared: ddd did not run login" in line, stdout
+    assert "[seen from bbb; not run from ddd]" in check(doc(out), "healthy-tls", "login")["reason"]
+    assert "network path" not in (out / "report.html").read_text("utf-8")
+
+
+def test_a_connection_type_one_vantage_did_not_probe_is_named(partial: tuple[Path, str]) -> None:
+    """other-tls and closed-tls, not probed from ddd, are rows of their own ("–", "not
+    probed from ddd") in the page and lines of the merge's output, never counted as
+    "the same from all of them"."""
+    out, stdout = partial
+    assert "  other-tls: OK from bbb — not probed from ddd" in stdout
+    page = (out / "report.html").read_text("utf-8")
+    assert 'data-connection="other-tls"' in page and "not probed from ddd" in page
+    assert "0 connection types looked the same from all of them" in page
+    assert "2 connection types not probed from all of them" in page
+
+
 def test_vantages_sharing_one_history_do_not_overwrite_each_other(lab: Lab, tmp_path: Path) -> None:
     """aaa (fine) and bbb (wrong password) alternate on one --history: bbb's runs are
     not recorded (one WARN naming both vantages), use no baseline of aaa's (its

@@ -281,8 +281,9 @@ def _merge(args: argparse.Namespace) -> int:
         f"merged {merged.summary}: {len(report.connections)} connection types, "
         f"{shown or 'no checks'}"
     )
+    names = report.vantage_names
     for conn in report.by_severity():
-        finding = conn.vantage_finding()
+        finding = conn.vantage_finding(names)
         if finding:
             print(f"  {conn.ct.id}: {conn.seen_from()} — {finding}")
     # The root causes (host, coverage and connection type checks) as a run prints them.

@@ -371,8 +371,9 @@ def _worst_records(
     views: Mapping[str, Sequence[CheckRecord]],
 ) -> tuple[list[CheckRecord], dict[str, str]]:
     """Per check, the record of the vantage that saw it worst (its reason telling what
-    the others saw when they differ), in the check order of the first vantage; and per
-    check the vantage whose record was chosen (whose history state goes with it)."""
+    the others saw when they differ, and which vantages did not run it at all), in the
+    check order of the first vantage; and per check the vantage whose record was chosen
+    (whose history state goes with it)."""
     order: dict[str, CheckRecord] = {}
     chosen: dict[str, tuple[str, CheckRecord]] = {}
     seen: dict[str, dict[str, Verdict]] = {}
@@ -392,6 +393,11 @@ def _worst_records(
             notes.append(
                 " · ".join(f"{v} from {n}" for n, v in sorted(verdicts.items()) if n != name)
             )
+        # A vantage without the check (deselected there) saw nothing of it: say so, or
+        # the reader takes the verdict for what every vantage found.
+        absent = sorted(set(views) - set(verdicts))
+        if absent:
+            notes.append(f"not run from {', '.join(absent)}")
         if notes:
             rec = replace(rec, reason=f"{rec.reason} [seen from {name}; {'; '.join(notes)}]")
         out.append(rec)
