@@ -10,6 +10,7 @@ Each vantage keeps its own ``--history``, except where the test is about sharing
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,6 +200,36 @@ def test_a_connection_type_one_vantage_did_not_probe_is_named(partial: tuple[Pat
     assert 'data-connection="other-tls"' in page and "not probed from ddd" in page
     assert "0 connection types looked the same from all of them" in page
     assert "2 connection types not probed from all of them" in page
+
+
+def test_vantage_lines_fit_the_terminal(lab: Lab, rounds: dict[str, Path], tmp_path: Path) -> None:
+    """Many long vantage names: the merge's per-connection lines wrap to COLUMNS."""
+    names = [f"{'v' * 58}-{i:02d}" for i in range(4)]
+    inputs = []
+    for name in names:
+        data = doc(rounds["aaa3"])
+        data["run"]["vantage"] = name
+        path = tmp_path / name / "results.json"
+        path.parent.mkdir()
+        path.write_text(json.dumps(data), encoding="utf-8")
+        inputs.append(path)
+    proc = merge(f"--out={tmp_path / 'merged'}", rounds["bbb3"], *inputs, COLUMNS="100")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert any(x.startswith("  healthy-tls: CRIT from") for x in lines), proc.stdout
+    assert (
+        max(map(len, lines[: lines.index(next(x for x in lines if x.startswith("wrote ")))])) <= 100
+    )
+
+
+def test_two_unsharded_runs_of_one_vantage_are_worded_as_runs(
+    rounds: dict[str, Path], tmp_path: Path
+) -> None:
+    proc = merge(f"--out={tmp_path / 'merged'}", rounds["aaa1"], rounds["aaa2"])
+    assert proc.returncode == 2
+    assert "2 runs of vantage aaa (" in proc.stderr
+    assert "give each vantage point its own --vantage, or merge one run per vantage" in proc.stderr
+    assert "shards" not in proc.stderr
 
 
 def test_vantages_sharing_one_history_do_not_overwrite_each_other(lab: Lab, tmp_path: Path) -> None:

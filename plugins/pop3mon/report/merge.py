@@ -132,11 +132,17 @@ def check_inputs(runs: Sequence[LoadedRun], expect_shards: int | None = None) ->
             problems.append(f"sharded and unsharded runs{where} together (unsharded: {plain})")
             continue
         if len(ids) > 1:
-            problems.append(
-                f"the shards{where} come from {len(ids)} different runs ("
-                + ", ".join(f"{r.report.info.run_id} in {r.path}" for r in group)
-                + "): merge the shards of one run"
-            )
+            runs_of = ", ".join(f"{r.report.info.run_id} in {r.path}" for r in group)
+            if sharded:
+                problems.append(
+                    f"the shards{where} come from {len(ids)} different runs ({runs_of}): "
+                    "merge the shards of one run"
+                )
+            else:  # no shards: two whole runs from one place, not one run's parts
+                problems.append(
+                    f"{len(group)} runs{where or ' without a vantage'} ({runs_of}): give "
+                    "each vantage point its own --vantage, or merge one run per vantage"
+                )
             continue
         run_id = ids[0]
         totals = sorted({r.shard[1] for r in sharded if r.shard is not None})

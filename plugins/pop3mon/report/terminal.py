@@ -35,6 +35,7 @@ __all__ = [
     "host_lines",
     "summary_lines",
     "summary_text",
+    "wrap",
     "write_summary",
 ]
 
@@ -164,6 +165,12 @@ def _wrap(text: str, width: int) -> list[str]:
         break_long_words=False,
         replace_whitespace=False,
     ) or [text]
+
+
+def wrap(text: str, width: int) -> list[str]:
+    """``text`` as the summary wraps it (:func:`_wrap`): for lines printed beside it
+    (``pop3mon merge``'s per-connection vantage lines)."""
+    return _wrap(text, width)
 
 
 def terminal_width(tr: pytest.TerminalReporter) -> int:
