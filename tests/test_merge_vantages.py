@@ -114,15 +114,14 @@ def test_each_check_shows_the_state_of_the_vantage_it_comes_from(
     assert login["verdict"] == "CRIT"
     assert login["state"]["verdict"] == "CRIT" and login["state"]["vantage"] == "bbb"
     assert login["state"]["runs"] == check(own, "healthy-tls", "login")["state"]["runs"]
-    assert (
-        connection(merged, "healthy-tls")["availability"]
-        == (connection(own, "healthy-tls")["availability"])
-    )
-    assert connection(merged, "healthy-tls")["availability"]["24h"] < 1.0
-    # Every state in the merged file is that of the vantage its check's record is from.
+    availability = connection(merged, "healthy-tls")["availability"]
+    assert availability == connection(own, "healthy-tls")["availability"]
+    assert availability["24h"] < 1.0
+    # Every state in the merged file is that of the vantage its check's record is from
+    # (a SKIP or ERROR carries the last finding forward: no verdict to compare).
     for conn in merged["connections"]:
         for chk in conn["checks"]:
-            if chk["state"] is None:
+            if chk["state"] is None or chk["verdict"] in ("SKIP", "ERROR"):
                 continue
             mine = doc(rounds[f"{chk['state']['vantage']}2"])
             assert chk["state"]["verdict"] == check(mine, conn["id"], chk["check"])["verdict"]
