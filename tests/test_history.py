@@ -926,6 +926,7 @@ def test_settled_states_keep_every_field() -> None:
         "flapping": False,
         "new": True,
         "told": None,
+        "vantage": "eu-west",
     }
     assert set(values) == {f.name for f in dataclasses.fields(CheckState)}, (
         "a new CheckState field: give it a non-default value here and carry it in _settled"

@@ -318,6 +318,21 @@ def test_merged_shards_equal_the_unsharded_run(runs: dict[str, Path], merged: Pa
     assert f"{COVERAGE} coverage/coverage-unmonitored" in summary(merge_out)
 
 
+def test_merged_shards_list_changes_in_the_unsharded_order(
+    runs: dict[str, Path], merged: Path
+) -> None:
+    """Each shard's first run tells its failing checks as new: merged, the changes are
+    those of the unsharded run in its order (connection types, host checks, coverage
+    checks), not one shard's after the other's."""
+
+    def told(document: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
+        return [(c["kind"], c["connection"], c["check"], c["after"]) for c in document["changes"]]
+
+    whole = told(doc(runs["whole"]))
+    assert len({c[1] for c in whole}) > 2, whole
+    assert told(doc(merged)) == whole
+
+
 def _coverage_found(document: Mapping[str, Any]) -> list[Any]:
     """Each coverage entry: settings, verdict and what discovery found, without timings
     (``elapsed``) and greetings (an APOP challenge differs on every connect)."""
@@ -646,7 +661,9 @@ def test_two_vantages_tell_the_network_path_from_the_server(
         assert seen["us-east"] == expected, (ct, seen)
         assert seen["eu-west"] == "CRIT", (ct, seen)
         assert conn["verdict"] == "CRIT"  # the worst over both
-        line = next((x for x in stdout.splitlines() if x.strip().startswith(f"{ct}:")), "")
+        # A line wraps to the terminal width: its continuation lines are indented more.
+        joined = re.sub(r"\n {4,}", " ", stdout)
+        line = next((x for x in joined.splitlines() if x.strip().startswith(f"{ct}:")), "")
         if expected in ("OK", "WARN"):
             assert finding in line, stdout
         else:

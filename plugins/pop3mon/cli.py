@@ -291,7 +291,7 @@ def _merge(args: argparse.Namespace) -> int:
     from .report.merge import MergeProblems, merge_runs
     from .report.reportset import ReportSetError
     from .report.standalone import write_report_set
-    from .report.terminal import summary_text
+    from .report.terminal import summary_text, wrap
 
     problems: list[str] = []
     runs: list[LoadedRun] = []
@@ -349,16 +349,19 @@ def _merge(args: argparse.Namespace) -> int:
     report = merged.report
     counts = report.counts()
     shown = " · ".join(f"{n} {v}" for v, n in counts.items() if n)
-    print(
-        f"merged {merged.summary}: {len(report.connections)} connection types, "
-        f"{shown or 'no checks'}"
-    )
-    for conn in report.by_severity():
-        finding = conn.vantage_finding()
-        if finding:
-            print(f"  {conn.ct.id}: {conn.seen_from()} — {finding}")
-    # The root causes (host, coverage and connection type checks) as a run prints them.
+    # Every line fits the terminal, as a run's summary does: with many vantages (names
+    # of up to 63 characters) the first line and a connection type's line wrap, indented.
     width = shutil.get_terminal_size().columns
+    head = f"merged {merged.summary}: {len(report.connections)} connection types, "
+    for line in wrap(head + (shown or "no checks"), width):
+        print(line)
+    names = report.vantage_names
+    for conn in report.by_severity():
+        finding = conn.vantage_finding(names)
+        if finding:
+            for line in wrap(f"  {conn.ct.id}: {conn.seen_from()} — {finding}", width):
+                print(line)
+    # The root causes (host, coverage and connection type checks) as a run prints them.
     for line, _ in summary_text(report, verbose=False, width=width):
         print(line)
     print("wrote " + ", ".join(str(path) for _, path in written))

@@ -43,6 +43,10 @@ class CheckState:
     #: type was not flapping and the CRIT (if one) was hard; frozen while it flaps, so
     #: the run it settles in tells what differs from it. None: never told.
     told: Verdict | None = None
+    #: In a report merged from several vantage points (``pop3mon merge``): the vantage
+    #: whose history this state is (the one whose record of the check is shown); None in
+    #: a run's own report.
+    vantage: str | None = None
 
 
 @dataclass(frozen=True)
@@ -62,3 +66,6 @@ class Change:
     #: Whether the state it leaves was hard: a recovery from a soft CRIT (never told to
     #: whoever hears only hard CRITs) is not told as a recovery (Nagios).
     was_hard: bool = True
+    #: In a report merged from several vantage points: the vantage whose history made
+    #: this change (each vantage keeps its own); None in a run's own report.
+    vantage: str | None = None

@@ -20,7 +20,15 @@ from .model import Change, CheckState
 from .states import BAD, FlapPolicy, Observation, evaluate
 from .store import CheckRow, CtRow, HistoryError, HistoryStore, RunRow
 
-__all__ = ["HistoryOutcome", "HistoryStatus", "iso", "record_run", "streak_note"]
+__all__ = [
+    "HistoryOutcome",
+    "HistoryStatus",
+    "foreign_vantage",
+    "iso",
+    "record_run",
+    "streak_note",
+    "vantage_of",
+]
 
 #: ``ok``: recorded on top of earlier runs; ``new``: recorded as the first run (a new
 #: baseline: nothing earlier in the file); ``warn``: not recorded, ``note`` says why;
@@ -59,6 +67,39 @@ OFF: Final = HistoryOutcome("off")
 SERIES_RUNS: Final = 48
 
 
+def vantage_of(run_id: str) -> str | None:
+    """The vantage a history row's run id names, or None: the row id is ``<run id>[
+    shard K/N][ @NAME][ <own id>]`` (report/history.history_run_id), and neither a run
+    id nor a generated one has a space or an ``@``."""
+    for word in run_id.split(" ")[1:]:
+        if word.startswith("@"):
+            return word[1:]
+    return None
+
+
+def foreign_vantage(store: HistoryStore, vantage: str | None) -> str | None:
+    """The vantage of the history's last run when it is not ``vantage`` (this run's), or
+    None when the history is this vantage's to use.
+
+    States, streaks and drift baselines are kept per connection type and check, not per
+    vantage: two vantages recording into one file would overwrite each other's states
+    every run (a CRIT from one, "recovered" from the other, then "flapping"). A history
+    whose last run named no vantage may be taken on by a named one (adding ``--vantage``
+    to a running setup); the shards of one vantage all name the same."""
+    last = store.last_run_id()
+    theirs = vantage_of(last) if last is not None else None
+    return theirs if theirs is not None and theirs != vantage else None
+
+
+def foreign_note(path: Path, theirs: str, vantage: str | None) -> str:
+    """The one-line WARN for a history that holds another vantage's runs."""
+    mine = f"vantage {vantage}" if vantage is not None else "without --vantage"
+    return (
+        f"{path} holds the runs of vantage {theirs}, this run is {mine}: not recorded "
+        "(give each vantage point its own --history)"
+    )
+
+
 def record_run(
     path: Path,
     settings: HistorySettings,
@@ -66,8 +107,11 @@ def record_run(
     cts: Sequence[CtRow],
     checks: Sequence[CheckRow],
     confirm: Mapping[str, int],
+    vantage: str | None = None,
 ) -> HistoryOutcome:
-    """Append this run to the history at ``path`` and compute states and changes."""
+    """Append this run (made from ``vantage``) to the history at ``path`` and compute
+    states and changes; a history of another vantage's runs is left alone, a WARN
+    (:func:`foreign_vantage`)."""
     policy = FlapPolicy(settings.flapping_changes, settings.flapping_runs)
     observations = [Observation(k.ct, k.check, k.tier, k.verdict, k.reason) for k in checks]
     ct_ids = sorted({c.ct for c in cts} | {k.ct for k in checks})
@@ -75,6 +119,10 @@ def record_run(
 
     def compute(store: HistoryStore) -> tuple[Sequence[CheckState], Mapping[str, bool]]:
         nonlocal first
+        # Checked in the writer's transaction: no other vantage's run slips in between.
+        theirs = foreign_vantage(store, vantage)
+        if theirs is not None:
+            raise HistoryError(foreign_note(path, theirs, vantage))
         first = store.run_count() == 0
         result = evaluate(
             store.states(),

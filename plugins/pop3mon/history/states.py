@@ -212,6 +212,7 @@ def _settled(state: CheckState, flapping: bool, told: Verdict | None) -> CheckSt
         flapping=flapping,
         new=state.new,
         told=told,
+        vantage=state.vantage,
     )
 
 

@@ -406,6 +406,11 @@ class HistoryStore:
             self._states = {(r[0], r[1]): _state_row(r) for r in rows}
         return self._states
 
+    def last_run_id(self) -> str | None:
+        """The row id (``runs.run_id``) of the run recorded last, or ``None`` (no run)."""
+        row = self.db.execute("SELECT run_id FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+        return str(row[0]) if row is not None else None
+
     def state(self, ct_id: str, check: str) -> CheckState | None:
         """The state of one check after the last run that had it, or ``None``."""
         return self.states().get((ct_id, check))

@@ -8,9 +8,10 @@ without a reports directory there is no default place, and the self-tests' throw
 runs leave no file behind.
 
 Readers: :func:`history_for` opens the file read-only once per process (controller and
-xdist workers alike) and keeps it in ``config.stash[HISTORY_KEY]`` (``None``: no history
-or none usable yet); the drift checks and the failure messages read it. Only the
-controller writes, once, at session end (:func:`record`).
+xdist workers alike) and keeps it in ``config.stash[HISTORY_KEY]`` (``None``: no history,
+none usable yet, or one whose last run came from another ``--vantage``); the drift checks
+and the failure messages read it. Only the controller writes, once, at session end
+(:func:`record`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pytest
 from ..checks.facts import Facts
 from ..engine.defaults import DEFAULTS
 from ..engine.result import ProbeResult
-from ..history.record import OFF, HistoryOutcome, record_run
+from ..history.record import OFF, HistoryOutcome, foreign_vantage, record_run
 from ..history.store import CheckRow, CtRow, HistoryStore, RunRow, open_history_readonly
 from .keys import HISTORY_KEY, IDENTITY_KEY, STORE_KEY
 from .model import RunInfo, RunReport, new_run_id, scrub
@@ -80,6 +81,13 @@ def history_for(config: pytest.Config) -> HistoryStore | None:
 
     path = history_path(config, reports_dir(config), reports_enabled(config))
     store = open_history_readonly(path)
+    identity = config.stash.get(IDENTITY_KEY, None)
+    vantage = identity.vantage if identity is not None else None
+    if store is not None and foreign_vantage(store, vantage) is not None:
+        # Another vantage's states and drift baselines say nothing about this one's path
+        # (record() refuses to record into it, with the WARN naming both).
+        store.close()
+        store = None
     config.stash[HISTORY_KEY] = store
     if store is not None:
         config.add_cleanup(store.close)
@@ -161,7 +169,7 @@ def record(config: pytest.Config, report: RunReport, path: Path | None) -> Histo
         confirm[cid] = min(mine, default=DEFAULTS.confirm)
     if not rows:
         return OFF
-    return record_run(path, store.targets.history, run, cts, rows, confirm)
+    return record_run(path, store.targets.history, run, cts, rows, confirm, info.vantage)
 
 
 def history_run_id(info: RunInfo, given: bool) -> str:

@@ -377,9 +377,11 @@ def history_html(report: RunReport, conn: ConnectionReport) -> str:
         oldest = min((s for s in bad if s.verdict == top), key=lambda s: s.since)
         soft = " (soft)" if oldest.hardness == "soft" else ""
         runs = f"{oldest.runs} run{'s' if oldest.runs != 1 else ''}"
+        # Merged from several vantages: whose history this streak is.
+        whose = f", from {oldest.vantage}" if oldest.vantage is not None else ""
         state = (
             f"{badge(top, hint=False)}{esc(soft)} since {esc(_when(oldest.since))} · {runs}"
-            f" ({esc(oldest.check)})"
+            f" ({esc(oldest.check + whose)})"
         )
     else:
         since = max(s.since for s in states)

@@ -26,7 +26,9 @@ Schema ``pop3mon/results/v1`` (keys are sorted, so diffs between runs stay small
                                                                  # the run ended first
                      "state": {"verdict", "hardness",            # "soft" | "hard"
                                "since", "since_epoch",           # start of the streak
-                               "runs", "previous", "new", "flapping"} | null}],
+                               "runs", "previous", "new", "flapping",
+                               "vantage"} | null}],   # vantage: a merge of several
+                                                       # vantages only: whose history
          "availability": {"24h", "7d", "30d"} | null,   # share of runs without CRIT/ERROR
          "flapping": bool | null,
          "probe": {...} | null,      # ProbeResult.to_dict(): phases, TLS, transcript ...
@@ -45,7 +47,9 @@ Schema ``pop3mon/results/v1`` (keys are sorted, so diffs between runs stay small
                                                 # offered, problems (null: not run)
                     "checks": [{...}]}],        # coverage-unmonitored, -published, -autoconfig
       "changes": [{"kind", "connection", "check", "before", "after", "reason",
-                   "since", "detail"}],   # since: null when not known (after a flap)
+                   "since", "detail",     # since: null when not known (after a flap)
+                   "vantage"}],           # a merge of several vantages only: whose
+                                          # history made it
                                           # kind: new worse better recovered hard drift
                                           # flapping settled (check "" for the last two)
       "history": {"status", "path", "note"},   # status ok | new | warn | off
@@ -131,7 +135,10 @@ _PLAIN: frozenset[type] = frozenset({int, float, bool, type(None)})
 def _state(state: CheckState | None) -> dict[str, Any] | None:
     if state is None:
         return None
+    # Only a merge of several vantages names one: a run's file stays as it was.
+    mine = {"vantage": _text(state.vantage)} if state.vantage is not None else {}
     return _Clean(
+        **mine,
         verdict=_text(state.verdict),
         hardness=_text(state.hardness),
         since=_text(_iso(state.since)),
@@ -153,6 +160,7 @@ def _change(change: Change) -> dict[str, Any]:
         "reason": change.reason,
         "since": _iso(change.since) if change.since > 0 else None,  # 0: not known
         "detail": change.detail,
+        **({"vantage": change.vantage} if change.vantage is not None else {}),
     }
 
 
@@ -178,7 +186,9 @@ def _connection(conn: ConnectionReport, report: RunReport) -> dict[str, Any]:
     avail = hist.availability.get(ct.id)
     return {
         "availability": dict(avail) if avail is not None else None,
-        "flapping": hist.flapping.get(ct.id) if hist.ok else None,
+        # Only recorded connection types have one; a merge whose status is one vantage's
+        # WARN still has the others'.
+        "flapping": hist.flapping.get(ct.id),
         "id": ct.id,
         "server": ct.server,
         "host": ct.host,

@@ -441,11 +441,22 @@ def _state(ct: str, check: str, data: Any, where: str) -> CheckState:
         since=_epoch_at(data["since_epoch"], f"{where}.since_epoch"),
         runs=data["runs"],
         previous=_verdict(data.get("previous")),
-        flapping=data.get("flapping", False),
-        new=data.get("new", False),
+        flapping=bool(data.get("flapping", False)),
+        new=bool(data.get("new", False)),
+        vantage=_whose(data.get("vantage"), "a state"),
     )
     _valid(state, where)
     return state
+
+
+def _whose(value: Any, what: str) -> str | None:
+    """The vantage a merged state or change names (None: a run's own), a name as
+    ``--vantage`` takes it: never raw control characters for the terminal."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not is_vantage(value):
+        raise ValueError(f"the vantage of {what} {ascii(value)[:80]} is not a vantage name")
+    return value
 
 
 def connection_type(config: Mapping[str, Any], where: str = "config") -> ConnectionType:
@@ -657,6 +668,7 @@ def report_from_document(doc: Mapping[str, Any]) -> RunReport:
             reason=_string(c.get("reason", ""), f"{where}.reason"),
             since=_epoch(c.get("since"), f"{where}.since"),
             detail=_string(c.get("detail", ""), f"{where}.detail"),
+            vantage=_whose(c.get("vantage"), "a change"),
         )
         _valid(change, where)
         changes.append(change)

@@ -142,11 +142,17 @@ def check_inputs(runs: Sequence[LoadedRun], expect_shards: int | None = None) ->
             problems.append(f"sharded and unsharded runs{where} together (unsharded: {plain})")
             continue
         if len(ids) > 1:
-            problems.append(
-                f"the shards{where} come from {len(ids)} different runs ("
-                + ", ".join(f"{r.report.info.run_id} in {r.path}" for r in group)
-                + f"): merge the shards of one run; {_same_run_id(ids)}"
-            )
+            runs_of = ", ".join(f"{r.report.info.run_id} in {r.path}" for r in group)
+            if sharded:
+                problems.append(
+                    f"the shards{where} come from {len(ids)} different runs ({runs_of}): "
+                    f"merge the shards of one run; {_same_run_id(ids)}"
+                )
+            else:  # no shards: two whole runs from one place, not one run's parts
+                problems.append(
+                    f"{len(group)} runs{where or ' without a vantage'} ({runs_of}): give "
+                    "each vantage point its own --vantage, or merge one run per vantage"
+                )
             continue
         run_id = ids[0]
         totals = sorted({r.shard[1] for r in sharded if r.shard is not None})
@@ -292,9 +298,10 @@ def _in_file_order(items: Iterable[ConnectionReport]) -> list[ConnectionReport]:
     return sorted(items, key=lambda c: c.ct.id)
 
 
-def _history(outcomes: Sequence[HistoryOutcome]) -> HistoryOutcome:
+def _history(outcomes: Sequence[HistoryOutcome], order: Sequence[str] = ()) -> HistoryOutcome:
     """The shards' history outcomes as one: the worst status, the notes once each, and
-    states, changes and availability of every shard (their connection types differ)."""
+    states, changes and availability of every shard (their connection types differ);
+    the changes in the order an unsharded run lists them (:func:`_in_run_order`)."""
     if not outcomes:
         return HistoryOutcome("off")
     status = min((o.status for o in outcomes), key=_HISTORY_ORDER.index)
@@ -321,7 +328,76 @@ def _history(outcomes: Sequence[HistoryOutcome]) -> HistoryOutcome:
         next(iter(paths)) if len(paths) == 1 else None,
         "; ".join(notes),
         states,
-        tuple(changes),
+        _in_run_order(changes, order),
+        availability,
+        flapping,
+        series,
+    )
+
+
+def _in_run_order(changes: Iterable[Change], order: Sequence[str]) -> tuple[Change, ...]:
+    """``changes`` in the order a whole run makes them: history/record.py observes the
+    connection types (by id), then the host checks, then the coverage checks (``order``,
+    the merged report's ids in that order), and history/states.evaluate() tells each
+    one's changes together in that order. The sort is stable, so a connection type's own
+    changes (its flapping or settled first, then its checks') keep their order; an id not
+    in ``order`` goes last."""
+    position = {ident: i for i, ident in enumerate(order)}
+    return tuple(sorted(changes, key=lambda c: position.get(c.ct, len(position))))
+
+
+def _tracked_order(
+    connections: Iterable[ConnectionReport],
+    hosts: Iterable[HostReport],
+    coverage: Iterable[CoverageReport],
+) -> list[str]:
+    """The ids a run records in its history, in its order (see :func:`_in_run_order`)."""
+    out = [c.ct.id for c in connections]
+    out += [h.host.id for h in hosts]
+    out += [c.coverage.id for c in coverage]
+    return out
+
+
+def _vantage_history(
+    reports: Mapping[str, RunReport],
+    chosen: Mapping[tuple[str, str], str],
+    shown: Mapping[str, str],
+    order: Sequence[str],
+) -> HistoryOutcome:
+    """Several vantages' histories as one, each vantage having recorded its own.
+
+    A check's state is the state of the vantage whose record of it the merged report
+    shows (``chosen``: (id, check) → vantage), so a CRIT from bbb never stands next to
+    aaa's "OK since ..."; the availability, flapping and series of a connection type
+    (host, coverage) are those of the vantage whose probe result is shown (``shown``: id
+    → vantage). Every vantage's changes are kept, each naming its vantage, in the run's
+    order (the vantages' changes of one id together, by name). The status is the worst
+    of theirs; each note is prefixed with its vantage ("aaa: new baseline ...")."""
+    names = sorted(reports)
+    hists = {n: reports[n].history for n in names}
+    if all(h.status == "off" for h in hists.values()):
+        return HistoryOutcome("off")
+    status = min((h.status for h in hists.values()), key=_HISTORY_ORDER.index)
+    notes = [f"{n}: {h.note}" for n, h in hists.items() if h.note]
+    paths = {h.path for h in hists.values() if h.path is not None}
+    states: dict[tuple[str, str], CheckState] = {}
+    for key, name in chosen.items():
+        state = hists[name].states.get(key)
+        if state is not None:
+            states[key] = replace(state, vantage=name)
+    availability = {i: a for i, n in shown.items() if (a := hists[n].availability.get(i))}
+    flapping = {i: f for i, n in shown.items() if (f := hists[n].flapping.get(i)) is not None}
+    series = {i: p for i, n in shown.items() if (p := hists[n].series.get(i))}
+    changes: dict[tuple[str, str, str, str], Change] = {}
+    for name in names:
+        for c in hists[name].changes:
+            changes.setdefault((name, c.kind, c.ct, c.check), replace(c, vantage=name))
+    return HistoryOutcome(
+        status,
+        next(iter(paths)) if len(paths) == 1 else None,
+        "; ".join(notes),
+        states,
+        _in_run_order(changes.values(), order),
         availability,
         flapping,
         series,
@@ -364,7 +440,9 @@ def join_shards(reports: Sequence[RunReport]) -> RunReport:
         connections=tuple(connections),
         unattributed=tuple(u for r in ordered for u in r.unattributed),
         not_selected=tuple(sorted({i for r in ordered for i in r.not_selected} - present)),
-        history=_history([r.history for r in ordered]),
+        history=_history(
+            [r.history for r in ordered], _tracked_order(connections, hosts, coverage)
+        ),
         notify_warnings=tuple(dict.fromkeys(w for r in ordered for w in r.notify_warnings)),
         hosts=tuple(hosts),
         connection_ids=tuple(sorted({i for r in ordered for i in r.connection_ids})),
@@ -375,10 +453,11 @@ def join_shards(reports: Sequence[RunReport]) -> RunReport:
 
 def _worst_records(
     views: Mapping[str, Sequence[CheckRecord]],
-) -> tuple[list[CheckRecord], str]:
-    """Per check, the record of the vantage that saw it worst (its reason telling the
-    others when they differ), in the check order of the first vantage; and the vantage
-    whose records were chosen most (the probe result shown)."""
+) -> tuple[list[CheckRecord], dict[str, str]]:
+    """Per check, the record of the vantage that saw it worst (its reason telling what
+    the others saw when they differ, and which vantages did not run it at all), in the
+    check order of the first vantage; and per check the vantage whose record was chosen
+    (whose history state goes with it)."""
     order: dict[str, CheckRecord] = {}
     chosen: dict[str, tuple[str, CheckRecord]] = {}
     seen: dict[str, dict[str, Verdict]] = {}
@@ -390,17 +469,23 @@ def _worst_records(
             if best is None or rank(rec.verdict) > rank(best[1].verdict):
                 chosen[rec.check] = (name, rec)
     out: list[CheckRecord] = []
-    tally: dict[str, int] = {}
     for check in order:
         name, rec = chosen[check]
-        tally[name] = tally.get(name, 0) + 1
         verdicts = seen[check]
+        notes = []
         if len(set(verdicts.values())) > 1:
-            others = " · ".join(f"{v} from {n}" for n, v in sorted(verdicts.items()) if n != name)
-            rec = replace(rec, reason=f"{rec.reason} [seen from {name}; {others}]")
+            notes.append(
+                " · ".join(f"{v} from {n}" for n, v in sorted(verdicts.items()) if n != name)
+            )
+        # A vantage without the check (deselected there) saw nothing of it: say so, or
+        # the reader takes the verdict for what every vantage found.
+        absent = sorted(set(views) - set(verdicts))
+        if absent:
+            notes.append(f"not run from {', '.join(absent)}")
+        if notes:
+            rec = replace(rec, reason=f"{rec.reason} [seen from {name}; {'; '.join(notes)}]")
         out.append(rec)
-    lead = max(sorted(tally), key=lambda n: tally[n]) if tally else ""
-    return out, lead
+    return out, {check: name for check, (name, _) in chosen.items()}
 
 
 def join_vantages(reports: Mapping[str, RunReport]) -> RunReport:
@@ -416,15 +501,20 @@ def join_vantages(reports: Mapping[str, RunReport]) -> RunReport:
                 for ct_id in hrep.host.connections:
                     blocked[(name, ct_id)] = hrep.worst
     merged: list[ConnectionReport] = []
-    for views in conns.values():
-        records, lead = _worst_records({n: c.records for n, c in views.items()})
-        base = views.get(lead) or next(iter(views.values()))
+    # Whose history goes with what the merged report shows: per check the vantage whose
+    # record was chosen; per connection type (host, coverage) the one whose result is.
+    chosen: dict[tuple[str, str], str] = {}
+    shown: dict[str, str] = {}
+    for ct_id, views in conns.items():
+        records, whose = _worst_records({n: c.records for n, c in views.items()})
+        chosen.update(((ct_id, check), n) for check, n in whose.items())
         # The probe result of the vantage that saw it worst: its transcript explains the
         # verdict; each vantage's own is in its VantageView.
         worst_name = max(sorted(views), key=lambda n: rank(views[n].worst))
+        shown[ct_id] = worst_name
         merged.append(
             ConnectionReport(
-                ct=base.ct,
+                ct=views[worst_name].ct,
                 result=views[worst_name].result,
                 records=tuple(records),
                 vantages={
@@ -438,9 +528,11 @@ def join_vantages(reports: Mapping[str, RunReport]) -> RunReport:
         for hrep in reports[name].hosts:
             hosts.setdefault(hrep.host.id, {})[name] = hrep
     merged_hosts: list[HostReport] = []
-    for views_h in hosts.values():
-        records, _ = _worst_records({n: h.records for n, h in views_h.items()})
+    for host_id, views_h in hosts.items():
+        records, whose = _worst_records({n: h.records for n, h in views_h.items()})
+        chosen.update(((host_id, check), n) for check, n in whose.items())
         worst_name = max(sorted(views_h), key=lambda n: rank(views_h[n].worst))
+        shown[host_id] = worst_name
         top = views_h[worst_name]
         merged_hosts.append(HostReport(top.host, top.result, tuple(records), top.blocked))
     # A server's coverage checks likewise: each the worst any vantage saw (a listener
@@ -450,14 +542,16 @@ def join_vantages(reports: Mapping[str, RunReport]) -> RunReport:
         for crep in reports[name].coverage:
             covs.setdefault(crep.coverage.id, {})[name] = crep
     merged_coverage: list[CoverageReport] = []
-    for views_c in covs.values():
-        records, _ = _worst_records({n: c.records for n, c in views_c.items()})
+    for cov_id, views_c in covs.items():
+        records, whose = _worst_records({n: c.records for n, c in views_c.items()})
+        chosen.update(((cov_id, check), n) for check, n in whose.items())
         worst_name = max(sorted(views_c), key=lambda n: rank(views_c[n].worst))
+        shown[cov_id] = worst_name
         top_c = views_c[worst_name]
         merged_coverage.append(CoverageReport(top_c.coverage, top_c.result, tuple(records)))
-    # The history: each vantage recorded its own (the worst vantage's first, so a state
-    # shown next to a failing check is the failing vantage's).
-    ranked = sorted(names, key=lambda n: -rank(_worst(reports[n])))
+    connections = _in_file_order(merged)
+    merged_hosts.sort(key=lambda h: h.host.line)
+    merged_coverage.sort(key=lambda c: c.coverage.line)
     infos = [reports[n].info for n in names]
     run_ids = sorted({i.run_id for i in infos})
     run_id = (
@@ -465,18 +559,19 @@ def join_vantages(reports: Mapping[str, RunReport]) -> RunReport:
         if len(run_ids) == 1
         else "merge-" + hashlib.sha256(" ".join(run_ids).encode()).hexdigest()[:12]
     )
+    order = _tracked_order(connections, merged_hosts, merged_coverage)
     return RunReport(
         info=_info(infos, run_id, None),
-        connections=tuple(_in_file_order(merged)),
+        connections=tuple(connections),
         unattributed=tuple(u for n in names for u in reports[n].unattributed),
         not_selected=tuple(
             sorted({i for n in names for i in reports[n].not_selected} - set(conns))
         ),
-        history=_history([reports[n].history for n in ranked]),
+        history=_vantage_history(reports, chosen, shown, order),
         notify_warnings=tuple(dict.fromkeys(w for n in names for w in reports[n].notify_warnings)),
-        hosts=tuple(sorted(merged_hosts, key=lambda h: h.host.line)),
+        hosts=tuple(merged_hosts),
         connection_ids=tuple(sorted({i for n in names for i in reports[n].connection_ids})),
-        coverage=tuple(sorted(merged_coverage, key=lambda c: c.coverage.line)),
+        coverage=tuple(merged_coverage),
         targets_ids=tuple(sorted({i for n in names for i in reports[n].targets_ids})),
     )
 
@@ -488,7 +583,3 @@ def _host_block(
     if any(r.blocked_by == HOST_TIER for r in conn.records):
         return blocked.get((vantage, conn.ct.id))
     return None
-
-
-def _worst(report: RunReport) -> Verdict:
-    return max((c.worst for c in report.connections), key=rank, default=Verdict.SKIP)

@@ -18,7 +18,7 @@ import platform
 import secrets
 import time
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -223,20 +223,73 @@ class ConnectionReport:
         views = sorted(self.vantages.values(), key=lambda v: (-rank(v.worst), v.vantage))
         return " · ".join(f"{v.worst} from {v.vantage}" for v in views)
 
-    def vantage_finding(self) -> str:
+    def not_probed_from(self, names: Iterable[str]) -> list[str]:
+        """Of the merge's vantage points ``names``, those that did not probe this
+        connection type at all (deselected there, or another shard plan), sorted."""
+        return sorted(set(names) - set(self.vantages)) if self.vantages else []
+
+    def vantage_finding(self, names: Iterable[str] = ()) -> str:
         """The conclusion the vantages allow: a connection type that fails (CRIT, ERROR)
         from some vantage points and not from others has a problem on the network path,
-        not on the server ("" when they agree, or with fewer than two vantages)."""
-        if len(self.vantages) < 2:
+        not on the server ("" when they agree, or with fewer than two vantages).
+
+        A vantage counts as "not failing" only when it ran every check that failed from
+        the others (OK or WARN, not SKIP or absent): one that never tried to log in says
+        nothing about a failed login, so the finding then names what it did not run. A
+        vantage whose host check blocked the connection type did not reach the server, so
+        it counts as failing. ``names``: every vantage of the merge, to name those that
+        did not probe this connection type at all ("not probed from apac")."""
+        parts = []
+        missing = self.not_probed_from(names)
+        if missing:
+            parts.append(f"not probed from {', '.join(missing)}")
+        if len(self.vantages) >= 2:
+            found = self._compare(fails, "fails only from {}: network path, not the server")
+            if not found:
+                found = self._compare(
+                    lambda v: v == Verdict.WARN, "WARN only from {}", fine=(Verdict.OK,)
+                )
+            if found:
+                parts.append(found)
+        return "; ".join(parts)
+
+    def _compare(
+        self,
+        bad: Callable[[Verdict], bool],
+        finding: str,
+        fine: tuple[Verdict, ...] = (Verdict.OK, Verdict.WARN),
+    ) -> str:
+        """``finding`` naming the vantages whose worst is ``bad`` when another vantage
+        ran every check that was ``bad`` there and found it ``fine``; else which vantage
+        did not run which of them (no comparison); "" when none is ``bad`` or none is
+        ``fine``."""
+        views = sorted(self.vantages.items())
+        failing = [n for n, v in views if bad(v.worst)]
+        if not failing:
             return ""
-        failing = sorted(n for n, v in self.vantages.items() if fails(v.worst))
-        fine = [n for n, v in self.vantages.items() if v.worst in (Verdict.OK, Verdict.WARN)]
-        if failing and fine:
-            return f"fails only from {', '.join(failing)}: network path, not the server"
-        warn = sorted(n for n, v in self.vantages.items() if v.worst == Verdict.WARN)
-        if warn and any(v.worst == Verdict.OK for v in self.vantages.values()):
-            return f"WARN only from {', '.join(warn)}"
+        checks = {r.check for n in failing for r in self.vantages[n].records if bad(r.verdict)}
+        agree, untried = [], []
+        for name, view in views:
+            if name in failing or view.worst not in fine:
+                continue
+            ran = {r.check for r in view.records if r.verdict in fine}
+            if checks <= ran:
+                agree.append(name)
+            else:
+                untried.append(f"{name} did not run {_listed(sorted(checks - ran))}")
+        if agree:
+            return finding.format(", ".join(failing))
+        if untried:
+            what = finding.split(" only from", 1)[0]
+            return f"{what} from {', '.join(failing)}, not compared: {'; '.join(untried)}"
         return ""
+
+
+def _listed(items: Sequence[str], limit: int = 3) -> str:
+    """``a, b, c`` or ``a, b, c and 4 more``: a finding names a few checks, not all."""
+    if len(items) <= limit:
+        return ", ".join(items)
+    return ", ".join(items[:limit]) + f" and {len(items) - limit} more"
 
 
 @dataclass(frozen=True)
@@ -318,6 +371,11 @@ class RunReport:
     def history_note(self) -> str:
         """The history's run-level WARN or new-baseline sentence, or ""."""
         return self.history.note
+
+    @property
+    def vantage_names(self) -> tuple[str, ...]:
+        """The vantage points a merge of several joined, sorted (empty for a run)."""
+        return tuple(sorted({n for c in self.connections for n in c.vantages}))
 
     @property
     def records(self) -> tuple[CheckRecord, ...]:

@@ -45,27 +45,32 @@ _PAGE_STYLE: Final = (
 
 
 def vantages_html(report: RunReport) -> str:
-    """ "Seen from": every connection type whose vantage points disagree, with each
-    vantage's verdict and the finding ("fails only from eu-west: network path, not the
-    server"), then the rest in one line ("" unless merged from several vantages)."""
-    names = sorted({n for c in report.connections for n in c.vantages})
+    """ "Seen from": every connection type whose vantage points disagree, or that some of
+    them did not probe ("–", "not probed from apac"), with each vantage's verdict and the
+    finding ("fails only from eu-west: network path, not the server"), then how many
+    looked the same from all of them ("" unless merged from several vantages)."""
+    names = report.vantage_names
     if len(names) < 2:
         return ""
     head = "".join(f"<th>{esc(n)}</th>" for n in names)
     rows = []
-    agree = 0
+    agree = partial = 0
     for conn in report.by_severity():
         views = conn.vantages
-        if len({v.worst for v in views.values()}) <= 1:
+        missing = conn.not_probed_from(names)
+        if missing:
+            partial += 1  # seen from fewer than all: not "the same from all of them"
+        elif len({v.worst for v in views.values()}) <= 1:
             agree += 1
             continue
         cells = "".join(
             f"<td>{badge(views[n].worst, hint=False)}</td>" if n in views else "<td>–</td>"
             for n in names
         )
+        finding = conn.vantage_finding(names) or conn.seen_from()
         rows.append(
             f'<tr data-connection="{esc(conn.ct.id)}"><th scope="row">{esc(conn.ct.id)}</th>'
-            f"{cells}<td>{esc(conn.vantage_finding() or conn.seen_from())}</td></tr>"
+            f"{cells}<td>{esc(finding)}</td></tr>"
         )
     table = (
         '<div class="p3m-scroll"><table class="p3m-checks" id="pop3mon-vantage-table">'
@@ -75,11 +80,16 @@ def vantages_html(report: RunReport) -> str:
         else ""
     )
     plural = "s" if agree != 1 else ""
+    gap = (
+        f" {partial} connection type{'s' if partial != 1 else ''} not probed from all of them (–)."
+        if partial
+        else ""
+    )
     return (
         '<section class="p3m" id="pop3mon-vantages"><h3>Seen from</h3>'
         f'<p class="p3m-facts">Merged from {len(names)} vantage points ({esc(", ".join(names))})'
         "; each connection type's verdict is the worst any of them saw. "
-        f"{agree} connection type{plural} looked the same from all of them.</p>"
+        f"{agree} connection type{plural} looked the same from all of them.{gap}</p>"
         f"{table}</section>"
     )
 

@@ -35,6 +35,7 @@ __all__ = [
     "host_lines",
     "summary_lines",
     "summary_text",
+    "wrap",
     "write_summary",
 ]
 
@@ -164,6 +165,12 @@ def _wrap(text: str, width: int) -> list[str]:
         break_long_words=False,
         replace_whitespace=False,
     ) or [text]
+
+
+def wrap(text: str, width: int) -> list[str]:
+    """``text`` as the summary wraps it (:func:`_wrap`): for lines printed beside it
+    (``pop3mon merge``'s per-connection vantage lines)."""
+    return _wrap(text, width)
 
 
 def terminal_width(tr: pytest.TerminalReporter) -> int:
@@ -314,37 +321,64 @@ def _short_message(
 def history_lines(report: RunReport, limit: int | None = None) -> list[tuple[str, str]]:
     """The history's lines as ``(colour, text)``: the WARN or new-baseline note, then new,
     recovered, still failing (N runs, since when) and flapping connection types; each
-    list capped at ``limit`` entries with "and N more" (``None``: all)."""
+    list capped at ``limit`` entries with "and N more" (``None``: all).
+
+    A merge of several vantage points has a history per vantage: its note names each
+    vantage's ("aaa: new baseline ..."), and the WARN or new baseline of one vantage
+    does not hide what the others' histories say. Its new and recovered checks come from
+    the changes (each vantage's, naming it: bbb's recovery is told next to aaa's new
+    CRIT of the same check), its still-failing ones from the states shown (naming their
+    vantage)."""
     hist = report.history
     out: list[tuple[str, str]] = [("yellow", f"notify: WARN {w}") for w in report.notify_warnings]
-    if hist.status == "warn":
-        return [*out, ("yellow", f"history: WARN {hist.note}")]
     if hist.status == "off":
         return out
-    if hist.status == "new":
-        return [*out, ("", f"history: {hist.note}")]
+    if hist.status == "warn":
+        out.append(("yellow", f"history: WARN {hist.note}"))
+    elif hist.status == "new":
+        out.append(("", f"history: {hist.note}"))
+    # A first run (a new baseline) has no last run to compare with: its states are all
+    # new and tell nothing yet; in a run that was not recorded there are none.
+    baseline = hist.status != "ok"
     states = hist.states
+    ids = {c.ct.id for c in report.connections}
     order = [(c.ct.id, r.check) for c in report.connections for r in c.records]
     shown = [states[k] for k in order if k in states]
-    new = [s for s in shown if s.new and s.verdict in HISTORY_BAD]
+    merged = any(c.vantage is not None for c in hist.changes) or any(
+        s.vantage is not None for s in shown
+    )
+    if merged:
+        told = [c for c in hist.changes if c.ct in ids and not (baseline and c.before is None)]
+        new = [
+            f"{c.ct} {c.check} ({c.after} from {c.vantage})"
+            for c in told
+            if c.kind in ("new", "worse", "better", "drift")
+        ]
+        back = [f"{c.ct} {c.check} (from {c.vantage})" for c in told if c.kind == "recovered"]
+    else:
+        new = [
+            f"{s.ct} {s.check} ({s.verdict})"
+            for s in shown
+            if s.new and s.verdict in HISTORY_BAD and not (baseline and s.previous is None)
+        ]
+        back = [
+            f"{s.ct} {s.check}"
+            for s in shown
+            if s.new and s.verdict == Verdict.OK and s.previous in HISTORY_BAD
+        ]
     if new:
-        items = [f"{s.ct} {s.check} ({s.verdict})" for s in new]
-        out.append(("red", "new since last run: " + _more(items, limit)))
-    recovered = [
-        s for s in shown if s.new and s.verdict == Verdict.OK and s.previous in HISTORY_BAD
-    ]
-    if recovered:
-        out.append(
-            ("green", "recovered: " + _more([f"{s.ct} {s.check}" for s in recovered], limit))
-        )
+        out.append(("red", "new since last run: " + _more(new, limit)))
+    if back:
+        out.append(("green", "recovered: " + _more(back, limit)))
     still = [s for s in shown if not s.new and s.verdict in HISTORY_BAD]
     for s in still if limit is None else still[:limit]:
         soft = " soft" if s.hardness == "soft" else ""
+        where = f", from {s.vantage}" if s.vantage is not None else ""
         out.append(
             (
                 "red" if s.verdict != Verdict.WARN else "yellow",
                 f"still failing: {s.ct} {s.check} ({s.verdict}{soft}, {s.runs} runs, "
-                f"since {iso(s.since)})",
+                f"since {iso(s.since)}{where})",
             )
         )
     if limit is not None and len(still) > limit:
