@@ -252,6 +252,7 @@ def test_vantages_sharing_one_history_do_not_overwrite_each_other(lab: Lab, tmp_
         assert "history: WARN" in stdout and "holds the runs of vantage aaa" in stdout
         drift = check(document, "healthy-tls", "credentials_changed")
         assert drift["verdict"] == "SKIP", drift
+        assert "holds the runs of vantage aaa" in drift["reason"], drift  # not "unreadable"
     assert outs[2][2]["history"]["status"] == "ok"
     assert check(outs[2][2], "healthy-tls", "login")["state"]["runs"] == 2
 

@@ -72,7 +72,7 @@ from .history.store import HistoryError, HistoryStore
 from .lean import CheckRunner, LeanChecks
 from .probestore import ProbeStore
 from .report.history import history_for, history_path
-from .report.keys import HISTORY_KEY, IDENTITY_KEY, STORE_KEY
+from .report.keys import HISTORY_KEY, HISTORY_REFUSED_KEY, IDENTITY_KEY, STORE_KEY
 from .report.metrics import mark_config_invalid
 from .report.paths import reports_dir, reports_enabled
 from .report.recorder import CHECK_FIXTURES, CHECK_KEYWORD, verdict_properties
@@ -355,6 +355,9 @@ class RunState:
         path = history_path(self.config, reports_dir(self.config), reports_enabled(self.config))
         if path is None:
             return "no baseline: the history is off (--no-history, or no reports directory)"
+        refused = self.config.stash.get(HISTORY_REFUSED_KEY, "")
+        if refused:
+            return f"no baseline: {refused}"
         if self.config.stash.get(HISTORY_KEY, None) is None and path.exists():
             return f"no baseline: the history {path} could not be read (locked, corrupt or newer)"
         return ""

@@ -27,7 +27,7 @@ from ..engine.defaults import DEFAULTS
 from ..engine.result import ProbeResult
 from ..history.record import OFF, HistoryOutcome, foreign_vantage, record_run
 from ..history.store import CheckRow, CtRow, HistoryStore, RunRow, open_history_readonly
-from .keys import HISTORY_KEY, IDENTITY_KEY, STORE_KEY
+from .keys import HISTORY_KEY, HISTORY_REFUSED_KEY, IDENTITY_KEY, STORE_KEY
 from .model import RunInfo, RunReport, new_run_id, scrub
 from .recorder import NOT_RUN, one_per_check
 
@@ -83,11 +83,16 @@ def history_for(config: pytest.Config) -> HistoryStore | None:
     store = open_history_readonly(path)
     identity = config.stash.get(IDENTITY_KEY, None)
     vantage = identity.vantage if identity is not None else None
-    if store is not None and foreign_vantage(store, vantage) is not None:
+    theirs = foreign_vantage(store, vantage) if store is not None else None
+    if store is not None and theirs is not None:
         # Another vantage's states and drift baselines say nothing about this one's path
         # (record() refuses to record into it, with the WARN naming both).
         store.close()
         store = None
+        config.stash[HISTORY_REFUSED_KEY] = (
+            f"the history {path} holds the runs of vantage {theirs} (give each vantage "
+            "point its own --history)"
+        )
     config.stash[HISTORY_KEY] = store
     if store is not None:
         config.add_cleanup(store.close)

@@ -14,7 +14,14 @@ from ..config.shard import RunIdentity
 from ..history.store import HistoryStore
 from ..probestore import ProbeStore
 
-__all__ = ["HISTORY_KEY", "IDENTITY_KEY", "PAGES_KEY", "STORE_KEY", "PagesWriter"]
+__all__ = [
+    "HISTORY_KEY",
+    "HISTORY_REFUSED_KEY",
+    "IDENTITY_KEY",
+    "PAGES_KEY",
+    "STORE_KEY",
+    "PagesWriter",
+]
 
 #: Where the monitoring glue puts the run's probe store (absent when the targets file
 #: failed to load or no targets are configured).
@@ -25,6 +32,9 @@ STORE_KEY = pytest.StashKey[ProbeStore]()
 #: :func:`pop3mon.report.history.history_for`, which the drift checks and the failure
 #: messages call. Only the controller writes the history, at session end.
 HISTORY_KEY = pytest.StashKey[HistoryStore | None]()
+#: Why the history file was not opened although it exists and could be read (another
+#: vantage's runs): the drift checks say so rather than "could not be read".
+HISTORY_REFUSED_KEY = pytest.StashKey[str]()
 
 #: The run's identity (run id, shard, vantage: :mod:`pop3mon.config.shard`), put there by
 #: the monitoring glue next to the store; absent when the store is.
