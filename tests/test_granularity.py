@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,8 @@ import pytest
 from test_metrics import PW_ENV, SENTINEL, WRONG_ENV, Run, run_suite, samples_of, write_targets
 
 from pop3mon_lab.dovecot import DovecotLab, free_port
+
+REPO = Path(__file__).resolve().parent.parent
 
 #: Values that are timings or change from one probe to the next.
 _VOLATILE_PROPS = ("phase_", "figure", "cert_days_left")
@@ -369,3 +373,20 @@ def test_a_check_that_raises_breaks_only_itself_in_either_granularity(
     assert _checks(coarse) == _checks(fine)
     assert _junit(coarse) == _junit(fine)
     assert "RuntimeError: stat rule broke" in (coarse.reports / "junit.xml").read_text("utf-8")
+    # Merged from results.json alone, the broken check is still a JUnit <failure> (it broke
+    # in its body), not an <error>.
+    merged = tmp_path / "merged"
+    subprocess.run(
+        [sys.executable, "-m", "pop3mon.cli", "merge", f"--out={merged}", str(fine.reports)],
+        env={**os.environ, "PYTHONPATH": str(REPO / "plugins")},
+        capture_output=True,
+        check=True,
+    )
+    case = _case(merged / "junit.xml", "test_stat[tls]")
+    assert [e.tag for e in case if e.tag in ("failure", "error")] == ["failure"]
+
+
+def _case(junit: Path, name: str) -> ET.Element:
+    found = [c for c in ET.parse(junit).getroot().iter("testcase") if c.get("name") == name]
+    assert len(found) == 1, name
+    return found[0]

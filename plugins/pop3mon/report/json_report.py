@@ -23,6 +23,7 @@ Schema ``pop3mon/results/v1`` (keys are sorted, so diffs between runs stay small
          "checks": [{"tier", "check", "verdict", "reason", "figure", "unit",
                      "outcome", "nodeid", "duration_seconds",   # outcome "not run":
                      "blocked_by",       # the check whose failure made it a SKIP, or null
+                     "broke_in",         # only a check whose test broke: setup|call|teardown
                                                                  # the run ended first
                      "state": {"verdict", "hardness",            # "soft" | "hard"
                                "since", "since_epoch",           # start of the streak
@@ -165,7 +166,7 @@ def _change(change: Change) -> dict[str, Any]:
 
 
 def _check(rec: CheckRecord, state: CheckState | None = None) -> dict[str, Any]:
-    return _Clean(
+    entry = _Clean(
         state=_state(state),
         tier=_text(rec.tier),
         check=_text(rec.check),
@@ -178,6 +179,11 @@ def _check(rec: CheckRecord, state: CheckState | None = None) -> dict[str, Any]:
         duration_seconds=round(rec.duration, 6),
         blocked_by=_text(rec.blocked_by) if rec.blocked_by else None,
     )
+    if rec.broke_in:
+        # Only a check whose test broke (ERROR) has it: junit.xml shows one that broke in
+        # its body as a <failure>, in set-up or teardown as an <error>; a merge must too.
+        entry["broke_in"] = _text(rec.broke_in)
+    return entry
 
 
 def _connection(conn: ConnectionReport, report: RunReport) -> dict[str, Any]:

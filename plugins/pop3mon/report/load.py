@@ -409,9 +409,17 @@ def _record(data: Any, ct: str, server: str, where: str) -> CheckRecord:
         unit=_string(data.get("unit", ""), f"{where}.unit"),
         duration=_number(data.get("duration_seconds", 0.0), f"{where}.duration_seconds"),
         blocked_by=_string(data.get("blocked_by") or "", f"{where}.blocked_by"),
+        broke_in=_phase(data.get("broke_in", ""), f"{where}.broke_in"),
     )
     # Every field checked as it was read: no _valid() (the hottest path of a large file).
     return rec
+
+
+def _phase(value: Any, where: str) -> str:
+    """The phase a check's test broke in (``broke_in``): one pytest has, or "" for none."""
+    if value not in ("", "setup", "call", "teardown"):
+        raise ValueError(f"{where} is {_shown(value)}, not setup, call or teardown")
+    return str(value)
 
 
 def _windows(data: Any, where: str) -> dict[str, float | None]:
