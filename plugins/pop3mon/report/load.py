@@ -225,7 +225,7 @@ _EPOCHS: Final = frozenset({"started_at", "since"})
 _Check = Callable[[Any, str], None]
 #: Per dataclass met by :func:`_valid`, its fields' checks (worked out once per type: a
 #: large run's file holds hundreds of thousands of values).
-_FIELD_CHECKS: dict[type, tuple[tuple[str, _Check], ...]] = {}
+_FIELD_CHECKS: dict[type, tuple[tuple[str, _Check, frozenset[type]], ...]] = {}
 
 
 def _valid(obj: Any, where: str) -> None:
@@ -239,11 +239,41 @@ def _valid(obj: Any, where: str) -> None:
     if checks is None:
         hints = typing.get_type_hints(kind)
         checks = _FIELD_CHECKS[kind] = tuple(
-            (f.name, _epoch_check if f.name in _EPOCHS else _checker(hints[f.name]))
+            (f.name, _epoch_check, frozenset())
+            if f.name in _EPOCHS
+            else (f.name, _checker(hints[f.name]), _fast(hints[f.name]))
             for f in dataclasses.fields(kind)
         )
-    for name, check in checks:
-        check(getattr(obj, name), f"{where}.{name}")
+    for name, check, fast in checks:
+        value = getattr(obj, name)
+        # Most values are a string, None or a number in range: taken here without a call
+        # or the field's name worked out (a 1,000-connection-type file: ~200,000 values).
+        fits = type(value) in fast
+        if fits and (type(value) not in _NUMBERS or -_MAX_NUMBER <= value <= _MAX_NUMBER):
+            continue
+        check(value, f"{where}.{name}")
+
+
+#: The types :func:`_fast` accepts only within the range :func:`_number` allows.
+_NUMBERS: Final = frozenset({int, float})
+
+
+@functools.cache
+def _fast(hint: Any) -> frozenset[type]:
+    """The types a value of ``hint`` may have to be valid without its check (numbers:
+    when within ±:data:`_MAX_NUMBER`, NaN never): a shortcut of :func:`_checker`'s check,
+    never wider."""
+    if hint in (str, bool, type(None)):
+        return frozenset({hint})
+    if hint is float:
+        return _NUMBERS  # as _number: an int is a number, a bool is not
+    if hint is int:
+        return frozenset({int})
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return frozenset({hint})
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        return frozenset().union(*map(_fast, typing.get_args(hint)))
+    return frozenset()
 
 
 def _epoch_check(value: Any, where: str) -> None:
