@@ -28,6 +28,7 @@ _T0 = time.perf_counter()
 _C0 = time.process_time()
 _marks: dict[str, tuple[float, float]] = {}
 _probe: dict[str, float] = {}
+_loop: dict[str, float] = {}
 _role = {"name": "controller"}
 
 
@@ -48,6 +49,7 @@ def _dump() -> None:
         "pid": os.getpid(),
         "marks": {k: {"wall": round(w, 4), "cpu": round(c, 4)} for k, (w, c) in _marks.items()},
         "probe_batch": {k: round(v, 4) for k, v in _probe.items()},
+        "loop": {k: round(v, 4) for k, v in _loop.items()},
         "utime": usage.ru_utime,
         "stime": usage.ru_stime,
         "maxrss_kb": usage.ru_maxrss,
@@ -92,11 +94,15 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, Any, Any]:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtestloop(session: pytest.Session) -> Generator[None, Any, Any]:
-    """End of the test loop (on the xdist controller: when every worker is done)."""
+    """End of the test loop (on the xdist controller: when every worker is done), and
+    the CPU the main thread spent in it: the rest of the loop it waited for probe results
+    (the batch's threads' CPU is in the process's, not here)."""
+    c0 = time.thread_time()
     try:
         return (yield)
     finally:
         _mark("loop_done")
+        _loop["main_thread_cpu"] = time.thread_time() - c0
 
 
 @pytest.hookimpl(wrapper=True)
