@@ -11,6 +11,7 @@ Each vantage keeps its own ``--history``, except where the test is about sharing
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,6 +164,27 @@ def test_a_new_baseline_hides_no_other_vantage(rounds: dict[str, Path], tmp_path
     assert "history: ccc: new baseline" in proc.stdout
     assert "new since last run: healthy-tls login (CRIT from aaa)" in proc.stdout
     assert doc(out)["history"]["note"].startswith("ccc: new baseline")
+
+
+def test_a_check_new_in_an_older_history_is_news_beside_a_new_baseline(
+    lab: Lab, rounds: dict[str, Path], tmp_path: Path
+) -> None:
+    """eee's history has an earlier run (of healthy-tls only): closed-tls failing in its
+    second run is news, from nothing before (a change with no "before"), and ccc's new
+    baseline in the same merge does not hide it (neither in the output nor in the page)."""
+    history = f"--history={tmp_path / 'eee.sqlite'}"
+    run(lab, tmp_path / "eee1", "eee", history, "-k", "healthy")
+    run(lab, tmp_path / "eee2", "eee", history)
+    alone = merge(f"--out={tmp_path / 'alone'}", tmp_path / "eee2")
+    assert "closed-tls tcp (CRIT)" in alone.stdout, alone.stdout  # as eee's run says it
+    out = tmp_path / "merged"
+    proc = merge(f"--out={out}", tmp_path / "eee2", rounds["ccc3"])
+    assert proc.returncode == 0, proc.stderr
+    assert "history: ccc: new baseline" in proc.stdout
+    assert "closed-tls tcp (CRIT from eee)" in proc.stdout, proc.stdout
+    page = (out / "report.html").read_text("utf-8")
+    assert "first run with history from ccc" in page
+    assert re.search(r"\d+ new[^<]* since the last run", page), "eee's news is on the page"
 
 
 @pytest.fixture(scope="module")

@@ -55,6 +55,10 @@ class HistoryOutcome:
     flapping: Mapping[str, bool] = field(default_factory=dict)
     #: per connection type its last runs, oldest first: (start, total seconds, worst)
     series: Mapping[str, tuple[tuple[float, float | None, str], ...]] = field(default_factory=dict)
+    #: In a merge of several vantage points: the vantages whose history this run was a new
+    #: baseline of. Their changes from nothing (``before`` None) tell nothing; the other
+    #: vantages' do (a check new in a history that has earlier runs).
+    baselines: frozenset[str] = frozenset()
 
     @property
     def ok(self) -> bool:

@@ -294,7 +294,11 @@ def _problems(conn: ConnectionReport) -> str:
 
 def _news(report: RunReport) -> str:
     """What changed since the last run, counted: "2 new · 1 recovered · 3 drift"."""
-    kinds = [c.kind for c in report.changes]
+    hist = report.history
+    # In a merge, a vantage's first run (a new baseline) hides none of the others' news.
+    kinds = [
+        c.kind for c in report.changes if not (c.before is None and c.vantage in hist.baselines)
+    ]
     parts = [
         f"{n} {label}"
         for label, n in (
@@ -304,9 +308,13 @@ def _news(report: RunReport) -> str:
         )
         if n
     ]
-    if report.history.status == "new":
+    news = " · ".join(parts) + " since the last run" if parts else ""
+    if hist.baselines:
+        first = f"first run with history from {', '.join(sorted(hist.baselines))}"
+        return f"{news}; {first}" if news else first
+    if hist.status == "new":
         return "first run with history: this run is the baseline"
-    return " · ".join(parts) + " since the last run" if parts else ""
+    return news
 
 
 def _banner(report: RunReport) -> str:

@@ -401,6 +401,7 @@ def _vantage_history(
         availability,
         flapping,
         series,
+        frozenset(n for n, h in hists.items() if h.status == "new"),
     )
 
 

@@ -348,7 +348,13 @@ def history_lines(report: RunReport, limit: int | None = None) -> list[tuple[str
         s.vantage is not None for s in shown
     )
     if merged:
-        told = [c for c in hist.changes if c.ct in ids and not (baseline and c.before is None)]
+        # A change from nothing tells nothing in the history of a vantage whose first run
+        # this was, and is news in the others' (whatever the merged status).
+        told = [
+            c
+            for c in hist.changes
+            if c.ct in ids and not (c.before is None and c.vantage in hist.baselines)
+        ]
         new = [
             f"{c.ct} {c.check} ({c.after} from {c.vantage})"
             for c in told
