@@ -288,3 +288,20 @@ def test_shards_of_one_vantage_still_share_a_history(lab: Lab, tmp_path: Path) -
             document = doc(reports)
             assert document["connections"], f"shard {k}/2 has no connection type"
             assert document["history"]["status"] == ("new" if (i, k) == (1, 1) else "ok")
+
+
+def test_a_merge_with_a_run_without_vantage_reads_back(lab: Lab, tmp_path: Path) -> None:
+    """A run without --vantage beside bbb's is "(none)" in the merge's results.json; that
+    file reads back: merging the folder again skips --out's earlier merge, and given by
+    name it is refused as a merge of several vantages, not as a malformed file."""
+    pytest_run(lab.targets, tmp_path / "runs" / "plain", "--no-history", env=lab.good)
+    run(lab, tmp_path / "runs" / "bbb", "bbb", "--no-history")
+    out = tmp_path / "runs" / "merged"
+    first = merge(f"--out={out}", tmp_path / "runs" / "plain", tmp_path / "runs" / "bbb")
+    assert first.returncode == 0, first.stderr
+    assert "(none)" in doc(out)["connections"][0]["vantages"]
+    again = merge(f"--out={out}", tmp_path / "runs")
+    assert again.returncode == 0, again.stderr
+    named = merge(f"--out={tmp_path / 'other'}", out / "results.json", tmp_path / "runs" / "bbb")
+    assert named.returncode == 2
+    assert "malformed" not in named.stderr and "is already a merge" in named.stderr, named.stderr

@@ -43,6 +43,7 @@ from ..probestore import discovery_from_dict
 from ..verdict import Verdict
 from .json_report import SCHEMA
 from .model import (
+    NO_VANTAGE,
     ConnectionReport,
     CoverageReport,
     HostReport,
@@ -492,6 +493,8 @@ def _whose(value: Any, what: str) -> str | None:
     ``--vantage`` takes it: never raw control characters for the terminal."""
     if value is None:
         return None
+    if value == NO_VANTAGE:
+        return NO_VANTAGE
     if not isinstance(value, str) or not is_vantage(value):
         raise ValueError(f"the vantage of {what} {ascii(value)[:80]} is not a vantage name")
     return value
@@ -576,7 +579,10 @@ def _vantage(value: Any, where: str = "run.vantage") -> str | None:
 
 
 def _vantage_name(value: Any, where: str) -> str:
-    """A vantage's name in a merge of several (the keys of ``vantages``)."""
+    """A vantage's name in a merge of several (the keys of ``vantages``; a run made
+    without ``--vantage`` is :data:`~.model.NO_VANTAGE` there)."""
+    if value == NO_VANTAGE:
+        return NO_VANTAGE
     name = _vantage(value, where)
     if name is None:
         raise ValueError(f"{where} has a vantage without a name")

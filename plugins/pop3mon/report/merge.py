@@ -46,6 +46,7 @@ from ..history.record import HistoryOutcome
 from ..verdict import Verdict, rank
 from .load import LoadedRun
 from .model import (
+    NO_VANTAGE,
     ConnectionReport,
     CoverageReport,
     HostReport,
@@ -57,8 +58,6 @@ from .recorder import CheckRecord
 
 __all__ = ["MergeProblems", "Merged", "join_shards", "join_vantages", "merge_runs"]
 
-#: How a vantage without a name is called in messages and the per-vantage breakdown.
-NO_VANTAGE: Final = "(none)"
 #: Worst first: the history status a merge reports when its inputs differ.
 _HISTORY_ORDER: Final = ("warn", "new", "ok", "off")
 

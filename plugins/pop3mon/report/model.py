@@ -38,6 +38,7 @@ from ..verdict import Verdict, count, fails, rank, worst
 from .recorder import NOT_RUN, CheckRecord, Recorder, verdicts
 
 __all__ = [
+    "NO_VANTAGE",
     "ConnectionReport",
     "CoverageReport",
     "HostReport",
@@ -49,6 +50,10 @@ __all__ = [
     "pop3mon_version",
     "scrub",
 ]
+
+#: How a merge of several vantage points calls a run made without ``--vantage`` (in its
+#: messages, its per-vantage breakdown and its results.json): no name ``--vantage`` takes.
+NO_VANTAGE: Final = "(none)"
 
 _CHECK_ORDER: Final[Mapping[str, int]] = {c.name: i for i, c in enumerate(CHECKS)}
 
