@@ -17,10 +17,15 @@ POP3MON_CALLER_DIR="$PWD"
 
 # pop3mon_from_caller PATH : PATH made absolute against the directory the script was started
 # from, so that ci/run-monitor --reports=shards/1 means ./shards/1 to the user's shell even
-# though the script runs pytest in the checkout; an absolute or empty PATH as it is.
+# though the script runs pytest in the checkout; an absolute or empty PATH as it is. A
+# PATH from the home directory (~/x, which --opt=~/x and an env file leave unexpanded) is
+# the home directory's, as pop3mon and pytest take it; ~user/x is left to them.
 pop3mon_from_caller() {
+    # shellcheck disable=SC2088  # a literal ~ is what these patterns look for
     case "$1" in
-    /* | '') printf '%s\n' "$1" ;;
+    '~') printf '%s\n' "$HOME" ;;
+    '~/'*) printf '%s\n' "$HOME/${1#'~/'}" ;;
+    /* | '~'* | '') printf '%s\n' "$1" ;;
     *) printf '%s\n' "$POP3MON_CALLER_DIR/$1" ;;
     esac
 }

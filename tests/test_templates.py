@@ -1196,3 +1196,15 @@ def test_readme_sharded_commands_from_another_directory(
     assert extra.returncode in (0, 1), extra.stdout[-3000:] + extra.stderr
     assert (here / "one" / "results.json").is_file() and (here / "j.xml").is_file()
     assert (here / "h.sqlite").is_file() and not (repo / "h.sqlite").exists()
+    # A path from the home directory (`--opt=~/x`, which the shell leaves alone) is the
+    # home directory's, as pop3mon and pytest take it, not one under the caller's.
+    home = tmp_path / "home"
+    home.mkdir()
+    tilde = _bash(
+        f"{repo}/ci/run-monitor --shard=1/{n} '--reports=~/r' '--history=~/h.sqlite'",
+        here,
+        HOME=str(home),
+    )
+    assert tilde.returncode in (0, 1), tilde.stdout[-3000:] + tilde.stderr
+    assert (home / "r" / "results.json").is_file() and (home / "h.sqlite").is_file()
+    assert not (here / "~").exists()
