@@ -634,6 +634,17 @@ def test_shard_whose_selection_matches_nothing_writes_its_reports(
     assert none.returncode == pytest.ExitCode.NO_TESTS_COLLECTED, none.stdout[-3000:]
     assert "no check was selected" in none.stdout
     assert (tmp_path / "whole" / "results.json").read_bytes() == before
+    # Sharded, that selection passes in every shard (none can know the others selected
+    # nothing either); their merge says so, and with --exit-status fails as the unsharded
+    # run does under ci/run-monitor (2), not green.
+    nothing = tmp_path / "nothing"
+    for k in (1, 2, 3):
+        proc = _run(path, nothing / str(k), f"--shard={k}/3", "--run-id=none", "-k", "no_such")
+        assert proc.returncode == 0, proc.stdout[-3000:]
+    told = _merge(tmp_path / "nothing-merged", nothing)
+    assert told.returncode == 0 and "no input selected any check" in told.stderr, told.stderr
+    failed = _merge(tmp_path / "nothing-merged", nothing, "--exit-status")
+    assert failed.returncode == 2, failed.stdout[-2000:] + failed.stderr
 
 
 def test_own_tests_are_not_in_a_merge(dovecot: DovecotLab, tmp_path: Path) -> None:

@@ -365,6 +365,15 @@ def _merge(args: argparse.Namespace) -> int:
     for line, _ in summary_text(report, verbose=False, width=width):
         print(line)
     print("wrote " + ", ".join(str(path) for _, path in written))
+    if not any(counts.values()):
+        # Every shard's -k/-m matched nothing in its part (each a successful run that
+        # could not know): unsharded, that run selects nothing and ci/run-monitor exits 2.
+        print(
+            f"{PROG} merge: no input selected any check (-k/-m matched nothing in every "
+            f"shard){': exit 2' if args.exit_status else ''}",
+            file=sys.stderr,
+        )
+        return 2 if args.exit_status else 0
     if not args.exit_status:
         return 0
     failing = sorted({v for v, n in counts.items() if n and fails(v, strict)}, key=rank)
