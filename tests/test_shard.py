@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -647,28 +648,46 @@ def test_shard_whose_selection_matches_nothing_writes_its_reports(
     assert failed.returncode == 2, failed.stdout[-2000:] + failed.stderr
 
 
-def test_own_tests_are_not_in_a_merge(dovecot: DovecotLab, tmp_path: Path) -> None:
-    """What README "What a merged report does not have" says of a project's own tests run
-    beside the tier tests: every shard runs them and its reports and exit status show
-    them, but results.json does not carry them, so the merged reports leave them out and
-    ``merge --exit-status`` does not fail on them. (When a merge carries them, this test
-    fails: change the README with it.)"""
+def test_own_tests_are_in_a_merge_once_with_their_worst_outcome(
+    dovecot: DovecotLab, tmp_path: Path
+) -> None:
+    """A project's own tests run beside the tier tests: every shard runs them, its
+    results.json carries them (``others``), and the merged junit.xml, report.html and
+    results.json list each once, with the worst outcome a shard saw; ``merge
+    --exit-status`` fails on a failing one as the shards' runs did."""
     path = _lab_fleet(tmp_path / "targets.yaml", dovecot)
     mine = tmp_path / "own" / "test_mine.py"
     mine.parent.mkdir()
-    mine.write_text("def test_mine():\n    assert False, 'my own check failed'\n", "utf-8")
+    mine.write_text(
+        "import os\n\n\ndef test_mine():\n"
+        "    assert os.environ.get('MINE_OK'), 'my own check failed'\n\n\n"
+        "def test_fine():\n    pass\n",
+        "utf-8",
+    )
     shards = tmp_path / "shards"
-    for k in (1, 2):
+    for k, ok in ((1, "1"), (2, "")):  # test_mine passes in shard 1, fails in shard 2
         proc = _run(
-            path, shards / str(k), f"--shard={k}/2", "--run-id=own", "tests_targets", str(mine)
+            path,
+            shards / str(k),
+            f"--shard={k}/2",
+            "--run-id=own",
+            "tests_targets",
+            str(mine),
+            env={"MINE_OK": ok},
         )
-        assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
-        assert "test_mine" in (shards / str(k) / "junit.xml").read_text(encoding="utf-8")
-        assert "test_mine" not in (shards / str(k) / "results.json").read_text(encoding="utf-8")
+        assert proc.returncode == (0 if ok else 1), proc.stdout[-3000:] + proc.stderr[-2000:]
+        assert "test_mine" in (shards / str(k) / "results.json").read_text(encoding="utf-8")
     merged = _merge(tmp_path / "merged", shards, "--exit-status")
-    assert merged.returncode == 0, merged.stdout[-3000:] + merged.stderr[-2000:]
-    for name in ("junit.xml", "report.html", "results.json"):
-        assert "test_mine" not in (tmp_path / "merged" / name).read_text(encoding="utf-8")
+    assert merged.returncode == 1, merged.stdout[-3000:] + merged.stderr[-2000:]
+    assert "1 failed test of yours" in merged.stderr, merged.stderr
+    doc = _results(tmp_path / "merged")
+    outcomes = {o["nodeid"].rsplit("::", 1)[-1]: o["outcome"] for o in doc["others"]}
+    assert outcomes == {"test_mine": "failed", "test_fine": "passed"}, doc["others"]
+    junit = ET.parse(tmp_path / "merged" / "junit.xml").getroot()
+    cases = [c for c in junit.iter("testcase") if c.get("name") in ("test_mine", "test_fine")]
+    assert sorted(c.get("name", "") for c in cases) == ["test_fine", "test_mine"]
+    assert [c.get("name") for c in cases if c.find("failure") is not None] == ["test_mine"]
+    assert "my own check failed" in (tmp_path / "merged" / "report.html").read_text("utf-8")
 
 
 def test_gitlab_matrix_job_is_not_a_shard(dovecot: DovecotLab, tmp_path: Path) -> None:

@@ -377,8 +377,11 @@ def _merge(args: argparse.Namespace) -> int:
     if not args.exit_status:
         return 0
     failing = sorted({v for v, n in counts.items() if n and fails(v, strict)}, key=rank)
-    if failing:
-        what = " and ".join(failing)
+    # A project's own tests run beside the tier tests failed its shards' runs: so here.
+    broken = sum(1 for test in report.others if test.failed)
+    if failing or broken:
+        own = [f"{broken} failed test{'s' if broken != 1 else ''} of yours"] if broken else []
+        what = " and ".join([*failing, *own])
         print(f"{PROG} merge: exit 1: the merged report has {what}", file=sys.stderr)
         return 1
     return 0

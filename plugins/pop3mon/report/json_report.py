@@ -56,7 +56,12 @@ Schema ``pop3mon/results/v1`` (keys are sorted, so diffs between runs stay small
       "history": {"status", "path", "note"},   # status ok | new | warn | off
       "notify": {"warnings": [...]},          # notifications that failed (run-level WARN)
       "not_selected": [...],        # ids of run.connection_ids no selected test touched
-      "unattributed_checks": [...]  # checks whose connection type could not be told
+      "unattributed_checks": [...], # checks whose connection type could not be told
+      "others": [{"nodeid", "outcome",   # only when the run had tests that are not
+                  "seconds", "message",  # pop3mon checks (a project's own): outcome
+                  "text", "skip_type",   # passed | failed | error | skipped, as junit.xml
+                  "properties", "then",  # shows them
+                  "skip_then_error"}]
     }
 
 ``state``, ``availability`` and ``flapping`` are null when the run was not recorded in a
@@ -76,7 +81,7 @@ from typing import Any
 from ..history.model import Change, CheckState
 from ..secrets import REDACTOR
 from .model import ConnectionReport, CoverageReport, HostReport, RunReport, scrub
-from .recorder import CheckRecord
+from .recorder import CheckRecord, OtherTest
 
 __all__ = ["SCHEMA", "results_document", "write_json"]
 
@@ -249,7 +254,7 @@ def results_document(report: RunReport, *, connections: bool = True) -> dict[str
     ``connections`` list when ``connections`` is False (:func:`write_json` streams them)."""
     info = report.info
     counts: dict[str, int] = {str(v): n for v, n in report.counts().items()}
-    doc = {
+    doc: dict[str, Any] = {
         "schema": SCHEMA,
         "run": {
             "id": info.run_id,
@@ -288,8 +293,27 @@ def results_document(report: RunReport, *, connections: bool = True) -> dict[str
         "not_selected": list(report.not_selected),
         "unattributed_checks": [_check(r) for r in report.unattributed],
     }
+    if report.others:
+        # Only where there are any (a run of the tier tests alone keeps its bytes): a
+        # merge lists them and fails on them as the shards' own reports did.
+        doc["others"] = [_other(o) for o in report.others]
     scrubbed: dict[str, Any] = _scrubbed(doc)
     return scrubbed
+
+
+def _other(test: OtherTest) -> dict[str, Any]:
+    """A test that is not a pop3mon check, as junit.xml shows it (its fields by name)."""
+    return {
+        "nodeid": test.nodeid,
+        "outcome": test.outcome,
+        "seconds": round(test.seconds, 6),
+        "message": test.message,
+        "text": test.text,
+        "skip_type": test.skip_type,
+        "properties": [list(p) for p in test.properties],
+        "then": _other(test.then) if test.then is not None else None,
+        "skip_then_error": list(test.skip_then_error) if test.skip_then_error else None,
+    }
 
 
 def write_json(report: RunReport, path: Path) -> Path:

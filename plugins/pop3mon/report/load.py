@@ -51,7 +51,7 @@ from .model import (
     RunReport,
     VantageView,
 )
-from .recorder import CheckRecord
+from .recorder import CheckRecord, OtherTest
 
 __all__ = ["LoadError", "LoadedRun", "find_results", "load_results", "report_from_document"]
 
@@ -446,6 +446,43 @@ def _record(data: Any, ct: str, server: str, where: str) -> CheckRecord:
     return rec
 
 
+#: The outcomes a test that is not a pop3mon check has in results.json (as junit.xml).
+_OTHER_OUTCOMES: Final = ("passed", "failed", "error", "skipped")
+
+
+def _other(data: Any, where: str) -> OtherTest:
+    """A test that is not a pop3mon check (``others``), as the run wrote it."""
+    data = _obj(data, where)
+    outcome = data.get("outcome")
+    if outcome not in _OTHER_OUTCOMES:
+        raise ValueError(f"{where}.outcome is {_shown(outcome)}, not one of {_OTHER_OUTCOMES}")
+    pair = data.get("skip_then_error")
+    then = data.get("then")
+    return OtherTest(
+        nodeid=_name(data["nodeid"], f"{where}.nodeid"),
+        outcome=str(outcome),
+        seconds=_number(data.get("seconds", 0.0), f"{where}.seconds"),
+        message=_string(data.get("message", ""), f"{where}.message"),
+        text=_string(data.get("text", ""), f"{where}.text"),
+        skip_type=_string(data.get("skip_type", ""), f"{where}.skip_type"),
+        properties=tuple(
+            _two_strings(p, f"{where}.properties[{i}]")
+            for i, p in enumerate(_list(data.get("properties", []), f"{where}.properties"))
+        ),
+        then=_other(then, f"{where}.then") if then is not None else None,
+        skip_then_error=(
+            _two_strings(pair, f"{where}.skip_then_error") if pair is not None else None
+        ),
+    )
+
+
+def _two_strings(value: Any, where: str) -> tuple[str, str]:
+    items = _strings(value, where)
+    if len(items) != 2:
+        raise ValueError(f"{where} is {_shown(value)}, not two strings")
+    return items[0], items[1]
+
+
 def _phase(value: Any, where: str) -> str:
     """The phase a check's test broke in (``broke_in``): one pytest has, or "" for none."""
     if value not in ("", "setup", "call", "teardown"):
@@ -742,4 +779,8 @@ def report_from_document(doc: Mapping[str, Any]) -> RunReport:
         coverage=tuple(coverage),
         # Absent from an older pop3mon's file: () (not known).
         targets_ids=_strings(targets.get("connection_ids", []), "run.targets.connection_ids"),
+        # Absent where the run had none (and from an older pop3mon's file).
+        others=tuple(
+            _other(o, f"others[{i}]") for i, o in enumerate(_list(doc.get("others", []), "others"))
+        ),
     )

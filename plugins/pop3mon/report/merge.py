@@ -54,7 +54,7 @@ from .model import (
     RunReport,
     VantageView,
 )
-from .recorder import CheckRecord
+from .recorder import CheckRecord, OtherTest
 
 __all__ = ["MergeProblems", "Merged", "join_shards", "join_vantages", "merge_runs"]
 
@@ -448,6 +448,7 @@ def join_shards(reports: Sequence[RunReport]) -> RunReport:
         connection_ids=tuple(sorted({i for r in ordered for i in r.connection_ids})),
         coverage=tuple(coverage),
         targets_ids=tuple(sorted({i for r in ordered for i in r.targets_ids})),
+        others=_worst_others(r.others for r in ordered),
     )
 
 
@@ -573,7 +574,31 @@ def join_vantages(reports: Mapping[str, RunReport]) -> RunReport:
         connection_ids=tuple(sorted({i for n in names for i in reports[n].connection_ids})),
         coverage=tuple(merged_coverage),
         targets_ids=tuple(sorted({i for n in names for i in reports[n].targets_ids})),
+        others=_worst_others(reports[n].others for n in names),
     )
+
+
+#: A project's own test's outcomes, best first: a merge keeps each test's worst.
+_OTHER_ORDER: Final = ("passed", "skipped", "failed", "error")
+
+
+def _worst_others(groups: Iterable[Sequence[OtherTest]]) -> tuple[OtherTest, ...]:
+    """A project's own tests of several runs (each shard and each vantage runs them all):
+    each once, as the run that saw it worst reported it (a teardown error after a failure
+    counts as an error), in the order they were first met."""
+    chosen: dict[str, OtherTest] = {}
+    for group in groups:
+        for test in group:
+            known = chosen.get(test.nodeid)
+            if known is None or _other_rank(test) > _other_rank(known):
+                chosen[test.nodeid] = test
+    return tuple(chosen.values())
+
+
+def _other_rank(test: OtherTest) -> int:
+    if test.failed and test.outcome in ("passed", "skipped"):
+        return _OTHER_ORDER.index("error")  # a teardown error after its pass or skip
+    return _OTHER_ORDER.index(test.outcome) if test.outcome in _OTHER_ORDER else 0
 
 
 def _host_block(

@@ -35,7 +35,7 @@ from ..history.record import OFF, HistoryOutcome
 from ..probestore import ProbeStore
 from ..secrets import REDACTOR
 from ..verdict import Verdict, count, fails, rank, worst
-from .recorder import NOT_RUN, CheckRecord, Recorder, verdicts
+from .recorder import NOT_RUN, CheckRecord, OtherTest, Recorder, verdicts
 
 __all__ = [
     "NO_VANTAGE",
@@ -360,6 +360,9 @@ class RunReport:
     #: Every connection id of the targets file, sorted (a shard's ``connection_ids`` are
     #: its part of them); empty when not known (a results.json of an older pop3mon).
     targets_ids: tuple[str, ...] = ()
+    #: The run's tests that are not pop3mon checks (a project's own tests run beside the
+    #: tier tests), as JUnit shows them; a merge keeps each once, its worst outcome.
+    others: tuple[OtherTest, ...] = ()
 
     @property
     def states(self) -> Mapping[tuple[str, str], CheckState]:

@@ -462,7 +462,10 @@ class ReportPlugin:
                 notify.RunSummary.build(store.targets, outcome.states.values(), page),
             )
             self.report = dataclasses.replace(
-                report, history=outcome, notify_warnings=tuple(scrub(w) for w in warnings)
+                report,
+                history=outcome,
+                notify_warnings=tuple(scrub(w) for w in warnings),
+                others=tuple(self.others.values()),
             )
         return self.report
 
@@ -963,12 +966,11 @@ class _ReportFiles:
             report = owner._run_report()
             if owner.pages_from_model and report is not None:
                 store = owner.store
-                others = tuple(owner.others.values())
                 write_set_files(
                     report,
                     files,
                     owner.junit,
-                    others=others,
+                    others=report.others,
                     # The writers fork only without other threads: let the batch threads
                     # that delivered every result finish closing their pools first.
                     before_fork=(lambda: store.settle(_SETTLE_SECONDS)) if store else None,

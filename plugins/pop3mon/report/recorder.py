@@ -115,6 +115,14 @@ class OtherTest:
     #: testcase, after the ``<skipped>``.
     skip_then_error: tuple[str, str] | None = None
 
+    @property
+    def failed(self) -> bool:
+        """Whether junit.xml shows it as a failure or an error (its own testcase, a
+        teardown error after its skip, or its second testcase)."""
+        if self.outcome in ("failed", "error") or self.skip_then_error is not None:
+            return True
+        return self.then is not None and self.then.failed
+
     @classmethod
     def collected(cls, report: pytest.CollectReport) -> OtherTest:
         """A file or class that failed or skipped while collected, as junitxml words it:

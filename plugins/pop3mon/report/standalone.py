@@ -214,7 +214,12 @@ def write_report_set(
     files.stage("JSON", directory / JSON_NAME)
     try:
         write_set_files(
-            report, files, junit or JUnitOptions(), merged_from=merged_from, vantages=vantages
+            report,
+            files,
+            junit or JUnitOptions(),
+            merged_from=merged_from,
+            others=report.others,
+            vantages=vantages,
         )
     except BaseException as exc:
         # Whatever stopped the writers (a full disk, a value a writer could not format,
