@@ -18,14 +18,28 @@ POP3MON_CALLER_DIR="$PWD"
 # pop3mon_from_caller PATH : PATH made absolute against the directory the script was started
 # from, so that ci/run-monitor --reports=shards/1 means ./shards/1 to the user's shell even
 # though the script runs pytest in the checkout; an absolute or empty PATH as it is. A
-# PATH from the home directory (~/x, which --opt=~/x and an env file leave unexpanded) is
-# the home directory's, as pop3mon and pytest take it; ~user/x is left to them.
+# PATH from a home directory (~/x or ~user/x, which --opt=~/x and an env file leave
+# unexpanded) is that home directory's, as the shell, pop3mon and pytest take it; ~name of
+# no user is a name like any other.
 pop3mon_from_caller() {
+    local user home
     # shellcheck disable=SC2088  # a literal ~ is what these patterns look for
     case "$1" in
-    '~') printf '%s\n' "$HOME" ;;
-    '~/'*) printf '%s\n' "$HOME/${1#'~/'}" ;;
-    /* | '~'* | '') printf '%s\n' "$1" ;;
+    '~' | '~/'*) printf '%s\n' "$HOME${1#'~'}" ;;
+    '~'*)
+        user="${1%%/*}"
+        user="${user#'~'}"
+        home=""
+        if [[ "$user" =~ ^[A-Za-z0-9._][A-Za-z0-9._-]*$ ]]; then
+            home="$(getent passwd "$user" 2>/dev/null | cut -d: -f6)"
+        fi
+        if [ -n "$home" ]; then
+            printf '%s\n' "$home${1#"~$user"}"
+        else
+            printf '%s\n' "$POP3MON_CALLER_DIR/$1"
+        fi
+        ;;
+    /* | '') printf '%s\n' "$1" ;;
     *) printf '%s\n' "$POP3MON_CALLER_DIR/$1" ;;
     esac
 }

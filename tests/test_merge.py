@@ -997,6 +997,14 @@ def test_shards_split_by_different_builds_are_refused(
     assert proc.returncode == 2 and proc.stderr.splitlines() == lines, proc.stderr
 
 
+def _other_chain(depth: int) -> dict[str, Any]:
+    """A project's own test in results.json whose second testcase has one, ``depth`` deep."""
+    test: dict[str, Any] = {"nodeid": "test_mine.py::test_x", "outcome": "failed"}
+    for _ in range(depth):
+        test = {"nodeid": "test_mine.py::test_x", "outcome": "failed", "then": test}
+    return test
+
+
 def _set(path: str, value: Any) -> Any:
     """A change of a results.json: ``path`` (dotted, numbers index lists) set to ``value``."""
 
@@ -1030,6 +1038,12 @@ def _set(path: str, value: Any) -> Any:
         (
             _set("changes", [{"kind": "odd", "connection": "x", "check": "tcp", "after": "OK"}]),
             "changes[0].kind is 'odd', not one of new,",
+        ),
+        (
+            # A run's own test has at most one second testcase (a teardown error after
+            # its failure), never a chain a writer would recurse into.
+            _set("others", [_other_chain(900)]),
+            "others[0].then.then is a second testcase's second testcase",
         ),
     ],
     ids=lambda v: v if isinstance(v, str) and len(v) < 12 else None,

@@ -664,15 +664,23 @@ def test_own_tests_are_in_a_merge_once_with_their_worst_outcome(
         "def test_fine():\n    pass\n",
         "utf-8",
     )
+    # A file name pytest keeps as it is in the node id (no-break space): it reads back.
+    odd = mine.parent / "test_a\u00a0b.py"
+    odd.write_text("def test_odd():\n    pass\n", "utf-8")
     shards = tmp_path / "shards"
     for k, ok in ((1, "1"), (2, "")):  # test_mine passes in shard 1, fails in shard 2
+        # Shard 2 names its own junit.xml, as ci/run-monitor does: pytest's junitxml and
+        # pytest-html write the pages then, results.json must still carry the tests.
+        own_junit = (f"--junitxml={tmp_path / 'own-junit.xml'}",) if k == 2 else ()
         proc = _run(
             path,
             shards / str(k),
             f"--shard={k}/2",
             "--run-id=own",
+            *own_junit,
             "tests_targets",
             str(mine),
+            str(odd),
             env={"MINE_OK": ok},
         )
         assert proc.returncode == (0 if ok else 1), proc.stdout[-3000:] + proc.stderr[-2000:]
@@ -682,12 +690,29 @@ def test_own_tests_are_in_a_merge_once_with_their_worst_outcome(
     assert "1 failed test of yours" in merged.stderr, merged.stderr
     doc = _results(tmp_path / "merged")
     outcomes = {o["nodeid"].rsplit("::", 1)[-1]: o["outcome"] for o in doc["others"]}
-    assert outcomes == {"test_mine": "failed", "test_fine": "passed"}, doc["others"]
+    assert outcomes == {"test_mine": "failed", "test_fine": "passed", "test_odd": "passed"}
     junit = ET.parse(tmp_path / "merged" / "junit.xml").getroot()
     cases = [c for c in junit.iter("testcase") if c.get("name") in ("test_mine", "test_fine")]
     assert sorted(c.get("name", "") for c in cases) == ["test_fine", "test_mine"]
     assert [c.get("name") for c in cases if c.find("failure") is not None] == ["test_mine"]
     assert "my own check failed" in (tmp_path / "merged" / "report.html").read_text("utf-8")
+    # Shards that selected only tests of yours: no check anywhere, yet not "nothing
+    # selected": the merge fails on the failing one as the runs did.
+    only = tmp_path / "only"
+    for k in (1, 2):
+        proc = _run(
+            path,
+            only / str(k),
+            f"--shard={k}/2",
+            "--run-id=only",
+            "-k",
+            "test_mine",
+            "tests_targets",
+            str(mine),
+        )
+        assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
+    told = _merge(tmp_path / "only-merged", only, "--exit-status")
+    assert told.returncode == 1 and "1 failed test of yours" in told.stderr, told.stderr
 
 
 def test_gitlab_matrix_job_is_not_a_shard(dovecot: DovecotLab, tmp_path: Path) -> None:

@@ -1201,10 +1201,17 @@ def test_readme_sharded_commands_from_another_directory(
     home = tmp_path / "home"
     home.mkdir()
     tilde = _bash(
-        f"{repo}/ci/run-monitor --shard=1/{n} '--reports=~/r' '--history=~/h.sqlite'",
+        f"{repo}/ci/run-monitor --shard=1/{n} '--reports=~/r' '--history=~/h.sqlite' "
+        "'--log=~/logs/run.log'",
         here,
         HOME=str(home),
     )
     assert tilde.returncode in (0, 1), tilde.stdout[-3000:] + tilde.stderr
     assert (home / "r" / "results.json").is_file() and (home / "h.sqlite").is_file()
-    assert not (here / "~").exists()
+    assert (home / "logs" / "run.log").is_file()
+    assert not (here / "~").exists() and not (repo / "~").exists()
+    # ~name of no user is a name like any other: the caller's, never the checkout's.
+    nobody = _bash(f"{repo}/ci/run-monitor --shard=1/{n} '--reports=~no_such_user_p3m/r'", here)
+    assert nobody.returncode in (0, 1), nobody.stdout[-3000:] + nobody.stderr
+    assert (here / "~no_such_user_p3m" / "r" / "results.json").is_file()
+    assert not any(p.name.startswith("~") for p in repo.iterdir())

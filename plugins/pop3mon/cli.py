@@ -365,7 +365,7 @@ def _merge(args: argparse.Namespace) -> int:
     for line, _ in summary_text(report, verbose=False, width=width):
         print(line)
     print("wrote " + ", ".join(str(path) for _, path in written))
-    if not any(counts.values()):
+    if not any(counts.values()) and not report.others:
         # Every shard's -k/-m matched nothing in its part (each a successful run that
         # could not know): unsharded, that run selects nothing and ci/run-monitor exits 2.
         print(

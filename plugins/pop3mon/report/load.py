@@ -450,16 +450,22 @@ def _record(data: Any, ct: str, server: str, where: str) -> CheckRecord:
 _OTHER_OUTCOMES: Final = ("passed", "failed", "error", "skipped")
 
 
-def _other(data: Any, where: str) -> OtherTest:
-    """A test that is not a pop3mon check (``others``), as the run wrote it."""
+def _other(data: Any, where: str, *, second: bool = False) -> OtherTest:
+    """A test that is not a pop3mon check (``others``), as the run wrote it (``second``:
+    its second testcase, ``then``, which has none of its own)."""
     data = _obj(data, where)
     outcome = data.get("outcome")
     if outcome not in _OTHER_OUTCOMES:
         raise ValueError(f"{where}.outcome is {_shown(outcome)}, not one of {_OTHER_OUTCOMES}")
     pair = data.get("skip_then_error")
     then = data.get("then")
+    if then is not None and second:
+        raise ValueError(f"{where}.then is a second testcase's second testcase")
+    nodeid = _string(data["nodeid"], f"{where}.nodeid")  # any text pytest's ids have
+    if not nodeid:
+        raise ValueError(f"{where}.nodeid is empty")
     return OtherTest(
-        nodeid=_name(data["nodeid"], f"{where}.nodeid"),
+        nodeid=nodeid,
         outcome=str(outcome),
         seconds=_number(data.get("seconds", 0.0), f"{where}.seconds"),
         message=_string(data.get("message", ""), f"{where}.message"),
@@ -469,7 +475,7 @@ def _other(data: Any, where: str) -> OtherTest:
             _two_strings(p, f"{where}.properties[{i}]")
             for i, p in enumerate(_list(data.get("properties", []), f"{where}.properties"))
         ),
-        then=_other(then, f"{where}.then") if then is not None else None,
+        then=_other(then, f"{where}.then", second=True) if then is not None else None,
         skip_then_error=(
             _two_strings(pair, f"{where}.skip_then_error") if pair is not None else None
         ),

@@ -544,8 +544,9 @@ class ReportPlugin:
                     (k, f"{len(members)} checks" if k == GROUP_PROPERTY else v)
                     for k, v in report.user_properties
                 ]
-            elif members is None and self.pages_from_model and not is_check(report):
-                # No junitxml to write it: a test of the project's own, for junit.xml.
+            elif members is None and not is_check(report):
+                # A test of the project's own: for junit.xml and the page where pop3mon
+                # writes them, and for results.json always (a merge lists it, fails on it).
                 self.others.setdefault(report.nodeid, OtherTest(report.nodeid)).add(report)
             return
         if report.when == "teardown":
@@ -590,8 +591,9 @@ class ReportPlugin:
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         """Keep a file that failed or skipped while collected for junit.xml and the page
-        where pop3mon writes them (junitxml would have a testcase for it)."""
-        if self.pages_from_model and not report.passed:
+        where pop3mon writes them (junitxml would have a testcase for it) and for
+        results.json (``others``)."""
+        if not report.passed:
             self.others[report.nodeid] = OtherTest.collected(report)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
