@@ -48,6 +48,7 @@ from typing import Any, Final, NoReturn
 from . import plugin_mode
 from .checks.drift import parse_accept
 from .config import ConfigError
+from .config.wording import printable
 from .history.model import CheckState
 from .history.store import Acceptance, HistoryError, HistoryStore, open_history_readonly
 from .verdict import Verdict, fails, rank
@@ -214,14 +215,6 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     parser.error(f"unknown command {args.command!r}")
 
 
-def _printable(text: str) -> str:
-    """``text`` with every character a terminal would act on (control characters, escape
-    sequences, line and paragraph separators) written as its Python escape (``\\x1b``)."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
-
-
 class _Terminal:
     """``sys.stdout`` or ``sys.stderr`` while a command runs.
 
@@ -229,7 +222,7 @@ class _Terminal:
     write fail with EPIPE: the rest of the output is dropped and the command goes on to
     its own exit status (a merge with CRIT still exits 1), with no traceback and no error
     at exit. With ``escape`` every text written but a line end is passed through
-    :func:`_printable` (``print`` writes a line's text and its end separately), so a
+    :func:`printable` (``print`` writes a line's text and its end separately), so a
     newline inside a value cannot forge a line either."""
 
     def __init__(self, stream: Any, *, escape: bool) -> None:
@@ -241,7 +234,7 @@ class _Terminal:
         """Write ``text`` (escaped), or drop it once the reader has gone."""
         if self._gone:
             return len(text)
-        shown = _printable(text) if self._escape and text != "\n" else text
+        shown = printable(text) if self._escape and text != "\n" else text
         try:
             self._stream.write(shown)
         except BrokenPipeError:
@@ -323,7 +316,7 @@ def _merge(args: argparse.Namespace) -> int:
             runs.append(run)
     if problems:
         # One line each: a value quoted from a file must not split its line.
-        raise UsageError("\n".join(map(_printable, problems)))
+        raise UsageError("\n".join(map(printable, problems)))
     try:
         merged = merge_runs(runs, args.expect_shards)
         # Marked as a merge, so that given to another merge it is refused by name.
@@ -336,7 +329,7 @@ def _merge(args: argparse.Namespace) -> int:
                 print(f"{PROG} merge: not yet: {line}")
             print(f"{PROG} merge: nothing written (--if-complete); {args.out} is unchanged")
             return 0
-        raise UsageError("\n".join(map(_printable, exc.lines()))) from None
+        raise UsageError("\n".join(map(printable, exc.lines()))) from None
     strict = _strict_warn(args.strict_warn, os.environ) if args.exit_status else False
     out = Path(args.out).expanduser()
     try:

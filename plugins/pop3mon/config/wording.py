@@ -29,6 +29,16 @@ def _escape(text: str, limit: int) -> str:
     return repr(cut)
 
 
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on (control characters, escape
+    sequences, line and paragraph separators) written as its escape (``\\x1b``), the rest
+    as it is: a value from a file that is printed must not move the cursor or forge a
+    line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 def _fmt_loc(loc: Loc) -> str:
     out = ""
     for seg in loc:

@@ -23,6 +23,7 @@ from .store import CheckRow, CtRow, HistoryError, HistoryStore, RunRow
 __all__ = [
     "HistoryOutcome",
     "HistoryStatus",
+    "foreign_note",
     "foreign_vantage",
     "iso",
     "record_run",

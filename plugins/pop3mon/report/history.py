@@ -25,7 +25,7 @@ import pytest
 from ..checks.facts import Facts
 from ..engine.defaults import DEFAULTS
 from ..engine.result import ProbeResult
-from ..history.record import OFF, HistoryOutcome, foreign_vantage, record_run
+from ..history.record import OFF, HistoryOutcome, foreign_note, foreign_vantage, record_run
 from ..history.store import CheckRow, CtRow, HistoryStore, RunRow, open_history_readonly
 from .keys import HISTORY_KEY, HISTORY_REFUSED_KEY, IDENTITY_KEY, STORE_KEY
 from .model import RunInfo, RunReport, new_run_id, scrub
@@ -84,15 +84,12 @@ def history_for(config: pytest.Config) -> HistoryStore | None:
     identity = config.stash.get(IDENTITY_KEY, None)
     vantage = identity.vantage if identity is not None else None
     theirs = foreign_vantage(store, vantage) if store is not None else None
-    if store is not None and theirs is not None:
+    if store is not None and theirs is not None and path is not None:
         # Another vantage's states and drift baselines say nothing about this one's path
         # (record() refuses to record into it, with the WARN naming both).
         store.close()
         store = None
-        config.stash[HISTORY_REFUSED_KEY] = (
-            f"the history {path} holds the runs of vantage {theirs} (give each vantage "
-            "point its own --history)"
-        )
+        config.stash[HISTORY_REFUSED_KEY] = foreign_note(path, theirs, vantage)
     config.stash[HISTORY_KEY] = store
     if store is not None:
         config.add_cleanup(store.close)

@@ -81,7 +81,7 @@ from typing import Any
 from ..history.model import Change, CheckState
 from ..secrets import REDACTOR
 from .model import ConnectionReport, CoverageReport, HostReport, RunReport, scrub
-from .recorder import CheckRecord, OtherTest
+from .recorder import CheckRecord
 
 __all__ = ["SCHEMA", "results_document", "write_json"]
 
@@ -296,24 +296,9 @@ def results_document(report: RunReport, *, connections: bool = True) -> dict[str
     if report.others:
         # Only where there are any (a run of the tier tests alone keeps its bytes): a
         # merge lists them and fails on them as the shards' own reports did.
-        doc["others"] = [_other(o) for o in report.others]
+        doc["others"] = list(report.others)  # each by its fields, as _scrubbed makes them
     scrubbed: dict[str, Any] = _scrubbed(doc)
     return scrubbed
-
-
-def _other(test: OtherTest) -> dict[str, Any]:
-    """A test that is not a pop3mon check, as junit.xml shows it (its fields by name)."""
-    return {
-        "nodeid": test.nodeid,
-        "outcome": test.outcome,
-        "seconds": round(test.seconds, 6),
-        "message": test.message,
-        "text": test.text,
-        "skip_type": test.skip_type,
-        "properties": [list(p) for p in test.properties],
-        "then": _other(test.then) if test.then is not None else None,
-        "skip_then_error": list(test.skip_then_error) if test.skip_then_error else None,
-    }
 
 
 def write_json(report: RunReport, path: Path) -> Path:

@@ -33,6 +33,7 @@ from typing import Any, Final
 
 from ..config.model import ConnectionType, Coverage, Host, LatencyThresholds, RoundTrip
 from ..config.shard import MAX_SHARDS, is_run_id, is_vantage
+from ..config.wording import printable
 from ..engine.defaults import DriftPolicy
 from ..engine.hosts import HostResult
 from ..engine.result import ProbeResult
@@ -152,14 +153,8 @@ def load_results(path: Path) -> LoadedRun:
 
 
 def _one_line(exc: BaseException) -> str:
-    """An exception's message as one printable line (it may quote the file): a character
-    a terminal would act on as its escape (``\\x1b``)."""
-    text = str(exc)[:300]
-    return (
-        text
-        if text.isprintable()
-        else "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
-    )
+    """An exception's message as one printable line (it may quote the file)."""
+    return printable(str(exc)[:300])
 
 
 # ----------------------------------------------------------------------------- checks
@@ -224,6 +219,7 @@ def _epoch_at(value: Any, where: str) -> float:
 _EPOCHS: Final = frozenset({"started_at", "since"})
 #: A check of one value against a type hint: raises ValueError naming ``where``.
 _Check = Callable[[Any, str], None]
+_T = typing.TypeVar("_T")
 #: Per dataclass met by :func:`_valid`, its fields' checks (worked out once per type: a
 #: large run's file holds hundreds of thousands of values).
 _FIELD_CHECKS: dict[type, tuple[tuple[str, _Check, frozenset[type]], ...]] = {}
@@ -489,6 +485,17 @@ def _two_strings(value: Any, where: str) -> tuple[str, str]:
     return items[0], items[1]
 
 
+def _built(entry: Mapping[str, Any], key: str, where: str, build: Callable[[Any], _T]) -> _T | None:
+    """``entry[key]`` (an object the writers made of a dataclass, or null) built back by
+    ``build`` and checked field by field (:func:`_valid`); None for null."""
+    found = entry.get(key)
+    if found is None:
+        return None
+    built = build(_obj(found, f"{where}.{key}"))
+    _valid(built, f"{where}.{key}")
+    return built
+
+
 def _phase(value: Any, where: str) -> str:
     """The phase a check's test broke in (``broke_in``): one pytest has, or "" for none."""
     if value not in ("", "setup", "call", "teardown"):
@@ -697,11 +704,7 @@ def report_from_document(doc: Mapping[str, Any]) -> RunReport:
                     for i, c in enumerate(view_checks)
                 ),
             )
-        probe = conn.get("probe")
-        result = None
-        if probe is not None:
-            result = ProbeResult.from_dict(_obj(probe, f"{where}.probe"))
-            _valid(result, f"{where}.probe")
+        result = _built(conn, "probe", where, ProbeResult.from_dict)
         connections.append(
             ConnectionReport(ct=ct, result=result, records=records, vantages=vantages)
         )
@@ -711,11 +714,7 @@ def report_from_document(doc: Mapping[str, Any]) -> RunReport:
         entry = _obj(entry, where)
         host = _host(entry["host"], f"{where}.host")
         records = _tracked_checks(entry, host.id, host.name, states, availability, where)
-        found = entry.get("result")
-        host_result = None
-        if found is not None:
-            host_result = HostResult.from_dict(_obj(found, f"{where}.result"))
-            _valid(host_result, f"{where}.result")
+        host_result = _built(entry, "result", where, HostResult.from_dict)
         hosts.append(
             HostReport(
                 host=host,
@@ -730,11 +729,7 @@ def report_from_document(doc: Mapping[str, Any]) -> RunReport:
         entry = _obj(entry, where)
         cov = _coverage(entry["coverage"], f"{where}.coverage")
         records = _tracked_checks(entry, cov.id, cov.name, states, availability, where)
-        found = entry.get("discovery")
-        discovery = None
-        if found is not None:
-            discovery = discovery_from_dict(_obj(found, f"{where}.discovery"))
-            _valid(discovery, f"{where}.discovery")
+        discovery = _built(entry, "discovery", where, discovery_from_dict)
         coverage.append(CoverageReport(cov, discovery, records))
     hist = _obj(doc.get("history") or {"status": "off"}, "history")
     status = hist["status"]

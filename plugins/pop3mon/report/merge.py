@@ -53,6 +53,7 @@ from .model import (
     RunInfo,
     RunReport,
     VantageView,
+    listed,
 )
 from .recorder import CheckRecord, OtherTest
 
@@ -230,11 +231,6 @@ def _same_run_id(ids: Sequence[str]) -> str:
     )
 
 
-def _listed(ids: Sequence[str]) -> str:
-    more = len(ids) - _SHOWN_IDS
-    return ", ".join(ids[:_SHOWN_IDS]) + (f" and {more} more" if more > 0 else "")
-
-
 def _split_problems(shards: Sequence[LoadedRun], run: str) -> list[str]:
     """Whether the (complete) shards of ``run`` split the targets file between them: every
     connection id of the file (``run.targets.connection_ids``) in exactly one shard's
@@ -257,9 +253,9 @@ def _split_problems(shards: Sequence[LoadedRun], run: str) -> list[str]:
     twice = sorted(i for i, n in taken.items() if n > 1)
     unknown = sorted(set(taken) - whole)
     found = [
-        f"{_listed(left_out)} in no shard" if left_out else "",
-        f"{_listed(twice)} in more than one" if twice else "",
-        f"{_listed(unknown)} not in the targets file" if unknown else "",
+        f"{listed(left_out, _SHOWN_IDS)} in no shard" if left_out else "",
+        f"{listed(twice, _SHOWN_IDS)} in more than one" if twice else "",
+        f"{listed(unknown, _SHOWN_IDS)} not in the targets file" if unknown else "",
     ]
     if not any(found):
         return []

@@ -46,6 +46,7 @@ __all__ = [
     "RunReport",
     "VantageView",
     "build_run_report",
+    "listed",
     "new_run_id",
     "pop3mon_version",
     "scrub",
@@ -281,7 +282,7 @@ class ConnectionReport:
             if checks <= ran:
                 agree.append(name)
             else:
-                untried.append(f"{name} did not run {_listed(sorted(checks - ran))}")
+                untried.append(f"{name} did not run {listed(sorted(checks - ran))}")
         if agree:
             return finding.format(", ".join(failing))
         if untried:
@@ -290,9 +291,10 @@ class ConnectionReport:
         return ""
 
 
-def _listed(items: Sequence[str], limit: int = 3) -> str:
-    """``a, b, c`` or ``a, b, c and 4 more``: a finding names a few checks, not all."""
-    if len(items) <= limit:
+def listed(items: Sequence[str], limit: int | None = 3) -> str:
+    """``a, b, c`` or, past ``limit`` items, ``a, b, c and 4 more`` (``None``: all): a
+    line names a few, not thousands."""
+    if limit is None or len(items) <= limit:
         return ", ".join(items)
     return ", ".join(items[:limit]) + f" and {len(items) - limit} more"
 

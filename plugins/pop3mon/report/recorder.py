@@ -422,8 +422,9 @@ def one_per_check(records: Iterable[CheckRecord], *, by_tier: bool = False) -> l
 
 
 def _weight(rec: CheckRecord) -> tuple[bool, int]:
-    # ERROR is only ever a test that broke (its check and tier guessed from its names);
-    # results.json, which a merge reads, keeps the verdict but not where it broke.
+    # ERROR is only ever a test that broke (its check and tier guessed from its names).
+    # Only the verdict decides, which results.json keeps of every record: a merge chooses
+    # as the run did.
     return rec.verdict != Verdict.ERROR, rank(rec.verdict)
 
 

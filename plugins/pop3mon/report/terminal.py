@@ -26,7 +26,7 @@ from ..history.record import iso
 from ..history.states import BAD as HISTORY_BAD
 from ..verdict import Verdict, count
 from .fold import BAD, CauseGroup, Folded, fold_causes
-from .model import RunReport
+from .model import RunReport, listed
 from .recorder import CheckRecord
 
 __all__ = [
@@ -53,13 +53,6 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def _more(items: Sequence[str], limit: int | None) -> str:
-    """``a, b, c`` or ``a, b and 7 more`` when ``limit`` is set and exceeded."""
-    if limit is None or len(items) <= limit:
-        return ", ".join(items)
-    return ", ".join(items[:limit]) + f" and {len(items) - limit} more"
-
-
 def _group_text(group: CauseGroup) -> str:
     label = "ERROR " if group.verdict == Verdict.ERROR else ""
     if len(group.ids) == 1:
@@ -74,7 +67,7 @@ def _group_detail(group: CauseGroup, limit: int | None, list_ids: bool) -> str:
     parts = []
     if len(group.ids) > 1 and list_ids:
         cut = limit is not None and len(group.ids) > limit
-        parts.append(_more(group.ids, limit) + (" (-v lists them)" if cut else ""))
+        parts.append(listed(group.ids, limit) + (" (-v lists them)" if cut else ""))
     if group.blocked:
         checks = _plural(group.blocked, "dependent check")
         parts.append(f"{checks} skipped because of {'it' if len(group.ids) <= 1 else 'them'}")
@@ -219,7 +212,7 @@ def host_lines(report: RunReport, verbose: bool) -> list[tuple[str, str, bool]]:
     parts = []
     for hrep in report.hosts:
         if hrep.status == "down":
-            blocked = _more(list(hrep.blocked), limit) or "nothing"
+            blocked = listed(list(hrep.blocked), limit) or "nothing"
             parts.append(f"{hrep.host.name} down, blocking {blocked}")
     up = [h.host.name for h in report.hosts if h.status == "up"]
     if up:
@@ -344,10 +337,7 @@ def history_lines(report: RunReport, limit: int | None = None) -> list[tuple[str
     ids = {c.ct.id for c in report.connections}
     order = [(c.ct.id, r.check) for c in report.connections for r in c.records]
     shown = [states[k] for k in order if k in states]
-    merged = any(c.vantage is not None for c in hist.changes) or any(
-        s.vantage is not None for s in shown
-    )
-    if merged:
+    if report.vantage_names:  # a merge of several vantage points
         # A change from nothing tells nothing in the history of a vantage whose first run
         # this was, and is news in the others' (whatever the merged status).
         told = [
@@ -373,9 +363,9 @@ def history_lines(report: RunReport, limit: int | None = None) -> list[tuple[str
             if s.new and s.verdict == Verdict.OK and s.previous in HISTORY_BAD
         ]
     if new:
-        out.append(("red", "new since last run: " + _more(new, limit)))
+        out.append(("red", "new since last run: " + listed(new, limit)))
     if back:
-        out.append(("green", "recovered: " + _more(back, limit)))
+        out.append(("green", "recovered: " + listed(back, limit)))
     still = [s for s in shown if not s.new and s.verdict in HISTORY_BAD]
     for s in still if limit is None else still[:limit]:
         soft = " soft" if s.hardness == "soft" else ""
@@ -391,5 +381,5 @@ def history_lines(report: RunReport, limit: int | None = None) -> list[tuple[str
         out.append(("red", f"still failing: and {len(still) - limit} more checks (-v lists them)"))
     flapping = sorted(ct for ct, on in hist.flapping.items() if on)
     if flapping:
-        out.append(("yellow", "flapping (changes held): " + _more(flapping, limit)))
+        out.append(("yellow", "flapping (changes held): " + listed(flapping, limit)))
     return out
