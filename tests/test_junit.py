@@ -404,6 +404,25 @@ def test_xml_text_writes_characters_xml_cannot_hold_as_junitxml_does() -> None:
     assert back.get("name") == failure.get("message") == failure.text == expected
 
 
+def test_every_character_xml_cannot_hold_is_replaced_and_no_other() -> None:
+    """Over all of Unicode, the characters replaced are exactly those XML 1.0's ``Char``
+    production excludes (#x9 | #xA | #xD | [#x20-#xD7FF] | [#xE000-#xFFFD] |
+    [#x10000-#x10FFFF], less #x7F as pytest's junitxml also replaces it)."""
+    from pop3mon.report.junit import _NOT_XML
+
+    def allowed(c: int) -> bool:
+        return (
+            c in (0x9, 0xA, 0xD)
+            or (0x20 <= c <= 0xD7FF and c != 0x7F)
+            or 0xE000 <= c <= 0xFFFD
+            or 0x10000 <= c <= 0x10FFFF
+        )
+
+    every = "".join(map(chr, range(0x110000)))
+    replaced = {ord(m.group()) for m in _NOT_XML.finditer(every)}
+    assert replaced == {c for c in range(0x110000) if not allowed(c)}
+
+
 def test_testcase_names_are_junitxmls() -> None:
     """classname and name of a node id as pytest's junitxml makes them: parameters that
     hold "::" (an IPv6 address) stay whole, a file's own node id is all name."""

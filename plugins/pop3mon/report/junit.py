@@ -591,10 +591,10 @@ def _open_tag(elem: ET.Element) -> str:
 
 
 #: Characters XML 1.0 does not allow (a project's own test may print ESC or BEL): written
-#: as ``#xNN``, as pytest's junitxml writes them, so the file always parses.
-_NOT_XML: Final = re.compile(
-    "[^\u0009\u000a\u000d\u0020-\u007e\u0080-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
-)
+#: as ``#xNN``, as pytest's junitxml writes them, so the file always parses. Listed as
+#: what is excluded, not as the complement of what is allowed: re compiles the negated
+#: class over all of Unicode in ~10 ms, a sixtieth of a one-connection-type run.
+_NOT_XML: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
 
 
 def _not_xml(match: re.Match[str]) -> str:
