@@ -18,7 +18,10 @@ from the repository root, once without and once with ``-n 2``. Figures per run:
 * stages of the controller (from ``_runstats``): start-up, collection, the probe batch,
   the test loop, report writing, exit;
 * ratio: wall / the slowest single probe's ``total`` (from results.json), i.e. how many
-  "slowest probes" the run costs on top of probing.
+  "slowest probes" the run costs on top of probing;
+* the floor (``--floor --probes-alone``): a pytest session that runs one empty test with a
+  monitoring run's plugins, plus the probe batch alone. No pytest suite that probes these
+  targets on this machine can go under it; ``wall - floor`` is the suite's own cost.
 
 Dovecot gets ``mail_max_userip_connections = 5000`` (all probes log in as one user from one
 IP), stores the password as SCRAM-SHA-256 credentials (``--password-scheme``; what a server
@@ -43,9 +46,11 @@ merged reports' sizes::
 from __future__ import annotations
 
 import argparse
+import configparser
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -321,6 +326,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also time the probe batch alone per size (the engine, no pytest): the floor",
     )
     parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also time a pytest session that runs one empty test with a monitoring run's "
+        "plugins (this checkout's pytest.ini addopts): with --probes-alone, the floor under "
+        "any pytest suite that probes these targets on this machine",
+    )
+    parser.add_argument(
         "--compiled",
         action="store_true",
         help="measure a warmed installation: the runs write and reuse bytecode (this "
@@ -364,6 +376,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return sharded_main(args, repos[0])
     runs: list[Run] = []
     alone: list[tuple[int, float, float]] = []
+    empty = empty_session(repos[0], max(args.repeat, 5)) if args.floor else None
+    if empty is not None:
+        print(f"empty pytest session: {empty:.2f} s wall (median)", flush=True)
     with (
         # No login fails here: Dovecot's stock passdb chain, as in production (the lab's
         # fast-failure passdb would add a PBKDF2 per SCRAM login on Dovecot's side).
@@ -440,7 +455,53 @@ def main(argv: Sequence[str] | None = None) -> int:
             ["connection types", "wall s", "CPU s (this process)"],
             [(size, fmt(wall), fmt(cpu)) for size, wall, cpu in alone],
         )
+    if empty is not None and alone:
+        _floor_table(runs, alone, empty)
     return 0
+
+
+def empty_session(repo: Path, repeat: int) -> float:
+    """Median wall seconds of a pytest session that collects and runs one empty test with
+    the plugins a monitoring run of ``repo`` has (its pytest.ini ``addopts``, a cache
+    directory): what pytest itself costs on this machine and Python environment before a
+    suite's own code is imported."""
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.read(repo / "pytest.ini", encoding="utf-8")
+    addopts = " ".join(ini.get("pytest", "addopts", fallback="").split())
+    with tempfile.TemporaryDirectory(prefix="pop3mon-scale-empty-") as tmp:
+        root = Path(tmp)
+        (root / "pytest.ini").write_text(f"[pytest]\naddopts = {addopts}\n", encoding="utf-8")
+        (root / "test_empty.py").write_text("def test_empty():\n    pass\n", encoding="utf-8")
+        walls = []
+        for _ in range(repeat + 1):  # the first one unmeasured: it writes the bytecode
+            start = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "-m", "pytest", "-q", "-o", f"cache_dir={root / 'cache'}"],
+                cwd=root,
+                env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                check=True,
+            )
+            walls.append(time.perf_counter() - start)
+    return statistics.median(walls[1:])
+
+
+def _floor_table(runs: list[Run], alone: list[tuple[int, float, float]], empty: float) -> None:
+    """What no pytest suite can go under on this machine (an empty session, then the probes
+    alone), against each tree's median wall: the rest is the suite's own cost."""
+    floors = {size: empty + wall for size, wall, _cpu in alone}
+    print(
+        f"\n### the floor: an empty pytest session + the probes alone (empty session {empty:.2f} s)"
+    )
+    print_table(
+        ["connection types", "tree", "floor s", "wall s", "wall - floor s"],
+        [
+            (r.size, r.tree, fmt(floors[r.size]), fmt(r.wall), fmt(r.wall - floors[r.size]))
+            for r in runs
+            if r.size in floors and not r.xdist
+        ],
+    )
 
 
 def warm_targets_cache(repo: Path, targets: Path, password: str) -> None:
