@@ -2,25 +2,47 @@
 
 Model
 -----
-Each direction of each connection has a reader and a writer thread. The reader stamps every
-chunk it receives with ``arrival + delay`` and queues it; the writer sleeps until that moment
-and sends the chunk. Chunks never wait for each other's delay, so the proxy *delays* data
-without *throttling* it: a stream sent in ten pieces 1 ms apart leaves the proxy in ten pieces
-1 ms apart, ``delay`` later. An end of stream (FIN) is delayed the same way and forwarded as a
-half-close, so a server's close reaches the client ``delay`` after the server closed.
+One thread per :class:`LatencyProxy` runs a single-threaded event loop: :mod:`selectors`
+(epoll on Linux) over non-blocking sockets, plus a heap of timed events (each direction's next
+due chunk, each connection's upstream connect). There is no thread per connection because the
+benchmarks run this proxy on the same two cores as the program they measure: the engine it
+replaces, a reader and a writer thread per direction (four per connection), spent 2-3.5 s of
+CPU on the 1,000-connection-type scale run's probe batch (64 probes in flight), which the
+measured program then had to share; the loop does the same work in about half of that (see
+benchmarks/README.md, section 2).
 
-The upstream connection is opened ``delay`` after the proxy accepted the client: on a real
-path the server learns about a connection half a round trip after the client's ``connect()``
-returns, so everything the server sends first (a POP3 greeting) reaches the client one full
-round trip after ``connect()`` returned, as it would over a real link. The TCP handshake with
-the proxy itself is done by the kernel and cannot be delayed from user space: **the connect
-phase gets no added delay** (0 round trips); every later exchange gets ``2 x delay`` per round
-trip.
+Every chunk a leg receives is stamped with ``arrival + delay`` and queued for the other leg;
+it is sent when that moment comes. Chunks never wait for each other's delay, so the proxy
+*delays* data without *throttling* it: a stream sent in ten pieces 1 ms apart leaves the proxy
+in ten pieces 1 ms apart, ``delay`` later, in order. An end of stream (FIN) is delayed the
+same way and forwarded as a half-close (``shutdown(SHUT_WR)``), so a server's close reaches the
+client ``delay`` after the server closed; a connection is closed once both directions have
+forwarded their FIN. A reset read from one leg is forwarded the same way (at its due time both
+legs are closed, the other one with a reset); a failed send closes both legs at once. A send
+the kernel takes only in part (``EAGAIN``) keeps the unsent rest at the head of its
+direction's queue until the socket is writable again; a leg is not read while the direction
+it feeds holds more than 1 MiB unsent (back-pressure).
+
+The upstream connection is opened (a non-blocking connect) ``delay`` after the proxy accepted
+the client: on a real path the server learns about a connection half a round trip after the
+client's ``connect()`` returns, so everything the server sends first (a POP3 greeting) reaches
+the client one full round trip after ``connect()`` returned, as it would over a real link.
+Data the client sends before that is held, each chunk due ``delay`` after its own arrival,
+and is not sent before the upstream connection is established. An upstream that refuses the
+connection (or has not answered within 10 s) resets the client's connection ``delay`` later.
+The TCP handshake with the proxy itself is done by the kernel and cannot be delayed from user
+space: **the connect phase gets no added delay** (0 round trips); every later exchange gets
+``2 x delay`` per round trip.
 
 Timing uses ``time.monotonic()``, the kernel's receive timestamp of each chunk
-(``SO_TIMESTAMPNS``, so the reader's own wake-up time is not added) and ``time.sleep()``
-(nanosleep: ~0.1 ms late on this VM; ``spin`` trades CPU for microsecond precision).
-TCP_NODELAY is set on both legs, and chunks are forwarded as received.
+(``SO_TIMESTAMPNS``, so the loop's own wake-up time is not added) and, on Linux, a
+``timerfd`` (``CLOCK_MONOTONIC``, absolute, nanoseconds) in the epoll set, since epoll's own
+timeout has a 1 ms resolution. A wake-up is ~0.05-0.2 ms late on this VM (the more idle its
+CPUs, the later); ``spin`` trades CPU for microsecond precision: the loop wakes ``spin`` early
+and polls (busy, still serving every socket) until the chunk is due, the last 50 µs reading
+only the clock. Without a timerfd the loop waits in epoll to the last whole
+millisecond and sleeps the rest. TCP_NODELAY is set on both legs, and chunks are forwarded as
+received. The upstream address is resolved once, in :meth:`LatencyProxy.start`.
 
 Use
 ---
@@ -46,9 +68,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import errno
+import heapq
 import json
+import math
 import os
-import queue
+import selectors
 import signal
 import socket
 import struct
@@ -56,22 +82,34 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+import traceback
+from collections import deque
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Self
+from typing import Any, Self
 
 __all__ = ["LatencyProxy", "main", "spawn_proxies"]
 
 HOST = "127.0.0.1"
 CHUNK = 65536
+#: A leg is not read while the direction it feeds holds more than this many unsent bytes.
+QUEUE_LIMIT = 1 << 20
+CONNECT_TIMEOUT = 10.0  # seconds for the upstream connect, as socket.create_connection had
+_ACCEPTS_PER_WAKEUP = 64
+#: With ``spin``, the last moments before a due chunk are spent reading the clock only: one turn
+#: of the loop (poll every socket, fire what is due) takes ~10-30 µs.
+_SPIN_TIGHT = 50e-6
 
+_READ = selectors.EVENT_READ
+_WRITE = selectors.EVENT_WRITE
 
 # Kernel receive timestamps: Linux's SO_TIMESTAMPNS (35) is not exported by the socket module.
 _SO_TIMESTAMPNS: int | None = getattr(
     socket, "SO_TIMESTAMPNS", 35 if sys.platform.startswith("linux") else None
 )
 _ANC_SIZE = socket.CMSG_SPACE(16)
+_RESET_LINGER = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 
 
 def _enable_timestamps(sock: socket.socket) -> bool:
@@ -106,138 +144,547 @@ def _arrival(ancdata: list[tuple[int, int, bytes]]) -> float:
     return now
 
 
-class _Pipe:
-    """One direction of one connection: read, stamp, queue; sleep until due, send."""
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
 
-    def __init__(self, src: socket.socket, delay: float, spin: float, name: str) -> None:
-        self.src = src
-        self.delay = delay
-        self.spin = spin
-        self.name = name
-        self.queue: queue.SimpleQueue[tuple[float, bytes]] = queue.SimpleQueue()
 
-    def read_loop(self) -> None:
-        """Stamp every chunk with its due time; an empty chunk marks the end of stream.
+class _Itimerspec(ctypes.Structure):
+    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
 
-        The due time counts from when the kernel received the data (``SO_TIMESTAMPNS``)
-        where available, not from when this thread woke up to read it: waking a thread
-        takes 0.05-0.15 ms on a VM, which would otherwise be added to every hop.
-        """
-        stamped = _enable_timestamps(self.src)
+
+class _TimerFD:
+    """A Linux ``timerfd`` on ``CLOCK_MONOTONIC`` (``time.monotonic()``'s clock), armed at
+    absolute times with nanosecond resolution; readable once it expired."""
+
+    _CLOCK_MONOTONIC = 1
+    _TFD_TIMER_ABSTIME = 1
+    _TFD_NONBLOCK = os.O_NONBLOCK
+    _TFD_CLOEXEC = 0o2000000
+
+    def __init__(self, libc: Any) -> None:
+        self._settime = libc.timerfd_settime
+        fd = int(libc.timerfd_create(self._CLOCK_MONOTONIC, self._TFD_NONBLOCK | self._TFD_CLOEXEC))
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "timerfd_create failed")
+        self.fd = fd
+        self.armed: float | None = None
+        self.pending = False  # expired, still readable
+        self._spec = _Itimerspec()
+
+    @classmethod
+    def create(cls) -> _TimerFD | None:
+        """A timer, or None where there is no timerfd (not Linux, no libc symbol, refused)."""
+        if not sys.platform.startswith("linux"):
+            return None
         try:
-            while True:
-                if stamped:
-                    data, ancdata, _flags, _addr = self.src.recvmsg(CHUNK, _ANC_SIZE)
-                    arrival = _arrival(ancdata)
-                else:
-                    data = self.src.recv(CHUNK)
-                    arrival = time.monotonic()
-                self.queue.put((arrival + self.delay, data))
-                if not data:
-                    return
-        except OSError:
-            self.queue.put((time.monotonic() + self.delay, b""))
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.timerfd_create.argtypes = [ctypes.c_int, ctypes.c_int]
+            libc.timerfd_create.restype = ctypes.c_int
+            libc.timerfd_settime.argtypes = [
+                ctypes.c_int,
+                ctypes.c_int,
+                ctypes.POINTER(_Itimerspec),
+                ctypes.c_void_p,
+            ]
+            libc.timerfd_settime.restype = ctypes.c_int
+            return cls(libc)
+        except (OSError, AttributeError):
+            return None
 
-    def write_loop(self, dst: socket.socket, closing: threading.Event) -> None:
-        """Send each chunk at its due time; forward the end of stream as a half-close."""
-        while True:
-            due, data = self.queue.get()
-            wait = due - time.monotonic() - self.spin
-            if wait > 0:
-                time.sleep(wait)  # wakes ~0.1 ms late on a VM: spin through the rest
-            while time.monotonic() < due:
-                os.sched_yield()  # releases the GIL
-            try:
-                if not data:
-                    dst.shutdown(socket.SHUT_WR)
-                    return
-                dst.sendall(data)
-            except OSError:
-                closing.set()
-                return
-
-
-class _Link:
-    """Both directions of one proxied connection (four threads, all daemons)."""
-
-    def __init__(
-        self, client: socket.socket, upstream: tuple[str, int], delay: float, spin: float
-    ) -> None:
-        self.client = client
-        self.upstream_addr = upstream
-        self.delay = delay
-        self.spin = spin
-        self.accepted = time.monotonic()
-        self.server: socket.socket | None = None
-        self.closing = threading.Event()
-        self._lock = threading.Lock()
-        self._done = 0
-        self.up = _Pipe(client, delay, spin, "c2s")
-        self.threads: list[threading.Thread] = []
-
-    def start(self) -> None:
-        """Start the client reader and the thread that connects upstream, then forwards."""
-        self._spawn(self.up.read_loop, "c2s-read")
-        self._spawn(self._connect_and_forward, "c2s-write")
-
-    def _spawn(self, target: Callable[[], None], name: str) -> None:
-        thread = threading.Thread(target=target, name=f"proxy-{name}", daemon=True)
-        self.threads.append(thread)
-        thread.start()
-
-    def _connect_and_forward(self) -> None:
-        # The server hears of the connection half a round trip after the client's connect().
-        wait = self.accepted + self.delay - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
-        try:
-            server = socket.create_connection(self.upstream_addr, timeout=10)
-            server.settimeout(None)
-            server.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            self.close()
+    def arm(self, when: float) -> None:
+        """Expire at monotonic time ``when`` (at once if that has passed)."""
+        if when == self.armed:
             return
-        self.server = server
-        down = _Pipe(server, self.delay, self.spin, "s2c")
-        self._spawn(down.read_loop, "s2c-read")
-        self._spawn(lambda: self._finish(down), "s2c-write")
-        self.up.write_loop(server, self.closing)
-        self._maybe_close()
+        sec, nsec = divmod(max(1, math.ceil(when * 1e9)), 1_000_000_000)  # 0 would disarm
+        self._spec.it_value.tv_sec = sec
+        self._spec.it_value.tv_nsec = nsec
+        if self._settime(self.fd, self._TFD_TIMER_ABSTIME, ctypes.byref(self._spec), None) != 0:
+            raise OSError(ctypes.get_errno(), "timerfd_settime failed")
+        self.armed = when
+        self.pending = False
 
-    def _finish(self, down: _Pipe) -> None:
-        down.write_loop(self.client, self.closing)
-        self._maybe_close()
+    def expired(self) -> None:
+        """The descriptor is readable: it stays so until re-armed (which clears it, so the
+        usual next :meth:`arm` saves a read) or :meth:`clear`-ed."""
+        self.armed = None
+        self.pending = True
 
-    def _maybe_close(self) -> None:
-        # Each writer calls this once when its direction is done; the second one closes.
-        with self._lock:
-            self._done += 1
-            last = self._done >= 2 or self.closing.is_set()
-        if last:
-            self.close()
+    def clear(self) -> None:
+        """Consume an expiry that no :meth:`arm` will clear."""
+        with contextlib.suppress(BlockingIOError):
+            os.read(self.fd, 8)
+        self.pending = False
 
     def close(self) -> None:
-        """Close both legs (idempotent); blocked readers wake up with an error or EOF."""
-        self.closing.set()
-        for sock in (self.client, self.server):
-            if sock is None:
-                continue
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+class _Timed:
+    """Something the loop's heap calls back at a given monotonic time."""
+
+    __slots__ = ()
+
+    def fire(self, when: float) -> None:
+        raise NotImplementedError
+
+    def fail(self) -> None:
+        """Give up on what :meth:`fire` was for after an unexpected error."""
+        raise NotImplementedError
+
+
+class _Leg:
+    """One socket of a connection, with the direction read from it and the one written to it."""
+
+    __slots__ = ("inbound", "mask", "outbound", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.mask = 0  # events registered with the selector (0: not registered)
+        self.inbound: _Direction  # reads from this socket
+        self.outbound: _Direction  # writes to this socket
+
+
+class _Direction(_Timed):
+    """One direction of one connection: a FIFO of ``(due, chunk)``; ``b""`` is the end of
+    stream, ``None`` a reset. At most one heap entry at a time: ``timer`` is its due time."""
+
+    __slots__ = ("blocked", "done", "dst", "link", "queue", "queued", "reading", "src", "timer")
+
+    def __init__(self, link: _Link, src: _Leg, dst: _Leg) -> None:
+        self.link = link
+        self.src = src
+        self.dst = dst
+        self.queue: deque[tuple[float, bytes | memoryview | None]] = deque()
+        self.queued = 0  # unsent bytes in the queue
+        self.reading = True  # src has not ended (EOF, reset)
+        self.blocked = False  # a send was cut short: wait until dst is writable
+        self.done = False  # the end of stream has been forwarded
+        self.timer: float | None = None
+        src.inbound = self
+        dst.outbound = self
+
+    def wants_read(self) -> bool:
+        return self.reading and self.queued <= QUEUE_LIMIT
+
+    def push(self, due: float, data: bytes | None) -> None:
+        """Queue a chunk (or the end of stream / a reset) for sending at ``due``."""
+        self.queue.append((due, data))
+        if data:
+            self.queued += len(data)
+        if self.timer is None and not self.blocked and self.link.connected:
+            self.arm(self.queue[0][0])
+
+    def arm(self, due: float) -> None:
+        self.timer = due
+        self.link.loop.schedule(due, self)
+
+    def fail(self) -> None:
+        self.link.close()
+
+    def fire(self, when: float) -> None:
+        if self.timer != when or self.link.closed:
+            return  # superseded or closed
+        self.timer = None
+        self.flush()
+
+    def flush(self) -> None:
+        """Send every chunk that is due, in order; then wait for the next one or for dst."""
+        link = self.link
+        queue = self.queue
+        sock = self.dst.sock
+        now = time.monotonic()
+        sent_any = False
+        while queue:
+            due, data = queue[0]
+            if due > now:
+                now = time.monotonic()
+                if due > now:
+                    break
+            if data is None:  # a reset, forwarded as one
+                link.close(abort=self.dst)
+                return
+            if not data:  # the end of stream: a half-close, the last item of the queue
+                queue.popleft()
+                try:
+                    sock.shutdown(socket.SHUT_WR)
+                except OSError:
+                    link.close()
+                    return
+                self.done = True
+                break
+            try:
+                sent = sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                link.close()
+                return
+            self.queued -= sent
+            sent_any = True
+            if sent < len(data):  # the kernel's buffer is full: keep the rest at the head
+                queue[0] = (due, memoryview(data)[sent:])
+                self.blocked = True
+                link.loop.update(self.dst)
+                link.loop.update(self.src)
+                return
+            queue.popleft()
+        if self.blocked:
+            self.blocked = False
+            link.loop.update(self.dst)
+        if sent_any:
+            link.loop.update(self.src)  # back under the limit: read again
+        if queue:
+            self.arm(queue[0][0])
+        elif self.done:
+            link.direction_done()
+
+    def read(self) -> None:
+        """Read one chunk from src (the socket is readable) and queue it."""
+        sock = self.src.sock
+        delay = self.link.loop.delay
+        try:
+            if self.link.loop.stamped:
+                data, ancdata, _flags, _addr = sock.recvmsg(CHUNK, _ANC_SIZE)
+                arrival = _arrival(ancdata)
+            else:
+                data = sock.recv(CHUNK)
+                arrival = time.monotonic()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # reset: forwarded (as a reset) delay later
+            self.reading = False
+            self.push(time.monotonic() + delay, None)
+            self.link.loop.update(self.src)
+            return
+        self.push(arrival + delay, data)
+        if not data:
+            self.reading = False
+            self.link.loop.update(self.src)
+        elif self.queued > QUEUE_LIMIT:
+            self.link.loop.update(self.src)
+
+
+class _Link(_Timed):
+    """Both legs of one proxied connection; the upstream leg connects ``delay`` after accept."""
+
+    __slots__ = (
+        "addr_index",
+        "client",
+        "closed",
+        "connected",
+        "connecting",
+        "deadline",
+        "down",
+        "loop",
+        "refused",
+        "server",
+        "up",
+    )
+
+    def __init__(self, loop: _Loop, client: socket.socket) -> None:
+        self.loop = loop
+        self.client = _Leg(client)
+        family, kind, proto, _, _ = loop.addresses[0]
+        self.server = _Leg(socket.socket(family, kind, proto))
+        self.up = _Direction(self, self.client, self.server)
+        self.down = _Direction(self, self.server, self.client)
+        self.closed = False
+        self.connecting = False
+        self.connected = False
+        self.refused = False  # no upstream connection: the client gets a reset at ``deadline``
+        self.deadline = 0.0
+        self.addr_index = 0
+
+    def fail(self) -> None:
+        self.close()
+
+    def fire(self, when: float) -> None:
+        """The connect time has come, the connect's deadline, or the refusal's due time."""
+        if self.closed or self.connected:
+            return
+        if self.refused:
+            if when == self.deadline:
+                self.close(abort=self.client)
+        elif not self.connecting:
+            self._connect()
+        elif when == self.deadline:
+            self._connect_failed()
+
+    def _connect(self) -> None:
+        sock = self.server.sock
+        sock.setblocking(False)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        err = sock.connect_ex(self.loop.addresses[self.addr_index][4])
+        if err == 0:
+            self._connected()
+        elif err in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN, errno.EINTR):
+            self.connecting = True
+            self.deadline = time.monotonic() + CONNECT_TIMEOUT
+            self.loop.schedule(self.deadline, self)
+            self.loop.update(self.server)
+        else:
+            self._connect_failed()
+
+    def writable(self) -> None:
+        """The upstream socket became writable while connecting: connected, or failed."""
+        err = self.server.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self._connect_failed()
+        else:
+            self._connected()
+
+    def _connected(self) -> None:
+        self.connecting = False
+        self.connected = True
+        _enable_timestamps(self.server.sock)
+        self.loop.update(self.server)
+        self.up.flush()  # whatever the client sent meanwhile, as far as it is due
+
+    def _connect_failed(self) -> None:
+        """Try the next resolved address (as ``socket.create_connection``), else give up."""
+        self.connecting = False
+        self.loop.unregister(self.server)
+        with contextlib.suppress(OSError):
+            self.server.sock.close()
+        self.addr_index += 1
+        if self.addr_index >= len(self.loop.addresses):
+            # As on a real link, the client learns of it one delay later: a reset.
+            self.refused = True
+            self.deadline = time.monotonic() + self.loop.delay
+            self.loop.schedule(self.deadline, self)
+            return
+        family, kind, proto, _, _ = self.loop.addresses[self.addr_index]
+        self.server.sock = socket.socket(family, kind, proto)
+        self._connect()
+
+    def direction_done(self) -> None:
+        if self.up.done and self.down.done:
+            self.close()
+
+    def close(self, abort: _Leg | None = None) -> None:
+        """Close both legs (idempotent); ``abort``'s peer gets a reset instead of a FIN."""
+        if self.closed:
+            return
+        self.closed = True
+        self.loop.links.discard(self)
+        for leg in (self.client, self.server):
+            self.loop.unregister(leg)
+            sock = leg.sock
+            if leg is abort:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_LINGER)
+            else:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 sock.close()
+
+
+class _Loop:
+    """The event loop of one :class:`LatencyProxy`: its listener, its connections, its heap."""
+
+    def __init__(
+        self,
+        listener: socket.socket,
+        addresses: list[tuple[Any, ...]],
+        delay: float,
+        spin: float,
+        proxy: LatencyProxy,
+    ) -> None:
+        self.listener = listener
+        self.addresses = addresses
+        self.delay = delay
+        self.spin = spin
+        self.proxy = proxy
+        self.stamped = _SO_TIMESTAMPNS is not None
+        self.links: set[_Link] = set()
+        self.heap: list[tuple[float, int, _Timed]] = []
+        self._seq = 0
+        self.selector = selectors.DefaultSelector()
+        self.stopping = False
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.timer = _TimerFD.create()
+        listener.setblocking(False)
+        self.selector.register(listener, _READ, None)
+        self.selector.register(self._wake_r, _READ, None)
+        if self.timer is not None:
+            self.selector.register(self.timer.fd, _READ, None)
+
+    # -- registrations -------------------------------------------------------------------
+
+    def schedule(self, when: float, target: _Timed) -> None:
+        self._seq += 1
+        heapq.heappush(self.heap, (when, self._seq, target))
+
+    def update(self, leg: _Leg) -> None:
+        """Register ``leg`` for what its two directions need now (nothing: unregistered)."""
+        link = leg.inbound.link
+        if link.closed:
+            return
+        mask = 0
+        if leg is link.server and link.connecting:
+            mask = _WRITE
+        elif leg is link.client or link.connected:
+            if leg.inbound.wants_read():
+                mask |= _READ
+            if leg.outbound.blocked:
+                mask |= _WRITE
+        if mask == leg.mask:
+            return
+        if leg.mask == 0:
+            self.selector.register(leg.sock, mask, leg)
+        elif mask == 0:
+            self.selector.unregister(leg.sock)
+        else:
+            self.selector.modify(leg.sock, mask, leg)
+        leg.mask = mask
+
+    def unregister(self, leg: _Leg) -> None:
+        if leg.mask:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self.selector.unregister(leg.sock)
+            leg.mask = 0
+
+    def wake(self) -> None:
+        """Interrupt the loop's wait (from another thread)."""
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            while not self.stopping:
+                for key, events in self.selector.select(self._timeout()):
+                    leg = key.data
+                    if isinstance(leg, _Leg):
+                        self._ready(leg, events)
+                    elif key.fileobj is self.listener:
+                        self._accept()
+                    elif key.fileobj is self._wake_r:
+                        with contextlib.suppress(OSError):
+                            self._wake_r.recv(64)
+                    elif self.timer is not None:
+                        self.timer.expired()
+                self._fire_due()
+        finally:
+            self._close_all()
+
+    def _timeout(self) -> float | None:
+        """How long the selector may wait: until the earliest timed event, ``spin`` early."""
+        heap = self.heap
+        if not heap:
+            if self.timer is not None and self.timer.pending:
+                self.timer.clear()  # else it would wake the loop again and again
+            return None
+        due = heap[0][0]
+        wake = due - self.spin
+        now = time.monotonic()
+        if wake <= now:  # spinning (or already due): poll
+            if self.timer is not None and self.timer.pending:
+                self.timer.clear()  # no use reporting it at every turn
+            if now < due < now + _SPIN_TIGHT:  # the last few µs: a turn of the loop is longer
+                target = heapq.heappop(heap)[2]
+                while time.monotonic() < due:
+                    pass
+                self._fire(target, due)  # now, not after one more poll
+            return 0.0
+        if self.timer is not None:
+            self.timer.arm(wake)
+            return None
+        left = wake - now
+        if left >= 0.001:
+            return left - 0.001  # epoll rounds up to whole ms: never wake late
+        time.sleep(left)  # the last fraction of a ms (nanosleep)
+        return 0.0
+
+    def _fire_due(self) -> None:
+        heap = self.heap
+        now = time.monotonic()
+        while heap:
+            when = heap[0][0]
+            if when > now:
+                now = time.monotonic()
+                if when > now:
+                    return
+            self._fire(heapq.heappop(heap)[2], when)
+
+    @staticmethod
+    def _fire(target: _Timed, when: float) -> None:
+        try:
+            target.fire(when)
+        except Exception:  # a bug or an unforeseen error: lose one connection, not all
+            traceback.print_exc()
+            target.fail()
+
+    def _ready(self, leg: _Leg, events: int) -> None:
+        link = leg.inbound.link
+        if link.closed:  # by an earlier event of the same batch
+            return
+        try:
+            if events & _READ:
+                leg.inbound.read()
+            if events & _WRITE and not link.closed:
+                if link.connecting and leg is link.server:
+                    link.writable()
+                elif leg.outbound.blocked:
+                    leg.outbound.flush()
+        except Exception:  # a bug or an unforeseen error: lose one connection, not all
+            traceback.print_exc()
+            link.close()
+
+    def _accept(self) -> None:
+        for _ in range(_ACCEPTS_PER_WAKEUP):
+            try:
+                client, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # out of descriptors, aborted handshake: try again later
+                return
+            accepted = time.monotonic()
+            client.setblocking(False)
+            with contextlib.suppress(OSError):
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.stamped:
+                _enable_timestamps(client)
+            try:
+                link = _Link(self, client)  # creates the upstream socket
+            except OSError:  # out of descriptors: refuse this one, keep serving the others
+                client.close()
+                continue
+            self.links.add(link)
+            self.proxy.accepted += 1
+            self.update(link.client)
+            # The server hears of the connection half a round trip after the client's connect().
+            self.schedule(accepted + self.delay, link)
+
+    def _close_all(self) -> None:
+        for link in list(self.links):
+            link.close()
+        for sock in (self.listener, self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                sock.close()
+        if self.timer is not None:
+            self.timer.close()
+        self.selector.close()
+        self.heap.clear()
 
 
 class LatencyProxy:
     """Forward ``listen_host:port`` to ``upstream`` with ``delay`` seconds each way.
 
     A context manager: listening after ``__enter__`` (``port`` is then known), closed with
-    every connection on ``__exit__``. Port 0 (the default) picks a free port.
+    every connection on ``__exit__``. Port 0 (the default) picks a free port. One thread (the
+    event loop) serves every connection.
 
-    ``spin``: the last ``spin`` seconds before a chunk is due are spent yielding the CPU in a
-    loop instead of sleeping, which cuts the lateness from ~0.1 ms (timer wake-up on a VM)
-    to a few microseconds at the price of up to ``spin`` CPU seconds per chunk. Zero (the
-    default) is right for load tests; accuracy measurements use ~0.0003.
+    ``spin``: the loop wakes ``spin`` seconds before a chunk is due and polls (busy) until it
+    is, which cuts the lateness from ~0.1 ms (timer wake-up on a VM) to a few microseconds at
+    the price of up to ``spin`` CPU seconds per chunk. Zero (the default) is right for load
+    tests; accuracy measurements use ~0.0003.
     """
 
     def __init__(
@@ -255,63 +702,45 @@ class LatencyProxy:
         self.spin = spin
         self.host = host
         self._requested_port = port
-        self._listener: socket.socket | None = None
+        self._port: int | None = None
+        self._loop: _Loop | None = None
         self._thread: threading.Thread | None = None
-        self._links: list[_Link] = []
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
         self.accepted = 0
 
     @property
     def port(self) -> int:
         """The port the proxy listens on (after :meth:`start`)."""
-        if self._listener is None:
+        if self._port is None:
             raise RuntimeError("proxy not started")
-        return int(self._listener.getsockname()[1])
+        return self._port
 
     def start(self) -> Self:
-        """Bind, listen and start accepting in a daemon thread."""
+        """Resolve the upstream, bind, listen and start the event loop in a daemon thread."""
+        host, port = self.upstream
+        addresses = [tuple(a) for a in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((self.host, self._requested_port))
-        listener.listen(1024)
-        listener.settimeout(0.2)  # the accept loop checks for stop() this often
-        self._listener = listener
-        self._thread = threading.Thread(target=self._accept_loop, name="proxy-accept", daemon=True)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((self.host, self._requested_port))
+            listener.listen(1024)
+            self._port = int(listener.getsockname()[1])
+            self._loop = _Loop(listener, addresses, self.delay, self.spin, self)
+        except BaseException:
+            listener.close()
+            raise
+        self._thread = threading.Thread(target=self._loop.run, name="proxy-loop", daemon=True)
         self._thread.start()
         return self
 
-    def _accept_loop(self) -> None:
-        listener = self._listener
-        assert listener is not None
-        while not self._stopping.is_set():
-            try:
-                client, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            client.settimeout(None)
-            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            link = _Link(client, self.upstream, self.delay, self.spin)
-            with self._lock:
-                self._links = [lk for lk in self._links if not lk.closing.is_set()]
-                self._links.append(link)
-                self.accepted += 1
-            link.start()
-
     def stop(self) -> None:
-        """Stop accepting and close every open connection."""
-        self._stopping.set()
-        if self._listener is not None:
-            with contextlib.suppress(OSError):
-                self._listener.close()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-        with self._lock:
-            links, self._links = self._links, []
-        for link in links:
-            link.close()
+        """Stop accepting, close every open connection and join the loop's thread."""
+        loop, thread = self._loop, self._thread
+        if loop is None:
+            return
+        loop.stopping = True
+        loop.wake()
+        if thread is not None:
+            thread.join(timeout=5)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -386,14 +815,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--spin",
         type=float,
         default=0.0,
-        help="seconds of busy-yielding before each chunk is due (precision vs CPU; default 0)",
+        help="seconds of busy polling before each chunk is due (precision vs CPU; default 0)",
     )
     parser.add_argument("--listen", default=HOST, help=f"address to listen on (default {HOST})")
     parser.add_argument(
         "--duration", type=float, default=600.0, help="stop after this many seconds (default 600)"
     )
     args = parser.parse_args(argv)
-    # Wake-ups must not wait for another thread's 5 ms GIL slice: keep the slice short.
+    # One event-loop thread per upstream: a loop woken by its timer must not wait for another
+    # loop's 5 ms GIL slice, so keep the slice short.
     sys.setswitchinterval(0.0005)
     stop = threading.Event()
 
