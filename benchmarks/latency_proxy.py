@@ -18,7 +18,10 @@ in ten pieces 1 ms apart, ``delay`` later, in order. An end of stream (FIN) is d
 same way and forwarded as a half-close (``shutdown(SHUT_WR)``), so a server's close reaches the
 client ``delay`` after the server closed; a connection is closed once both directions have
 forwarded their FIN. A reset read from one leg is forwarded the same way (at its due time both
-legs are closed, the other one with a reset); a failed send closes both legs at once. A send
+legs are closed, the other one with a reset), and nothing more is sent to that leg. A failed
+send (or half-close) to a leg means its peer reset the connection: it is handled as a reset
+read from that leg (what the leg still had to read goes first, the reset follows one delay
+later), so data due earlier in the other direction still arrives before it. A send
 the kernel takes only in part (``EAGAIN``) keeps the unsent rest at the head of its
 direction's queue until the socket is writable again; a leg is not read while the direction
 it feeds holds more than 1 MiB unsent (back-pressure).
@@ -41,8 +44,12 @@ timeout has a 1 ms resolution. A wake-up is ~0.05-0.2 ms late on this VM (the mo
 CPUs, the later); ``spin`` trades CPU for microsecond precision: the loop wakes ``spin`` early
 and polls (busy, still serving every socket) until the chunk is due, the last 50 µs reading
 only the clock. Without a timerfd the loop waits in epoll to the last whole
-millisecond and sleeps the rest. TCP_NODELAY is set on both legs, and chunks are forwarded as
+millisecond and sleeps the rest. Heap entries that no longer have anything to do (a closed
+connection's, a connect deadline after the connect) are dropped when they come to the head,
+without a wake-up or a spin. TCP_NODELAY is set on both legs, and chunks are forwarded as
 received. The upstream address is resolved once, in :meth:`LatencyProxy.start`.
+When ``accept()`` fails for lack of descriptors or memory, the listener is not watched for
+50 ms (the connection waits in the backlog), so the loop does not spin.
 
 Use
 ---
@@ -97,6 +104,10 @@ CHUNK = 65536
 QUEUE_LIMIT = 1 << 20
 CONNECT_TIMEOUT = 10.0  # seconds for the upstream connect, as socket.create_connection had
 _ACCEPTS_PER_WAKEUP = 64
+#: accept() errors that leave the connection in the backlog (no descriptor, no memory): the
+#: listener is not watched for this long, else its readiness would make the loop spin.
+_ACCEPT_STARVED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_RELISTEN_AFTER = 0.05
 #: With ``spin``, the last moments before a due chunk are spent reading the clock only: one turn
 #: of the loop (poll every socket, fire what is due) takes ~10-30 µs.
 _SPIN_TIGHT = 50e-6
@@ -228,9 +239,53 @@ class _Timed:
     def fire(self, when: float) -> None:
         raise NotImplementedError
 
+    def live(self, when: float) -> bool:
+        """Whether the entry due ``when`` still has something to do (cheap): the loop drops
+        dead entries at the head of its heap instead of waking (or spinning) for them."""
+        raise NotImplementedError
+
     def fail(self) -> None:
         """Give up on what :meth:`fire` was for after an unexpected error."""
         raise NotImplementedError
+
+
+class _Relisten(_Timed):
+    """Watch the listener again (after accept() ran out of descriptors or memory)."""
+
+    __slots__ = ("loop",)
+
+    def __init__(self, loop: _Loop) -> None:
+        self.loop = loop
+
+    def fire(self, when: float) -> None:
+        self.loop.listen()
+
+    def live(self, when: float) -> bool:
+        return True
+
+    def fail(self) -> None:
+        pass
+
+
+class _Deadline(_Timed):
+    """A connection's connect deadline, due long after most connections connected or closed:
+    cancelled (``link`` None) then, so that the heap does not hold the closed connection."""
+
+    __slots__ = ("link",)
+
+    def __init__(self, link: _Link) -> None:
+        self.link: _Link | None = link
+
+    def fire(self, when: float) -> None:
+        if self.link is not None:
+            self.link.fire(when)
+
+    def live(self, when: float) -> bool:
+        return self.link is not None
+
+    def fail(self) -> None:
+        if self.link is not None:
+            self.link.fail()
 
 
 class _Leg:
@@ -247,9 +302,22 @@ class _Leg:
 
 class _Direction(_Timed):
     """One direction of one connection: a FIFO of ``(due, chunk)``; ``b""`` is the end of
-    stream, ``None`` a reset. At most one heap entry at a time: ``timer`` is its due time."""
+    stream, ``None`` a reset. At most one heap entry at a time: ``timer`` is its due time.
+    ``dead``: dst's peer is gone (a send or shutdown to it failed, or it sent a reset), so
+    nothing is sent to it or read for it any more."""
 
-    __slots__ = ("blocked", "done", "dst", "link", "queue", "queued", "reading", "src", "timer")
+    __slots__ = (
+        "blocked",
+        "dead",
+        "done",
+        "dst",
+        "link",
+        "queue",
+        "queued",
+        "reading",
+        "src",
+        "timer",
+    )
 
     def __init__(self, link: _Link, src: _Leg, dst: _Leg) -> None:
         self.link = link
@@ -260,15 +328,18 @@ class _Direction(_Timed):
         self.reading = True  # src has not ended (EOF, reset)
         self.blocked = False  # a send was cut short: wait until dst is writable
         self.done = False  # the end of stream has been forwarded
+        self.dead = False
         self.timer: float | None = None
         src.inbound = self
         dst.outbound = self
 
     def wants_read(self) -> bool:
-        return self.reading and self.queued <= QUEUE_LIMIT
+        return self.reading and not self.dead and self.queued <= QUEUE_LIMIT
 
     def push(self, due: float, data: bytes | None) -> None:
         """Queue a chunk (or the end of stream / a reset) for sending at ``due``."""
+        if self.dead:
+            return
         self.queue.append((due, data))
         if data:
             self.queued += len(data)
@@ -282,14 +353,60 @@ class _Direction(_Timed):
     def fail(self) -> None:
         self.link.close()
 
+    def live(self, when: float) -> bool:
+        return self.timer == when and not self.dead and not self.link.closed
+
     def fire(self, when: float) -> None:
-        if self.timer != when or self.link.closed:
-            return  # superseded or closed
+        if not self.live(when):
+            return  # superseded, dead or closed
         self.timer = None
         self.flush()
 
+    def die(self) -> None:
+        """dst's peer is gone: drop what is queued for it, send it nothing more, and stop
+        reading src for it. The link closes when the other direction, which then ends with a
+        reset, has forwarded it (or at once if that direction is dead too)."""
+        if self.dead:
+            return
+        self.dead = True
+        self.queue.clear()
+        self.queued = 0
+        self.blocked = False
+        self.timer = None
+        link = self.link
+        if self.dst.inbound.dead:
+            link.close()
+            return
+        link.loop.update(self.dst)
+        link.loop.update(self.src)
+
+    def lost(self) -> None:
+        """A send (or the half-close) to dst failed: dst's peer reset the connection. As if
+        the reset had been read from dst: this direction dies, and the other one forwards a
+        reset to its peer, after whatever it holds that is due earlier. What dst's peer sent
+        before its reset and the loop has not read yet is read now (the connection is over:
+        its end is there at once) so that it goes first; the reset follows it, due one delay
+        after the end was read (one delay from now)."""
+        back = self.dst.inbound
+        was_reading = back.reading
+        self.die()
+        if self.link.closed:
+            return
+        if was_reading:
+            while back.reading:  # read() queues a reset for the end, as src's peer is gone
+                if not back.read():  # no end to read (not a reset after all): end it here
+                    back.reading = False
+                    back.push(time.monotonic() + self.link.loop.delay, None)
+                    self.link.loop.update(self.dst)
+                elif back.queued > QUEUE_LIMIT:
+                    break  # the rest is read as the queue drains, down to the end
+        else:  # dst's peer had ended (its FIN is queued or forwarded): the reset follows it
+            back.push(time.monotonic() + self.link.loop.delay, None)
+
     def flush(self) -> None:
         """Send every chunk that is due, in order; then wait for the next one or for dst."""
+        if self.dead:
+            return
         link = self.link
         queue = self.queue
         sock = self.dst.sock
@@ -309,7 +426,7 @@ class _Direction(_Timed):
                 try:
                     sock.shutdown(socket.SHUT_WR)
                 except OSError:
-                    link.close()
+                    self.lost()
                     return
                 self.done = True
                 break
@@ -318,7 +435,7 @@ class _Direction(_Timed):
             except BlockingIOError:
                 sent = 0
             except OSError:
-                link.close()
+                self.lost()
                 return
             self.queued -= sent
             sent_any = True
@@ -339,8 +456,10 @@ class _Direction(_Timed):
         elif self.done:
             link.direction_done()
 
-    def read(self) -> None:
-        """Read one chunk from src (the socket is readable) and queue it."""
+    def read(self) -> bool:
+        """Read one chunk from src (the socket is readable) and queue it; False if there was
+        nothing to read. The end of stream of a leg found gone (``src.outbound.dead``) is
+        queued as a reset."""
         sock = self.src.sock
         delay = self.link.loop.delay
         try:
@@ -351,18 +470,22 @@ class _Direction(_Timed):
                 data = sock.recv(CHUNK)
                 arrival = time.monotonic()
         except (BlockingIOError, InterruptedError):
-            return
-        except OSError:  # reset: forwarded (as a reset) delay later
+            return False
+        except OSError:  # reset: forwarded (as a reset) delay later; src's peer is gone
             self.reading = False
             self.push(time.monotonic() + delay, None)
+            self.src.outbound.die()
             self.link.loop.update(self.src)
-            return
-        self.push(arrival + delay, data)
+            return True
         if not data:
             self.reading = False
+            self.push(arrival + delay, None if self.src.outbound.dead else data)
             self.link.loop.update(self.src)
-        elif self.queued > QUEUE_LIMIT:
+            return True
+        self.push(arrival + delay, data)
+        if self.queued > QUEUE_LIMIT:
             self.link.loop.update(self.src)
+        return True
 
 
 class _Link(_Timed):
@@ -376,6 +499,7 @@ class _Link(_Timed):
         "connecting",
         "deadline",
         "down",
+        "expiry",
         "loop",
         "refused",
         "server",
@@ -394,21 +518,31 @@ class _Link(_Timed):
         self.connected = False
         self.refused = False  # no upstream connection: the client gets a reset at ``deadline``
         self.deadline = 0.0
+        self.expiry: _Deadline | None = None  # the pending connect deadline's heap entry
         self.addr_index = 0
 
     def fail(self) -> None:
         self.close()
 
+    def live(self, when: float) -> bool:
+        if self.closed or self.connected:
+            return False
+        return when == self.deadline if self.refused or self.connecting else True
+
+    def _cancel_expiry(self) -> None:
+        if self.expiry is not None:
+            self.expiry.link = None
+            self.expiry = None
+
     def fire(self, when: float) -> None:
         """The connect time has come, the connect's deadline, or the refusal's due time."""
-        if self.closed or self.connected:
+        if not self.live(when):
             return
         if self.refused:
-            if when == self.deadline:
-                self.close(abort=self.client)
+            self.close(abort=self.client)
         elif not self.connecting:
             self._connect()
-        elif when == self.deadline:
+        else:
             self._connect_failed()
 
     def _connect(self) -> None:
@@ -422,7 +556,8 @@ class _Link(_Timed):
         elif err in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN, errno.EINTR):
             self.connecting = True
             self.deadline = time.monotonic() + CONNECT_TIMEOUT
-            self.loop.schedule(self.deadline, self)
+            self.expiry = _Deadline(self)
+            self.loop.schedule(self.deadline, self.expiry)
             self.loop.update(self.server)
         else:
             self._connect_failed()
@@ -436,6 +571,7 @@ class _Link(_Timed):
             self._connected()
 
     def _connected(self) -> None:
+        self._cancel_expiry()
         self.connecting = False
         self.connected = True
         _enable_timestamps(self.server.sock)
@@ -444,6 +580,7 @@ class _Link(_Timed):
 
     def _connect_failed(self) -> None:
         """Try the next resolved address (as ``socket.create_connection``), else give up."""
+        self._cancel_expiry()
         self.connecting = False
         self.loop.unregister(self.server)
         with contextlib.suppress(OSError):
@@ -468,7 +605,11 @@ class _Link(_Timed):
         if self.closed:
             return
         self.closed = True
+        self._cancel_expiry()
         self.loop.links.discard(self)
+        for direction in (self.up, self.down):  # free what was queued now, not when collected
+            direction.queue.clear()
+            direction.queued = 0
         for leg in (self.client, self.server):
             self.loop.unregister(leg)
             sock = leg.sock
@@ -502,19 +643,36 @@ class _Loop:
         self.links: set[_Link] = set()
         self.heap: list[tuple[float, int, _Timed]] = []
         self._seq = 0
-        self.selector = selectors.DefaultSelector()
         self.stopping = False
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self.timer = _TimerFD.create()
-        listener.setblocking(False)
-        self.selector.register(listener, _READ, None)
-        self.selector.register(self._wake_r, _READ, None)
-        if self.timer is not None:
-            self.selector.register(self.timer.fd, _READ, None)
+        self.listening = False
+        self._relisten = _Relisten(self)
+        self.timer: _TimerFD | None = None
+        self.selector = selectors.DefaultSelector()
+        try:
+            self._wake_r, self._wake_w = socket.socketpair()
+        except BaseException:
+            self.selector.close()
+            raise
+        try:
+            self._wake_r.setblocking(False)
+            self._wake_w.setblocking(False)
+            self.timer = _TimerFD.create()
+            listener.setblocking(False)
+            self.listen()
+            self.selector.register(self._wake_r, _READ, None)
+            if self.timer is not None:
+                self.selector.register(self.timer.fd, _READ, None)
+        except BaseException:  # close what was made; the caller closes the listener
+            self._close_own()
+            raise
 
     # -- registrations -------------------------------------------------------------------
+
+    def listen(self) -> None:
+        """Watch the listener (again)."""
+        if not self.listening and not self.stopping:
+            self.selector.register(self.listener, _READ, None)
+            self.listening = True
 
     def schedule(self, when: float, target: _Timed) -> None:
         self._seq += 1
@@ -577,6 +735,8 @@ class _Loop:
     def _timeout(self) -> float | None:
         """How long the selector may wait: until the earliest timed event, ``spin`` early."""
         heap = self.heap
+        while heap and not heap[0][2].live(heap[0][0]):  # superseded, closed: no wake-up
+            heapq.heappop(heap)
         if not heap:
             if self.timer is not None and self.timer.pending:
                 self.timer.clear()  # else it would wake the loop again and again
@@ -643,8 +803,14 @@ class _Loop:
                 client, _ = self.listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:  # out of descriptors, aborted handshake: try again later
-                return
+            except OSError as exc:
+                if exc.errno in _ACCEPT_STARVED:
+                    # The connection stays in the backlog and the (level-triggered) listener
+                    # readable: stop watching it for a while rather than spin.
+                    self.selector.unregister(self.listener)
+                    self.listening = False
+                    self.schedule(time.monotonic() + _RELISTEN_AFTER, self._relisten)
+                return  # an aborted handshake: the next connection wakes the loop again
             accepted = time.monotonic()
             client.setblocking(False)
             with contextlib.suppress(OSError):
@@ -665,13 +831,19 @@ class _Loop:
     def _close_all(self) -> None:
         for link in list(self.links):
             link.close()
-        for sock in (self.listener, self._wake_r, self._wake_w):
+        with contextlib.suppress(OSError):
+            self.listener.close()
+        self._close_own()
+        self.heap.clear()
+
+    def _close_own(self) -> None:
+        """Close what the loop itself created (not the listener)."""
+        for sock in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 sock.close()
         if self.timer is not None:
             self.timer.close()
         self.selector.close()
-        self.heap.clear()
 
 
 class LatencyProxy:
@@ -715,7 +887,11 @@ class LatencyProxy:
         return self._port
 
     def start(self) -> Self:
-        """Resolve the upstream, bind, listen and start the event loop in a daemon thread."""
+        """Resolve the upstream, bind, listen and start the event loop in a daemon thread.
+
+        Raises RuntimeError if the proxy is running already (stop it first)."""
+        if self._loop is not None:
+            raise RuntimeError("proxy already started")
         host, port = self.upstream
         addresses = [tuple(a) for a in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -724,12 +900,19 @@ class LatencyProxy:
             listener.bind((self.host, self._requested_port))
             listener.listen(1024)
             self._port = int(listener.getsockname()[1])
-            self._loop = _Loop(listener, addresses, self.delay, self.spin, self)
+            loop = _Loop(listener, addresses, self.delay, self.spin, self)
         except BaseException:
             listener.close()
+            self._port = None
             raise
-        self._thread = threading.Thread(target=self._loop.run, name="proxy-loop", daemon=True)
-        self._thread.start()
+        thread = threading.Thread(target=loop.run, name="proxy-loop", daemon=True)
+        try:
+            thread.start()
+        except BaseException:
+            loop._close_all()
+            self._port = None
+            raise
+        self._loop, self._thread = loop, thread
         return self
 
     def stop(self) -> None:
@@ -741,6 +924,9 @@ class LatencyProxy:
         loop.wake()
         if thread is not None:
             thread.join(timeout=5)
+            if thread.is_alive():
+                return  # still closing: a second stop() waits again; start() refuses
+        self._loop = self._thread = None
 
     def __enter__(self) -> Self:
         return self.start()

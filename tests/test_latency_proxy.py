@@ -7,14 +7,20 @@ loaded two-core CI machine does not make them flaky.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import random
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import latency_proxy
 import pytest
 from latency_proxy import LatencyProxy, spawn_proxies
 
@@ -343,3 +349,237 @@ def test_stop_closes_open_connections_and_joins_the_thread(echo: EchoServer) -> 
     assert stopped < 1.0
     assert not [t for t in threading.enumerate() if t.name.startswith("proxy")]
     proxy.stop()  # idempotent
+
+
+def _linger_reset(sock: socket.socket) -> None:
+    """Close ``sock`` with a reset (SO_LINGER 0) instead of a FIN."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+@pytest.mark.parametrize("ending", ["reset", "fin"])
+def test_failed_send_upstream_keeps_what_the_server_said(ending: str) -> None:
+    """The server answers and goes away (a reset, or a close whose reset comes when the proxy
+    sends it more): the proxy's send to it fails, and the answer queued for the client (due
+    later) still reaches the client, at its due time, before the end of the connection; a
+    failed send does not close both legs at once."""
+    delay = 0.2
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(10)
+
+    def answer_and_go() -> None:
+        conn, _ = server.accept()  # one delay after the client's connect()
+        conn.sendall(b"-ERR bye\r\n")
+        if ending == "reset":
+            _linger_reset(conn)
+        else:
+            conn.close()
+
+    thread = threading.Thread(target=answer_and_go, daemon=True)
+    thread.start()
+    try:
+        with LatencyProxy(("127.0.0.1", server.getsockname()[1]), delay) as proxy:
+            sock = _connect(proxy.port)
+            start = time.monotonic()
+            with sock:
+                time.sleep(0.1)
+                sock.sendall(b"A\r\n")  # due upstream at ~0.3 s: after the server went away
+                time.sleep(0.05)
+                sock.sendall(b"B\r\n")  # ~0.35 s: the send that fails after a FIN
+                received = b""
+                ended = ""
+                try:
+                    while chunk := sock.recv(100):
+                        received += chunk
+                    ended = "eof"
+                except ConnectionResetError:
+                    ended = "reset"
+                elapsed = time.monotonic() - start
+    finally:
+        thread.join(timeout=5)
+        server.close()
+    assert received == b"-ERR bye\r\n"
+    assert ended == ("reset" if ending == "reset" else "eof")
+    assert 2 * delay - 0.01 <= elapsed < 2 * delay + MARGIN
+
+
+def test_failed_send_downstream_keeps_what_the_client_said() -> None:
+    """The mirror case: the server streams, the client sends a last line and resets. The
+    proxy's sends to the client fail from then on; the line still reaches the server one
+    delay after the client sent it, followed by a reset (not an early FIN without it)."""
+    delay = 0.1
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(10)
+    received: list[bytes] = []
+    ended: list[str] = []
+
+    def stream() -> None:
+        conn, _ = server.accept()
+        conn.setblocking(False)
+        got = b""
+        outcome = "timeout"
+        deadline = time.monotonic() + 3
+        with conn:
+            while time.monotonic() < deadline:
+                try:  # read first: a reset that came with the last data fails a send
+                    chunk = conn.recv(100)
+                except BlockingIOError:
+                    chunk = None
+                except OSError:
+                    outcome = "reset"
+                    break
+                if chunk == b"":
+                    outcome = "eof"
+                    break
+                if chunk:
+                    got += chunk
+                try:
+                    conn.send(b"." * 100)
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    outcome = "reset"
+                    break
+                time.sleep(0.01)
+        received.append(got)
+        ended.append(outcome)
+
+    thread = threading.Thread(target=stream, daemon=True)
+    thread.start()
+    try:
+        with LatencyProxy(("127.0.0.1", server.getsockname()[1]), delay) as proxy:
+            sock = _connect(proxy.port)
+            time.sleep(3 * delay)  # the stream reaches the client
+            sock.sendall(b"QUIT\r\n")
+            _linger_reset(sock)
+            thread.join(timeout=5)
+    finally:
+        server.close()
+    assert received == [b"QUIT\r\n"]
+    assert ended == ["reset"]
+
+
+_EMFILE_CHILD = """
+import json, os, resource, sys, time
+sys.path.insert(0, sys.argv[1])
+from latency_proxy import LatencyProxy
+proxy = LatencyProxy(("127.0.0.1", 9), 0.02).start()
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+hog = []
+try:
+    while True:
+        hog.append(os.open("/dev/null", os.O_RDONLY))
+except OSError:
+    pass
+print(proxy.port, flush=True)
+sys.stdin.readline()  # the parent has connected: the connection waits in the backlog
+cpu = time.process_time()
+time.sleep(1.0)
+cpu = time.process_time() - cpu
+accepted_while_out = proxy.accepted
+for fd in hog:
+    os.close(fd)
+deadline = time.monotonic() + 5
+while proxy.accepted == accepted_while_out and time.monotonic() < deadline:
+    time.sleep(0.01)
+print(json.dumps({"cpu": cpu, "out": accepted_while_out, "after": proxy.accepted}), flush=True)
+proxy.stop()
+"""
+
+
+def test_out_of_descriptors_does_not_spin() -> None:
+    """With no descriptor left, accept() fails while the connection stays in the backlog (the
+    listener stays readable): the loop stops watching the listener for a while instead of
+    spinning at 100% CPU, and accepts the connection once descriptors are free again."""
+    benchmarks = str(Path(latency_proxy.__file__).resolve().parent)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _EMFILE_CHILD, benchmarks],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        port = int(proc.stdout.readline())
+        with socket.create_connection(("127.0.0.1", port), timeout=10):
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            result = json.loads(proc.stdout.readline())
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert result["out"] == 0
+    assert result["after"] == 1
+    assert result["cpu"] < 0.2  # spinning: ~1 s (as much of a core as it gets)
+
+
+def test_stale_connect_deadlines_neither_spin_nor_pin_closed_links(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each connection's connect deadline is a heap entry; once the connect succeeded and the
+    connection closed, it must neither hold the closed connection nor, with ``spin``, make
+    the idle loop busy-poll before its (now meaningless) due time."""
+    monkeypatch.setattr(latency_proxy, "CONNECT_TIMEOUT", 0.5)  # come up during the test
+    server = socket.create_server(("127.0.0.1", 0), backlog=64)
+    server.settimeout(10)
+
+    def close_each() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = server.accept()
+                conn.close()
+
+    thread = threading.Thread(target=close_each, daemon=True)
+    thread.start()
+    try:
+        with LatencyProxy(("127.0.0.1", server.getsockname()[1]), 0.02, spin=0.2) as proxy:
+            loop = proxy._loop
+            assert loop is not None
+            for _ in range(5):
+                with _connect(proxy.port) as sock:
+                    assert sock.recv(1) == b""  # the server's close, a round trip later
+            limit = time.monotonic() + 5
+            while loop.links and time.monotonic() < limit:
+                time.sleep(0.01)
+            time.sleep(0.05)
+            assert not loop.links
+            pinned = [
+                target
+                for _, _, target in list(loop.heap)
+                if isinstance(target, latency_proxy._Link) and target.closed
+            ]
+            assert not pinned
+            cpu = time.process_time()
+            time.sleep(0.8)  # every deadline (connect + 0.5 s) comes up
+            cpu = time.process_time() - cpu
+    finally:
+        with contextlib.suppress(OSError):
+            server.shutdown(socket.SHUT_RDWR)  # wakes the accept() (Linux)
+        server.close()
+        thread.join(timeout=5)
+    assert cpu < 0.1  # spinning before each dead entry: ~0.4 s
+
+
+def test_start_twice_is_refused_and_start_after_stop_works(echo: EchoServer) -> None:
+    proxy = LatencyProxy(("127.0.0.1", echo.port), 0.01).start()
+    try:
+        with pytest.raises(RuntimeError):
+            proxy.start()  # would orphan the running loop
+    finally:
+        proxy.stop()
+    with proxy, _connect(proxy.port) as sock:  # __enter__ starts it again
+        sock.sendall(b"again\r\n")
+        assert _read_exactly(sock, 7) == b"again\r\n"
+
+
+def test_a_failed_start_leaks_no_descriptor(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse() -> None:
+        raise OSError("no timer")
+
+    monkeypatch.setattr(latency_proxy._TimerFD, "create", staticmethod(refuse))
+    before = len(list(Path("/proc/self/fd").iterdir()))
+    with pytest.raises(OSError, match="no timer"):
+        LatencyProxy(("127.0.0.1", 9), 0.01).start()
+    assert len(list(Path("/proc/self/fd").iterdir())) <= before
