@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import latency_proxy
@@ -100,9 +100,14 @@ def test_echo_takes_one_round_trip(echo: EchoServer) -> None:
     assert elapsed < 2 * DELAY + MARGIN
 
 
-def test_every_round_trip_is_delayed(echo: EchoServer) -> None:
-    """The second exchange on a connection is delayed as much as the first."""
-    with LatencyProxy(("127.0.0.1", echo.port), DELAY) as proxy, _connect(proxy.port) as sock:
+@pytest.mark.parametrize("spin", [0.0, 0.002], ids=["sleep", "spin"])
+def test_every_round_trip_is_delayed(echo: EchoServer, spin: float) -> None:
+    """The second exchange on a connection is delayed as much as the first; ``spin`` wakes
+    early but never sends early."""
+    with (
+        LatencyProxy(("127.0.0.1", echo.port), DELAY, spin=spin) as proxy,
+        _connect(proxy.port) as sock,
+    ):
         for word in (b"one\r\n", b"two\r\n"):
             start = time.monotonic()
             sock.sendall(word)
@@ -135,32 +140,42 @@ def test_end_of_stream_is_delayed_and_forwarded(echo: EchoServer) -> None:
     assert 2 * DELAY <= elapsed < 2 * DELAY + MARGIN
 
 
-def test_server_speaking_first_takes_one_round_trip_after_connect() -> None:
-    """A greeting reaches the client a full round trip after connect() returned: the
-    upstream connection is opened half a round trip late, as on a real link."""
+@contextlib.contextmanager
+def _serving_one(handle: Callable[[socket.socket], None]) -> Iterator[tuple[str, int]]:
+    """An upstream on 127.0.0.1 that accepts one connection and hands it to ``handle`` in a
+    thread; yields its address, then waits for the thread and closes the listener."""
     server = socket.create_server(("127.0.0.1", 0))
     server.settimeout(10)
 
-    def greet() -> None:
+    def run() -> None:
         conn, _ = server.accept()
+        handle(conn)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield ("127.0.0.1", server.getsockname()[1])
+    finally:
+        thread.join(timeout=5)
+        server.close()
+
+
+def test_server_speaking_first_takes_one_round_trip_after_connect() -> None:
+    """A greeting reaches the client a full round trip after connect() returned: the
+    upstream connection is opened half a round trip late, as on a real link."""
+
+    def greet(conn: socket.socket) -> None:
         with conn:
             conn.sendall(b"+OK hello\r\n")
             conn.recv(10)
 
-    thread = threading.Thread(target=greet, daemon=True)
-    thread.start()
-    try:
-        upstream = ("127.0.0.1", server.getsockname()[1])
-        with LatencyProxy(upstream, DELAY) as proxy:
-            sock = _connect(proxy.port)
-            start = time.monotonic()
-            with sock:
-                assert _read_exactly(sock, 11) == b"+OK hello\r\n"
-                elapsed = time.monotonic() - start
-        assert 2 * DELAY - 0.01 <= elapsed < 2 * DELAY + MARGIN
-    finally:
-        thread.join(timeout=5)
-        server.close()
+    with _serving_one(greet) as upstream, LatencyProxy(upstream, DELAY) as proxy:
+        sock = _connect(proxy.port)
+        start = time.monotonic()
+        with sock:
+            assert _read_exactly(sock, 11) == b"+OK hello\r\n"
+            elapsed = time.monotonic() - start
+    assert 2 * DELAY - 0.01 <= elapsed < 2 * DELAY + MARGIN
 
 
 def test_cli_in_a_child_process(echo: EchoServer) -> None:
@@ -180,19 +195,6 @@ def test_zero_delay_passes_data_through(echo: EchoServer) -> None:
         payload = bytes(range(256)) * 1024
         sock.sendall(payload)
         assert _read_exactly(sock, len(payload)) == payload
-
-
-def test_spin_wakes_early_but_never_sends_early(echo: EchoServer) -> None:
-    with (
-        LatencyProxy(("127.0.0.1", echo.port), DELAY, spin=0.002) as proxy,
-        _connect(proxy.port) as sock,
-    ):
-        for word in (b"one\r\n", b"two\r\n"):
-            start = time.monotonic()
-            sock.sendall(word)
-            assert _read_exactly(sock, len(word)) == word
-            elapsed = time.monotonic() - start
-            assert 2 * DELAY <= elapsed < 2 * DELAY + MARGIN
 
 
 def test_data_sent_before_the_upstream_connect_counts_from_its_own_arrival(
@@ -296,27 +298,13 @@ def test_many_concurrent_connections_on_one_thread(echo: EchoServer) -> None:
 def test_upstream_reset_reaches_the_client_a_delay_later() -> None:
     """The server resets the connection as soon as it is made (one delay after the client's
     connect()); the client sees the reset one more delay later."""
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(10)
-
-    def reset() -> None:
-        conn, _ = server.accept()
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        conn.close()
-
-    thread = threading.Thread(target=reset, daemon=True)
-    thread.start()
-    try:
-        with LatencyProxy(("127.0.0.1", server.getsockname()[1]), DELAY) as proxy:
-            sock = _connect(proxy.port)
-            start = time.monotonic()
-            with sock, pytest.raises(ConnectionResetError):
-                sock.recv(10)
-            elapsed = time.monotonic() - start
-        assert 2 * DELAY - 0.01 <= elapsed < 2 * DELAY + MARGIN
-    finally:
-        thread.join(timeout=5)
-        server.close()
+    with _serving_one(_linger_reset) as upstream, LatencyProxy(upstream, DELAY) as proxy:
+        sock = _connect(proxy.port)
+        start = time.monotonic()
+        with sock, pytest.raises(ConnectionResetError):
+            sock.recv(10)
+        elapsed = time.monotonic() - start
+    assert 2 * DELAY - 0.01 <= elapsed < 2 * DELAY + MARGIN
 
 
 def test_refused_upstream_resets_the_client_a_delay_later() -> None:
@@ -364,40 +352,31 @@ def test_failed_send_upstream_keeps_what_the_server_said(ending: str) -> None:
     later) still reaches the client, at its due time, before the end of the connection; a
     failed send does not close both legs at once."""
     delay = 0.2
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(10)
 
-    def answer_and_go() -> None:
-        conn, _ = server.accept()  # one delay after the client's connect()
+    def answer_and_go(conn: socket.socket) -> None:  # one delay after the client's connect()
         conn.sendall(b"-ERR bye\r\n")
         if ending == "reset":
             _linger_reset(conn)
         else:
             conn.close()
 
-    thread = threading.Thread(target=answer_and_go, daemon=True)
-    thread.start()
-    try:
-        with LatencyProxy(("127.0.0.1", server.getsockname()[1]), delay) as proxy:
-            sock = _connect(proxy.port)
-            start = time.monotonic()
-            with sock:
-                time.sleep(0.1)
-                sock.sendall(b"A\r\n")  # due upstream at ~0.3 s: after the server went away
-                time.sleep(0.05)
-                sock.sendall(b"B\r\n")  # ~0.35 s: the send that fails after a FIN
-                received = b""
-                ended = ""
-                try:
-                    while chunk := sock.recv(100):
-                        received += chunk
-                    ended = "eof"
-                except ConnectionResetError:
-                    ended = "reset"
-                elapsed = time.monotonic() - start
-    finally:
-        thread.join(timeout=5)
-        server.close()
+    with _serving_one(answer_and_go) as upstream, LatencyProxy(upstream, delay) as proxy:
+        sock = _connect(proxy.port)
+        start = time.monotonic()
+        with sock:
+            time.sleep(0.1)
+            sock.sendall(b"A\r\n")  # due upstream at ~0.3 s: after the server went away
+            time.sleep(0.05)
+            sock.sendall(b"B\r\n")  # ~0.35 s: the send that fails after a FIN
+            received = b""
+            ended = ""
+            try:
+                while chunk := sock.recv(100):
+                    received += chunk
+                ended = "eof"
+            except ConnectionResetError:
+                ended = "reset"
+            elapsed = time.monotonic() - start
     assert received == b"-ERR bye\r\n"
     assert ended == ("reset" if ending == "reset" else "eof")
     assert 2 * delay - 0.01 <= elapsed < 2 * delay + MARGIN
