@@ -135,6 +135,56 @@ def _own_cases(junit: Path) -> dict[str, Any]:
     return out
 
 
+def test_a_check_test_that_breaks_after_its_verdict_is_reported_as_junitxml_does(
+    project: Project,
+) -> None:
+    """A fixture of the project's raises in its teardown, after a check test recorded its
+    verdict: the verdict stands and the test failed (results.json: ``outcome`` failed,
+    ``broke_in`` teardown), and the junit.xml pop3mon writes from its run model shows the
+    error and counts the tests exactly as pytest's junitxml does (it was lost: passed)."""
+    pytester = project[0]
+    pytester.makeconftest(
+        'import pytest\n\npytest_plugins = ["pop3mon.plugin"]\n\n\n'
+        "@pytest.fixture(autouse=True)\n"
+        "def breaks_after(request):\n"
+        "    yield\n"
+        '    if request.node.name.startswith("test_tcp["):\n'
+        '        raise RuntimeError("teardown broke")\n'
+    )
+    theirs = pytester.runpytest_subprocess("--junitxml=theirs.xml", "--reports-dir=theirs")
+    ours = pytester.runpytest_subprocess("--reports-dir=ours")
+    assert theirs.ret == ours.ret == pytest.ExitCode.TESTS_FAILED
+
+    def suite(path: Path) -> tuple[dict[str, str | None], dict[str, list[tuple[str, str]]]]:
+        root = ET.parse(path).getroot()
+        top = root if root.tag == "testsuite" else root.find("testsuite")
+        assert top is not None
+        counts = {k: top.get(k) for k in ("tests", "errors", "failures", "skipped")}
+        cases = {
+            case.get("name", ""): [
+                (e.tag, e.get("message", "")) for e in case if e.tag != "properties"
+            ]
+            for case in top.iter("testcase")
+            if case.get("name", "").startswith("test_tcp[")
+        }
+        return counts, cases
+
+    mine, junitxml = (
+        suite(pytester.path / "ours" / "junit.xml"),
+        suite(pytester.path / "theirs.xml"),
+    )
+    assert mine == junitxml
+    counts, cases = mine
+    assert counts["errors"] == "2" and len(cases) == 2
+    for children in cases.values():
+        assert children == [("error", 'failed on teardown with "RuntimeError: teardown broke"')]
+    document = json.loads((pytester.path / "ours" / "results.json").read_text("utf-8"))
+    tcp = [k for c in document["connections"] for k in c["checks"] if k["check"] == "tcp"]
+    assert [(k["verdict"], k["outcome"], k.get("broke_in")) for k in tcp] == [
+        ("OK", "failed", "teardown")
+    ] * 2
+
+
 def test_tier_granularity_reports_the_projects_own_tests(project: Project) -> None:
     """With ``--granularity=tier`` pop3mon writes junit.xml and report.html itself (no
     pytest-html, no junitxml): a project's own tests run beside the tier tests are in both,

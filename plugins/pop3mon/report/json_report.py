@@ -24,6 +24,7 @@ Schema ``pop3mon/results/v1`` (keys are sorted, so diffs between runs stay small
                      "outcome", "nodeid", "duration_seconds",   # outcome "not run":
                      "blocked_by",       # the check whose failure made it a SKIP, or null
                      "broke_in",         # only a check whose test broke: setup|call|teardown
+                                         # (teardown with a verdict: broke after it)
                                                                  # the run ended first
                      "state": {"verdict", "hardness",            # "soft" | "hard"
                                "since", "since_epoch",           # start of the streak
@@ -185,8 +186,9 @@ def _check(rec: CheckRecord, state: CheckState | None = None) -> dict[str, Any]:
         blocked_by=_text(rec.blocked_by) if rec.blocked_by else None,
     )
     if rec.broke_in:
-        # Only a check whose test broke (ERROR) has it: junit.xml shows one that broke in
-        # its body as a <failure>, in set-up or teardown as an <error>; a merge must too.
+        # Only a check whose test broke has it (ERROR; or ``teardown`` after its verdict):
+        # junit.xml shows one that broke in its body as a <failure>, in set-up or teardown
+        # as an <error>; a merge must too.
         entry["broke_in"] = _text(rec.broke_in)
     return entry
 

@@ -455,8 +455,10 @@ def junit_pieces(
     # writes and counts it.
     doubles = sum(1 for o in others if o.then is not None)
     others = [t for o in others for t in (o, o.then) if t is not None]
-    # A skip with a teardown error is one testcase that junitxml counts as two tests.
+    # A skip with a teardown error is one testcase that junitxml counts as two tests, and
+    # so is a check whose test broke after its verdict (its pass or skip, then the error).
     doubles -= sum(1 for o in others if o.skip_then_error is not None)
+    doubles -= sum(1 for rec, _, _ in cases if rec.junit_error and rec.verdict != Verdict.ERROR)
     errors += sum(1 for o in others if o.outcome == "error" or o.skip_then_error is not None)
     failures += sum(1 for o in others if o.outcome == "failed")
     skipped += sum(1 for o in others if o.outcome == "skipped")
@@ -530,6 +532,9 @@ def check_case_text(
         # A test that broke: junitxml's <error> (set-up, teardown) or <failure> (its body).
         tag = "error" if rec.junit_error else "failure"
         body.append(_leaf(tag, f' message="{_attrib(rec.reason)}"', rec.error_text))
+    elif rec.junit_error:  # broke after its verdict: junitxml's error, "failed on teardown"
+        message = rec.failure or f"failed on {rec.broke_in}"
+        body.append(_leaf("error", f' message="{_attrib(message)}"', message))
     elif rec.outcome == "failed":
         text = rec.failure_text
         body.append(_leaf("failure", f' message="{_attrib(FAILED_PREFIX + text)}"', text))

@@ -71,13 +71,17 @@ class CheckRecord:
     #: broke (ERROR); empty otherwise or unknown.
     failure: str = ""
     #: The phase its test broke in (ERROR): ``call`` is a JUnit failure, as junitxml counts
-    #: an exception in a test's body; a set-up or teardown is an error.
+    #: an exception in a test's body; a set-up or teardown is an error. ``teardown`` with
+    #: another verdict: the test broke after its verdict (a fixture's teardown raised), the
+    #: verdict stands and the test failed (``failure``: junitxml's message).
     broke_in: str = ""
 
     @property
     def junit_error(self) -> bool:
         """Whether junit.xml shows it as an ``<error>`` (else a failure, a skip or a pass)."""
-        return self.verdict == Verdict.ERROR and self.broke_in != "call"
+        if self.verdict == Verdict.ERROR:
+            return self.broke_in != "call"
+        return self.broke_in == "teardown"
 
     @property
     def failure_text(self) -> str:
@@ -166,6 +170,18 @@ class OtherTest:
             self.outcome = "failed" if report.when == "call" else "error"
             self.message = _failure_message(report)
             self.text = report.longreprtext
+
+
+def _broke_after(rec: CheckRecord, report: pytest.TestReport) -> None:
+    """A check's test broke after its verdict (a fixture's teardown raised): the verdict
+    stands, the test failed, and unless it had failed already junit.xml shows the error as
+    junitxml does (an ``<error>`` "failed on teardown with ...")."""
+    if rec.outcome == "failed" or rec.verdict == Verdict.ERROR:
+        rec.outcome = "failed"
+        return
+    rec.outcome = "failed"
+    rec.broke_in = report.when
+    rec.failure = _failure_message(report)
 
 
 def _failure_message(report: pytest.TestReport) -> str:
@@ -319,18 +335,20 @@ class Recorder:
                 self._record_group(report, group)
             elif report.failed:  # a teardown error after the verdicts
                 for nodeid in self.groups[report.nodeid]:
-                    self.records[nodeid].outcome = "failed"
+                    _broke_after(self.records[nodeid], report)
             return None
         if _P + "ct" not in props:
             known = self.records.get(report.nodeid)
             if report.failed and known is not None:
-                # A teardown error after a verdict: keep the verdict, mark the outcome.
-                known.outcome = "failed"
+                _broke_after(known, report)
             elif report.failed and report.when in ("setup", "call") and is_check(report):
                 self.records[report.nodeid] = self._broken(report)
             return None
         if report.when == "teardown" and report.nodeid in self.records:
-            return self.records[report.nodeid]
+            known = self.records[report.nodeid]
+            if report.failed:  # the teardown report repeats the verdict's properties
+                _broke_after(known, report)
+            return known
         self.records[report.nodeid] = _parse(report, props)
         return self.records[report.nodeid]
 
