@@ -148,7 +148,7 @@ def test_a_check_test_that_breaks_after_its_verdict_is_reported_as_junitxml_does
         "@pytest.fixture(autouse=True)\n"
         "def breaks_after(request):\n"
         "    yield\n"
-        '    if request.node.name.startswith("test_tcp["):\n'
+        '    if request.node.name.startswith(("test_tcp[", "test_stls[good")):\n'
         '        raise RuntimeError("teardown broke")\n'
     )
     theirs = pytester.runpytest_subprocess("--junitxml=theirs.xml", "--reports-dir=theirs")
@@ -165,7 +165,7 @@ def test_a_check_test_that_breaks_after_its_verdict_is_reported_as_junitxml_does
                 (e.tag, e.get("message", "")) for e in case if e.tag != "properties"
             ]
             for case in top.iter("testcase")
-            if case.get("name", "").startswith("test_tcp[")
+            if case.get("name", "").startswith(("test_tcp[", "test_stls[good"))
         }
         return counts, cases
 
@@ -175,9 +175,11 @@ def test_a_check_test_that_breaks_after_its_verdict_is_reported_as_junitxml_does
     )
     assert mine == junitxml
     counts, cases = mine
-    assert counts["errors"] == "2" and len(cases) == 2
-    for children in cases.values():
-        assert children == [("error", 'failed on teardown with "RuntimeError: teardown broke"')]
+    assert counts["errors"] == "3" and len(cases) == 3
+    broke = ("error", 'failed on teardown with "RuntimeError: teardown broke"')
+    assert all(children[-1] == broke for children in cases.values())
+    # An implicit-TLS connection has no STLS: a skip, then the error, in one testcase.
+    assert [tag for tag, _ in cases["test_stls[good]"]] == ["skipped", "error"]
     document = json.loads((pytester.path / "ours" / "results.json").read_text("utf-8"))
     tcp = [k for c in document["connections"] for k in c["checks"] if k["check"] == "tcp"]
     assert [(k["verdict"], k["outcome"], k.get("broke_in")) for k in tcp] == [

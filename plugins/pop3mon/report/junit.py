@@ -451,6 +451,8 @@ def junit_pieces(
     errors = sum(1 for rec, _, _ in cases if rec.junit_error)
     failures = sum(1 for rec, _, _ in cases if not rec.junit_error and rec.outcome == "failed")
     skipped = sum(1 for rec, _, _ in cases if not rec.junit_error and rec.outcome == "skipped")
+    # A skip whose test broke after it: junitxml counts the skip and the error.
+    skipped += sum(1 for rec, _, _ in cases if rec.junit_error and rec.verdict == Verdict.SKIP)
     # A failed call with a teardown error is two testcases but one test, as junitxml
     # writes and counts it.
     doubles = sum(1 for o in others if o.then is not None)
@@ -533,6 +535,9 @@ def check_case_text(
         tag = "error" if rec.junit_error else "failure"
         body.append(_leaf(tag, f' message="{_attrib(rec.reason)}"', rec.error_text))
     elif rec.junit_error:  # broke after its verdict: junitxml's error, "failed on teardown"
+        if rec.verdict == Verdict.SKIP:  # after the skip, in the same testcase
+            attrs = f' type="pytest.skip" message="{_attrib(rec.reason)}"'
+            body.append(_leaf("skipped", attrs, rec.reason))
         message = rec.failure or f"failed on {rec.broke_in}"
         body.append(_leaf("error", f' message="{_attrib(message)}"', message))
     elif rec.outcome == "failed":
