@@ -185,6 +185,22 @@ def test_a_check_test_that_breaks_after_its_verdict_is_reported_as_junitxml_does
     assert [(k["verdict"], k["outcome"], k.get("broke_in")) for k in tcp] == [
         ("OK", "failed", "teardown")
     ] * 2
+    # The run failed (pytest's exit status), and so does a merge of it that is asked to.
+    merged = subprocess.run(
+        [sys.executable, "-m", "pop3mon.cli", "merge", "--out=merged", "--exit-status", "ours"],
+        cwd=pytester.path,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "plugins")},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert merged.returncode == 1, merged.stderr
+    assert "3 check tests a fixture of yours broke after the verdict" in merged.stderr
+    again = suite(pytester.path / "merged" / "junit.xml")
+    assert again[0] == counts
+    assert [[tag for tag, _ in c] for c in again[1].values()] == [
+        [tag for tag, _ in c] for c in cases.values()
+    ]
 
 
 def test_tier_granularity_reports_the_projects_own_tests(project: Project) -> None:

@@ -370,10 +370,17 @@ def _merge(args: argparse.Namespace) -> int:
     if not args.exit_status:
         return 0
     failing = sorted({v for v, n in counts.items() if n and fails(v, strict)}, key=rank)
-    # A project's own tests run beside the tier tests failed its shards' runs: so here.
+    # A project's own tests run beside the tier tests failed its shards' runs, and so did a
+    # check test that a fixture of the project's broke after its verdict: so here.
     broken = sum(1 for test in report.others if test.failed)
-    if failing or broken:
+    after = sum(1 for rec in report.records if rec.broke_after_verdict)
+    if failing or broken or after:
         own = [f"{broken} failed test{'s' if broken != 1 else ''} of yours"] if broken else []
+        if after:
+            own.append(
+                f"{after} check test{'s' if after != 1 else ''} a fixture of yours broke "
+                "after the verdict"
+            )
         what = " and ".join([*failing, *own])
         print(f"{PROG} merge: exit 1: the merged report has {what}", file=sys.stderr)
         return 1

@@ -452,7 +452,9 @@ def junit_pieces(
     failures = sum(1 for rec, _, _ in cases if not rec.junit_error and rec.outcome == "failed")
     skipped = sum(1 for rec, _, _ in cases if not rec.junit_error and rec.outcome == "skipped")
     # A skip whose test broke after it: junitxml counts the skip and the error.
-    skipped += sum(1 for rec, _, _ in cases if rec.junit_error and rec.verdict == Verdict.SKIP)
+    skipped += sum(
+        1 for rec, _, _ in cases if rec.broke_after_verdict and rec.verdict == Verdict.SKIP
+    )
     # A failed call with a teardown error is two testcases but one test, as junitxml
     # writes and counts it.
     doubles = sum(1 for o in others if o.then is not None)
@@ -460,7 +462,7 @@ def junit_pieces(
     # A skip with a teardown error is one testcase that junitxml counts as two tests, and
     # so is a check whose test broke after its verdict (its pass or skip, then the error).
     doubles -= sum(1 for o in others if o.skip_then_error is not None)
-    doubles -= sum(1 for rec, _, _ in cases if rec.junit_error and rec.verdict != Verdict.ERROR)
+    doubles -= sum(1 for rec, _, _ in cases if rec.broke_after_verdict)
     errors += sum(1 for o in others if o.outcome == "error" or o.skip_then_error is not None)
     failures += sum(1 for o in others if o.outcome == "failed")
     skipped += sum(1 for o in others if o.outcome == "skipped")
@@ -534,7 +536,7 @@ def check_case_text(
         # A test that broke: junitxml's <error> (set-up, teardown) or <failure> (its body).
         tag = "error" if rec.junit_error else "failure"
         body.append(_leaf(tag, f' message="{_attrib(rec.reason)}"', rec.error_text))
-    elif rec.junit_error:  # broke after its verdict: junitxml's error, "failed on teardown"
+    elif rec.broke_after_verdict:  # junitxml's error, "failed on teardown with ..."
         if rec.verdict == Verdict.SKIP:  # after the skip, in the same testcase
             attrs = f' type="pytest.skip" message="{_attrib(rec.reason)}"'
             body.append(_leaf("skipped", attrs, rec.reason))

@@ -77,11 +77,16 @@ class CheckRecord:
     broke_in: str = ""
 
     @property
+    def broke_after_verdict(self) -> bool:
+        """Whether its test broke after its verdict (a fixture's teardown raised)."""
+        return self.verdict != Verdict.ERROR and self.broke_in == "teardown"
+
+    @property
     def junit_error(self) -> bool:
         """Whether junit.xml shows it as an ``<error>`` (else a failure, a skip or a pass)."""
         if self.verdict == Verdict.ERROR:
             return self.broke_in != "call"
-        return self.broke_in == "teardown"
+        return self.broke_after_verdict
 
     @property
     def failure_text(self) -> str:
