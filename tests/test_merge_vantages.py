@@ -305,3 +305,32 @@ def test_a_merge_with_a_run_without_vantage_reads_back(lab: Lab, tmp_path: Path)
     named = merge(f"--out={tmp_path / 'other'}", out / "results.json", tmp_path / "runs" / "bbb")
     assert named.returncode == 2
     assert "malformed" not in named.stderr and "is already a merge" in named.stderr, named.stderr
+
+
+def test_of_equal_verdicts_the_vantage_whose_check_test_broke_after_it_is_chosen() -> None:
+    """Two vantages saw a check OK; one's test then broke in a fixture's teardown (its run
+    failed). Whatever the vantages' names, the merge keeps that record, so its junit.xml
+    shows the error and ``--exit-status`` fails as that run did."""
+    from pop3mon.report.merge import _worst_records
+    from pop3mon.report.recorder import CheckRecord
+    from pop3mon.verdict import Verdict
+
+    def rec(broken: bool) -> CheckRecord:
+        return CheckRecord(
+            nodeid="tests_targets/test_connectivity.py::test_tcp[ct]",
+            ct="ct",
+            server="s",
+            tier="connectivity",
+            check="tcp",
+            verdict=Verdict.OK,
+            reason="connected",
+            outcome="failed" if broken else "passed",
+            broke_in="teardown" if broken else "",
+            failure='failed on teardown with "RuntimeError: x"' if broken else "",
+        )
+
+    for broken_one in ("aaa", "zzz"):
+        views = {name: [rec(name == broken_one)] for name in ("aaa", "zzz")}
+        records, chosen = _worst_records(views)
+        assert [r.broke_after_verdict for r in records] == [True]
+        assert chosen == {"tcp": broken_one}

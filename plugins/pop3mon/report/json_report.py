@@ -24,7 +24,9 @@ Schema ``pop3mon/results/v1`` (keys are sorted, so diffs between runs stay small
                      "outcome", "nodeid", "duration_seconds",   # outcome "not run":
                      "blocked_by",       # the check whose failure made it a SKIP, or null
                      "broke_in",         # only a check whose test broke: setup|call|teardown
-                                         # (teardown with a verdict: broke after it)
+                                         # (teardown with a verdict: broke after it,
+                     "failure",          # then junitxml's message, "failed on teardown
+                                         # with ...")
                                                                  # the run ended first
                      "state": {"verdict", "hardness",            # "soft" | "hard"
                                "since", "since_epoch",           # start of the streak
@@ -190,6 +192,9 @@ def _check(rec: CheckRecord, state: CheckState | None = None) -> dict[str, Any]:
         # junit.xml shows one that broke in its body as a <failure>, in set-up or teardown
         # as an <error>; a merge must too.
         entry["broke_in"] = _text(rec.broke_in)
+    if rec.broke_after_verdict and rec.failure:
+        # junit.xml's "failed on teardown with ..." of a merge, as the run wrote it.
+        entry["failure"] = _text(rec.failure)
     return entry
 
 

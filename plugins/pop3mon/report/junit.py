@@ -367,7 +367,14 @@ def _check_case(
     case = ET.Element("testcase", {"classname": classname, "name": rec.nodeid.rpartition("::")[2]})
     props = [*record_properties(rec), *testcase_properties(ct, result, rec.tier, rec.check)]
     _add_properties(case, props)
-    if rec.outcome == "failed":
+    if rec.broke_after_verdict:  # as check_case_text writes it
+        if rec.verdict == Verdict.SKIP:
+            ET.SubElement(
+                case, "skipped", {"type": "pytest.skip", "message": rec.reason}
+            ).text = rec.reason
+        message = rec.failure or f"failed on {rec.broke_in}"
+        ET.SubElement(case, "error", {"message": message}).text = message
+    elif rec.outcome == "failed":
         text = messages.get(rec.check, rec.failure_text)
         # As pytest writes a pytest.fail(pytrace=False): the message with its prefix.
         ET.SubElement(case, "failure", {"message": FAILED_PREFIX + text}).text = text

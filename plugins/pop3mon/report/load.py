@@ -437,6 +437,7 @@ def _record(data: Any, ct: str, server: str, where: str) -> CheckRecord:
         duration=_number(data.get("duration_seconds", 0.0), f"{where}.duration_seconds"),
         blocked_by=_string(data.get("blocked_by") or "", f"{where}.blocked_by"),
         broke_in=_phase(data.get("broke_in", ""), f"{where}.broke_in"),
+        failure=_string(data.get("failure", ""), f"{where}.failure"),
     )
     # Every field checked as it was read: no _valid() (the hottest path of a large file).
     return rec

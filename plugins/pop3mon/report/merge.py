@@ -463,7 +463,12 @@ def _worst_records(
             order.setdefault(rec.check, rec)
             seen.setdefault(rec.check, {})[name] = rec.verdict
             best = chosen.get(rec.check)
-            if best is None or rank(rec.verdict) > rank(best[1].verdict):
+            # Of equal verdicts, one whose test broke after it: the run of that vantage
+            # failed, and so must the merge.
+            if best is None or (rank(rec.verdict), rec.broke_after_verdict) > (
+                rank(best[1].verdict),
+                best[1].broke_after_verdict,
+            ):
                 chosen[rec.check] = (name, rec)
     out: list[CheckRecord] = []
     for check in order:
