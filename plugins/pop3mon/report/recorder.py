@@ -181,11 +181,11 @@ def _broke_after(rec: CheckRecord, report: pytest.TestReport) -> None:
     """A check's test broke after its verdict (a fixture's teardown raised): the verdict
     stands, the test failed, and unless it had failed already junit.xml shows the error as
     junitxml does (an ``<error>`` "failed on teardown with ...")."""
-    if rec.outcome == "failed" or rec.verdict == Verdict.ERROR:
+    if rec.outcome == "failed" or rec.verdict == Verdict.ERROR or report.when != "teardown":
         rec.outcome = "failed"
         return
     rec.outcome = "failed"
-    rec.broke_in = report.when
+    rec.broke_in = "teardown"
     rec.failure = _failure_message(report)
 
 
