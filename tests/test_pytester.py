@@ -115,6 +115,19 @@ def test_bad_targets_file_is_a_usage_error(project: Project) -> None:
     result.stderr.fnmatch_lines(["*targets.yaml:5: *security*did you mean 'starttls'*"])
 
 
+def _merge(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``pop3mon merge ARGS`` run in ``cwd`` (the pytester project) as a process."""
+    return subprocess.run(
+        [sys.executable, "-m", "pop3mon.cli", "merge", *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "plugins")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def _own_cases(junit: Path) -> dict[str, Any]:
     """The testcases of a project's own tests (not tests_targets') in ``junit``, each as
     (attributes but time, [(tag, attributes, text)] of its children) by name."""
@@ -191,14 +204,7 @@ def test_a_check_test_that_breaks_after_its_verdict_is_reported_as_junitxml_does
         ("OK", "failed", "teardown")
     ] * 2
     # The run failed (pytest's exit status), and so does a merge of it that is asked to.
-    merged = subprocess.run(
-        [sys.executable, "-m", "pop3mon.cli", "merge", "--out=merged", "--exit-status", "ours"],
-        cwd=pytester.path,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "plugins")},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    merged = _merge(pytester.path, "--out=merged", "--exit-status", "ours")
     assert merged.returncode == 1, merged.stderr
     assert "3 check tests a fixture of yours broke after the verdict" in merged.stderr
     # The merge writes what the run wrote: results.json keeps junitxml's message.
@@ -813,15 +819,7 @@ def test_lean_reports_are_what_pytests_would_be_for_every_reader(project: Projec
         if check["check"] == "tcp" and check.get("state")
     }
     assert states[("good", "tests_targets/test_connectivity.py::test_tcp[good]")] == "OK"
-    merged = subprocess.run(
-        [sys.executable, "-m", "pop3mon.cli", "merge", "--out=m", "r/results.json"],
-        cwd=pytester.path,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "plugins")},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    merged = _merge(pytester.path, "--out=m", "r/results.json")
     assert merged.returncode in (0, 1), merged.stdout + merged.stderr
     for directory in ("r", "m"):
         metrics = (pytester.path / directory / "metrics.prom").read_text(encoding="utf-8")

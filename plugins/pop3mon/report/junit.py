@@ -372,7 +372,7 @@ def _check_case(
             ET.SubElement(
                 case, "skipped", {"type": "pytest.skip", "message": rec.reason}
             ).text = rec.reason
-        message = rec.failure or f"failed on {rec.broke_in}"
+        message = rec.broke_after_message
         ET.SubElement(case, "error", {"message": message}).text = message
     elif rec.outcome == "failed":
         text = messages.get(rec.check, rec.failure_text)
@@ -547,7 +547,7 @@ def check_case_text(
         if rec.verdict == Verdict.SKIP:  # after the skip, in the same testcase
             attrs = f' type="pytest.skip" message="{_attrib(rec.reason)}"'
             body.append(_leaf("skipped", attrs, rec.reason))
-        message = rec.failure or f"failed on {rec.broke_in}"
+        message = rec.broke_after_message
         body.append(_leaf("error", f' message="{_attrib(message)}"', message))
     elif rec.outcome == "failed":
         text = rec.failure_text

@@ -82,6 +82,11 @@ class CheckRecord:
         return self.verdict != Verdict.ERROR and self.broke_in == "teardown"
 
     @property
+    def broke_after_message(self) -> str:
+        """junit.xml's ``<error>`` message of a test that broke after its verdict."""
+        return self.failure or f"failed on {self.broke_in}"
+
+    @property
     def junit_error(self) -> bool:
         """Whether junit.xml shows it as an ``<error>`` (else a failure, a skip or a pass)."""
         if self.verdict == Verdict.ERROR:
@@ -181,10 +186,10 @@ def _broke_after(rec: CheckRecord, report: pytest.TestReport) -> None:
     """A check's test broke after its verdict (a fixture's teardown raised): the verdict
     stands, the test failed, and unless it had failed already junit.xml shows the error as
     junitxml does (an ``<error>`` "failed on teardown with ...")."""
-    if rec.outcome == "failed" or rec.verdict == Verdict.ERROR or report.when != "teardown":
-        rec.outcome = "failed"
-        return
+    failed_before = rec.outcome == "failed" or rec.verdict == Verdict.ERROR
     rec.outcome = "failed"
+    if failed_before or report.when != "teardown":
+        return
     rec.broke_in = "teardown"
     rec.failure = _failure_message(report)
 
