@@ -972,7 +972,6 @@ class _ReportFiles:
                     report,
                     files,
                     owner.junit,
-                    others=report.others,
                     # The writers fork only without other threads: let the batch threads
                     # that delivered every result finish closing their pools first.
                     before_fork=(lambda: store.settle(_SETTLE_SECONDS)) if store else None,

@@ -157,17 +157,16 @@ def write_set_files(
     junit: JUnitOptions,
     *,
     merged_from: str = "",
-    others: Sequence[OtherTest] = (),
     vantages: Mapping[str, RunReport] | None = None,
     before_fork: Callable[[], object] | None = None,
 ) -> bool:
     """Write report.html, junit.xml, metrics.prom and results.json of ``report`` to their
     staged names in ``files`` (every merge's, and a run's with ``--granularity=tier``),
-    each a piece at a time; ``others``: the run's tests that are not pop3mon checks,
-    ``vantages`` as in :func:`write_report_set`. A large run writes junit.xml and
-    metrics.prom in a forked child meanwhile (:func:`.parallel.in_parallel`, which calls
-    ``before_fork`` first); returns whether it did. A member ``files`` does not stage is not
-    written."""
+    each a piece at a time (with the run's tests that are not pop3mon checks,
+    ``report.others``), ``vantages`` as in :func:`write_report_set`. A large run writes
+    junit.xml and metrics.prom in a forked child meanwhile (:func:`.parallel.in_parallel`,
+    which calls ``before_fork`` first); returns whether it did. A member ``files`` does not
+    stage is not written."""
 
     # In a run at 1,000 connection types the halves take 1.2-1.35 s (junit.xml +
     # metrics.prom) and 1.4-1.65 s (report.html + results.json; benchmarks/README.md §3g).
@@ -175,7 +174,7 @@ def write_set_files(
         junit_tmp, metrics_tmp = files.temp("JUnit XML"), files.temp("OpenMetrics")
         if junit_tmp is not None:
             with junit_tmp.open("w", encoding="utf-8") as out:
-                out.writelines(scrub(piece) for piece in junit_pieces(report, junit, others))
+                out.writelines(scrub(piece) for piece in junit_pieces(report, junit, report.others))
         if metrics_tmp is not None:
             write_metrics(report, metrics_tmp, vantages)
 
@@ -183,7 +182,7 @@ def write_set_files(
         html_tmp, json_tmp = files.temp("HTML"), files.temp("JSON")
         if html_tmp is not None:
             with html_tmp.open("w", encoding="utf-8") as out:
-                out.writelines(html_pieces(report, merged_from, others))
+                out.writelines(html_pieces(report, merged_from, report.others))
         if json_tmp is not None:
             write_json(report, json_tmp)
 
@@ -218,7 +217,6 @@ def write_report_set(
             files,
             junit or JUnitOptions(),
             merged_from=merged_from,
-            others=report.others,
             vantages=vantages,
         )
     except BaseException as exc:
